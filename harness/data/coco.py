@@ -1,0 +1,47 @@
+"""A COCO-style dataset on disk: the list of images to run, checked against the annotations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.evaluate import load_annotations
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+@dataclass
+class Dataset:
+    images: list[tuple[int, Path]]  # (image id, file) in annotation order
+    ann_path: Path
+    ann: dict
+    skipped: list[str]  # files left out with --skip-bad-images (name: reason)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def load_dataset(images_dir: str | Path, ann_path: str | Path, limit: int | None = None,
+                 skip_bad: bool = False) -> Dataset:
+    """Match annotation images to files in images_dir; missing or unexpected files stop the run
+    unless skip_bad, in which case they are recorded."""
+    images_dir, ann_path = Path(images_dir), Path(ann_path)
+    if not images_dir.is_dir():
+        raise HarnessError(f"image folder not found: {images_dir}")
+    ann = load_annotations(ann_path)
+    listed = {img["file_name"] for img in ann["images"]}
+    on_disk = {p.name for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    missing = sorted(listed - on_disk)
+    extra = sorted(on_disk - listed)
+    problems = [f"{n}: listed in {ann_path.name} but not in {images_dir}" for n in missing]
+    problems += [f"{n}: in {images_dir} but not in {ann_path.name}" for n in extra]
+    if problems and not skip_bad:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise HarnessError(f"dataset mismatch ({len(problems)} file(s)): {shown} (use --skip-bad-images to continue without them)")
+    images = [(int(img["id"]), images_dir / img["file_name"]) for img in ann["images"] if img["file_name"] in on_disk]
+    if limit:
+        images = images[:limit]
+    if not images:
+        raise HarnessError(f"no images to run: {images_dir} holds none of the images in {ann_path}")
+    return Dataset(images, ann_path, ann, problems if skip_bad else [])

@@ -1,0 +1,117 @@
+"""COCO bbox evaluation: result dicts in, AP metrics out.
+
+faster-coco-eval (C++, same algorithm) is used when installed, else pycocotools; both are the
+reference implementations, so no metric code is written here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+METRIC_NAMES = ("map", "map50", "map75", "map_small", "map_medium", "map_large")
+
+
+def available_backends() -> list[str]:
+    names = []
+    try:
+        import faster_coco_eval  # noqa: F401
+
+        names.append("faster-coco-eval")
+    except ImportError:
+        pass
+    try:
+        import pycocotools  # noqa: F401
+
+        names.append("pycocotools")
+    except ImportError:
+        pass
+    return names
+
+
+def _backend(name: str):
+    if name == "auto":
+        backends = available_backends()
+        if not backends:
+            raise HarnessError("no COCO evaluator installed: pip install pycocotools (or faster-coco-eval)")
+        name = backends[0]
+    if name == "faster-coco-eval":
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        logging.getLogger("faster_coco_eval").setLevel(logging.ERROR)
+        return name, COCO, COCOeval_faster
+    if name == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        return name, COCO, COCOeval
+    raise HarnessError(f"unknown evaluator {name!r}: use auto, faster-coco-eval or pycocotools")
+
+
+class CocoEvaluator:
+    """Holds the ground truth once; evaluates any number of result lists against it."""
+
+    def __init__(self, ann_data: dict, backend: str = "auto"):
+        self.backend, self._coco_cls, self._eval_cls = _backend(backend)
+        gt = self._coco_cls()
+        gt.dataset = copy.deepcopy(ann_data)
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt.createIndex()
+        self.gt = gt
+        self.category_names = {c["id"]: c["name"] for c in ann_data.get("categories", [])}
+
+    def evaluate(self, results: list[dict], image_ids: list[int]) -> dict:
+        """AP metrics (0..1) over image_ids, plus per-class AP keyed by category name."""
+        empty = {k: 0.0 for k in METRIC_NAMES} | {"per_class_ap": {}}
+        if not results:
+            return empty
+        with contextlib.redirect_stdout(io.StringIO()):
+            dt = self.gt.loadRes(copy.deepcopy(results))
+            ev = self._eval_cls(self.gt, dt, "bbox")
+            ev.params.imgIds = sorted(int(i) for i in image_ids)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        stats = [float(s) for s in ev.stats[:6]]
+        metrics = {k: max(v, 0.0) for k, v in zip(METRIC_NAMES, stats)}
+        precision = np.asarray(ev.eval["precision"])  # [T, R, K, A, M]
+        per_class = {}
+        for k, cat_id in enumerate(ev.params.catIds):
+            p = precision[:, :, k, 0, -1]
+            p = p[p > -1]
+            if p.size:
+                per_class[self.category_names.get(cat_id, str(cat_id))] = float(p.mean())
+        metrics["per_class_ap"] = per_class
+        return metrics
+
+
+def load_annotations(path: str | Path) -> dict:
+    """Read a COCO instances json with checks that name the file and what is wrong."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"annotation file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"annotation file {path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise HarnessError(f"annotation file {path}: expected a COCO object with images, annotations, categories")
+    missing = [k for k in ("images", "annotations", "categories") if k not in data]
+    if missing:
+        raise HarnessError(f"annotation file {path}: not COCO instances json, missing key(s) {', '.join(missing)}")
+    for key, fields in (("images", ("id", "file_name")), ("annotations", ("image_id", "category_id", "bbox")),
+                        ("categories", ("id", "name"))):
+        for item in data[key][:1]:
+            absent = [f for f in fields if f not in item]
+            if absent:
+                raise HarnessError(f"annotation file {path}: {key} entries lack {', '.join(absent)}")
+    return data

@@ -1,0 +1,64 @@
+"""Dataset -> batches of model input, prepared ahead of inference in worker threads.
+
+OpenCV's decode/resize release the GIL, so threads overlap preprocessing with inference without
+copying tensors between processes; a bounded look-ahead keeps memory flat with dataset size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.preprocess import ImageMeta, preprocess_image
+from harness.profiles import InputSpec
+
+
+@dataclass
+class Batch:
+    tensor: np.ndarray  # (bs_run, ...) model input; may hold padding rows beyond len(metas)
+    metas: list[ImageMeta]  # the real images only
+    failed: list[str] = field(default_factory=list)  # "file: reason" for images that could not be read
+    seconds: float = 0.0  # preprocessing time spent on this batch (worker thread)
+
+
+def _prepare(chunk: Sequence[tuple[int, object]], spec: InputSpec, pad_to: int | None, skip_bad: bool) -> Batch:
+    t0 = time.perf_counter()
+    tensors, metas, failed = [], [], []
+    for image_id, path in chunk:
+        try:
+            tensor, meta = preprocess_image(path, image_id, spec)
+        except HarnessError as exc:
+            if not skip_bad:
+                raise
+            failed.append(str(exc))
+            continue
+        tensors.append(tensor)
+        metas.append(meta)
+    if not tensors:
+        return Batch(np.zeros((0,), spec.numpy_dtype), [], failed, time.perf_counter() - t0)
+    if pad_to and len(tensors) < pad_to:
+        # A fixed-batch model needs a full batch: repeat the last real image; its outputs are dropped.
+        tensors += [tensors[-1]] * (pad_to - len(tensors))
+    return Batch(np.stack(tensors), metas, failed, time.perf_counter() - t0)
+
+
+def iter_batches(images: Sequence[tuple[int, object]], batch_size: int, spec: InputSpec, pad: bool,
+                 workers: int = 2, skip_bad: bool = False, lookahead: int = 4) -> Iterator[Batch]:
+    """Yield batches in dataset order; up to `lookahead` batches are prepared ahead."""
+    chunks = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+    pad_to = batch_size if pad else None
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="preprocess") as pool:
+        pending: deque = deque()
+        next_chunk = 0
+        while pending or next_chunk < len(chunks):
+            while next_chunk < len(chunks) and len(pending) < lookahead:
+                pending.append(pool.submit(_prepare, chunks[next_chunk], spec, pad_to, skip_bad))
+                next_chunk += 1
+            batch = pending.popleft().result()
+            yield batch

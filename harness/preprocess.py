@@ -1,0 +1,123 @@
+"""Image file -> model input tensor + the meta that maps boxes back to the original image.
+
+Pure functions shared by in-process targets and the file-based NPU flow, so the two cannot drift.
+Geometry convention: input_xy = original_xy * scale + pad (per axis); boxes map back exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.profiles import InputSpec
+
+_INTERPOLATION = {
+    "nearest": cv2.INTER_NEAREST,
+    "linear": cv2.INTER_LINEAR,
+    "cubic": cv2.INTER_CUBIC,
+    "area": cv2.INTER_AREA,
+}
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """Where one image came from and how it was placed in the model input."""
+
+    image_id: int
+    file: str
+    width: int  # original width in pixels
+    height: int  # original height in pixels
+    scale_x: float
+    scale_y: float
+    pad_x: float
+    pad_y: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ImageMeta":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as OpenCV does (BGR, uint8, HxWx3); a clear error for unreadable files."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"image not found: {path}")
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise HarnessError(f"image {path}: cannot be decoded (corrupt or not an image)")
+    return image
+
+
+def place_geometry(width: int, height: int, spec: InputSpec) -> tuple[int, int, float, float, int, int]:
+    """Resized size, per-axis scale and integer padding for an image of width x height."""
+    if spec.resize == "stretch":
+        return spec.width, spec.height, spec.width / width, spec.height / height, 0, 0
+    ratio = min(spec.width / width, spec.height / height)
+    new_w = max(1, min(spec.width, int(round(width * ratio))))
+    new_h = max(1, min(spec.height, int(round(height * ratio))))
+    if spec.resize == "letterbox":
+        pad_x, pad_y = (spec.width - new_w) // 2, (spec.height - new_h) // 2
+    else:  # letterbox-topleft
+        pad_x, pad_y = 0, 0
+    return new_w, new_h, new_w / width, new_h / height, pad_x, pad_y
+
+
+def resize_image(image: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, tuple[float, float, int, int]]:
+    """Resize (and pad) a BGR image to the model's input size; returns canvas and (sx, sy, px, py)."""
+    height, width = image.shape[:2]
+    new_w, new_h, scale_x, scale_y, pad_x, pad_y = place_geometry(width, height, spec)
+    resized = cv2.resize(image, (new_w, new_h), interpolation=_INTERPOLATION[spec.interpolation])
+    if spec.resize == "stretch":
+        return resized, (scale_x, scale_y, 0, 0)
+    canvas = np.full((spec.height, spec.width, 3), spec.pad_value, dtype=np.uint8)
+    canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
+    return canvas, (scale_x, scale_y, pad_x, pad_y)
+
+
+def to_model_layout(canvas: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """BGR uint8 HxWx3 canvas -> one image in the model's colour order, dtype, normalisation, layout."""
+    pixels = canvas[:, :, ::-1] if spec.color == "rgb" else canvas
+    if spec.dtype == "u8":
+        out = np.ascontiguousarray(pixels)
+    else:
+        mean = np.asarray(spec.mean, dtype=np.float32)
+        inv_std = np.float32(1.0) / np.asarray(spec.std, dtype=np.float32)
+        out = (pixels.astype(np.float32) - mean) * inv_std
+    if spec.layout == "NCHW":
+        out = out.transpose(2, 0, 1)
+    return np.ascontiguousarray(out)
+
+
+def preprocess_image(path: str | Path, image_id: int, spec: InputSpec) -> tuple[np.ndarray, ImageMeta]:
+    """One image file -> (model input without batch dim, meta)."""
+    image = read_image(path)
+    height, width = image.shape[:2]
+    canvas, (scale_x, scale_y, pad_x, pad_y) = resize_image(image, spec)
+    meta = ImageMeta(int(image_id), str(path), width, height, scale_x, scale_y, float(pad_x), float(pad_y))
+    return to_model_layout(canvas, spec), meta
+
+
+def input_to_original(boxes_xyxy: np.ndarray, meta: ImageMeta) -> np.ndarray:
+    """Map boxes from model-input pixels back to original-image pixels, clipped to the image."""
+    out = np.empty_like(boxes_xyxy, dtype=np.float32)
+    out[:, 0::2] = (boxes_xyxy[:, 0::2] - meta.pad_x) / meta.scale_x
+    out[:, 1::2] = (boxes_xyxy[:, 1::2] - meta.pad_y) / meta.scale_y
+    np.clip(out[:, 0::2], 0, meta.width, out=out[:, 0::2])
+    np.clip(out[:, 1::2], 0, meta.height, out=out[:, 1::2])
+    return out
+
+
+def original_to_input(boxes_xyxy: np.ndarray, meta: ImageMeta) -> np.ndarray:
+    """Inverse of input_to_original (no clipping): original pixels -> model-input pixels."""
+    out = np.empty_like(boxes_xyxy, dtype=np.float32)
+    out[:, 0::2] = boxes_xyxy[:, 0::2] * meta.scale_x + meta.pad_x
+    out[:, 1::2] = boxes_xyxy[:, 1::2] * meta.scale_y + meta.pad_y
+    return out

@@ -1,0 +1,91 @@
+"""results.json as the single record of a run: rows appended as they finish, written atomically.
+
+An interrupted run leaves a valid file holding every finished row; --resume picks up from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+RESULTS_FILE = "results.json"
+REPORT_FILE = "report.md"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_results(path: str | Path) -> dict:
+    """Read a results.json (or the one inside a folder) with a clear error for anything else."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    if not path.is_file():
+        raise HarnessError(f"results file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"results file {path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        raise HarnessError(f"results file {path}: expected an object with a 'rows' list")
+    return data
+
+
+def row_key(row: dict) -> tuple:
+    """What makes two rows the same measurement, for --resume."""
+    return (row.get("target"), row.get("model"), row.get("profile"), row.get("precision"), int(row.get("bs", 0)))
+
+
+class ResultsStore:
+    """The --out folder: checks it up front, then rewrites results.json + report.md after every row."""
+
+    def __init__(self, out_dir: str | Path, env: dict, resume: bool = False, overwrite: bool = False):
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / RESULTS_FILE
+        self.env = env
+        self.rows: list[dict] = []
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.out_dir / ".write-probe"
+            probe.write_bytes(b"\0" * 65536)  # a small real write: fails on a full or read-only disk
+            probe.unlink()
+        except OSError as exc:
+            raise HarnessError(f"output folder {self.out_dir} is not writable ({exc.strerror or exc})") from None
+        if self.path.exists():
+            if resume:
+                self.rows = load_results(self.path)["rows"]
+            elif not overwrite:
+                raise HarnessError(
+                    f"{self.path} already holds results; pass --resume to continue that run, "
+                    "--overwrite to replace it, or choose another --out"
+                )
+
+    def done(self, key: tuple) -> bool:
+        return any(row_key(r) == key for r in self.rows)
+
+    def add(self, row: dict) -> None:
+        self.rows = [r for r in self.rows if row_key(r) != row_key(row)] + [row]
+        self.save()
+
+    def save(self) -> None:
+        from harness.report import run_report_markdown
+
+        text = json.dumps({"rows": self.rows, "env": self.env}, indent=2, sort_keys=False)
+        atomic_write_text(self.path, text + "\n")
+        atomic_write_text(self.out_dir / REPORT_FILE, run_report_markdown(self.rows, self.env))

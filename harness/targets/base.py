@@ -1,0 +1,119 @@
+"""The lifecycle every runtime adapter shares (after Polygraphy's runners).
+
+    target = TargetClass(model_path, profile, options)   # nothing heavy yet
+    target.load(batch)            # compile/prepare for a batch size; raise if it cannot run it
+    outputs = target.infer(x)     # one batch, synchronous; list of arrays in model output order
+    stats = target.benchmark(x, seconds, min_iterations)  # steady-state loop, the target's best way
+    target.close()
+
+Adapters know nothing about boxes or COCO; they move tensors and report what they ran.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+
+@dataclass
+class BenchStats:
+    """What a steady-state loop measured: per-call latencies (ms) and throughput (images/s)."""
+
+    latencies_ms: list[float]
+    images: int
+    seconds: float
+    concurrency: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    shape: tuple  # ints, or str/None for dynamic dims
+    dtype: str
+
+
+class Target:
+    name = "base"
+    description = ""
+    #: what the latency/throughput figures cover, shown in reports
+    time_covers = "inference call (host tensors in, host tensors out)"
+
+    def __init__(self, model_path: str | Path, profile, options: dict | None = None):
+        self.model_path = Path(model_path)
+        self.profile = profile
+        self.options = dict(options or {})
+        self.batch = None
+        self.padded_batch = False  # True when a short last batch must be padded to the fixed size
+        self.notes: list[str] = []
+        if not self.model_path.exists():
+            raise HarnessError(f"model file not found: {self.model_path}")
+
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        """(can run here, why not / what it runs on)."""
+        return True, ""
+
+    def load(self, batch: int) -> None:
+        raise NotImplementedError
+
+    def inputs(self) -> list[TensorInfo]:
+        raise NotImplementedError
+
+    def outputs(self) -> list[TensorInfo]:
+        raise NotImplementedError
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int) -> BenchStats:
+        """Default steady-state loop: synchronous calls, each timed."""
+        latencies = []
+        start = time.perf_counter()
+        while True:
+            t0 = time.perf_counter()
+            self.infer(batch)
+            latencies.append((time.perf_counter() - t0) * 1e3)
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds and len(latencies) >= min_iterations:
+                break
+        return BenchStats(latencies, len(latencies) * batch.shape[0], elapsed)
+
+    def describe(self) -> dict:
+        """Runtime, version, device and options, for the results row."""
+        return {}
+
+    def close(self) -> None:
+        pass
+
+    def check_input(self, shape: tuple, dtype: str, batch: int) -> None:
+        """Fail before the run when the model's input does not fit the profile."""
+        spec = self.profile.input
+        expected = spec.shape(batch)
+        dims = tuple(shape)
+        if len(dims) != 4 or any(isinstance(d, int) and d > 0 and d != e for d, e in zip(dims[1:], expected[1:])):
+            raise HarnessError(
+                f"model {self.model_path.name} input {dims} does not fit profile {self.profile.name} "
+                f"(expects {spec.layout} {expected[1:]} {spec.dtype}); check --profile"
+            )
+        if dtype and dtype != spec.numpy_dtype:
+            raise HarnessError(
+                f"model {self.model_path.name} input dtype {dtype} does not fit profile {self.profile.name} "
+                f"(dtype = {spec.dtype!r}); check --profile"
+            )
+
+
+def fixed_batch_error(model_path: Path, fixed: int, batch: int, why: str) -> HarnessError:
+    return HarnessError(
+        f"model {model_path.name} has a fixed batch of {fixed} and cannot run batch {batch} ({why}); "
+        f"export it with a dynamic batch axis, or pass one model per batch size as --model 'name_bs{{bs}}.onnx'"
+    )

@@ -1,0 +1,154 @@
+"""OpenVINO CPU target (`ov`): ONNX or IR, performance hint selectable, async infer requests."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from harness.errors import HarnessError, TargetUnavailable
+from harness.targets import register
+from harness.targets.cpu_isa import guard_amx
+from harness.targets.base import BenchStats, Target, TensorInfo, fixed_batch_error
+
+HINTS = ("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT")
+OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+def _import_ov():
+    guard_amx()
+    try:
+        import openvino
+    except ImportError:
+        raise TargetUnavailable("openvino is not installed: pip install 'harness[ov]'") from None
+    return openvino
+
+
+def _dims(partial_shape) -> tuple:
+    return tuple(d.get_length() if d.is_static else None for d in partial_shape)
+
+
+@register
+class OpenVinoCpu(Target):
+    name = "ov"
+    description = "OpenVINO, CPU device, async infer requests"
+    time_covers = "inference (host tensors, async infer requests in flight together)"
+
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        try:
+            ov = _import_ov()
+        except TargetUnavailable as exc:
+            return False, str(exc)
+        return True, f"openvino {ov.__version__}"
+
+    def _read(self):
+        ov = _import_ov()
+        if self.model_path.suffix.lower() not in (".onnx", ".xml"):
+            raise HarnessError(f"model {self.model_path}: target ov needs an .onnx or OpenVINO .xml file")
+        if self.model_path.suffix.lower() == ".xml" and not self.model_path.with_suffix(".bin").is_file():
+            raise HarnessError(f"model {self.model_path}: its weights {self.model_path.with_suffix('.bin').name} are missing")
+        self._core = getattr(self, "_core", None) or ov.Core()
+        try:
+            return self._core.read_model(str(self.model_path))
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise HarnessError(f"model {self.model_path}: OpenVINO cannot read it ({first[:200]})") from None
+
+    def load(self, batch: int) -> None:
+        ov = _import_ov()
+        model = self._read()
+        port = model.inputs[0]
+        dims = _dims(port.get_partial_shape())
+        self.check_input(dims, str(port.get_element_type().to_dtype()), batch)
+        fixed = dims[0] if dims and dims[0] is not None else None
+        self.padded_batch = False
+        if fixed != batch:
+            # Static shapes compile to faster code; try the requested batch for dynamic and fixed graphs.
+            try:
+                model.reshape({port: ov.PartialShape([batch, *dims[1:]])})
+            except Exception as exc:
+                raise fixed_batch_error(self.model_path, fixed, batch, f"OpenVINO reshape fails: "
+                                        f"{(str(exc).strip().splitlines() or ['?'])[0][:160]}") from None
+            if fixed is not None:
+                self.notes.append(f"reshaped from batch {fixed} to {batch}")
+        for out in model.outputs:
+            odims = _dims(out.get_partial_shape())
+            if odims and odims[0] not in (batch, None) and batch > 1:
+                raise fixed_batch_error(self.model_path, fixed or 1, batch, f"output keeps shape {odims} after reshape")
+        self.padded_batch = True  # the compiled graph is static: a short last batch is padded
+        hint = str(self.options.get("hint") or "THROUGHPUT").upper()
+        if hint not in HINTS:
+            raise HarnessError(f"unknown OpenVINO performance hint {hint!r}; use one of {', '.join(HINTS)}")
+        precision = str(self.options.get("precision") or "fp32").lower()
+        if precision not in OV_PRECISIONS:
+            raise HarnessError(f"target ov: precision {precision!r} not supported; use one of {', '.join(OV_PRECISIONS)}")
+        # Pin the precision: on CPUs with bf16 support OpenVINO otherwise silently computes in bf16.
+        config = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": OV_PRECISIONS[precision]}
+        quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+        self.precision = "int8" if quantized else precision
+        amx_note = guard_amx()
+        if amx_note and amx_note not in self.notes:
+            self.notes.append(amx_note)
+        if self.options.get("threads"):
+            config["INFERENCE_NUM_THREADS"] = int(self.options["threads"])
+        if self.options.get("nireq"):
+            config["PERFORMANCE_HINT_NUM_REQUESTS"] = int(self.options["nireq"])
+        try:
+            self._compiled = self._core.compile_model(model, "CPU", config)
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise HarnessError(f"model {self.model_path}: OpenVINO cannot compile it for CPU ({first[:200]})") from None
+        self._request = self._compiled.create_infer_request()
+        self._hint = hint
+        self.batch = batch
+
+    def inputs(self) -> list[TensorInfo]:
+        return [TensorInfo(p.get_any_name(), _dims(p.get_partial_shape()), str(p.get_element_type().to_dtype()))
+                for p in self._compiled.inputs]
+
+    def outputs(self) -> list[TensorInfo]:
+        return [TensorInfo(p.get_any_name() if p.get_names() else f"output_{i}", _dims(p.get_partial_shape()),
+                           str(p.get_element_type().to_dtype())) for i, p in enumerate(self._compiled.outputs)]
+
+    def infer(self, batch: np.ndarray, extras: dict | None = None) -> list[np.ndarray]:
+        feeds = {0: batch}
+        if extras:
+            feeds.update(extras)
+        self._request.infer(feeds)
+        return [self._request.get_output_tensor(i).data.copy() for i in range(len(self._compiled.outputs))]
+
+    def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int) -> BenchStats:
+        """benchmark_app's method: N async requests, each with its input tensor set once, kept busy."""
+        ov = _import_ov()
+        nireq = int(self.options.get("nireq") or self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        queue = ov.AsyncInferQueue(self._compiled, nireq)
+        for request in queue:
+            request.set_input_tensor(ov.Tensor(np.ascontiguousarray(batch)))
+        latencies: list[float] = []
+
+        def done(request, started):
+            latencies.append((time.perf_counter() - started) * 1e3)
+
+        queue.set_callback(done)
+        submitted = 0
+        start = time.perf_counter()
+        while True:
+            queue.start_async(None, time.perf_counter())
+            submitted += 1
+            if time.perf_counter() - start >= seconds and submitted >= min_iterations:
+                break
+        queue.wait_all()
+        elapsed = time.perf_counter() - start
+        return BenchStats(latencies, submitted * batch.shape[0], elapsed, concurrency=nireq)
+
+    def describe(self) -> dict:
+        ov = _import_ov()
+        info = {"runtime": f"openvino {ov.__version__}", "device": "CPU", "hint": getattr(self, "_hint", None)}
+        if getattr(self, "_compiled", None) is not None:
+            info["nireq"] = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        return info
+
+    def close(self) -> None:
+        self._request = None
+        self._compiled = None
