@@ -183,6 +183,4 @@ def targets():
         table.add_row(name, "yes" if ok else "no", escape(why or cls.description))
     out.print(table)
 
-
-if __name__ == "__main__":
-    main()
+# -- more commands are registered below (one add_command line per module) --

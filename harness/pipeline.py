@@ -14,9 +14,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from harness.decode import decode
+from harness.decode.types import to_coco_results
 from harness.errors import HarnessError
 from harness.preprocess import ImageMeta, preprocess_image
 from harness.profiles import InputSpec
+from harness.timing import StageClock
 
 
 @dataclass
@@ -62,3 +65,35 @@ def iter_batches(images: Sequence[tuple[int, object]], batch_size: int, spec: In
                 next_chunk += 1
             batch = pending.popleft().result()
             yield batch
+
+
+@dataclass
+class PassResult:
+    detections: list[dict]  # COCO result dicts
+    counted: list[int]  # image ids that ran
+    failed: list[str]  # "file: reason" for images skipped with skip_bad
+    clock: StageClock  # per-stage seconds
+    wall_seconds: float
+
+
+def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, skip_bad: bool = False,
+                  advance=lambda n=1: None) -> PassResult:
+    """Read, preprocess, infer and decode every image once; detections as COCO dicts."""
+    clock = StageClock()
+    detections: list[dict] = []
+    counted: list[int] = []
+    failed: list[str] = []
+    start = time.perf_counter()
+    for batch in iter_batches(images, batch_size, profile.input, pad=target.padded_batch,
+                              workers=workers, skip_bad=skip_bad):
+        clock.seconds["preprocess"] += batch.seconds
+        failed += batch.failed
+        if batch.metas:
+            with clock.stage("infer"):
+                outputs = target.infer(batch.tensor)
+            with clock.stage("decode"):
+                for meta, dets in zip(batch.metas, decode(outputs, batch.metas, profile)):
+                    detections += to_coco_results(dets, meta.image_id, profile.category_ids)
+                    counted.append(meta.image_id)
+        advance(len(batch.metas) + len(batch.failed))
+    return PassResult(detections, counted, failed, clock, time.perf_counter() - start)

@@ -15,15 +15,14 @@ import numpy as np
 
 from harness.data.coco import load_dataset
 from harness.decode import decode
-from harness.decode.types import to_coco_results
 from harness.errors import HarnessError
 from harness.evaluate import CocoEvaluator
-from harness.pipeline import iter_batches
+from harness.pipeline import accuracy_pass
 from harness.preprocess import preprocess_image
 from harness.profiles import Profile
 from harness.results import ResultsStore
 from harness.targets import get_target
-from harness.timing import StageClock, percentiles_ms, warm_up
+from harness.timing import percentiles_ms, warm_up
 
 
 @dataclass
@@ -100,14 +99,16 @@ def _requested_precision(config: RunConfig) -> str:
 
 
 def _check_categories(ann: dict, profile: Profile, ann_path: Path) -> None:
-    """Profile category ids must exist in the annotations, or every detection would be ignored."""
-    known = {int(c["id"]) for c in ann["categories"]}
-    unknown = sorted(set(profile.category_ids) - known)
-    if len(unknown) == len(set(profile.category_ids)):
+    """Every annotated category must map to a profile class, or its boxes count as misses silently."""
+    names = {int(c["id"]): c["name"] for c in ann["categories"]}
+    used = {int(a["category_id"]) for a in ann["annotations"]}
+    unmapped = sorted(used - set(profile.category_ids))
+    if unmapped:
+        shown = ", ".join(f"{i} ({names.get(i, '?')})" for i in unmapped[:8])
+        more = f" and {len(unmapped) - 8} more" if len(unmapped) > 8 else ""
         raise HarnessError(
-            f"none of profile {profile.name}'s category ids appear in {ann_path} "
-            f"(profile ids {list(profile.category_ids)[:5]}..., annotation ids {sorted(known)[:5]}...); "
-            "fix [classes] category_ids in the profile"
+            f"{ann_path}: category id(s) {shown}{more} have boxes but no class in profile {profile.name} "
+            f"(its ids: {list(profile.category_ids)[:8]}...); fix [classes] category_ids in the profile"
         )
 
 
@@ -133,25 +134,11 @@ def _run_one(config, bs, model_path, per_batch, images, bad, evaluator, dataset,
             warm_up(lambda: target.infer(sample), config.warmup_seconds)
             stats = target.benchmark(sample, config.bench_seconds, config.min_iterations)
             advance(1)
-        clock = StageClock()
-        detections: list[dict] = []
-        counted: list[int] = []
-        failed: list[str] = []
-        start = time.perf_counter()
         with progress.task(f"{config.target} bs={bs}: accuracy pass", len(images)) as advance:
-            for batch in iter_batches(images, bs, profile.input, pad=target.padded_batch,
-                                      workers=config.workers, skip_bad=config.skip_bad_images):
-                clock.seconds["preprocess"] += batch.seconds
-                failed += batch.failed
-                if batch.metas:
-                    with clock.stage("infer"):
-                        outputs = target.infer(batch.tensor)
-                    with clock.stage("decode"):
-                        for meta, dets in zip(batch.metas, decode(outputs, batch.metas, profile)):
-                            detections += to_coco_results(dets, meta.image_id, profile.category_ids)
-                            counted.append(meta.image_id)
-                advance(len(batch.metas) + len(batch.failed))
-        wall = time.perf_counter() - start
+            passed = accuracy_pass(target, images, bs, profile, workers=config.workers,
+                                   skip_bad=config.skip_bad_images, advance=advance)
+        detections, counted, failed, clock, wall = (passed.detections, passed.counted, passed.failed,
+                                                    passed.clock, passed.wall_seconds)
         describe = target.describe()
         notes = list(target.notes)
         precision = getattr(target, "precision", None) or _requested_precision(config)

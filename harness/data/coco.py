@@ -7,6 +7,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.evaluate import load_annotations
+from harness.preprocess import check_image_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -42,6 +43,14 @@ def load_dataset(images_dir: str | Path, ann_path: str | Path, limit: int | None
     images = [(int(img["id"]), images_dir / img["file_name"]) for img in ann["images"] if img["file_name"] in on_disk]
     if limit:
         images = images[:limit]
+    # Unreadable or truncated files are found before any work starts, all at once.
+    bad = [(path, why) for _, path in images if (why := check_image_file(path))]
+    if bad and not skip_bad:
+        shown = "; ".join(f"{p.name}: {why}" for p, why in bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise HarnessError(f"{len(bad)} bad image file(s) in {images_dir}: {shown} (use --skip-bad-images to continue without them)")
+    bad_paths = {p for p, _ in bad}
+    images = [(i, p) for i, p in images if p not in bad_paths]
+    problems += [f"{p.name}: {why}" for p, why in bad]
     if not images:
         raise HarnessError(f"no images to run: {images_dir} holds none of the images in {ann_path}")
     return Dataset(images, ann_path, ann, problems if skip_bad else [])

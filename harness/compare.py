@@ -1,0 +1,401 @@
+"""Merge result rows from several results.json files into one comparison table (a pandas DataFrame).
+
+Rows in, derived figures out: machine labels, repeats (mean, std, count), the baseline each row is
+compared with, ΔmAP, speedup, a throughput spread and per-class AP differences. Nothing here
+recomputes a metric from detections; every figure comes from the rows or is arithmetic on them.
+
+Terms used throughout:
+- *machine*: the (host, cpu, cores, gpu, os) an input's `env` describes; labelled by host name.
+- *key*: (machine, profile, model, target, precision, bs). Rows sharing a key, from different input
+  files, are repeats of one measurement; the table shows their mean, and std / count of throughput.
+- *baseline*: one target (default: `ort` fp32, else `ov` fp32, else none), matched per row at the
+  same batch size, preferring the same dataset, machine, profile and model in that order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from harness.errors import HarnessError
+from harness.results import RESULTS_FILE, load_results
+
+BASELINE_PREFERENCE = (("ort", "fp32"), ("ov", "fp32"))
+METRICS = ("map", "map50", "map75", "map_small", "map_medium", "map_large")
+NUMERIC = (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "images",
+           "detections", "iterations", "bench_seconds")
+KEY = ("machine", "profile", "model", "target", "precision", "bs")
+MACHINE_FIELDS = ("host", "cpu", "cores", "gpu", "os")
+SPREAD_LARGE = 0.10  # relative spread above which a row's throughput is called noisy
+
+
+@dataclass
+class Source:
+    """One input file: where it came from, its rows and its environment."""
+
+    path: str
+    rows: list[dict]
+    env: dict
+    machine: str = ""
+
+
+@dataclass
+class Comparison:
+    """Everything the comparison page shows, already computed and in display order."""
+
+    table: pd.DataFrame                      # one row per key, sorted; full-precision values
+    machines: dict[str, dict] = field(default_factory=dict)   # label -> merged env (values: sorted lists)
+    baseline: tuple[str, str] | None = None  # (target, precision)
+    per_class: list[dict] = field(default_factory=list)       # one entry per non-baseline series
+    overlaps: list[dict] = field(default_factory=list)        # pairs whose throughput cannot be told apart
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def multi_machine(self) -> bool:
+        return len(self.machines) > 1
+
+
+# --------------------------------------------------------------------------------------------- inputs
+
+def resolve_input(path: str | Path) -> Path:
+    path = Path(path)
+    return path / RESULTS_FILE if path.is_dir() else path
+
+
+def load_sources(paths) -> list[Source]:
+    """Load every input (folder or results.json); a bad one is a HarnessError naming the file."""
+    if not paths:
+        raise HarnessError("no results given: pass folders holding results.json or results.json files")
+    sources = []
+    seen = set()
+    for raw in paths:
+        path = resolve_input(raw)
+        if str(path) in seen:
+            continue
+        seen.add(str(path))
+        data = load_results(path)
+        rows = [r for r in data["rows"] if isinstance(r, dict)]
+        if not rows:
+            raise HarnessError(f"results file {path}: holds no rows (did the run finish any batch size?)")
+        for i, row in enumerate(rows):
+            missing = [k for k in ("target", "bs") if row.get(k) is None]
+            if missing:
+                raise HarnessError(f"results file {path}: row {i + 1} lacks {', '.join(missing)}")
+        env = data.get("env") if isinstance(data.get("env"), dict) else {}
+        sources.append(Source(path=str(path), rows=rows, env=env))
+    sources.sort(key=lambda s: s.path)
+    _label_machines(sources)
+    return sources
+
+
+def machine_identity(env: dict) -> tuple:
+    return tuple(str(env.get(k)) for k in MACHINE_FIELDS)
+
+
+def _label_machines(sources: list[Source]) -> None:
+    """Label each distinct machine by its host name (host#2, ... when different machines share one)."""
+    identities = sorted({machine_identity(s.env) for s in sources})
+    labels: dict[tuple, str] = {}
+    used: dict[str, int] = {}
+    for ident in identities:
+        host = ident[0] if ident[0] not in ("None", "") else "unknown"
+        used[host] = used.get(host, 0) + 1
+        labels[ident] = host if used[host] == 1 else f"{host}#{used[host]}"
+    for source in sources:
+        source.machine = labels[machine_identity(source.env)]
+
+
+# --------------------------------------------------------------------------------------------- rows
+
+def _covers_short(text: str | None) -> str:
+    """A short name for a row's `time_covers` text (the full text goes in the page's legend)."""
+    t = (text or "").lower()
+    if not t:
+        return "-"
+    if "end to end" in t or "end-to-end" in t or "e2e" in t:
+        return "end to end"
+    if "device" in t and ("only" in t or "compute" in t):
+        return "device compute"
+    return "inference call"
+
+
+def _flat(source: Source, row: dict) -> dict:
+    bench = row.get("bench") or {}
+    notes = [str(n) for n in (row.get("notes") or [])]
+    skipped = row.get("skipped_images") or []
+    bs = int(row["bs"])
+    images = row.get("images")
+    batch_mode = row.get("batch_mode") or "-"
+    padded = any("padded" in n.lower() for n in notes) or (
+        batch_mode == "padded" and bs > 1 and isinstance(images, int) and images % bs != 0)
+    runtime = row.get("runtime") or {}
+    return {
+        "machine": source.machine,
+        "host": source.env.get("host"),
+        "profile": str(row.get("profile") or "-"),
+        "model": str(row.get("model") or "-"),
+        "target": str(row["target"]),
+        "precision": str(row.get("precision") or "fp32"),
+        "bs": bs,
+        **{k: _num(row.get(k)) for k in (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90",
+                                          "latency_ms_p99", "images", "detections")},
+        "iterations": _num(bench.get("iterations")),
+        "bench_seconds": _num(bench.get("seconds")),
+        "concurrency": bench.get("concurrency"),
+        "time_covers": row.get("time_covers") or "-",
+        "covers": _covers_short(row.get("time_covers")),
+        "batch_mode": batch_mode,
+        "fallback": any("FALLBACK" in n for n in notes),
+        "per_batch_model": batch_mode == "per-batch model",
+        "padded": bool(padded),
+        "skipped": len(skipped) if isinstance(skipped, list) else int(skipped or 0),
+        "runtime": str(runtime.get("runtime") or "-") if isinstance(runtime, dict) else str(runtime),
+        "dataset": str(row.get("dataset") or "-"),
+        "annotations": str(row.get("annotations") or "-"),
+        "evaluator": str(row.get("evaluator") or "-"),
+        "notes": notes,
+        "per_class_ap": dict(row.get("per_class_ap") or {}),
+        "source": source.path,
+    }
+
+
+def _num(value):
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _join_unique(values) -> str:
+    out = []
+    for v in values:
+        for item in (v if isinstance(v, list) else [v]):
+            if item not in out:
+                out.append(item)
+    return "; ".join(str(x) for x in out)
+
+
+def _aggregate(group: list[dict]) -> dict:
+    """One table row from the repeats of one key (a single row passes through unchanged)."""
+    group = sorted(group, key=lambda r: r["source"])
+    first = group[0]
+    out = {k: first[k] for k in (*KEY, "host")}
+    n = len(group)
+    for k in NUMERIC:
+        values = [r[k] for r in group if not math.isnan(r[k])]
+        out[k] = (values[0] if len(values) == 1 else sum(values) / len(values)) if values else math.nan
+    fps_values = [r["fps"] for r in group if not math.isnan(r["fps"])]
+    out["repeats"] = n
+    out["fps_values"] = fps_values
+    if len(fps_values) > 1:
+        mean = out["fps"]
+        out["fps_std"] = math.sqrt(sum((v - mean) ** 2 for v in fps_values) / (len(fps_values) - 1))
+    else:
+        out["fps_std"] = math.nan
+    p50, p90 = out["latency_ms_p50"], out["latency_ms_p90"]
+    out["latency_p90_p50"] = p90 / p50 if p50 and not math.isnan(p50) and not math.isnan(p90) else math.nan
+    if len(fps_values) > 1 and out["fps"]:
+        out["spread"], out["spread_kind"] = out["fps_std"] / out["fps"], "repeats"
+    elif not math.isnan(out["latency_p90_p50"]):
+        out["spread"], out["spread_kind"] = out["latency_p90_p50"] - 1.0, "p90/p50"
+    else:
+        out["spread"], out["spread_kind"] = math.nan, "-"
+    for k in ("time_covers", "covers", "batch_mode", "runtime", "dataset", "annotations", "evaluator"):
+        out[k] = _join_unique([r[k] for r in group])
+    out["concurrency"] = first["concurrency"]
+    for k in ("fallback", "per_batch_model", "padded"):
+        out[k] = any(r[k] for r in group)
+    out["skipped"] = max(r["skipped"] for r in group)
+    out["notes"] = _join_unique([r["notes"] for r in group])
+    out["sources"] = _join_unique([r["source"] for r in group])
+    pcs = [r["per_class_ap"] for r in group if r["per_class_ap"]]
+    classes = sorted({c for pc in pcs for c in pc})
+    out["per_class_ap"] = {c: sum(pc[c] for pc in pcs if c in pc) / sum(1 for pc in pcs if c in pc)
+                           for c in classes} if pcs else {}
+    return out
+
+
+# --------------------------------------------------------------------------------------------- baseline
+
+def pick_baseline(table: pd.DataFrame, name: str | None = None) -> tuple[str, str] | None:
+    """(target, precision) of the baseline: --baseline NAME (its fp32 rows if any), else ort fp32, ov fp32."""
+    present = set(zip(table["target"], table["precision"]))
+    if name:
+        precisions = sorted(p for t, p in present if t == name)
+        if not precisions:
+            targets = ", ".join(sorted({t for t, _ in present}))
+            raise HarnessError(f"--baseline {name}: no rows for that target in the inputs (targets: {targets})")
+        return (name, "fp32" if "fp32" in precisions else precisions[0])
+    for pair in BASELINE_PREFERENCE:
+        if pair in present:
+            return pair
+    return None
+
+
+def _match_score(row: dict, cand: dict) -> tuple:
+    return (cand["annotations"] == row["annotations"], cand["machine"] == row["machine"],
+            cand["profile"] == row["profile"], cand["model"] == row["model"])
+
+
+def _find_baseline(row: dict, candidates: list[dict], same_bs: bool) -> dict | None:
+    pool = [c for c in candidates if c["bs"] == row["bs"]] if same_bs else candidates
+    if not pool:
+        return None
+    # best match first; ties: smallest bs, then the sorted key, so the choice never depends on input order
+    return sorted(pool, key=lambda c: (tuple(not s for s in _match_score(row, c)), c["bs"],
+                                        tuple(str(c[k]) for k in KEY)))[0]
+
+
+def _match_label(row: dict, base: dict) -> str:
+    """'' for a like-for-like baseline, else what differs (shown as a marker + footnote)."""
+    diffs = []
+    if base["annotations"] != row["annotations"]:
+        diffs.append("other dataset")
+    if base["machine"] != row["machine"]:
+        diffs.append("other machine")
+    if base["profile"] != row["profile"] or base["model"] != row["model"]:
+        diffs.append("other model")
+    if base["bs"] != row["bs"]:
+        diffs.append(f"bs {base['bs']}")
+    return ", ".join(diffs)
+
+
+def baseline_label(base: dict, multi_machine: bool) -> str:
+    text = f"{base['target']} {base['precision']} bs {base['bs']}"
+    if multi_machine:
+        text += f" @ {base['machine']}"
+    return f"{text} ({base['profile']})"
+
+
+# --------------------------------------------------------------------------------------------- build
+
+def compare(paths, baseline: str | None = None, top_classes: int = 10) -> Comparison:
+    """Load inputs and compute the comparison (table, machines, per-class deltas, overlaps)."""
+    sources = load_sources(paths)
+    flat = [_flat(s, r) for s in sources for r in s.rows]
+    groups: dict[tuple, list[dict]] = {}
+    for r in flat:
+        groups.setdefault(tuple(r[k] for k in KEY), []).append(r)
+    rows = [_aggregate(g) for g in groups.values()]
+    table = pd.DataFrame(rows)
+    base_pair = pick_baseline(table, baseline)
+    machines = _machines(sources, rows)
+    multi = len(machines) > 1
+    candidates = [r for r in rows if base_pair and (r["target"], r["precision"]) == base_pair]
+    for r in rows:
+        r["is_baseline"] = bool(base_pair) and (r["target"], r["precision"]) == base_pair
+        acc = _find_baseline(r, candidates, same_bs=False)
+        fast = _find_baseline(r, candidates, same_bs=True)
+        # accuracy does not depend on batch size: use the same-bs baseline where there is one
+        acc = fast or acc
+        r["baseline"] = baseline_label(acc, multi) if acc else ""
+        r["baseline_match"] = _match_label(r, acc) if acc else ""
+        for k in ("map", "map50"):
+            r[f"delta_{k}"] = r[k] - acc[k] if acc else math.nan
+        r["speedup"] = r["fps"] / fast["fps"] if fast and fast["fps"] else math.nan
+        r["speedup_match"] = _match_label(r, fast) if fast else ""
+    rows.sort(key=lambda r: _sort_key(r))
+    per_class = _per_class(rows, candidates, top_classes) if base_pair else []
+    overlaps = _overlaps(rows)
+    table = pd.DataFrame(rows).reset_index(drop=True)
+    return Comparison(table=table, machines=machines, baseline=base_pair, per_class=per_class,
+                      overlaps=overlaps, sources=[s.path for s in sources])
+
+
+def _sort_key(r: dict) -> tuple:
+    return (r["machine"], r["profile"], r["model"], not r.get("is_baseline", False), r["target"],
+            r["precision"], r["bs"])
+
+
+def _machines(sources: list[Source], rows: list[dict]) -> dict[str, dict]:
+    """Per machine label: every env value seen (sorted, distinct), the runtimes its rows used, its files."""
+    out: dict[str, dict] = {}
+    for s in sources:
+        info = out.setdefault(s.machine, {"sources": [], "packages": {}, "runtimes": set()})
+        info["sources"].append(s.path)
+        for k, v in s.env.items():
+            if k == "packages":
+                for name, version in (v or {}).items():
+                    info["packages"].setdefault(name, set()).add(str(version))
+            elif v not in (None, ""):
+                info.setdefault(k, set()).add(str(v))
+    for r in rows:
+        for rt in r["runtime"].split("; "):
+            if rt and rt != "-":
+                out[r["machine"]]["runtimes"].add(f"{rt} ({r['target']})")
+    return {label: {k: (sorted(v) if isinstance(v, set) else
+                        {n: sorted(vs) for n, vs in sorted(v.items())} if isinstance(v, dict) else sorted(v))
+                    for k, v in info.items()}
+            for label, info in sorted(out.items())}
+
+
+def _per_class(rows: list[dict], candidates: list[dict], top: int) -> list[dict]:
+    """Per non-baseline series (machine, profile, model, target, precision): top-N AP losses vs baseline."""
+    series: dict[tuple, dict] = {}
+    for r in rows:  # rows are sorted, so the first row of a series has its smallest bs
+        if r["is_baseline"] or not r["per_class_ap"]:
+            continue
+        series.setdefault(tuple(r[k] for k in KEY[:-1]), r)
+    out = []
+    for r in series.values():
+        base = _find_baseline(r, [c for c in candidates if c["per_class_ap"]], same_bs=False)
+        base = _find_baseline(r, [c for c in candidates if c["per_class_ap"]], same_bs=True) or base
+        if not base:
+            continue
+        common = sorted(set(r["per_class_ap"]) & set(base["per_class_ap"]))
+        deltas = [{"class": c, "baseline_ap": base["per_class_ap"][c], "ap": r["per_class_ap"][c],
+                   "delta": r["per_class_ap"][c] - base["per_class_ap"][c]} for c in common]
+        deltas.sort(key=lambda d: (d["delta"], d["class"]))
+        out.append({"row": r, "baseline": base, "classes": len(common), "worst": deltas[:top],
+                    "mean_delta": sum(d["delta"] for d in deltas) / len(deltas) if deltas else math.nan,
+                    "losses": sum(1 for d in deltas if d["delta"] < 0)})
+    return out
+
+
+def throughput_interval(r: dict) -> tuple[float, float]:
+    """fps ± its spread (relative): std/mean over repeats, else the p90/p50 latency ratio - 1."""
+    s = r["spread"]
+    if math.isnan(r["fps"]) or math.isnan(s):
+        return (math.nan, math.nan)
+    return (r["fps"] * (1 - s), r["fps"] * (1 + s))
+
+
+def _overlaps(rows: list[dict]) -> list[dict]:
+    """Pairs at the same batch size (and on the same model) whose throughput intervals overlap."""
+    out = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1:]:
+            if a["bs"] != b["bs"] or a["profile"] != b["profile"] or a["model"] != b["model"]:
+                continue
+            lo_a, hi_a = throughput_interval(a)
+            lo_b, hi_b = throughput_interval(b)
+            if any(math.isnan(v) for v in (lo_a, hi_a, lo_b, hi_b)):
+                continue
+            if lo_a <= hi_b and lo_b <= hi_a:
+                out.append({"a": a, "b": b})
+    return out
+
+
+# --------------------------------------------------------------------------------------------- export
+
+EXPORT_COLUMNS = (
+    "machine", "host", "profile", "model", "target", "precision", "bs", "images", *METRICS,
+    "delta_map", "delta_map50", "fps", "fps_std", "repeats", "spread", "spread_kind", "latency_p90_p50",
+    "speedup", "e2e_fps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "iterations", "bench_seconds",
+    "concurrency", "covers", "time_covers", "batch_mode", "fallback", "per_batch_model", "padded", "skipped",
+    "is_baseline", "baseline", "baseline_match", "speedup_match", "runtime", "dataset", "annotations",
+    "evaluator", "detections", "notes", "sources",
+)
+
+
+def export_frame(comparison: Comparison) -> pd.DataFrame:
+    """The merged table for CSV/JSON: flat columns, full-precision values (no rounding)."""
+    table = comparison.table
+    frame = table[[c for c in EXPORT_COLUMNS if c in table.columns]].copy()
+    frame["fps_values"] = table["fps_values"].map(lambda v: " ".join(repr(x) for x in v))
+    return frame

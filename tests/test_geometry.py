@@ -1,0 +1,63 @@
+"""Preprocessing geometry: every resize mode maps boxes to the model input and back exactly."""
+
+import cv2
+import numpy as np
+import pytest
+
+from harness.preprocess import input_to_original, original_to_input, preprocess_image, resize_image, to_model_layout
+from harness.profiles import InputSpec
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox", "letterbox-topleft"])
+@pytest.mark.parametrize("size", [(640, 426), (300, 500), (320, 320), (33, 17)])
+def test_box_round_trip_every_resize_mode(tmp_path, resize, size):
+    width, height = size
+    image = np.zeros((height, width, 3), np.uint8)
+    # A white rectangle whose edges we can find again in the model input.
+    x1, y1, x2, y2 = int(width * 0.25), int(height * 0.3), int(width * 0.75), int(height * 0.8)
+    image[y1:y2, x1:x2] = 255
+    path = tmp_path / "img.png"
+    cv2.imwrite(str(path), image)
+    spec = InputSpec(width=160, height=128, resize=resize, interpolation="nearest", layout="NHWC", dtype="u8")
+    tensor, meta = preprocess_image(path, 7, spec)
+    assert tensor.shape == (128, 160, 3) and meta.image_id == 7 and (meta.width, meta.height) == (width, height)
+    box = np.array([[x1, y1, x2, y2]], np.float32)
+    mapped = original_to_input(box, meta)
+    # The rectangle sits where the mapping says (nearest-neighbour resize: within one input pixel).
+    ys, xs = np.nonzero(tensor[:, :, 0] > 127)
+    found = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+    assert np.allclose(found, mapped[0], atol=1.01)
+    # And back: exact inverse.
+    assert np.allclose(input_to_original(mapped, meta), box, atol=1e-3)
+    if resize == "letterbox":
+        assert abs(meta.pad_x - (160 - round(width * meta.scale_x)) // 2) <= 1
+        assert abs(meta.pad_y - (128 - round(height * meta.scale_y)) // 2) <= 1
+    if resize == "letterbox-topleft":
+        assert meta.pad_x == 0 and meta.pad_y == 0
+
+
+def test_letterbox_keeps_aspect_and_pads_with_pad_value():
+    image = np.full((100, 200, 3), 200, np.uint8)
+    spec = InputSpec(width=64, height=64, resize="letterbox", pad_value=7)
+    canvas, (sx, sy, px, py) = resize_image(image, spec)
+    assert sx == pytest.approx(sy) == pytest.approx(0.32)
+    assert (px, py) == (0, 16)
+    assert (canvas[:16] == 7).all() and (canvas[48:] == 7).all() and (canvas[16:48] == 200).all()
+
+
+def test_input_to_original_clips_to_image():
+    from harness.preprocess import ImageMeta
+
+    meta = ImageMeta(1, "x", 100, 50, 0.5, 0.5, 10, 0)
+    out = input_to_original(np.array([[0, -5, 200, 40]], np.float32), meta)
+    assert out.tolist() == [[0, 0, 100, 50]]
+
+
+def test_colour_order_layout_dtype_and_normalisation():
+    canvas = np.zeros((2, 2, 3), np.uint8)
+    canvas[..., 0], canvas[..., 1], canvas[..., 2] = 10, 20, 30  # B, G, R
+    bgr = to_model_layout(canvas, InputSpec(2, 2, mean=(1, 2, 3), std=(1, 2, 3)))
+    assert bgr.shape == (3, 2, 2) and bgr.dtype == np.float32
+    assert bgr[:, 0, 0].tolist() == [9.0, 9.0, 9.0]
+    rgb = to_model_layout(canvas, InputSpec(2, 2, color="rgb", layout="NHWC", dtype="u8"))
+    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8 and rgb[0, 0].tolist() == [30, 20, 10]

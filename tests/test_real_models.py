@@ -1,0 +1,66 @@
+"""Real NanoDet exports from ../shared on real COCO images: both CPU targets, right numbers."""
+
+import json
+from importlib import resources
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.profiles import load_profile
+from harness.results import ResultsStore
+from harness.runner import RunConfig, run
+from tests.conftest import need_shared
+
+
+def run_rows(tmp_path, target, model, profile, coco_tiny, bs=(1,), **options):
+    images, ann = coco_tiny
+    store = ResultsStore(tmp_path / f"{target}-{profile}", env={})
+    config = RunConfig(target=target, model=str(model), profile=load_profile(profile), images_dir=images,
+                       ann_path=ann, batch_sizes=list(bs), options=options, bench_seconds=0.2,
+                       warmup_seconds=0.1, min_iterations=2)
+    return run(config, store)
+
+
+@pytest.mark.parametrize("name", ["nanodet-m-320", "nanodet-m-416"])
+def test_ort_and_ov_agree_and_match_independent_decoder(tmp_path, coco_tiny, name):
+    model = need_shared("models", f"{name}.onnx")
+    (ort_row,) = run_rows(tmp_path, "ort", model, name, coco_tiny)
+    (ov_row,) = run_rows(tmp_path, "ov", model, name, coco_tiny)
+    assert ort_row["images"] == ov_row["images"] == 80
+    assert abs(ort_row["map"] - ov_row["map"]) <= 0.002
+    # An independently written NanoDet decoder gives about 0.26 (320) on coco-tiny; a wrong prior
+    # offset or colour order costs 0.05-0.15, so this band catches those bugs.
+    assert 0.24 <= ort_row["map"] <= 0.30
+    saved = json.loads((tmp_path / f"ort-{name}" / "results.json").read_text())
+    assert saved["rows"][0]["map"] == ort_row["map"]
+    assert (tmp_path / f"ort-{name}" / "report.md").read_text().count("| ort | fp32 | 1 | 80 |") == 1
+
+
+def test_wrong_prior_offset_costs_map(tmp_path, coco_tiny):
+    """The accuracy band above is meaningful: the same model with offset 0 loses a lot."""
+    model = need_shared("models", "nanodet-m-320.onnx")
+    builtin = resources.files("harness") / "profiles" / "nanodet-m-320.toml"
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(builtin.read_text().replace("prior_offset = 0.5", "prior_offset = 0.0"))
+    (row,) = run_rows(tmp_path, "ort", model, str(wrong), coco_tiny)
+    assert row["map"] < 0.22
+
+
+def test_int8_ir_runs_through_ov_with_its_profile(tmp_path, coco_tiny):
+    model = need_shared("models", "nanodet-plus-m-320-int8-ov", "model.xml")
+    (row,) = run_rows(tmp_path, "ov", model, "nanodet-plus-m-320-int8-ov", coco_tiny)
+    assert row["precision"] == "int8" and row["images"] == 80
+    assert row["map"] > 0.08
+
+
+def test_fixed_batch_model_refuses_batch_4_with_advice(tmp_path, coco_tiny):
+    model = need_shared("models", "nanodet-m-320.onnx")
+    for target in ("ort", "ov"):
+        with pytest.raises(HarnessError, match=r"fixed batch of 1 and cannot run batch 4.*\{bs\}"):
+            run_rows(tmp_path / target, target, model, "nanodet-m-320", coco_tiny, bs=(4,))
+
+
+def test_outputs_that_do_not_fit_profile_fail_before_timing(tmp_path, coco_tiny):
+    model = need_shared("models", "nanodet-m-320.onnx")
+    with pytest.raises(HarnessError, match="do not fit"):
+        run_rows(tmp_path, "ort", model, "nanodet-plus-m-320", coco_tiny)
