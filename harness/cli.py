@@ -18,8 +18,10 @@ from rich.table import Table
 
 from harness.errors import HarnessError
 
-console = Console(stderr=True)
-out = Console()
+# Wide enough for the results table when output goes to a file or pipe (rich assumes 80 there).
+_WIDTH = None if sys.stdout.isatty() else 160
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+out = Console(width=_WIDTH)
 
 
 class HarnessGroup(click.Group):
@@ -105,6 +107,11 @@ def run_options(fn):
         click.option("--threads", type=int, default=None, help="Runtime CPU threads (default: runtime's choice)."),
         click.option("--precision", default=None, help="fp32 (default), fp16, bf16, int8 where the target supports it."),
         click.option("--allow-fallback", is_flag=True, help="Let a GPU target fall back to CPU (recorded in the row)."),
+        click.option("--calib", default=None, help="Folder of int8 calibration images (target trt, --precision int8)."),
+        click.option("--ep", type=click.Choice(["cuda", "trt"]), default=None,
+                     help="ort-cuda execution provider: cuda (default) or trt (ONNX Runtime's TensorRT EP)."),
+        click.option("--engine-cache", default=None,
+                     help="TensorRT engine cache folder (default ~/.cache/harness/trt; ort-cuda --ep trt: ~/.cache/harness/ort-trt)."),
         click.option("--limit", type=int, default=None, help="Use only the first N images."),
         click.option("--workers", type=int, default=2, show_default=True, help="Preprocessing threads."),
         click.option("--resume", is_flag=True, help="Continue a run in --out, skipping finished (target, bs) rows."),
@@ -117,7 +124,7 @@ def run_options(fn):
 
 
 def target_options(kw: dict) -> dict:
-    return {k: kw[k] for k in ("hint", "threads", "precision", "allow_fallback") if kw.get(k) is not None}
+    return {k: kw[k] for k in ("hint", "threads", "precision", "allow_fallback", "calib", "ep", "engine_cache") if kw.get(k) is not None}
 
 
 @main.command()
@@ -183,4 +190,37 @@ def targets():
         table.add_row(name, "yes" if ok else "no", escape(why or cls.description))
     out.print(table)
 
+@main.command()
+@click.option("--out", "out_dir", default=None, type=click.Path(path_type=Path),
+              help="Output folder (default: results/demo, or results/demo-N if that holds results).")
+@click.option("--seconds", "bench_seconds", default=2.0, show_default=True, help="Timing loop per batch size.")
+@click.option("--cache", "cache_dir", default=None, type=click.Path(path_type=Path),
+              help="Where the generated demo dataset is cached (default ~/.cache/harness).")
+def demo(out_dir, bench_seconds, cache_dir):
+    """Run the whole line on the bundled demo model and a generated dataset (no downloads)."""
+    from harness import demo as demo_mod
+    from harness import runner
+    from harness.envinfo import environment
+    from harness.profiles import load_profile
+    from harness.results import ResultsStore
+
+    with console.status("preparing the demo dataset (generated once, then cached)..."):
+        images_dir, ann_path, reused = demo_mod.demo_dataset(cache_dir)
+    console.print(f"demo dataset: {ann_path.parent} ({demo_mod.DEMO_IMAGES} images, {'cached' if reused else 'generated'})")
+    out_dir = out_dir or demo_mod.free_out_dir(Path("results") / "demo")
+    store = ResultsStore(out_dir, environment())
+    profile = load_profile(demo_mod.DEMO_PROFILE)
+    with RichProgress() as progress:
+        for name in demo_mod.DEMO_TARGETS:
+            config = runner.RunConfig(target=name, model=str(demo_mod.demo_model_path()), profile=profile,
+                                      images_dir=images_dir, ann_path=ann_path,
+                                      batch_sizes=list(demo_mod.DEMO_BATCH_SIZES), bench_seconds=bench_seconds,
+                                      warmup_seconds=0.5)
+            runner.run(config, store, progress)
+    print_rows(store.rows, "harness demo: bundled demo model on the synthetic validation split")
+    out.print(f"report: {store.out_dir / 'report.md'}  results: {store.path}")
+
+
 # -- more commands are registered below (one add_command line per module) --
+from harness.cli_report import report_cmd  # noqa: E402
+main.add_command(report_cmd)

@@ -112,9 +112,19 @@ def _check_categories(ann: dict, profile: Profile, ann_path: Path) -> None:
         )
 
 
-def _first_batch(images, bs: int, profile: Profile):
-    """The first bs real images (repeated if the dataset is smaller): timing input and fit check."""
-    prepared = [preprocess_image(path, image_id, profile.input) for image_id, path in images[:bs]]
+def _first_batch(images, bs: int, profile: Profile, skip_bad: bool):
+    """The first bs readable images (repeated if the dataset is smaller): timing input and fit check."""
+    prepared = []
+    for image_id, path in images:
+        try:
+            prepared.append(preprocess_image(path, image_id, profile.input))
+        except HarnessError:
+            if not skip_bad:
+                raise
+        if len(prepared) == bs:
+            break
+    if not prepared:
+        raise HarnessError("no readable images to run")
     tensors = [t for t, _ in prepared]
     while len(tensors) < bs:
         tensors.append(tensors[-1])
@@ -123,12 +133,12 @@ def _first_batch(images, bs: int, profile: Profile):
 
 def _run_one(config, bs, model_path, per_batch, images, bad, evaluator, dataset, progress):
     profile = config.profile
-    target = get_target(config.target)(model_path, profile, config.options)
+    target = get_target(config.target)(model_path, profile, {**config.options, "batch_sizes": config.batch_sizes})
     try:
         with progress.task(f"{config.target} bs={bs}: loading {Path(model_path).name}", 1) as advance:
             target.load(bs)
             advance(1)
-        sample, sample_metas = _first_batch(images, bs, profile)
+        sample, sample_metas = _first_batch(images, bs, profile, config.skip_bad_images)
         _check_outputs(target, sample, sample_metas, model_path)
         with progress.task(f"{config.target} bs={bs}: timing ({config.bench_seconds:.0f}s)", 1) as advance:
             warm_up(lambda: target.infer(sample), config.warmup_seconds)
@@ -166,6 +176,7 @@ def _run_one(config, bs, model_path, per_batch, images, bad, evaluator, dataset,
         "fps": round(stats.fps, 2),
         "e2e_fps": round(len(counted) / wall, 2) if wall > 0 else None,
         **percentiles_ms(stats.latencies_ms),
+        **getattr(stats, "extra", {}),  # per-target timing figures, e.g. gpu_compute_ms_p50 (trt)
         "stage_ms": clock.per_image_ms(len(counted)),
         "bench": {"iterations": len(stats.latencies_ms), "seconds": round(stats.seconds, 3),
                   "concurrency": stats.concurrency, "warmup_seconds": config.warmup_seconds},

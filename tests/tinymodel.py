@@ -1,0 +1,96 @@
+"""A tiny real ONNX detector (GFL output convention) and a tiny COCO dataset, built in tests.
+
+Not a mock: ONNX Runtime and OpenVINO load and run it, and its detections depend on the pixels.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+SIZE = 32
+CLASSES = 2
+STRIDE = 8
+
+
+def write_tiny_model(path: Path, batch: int | str = "batch", size: int = SIZE, classes: int = CLASSES) -> Path:
+    """image [B,3,S,S] -> avg-pool by the stride -> 1x1 conv -> sigmoid -> output [B, N, C + 32]."""
+    channels = classes + 32
+    rng = np.random.default_rng(7)
+    weight = rng.normal(0, 0.02, (channels, 3, 1, 1)).astype(np.float32)
+    bias = np.zeros(channels, np.float32)
+    bias[:classes] = -1.0
+    nodes = [
+        helper.make_node("AveragePool", ["image"], ["pooled"], kernel_shape=[STRIDE, STRIDE], strides=[STRIDE, STRIDE]),
+        helper.make_node("Conv", ["pooled", "w", "b"], ["maps"]),
+        helper.make_node("Reshape", ["maps", "shape"], ["flat"]),
+        helper.make_node("Transpose", ["flat"], ["rows"], perm=[0, 2, 1]),
+        helper.make_node("Sigmoid", ["rows"], ["output"]),
+    ]
+    inits = [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b"),
+             numpy_helper.from_array(np.array([0, channels, -1], np.int64), "shape")]
+    n = (size // STRIDE) ** 2
+    graph = helper.make_graph(
+        nodes, "tiny_gfl",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, n, channels])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def write_tiny_profile(path: Path, size: int = SIZE, classes: int = CLASSES, **decoder) -> Path:
+    dec = {"strides": [STRIDE], "reg_max": 7, "prior_offset": 0.5, "scores": "sigmoid", **decoder}
+    dec_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in dec.items())
+    names = json.dumps([f"shape{i}" for i in range(classes)])
+    ids = json.dumps([1 + 2 * i for i in range(classes)])
+    path.write_text(f"""description = "tiny test model"
+[input]
+width = {size}
+height = {size}
+resize = "letterbox"
+mean = [127.5, 127.5, 127.5]
+std = [64.0, 64.0, 64.0]
+[decoder]
+kind = "gfl"
+{dec_lines}
+[postprocess]
+score_threshold = 0.05
+[classes]
+names = {names}
+category_ids = {ids}
+""")
+    return path
+
+
+def write_tiny_dataset(root: Path, count: int = 6, classes: int = CLASSES) -> tuple[Path, Path]:
+    """count JPEGs with coloured rectangles and their COCO json; returns (images dir, json)."""
+    rng = np.random.default_rng(11)
+    images_dir = root / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    images, anns = [], []
+    for i in range(count):
+        h, w = int(rng.integers(40, 80)), int(rng.integers(40, 80))
+        img = np.full((h, w, 3), 30, np.uint8)
+        x, y = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))
+        bw, bh = int(rng.integers(8, w - x)), int(rng.integers(8, h - y))
+        cls = i % classes
+        img[y:y + bh, x:x + bw] = (220, 40, 40) if cls else (40, 220, 40)
+        name = f"img_{i:03d}.jpg"
+        cv2.imwrite(str(images_dir / name), img)
+        images.append({"id": 100 + i, "file_name": name, "width": w, "height": h})
+        anns.append({"id": i + 1, "image_id": 100 + i, "category_id": 1 + 2 * cls, "bbox": [x, y, bw, bh],
+                     "area": bw * bh, "iscrowd": 0})
+    cats = [{"id": 1 + 2 * c, "name": f"shape{c}"} for c in range(classes)]
+    ann_path = root / "instances.json"
+    ann_path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return images_dir, ann_path
