@@ -29,6 +29,8 @@ class BenchStats:
     seconds: float
     concurrency: int = 1
     notes: list[str] = field(default_factory=list)
+    #: optional per-target figures for the results row (e.g. gpu_compute_ms_p50, h2d_ms_p50)
+    extra: dict = field(default_factory=dict)
 
     @property
     def fps(self) -> float:
@@ -117,3 +119,16 @@ def fixed_batch_error(model_path: Path, fixed: int, batch: int, why: str) -> Har
         f"model {model_path.name} has a fixed batch of {fixed} and cannot run batch {batch} ({why}); "
         f"export it with a dynamic batch axis, or pass one model per batch size as --model 'name_bs{{bs}}.onnx'"
     )
+
+
+def check_onnx_file(path: Path) -> None:
+    """A clear error for a file that is not a readable ONNX model (corrupt, truncated, other format)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, OSError) as exc:
+        raise HarnessError(f"model {path}: not a readable ONNX file ({str(exc).splitlines()[0][:160] or type(exc).__name__})") from None
+    if not model.graph.input or not model.graph.node:
+        raise HarnessError(f"model {path}: not a readable ONNX file (no graph inputs or nodes; empty or truncated?)")

@@ -9,7 +9,7 @@ import numpy as np
 from harness.errors import HarnessError, TargetUnavailable
 from harness.targets import register
 from harness.targets.cpu_isa import guard_amx
-from harness.targets.base import BenchStats, Target, TensorInfo, fixed_batch_error
+from harness.targets.base import BenchStats, Target, TensorInfo, check_onnx_file, fixed_batch_error
 
 HINTS = ("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT")
 OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
@@ -48,6 +48,8 @@ class OpenVinoCpu(Target):
             raise HarnessError(f"model {self.model_path}: target ov needs an .onnx or OpenVINO .xml file")
         if self.model_path.suffix.lower() == ".xml" and not self.model_path.with_suffix(".bin").is_file():
             raise HarnessError(f"model {self.model_path}: its weights {self.model_path.with_suffix('.bin').name} are missing")
+        if self.model_path.suffix.lower() == ".onnx":
+            check_onnx_file(self.model_path)  # else OpenVINO tries every frontend and logs noise
         self._core = getattr(self, "_core", None) or ov.Core()
         try:
             return self._core.read_model(str(self.model_path))
