@@ -8,7 +8,7 @@ import numpy as np
 
 from harness.errors import HarnessError, TargetUnavailable
 from harness.targets import register
-from harness.targets.base import BenchStats, Target, TensorInfo, fixed_batch_error
+from harness.targets.base import BenchStats, Target, TensorInfo, check_onnx_file, fixed_batch_error
 
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16",
                "tensor(int64)": "int64", "tensor(int32)": "int32"}
