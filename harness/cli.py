@@ -224,3 +224,5 @@ def demo(out_dir, bench_seconds, cache_dir):
 # -- more commands are registered below (one add_command line per module) --
 from harness.cli_report import report_cmd  # noqa: E402
 main.add_command(report_cmd)
+from harness.cli_npu import decode_cmd, emulate_cmd, preprocess_cmd  # noqa: E402
+main.add_command(preprocess_cmd); main.add_command(decode_cmd); main.add_command(emulate_cmd)

@@ -1,0 +1,113 @@
+"""`harness preprocess | decode | emulate`: the file-based NPU flow (Ascend ais_bench, VastAI vamp).
+
+Flags in, calls into harness.npu out; no logic of its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.markup import escape
+
+from harness.cli import RichProgress, console, out, print_rows
+from harness.errors import HarnessError
+
+
+@click.command("preprocess")
+@click.option("--profile", "-p", "profile_name", required=True, help="Built-in profile name or a .toml file.")
+@click.option("--data", "images_dir", required=True, type=click.Path(path_type=Path), help="Image folder.")
+@click.option("--ann", "ann_path", required=True, type=click.Path(path_type=Path), help="COCO instances json.")
+@click.option("--format", "fmt", required=True, type=click.Choice(["bin", "npz"]),
+              help="bin: Ascend ais_bench input; npz: VastAI vamp input (+ datalist.txt, vdsp_params.json).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder to write.")
+@click.option("--model", "-m", default=None, type=click.Path(path_type=Path),
+              help="ONNX model: checks its input against the profile and records output shapes/dtypes.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Threads (output is identical for any value).")
+@click.option("--limit", type=int, default=None, help="Use only the first N images.")
+@click.option("--skip-bad-images", is_flag=True, help="Skip unreadable images and record them in prep.json.")
+@click.option("--datalist-root", default=None, help="npz: folder prefix written in datalist.txt (the device host's path).")
+@click.option("--overwrite", is_flag=True, help="Replace input files already in --out.")
+def preprocess_cmd(profile_name, images_dir, ann_path, fmt, out_dir, model, workers, limit, skip_bad_images,
+                   datalist_root, overwrite):
+    """Write the dataset as vendor-tool input files plus a prep.json sidecar for `harness decode`."""
+    from harness.data.coco import load_dataset
+    from harness.npu.prepare import prepare
+    from harness.profiles import load_profile
+
+    profile = load_profile(profile_name)
+    dataset = load_dataset(images_dir, ann_path, limit, skip_bad_images)
+    with RichProgress() as progress:
+        sidecar = prepare(dataset.images, profile, out_dir, fmt, model=model, workers=workers, progress=progress,
+                          dataset=str(images_dir), annotations=str(ann_path), skip_bad=skip_bad_images,
+                          datalist_root=datalist_root, overwrite=overwrite)
+    for warning in (sidecar.get("device_preprocess") or {}).get("warnings", []):
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    if sidecar["outputs"] is None:
+        console.print("[yellow]note:[/] no --model: raw .bin outputs will need `harness decode --model`", highlight=False)
+    extra = "  datalist: datalist.txt  vdsp: vdsp_params.json" if fmt == "npz" else ""
+    out.print(f"{len(sidecar['images'])} {fmt} files in {out_dir}  sidecar: {Path(out_dir) / 'prep.json'}{extra}")
+
+
+@click.command("decode")
+@click.option("--bin", "bin_path", default=None, type=click.Path(path_type=Path),
+              help="ais_bench output: its timestamped/named folder, or the --output parent holding one.")
+@click.option("--npz", "npz_path", default=None, type=click.Path(path_type=Path), help="vamp --path_output folder.")
+@click.option("--prep", "prep_dir", required=True, type=click.Path(path_type=Path), help="The preprocess --out folder.")
+@click.option("--ann", "ann_path", required=True, type=click.Path(path_type=Path), help="COCO instances json.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Results folder.")
+@click.option("--model", "-m", default=None, type=click.Path(path_type=Path),
+              help="ONNX model giving output shapes/dtypes (overrides those recorded at preprocess).")
+@click.option("--bs", type=int, default=None, help="Batch size for the row when no ais summary records one (default 1).")
+@click.option("--precision", default=None, help="Precision the device ran (recorded in the row), e.g. fp16, int8.")
+@click.option("--evaluator", default="auto", show_default=True, help="auto, faster-coco-eval or pycocotools.")
+@click.option("--resume", is_flag=True, help="Add the row to the results already in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace results already in --out.")
+def decode_cmd(bin_path, npz_path, prep_dir, ann_path, out_dir, model, bs, precision, evaluator, resume, overwrite):
+    """Decode a vendor tool's output folder with the common decoder and evaluator; write a results row."""
+    from harness.envinfo import environment
+    from harness.npu.decode_outputs import decode_run
+    from harness.results import ResultsStore
+
+    if (bin_path is None) == (npz_path is None):
+        raise HarnessError("pass exactly one of --bin (ais_bench output) or --npz (vamp output)")
+    if bs is not None and bs <= 0:
+        raise HarnessError(f"--bs {bs}: expected a positive integer")
+    store = ResultsStore(out_dir, environment(), resume=resume, overwrite=overwrite)
+    with RichProgress() as progress:
+        row = decode_run("ais" if bin_path else "vamp", bin_path or npz_path, prep_dir, ann_path, model=model,
+                         bs=bs, precision=precision, evaluator=evaluator, progress=progress)
+    store.add(row)
+    print_rows(store.rows, f"{row['profile']} from {bin_path or npz_path}")
+    for note in row["notes"]:
+        console.print(f"note: {escape(note)}", highlight=False)
+    out.print(f"results: {store.path}  report: {store.out_dir / 'report.md'}")
+
+
+@click.command("emulate")
+@click.option("--runner", required=True, type=click.Choice(["ais", "vamp"]), help="Which vendor tool to emulate.")
+@click.option("--model", "-m", required=True, type=click.Path(path_type=Path), help="ONNX model (run with ONNX Runtime CPU).")
+@click.option("--prep", "prep_dir", required=True, type=click.Path(path_type=Path), help="The preprocess --out folder.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="ais: the --output parent (a timestamped folder is made); vamp: the --path_output folder.")
+@click.option("--batchsize", type=int, default=1, show_default=True,
+              help="Files per batch (a fixed-batch model runs its own batch, as the tools do).")
+@click.option("--summary-style", type=click.Choice(["new", "old"]), default="new", show_default=True,
+              help="ais: new = {folder}_summary.json beside the folder (ais_bench); old = sumary.json inside (ais_infer).")
+@click.option("--output-dirname", default=None, help="ais: a named output folder instead of a timestamp.")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime CPU threads.")
+def emulate_cmd(runner, model, prep_dir, out_dir, batchsize, summary_style, output_dirname, threads):
+    """Write what ais_bench or vamp would, using ONNX Runtime on this machine (no device needed)."""
+    from harness.npu import ais, vamp
+
+    if batchsize <= 0:
+        raise HarnessError(f"--batchsize {batchsize}: expected a positive integer")
+    with RichProgress() as progress:
+        if runner == "ais":
+            info = ais.emulate(model, prep_dir, out_dir, batchsize, summary_style, output_dirname, threads, progress)
+        else:
+            info = vamp.emulate(model, prep_dir, out_dir, batchsize, threads, progress)
+    for note in info["notes"]:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    summary = f"  summary: {info['summary']}" if info.get("summary") else ""
+    out.print(f"{runner}: {info['files']} images at batch {info['batch']} -> {info['folder']}{summary}")
