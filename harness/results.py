@@ -77,7 +77,11 @@ class ResultsStore:
                 )
 
     def done(self, key: tuple) -> bool:
-        return any(row_key(r) == key for r in self.rows)
+        """Is this measurement already here? A None precision in key matches any precision
+        (the target may take it from its settings file rather than the command line)."""
+        target, model, profile, precision, bs = key
+        return any(row_key(r)[:3] == (target, model, profile) and row_key(r)[4] == bs
+                   and (precision is None or row_key(r)[3] == precision) for r in self.rows)
 
     def add(self, row: dict) -> None:
         self.rows = [r for r in self.rows if row_key(r) != row_key(row)] + [row]

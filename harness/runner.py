@@ -84,7 +84,7 @@ def run(config: RunConfig, store: ResultsStore, progress=None) -> list[dict]:
     rows = []
     for bs in config.batch_sizes:
         model_path, per_batch = model_for_batch(config.model, bs)
-        key = (config.target, model_path, config.profile.name, _requested_precision(config), bs)
+        key = (config.target, model_path, config.profile.name, config.options.get("precision"), bs)
         if store.done(key):
             progress.message(f"{config.target} bs={bs}: already in {store.path}, skipped (--resume)")
             continue

@@ -28,4 +28,4 @@ def target_names() -> list[str]:
     return sorted(_TARGETS)
 
 
-from harness.targets import ort, ov  # noqa: E402,F401
+from harness.targets import ort, ov, trt  # noqa: E402,F401

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import numpy as np
 
@@ -120,29 +121,78 @@ class OpenVinoCpu(Target):
         self._request.infer(feeds)
         return [self._request.get_output_tensor(i).data.copy() for i in range(len(self._compiled.outputs))]
 
+    def _nireq(self) -> int:
+        return int(self.options.get("nireq") or self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+
     def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int) -> BenchStats:
-        """benchmark_app's method: N async requests, each with its input tensor set once, kept busy."""
+        """benchmark_app's method (its inference-only mode), step for step.
+
+        N async requests (N = OPTIMAL_NUMBER_OF_INFER_REQUESTS unless nireq is set), each given
+        the batch once in its own plugin-allocated input tensor before the clock starts; the loop
+        hands the next idle request a start_async() with no Python callback, runs until the time
+        and iteration floors pass and the count is a multiple of N, then waits for all.
+        Throughput = iterations x batch / wall time; latency per request from OpenVINO's own
+        request.latency (submit to completion), as benchmark_app reports it.
+        """
         ov = _import_ov()
-        nireq = int(self.options.get("nireq") or self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        nireq = self._nireq()
         queue = ov.AsyncInferQueue(self._compiled, nireq)
+        data = np.ascontiguousarray(batch)
         for request in queue:
-            request.set_input_tensor(ov.Tensor(np.ascontiguousarray(batch)))
+            request.get_input_tensor(0).data[:] = data
         latencies: list[float] = []
-
-        def done(request, started):
-            latencies.append((time.perf_counter() - started) * 1e3)
-
-        queue.set_callback(done)
-        submitted = 0
+        in_flight: set[int] = set()
+        iterations = 0
         start = time.perf_counter()
-        while True:
-            queue.start_async(None, time.perf_counter())
-            submitted += 1
-            if time.perf_counter() - start >= seconds and submitted >= min_iterations:
-                break
+        elapsed = 0.0
+        while elapsed < seconds or iterations < min_iterations or iterations % nireq:
+            idle = queue.get_idle_request_id()  # blocks until a request is free (GIL released)
+            if idle in in_flight:
+                latencies.append(queue[idle].latency)
+            else:
+                in_flight.add(idle)
+            queue.start_async()
+            iterations += 1
+            elapsed = time.perf_counter() - start
         queue.wait_all()
         elapsed = time.perf_counter() - start
-        return BenchStats(latencies, submitted * batch.shape[0], elapsed, concurrency=nireq)
+        latencies += [queue[i].latency for i in in_flight]
+        return BenchStats(latencies, iterations * batch.shape[0], elapsed, concurrency=nireq)
+
+    def infer_stream(self, items, depth: int | None = None):
+        """Infer a stream of (batch, tag) pairs with up to `depth` async requests in flight.
+
+        Yields (tag, outputs, seconds) in input order: outputs as infer() returns them (copies, valid
+        after the request is reused) and the request's own inference time. Inference runs in
+        OpenVINO's threads with the GIL released, so the caller's other threads (preprocessing,
+        decoding) run meanwhile. depth defaults to the compiled model's optimal number of requests
+        (one per stream with the throughput hint). infer() stays the synchronous one-batch call.
+        """
+        depth = max(1, int(depth or self._nireq()))
+        free = [self._compiled.create_infer_request() for _ in range(depth)]
+        count = len(self._compiled.outputs)
+        pending: deque = deque()  # (request, tag, input array kept alive while the request shares it)
+
+        def finish():
+            request, tag, _ = pending.popleft()
+            request.wait()
+            free.append(request)
+            outputs = [request.get_output_tensor(i).data.copy() for i in range(count)]
+            return tag, outputs, request.latency / 1e3
+
+        try:
+            for batch, tag in items:
+                if not free:
+                    yield finish()
+                request = free.pop()
+                array = np.ascontiguousarray(batch)
+                request.start_async({0: array}, share_inputs=True)
+                pending.append((request, tag, array))
+            while pending:
+                yield finish()
+        finally:
+            for request, _, _ in pending:  # abandoned early (an error downstream): let them finish
+                request.wait()
 
     def describe(self) -> dict:
         ov = _import_ov()

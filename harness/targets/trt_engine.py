@@ -62,7 +62,7 @@ def profile_batches(batch_sizes, batch: int, fixed: int | None = None, opt: str 
 
 def profile_shapes(input_shape: tuple, batches: tuple[int, int, int]) -> tuple[tuple, tuple, tuple]:
     """min/opt/max full shapes from an input shape (dim 0 replaced) and (min, opt, max) batches."""
-    rest = tuple(int(d) for d in input_shape[1:])
+    rest = tuple(int(d) if isinstance(d, int) else -1 for d in input_shape[1:])
     if any(d <= 0 for d in rest):
         raise HarnessError(f"input shape {tuple(input_shape)}: only the batch dimension may be dynamic for target trt")
     return tuple((b, *rest) for b in batches)
