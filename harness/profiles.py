@@ -31,6 +31,7 @@ class InputSpec:
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     layout: str = "NCHW"
     dtype: str = "f32"
+    extras: tuple[str, ...] = ()  # extra model inputs built from the metas (harness.extra_inputs)
 
     def shape(self, batch: int) -> tuple[int, int, int, int]:
         if self.layout == "NCHW":
@@ -130,6 +131,13 @@ def _choice(section: dict, key: str, allowed: tuple, default, where: str):
     return value
 
 
+def _extras(section: dict, where: str) -> tuple[str, ...]:
+    value = section.get("extras", [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise HarnessError(f"{where}: [input] extras must be a list of model input names")
+    return tuple(value)
+
+
 def profile_from_dict(data: dict, name: str, source: str = "") -> Profile:
     """Validate a profile's plain data and build a Profile; errors name the profile and the key."""
     where = f"profile {source or name}"
@@ -156,6 +164,7 @@ def profile_from_dict(data: dict, name: str, source: str = "") -> Profile:
         std=std,
         layout=_choice(inp, "layout", LAYOUTS, "NCHW", where),
         dtype=_choice(inp, "dtype", DTYPES, "f32", where),
+        extras=_extras(inp, where),
     )
     if "kind" not in dec:
         raise HarnessError(f"{where}: [decoder] needs a kind")

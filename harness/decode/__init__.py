@@ -41,4 +41,4 @@ def decoder_kinds() -> list[str]:
 
 
 # Families register themselves on import.
-from harness.decode import gfl  # noqa: E402,F401
+from harness.decode import effdet, gfl, paddle, yolo  # noqa: E402,F401

@@ -140,28 +140,39 @@ def decode_gfl(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[
             "its outputs have a fixed batch of 1"
         )
     centres, prior_strides = make_priors(spec.width, spec.height, tuple(strides), offset)
+    count = len(metas)
+    scores = scores[:count].astype(np.float32, copy=False)
+    if score_mode == "logits":
+        scores = 1.0 / (1.0 + np.exp(-scores))
+    # One threshold over the whole batch: (image, prior, class) candidates, in that order.
+    above = scores > post.score_threshold
+    if post.pre_nms_top_k > 0:
+        max_scores = scores.max(axis=2)
+        for b in range(count):
+            above[b] &= _top_k_per_level(max_scores[b], level_counts, post.pre_nms_top_k)[:, None]
+    flat = np.flatnonzero(above)  # faster than a 3-D nonzero; same (image, prior, class) order
+    cand_prior, cand_label = np.divmod(flat, scores.shape[2])
+    cand_image, cand_prior = np.divmod(cand_prior, scores.shape[1])
+    # Image b's candidates are the slice [bounds[b], bounds[b + 1]).
+    bounds = np.searchsorted(cand_image, np.arange(count + 1))
     results = []
     for b, meta in enumerate(metas):
-        image_scores = scores[b].astype(np.float32, copy=False)
-        if score_mode == "logits":
-            image_scores = 1.0 / (1.0 + np.exp(-image_scores))
-        max_scores = image_scores.max(axis=1)
-        keep = max_scores > post.score_threshold
-        if post.pre_nms_top_k > 0:
-            keep &= _top_k_per_level(max_scores, level_counts, post.pre_nms_top_k)
-        priors = np.flatnonzero(keep)
-        if priors.size == 0:
+        lo, hi = bounds[b], bounds[b + 1]
+        if lo == hi:
             results.append(Detections.empty())
             continue
-        # Only candidate priors pay for the softmax; then one row per (prior, class) above threshold.
+        prior_of, labels = cand_prior[lo:hi], cand_label[lo:hi]
+        # Only candidate priors pay for the softmax; each (prior, class) row then points at its prior.
+        starts = np.flatnonzero(np.r_[True, prior_of[1:] != prior_of[:-1]])  # prior_of is sorted
+        priors = prior_of[starts]
+        rows = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, prior_of.size]))
         dist = _softmax_expectation(bins[b, priors], reg_max) * prior_strides[priors, None]
         c = centres[priors]
         boxes = np.concatenate([c - dist[:, :2], c + dist[:, 2:]], axis=1)
         np.clip(boxes[:, 0::2], 0, spec.width, out=boxes[:, 0::2])
         np.clip(boxes[:, 1::2], 0, spec.height, out=boxes[:, 1::2])
-        rows, labels = np.nonzero(image_scores[priors] > post.score_threshold)
         dets = multiclass_nms(
-            boxes[rows], image_scores[priors[rows], labels], labels,
+            boxes[rows], scores[b, prior_of, labels], labels,
             post.score_threshold, post.iou_threshold, post.max_detections,
         )
         dets.boxes = input_to_original(dets.boxes, meta)

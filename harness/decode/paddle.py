@@ -1,0 +1,158 @@
+"""PaddleDetection exports (PicoDet, PP-YOLOE): with the NMS inside the graph, or without it.
+
+These models take a second input, `scale_factor` [B, 2] = [scale_y, scale_x] (fed by
+harness.extra_inputs when the profile says `[input] extras = ["scale_factor"]`), and divide their
+boxes by it. Outputs are matched by count and shape, never by name:
+
+- with NMS: `bbox` [M, 6] = (class, score, x1, y1, x2, y2) in original pixels, rows of all images
+  one after the other, and `bbox_num` [B] = rows per image; rows with class < 0 (Paddle's
+  placeholder when nothing is found) are dropped;
+- without NMS, two outputs: boxes [B, N, 4] xyxy + scores [B, C, N] (PicoDet `export_nms=False`:
+  boxes in input pixels; PP-YOLOE `exclude_nms=True`: boxes already divided by scale_factor, i.e.
+  original pixels: set `[decoder] boxes = "original"`);
+- without NMS, one output [B, N, 4 + C] = boxes in input pixels then scores (PP-YOLOE
+  `exclude_post_process=True`).
+
+Scores are probabilities (the heads apply sigmoid in the graph; `[decoder] scores = "logits"` if not).
+Non-NMS layouts go through the shared class-aware NMS with Paddle's MultiClassNMS semantics:
+score > score_threshold, at most pre_nms_top_k candidates per class (Paddle's nms_top_k), then
+max_detections overall (keep_top_k). Boxes "in original pixels" here mean the model divided by
+scale_factor; the letterbox padding, which scale_factor cannot express, is taken off afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from harness.decode import register
+from harness.decode.nms import multiclass_nms
+from harness.decode.types import Detections
+from harness.errors import HarnessError
+from harness.preprocess import input_to_original
+
+
+def _shapes(outputs) -> str:
+    return ", ".join(str(tuple(np.shape(o))) for o in outputs)
+
+
+def model_original_to_original(boxes: np.ndarray, meta) -> np.ndarray:
+    """Boxes the model divided by scale_factor -> original pixels (removes letterbox padding), clipped."""
+    as_input = np.empty_like(boxes, dtype=np.float32)
+    as_input[:, 0::2] = boxes[:, 0::2] * meta.scale_x
+    as_input[:, 1::2] = boxes[:, 1::2] * meta.scale_y
+    return input_to_original(as_input, meta)
+
+
+def _fail(outputs, num_classes: int, why: str):
+    raise HarnessError(
+        f"model outputs [{_shapes(outputs)}] do not fit the Paddle profile ({why}): expected "
+        f"bbox [M, 6] + bbox_num [B] (NMS in the graph), or boxes [B, N, 4] + scores [B, {num_classes}, N], "
+        f"or one tensor [B, N, {4 + num_classes}] (no NMS; {num_classes} classes)"
+    )
+
+
+def arrange_outputs(outputs: Sequence[np.ndarray], num_classes: int):
+    """('nms', bbox [M, 6], bbox_num [B]) or ('raw', boxes [B, N, 4], scores [B, N, C], from_single)."""
+    arrays = [np.asarray(o) for o in outputs]
+    if len(arrays) == 2:
+        by_ndim = {a.ndim: a for a in arrays}
+        if set(by_ndim) == {1, 2} and by_ndim[2].shape[1] == 6:
+            return "nms", by_ndim[2], by_ndim[1]
+        arrays = [a[None] if a.ndim == 2 else a for a in arrays]
+        if all(a.ndim == 3 for a in arrays):
+            boxes = [a for a in arrays if a.shape[2] == 4]
+            scores = [a for a in arrays if a.shape[1] == num_classes]
+            if len(boxes) == 1 and len(scores) == 1 and boxes[0] is not scores[0]:
+                b, s = boxes[0], scores[0]
+                if b.shape[0] != s.shape[0] or b.shape[1] != s.shape[2]:
+                    _fail(outputs, num_classes, "boxes and scores disagree on batch or box count")
+                return "raw", b, s.transpose(0, 2, 1), False
+        _fail(outputs, num_classes, "two outputs that are neither bbox + bbox_num nor boxes + scores")
+    if len(arrays) == 1:
+        a = arrays[0]
+        a = a[None] if a.ndim == 2 else a
+        if a.ndim == 3 and a.shape[2] == 4 + num_classes:
+            return "raw", a[..., :4], a[..., 4:], True
+        _fail(outputs, num_classes, f"one output of shape {tuple(np.shape(arrays[0]))}")
+    _fail(outputs, num_classes, f"{len(arrays)} outputs")
+
+
+def _per_class_top_k(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Mask keeping at most k highest scores per class (Paddle's nms_top_k), vectorised."""
+    if k <= 0 or scores.size <= k:
+        return np.ones(scores.size, dtype=bool)
+    order = np.lexsort((-scores, labels))  # by class, then score descending
+    sorted_labels = labels[order]
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+    counts = np.diff(np.r_[starts, sorted_labels.size])
+    rank = np.arange(sorted_labels.size) - np.repeat(starts, counts)
+    keep = np.zeros(scores.size, dtype=bool)
+    keep[order[rank < k]] = True
+    return keep
+
+
+def _decode_nms(bbox, bbox_num, metas, profile) -> list[Detections]:
+    post, nc = profile.postprocess, profile.num_classes
+    counts = np.asarray(bbox_num).astype(np.int64).reshape(-1)
+    if counts.size < len(metas):
+        raise HarnessError(
+            f"model returned bbox_num for {counts.size} image(s) but the batch holds {len(metas)}: "
+            "its outputs have a fixed batch of 1"
+        )
+    if counts.sum() > bbox.shape[0]:
+        raise HarnessError(f"model's bbox_num {counts.tolist()} counts more rows than bbox holds ({bbox.shape[0]})")
+    starts = np.r_[0, np.cumsum(counts)]
+    results = []
+    for b, meta in enumerate(metas):
+        rows = bbox[starts[b] : starts[b + 1]]
+        labels = np.rint(rows[:, 0]).astype(np.int64)
+        scores = rows[:, 1].astype(np.float32)
+        keep = np.flatnonzero((labels >= 0) & (scores > post.score_threshold))
+        if np.any(labels[keep] >= nc):
+            raise HarnessError(
+                f"model returned class id {int(labels[keep].max())} but profile {profile.name} has {nc} classes"
+            )
+        keep = keep[np.lexsort((keep, -scores[keep]))][: post.max_detections]
+        boxes = model_original_to_original(rows[keep, 2:6].astype(np.float32), meta)
+        results.append(Detections(boxes, scores[keep], labels[keep]))
+    return results
+
+
+@register("paddle")
+def decode_paddle(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
+    dec, post, nc = profile.decoder, profile.postprocess, profile.num_classes
+    frame = dec.get("boxes", "input")
+    score_mode = dec.get("scores", "sigmoid")
+    if frame not in ("input", "original"):
+        raise HarnessError(f"profile {profile.name}: [decoder] boxes must be 'input' or 'original'")
+    if score_mode not in ("sigmoid", "logits"):
+        raise HarnessError(f"profile {profile.name}: [decoder] scores must be 'sigmoid' or 'logits'")
+    arranged = arrange_outputs(outputs, nc)
+    if arranged[0] == "nms":
+        return _decode_nms(arranged[1], arranged[2], metas, profile)
+    _, boxes, scores, single = arranged
+    if boxes.shape[0] < len(metas):
+        raise HarnessError(
+            f"model returned outputs for {boxes.shape[0]} image(s) but the batch holds {len(metas)}: "
+            "its outputs have a fixed batch of 1"
+        )
+    in_input_pixels = single or frame == "input"
+    results = []
+    for b, meta in enumerate(metas):
+        image_scores = scores[b].astype(np.float32)
+        if score_mode == "logits":
+            image_scores = 1.0 / (1.0 + np.exp(-image_scores))
+        rows, labels = np.nonzero(image_scores > post.score_threshold)
+        cand_scores = image_scores[rows, labels]
+        keep = _per_class_top_k(cand_scores, labels, post.pre_nms_top_k)
+        rows, labels, cand_scores = rows[keep], labels[keep], cand_scores[keep]
+        dets = multiclass_nms(boxes[b, rows].astype(np.float32), cand_scores, labels,
+                              post.score_threshold, post.iou_threshold, post.max_detections)
+        if in_input_pixels:
+            dets.boxes = input_to_original(dets.boxes, meta)
+        else:
+            dets.boxes = model_original_to_original(dets.boxes, meta)
+        results.append(dets)
+    return results

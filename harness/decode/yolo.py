@@ -1,0 +1,162 @@
+"""YOLO decoders: YOLOv5 (anchor-based, objectness), YOLOv8 (anchor-free), and exports with NMS on device.
+
+Boxes of the ONNX exports are already decoded by the graph (grid, anchors and strides are inside):
+centre x, centre y, width, height in model-input pixels. Outputs are matched by shape, not by name.
+
+- kind "yolov5": one output [B, N, 5 + C] = (cx, cy, w, h, objectness, C class probabilities);
+  score = objectness * class probability (yolov5's non_max_suppression). Extra 5-D per-level raw maps
+  that older exports also return ([B, 3, H, W, 5 + C]) are ignored.
+- kind "yolov8": one output [B, 4 + C, N] (ultralytics' export) or its transpose [B, N, 4 + C];
+  class probabilities, no objectness.
+- kind "yolo-nms": a graph with NMS inside, e.g. YOLOv5 compiled for VastAI VACC with its NMS op:
+  class ids [B, N, 1], scores [B, N, 1] (in that output order) and xyxy boxes [B, N, 4] in
+  letterboxed input pixels; unused rows hold -1 and are dropped.
+
+As in yolov5/ultralytics validation, every (box, class) pair above the score threshold is a
+candidate (multi-label), the pre_nms_top_k best go to class-aware NMS (their max_nms = 30000), and
+max_detections are kept. A missing batch dimension is added back.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from harness.decode import register
+from harness.decode.nms import multiclass_nms
+from harness.decode.types import Detections
+from harness.errors import HarnessError
+from harness.preprocess import input_to_original
+
+
+def _shapes(outputs) -> str:
+    return ", ".join(str(tuple(np.shape(o))) for o in outputs)
+
+
+def _check_batch(found: int, metas: Sequence) -> None:
+    if found < len(metas):
+        raise HarnessError(
+            f"model returned outputs for {found} image(s) but the batch holds {len(metas)}: "
+            "its outputs have a fixed batch of 1"
+        )
+
+
+def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
+    xy, half = xywh[:, :2], xywh[:, 2:4] / 2
+    return np.concatenate([xy - half, xy + half], axis=1).astype(np.float32)
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest scores (all when k <= 0 or k >= len)."""
+    if 0 < k < scores.size:
+        return np.argpartition(-scores, k - 1)[:k]
+    return np.arange(scores.size)
+
+
+def _nms_and_map(boxes, scores, labels, meta, post) -> Detections:
+    keep = _top_k(scores, post.pre_nms_top_k)
+    dets = multiclass_nms(boxes[keep], scores[keep], labels[keep], post.score_threshold,
+                          post.iou_threshold, post.max_detections)
+    dets.boxes = input_to_original(dets.boxes, meta)
+    return dets
+
+
+def _single_prediction(outputs: Sequence[np.ndarray], channels: int, kind: str, allow_transposed: bool) -> np.ndarray:
+    """The one [B, N, channels] prediction tensor (or [B, channels, N] when allowed), as (B, N, channels)."""
+    candidates = []
+    for o in outputs:
+        a = np.asarray(o)
+        if a.ndim == 2:
+            a = a[None]
+        if a.ndim != 3:
+            continue
+        if a.shape[2] == channels:
+            candidates.append(a)
+        elif allow_transposed and a.shape[1] == channels:
+            candidates.append(a.transpose(0, 2, 1))
+    if len(candidates) != 1:
+        expected = (f"[B, {channels}, N] (or [B, N, {channels}])" if allow_transposed else f"[B, N, {channels}]")
+        why = "none fits" if not candidates else f"{len(candidates)} fit"
+        raise HarnessError(
+            f"model outputs [{_shapes(outputs)}] do not fit the {kind} profile ({why}): expected one "
+            f"prediction tensor {expected} with {channels} = "
+            + ("4 box + 1 objectness + " if kind == "yolov5" else "4 box + ")
+            + f"{channels - (5 if kind == 'yolov5' else 4)} class channels"
+        )
+    return candidates[0]
+
+
+@register("yolov5")
+def decode_yolov5(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
+    post, nc = profile.postprocess, profile.num_classes
+    pred = _single_prediction(outputs, 5 + nc, "yolov5", allow_transposed=False)
+    _check_batch(pred.shape[0], metas)
+    thr = post.score_threshold
+    results = []
+    for b, meta in enumerate(metas):
+        x = pred[b]
+        x = x[x[:, 4] > thr]  # yolov5: objectness candidates first
+        cls = x[:, 5:].astype(np.float32) * x[:, 4:5].astype(np.float32)
+        rows, labels = np.nonzero(cls > thr)
+        if rows.size == 0:
+            results.append(Detections.empty())
+            continue
+        boxes = xywh_to_xyxy(x[rows, :4].astype(np.float32))
+        results.append(_nms_and_map(boxes, cls[rows, labels], labels, meta, post))
+    return results
+
+
+@register("yolov8")
+def decode_yolov8(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
+    post, nc = profile.postprocess, profile.num_classes
+    pred = _single_prediction(outputs, 4 + nc, "yolov8", allow_transposed=True)
+    _check_batch(pred.shape[0], metas)
+    thr = post.score_threshold
+    results = []
+    for b, meta in enumerate(metas):
+        cls = pred[b, :, 4:]
+        rows, labels = np.nonzero(cls > thr)
+        if rows.size == 0:
+            results.append(Detections.empty())
+            continue
+        boxes = xywh_to_xyxy(pred[b, rows, :4].astype(np.float32))
+        results.append(_nms_and_map(boxes, cls[rows, labels].astype(np.float32), labels, meta, post))
+    return results
+
+
+def arrange_nms_outputs(outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(class ids [B, N], scores [B, N], boxes [B, N, 4]) of a graph with NMS inside."""
+    arrays = []
+    for o in outputs:
+        a = np.asarray(o)
+        arrays.append(a[None] if a.ndim == 2 else a)
+    ones = [a for a in arrays if a.ndim == 3 and a.shape[2] == 1]
+    fours = [a for a in arrays if a.ndim == 3 and a.shape[2] == 4]
+    if len(arrays) != 3 or len(ones) != 2 or len(fours) != 1 or len({a.shape[:2] for a in arrays}) != 1:
+        raise HarnessError(
+            f"model outputs [{_shapes(outputs)}] do not fit the yolo-nms profile: expected class ids "
+            "[B, N, 1], scores [B, N, 1] (in that order) and xyxy boxes [B, N, 4] in input pixels, "
+            "unused rows -1 (YOLO with NMS inside the graph, e.g. VACC output_0..output_2)"
+        )
+    return ones[0][..., 0], ones[1][..., 0], fours[0]
+
+
+@register("yolo-nms")
+def decode_yolo_nms(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
+    post, nc = profile.postprocess, profile.num_classes
+    classes, scores, boxes = arrange_nms_outputs(outputs)
+    _check_batch(classes.shape[0], metas)
+    results = []
+    for b, meta in enumerate(metas):
+        labels = np.rint(classes[b]).astype(np.int64)
+        keep = np.flatnonzero((labels >= 0) & (scores[b] > post.score_threshold))
+        if np.any(labels[keep] >= nc):
+            raise HarnessError(
+                f"model returned class id {int(labels[keep].max())} but profile {profile.name} has {nc} classes"
+            )
+        order = keep[np.lexsort((keep, -scores[b, keep]))][: post.max_detections]
+        dets = Detections(boxes[b, order].astype(np.float32), scores[b, order].astype(np.float32), labels[order])
+        dets.boxes = input_to_original(dets.boxes, meta)
+        results.append(dets)
+    return results
