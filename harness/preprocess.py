@@ -109,7 +109,10 @@ def resize_image(image: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, tuple[
     resized = cv2.resize(image, (new_w, new_h), interpolation=_INTERPOLATION[spec.interpolation])
     if spec.resize == "stretch":
         return resized, (scale_x, scale_y, 0, 0)
-    canvas = np.full((spec.height, spec.width, 3), spec.pad_value, dtype=np.uint8)
+    fill = spec.pad_value
+    if isinstance(fill, tuple) and spec.color == "rgb":
+        fill = fill[::-1]  # the canvas is BGR until to_model_layout
+    canvas = np.full((spec.height, spec.width, 3), fill, dtype=np.uint8)
     canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
     return canvas, (scale_x, scale_y, pad_x, pad_y)
 

@@ -25,7 +25,7 @@ class InputSpec:
     height: int
     resize: str = "letterbox"
     interpolation: str = "linear"
-    pad_value: float = 0.0
+    pad_value: float | tuple[float, float, float] = 0.0  # one value, or 3 in the model's colour order
     color: str = "bgr"
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -138,6 +138,14 @@ def _extras(section: dict, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _pad_value(value, where: str):
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, list) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value):
+        return tuple(float(v) for v in value)
+    raise HarnessError(f"{where}: [input] pad_value must be a number or 3 numbers (model colour order)")
+
+
 def profile_from_dict(data: dict, name: str, source: str = "") -> Profile:
     """Validate a profile's plain data and build a Profile; errors name the profile and the key."""
     where = f"profile {source or name}"
@@ -158,7 +166,7 @@ def profile_from_dict(data: dict, name: str, source: str = "") -> Profile:
         height=inp["height"],
         resize=_choice(inp, "resize", RESIZE_MODES, "letterbox", where),
         interpolation=_choice(inp, "interpolation", INTERPOLATIONS, "linear", where),
-        pad_value=float(inp.get("pad_value", 0)),
+        pad_value=_pad_value(inp.get("pad_value", 0), where),
         color=_choice(inp, "color", COLORS, "bgr", where),
         mean=mean,
         std=std,

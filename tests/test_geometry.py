@@ -61,3 +61,22 @@ def test_colour_order_layout_dtype_and_normalisation():
     assert bgr[:, 0, 0].tolist() == [9.0, 9.0, 9.0]
     rgb = to_model_layout(canvas, InputSpec(2, 2, color="rgb", layout="NHWC", dtype="u8"))
     assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8 and rgb[0, 0].tolist() == [30, 20, 10]
+
+
+def test_per_channel_pad_value_is_in_model_colour_order():
+    image = np.full((10, 20, 3), 50, np.uint8)
+    spec = InputSpec(width=20, height=20, resize="letterbox-topleft", pad_value=(124, 116, 104), color="rgb",
+                     layout="NHWC", dtype="u8")
+    canvas, _ = resize_image(image, spec)
+    assert canvas[15, 5].tolist() == [104, 116, 124]  # BGR canvas
+    assert to_model_layout(canvas, spec)[15, 5].tolist() == [124, 116, 104]  # RGB model input
+
+
+def test_profile_rejects_bad_pad_value():
+    from harness.errors import HarnessError
+    from harness.profiles import profile_from_dict
+
+    base = {"input": {"width": 8, "height": 8}, "decoder": {"kind": "gfl"}, "classes": {"names": ["a"]}}
+    assert profile_from_dict({**base, "input": {**base["input"], "pad_value": [1, 2, 3]}}, "p").input.pad_value == (1, 2, 3)
+    with pytest.raises(HarnessError, match="pad_value"):
+        profile_from_dict({**base, "input": {**base["input"], "pad_value": [1, 2]}}, "p")

@@ -122,7 +122,7 @@ def device_preprocess(spec: InputSpec) -> dict:
     if spec.color == "rgb":
         warnings.append("RGB model input: ColorCvtCode COLOR_NONE is not confirmed from VastModelZOO sources")
     if spec.resize != "stretch" and spec.pad_value != VACC_LETTERBOX_PAD:
-        warnings.append(f"profile pads with {spec.pad_value:g} but the VACC letterbox pads with {VACC_LETTERBOX_PAD} "
+        warnings.append(f"profile pads with {spec.pad_value} but the VACC letterbox pads with {VACC_LETTERBOX_PAD} "
                         "(VastModelZOO); `harness emulate --runner vamp` pads as the profile says, a device run may not")
     return {
         "resize": spec.resize, "letterbox": spec.resize != "stretch", "interpolation": spec.interpolation,
