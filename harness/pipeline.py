@@ -1,7 +1,9 @@
-"""Dataset -> batches of model input, prepared ahead of inference in worker threads.
+"""Dataset -> batches of model input -> inference -> detections: the accuracy pass, pipelined.
 
-OpenCV's decode/resize release the GIL, so threads overlap preprocessing with inference without
-copying tensors between processes; a bounded look-ahead keeps memory flat with dataset size.
+Three things run at once: preprocessing worker threads (OpenCV's decode/resize release the GIL),
+inference (the runtimes release the GIL; OpenVINO keeps several async requests in flight) and one
+decode thread. Bounded look-ahead between them keeps memory flat with dataset size, and results
+come back in dataset order, identical to a plain serial loop.
 """
 
 from __future__ import annotations
@@ -72,13 +74,92 @@ class PassResult:
     detections: list[dict]  # COCO result dicts
     counted: list[int]  # image ids that ran
     failed: list[str]  # "file: reason" for images skipped with skip_bad
-    clock: StageClock  # per-stage seconds
+    clock: StageClock  # per-stage seconds (see harness.timing.STAGE_MEANING)
     wall_seconds: float
 
 
+def _decode_batch(outputs, metas, profile) -> tuple[list[tuple[int, list[dict]]], float]:
+    """Decode one batch to COCO dicts per image; returns them and the seconds it took."""
+    t0 = time.perf_counter()
+    done = [(meta.image_id, to_coco_results(dets, meta.image_id, profile.category_ids))
+            for meta, dets in zip(metas, decode(outputs, metas, profile))]
+    return done, time.perf_counter() - t0
+
+
+def _sync_stream(target, items):
+    """Fallback for targets without infer_stream: one synchronous infer() per batch."""
+    for tensor, tag in items:
+        t0 = time.perf_counter()
+        outputs = target.infer(tensor)
+        yield tag, outputs, time.perf_counter() - t0
+
+
 def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, skip_bad: bool = False,
-                  advance=lambda n=1: None) -> PassResult:
-    """Read, preprocess, infer and decode every image once; detections as COCO dicts."""
+                  advance=lambda n=1: None, pipelined: bool = True, decode_ahead: int = 4) -> PassResult:
+    """Read, preprocess, infer and decode every image once; detections as COCO dicts, dataset order.
+
+    Pipelined (default): preprocessing runs ahead in `workers` threads (iter_batches), inference
+    keeps the target busy (its infer_stream(items) when it has one, e.g. OpenVINO's async requests;
+    else synchronous infer() calls, which release the GIL in every runtime we use), and decoding
+    runs in one more thread while the next batches infer, at most `decode_ahead` batches behind.
+    The detections are the same as with pipelined=False, the plain serial loop (tests check it).
+    """
+    if not pipelined:
+        return _serial_pass(target, images, batch_size, profile, workers, skip_bad, advance)
+    clock = StageClock()
+    detections: list[dict] = []
+    counted: list[int] = []
+    failed: list[str] = []
+    start = time.perf_counter()
+    batches = iter_batches(images, batch_size, profile.input, pad=target.padded_batch,
+                           workers=workers, skip_bad=skip_bad)
+
+    def feed():
+        while True:
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            clock.seconds["wait_preprocess"] += time.perf_counter() - t0
+            if batch is None:
+                return
+            clock.seconds["preprocess"] += batch.seconds
+            failed.extend(batch.failed)
+            if batch.failed:
+                advance(len(batch.failed))
+            if batch.metas:
+                yield batch.tensor, batch
+
+    def collect(future) -> None:
+        done, seconds = future.result()
+        clock.seconds["decode"] += seconds
+        for image_id, dicts in done:
+            detections.extend(dicts)
+            counted.append(image_id)
+        advance(len(done))
+
+    stream_fn = getattr(target, "infer_stream", None)
+    stream = stream_fn(feed()) if stream_fn is not None else _sync_stream(target, feed())
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+        try:
+            for batch, outputs, seconds in stream:
+                clock.seconds["infer"] += seconds
+                pending.append(pool.submit(_decode_batch, outputs, batch.metas, profile))
+                while pending and (len(pending) > decode_ahead or pending[0].done()):
+                    collect(pending.popleft())
+            t0 = time.perf_counter()
+            while pending:
+                collect(pending.popleft())
+            clock.seconds["wait_decode"] += time.perf_counter() - t0
+        finally:
+            stream.close()
+            batches.close()
+            for future in pending:
+                future.cancel()
+    return PassResult(detections, counted, failed, clock, time.perf_counter() - start)
+
+
+def _serial_pass(target, images, batch_size, profile, workers, skip_bad, advance) -> PassResult:
+    """The plain loop: preprocessing prefetched in threads, then infer and decode one batch at a time."""
     clock = StageClock()
     detections: list[dict] = []
     counted: list[int] = []

@@ -10,6 +10,18 @@ import numpy as np
 
 STAGES = ("preprocess", "infer", "decode")
 
+#: What each StageClock entry of the accuracy pass sums (seconds over the whole pass). In the
+#: pipelined pass the stages overlap, so they add up to more than the wall time; the row's
+#: e2e_fps (images / pass wall time) is the end-to-end figure.
+STAGE_MEANING = {
+    "preprocess": "read + decode + resize + layout of every image, summed over the worker threads",
+    "infer": "each batch's inference, submit to result (for async requests: OpenVINO's own "
+             "per-request latency, so requests in flight together are each counted)",
+    "decode": "decode + NMS + conversion to COCO dicts, in the decode thread",
+    "wait_preprocess": "time inference waited for a preprocessed batch (input starvation)",
+    "wait_decode": "time spent after the last inference finishing the decode backlog",
+}
+
 
 def percentiles_ms(latencies_ms) -> dict:
     """p50/p90/p99 of per-batch latencies, in ms (numpy's linear interpolation)."""
@@ -22,7 +34,9 @@ def percentiles_ms(latencies_ms) -> dict:
 
 
 class StageClock:
-    """Accumulates wall time per named stage (sum over the dataset pass)."""
+    """Accumulates wall time per named stage (sum over the dataset pass); see STAGE_MEANING.
+
+    per_image_ms reports the STAGES only; the wait_* entries stay in .seconds for diagnosis."""
 
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)

@@ -1,0 +1,292 @@
+"""The fast paths give the same answers as the plain ones (no timings are asserted here).
+
+- faster-coco-eval and pycocotools agree to 1e-4 (synthetic detections always; real ones with ../shared);
+- the pipelined accuracy pass returns exactly the detections of the serial loop;
+- the prefix/grouped NMS returns exactly what one OpenCV NMSBoxesBatched call over all boxes does.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from harness.data.coco import load_dataset
+from harness.decode.nms import multiclass_nms
+from harness.decode.types import Detections
+from harness.evaluate import METRIC_NAMES, CocoEvaluator, available_backends
+from harness.pipeline import accuracy_pass
+from harness.profiles import load_profile
+from harness.targets import get_target
+from tests.tinymodel import write_tiny_dataset, write_tiny_model, write_tiny_profile
+
+
+def _need_both_evaluators():
+    missing = {"faster-coco-eval", "pycocotools"} - set(available_backends())
+    if missing:
+        pytest.skip(f"needs both COCO evaluators; not installed: {', '.join(sorted(missing))}")
+
+
+def _assert_same_metrics(results: list[dict], image_ids: list[int], ann: dict) -> dict:
+    fast = CocoEvaluator(ann, "faster-coco-eval").evaluate(results, image_ids)
+    ref = CocoEvaluator(ann, "pycocotools").evaluate(results, image_ids)
+    for name in METRIC_NAMES:
+        assert fast[name] == pytest.approx(ref[name], abs=1e-4), name
+    assert fast["per_class_ap"].keys() == ref["per_class_ap"].keys()
+    for cls, ap in ref["per_class_ap"].items():
+        assert fast["per_class_ap"][cls] == pytest.approx(ap, abs=1e-4), cls
+    return ref
+
+
+# ------------------------------------------------------------------ faster-coco-eval == pycocotools
+
+def _synthetic_coco(seed: int = 3):
+    """Ground truth over 3 categories in all COCO area ranges (one crowd box), and detections that
+    hit, miss, duplicate and mislabel it with spread-out scores."""
+    rng = np.random.default_rng(seed)
+    categories = [{"id": cid, "name": f"c{cid}"} for cid in (1, 4, 9)]
+    images, anns, results = [], [], []
+    for i in range(25):
+        image_id = 1000 + i
+        width, height = int(rng.integers(200, 640)), int(rng.integers(200, 480))
+        images.append({"id": image_id, "file_name": f"{image_id}.jpg", "width": width, "height": height})
+        for _ in range(int(rng.integers(0, 7))):
+            side = float(rng.choice([12.0, 50.0, 140.0])) * rng.uniform(0.7, 1.3)
+            w, h = side * rng.uniform(0.6, 1.4), side * rng.uniform(0.6, 1.4)
+            x, y = rng.uniform(0, max(1.0, width - w)), rng.uniform(0, max(1.0, height - h))
+            cid = int(rng.choice([1, 4, 9]))
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cid, "bbox": [x, y, w, h],
+                         "area": w * h, "iscrowd": int(len(anns) == 5)})
+            for _ in range(int(rng.integers(0, 3))):  # jittered hits and duplicates
+                jit = rng.normal(0, side * 0.12, 4)
+                results.append({"image_id": image_id, "bbox": [x + jit[0], y + jit[1], max(1.0, w + jit[2]),
+                                                               max(1.0, h + jit[3])],
+                                "category_id": cid if rng.random() > 0.15 else int(rng.choice([1, 4, 9])),
+                                "score": round(float(rng.uniform(0.05, 1.0)), 5)})
+        for _ in range(int(rng.integers(0, 4))):  # false positives
+            w, h = rng.uniform(5, 150, 2)
+            results.append({"image_id": image_id, "category_id": int(rng.choice([1, 4, 9])),
+                            "bbox": [float(rng.uniform(0, width - 5)), float(rng.uniform(0, height - 5)), w, h],
+                            "score": round(float(rng.uniform(0.05, 0.9)), 5)})
+    return {"images": images, "annotations": anns, "categories": categories}, results
+
+
+def test_faster_coco_eval_matches_pycocotools_on_synthetic_detections():
+    _need_both_evaluators()
+    ann, results = _synthetic_coco()
+    ids = [img["id"] for img in ann["images"]]
+    metrics = _assert_same_metrics(results, ids, ann)
+    assert 0.05 < metrics["map"] < 0.95  # a case with real hits and misses, not a degenerate 0 or 1
+    _assert_same_metrics(results, ids[:10], ann)  # a subset of images, as --limit evaluates
+
+
+def test_faster_coco_eval_matches_pycocotools_on_real_detections(coco_tiny, nanodet_m_320):
+    _need_both_evaluators()
+    ok, why = get_target("ort").availability()
+    if not ok:
+        pytest.skip(why)
+    images_dir, ann_path = coco_tiny
+    dataset = load_dataset(images_dir, ann_path)
+    profile = load_profile("nanodet-m-320")
+    target = get_target("ort")(nanodet_m_320, profile, {})
+    target.load(1)
+    passed = accuracy_pass(target, dataset.images, 1, profile)
+    target.close()
+    assert len(passed.detections) > 1000
+    metrics = _assert_same_metrics(passed.detections, passed.counted, dataset.ann)
+    assert metrics["map"] > 0.1
+
+
+# ------------------------------------------------------------------ pipelined pass == serial loop
+
+class _StreamingOrt:
+    """Wraps an ort target and adds an infer_stream that holds results back and releases them in
+    bursts of three, as an async runtime with requests in flight does."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.padded_batch = inner.padded_batch
+        self.streamed = 0
+
+    def infer(self, batch, extras=None):
+        return self._inner.infer(batch, extras)
+
+    def infer_stream(self, items, depth=None):
+        held = []
+        for tensor, tag in items:
+            held.append((tag, self._inner.infer(tensor)))
+            if len(held) == 3:
+                time.sleep(0.001)
+                for tag_, outputs in held:
+                    self.streamed += 1
+                    yield tag_, outputs, 0.0
+                held = []
+        for tag_, outputs in held:
+            self.streamed += 1
+            yield tag_, outputs, 0.0
+
+
+@pytest.mark.parametrize("batch", [1, 2, 4])
+def test_pipelined_pass_equals_serial_loop_tiny_model(tmp_path, batch):
+    ok, why = get_target("ort").availability()
+    if not ok:
+        pytest.skip(why)
+    images_dir, ann_path = write_tiny_dataset(tmp_path / "data", count=11)
+    model = write_tiny_model(tmp_path / "tiny.onnx")
+    profile = load_profile(write_tiny_profile(tmp_path / "tiny.toml"))
+    dataset = load_dataset(images_dir, ann_path)
+    target = get_target("ort")(model, profile, {})
+    target.load(batch)
+    serial = accuracy_pass(target, dataset.images, batch, profile, pipelined=False)
+    piped = accuracy_pass(target, dataset.images, batch, profile, workers=3, decode_ahead=1)
+    streaming = _StreamingOrt(target)
+    streamed = accuracy_pass(streaming, dataset.images, batch, profile)
+    assert serial.detections, "the tiny model should detect something"
+    for other in (piped, streamed):
+        assert other.detections == serial.detections
+        assert other.counted == serial.counted == [i for i, _ in dataset.images]
+        assert other.failed == serial.failed == []
+    assert streaming.streamed == -(-len(dataset.images) // batch)
+    for name in ("preprocess", "infer", "decode"):
+        assert piped.clock.seconds[name] > 0
+
+
+def test_pipelined_pass_records_bad_images_like_serial(tmp_path):
+    ok, why = get_target("ort").availability()
+    if not ok:
+        pytest.skip(why)
+    images_dir, ann_path = write_tiny_dataset(tmp_path / "data", count=7)
+    (images_dir / "img_003.jpg").write_bytes(b"not a jpeg")
+    model = write_tiny_model(tmp_path / "tiny.onnx")
+    profile = load_profile(write_tiny_profile(tmp_path / "tiny.toml"))
+    dataset = load_dataset(images_dir, ann_path)
+    target = get_target("ort")(model, profile, {})
+    target.load(2)
+    seen = []
+    serial = accuracy_pass(target, dataset.images, 2, profile, skip_bad=True, pipelined=False)
+    piped = accuracy_pass(target, dataset.images, 2, profile, skip_bad=True, advance=lambda n=1: seen.append(n))
+    assert piped.detections == serial.detections and piped.counted == serial.counted
+    assert piped.failed == serial.failed and len(piped.failed) == 1 and "img_003" in piped.failed[0]
+    assert sum(seen) == len(dataset.images)
+
+
+def test_pipelined_pass_surfaces_decode_errors(tmp_path):
+    ok, why = get_target("ort").availability()
+    if not ok:
+        pytest.skip(why)
+    images_dir, ann_path = write_tiny_dataset(tmp_path / "data", count=5)
+    model = write_tiny_model(tmp_path / "tiny.onnx")
+    profile = load_profile(write_tiny_profile(tmp_path / "tiny.toml"))
+    wrong = load_profile(write_tiny_profile(tmp_path / "wrong.toml", classes=3))
+    target = get_target("ort")(model, profile, {})
+    target.load(1)
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError):
+        accuracy_pass(target, load_dataset(images_dir, ann_path).images, 1, wrong)
+
+
+def _ov_target(model, profile_name):
+    ok, why = get_target("ov").availability()
+    if not ok:
+        pytest.skip(why)
+    target = get_target("ov")(model, load_profile(profile_name), {})
+    target.load(1)
+    return target
+
+
+def test_pipelined_pass_equals_serial_loop_openvino_async(coco_tiny, nanodet_m_320):
+    """OpenVINO's infer_stream (async requests in flight) against the synchronous serial loop."""
+    images_dir, ann_path = coco_tiny
+    dataset = load_dataset(images_dir, ann_path)
+    target = _ov_target(nanodet_m_320, "nanodet-m-320")
+    images = dataset.images[:24]
+    serial = accuracy_pass(target, images, 1, target.profile, pipelined=False)
+    piped = accuracy_pass(target, images, 1, target.profile)
+    target.close()
+    assert piped.detections == serial.detections and piped.counted == serial.counted
+
+
+def test_openvino_benchmark_and_stream_shapes(nanodet_m_320):
+    target = _ov_target(nanodet_m_320, "nanodet-m-320")
+    x = np.zeros(target.profile.input.shape(1), np.float32)
+    stats = target.benchmark(x, 0.2, 4)
+    assert stats.images == len(stats.latencies_ms) and stats.images % stats.concurrency == 0
+    assert all(lat > 0 for lat in stats.latencies_ms)
+    expected = target.infer(x)
+    out = list(target.infer_stream(((x, k) for k in range(5)), depth=2))
+    assert [tag for tag, _, _ in out] == list(range(5))
+    for _, outputs, seconds in out:
+        assert seconds > 0 and len(outputs) == len(expected)
+        for a, b in zip(outputs, expected):
+            np.testing.assert_array_equal(a, b)
+    target.close()
+
+
+# ------------------------------------------------------------------ NMS fast path == one OpenCV call
+
+def _reference_nms(boxes, scores, labels, score_threshold, iou_threshold, max_detections) -> Detections:
+    """The original implementation: one NMSBoxesBatched call over every candidate."""
+    keep = scores > score_threshold
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    if scores.size == 0:
+        return Detections.empty()
+    xywh = np.empty((boxes.shape[0], 4), np.float64)
+    xywh[:, :2] = boxes[:, :2]
+    xywh[:, 2:] = boxes[:, 2:] - boxes[:, :2]
+    index = cv2.dnn.NMSBoxesBatched(xywh, scores.astype(np.float32), labels.astype(np.int32),
+                                    float(score_threshold), float(iou_threshold))
+    index = np.asarray(index, dtype=np.int64).reshape(-1)
+    order = np.lexsort((index, -scores[index]))
+    index = index[order][:max_detections]
+    return Detections(boxes[index].astype(np.float32), scores[index].astype(np.float32), labels[index].astype(np.int64))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fast_nms_equals_one_opencv_call(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 2500))
+    classes = int(rng.integers(1, 80))
+    xy = rng.random((n, 2)) * 300
+    boxes = np.concatenate([xy, xy + rng.random((n, 2)) * 80 + 1], 1).astype(np.float32)
+    if seed % 3 == 0:
+        boxes = np.round(boxes / 10) * 10  # exact duplicates and zero-area boxes (OpenCV treats those specially)
+    scores = rng.random(n).astype(np.float32)
+    if seed % 2 == 0:
+        scores = np.round(scores, 2).astype(np.float32)  # many equal scores
+    if seed % 4 == 1:
+        scores = scores.astype(np.float64)
+    labels = rng.integers(0, classes, n)
+    for max_det in (1, 10, 100, 300):
+        for iou in (0.3, 0.6, 0.9):
+            got = multiclass_nms(boxes, scores, labels, 0.05, iou, max_det)
+            want = _reference_nms(boxes, scores, labels, 0.05, iou, max_det)
+            np.testing.assert_array_equal(got.boxes, want.boxes)
+            np.testing.assert_array_equal(got.scores, want.scores)
+            np.testing.assert_array_equal(got.labels, want.labels)
+
+
+def test_fast_nms_on_real_model_outputs_equals_one_opencv_call(coco_tiny, nanodet_m_320):
+    """Decode real nanodet-m-320 outputs with the fast NMS and with the reference NMS."""
+    import harness.decode.gfl as gfl
+
+    ok, why = get_target("ort").availability()
+    if not ok:
+        pytest.skip(why)
+    images_dir, ann_path = coco_tiny
+    dataset = load_dataset(images_dir, ann_path)
+    profile = load_profile("nanodet-m-320")
+    target = get_target("ort")(nanodet_m_320, profile, {})
+    target.load(1)
+    fast = accuracy_pass(target, dataset.images[:30], 1, profile, pipelined=False)
+    original = gfl.multiclass_nms
+    gfl.multiclass_nms = _reference_nms
+    try:
+        ref = accuracy_pass(target, dataset.images[:30], 1, profile, pipelined=False)
+    finally:
+        gfl.multiclass_nms = original
+    assert fast.detections == ref.detections
+    assert json.dumps(fast.detections)  # plain COCO dicts
