@@ -27,6 +27,7 @@ BASELINE_PREFERENCE = (("ort", "fp32"), ("ov", "fp32"))
 METRICS = ("map", "map50", "map75", "map_small", "map_medium", "map_large")
 NUMERIC = (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "images",
            "detections", "iterations", "bench_seconds")
+COUNTS = ("images", "detections", "iterations")
 KEY = ("machine", "profile", "model", "target", "precision", "bs")
 MACHINE_FIELDS = ("host", "cpu", "cores", "gpu", "os")
 SPREAD_LARGE = 0.10  # relative spread above which a row's throughput is called noisy
@@ -189,6 +190,8 @@ def _aggregate(group: list[dict]) -> dict:
     for k in NUMERIC:
         values = [r[k] for r in group if not math.isnan(r[k])]
         out[k] = (values[0] if len(values) == 1 else sum(values) / len(values)) if values else math.nan
+        if k in COUNTS and not math.isnan(out[k]) and float(out[k]).is_integer():
+            out[k] = int(out[k])
     fps_values = [r["fps"] for r in group if not math.isnan(r["fps"])]
     out["repeats"] = n
     out["fps_values"] = fps_values
@@ -211,7 +214,7 @@ def _aggregate(group: list[dict]) -> dict:
     for k in ("fallback", "per_batch_model", "padded"):
         out[k] = any(r[k] for r in group)
     out["skipped"] = max(r["skipped"] for r in group)
-    out["notes"] = _join_unique([r["notes"] for r in group])
+    out["notes"] = list(dict.fromkeys(n for r in group for n in r["notes"]))
     out["sources"] = _join_unique([r["source"] for r in group])
     pcs = [r["per_class_ap"] for r in group if r["per_class_ap"]]
     classes = sorted({c for pc in pcs for c in pc})
@@ -351,7 +354,8 @@ def _per_class(rows: list[dict], candidates: list[dict], top: int) -> list[dict]
         deltas = [{"class": c, "baseline_ap": base["per_class_ap"][c], "ap": r["per_class_ap"][c],
                    "delta": r["per_class_ap"][c] - base["per_class_ap"][c]} for c in common]
         deltas.sort(key=lambda d: (d["delta"], d["class"]))
-        out.append({"row": r, "baseline": base, "classes": len(common), "worst": deltas[:top],
+        changed = [d for d in deltas if d["delta"] != 0]
+        out.append({"row": r, "baseline": base, "classes": len(common), "worst": changed[:top],
                     "mean_delta": sum(d["delta"] for d in deltas) / len(deltas) if deltas else math.nan,
                     "losses": sum(1 for d in deltas if d["delta"] < 0)})
     return out
@@ -398,4 +402,5 @@ def export_frame(comparison: Comparison) -> pd.DataFrame:
     table = comparison.table
     frame = table[[c for c in EXPORT_COLUMNS if c in table.columns]].copy()
     frame["fps_values"] = table["fps_values"].map(lambda v: " ".join(repr(x) for x in v))
+    frame["notes"] = table["notes"].map(lambda v: " | ".join(v))
     return frame

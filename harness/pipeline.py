@@ -19,6 +19,7 @@ import numpy as np
 from harness.decode import decode
 from harness.decode.types import to_coco_results
 from harness.errors import HarnessError
+from harness.extra_inputs import extra_inputs
 from harness.preprocess import ImageMeta, preprocess_image
 from harness.profiles import InputSpec
 from harness.timing import StageClock
@@ -88,9 +89,9 @@ def _decode_batch(outputs, metas, profile) -> tuple[list[tuple[int, list[dict]]]
 
 def _sync_stream(target, items):
     """Fallback for targets without infer_stream: one synchronous infer() per batch."""
-    for tensor, tag in items:
+    for tensor, tag, extras in items:
         t0 = time.perf_counter()
-        outputs = target.infer(tensor)
+        outputs = target.infer(tensor, extras)
         yield tag, outputs, time.perf_counter() - t0
 
 
@@ -126,7 +127,7 @@ def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, sk
             if batch.failed:
                 advance(len(batch.failed))
             if batch.metas:
-                yield batch.tensor, batch
+                yield batch.tensor, batch, extra_inputs(profile, batch.metas, batch.tensor.shape[0]) or None
 
     def collect(future) -> None:
         done, seconds = future.result()
@@ -171,7 +172,7 @@ def _serial_pass(target, images, batch_size, profile, workers, skip_bad, advance
         failed += batch.failed
         if batch.metas:
             with clock.stage("infer"):
-                outputs = target.infer(batch.tensor)
+                outputs = target.infer(batch.tensor, extra_inputs(profile, batch.metas, batch.tensor.shape[0]) or None)
             with clock.stage("decode"):
                 for meta, dets in zip(batch.metas, decode(outputs, batch.metas, profile)):
                     detections += to_coco_results(dets, meta.image_id, profile.category_ids)

@@ -1,6 +1,11 @@
-"""Markdown for one run's folder: rows in, text out; never recomputes metrics."""
+"""Markdown pages: one run's folder (run_report_markdown) and the comparison across runs
+(comparison_markdown). Rows in, text out; never recomputes metrics."""
 
 from __future__ import annotations
+
+import math
+from pathlib import Path
+
 
 COLUMNS = [
     ("target", "target"), ("precision", "precision"), ("bs", "bs"), ("images", "images"),
@@ -63,3 +68,244 @@ def _stage_table(rows: list[dict]) -> str:
             for r in rows]
     return markdown_table(flat, [("target", "target"), ("bs", "bs"), ("preprocess", "preprocess"),
                                  ("infer", "infer"), ("decode", "decode")])
+
+
+# ------------------------------------------------------------------------------------ comparison page
+# Everything below renders a harness.compare.Comparison; it formats numbers and never computes them.
+
+COVERS_LEGEND = {
+    "device compute": "device compute only (no host copies)",
+    "inference call": "one inference call, host tensors in and out (copies included where the device has them)",
+    "end to end": "read + preprocess + infer + decode",
+}
+
+
+def _f(value, digits: int = 2, signed: bool = False) -> str:
+    """Stable number formatting; NaN/None -> '-'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _fps(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.1f}" if abs(value) >= 100 else f"{value:.2f}"
+
+
+def _model_labels(table) -> dict[tuple, str]:
+    pairs = sorted(set(zip(table["profile"], table["model"])))
+    by_profile: dict[str, int] = {}
+    for profile, _ in pairs:
+        by_profile[profile] = by_profile.get(profile, 0) + 1
+    return {(p, m): p if by_profile[p] == 1 else f"{p} ({Path(m).name})" for p, m in pairs}
+
+
+def _row_name(r, model_labels, multi_model: bool, multi_machine: bool) -> str:
+    text = f"{r['target']} {r['precision']} bs {r['bs']}"
+    if multi_model:
+        text += f" [{model_labels[(r['profile'], r['model'])]}]"
+    if multi_machine:
+        text += f" @ {r['machine']}"
+    return text
+
+
+def _spread_cell(r) -> str:
+    if r["spread_kind"] == "repeats":
+        text = f"±{r['spread'] * 100:.1f}% sd, n={int(r['repeats'])}"
+    elif r["spread_kind"] == "p90/p50":
+        text = f"p90/p50 {r['latency_p90_p50']:.2f}"
+    else:
+        return "-"
+    from harness.compare import SPREAD_LARGE
+
+    return text + (" ⚠" if r["spread"] > SPREAD_LARGE else "")
+
+
+def _flags(r) -> str:
+    flags = []
+    if r["is_baseline"]:
+        flags.append("baseline")
+    if r["fallback"]:
+        flags.append("FALLBACK")
+    if r["per_batch_model"]:
+        flags.append("per-batch model")
+    if r["padded"]:
+        flags.append("padded")
+    if r["skipped"]:
+        flags.append(f"skipped {int(r['skipped'])}")
+    return ", ".join(flags) or "-"
+
+
+def comparison_markdown(comp, plots: list[tuple[str, str]] | None = None, baseline_asked: str | None = None) -> str:
+    """The comparison page; same Comparison + same plot names -> byte-identical text."""
+    from harness.compare import SPREAD_LARGE
+
+    table = comp.table
+    multi_machine = comp.multi_machine
+    model_labels = _model_labels(table)
+    multi_model = len(model_labels) > 1
+    rows = [r for _, r in table.iterrows()]
+    lines = ["# Benchmark comparison", ""]
+    datasets = sorted(set(table["annotations"]))
+    lines += [f"- inputs: {len(comp.sources)} results file(s), {len(rows)} table row(s), "
+              f"{len(comp.machines)} machine(s): {', '.join(comp.machines)}"]
+    if comp.baseline:
+        how = f"--baseline {baseline_asked}" if baseline_asked else "default: the fp32 CPU reference (ort, else ov)"
+        lines.append(f"- baseline: **{comp.baseline[0]} {comp.baseline[1]}** ({how}); ΔmAP and speedup are "
+                     "against its row at the same batch size")
+    else:
+        lines.append("- baseline: none (no `ort` or `ov` fp32 rows; pass --baseline TARGET); Δ and speedup are blank")
+    lines.append(f"- dataset: {', '.join(f'`{d}`' for d in datasets)}; images per row in the CSV/JSON export")
+    lines.append("")
+
+    # ---- main table
+    head = []
+    if multi_machine:
+        head.append("machine")
+    if multi_model:
+        head.append("model")
+    head += ["target", "precision", "bs", "mAP", "AP50", "ΔmAP", "img/s", "spread", "p50 ms", "p90 ms", "p99 ms",
+             "speedup", "e2e img/s", "time covers", "flags"]
+    lines += ["## Results", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    footnotes = []
+    for r in rows:
+        cells = []
+        if multi_machine:
+            cells.append(r["machine"])
+        if multi_model:
+            cells.append(model_labels[(r["profile"], r["model"])])
+        fps = _fps(r["fps"])
+        if r["repeats"] > 1 and not math.isnan(r["fps_std"]):
+            fps += f" ± {_fps(r['fps_std'])}"
+        delta = "-" if r["is_baseline"] and not r["baseline_match"] else _f(r["delta_map"], 4, signed=True)
+        speed = "-" if math.isnan(r["speedup"]) else f"{r['speedup']:.2f}×"
+        if r["baseline_match"] and not r["is_baseline"]:
+            delta += " †"
+            footnotes.append(f"- {_row_name(r, model_labels, multi_model, multi_machine)}: ΔmAP against "
+                             f"{r['baseline']} ({r['baseline_match']})")
+        if r["speedup_match"] and not r["is_baseline"] and not math.isnan(r["speedup"]):
+            speed += " †"
+            if r["speedup_match"] != r["baseline_match"]:
+                footnotes.append(f"- {_row_name(r, model_labels, multi_model, multi_machine)}: speedup against "
+                                 f"the baseline's bs {r['bs']} row ({r['speedup_match']})")
+        cells += [r["target"], r["precision"], str(int(r["bs"])), _f(r["map"], 4), _f(r["map50"], 4), delta, fps,
+                  _spread_cell(r), _f(r["latency_ms_p50"]), _f(r["latency_ms_p90"]), _f(r["latency_ms_p99"]), speed,
+                  _fps(r["e2e_fps"]), r["covers"], _flags(r)]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines.append("")
+    if footnotes:
+        lines += ["† compared with a baseline row that is not like-for-like:", *footnotes, ""]
+    lines += [
+        "How to read it:",
+        "- **mAP / AP50**: COCO bbox AP@[.5:.95] / AP@.5 (0..1), over the images each row counted; "
+        "**ΔmAP** = row mAP − baseline mAP.",
+        "- **img/s**: throughput of the steady-state timing loop on one preprocessed batch (mean ± sd where the "
+        "same row was measured in several results files); **speedup** = img/s ÷ baseline img/s at the same "
+        "batch size. **p50/p90/p99 ms**: latency per batch call in that loop. **e2e img/s**: the whole accuracy "
+        "pass, read + preprocess + infer + decode.",
+        "- **time covers** (what the img/s and latency figures time):",
+    ]
+    for short, full in sorted(set(zip(table["covers"], table["time_covers"]))):
+        users = sorted(set(table[table["time_covers"] == full]["target"]))
+        lines.append(f"  - *{short}* ({', '.join(users)}): {full}")
+    lines += ["- **flags**: *FALLBACK* the target fell back to another device (see notes); *per-batch model* a "
+              "different model file per batch size; *padded* a short last batch was padded to the fixed batch "
+              "size (padding not counted in mAP); *skipped N* unreadable images left out of mAP.", ""]
+
+    # ---- variance
+    lines += ["## Throughput spread", ""]
+    repeated = [r for r in rows if r["repeats"] > 1]
+    lines.append(
+        "Each results file holds one throughput figure per row. Where the same row (machine, model, target, "
+        "precision, bs) appears in several input files they are treated as repeats: the table shows mean ± "
+        "sample sd and the spread column gives sd/mean and the count. Otherwise the spread column shows the "
+        "p90/p50 ratio of per-call latency in that one timing loop: it measures jitter between calls inside one "
+        "run, not run-to-run variation (thermal state, other load, clock boost), which only repeats measure. "
+        f"⚠ marks a spread above {SPREAD_LARGE:.0%}.")
+    lines.append("")
+    if repeated:
+        counts = sorted({int(r["repeats"]) for r in repeated})
+        lines.append(f"Repeated rows: {len(repeated)} of {len(rows)} (n = {', '.join(map(str, counts))} runs each).")
+    else:
+        lines.append("No row was repeated: run the same configuration again into another folder and pass both to "
+                     "get a run-to-run spread.")
+    lines.append("")
+    if comp.overlaps:
+        lines.append(f"⚠ **{len(comp.overlaps)} pair(s) cannot be told apart**: their throughputs differ by less "
+                     "than their spread (fps ± spread intervals overlap); treat them as equal until repeated runs "
+                     "separate them:")
+        limit = 20
+        for pair in comp.overlaps[:limit]:
+            a, b = pair["a"], pair["b"]
+            lines.append(f"- {_row_name(a, model_labels, multi_model, multi_machine)} ({_fps(a['fps'])} img/s, "
+                         f"±{a['spread'] * 100:.0f}%) vs {_row_name(b, model_labels, multi_model, multi_machine)} "
+                         f"({_fps(b['fps'])} img/s, ±{b['spread'] * 100:.0f}%)")
+        if len(comp.overlaps) > limit:
+            lines.append(f"- ... and {len(comp.overlaps) - limit} more")
+    else:
+        lines.append("No two rows at the same batch size and model have overlapping throughput ± spread.")
+    lines.append("")
+
+    # ---- per-class
+    lines += ["## Per-class AP against the baseline", ""]
+    if not comp.per_class:
+        lines += ["No per-class comparison (no baseline, or rows without per_class_ap).", ""]
+    for entry in comp.per_class:
+        r, base = entry["row"], entry["baseline"]
+        lines.append(f"**{_row_name(r, model_labels, multi_model, multi_machine)}** vs "
+                     f"{_row_name(base, model_labels, multi_model, multi_machine)}: "
+                     f"{entry['losses']} of {entry['classes']} classes lose AP, mean Δ {_f(entry['mean_delta'], 4, True)}"
+                     + ("; largest losses first:" if entry["worst"] else "; no class AP differs."))
+        if entry["worst"]:
+            lines += ["", "| class | baseline AP | AP | ΔAP |", "|---|---|---|---|"]
+        for d in entry["worst"]:
+            lines.append(f"| {d['class']} | {_f(d['baseline_ap'], 4)} | {_f(d['ap'], 4)} | {_f(d['delta'], 4, True)} |")
+        lines.append("")
+
+    # ---- plots
+    if plots:
+        lines += ["## Plots", ""]
+        for name, caption in plots:
+            lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+
+    # ---- notes
+    noted = [(r, n) for r in rows for n in r["notes"]]
+    if noted:
+        lines += ["## Notes from the runs", ""]
+        lines += [f"- {_row_name(r, model_labels, multi_model, multi_machine)}: {n}" for r, n in noted]
+        lines.append("")
+
+    # ---- environment
+    lines += ["## Environment", ""]
+    if multi_machine:
+        lines += [f"Rows come from {len(comp.machines)} different machines (the machine column); compare their "
+                  "speed only knowing the hardware below.", ""]
+    for label, info in comp.machines.items():
+        lines += [f"### Machine `{label}`", ""]
+        lines += _env_lines(info)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _env_lines(info: dict) -> list[str]:
+    def one(key):
+        values = info.get(key) or []
+        return ", ".join(values) if values else "-"
+
+    lines = [f"- CPU: {one('cpu')} ({one('cores')} cores)", f"- GPU / driver: {one('gpu')}", f"- OS: {one('os')}",
+             f"- Python: {one('python')}",
+             f"- harness: {one('harness')} (git commit {one('git_commit')})"]
+    if info.get("onednn_max_cpu_isa"):
+        lines.append(f"- ONEDNN_MAX_CPU_ISA: {one('onednn_max_cpu_isa')}")
+    if info.get("runtimes"):
+        lines.append(f"- runtimes used: {'; '.join(info['runtimes'])}")
+    packages = info.get("packages") or {}
+    if packages:
+        lines.append("- packages: " + ", ".join(f"{name} {'/'.join(v)}" for name, v in packages.items()))
+    known = {"cpu", "cores", "gpu", "os", "python", "harness", "git_commit", "onednn_max_cpu_isa", "runtimes",
+             "packages", "sources", "host"}
+    for key in sorted(k for k in info if k not in known):
+        lines.append(f"- {key}: {one(key)}")
+    lines.append(f"- results files: {', '.join(f'`{s}`' for s in info['sources'])}")
+    return lines

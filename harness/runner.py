@@ -17,6 +17,7 @@ from harness.data.coco import load_dataset
 from harness.decode import decode
 from harness.errors import HarnessError
 from harness.evaluate import CocoEvaluator
+from harness.extra_inputs import extra_inputs
 from harness.pipeline import accuracy_pass
 from harness.preprocess import preprocess_image
 from harness.profiles import Profile
@@ -139,10 +140,11 @@ def _run_one(config, bs, model_path, per_batch, images, bad, evaluator, dataset,
             target.load(bs)
             advance(1)
         sample, sample_metas = _first_batch(images, bs, profile, config.skip_bad_images)
-        _check_outputs(target, sample, sample_metas, model_path)
+        sample_extras = extra_inputs(profile, sample_metas, bs) or None
+        _check_outputs(target, sample, sample_metas, model_path, sample_extras)
         with progress.task(f"{config.target} bs={bs}: timing ({config.bench_seconds:.0f}s)", 1) as advance:
-            warm_up(lambda: target.infer(sample), config.warmup_seconds)
-            stats = target.benchmark(sample, config.bench_seconds, config.min_iterations)
+            warm_up(lambda: target.infer(sample, sample_extras), config.warmup_seconds)
+            stats = target.benchmark(sample, config.bench_seconds, config.min_iterations, sample_extras)
             advance(1)
         with progress.task(f"{config.target} bs={bs}: accuracy pass", len(images)) as advance:
             passed = accuracy_pass(target, images, bs, profile, workers=config.workers,
@@ -195,9 +197,9 @@ def _run_one(config, bs, model_path, per_batch, images, bad, evaluator, dataset,
     return row, images, bad
 
 
-def _check_outputs(target, sample: np.ndarray, metas, model_path: str) -> None:
+def _check_outputs(target, sample: np.ndarray, metas, model_path: str, extras: dict | None) -> None:
     """Decode one real batch before timing anything, so a model/profile mismatch fails fast."""
-    outputs = target.infer(sample)
+    outputs = target.infer(sample, extras)
     try:
         decode(outputs, metas, target.profile)
     except HarnessError as exc:

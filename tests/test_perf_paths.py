@@ -116,8 +116,8 @@ class _StreamingOrt:
 
     def infer_stream(self, items, depth=None):
         held = []
-        for tensor, tag in items:
-            held.append((tag, self._inner.infer(tensor)))
+        for tensor, tag, extras in items:
+            held.append((tag, self._inner.infer(tensor, extras)))
             if len(held) == 3:
                 time.sleep(0.001)
                 for tag_, outputs in held:
@@ -217,7 +217,7 @@ def test_openvino_benchmark_and_stream_shapes(nanodet_m_320):
     assert stats.images == len(stats.latencies_ms) and stats.images % stats.concurrency == 0
     assert all(lat > 0 for lat in stats.latencies_ms)
     expected = target.infer(x)
-    out = list(target.infer_stream(((x, k) for k in range(5)), depth=2))
+    out = list(target.infer_stream(((x, k, None) for k in range(5)), depth=2))
     assert [tag for tag, _, _ in out] == list(range(5))
     for _, outputs, seconds in out:
         assert seconds > 0 and len(outputs) == len(expected)

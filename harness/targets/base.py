@@ -74,16 +74,18 @@ class Target:
     def outputs(self) -> list[TensorInfo]:
         raise NotImplementedError
 
-    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+    def infer(self, batch: np.ndarray, extras: dict | None = None) -> list[np.ndarray]:
+        """One batch; extras = further named model inputs (e.g. Paddle's scale_factor)."""
         raise NotImplementedError
 
-    def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int) -> BenchStats:
+    def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int,
+                  extras: dict | None = None) -> BenchStats:
         """Default steady-state loop: synchronous calls, each timed."""
         latencies = []
         start = time.perf_counter()
         while True:
             t0 = time.perf_counter()
-            self.infer(batch)
+            self.infer(batch, extras)
             latencies.append((time.perf_counter() - t0) * 1e3)
             elapsed = time.perf_counter() - start
             if elapsed >= seconds and len(latencies) >= min_iterations:

@@ -268,13 +268,16 @@ class OrtCuda(OrtTarget):
         session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()
 
-    def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int) -> BenchStats:
+    def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int,
+                  extras: dict | None = None) -> BenchStats:
         """The input is copied to the device once (OrtValue) and reused; outputs stay on the device."""
         ort = _import_ort()
         session = self._session_obj
         value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(batch), self._device, self._device_id)
         binding = session.io_binding()
         binding.bind_ortvalue_input(session.get_inputs()[0].name, value)
+        for name, extra in (extras or {}).items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(extra))
         for out in session.get_outputs():
             binding.bind_output(out.name, self._device, self._device_id)
         latencies = []

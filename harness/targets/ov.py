@@ -69,7 +69,13 @@ class OpenVinoCpu(Target):
         if fixed != batch:
             # Static shapes compile to faster code; try the requested batch for dynamic and fixed graphs.
             try:
-                model.reshape({port: ov.PartialShape([batch, *dims[1:]])})
+                # Extra inputs (e.g. scale_factor [B, 2]) that share the batch axis follow it.
+                shapes = {port: ov.PartialShape([batch, *dims[1:]])}
+                for other in model.inputs[1:]:
+                    odims = _dims(other.get_partial_shape())
+                    if odims and odims[0] in (None, fixed) and all(d is not None for d in odims[1:]):
+                        shapes[other] = ov.PartialShape([batch, *odims[1:]])
+                model.reshape(shapes)
             except Exception as exc:
                 raise fixed_batch_error(self.model_path, fixed, batch, f"OpenVINO reshape fails: "
                                         f"{(str(exc).strip().splitlines() or ['?'])[0][:160]}") from None
@@ -124,7 +130,8 @@ class OpenVinoCpu(Target):
     def _nireq(self) -> int:
         return int(self.options.get("nireq") or self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
 
-    def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int) -> BenchStats:
+    def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int,
+                  extras: dict | None = None) -> BenchStats:
         """benchmark_app's method (its inference-only mode), step for step.
 
         N async requests (N = OPTIMAL_NUMBER_OF_INFER_REQUESTS unless nireq is set), each given
@@ -140,6 +147,8 @@ class OpenVinoCpu(Target):
         data = np.ascontiguousarray(batch)
         for request in queue:
             request.get_input_tensor(0).data[:] = data
+            for name, value in (extras or {}).items():
+                request.get_tensor(name).data[:] = value
         latencies: list[float] = []
         in_flight: set[int] = set()
         iterations = 0
@@ -160,7 +169,7 @@ class OpenVinoCpu(Target):
         return BenchStats(latencies, iterations * batch.shape[0], elapsed, concurrency=nireq)
 
     def infer_stream(self, items, depth: int | None = None):
-        """Infer a stream of (batch, tag) pairs with up to `depth` async requests in flight.
+        """Infer a stream of (batch, tag, extras) with up to `depth` async requests in flight.
 
         Yields (tag, outputs, seconds) in input order: outputs as infer() returns them (copies, valid
         after the request is reused) and the request's own inference time. Inference runs in
@@ -181,12 +190,12 @@ class OpenVinoCpu(Target):
             return tag, outputs, request.latency / 1e3
 
         try:
-            for batch, tag in items:
+            for batch, tag, extras in items:
                 if not free:
                     yield finish()
                 request = free.pop()
                 array = np.ascontiguousarray(batch)
-                request.start_async({0: array}, share_inputs=True)
+                request.start_async({0: array, **(extras or {})}, share_inputs=True)
                 pending.append((request, tag, array))
             while pending:
                 yield finish()

@@ -453,10 +453,11 @@ class TensorRtTarget(Target):
             out.append(self._buffers[name][0][: int(np.prod(shape))].reshape(shape).copy())
         return out
 
-    def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int) -> BenchStats:
+    def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int,
+                  extras: dict | None = None) -> BenchStats:
         """One stream, one batch in flight: events around H2D, execute and D2H of every iteration."""
         cuda = self._cuda
-        n = self._stage(batch, None)
+        n = self._stage(batch, extras)
         e0, e1, e2, e3 = (cuda.Event() for _ in range(4))
         total, h2d, compute, d2h = [], [], [], []
         start = time.perf_counter()

@@ -1,0 +1,86 @@
+"""`harness report`: one comparison page (or table export) from several results.json files."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import click
+
+from harness.errors import HarnessError
+
+FORMATS = ("md", "csv", "json")
+
+
+def write_report(inputs, out: Path, fmt: str = "md", baseline: str | None = None, top_classes: int = 10) -> list[Path]:
+    """Build the comparison and write it; returns the files written.
+
+    md: the markdown page at `out` plus two PNG plots next to it (<stem>-throughput.png,
+    <stem>-map-vs-throughput.png). csv / json: the merged table (full-precision values) at `out`.
+    """
+    from harness.compare import compare, export_frame
+    from harness.results import atomic_write_text
+
+    if fmt not in FORMATS:
+        raise HarnessError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    comp = compare(inputs, baseline=baseline, top_classes=top_classes)
+    out = Path(out)
+    if out.is_dir():
+        raise HarnessError(f"--out {out} is a folder; give a file path such as {out / ('report.' + fmt)}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HarnessError(f"--out {out}: cannot create its folder ({exc.strerror or exc})") from None
+    written = []
+    try:
+        if fmt == "md":
+            from harness.plots import write_plots
+            from harness.report import comparison_markdown
+
+            plots = write_plots(comp.table, out)
+            written += [out.parent / name for name, _ in plots]
+            atomic_write_text(out, comparison_markdown(comp, plots, baseline))
+        elif fmt == "csv":
+            atomic_write_text(out, export_frame(comp).to_csv(index=False, lineterminator="\n"))
+        else:
+            records = export_frame(comp).to_dict(orient="records")
+            clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
+                     for rec in records]
+            atomic_write_text(out, json.dumps(clean, indent=2, ensure_ascii=False, default=_plain) + "\n")
+        _readable(out)
+    except OSError as exc:
+        raise HarnessError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    return [out, *written]
+
+
+def _readable(path: Path) -> None:
+    """atomic_write_text goes through mkstemp (mode 0600); give the report the usual umask mode."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
+def _plain(value):
+    """numpy scalars from pandas -> plain Python for json."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+@click.command("report")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", "out_path", default=None, type=click.Path(path_type=Path),
+              help="Output file (default report.md / report.csv / report.json by --format).")
+@click.option("--baseline", default=None, help="Target to compare against (default: ort fp32, else ov fp32).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True,
+              help="md: markdown page + PNG plots next to it; csv/json: the merged table only.")
+@click.option("--top-classes", default=10, show_default=True, help="Per-class AP losses listed per target.")
+def report_cmd(inputs, out_path, baseline, fmt, top_classes):
+    """Compare results across runs: INPUTS are folders holding results.json, or results.json files."""
+    from harness.cli import out
+
+    path = out_path or Path(f"report.{fmt}")
+    written = write_report(list(inputs), path, fmt, baseline, top_classes)
+    out.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
