@@ -94,17 +94,12 @@ class CocoEvaluator:
 
 def load_annotations(path: str | Path) -> dict:
     """Read a COCO instances json with checks that name the file and what is wrong."""
-    import json
+    from harness.jsonfile import read_json_object
 
     path = Path(path)
     if not path.is_file():
         raise HarnessError(f"annotation file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HarnessError(f"annotation file {path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise HarnessError(f"annotation file {path}: expected a COCO object with images, annotations, categories")
+    data = read_json_object(path, "annotation file", "a COCO object with images, annotations, categories")
     missing = [k for k in ("images", "annotations", "categories") if k not in data]
     if missing:
         raise HarnessError(f"annotation file {path}: not COCO instances json, missing key(s) {', '.join(missing)}")

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.jsonfile import read_json_object
 
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
@@ -38,11 +39,8 @@ def load_results(path: str | Path) -> dict:
         path = path / RESULTS_FILE
     if not path.is_file():
         raise HarnessError(f"results file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HarnessError(f"results file {path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+    data = read_json_object(path, "results file", "an object with a 'rows' list")
+    if not isinstance(data.get("rows"), list):
         raise HarnessError(f"results file {path}: expected an object with a 'rows' list")
     return data
 

@@ -30,7 +30,7 @@ from harness.decode.paddle import _per_class_top_k, model_original_to_original
 from harness.errors import HarnessError
 from harness.extra_inputs import extra_inputs
 from harness.preprocess import ImageMeta, place_geometry
-from harness.profiles import PostprocessSpec, load_profile, profile_from_dict
+from harness.profiles import load_profile, profile_from_dict
 
 try:  # only the oracle tests use torch; module-level so TorchScript can compile the NMS below
     import torch

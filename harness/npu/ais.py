@@ -21,6 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.jsonfile import read_json_object
 from harness.npu.files import check_array, load_npy, natural_key, read_bin
 from harness.npu.prepare import Prep, load_prep, onnx_io
 from harness.preprocess import ImageMeta
@@ -115,12 +116,7 @@ def model_from_args(args) -> str | None:
 
 def parse_summary(path: Path) -> AisTiming:
     """Device timing from an ais summary; malformed content is an error naming the file and key."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HarnessError(f"ais summary {path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise HarnessError(f"ais summary {path}: expected a JSON object")
+    data = read_json_object(path, "ais summary")
     npu = data.get("NPU_compute_time")
     if not isinstance(npu, dict):
         raise HarnessError(f"ais summary {path}: NPU_compute_time missing or not an object")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.jsonfile import read_json_object
 from harness.npu.files import write_npz
 from harness.preprocess import ImageMeta, place_geometry, preprocess_image, read_image
 from harness.profiles import InputSpec, Profile, profile_from_dict
@@ -298,11 +299,8 @@ def load_prep(path: str | Path) -> Prep:
     file = path / PREP_FILE if path.is_dir() or not path.suffix else path
     if not file.is_file():
         raise HarnessError(f"{file} not found: point --prep at the --out folder of `harness preprocess`")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HarnessError(f"{file}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("harness_prep_version") != PREP_VERSION:
+    data = read_json_object(file)
+    if data.get("harness_prep_version") != PREP_VERSION:
         raise HarnessError(f"{file}: not a harness prep.json (version {PREP_VERSION}); rerun `harness preprocess`")
     missing = [k for k in ("format", "profile", "images") if k not in data]
     if missing:
