@@ -250,8 +250,8 @@ def _find_baseline(row: dict, candidates: list[dict], same_bs: bool) -> dict | N
     if not pool:
         return None
     # best match first; ties: smallest bs, then the sorted key, so the choice never depends on input order
-    return sorted(pool, key=lambda c: (tuple(not s for s in _match_score(row, c)), c["bs"],
-                                        tuple(str(c[k]) for k in KEY)))[0]
+    return min(pool, key=lambda c: (tuple(not s for s in _match_score(row, c)), c["bs"],
+                                     tuple(str(c[k]) for k in KEY)))
 
 
 def _match_label(row: dict, base: dict) -> str:

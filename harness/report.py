@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-
 COLUMNS = [
     ("target", "target"), ("precision", "precision"), ("bs", "bs"), ("images", "images"),
     ("map", "mAP"), ("map50", "AP50"), ("map75", "AP75"), ("fps", "infer img/s"),
@@ -42,10 +41,10 @@ def run_report_markdown(rows: list[dict], env: dict) -> str:
     lines += [
         "What each figure covers:",
         "- **mAP / AP50 / AP75**: COCO bbox AP@[.5:.95], @.5, @.75 (0..1) over the images counted in `images`.",
-        "- **infer img/s, p50/p90/p99 ms**: steady-state loop on one preprocessed batch, after warm-up; "
-        "pure inference (see `time_covers` per row), latency per batch call.",
-        "- **e2e img/s**: the full accuracy pass, wall clock from the first image read to the last batch decoded "
-        "(read + preprocess + infer + decode; evaluation excluded).",
+        ("- **infer img/s, p50/p90/p99 ms**: steady-state loop on one preprocessed batch, after warm-up; "
+        "pure inference (see `time_covers` per row), latency per batch call."),
+        ("- **e2e img/s**: the full accuracy pass, wall clock from the first image read to the last batch decoded "
+        "(read + preprocess + infer + decode; evaluation excluded)."),
         "",
     ]
     notes = [(r, n) for r in rows for n in r.get("notes", [])]
@@ -148,8 +147,8 @@ def comparison_markdown(comp, plots: list[tuple[str, str]] | None = None, baseli
     rows = [r for _, r in table.iterrows()]
     lines = ["# Benchmark comparison", ""]
     datasets = sorted(set(table["annotations"]))
-    lines += [f"- inputs: {len(comp.sources)} results file(s), {len(rows)} table row(s), "
-              f"{len(comp.machines)} machine(s): {', '.join(comp.machines)}"]
+    lines += [(f"- inputs: {len(comp.sources)} results file(s), {len(rows)} table row(s), "
+              f"{len(comp.machines)} machine(s): {', '.join(comp.machines)}")]
     if comp.baseline:
         how = f"--baseline {baseline_asked}" if baseline_asked else "default: the fp32 CPU reference (ort, else ov)"
         lines.append(f"- baseline: **{comp.baseline[0]} {comp.baseline[1]}** ({how}); ΔmAP and speedup are "
@@ -198,20 +197,20 @@ def comparison_markdown(comp, plots: list[tuple[str, str]] | None = None, baseli
         lines += ["† compared with a baseline row that is not like-for-like:", *footnotes, ""]
     lines += [
         "How to read it:",
-        "- **mAP / AP50**: COCO bbox AP@[.5:.95] / AP@.5 (0..1), over the images each row counted; "
-        "**ΔmAP** = row mAP − baseline mAP.",
-        "- **img/s**: throughput of the steady-state timing loop on one preprocessed batch (mean ± sd where the "
+        ("- **mAP / AP50**: COCO bbox AP@[.5:.95] / AP@.5 (0..1), over the images each row counted; "
+        "**ΔmAP** = row mAP − baseline mAP."),
+        ("- **img/s**: throughput of the steady-state timing loop on one preprocessed batch (mean ± sd where the "
         "same row was measured in several results files); **speedup** = img/s ÷ baseline img/s at the same "
         "batch size. **p50/p90/p99 ms**: latency per batch call in that loop. **e2e img/s**: the whole accuracy "
-        "pass, read + preprocess + infer + decode.",
+        "pass, read + preprocess + infer + decode."),
         "- **time covers** (what the img/s and latency figures time):",
     ]
     for short, full in sorted(set(zip(table["covers"], table["time_covers"]))):
         users = sorted(set(table[table["time_covers"] == full]["target"]))
         lines.append(f"  - *{short}* ({', '.join(users)}): {full}")
-    lines += ["- **flags**: *FALLBACK* the target fell back to another device (see notes); *per-batch model* a "
+    lines += [("- **flags**: *FALLBACK* the target fell back to another device (see notes); *per-batch model* a "
               "different model file per batch size; *padded* a short last batch was padded to the fixed batch "
-              "size (padding not counted in mAP); *skipped N* unreadable images left out of mAP.", ""]
+              "size (padding not counted in mAP); *skipped N* unreadable images left out of mAP."), ""]
 
     # ---- variance
     lines += ["## Throughput spread", ""]
@@ -279,8 +278,8 @@ def comparison_markdown(comp, plots: list[tuple[str, str]] | None = None, baseli
     # ---- environment
     lines += ["## Environment", ""]
     if multi_machine:
-        lines += [f"Rows come from {len(comp.machines)} different machines (the machine column); compare their "
-                  "speed only knowing the hardware below.", ""]
+        lines += [(f"Rows come from {len(comp.machines)} different machines (the machine column); compare their "
+                  "speed only knowing the hardware below."), ""]
     for label, info in comp.machines.items():
         lines += [f"### Machine `{label}`", ""]
         lines += _env_lines(info)

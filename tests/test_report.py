@@ -214,7 +214,7 @@ def test_table_numbers_equal_source_results(tiny_runs, tmp_path):
     rows_b = json.loads((second / "results.json").read_text())["rows"]
     assert len(table) == 4  # ort bs 1,2 (repeated in both files), ov bs 1,2
     for cell in table:
-        src = [r for r in rows_a if r["target"] == cell["target"] and r["bs"] == int(cell["bs"])][0]
+        src = next(r for r in rows_a if r["target"] == cell["target"] and r["bs"] == int(cell["bs"]))
         assert cell["mAP"] == f"{src['map']:.4f}"
         assert cell["AP50"] == f"{src['map50']:.4f}"
         assert cell["p50 ms"] == f"{src['latency_ms_p50']:.2f}" or cell["target"] == "ort"
@@ -223,7 +223,7 @@ def test_table_numbers_equal_source_results(tiny_runs, tmp_path):
             assert cell["p99 ms"] == f"{src['latency_ms_p99']:.2f}"
             assert cell["spread"].startswith("p90/p50")
         else:  # repeated in both files: mean ± sd over the two, n=2
-            other = [r for r in rows_b if r["bs"] == src["bs"]][0]
+            other = next(r for r in rows_b if r["bs"] == src["bs"])
             values = [src["fps"], other["fps"]]
             mean = sum(values) / 2
             assert cell["img/s"].startswith(fmt_fps(mean) + " ± ")
@@ -245,8 +245,8 @@ def test_real_run_speedup_and_delta_against_ort(tiny_runs, tmp_path):
     table = compare([str(first)]).table
     rows = json.loads((first / "results.json").read_text())["rows"]
     for bs in (1, 2):
-        ort = [r for r in rows if r["target"] == "ort" and r["bs"] == bs][0]
-        ov = [r for r in rows if r["target"] == "ov" and r["bs"] == bs][0]
+        ort = next(r for r in rows if r["target"] == "ort" and r["bs"] == bs)
+        ov = next(r for r in rows if r["target"] == "ov" and r["bs"] == bs)
         got = table[(table.target == "ov") & (table.bs == bs)].iloc[0]
         assert got["speedup"] == pytest.approx(ov["fps"] / ort["fps"], rel=1e-12)
         assert got["delta_map"] == pytest.approx(ov["map"] - ort["map"], abs=1e-12)
@@ -332,7 +332,7 @@ def test_delta_map_and_speedup_on_hand_made_rows(tmp_path):
     assert t.loc[("ort", "fp32", 1), "speedup"] == pytest.approx(1.0)
     assert math.isnan(t.loc[("ort-cuda", "fp32", 8), "speedup"])  # no baseline at bs 8: no speedup
     assert t.loc[("ort-cuda", "fp32", 8), "fallback"]
-    int8 = [e for e in comp.per_class if e["row"]["precision"] == "int8"][0]
+    int8 = next(e for e in comp.per_class if e["row"]["precision"] == "int8")
     assert [d["class"] for d in int8["worst"]] == ["dog", "cat", "car"]  # largest loss first
     assert int8["worst"][0]["delta"] == pytest.approx(-0.3)
     out = tmp_path / "rep.md"
@@ -376,7 +376,7 @@ def test_two_machines_get_two_environment_sections(tmp_path):
     assert "tensorrt 10.3" in text and "onnxruntime 1.20.0" in text
     cells = parse_table(text)
     assert {c["machine"] for c in cells} == {"box-a", "box-b"}
-    trt = [c for c in cells if c["target"] == "trt"][0]
+    trt = next(c for c in cells if c["target"] == "trt")
     assert trt["speedup"] == "9.00× †"  # against ort on the other machine, and says so
     assert "other machine" in text
 
