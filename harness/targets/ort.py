@@ -95,6 +95,13 @@ class OrtTarget(Target):
         self.padded_batch = False
         self.notes.append(f"batch made symbolic in the ONNX graph to run batch {batch}")
 
+    def _input_name(self) -> str:
+        """The image input's name, looked up once per session (not on every call)."""
+        session = self._session_obj
+        if getattr(self, "_named_session", None) is not session:
+            self._named_session, self._name = session, session.get_inputs()[0].name
+        return self._name
+
     def inputs(self) -> list[TensorInfo]:
         return [TensorInfo(i.name, tuple(i.shape), _ORT_DTYPES.get(i.type, i.type)) for i in self._session_obj.get_inputs()]
 
@@ -102,7 +109,7 @@ class OrtTarget(Target):
         return [TensorInfo(o.name, tuple(o.shape), _ORT_DTYPES.get(o.type, o.type)) for o in self._session_obj.get_outputs()]
 
     def infer(self, batch: np.ndarray, extras: dict | None = None) -> list[np.ndarray]:
-        feeds = {self._session_obj.get_inputs()[0].name: batch}
+        feeds = {self._input_name(): batch}
         if extras:
             feeds.update(extras)
         return self._session_obj.run(None, feeds)
@@ -260,7 +267,7 @@ class OrtCuda(OrtTarget):
         during the run and are copied back once."""
         session = self._session_obj
         binding = session.io_binding()
-        binding.bind_cpu_input(session.get_inputs()[0].name, np.ascontiguousarray(batch))
+        binding.bind_cpu_input(self._input_name(), np.ascontiguousarray(batch))
         for name, value in (extras or {}).items():
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
         for out in session.get_outputs():
