@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Train the bundled demo detector (NanoDet-style, GFL head) on the synthetic shapes dataset.
 
 Usage (reproduces the committed model):
@@ -34,11 +33,16 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.data.synthetic import CATEGORY_IDS, CLASS_NAMES, generate_dataset, generate_image  # noqa: E402
+import torch
+import torch.nn.functional as F
+from torch import nn
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+from harness.data.synthetic import (
+    CATEGORY_IDS,
+    CLASS_NAMES,
+    generate_dataset,
+    generate_image,
+)
 
 INPUT_W = INPUT_H = 192
 STRIDES = (8, 16, 32)
@@ -46,7 +50,7 @@ REG_MAX = 7
 MEAN = np.array([103.53, 116.28, 123.675], np.float32)  # BGR
 STD = np.array([57.375, 57.12, 58.395], np.float32)
 NUM_CLASSES = len(CLASS_NAMES)
-VAL_PARAMS = dict(num_images=200, seed=2026, split="val")
+VAL_PARAMS = {"num_images": 200, "seed": 2026, "split": "val"}
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -54,11 +58,11 @@ def letterbox(img: np.ndarray, w_in: int = INPUT_W, h_in: int = INPUT_H):
     """Centred letterbox (uint8 canvas, pad 0). Returns canvas, (sx, sy), (pad_x, pad_y)."""
     h, w = img.shape[:2]
     scale = min(w_in / w, h_in / h)
-    nw, nh = int(round(w * scale)), int(round(h * scale))
+    nw, nh = round(w * scale), round(h * scale)
     resized = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
     canvas = np.zeros((h_in, w_in, 3), np.uint8)
     px, py = (w_in - nw) // 2, (h_in - nh) // 2
-    canvas[py:py + nh, px:px + nw] = resized
+    canvas[py : py + nh, px : px + nw] = resized
     return canvas, (nw / w, nh / h), (px, py)
 
 
@@ -69,7 +73,9 @@ def normalize(canvases: np.ndarray) -> np.ndarray:
 
 
 def build_train_set(seed: int, num_images: int, cache_dir: pathlib.Path):
-    cache = cache_dir / f"harness_demo_train_s{seed}_n{num_images}_{INPUT_W}x{INPUT_H}.npz"
+    cache = (
+        cache_dir / f"harness_demo_train_s{seed}_n{num_images}_{INPUT_W}x{INPUT_H}.npz"
+    )
     if cache.exists():
         d = np.load(cache, allow_pickle=False)
         return d["images"], d["boxes"], d["labels"], d["offsets"]
@@ -77,12 +83,14 @@ def build_train_set(seed: int, num_images: int, cache_dir: pathlib.Path):
     all_boxes, all_labels, offsets = [], [], [0]
     for i in range(num_images):
         img, objects = generate_image(seed, "train", i)
-        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        __, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
         img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
         canvas, (sx, sy), (px, py) = letterbox(img)
         images[i] = canvas
         for cls, (x, y, bw, bh) in objects:
-            all_boxes.append([x * sx + px, y * sy + py, (x + bw) * sx + px, (y + bh) * sy + py])
+            all_boxes.append(
+                [x * sx + px, y * sy + py, (x + bw) * sx + px, (y + bh) * sy + py]
+            )
             all_labels.append(cls)
         offsets.append(len(all_labels))
     boxes = np.array(all_boxes, np.float32).reshape(-1, 4)
@@ -97,7 +105,11 @@ def build_train_set(seed: int, num_images: int, cache_dir: pathlib.Path):
 
 # ----------------------------------------------------------------------------- model
 def cbr(cin: int, cout: int, k: int = 3, s: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, s, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, s, k // 2, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 class DemoDet(nn.Module):
@@ -106,14 +118,18 @@ class DemoDet(nn.Module):
     def __init__(self, num_classes: int = NUM_CLASSES, width: int = 48):
         super().__init__()
         self.num_classes = num_classes
-        self.stem = cbr(3, 16, 3, 2)                                             # /2
-        self.s4 = nn.Sequential(cbr(16, 24, 3, 2), cbr(24, 24))                  # /4
-        self.s8 = nn.Sequential(cbr(24, 48, 3, 2), cbr(48, 48), cbr(48, 48))     # /8
-        self.s16 = nn.Sequential(cbr(48, 64, 3, 2), cbr(64, 64))                 # /16
-        self.s32 = nn.Sequential(cbr(64, 96, 3, 2), cbr(96, 96))                 # /32
+        self.stem = cbr(3, 16, 3, 2)  # /2
+        self.s4 = nn.Sequential(cbr(16, 24, 3, 2), cbr(24, 24))  # /4
+        self.s8 = nn.Sequential(cbr(24, 48, 3, 2), cbr(48, 48), cbr(48, 48))  # /8
+        self.s16 = nn.Sequential(cbr(48, 64, 3, 2), cbr(64, 64))  # /16
+        self.s32 = nn.Sequential(cbr(64, 96, 3, 2), cbr(96, 96))  # /32
         self.lat = nn.ModuleList([cbr(c, width, 1) for c in (48, 64, 96)])
-        self.heads = nn.ModuleList([nn.Sequential(cbr(width, width), cbr(width, width)) for _ in STRIDES])
-        self.outs = nn.ModuleList([nn.Conv2d(width, num_classes + 4 * (REG_MAX + 1), 1) for _ in STRIDES])
+        self.heads = nn.ModuleList(
+            [nn.Sequential(cbr(width, width), cbr(width, width)) for _ in STRIDES]
+        )
+        self.outs = nn.ModuleList(
+            [nn.Conv2d(width, num_classes + 4 * (REG_MAX + 1), 1) for _ in STRIDES]
+        )
         for o in self.outs:
             nn.init.normal_(o.weight, std=0.01)
             nn.init.zeros_(o.bias)
@@ -149,7 +165,7 @@ class ExportWrapper(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         raw = self.model(image)
-        return torch.cat([raw[..., : self.c].sigmoid(), raw[..., self.c:]], dim=-1)
+        return torch.cat([raw[..., : self.c].sigmoid(), raw[..., self.c :]], dim=-1)
 
 
 def make_priors(w: int = INPUT_W, h: int = INPUT_H):
@@ -159,7 +175,9 @@ def make_priors(w: int = INPUT_W, h: int = INPUT_H):
         ys, xs = np.meshgrid(np.arange(fh), np.arange(fw), indexing="ij")
         centres.append(np.stack([xs.ravel() * s, ys.ravel() * s], 1))
         strides.append(np.full(fh * fw, s))
-    return np.concatenate(centres).astype(np.float32), np.concatenate(strides).astype(np.float32)
+    return np.concatenate(centres).astype(np.float32), np.concatenate(strides).astype(
+        np.float32
+    )
 
 
 # ----------------------------------------------------------------------------- assignment + losses
@@ -253,15 +271,25 @@ def compute_loss(raw, centres, strides, level_ranges, gts, labels):
         wl = left.float() + 1 - tdist
         wr = tdist - left.float()
         logp = F.log_softmax(pr, -1)
-        dfl = -(logp.gather(-1, left[..., None]).squeeze(-1) * wl + logp.gather(-1, (left + 1)[..., None]).squeeze(-1) * wr)
+        dfl = -(
+            logp.gather(-1, left[..., None]).squeeze(-1) * wl
+            + logp.gather(-1, (left + 1)[..., None]).squeeze(-1) * wr
+        )
         loss_dfl = dfl.mean() * 0.25 * 4
     else:
         loss_box = raw.sum() * 0
         loss_dfl = raw.sum() * 0
     sig = cls_logits.sigmoid()
-    qfl = F.binary_cross_entropy_with_logits(cls_logits, cls_target, reduction="none") * (sig - cls_target).abs().pow(2)
+    qfl = F.binary_cross_entropy_with_logits(
+        cls_logits, cls_target, reduction="none"
+    ) * (sig - cls_target).abs().pow(2)
     loss_cls = qfl.sum() / num_pos
-    return loss_cls + loss_box + loss_dfl, (loss_cls.item(), loss_box.item(), loss_dfl.item(), num_pos)
+    return loss_cls + loss_box + loss_dfl, (
+        loss_cls.item(),
+        loss_box.item(),
+        loss_dfl.item(),
+        num_pos,
+    )
 
 
 # ----------------------------------------------------------------------------- decode + eval (numpy)
@@ -294,7 +322,11 @@ def decode(out: np.ndarray, centres, strides, score_thr=0.05, iou_thr=0.6, max_d
     boxes = np.concatenate([centres - dist[:, :2], centres + dist[:, 2:]], 1)
     pi, ci = np.nonzero(scores > score_thr)
     if pi.size == 0:
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        return (
+            np.zeros((0, 4), np.float32),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.int64),
+        )
     b, s, l = boxes[pi], scores[pi, ci], ci
     off = l[:, None].astype(np.float32) * 4096.0
     keep = nms(b + off, s, iou_thr)[:max_det]
@@ -303,10 +335,11 @@ def decode(out: np.ndarray, centres, strides, score_thr=0.05, iou_thr=0.6, max_d
 
 def evaluate(predict, ann_path: pathlib.Path, images_dir: pathlib.Path, batch: int = 8):
     """predict(float32 [B,3,H,W]) -> np [B,N,C+32] with sigmoid scores. Returns (mAP, AP50, AP75)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
     import contextlib
     import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(ann_path))
@@ -314,7 +347,7 @@ def evaluate(predict, ann_path: pathlib.Path, images_dir: pathlib.Path, batch: i
     infos = [gt.imgs[i] for i in sorted(gt.imgs)]
     results = []
     for k in range(0, len(infos), batch):
-        chunk = infos[k:k + batch]
+        chunk = infos[k : k + batch]
         canv, metas = [], []
         for info in chunk:
             img = cv2.imread(str(images_dir / info["file_name"]), cv2.IMREAD_COLOR)
@@ -330,8 +363,14 @@ def evaluate(predict, ann_path: pathlib.Path, images_dir: pathlib.Path, batch: i
                 y1 = float(np.clip((bx[1] - py) / sy, 0, h))
                 x2 = float(np.clip((bx[2] - px) / sx, 0, w))
                 y2 = float(np.clip((bx[3] - py) / sy, 0, h))
-                results.append({"image_id": info["id"], "category_id": CATEGORY_IDS[int(l)],
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(s)})
+                results.append(
+                    {
+                        "image_id": info["id"],
+                        "category_id": CATEGORY_IDS[int(l)],
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "score": float(s),
+                    }
+                )
     evaluate.last_summary = "(no detections)"
     if not results:
         return 0.0, 0.0, 0.0
@@ -349,15 +388,30 @@ def evaluate(predict, ann_path: pathlib.Path, images_dir: pathlib.Path, batch: i
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=pathlib.Path, default=ROOT / "harness/assets/demo/demo-nanodet.onnx")
+    ap.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=ROOT / "harness/assets/demo/demo-nanodet.onnx",
+    )
     ap.add_argument("--train-images", type=int, default=4000)
     ap.add_argument("--epochs", type=int, default=26)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cache-dir", type=pathlib.Path, default=pathlib.Path(tempfile.gettempdir()) / "harness_demo_cache")
-    ap.add_argument("--eval-every", type=int, default=6, help="evaluate on val every N epochs (0: only at the end)")
-    ap.add_argument("--max-iters", type=int, default=0, help="debug: stop after N iterations")
+    ap.add_argument(
+        "--cache-dir",
+        type=pathlib.Path,
+        default=pathlib.Path(tempfile.gettempdir()) / "harness_demo_cache",
+    )
+    ap.add_argument(
+        "--eval-every",
+        type=int,
+        default=6,
+        help="evaluate on val every N epochs (0: only at the end)",
+    )
+    ap.add_argument(
+        "--max-iters", type=int, default=0, help="debug: stop after N iterations"
+    )
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -366,8 +420,13 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
     t_start = time.time()
 
-    images, boxes, labels, offsets = build_train_set(args.seed, args.train_images, args.cache_dir)
-    print(f"train set: {len(images)} images, {len(labels)} objects ({time.time() - t_start:.1f}s)", flush=True)
+    images, boxes, labels, offsets = build_train_set(
+        args.seed, args.train_images, args.cache_dir
+    )
+    print(
+        f"train set: {len(images)} images, {len(labels)} objects ({time.time() - t_start:.1f}s)",
+        flush=True,
+    )
     val_dir = args.cache_dir / "val_s2026_n200"
     val_images, val_ann = generate_dataset(val_dir, **VAL_PARAMS)
 
@@ -384,7 +443,13 @@ def main(argv=None) -> int:
     print(f"model: {nparams} parameters, priors: {len(centres_np)}", flush=True)
     decay = [p for n_, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n_, p in model.named_parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": 0.05},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=args.lr,
+    )
     iters_per_epoch = len(images) // args.batch
     total = iters_per_epoch * args.epochs
     warmup = min(300, total // 10)
@@ -399,7 +464,9 @@ def main(argv=None) -> int:
         model.eval()
         with torch.no_grad():
             raw = model(torch.from_numpy(x))
-            out = torch.cat([raw[..., :NUM_CLASSES].sigmoid(), raw[..., NUM_CLASSES:]], -1).numpy()
+            out = torch.cat(
+                [raw[..., :NUM_CLASSES].sigmoid(), raw[..., NUM_CLASSES:]], -1
+            ).numpy()
         model.train()
         return out
 
@@ -409,13 +476,13 @@ def main(argv=None) -> int:
         perm = rng.permutation(len(images))
         model.train()
         for bi in range(iters_per_epoch):
-            idx = perm[bi * args.batch:(bi + 1) * args.batch]
+            idx = perm[bi * args.batch : (bi + 1) * args.batch]
             flips = rng.integers(0, 2, size=(len(idx), 2))
             batch_imgs = []
             gts, lbls = [], []
             for j, flip in zip(idx, flips):
                 im = images[j]
-                bx = boxes[offsets[j]:offsets[j + 1]].copy()
+                bx = boxes[offsets[j] : offsets[j + 1]].copy()
                 if flip[0]:
                     im = im[:, ::-1]
                     bx[:, [0, 2]] = INPUT_W - bx[:, [2, 0]]
@@ -424,7 +491,7 @@ def main(argv=None) -> int:
                     bx[:, [1, 3]] = INPUT_H - bx[:, [3, 1]]
                 batch_imgs.append(im)
                 gts.append(torch.from_numpy(bx))
-                lbls.append(torch.from_numpy(labels[offsets[j]:offsets[j + 1]]))
+                lbls.append(torch.from_numpy(labels[offsets[j] : offsets[j + 1]]))
             x = torch.from_numpy(normalize(np.stack(batch_imgs)))
             for g in opt.param_groups:
                 g["lr"] = lr_at(it)
@@ -437,15 +504,25 @@ def main(argv=None) -> int:
             it += 1
             if it % 50 == 0 or it == 1:
                 el = time.time() - t_train
-                print(f"ep {epoch} it {it}/{total} loss {loss.item():.3f} cls {parts[0]:.3f} box {parts[1]:.3f} "
-                      f"dfl {parts[2]:.3f} pos {parts[3]} lr {lr_at(it):.5f} {el:.0f}s ({el / it:.2f}s/it)", flush=True)
+                print(
+                    f"ep {epoch} it {it}/{total} loss {loss.item():.3f} cls {parts[0]:.3f} box {parts[1]:.3f} "
+                    f"dfl {parts[2]:.3f} pos {parts[3]} lr {lr_at(it):.5f} {el:.0f}s ({el / it:.2f}s/it)",
+                    flush=True,
+                )
             if args.max_iters and it >= args.max_iters:
                 break
         if args.max_iters and it >= args.max_iters:
             break
-        if args.eval_every and (epoch + 1) % args.eval_every == 0 and epoch + 1 < args.epochs:
+        if (
+            args.eval_every
+            and (epoch + 1) % args.eval_every == 0
+            and epoch + 1 < args.epochs
+        ):
             m = evaluate(predict_torch, val_ann, val_images)
-            print(f"epoch {epoch + 1}: val mAP {m[0]:.4f} AP50 {m[1]:.4f} AP75 {m[2]:.4f} ({time.time() - t_train:.0f}s)", flush=True)
+            print(
+                f"epoch {epoch + 1}: val mAP {m[0]:.4f} AP50 {m[1]:.4f} AP75 {m[2]:.4f} ({time.time() - t_train:.0f}s)",
+                flush=True,
+            )
     train_time = time.time() - t_train
     print(f"training time: {train_time:.0f}s", flush=True)
 
@@ -455,12 +532,21 @@ def main(argv=None) -> int:
     wrapper = ExportWrapper(model).eval()
     dummy = torch.zeros(1, 3, INPUT_H, INPUT_W)
     import warnings
+
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    torch.onnx.export(wrapper, (dummy,), str(args.out), dynamo=False, opset_version=17,
-                      input_names=["image"], output_names=["output"],
-                      dynamic_axes={"image": {0: "batch"}, "output": {0: "batch"}},
-                      do_constant_folding=True)
+    torch.onnx.export(
+        wrapper,
+        (dummy,),
+        str(args.out),
+        dynamo=False,
+        opset_version=17,
+        input_names=["image"],
+        output_names=["output"],
+        dynamic_axes={"image": {0: "batch"}, "output": {0: "batch"}},
+        do_constant_folding=True,
+    )
     import onnx
+
     mp = onnx.load(str(args.out))
     # the exporter leaves the prior/channel dims symbolic; they are static, say so
     dims = mp.graph.output[0].type.tensor_type.shape.dim
@@ -471,29 +557,45 @@ def main(argv=None) -> int:
     onnx.checker.check_model(mp)
     onnx.save(mp, str(args.out))
     data = args.out.read_bytes()
-    print(f"exported {args.out} ({len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()})", flush=True)
+    print(
+        f"exported {args.out} ({len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()})",
+        flush=True,
+    )
 
     # ------------------------------------------------------------------ verify with onnxruntime
     import onnxruntime as ort
+
     so = ort.SessionOptions()
     so.intra_op_num_threads = args.threads
     sess = ort.InferenceSession(str(args.out), so, providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
     outp = sess.get_outputs()[0]
-    print(f"onnx input {inp.name} {inp.shape} {inp.type}; output {outp.name} {outp.shape} {outp.type}")
-    probe = np.random.default_rng(123).normal(size=(8, 3, INPUT_H, INPUT_W)).astype(np.float32)
+    print(
+        f"onnx input {inp.name} {inp.shape} {inp.type}; output {outp.name} {outp.shape} {outp.type}"
+    )
+    probe = (
+        np.random.default_rng(123)
+        .normal(size=(8, 3, INPUT_H, INPUT_W))
+        .astype(np.float32)
+    )
     o8 = sess.run(None, {"image": probe})[0]
     o4 = sess.run(None, {"image": probe[2:6]})[0]
     o1 = sess.run(None, {"image": probe[5:6]})[0]
     n_pri = len(centres_np)
     assert o8.shape == (8, n_pri, NUM_CLASSES + 32), o8.shape
-    assert o4.shape == (4, n_pri, NUM_CLASSES + 32) and o1.shape == (1, n_pri, NUM_CLASSES + 32)
+    assert o4.shape == (4, n_pri, NUM_CLASSES + 32) and o1.shape == (
+        1,
+        n_pri,
+        NUM_CLASSES + 32,
+    )
     d1 = float(np.abs(o8[5] - o1[0]).max())
     d4 = float(np.abs(o8[2:6] - o4).max())
     with torch.no_grad():
         ot = wrapper(torch.from_numpy(probe)).numpy()
     dt = float(np.abs(ot - o8).max())
-    print(f"batch invariance: max|b8-b1| {d1:.2e}, max|b8-b4| {d4:.2e}; torch vs onnx {dt:.2e}")
+    print(
+        f"batch invariance: max|b8-b1| {d1:.2e}, max|b8-b4| {d4:.2e}; torch vs onnx {dt:.2e}"
+    )
     assert d1 < 1e-4 and d4 < 1e-4, "outputs depend on batch composition"
     assert o8[..., :NUM_CLASSES].min() >= 0 and o8[..., :NUM_CLASSES].max() <= 1
 
@@ -502,11 +604,22 @@ def main(argv=None) -> int:
 
     m = evaluate(predict_onnx, val_ann, val_images)
     print(evaluate.last_summary)
-    print(f"FINAL (onnx, val seed=2026 n=200): mAP {m[0]:.4f} AP50 {m[1]:.4f} AP75 {m[2]:.4f}")
-    summary = {"mAP": m[0], "AP50": m[1], "AP75": m[2], "train_seconds": round(train_time),
-               "total_seconds": round(time.time() - t_start), "onnx_bytes": len(data),
-               "sha256": hashlib.sha256(data).hexdigest(), "params": nparams,
-               "epochs": args.epochs, "train_images": args.train_images, "seed": args.seed}
+    print(
+        f"FINAL (onnx, val seed=2026 n=200): mAP {m[0]:.4f} AP50 {m[1]:.4f} AP75 {m[2]:.4f}"
+    )
+    summary = {
+        "mAP": m[0],
+        "AP50": m[1],
+        "AP75": m[2],
+        "train_seconds": round(train_time),
+        "total_seconds": round(time.time() - t_start),
+        "onnx_bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "params": nparams,
+        "epochs": args.epochs,
+        "train_images": args.train_images,
+        "seed": args.seed,
+    }
     print(json.dumps(summary))
     return 0
 

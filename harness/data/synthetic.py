@@ -26,9 +26,16 @@ import zlib
 import cv2
 import numpy as np
 
-__all__ = ["CLASS_NAMES", "CATEGORY_IDS", "generate_dataset", "generate_image"]
+__all__ = ["CATEGORY_IDS", "CLASS_NAMES", "generate_dataset", "generate_image"]
 
-CLASS_NAMES: tuple[str, ...] = ("red_circle", "blue_circle", "square", "triangle", "cross", "ring")
+CLASS_NAMES: tuple[str, ...] = (
+    "red_circle",
+    "blue_circle",
+    "square",
+    "triangle",
+    "cross",
+    "ring",
+)
 CATEGORY_IDS: tuple[int, ...] = (1, 3, 5, 7, 9, 11)
 
 _JPEG_QUALITY = 90
@@ -40,7 +47,9 @@ def _rng_for(seed: int, split: str, index: int) -> np.random.Generator:
     # One independent stream per image: generating N images gives the first N images of any
     # larger run with the same seed/split, and the split name changes every stream.
     key = zlib.crc32(split.encode("utf-8"))
-    return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, key, index]))
+    return np.random.default_rng(
+        np.random.SeedSequence([int(seed) & 0xFFFFFFFF, key, index])
+    )
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -50,7 +59,9 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     img = cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC)
     # mid-frequency texture
     th, tw = max(2, h // 12), max(2, w // 12)
-    tex = rng.normal(0.0, float(rng.uniform(4, 18)), size=(th, tw, 3)).astype(np.float32)
+    tex = rng.normal(0.0, float(rng.uniform(4, 18)), size=(th, tw, 3)).astype(
+        np.float32
+    )
     img += cv2.resize(tex, (w, h), interpolation=cv2.INTER_LINEAR)
     # distractors: lines, small ellipses/blobs, arcs
     for _ in range(int(rng.integers(2, 9))):
@@ -63,20 +74,36 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         elif kind == 1:
             c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
             axes = (int(rng.integers(2, 12)), int(rng.integers(1, 5)))
-            cv2.ellipse(img, c, axes, float(rng.uniform(0, 180)), 0, 360, color, -1, cv2.LINE_AA)
+            cv2.ellipse(
+                img, c, axes, float(rng.uniform(0, 180)), 0, 360, color, -1, cv2.LINE_AA
+            )
         else:
             c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
             r = int(rng.integers(10, 60))
             a0 = float(rng.uniform(0, 360))
-            cv2.ellipse(img, c, (r, r), 0, a0, a0 + float(rng.uniform(30, 120)), color, 2, cv2.LINE_AA)
+            cv2.ellipse(
+                img,
+                c,
+                (r, r),
+                0,
+                a0,
+                a0 + float(rng.uniform(30, 120)),
+                color,
+                2,
+                cv2.LINE_AA,
+            )
     return img
 
 
 def _object_color(rng: np.random.Generator, cls: int, bg: np.ndarray) -> np.ndarray:
     if cls == 0:  # red in BGR order
-        return np.array([rng.uniform(0, 70), rng.uniform(0, 70), rng.uniform(180, 255)], np.float32)
+        return np.array(
+            [rng.uniform(0, 70), rng.uniform(0, 70), rng.uniform(180, 255)], np.float32
+        )
     if cls == 1:  # blue in BGR order
-        return np.array([rng.uniform(180, 255), rng.uniform(0, 70), rng.uniform(0, 70)], np.float32)
+        return np.array(
+            [rng.uniform(180, 255), rng.uniform(0, 70), rng.uniform(0, 70)], np.float32
+        )
     best, best_d = None, -1.0
     for _ in range(6):
         c = rng.uniform(0, 255, size=3).astype(np.float32)
@@ -93,33 +120,70 @@ def _rotated(points: np.ndarray, angle: float) -> np.ndarray:
     return points @ np.array([[c, s], [-s, c]], dtype=np.float64)
 
 
-def _draw_mask(rng: np.random.Generator, cls: int, cx: float, cy: float, sw: float, sh: float,
-               h: int, w: int) -> np.ndarray:
+def _draw_mask(
+    rng: np.random.Generator,
+    cls: int,
+    cx: float,
+    cy: float,
+    sw: float,
+    sh: float,
+    h: int,
+    w: int,
+) -> np.ndarray:
     """Binary mask of one object of nominal box size (sw, sh) centred at (cx, cy)."""
     mask = np.zeros((h, w), np.uint8)
     angle = float(rng.uniform(0, 2 * math.pi))
-    centre = (int(round(cx)), int(round(cy)))
+    centre = (round(cx), round(cy))
     if cls in (0, 1):  # filled ellipse
-        cv2.ellipse(mask, centre, (max(1, int(sw / 2)), max(1, int(sh / 2))), 0, 0, 360, 255, -1)
+        cv2.ellipse(
+            mask, centre, (max(1, int(sw / 2)), max(1, int(sh / 2))), 0, 0, 360, 255, -1
+        )
     elif cls == 5:  # ring
         ax = (max(2, int(sw / 2)), max(2, int(sh / 2)))
-        thick = max(2, int(round(min(ax) * rng.uniform(0.2, 0.4))))
-        cv2.ellipse(mask, centre, (ax[0] - thick // 2, ax[1] - thick // 2), 0, 0, 360, 255, thick)
+        thick = max(2, round(min(ax) * rng.uniform(0.2, 0.4)))
+        cv2.ellipse(
+            mask,
+            centre,
+            (ax[0] - thick // 2, ax[1] - thick // 2),
+            0,
+            0,
+            360,
+            255,
+            thick,
+        )
     elif cls == 2:  # square / rectangle, slightly rotated
         pts = np.array([[-sw, -sh], [sw, -sh], [sw, sh], [-sw, sh]], np.float64) / 2
         pts = _rotated(pts, float(rng.uniform(-0.3, 0.3))) + (cx, cy)
         cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 255)
     elif cls == 3:  # triangle, any rotation
         r = 0.5
-        pts = np.array([[r * math.cos(a), r * math.sin(a)] for a in
-                        (angle, angle + 2 * math.pi / 3, angle + 4 * math.pi / 3)])
+        pts = np.array(
+            [
+                [r * math.cos(a), r * math.sin(a)]
+                for a in (angle, angle + 2 * math.pi / 3, angle + 4 * math.pi / 3)
+            ]
+        )
         pts = pts * (sw, sh) + (cx, cy)
         cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 255)
     else:  # cross (plus sign), rotated
         t = float(rng.uniform(0.22, 0.36))
         a = 0.5
-        pts = np.array([[-t / 2, -a], [t / 2, -a], [t / 2, -t / 2], [a, -t / 2], [a, t / 2], [t / 2, t / 2],
-                        [t / 2, a], [-t / 2, a], [-t / 2, t / 2], [-a, t / 2], [-a, -t / 2], [-t / 2, -t / 2]])
+        pts = np.array(
+            [
+                [-t / 2, -a],
+                [t / 2, -a],
+                [t / 2, -t / 2],
+                [a, -t / 2],
+                [a, t / 2],
+                [t / 2, t / 2],
+                [t / 2, a],
+                [-t / 2, a],
+                [-t / 2, t / 2],
+                [-a, t / 2],
+                [-a, -t / 2],
+                [-t / 2, -t / 2],
+            ]
+        )
         pts = _rotated(pts * (sw, sh), float(rng.uniform(-0.6, 0.6))) + (cx, cy)
         cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 255)
     return mask
@@ -133,7 +197,9 @@ def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / ua if ua > 0 else 0.0
 
 
-def generate_image(seed: int, split: str, index: int) -> tuple[np.ndarray, list[tuple[int, list[float]]]]:
+def generate_image(
+    seed: int, split: str, index: int
+) -> tuple[np.ndarray, list[tuple[int, list[float]]]]:
     """One BGR uint8 image and its objects as ``(class_index, [x, y, w, h])``."""
     rng = _rng_for(seed, split, index)
     w = int(rng.integers(_MIN_W, _MAX_W + 1))
@@ -172,16 +238,35 @@ def generate_image(seed: int, split: str, index: int) -> tuple[np.ndarray, list[
             # objects drawn later occlude earlier ones; keep occlusion moderate
             if any(_cover(b, box) > 0.5 for b in boxes):
                 continue
-            bg = img[int(box[1]):int(box[3]), int(box[0]):int(box[2])].reshape(-1, 3).mean(0)
+            bg = (
+                img[int(box[1]) : int(box[3]), int(box[0]) : int(box[2])]
+                .reshape(-1, 3)
+                .mean(0)
+            )
             color = _object_color(rng, cls, bg)
             shade = rng.uniform(0.85, 1.0)
             x0, y0 = max(0, int(box[0]) - 2), max(0, int(box[1]) - 2)
             x1, y1 = min(w, int(box[2]) + 2), min(h, int(box[3]) + 2)
-            m = cv2.GaussianBlur(mask[y0:y1, x0:x1], (3, 3), 0).astype(np.float32)[..., None] / 255.0
+            m = (
+                cv2.GaussianBlur(mask[y0:y1, x0:x1], (3, 3), 0).astype(np.float32)[
+                    ..., None
+                ]
+                / 255.0
+            )
             roi = img[y0:y1, x0:x1]
             img[y0:y1, x0:x1] = roi * (1 - m) + (color * shade) * m
             boxes.append(box)
-            objects.append((cls, [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]))
+            objects.append(
+                (
+                    cls,
+                    [
+                        float(box[0]),
+                        float(box[1]),
+                        float(box[2] - box[0]),
+                        float(box[3] - box[1]),
+                    ],
+                )
+            )
             break
     # sensor noise, slight blur
     img += rng.normal(0.0, float(rng.uniform(3, 10)), size=img.shape).astype(np.float32)
@@ -198,7 +283,9 @@ def _cover(old: np.ndarray, new: np.ndarray) -> float:
     return ix * iy / area if area > 0 else 0.0
 
 
-def generate_dataset(out_dir, num_images: int, seed: int, split: str = "val") -> tuple[pathlib.Path, pathlib.Path]:
+def generate_dataset(
+    out_dir, num_images: int, seed: int, split: str = "val"
+) -> tuple[pathlib.Path, pathlib.Path]:
     """Write ``num_images`` JPEGs and a COCO json under ``out_dir``.
 
     Layout: ``out_dir/images/<split>_000000.jpg`` ... and ``out_dir/instances_<split>.json``.
@@ -219,19 +306,39 @@ def generate_dataset(out_dir, num_images: int, seed: int, split: str = "val") ->
             raise RuntimeError(f"could not encode synthetic image {name}")
         (images_dir / name).write_bytes(buf.tobytes())
         image_id = i + 1
-        images.append({"id": image_id, "file_name": name, "width": int(img.shape[1]), "height": int(img.shape[0])})
+        images.append(
+            {
+                "id": image_id,
+                "file_name": name,
+                "width": int(img.shape[1]),
+                "height": int(img.shape[0]),
+            }
+        )
         for cls, (x, y, bw, bh) in objects:
-            annotations.append({
-                "id": ann_id, "image_id": image_id, "category_id": CATEGORY_IDS[cls],
-                "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0,
-            })
+            annotations.append(
+                {
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "category_id": CATEGORY_IDS[cls],
+                    "bbox": [x, y, bw, bh],
+                    "area": bw * bh,
+                    "iscrowd": 0,
+                }
+            )
             ann_id += 1
     coco = {
-        "info": {"description": f"harness synthetic shapes, split={split}, seed={seed}, images={num_images}"},
+        "info": {
+            "description": f"harness synthetic shapes, split={split}, seed={seed}, images={num_images}"
+        },
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": cid, "name": n, "supercategory": "shape"} for cid, n in zip(CATEGORY_IDS, CLASS_NAMES)],
+        "categories": [
+            {"id": cid, "name": n, "supercategory": "shape"}
+            for cid, n in zip(CATEGORY_IDS, CLASS_NAMES)
+        ],
     }
     ann_path = out / f"instances_{split}.json"
-    ann_path.write_text(json.dumps(coco, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    ann_path.write_text(
+        json.dumps(coco, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+    )
     return images_dir, ann_path
