@@ -183,7 +183,7 @@ def _run_one(config, bs, model_path, per_batch, images, bad, evaluator, dataset,
         "bench": {"iterations": len(stats.latencies_ms), "seconds": round(stats.seconds, 3),
                   "concurrency": stats.concurrency, "warmup_seconds": config.warmup_seconds},
         "time_covers": target.time_covers,
-        "batch_mode": "per-batch model" if per_batch else ("padded" if target.padded_batch else "dynamic"),
+        "batch_mode": _batch_mode(per_batch, getattr(target, "model_batch", None), bs),
         "runtime": describe,
         "dataset": str(config.images_dir),
         "annotations": str(config.ann_path),
@@ -195,6 +195,16 @@ def _run_one(config, bs, model_path, per_batch, images, bad, evaluator, dataset,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     return row, images, bad
+
+
+def _batch_mode(per_batch: bool, model_batch: int | None, bs: int) -> str:
+    """How the batch size was obtained: one model per size, a dynamic axis, the model's fixed
+    batch, or a fixed batch-1 graph reshaped (OpenVINO) / made symbolic (ONNX Runtime)."""
+    if per_batch:
+        return "per-batch model"
+    if model_batch is None:
+        return "dynamic"
+    return "fixed" if model_batch == bs else "reshaped"
 
 
 def _check_outputs(target, sample: np.ndarray, metas, model_path: str, extras: dict | None) -> None:

@@ -43,6 +43,7 @@ def test_fixed_batch_one_graph_that_can_follow_is_reshaped(tiny, target, note):
     model = write_tiny_model(tmp_path / "fixed1.onnx", batch=1)
     rows = run(tmp_path, model, profile, images, ann, "1,4", target=target)
     assert any(note in n for n in rows[1]["notes"]), rows[1]["notes"]
+    assert [r["batch_mode"] for r in rows] == ["fixed", "reshaped"]
     assert rows[0]["map"] == pytest.approx(rows[1]["map"], abs=1e-6)
 
 

@@ -56,6 +56,7 @@ class Target:
         self.options = dict(options or {})
         self.batch = None
         self.padded_batch = False  # True when a short last batch must be padded to the fixed size
+        self.model_batch: int | None = None  # the batch size fixed in the model file; None = dynamic
         self.notes: list[str] = []
         if not self.model_path.exists():
             raise HarnessError(f"model file not found: {self.model_path}")

@@ -74,6 +74,7 @@ class OrtTarget(Target):
         first = session.get_inputs()[0]
         self.check_input(tuple(first.shape), _ORT_DTYPES.get(first.type, first.type), batch)
         fixed = first.shape[0] if isinstance(first.shape[0], int) and first.shape[0] > 0 else None
+        self.model_batch = fixed
         self.batch = batch
         self.padded_batch = fixed is not None
         if fixed is None or fixed == batch:

@@ -65,6 +65,7 @@ class OpenVinoCpu(Target):
         dims = _dims(port.get_partial_shape())
         self.check_input(dims, str(port.get_element_type().to_dtype()), batch)
         fixed = dims[0] if dims and dims[0] is not None else None
+        self.model_batch = fixed
         self.padded_batch = False
         if fixed != batch:
             # Static shapes compile to faster code; try the requested batch for dynamic and fixed graphs.

@@ -253,6 +253,7 @@ class TensorRtTarget(Target):
             raise HarnessError(f"model {self.model_path.name} has {len(inputs)} inputs; int8 calibration here feeds "
                                "one image input only (use fp16, or calibrate the model yourself)")
         self.padded_batch = fixed is not None
+        self.model_batch = fixed
         batches = profile_batches(self.options.get("batch_sizes") or [batch], batch, fixed, settings.opt_batch)
         spec_shape = self.profile.input.shape(batch)
         shapes = {first_name: profile_shapes(spec_shape, batches)}

@@ -1,0 +1,85 @@
+"""The embedded default: bundled model + generated dataset give the mAP the README states."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import main
+from harness.data.synthetic import generate_dataset
+from harness.demo import DEMO_IMAGES, demo_dataset, demo_model_path
+from harness.profiles import load_profile
+from harness.results import ResultsStore
+from harness.runner import RunConfig, run
+
+README_DEMO_MAP = 0.7814  # stated in README.md and datasets/demo/README.md
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory):
+    images, ann, _ = demo_dataset(tmp_path_factory.mktemp("cache"))
+    return images, ann
+
+
+def test_generator_is_deterministic(tmp_path):
+    a_images, a_ann = generate_dataset(tmp_path / "a", num_images=5, seed=3, split="val")
+    b_images, b_ann = generate_dataset(tmp_path / "b", num_images=5, seed=3, split="val")
+    assert a_ann.read_bytes() == b_ann.read_bytes()
+    for f in sorted(a_images.iterdir()):
+        assert f.read_bytes() == (b_images / f.name).read_bytes()
+    c_images, c_ann = generate_dataset(tmp_path / "c", num_images=5, seed=4, split="val")
+    assert c_ann.read_bytes() != a_ann.read_bytes()
+
+
+def test_demo_dataset_is_cached_and_complete(tmp_path):
+    images, ann, reused = demo_dataset(tmp_path)
+    assert not reused and len(json.loads(ann.read_text())["images"]) == DEMO_IMAGES
+    assert len(list(images.iterdir())) == DEMO_IMAGES
+    assert demo_dataset(tmp_path)[2] is True
+    (ann.parent / ".complete").unlink()  # an interrupted generation is redone, never half-used
+    assert demo_dataset(tmp_path)[2] is False
+
+
+def test_demo_cli_matches_readme_map_and_batches_are_real(tmp_path, demo_data, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(main, ["demo", "--out", str(out), "--seconds", "0.3"])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "report:" in result.output
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["target"], r["bs"]) for r in rows] == [(t, b) for t in ("ort", "ov") for b in (1, 4, 8)]
+    for row in rows:
+        assert row["images"] == DEMO_IMAGES and row["batch_mode"] == "dynamic"
+        assert row["map"] == pytest.approx(README_DEMO_MAP, abs=0.0005)
+    # Batched runs are real: a batch of 8 takes longer per call than a batch of 1.
+    by = {(r["target"], r["bs"]): r for r in rows}
+    assert all(by[(t, 8)]["latency_ms_p50"] > by[(t, 1)]["latency_ms_p50"] for t in ("ort", "ov"))
+    assert (out / "report.md").read_text().count("| 0.7814 |") == 6
+
+
+def test_demo_run_never_overwrites_previous_results(tmp_path, monkeypatch):
+    from harness.demo import free_out_dir
+
+    base = tmp_path / "demo"
+    assert free_out_dir(base) == base
+    base.mkdir()
+    (base / "results.json").write_text("{}")
+    assert free_out_dir(base) == tmp_path / "demo-2"
+
+
+@pytest.mark.parametrize("section,change,limit", [("input", {"color": "rgb"}, 0.65),
+                                                  ("decoder", {"prior_offset": 0.5}, 0.3)])
+def test_wrong_preprocessing_or_decoding_costs_demo_map(tmp_path, demo_data, section, change, limit):
+    """mAP moves when a detail breaks, so the accuracy checks above mean something."""
+    import dataclasses
+
+    images, ann = demo_data
+    profile = load_profile("demo")
+    if section == "input":
+        broken = dataclasses.replace(profile, input=dataclasses.replace(profile.input, **change))
+    else:
+        broken = dataclasses.replace(profile, decoder={**profile.decoder, **change})
+    config = RunConfig(target="ort", model=str(demo_model_path()), profile=broken, images_dir=images, ann_path=ann,
+                       batch_sizes=[8], bench_seconds=0.1, warmup_seconds=0.05, min_iterations=2, limit=80)
+    (row,) = run(config, ResultsStore(tmp_path / "out", env={}))
+    assert row["map"] < limit
