@@ -15,11 +15,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnx
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from onnx import TensorProto, helper, numpy_helper
 
 from harness import runner
 from harness.cli import main
@@ -30,6 +28,7 @@ from harness.errors import HarnessError
 from harness.profiles import load_profile
 from harness.report import run_report_markdown
 from harness.results import ResultsStore
+from tests.tinymodel import write_tiny_model
 
 SIZE = 64
 STRIDES = (8, 16, 32)
@@ -40,39 +39,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # ------------------------------------------------------------------------------------ tiny real model
 
 def build_tiny_model(path: Path) -> Path:
-    """[B,3,64,64] -> per stride: avg-pool, 1x1 conv, reshape [B, C+32, n]; concat -> sigmoid -> [B, N, C+32].
-
-    A real ONNX graph with a dynamic batch axis: both runtimes run it and its outputs depend on the pixels.
-    """
-    channels = CLASSES + 32
-    rng = np.random.default_rng(3)
-    nodes, inits, levels = [], [], []
-    for s in STRIDES:
-        weight = rng.normal(0, 0.5, (channels, 3, 1, 1)).astype(np.float32)
-        inits += [numpy_helper.from_array(weight, f"w{s}"),
-                  numpy_helper.from_array(np.zeros(channels, np.float32), f"b{s}")]
-        nodes += [
-            helper.make_node("AveragePool", ["image"], [f"pool{s}"], kernel_shape=[s, s], strides=[s, s]),
-            helper.make_node("Conv", [f"pool{s}", f"w{s}", f"b{s}"], [f"maps{s}"]),
-            helper.make_node("Reshape", [f"maps{s}", "shape"], [f"flat{s}"]),
-        ]
-        levels.append(f"flat{s}")
-    inits.append(numpy_helper.from_array(np.array([0, channels, -1], np.int64), "shape"))
-    nodes += [helper.make_node("Concat", levels, ["cat"], axis=2),
-              helper.make_node("Transpose", ["cat"], ["rows"], perm=[0, 2, 1]),
-              helper.make_node("Sigmoid", ["rows"], ["output"])]
-    n = sum((SIZE // s) ** 2 for s in STRIDES)
-    graph = helper.make_graph(
-        nodes, "tiny_gfl3",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", n, channels])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    """A real 3-stride ONNX detector with a dynamic batch axis (tests/tinymodel.py)."""
+    return write_tiny_model(path, size=SIZE, classes=CLASSES, strides=STRIDES, weight_std=0.5, seed=3)
 
 
 def write_profile(path: Path) -> Path:

@@ -18,23 +18,29 @@ CLASSES = 2
 STRIDE = 8
 
 
-def write_tiny_model(path: Path, batch: int | str = "batch", size: int = SIZE, classes: int = CLASSES) -> Path:
-    """image [B,3,S,S] -> avg-pool by the stride -> 1x1 conv -> sigmoid -> output [B, N, C + 32]."""
+def write_tiny_model(path: Path, batch: int | str = "batch", size: int = SIZE, classes: int = CLASSES,
+                     strides: tuple[int, ...] = (STRIDE,), weight_std: float = 0.02, seed: int = 7) -> Path:
+    """image [B,3,S,S] -> per stride: avg-pool, 1x1 conv to C+32 maps; levels concatenated
+    (stride order) -> [B, N, C + 32] -> sigmoid: the one-output GFL layout of NanoDet-Plus."""
     channels = classes + 32
-    rng = np.random.default_rng(7)
-    weight = rng.normal(0, 0.02, (channels, 3, 1, 1)).astype(np.float32)
-    bias = np.zeros(channels, np.float32)
-    bias[:classes] = -1.0
-    nodes = [
-        helper.make_node("AveragePool", ["image"], ["pooled"], kernel_shape=[STRIDE, STRIDE], strides=[STRIDE, STRIDE]),
-        helper.make_node("Conv", ["pooled", "w", "b"], ["maps"]),
-        helper.make_node("Reshape", ["maps", "shape"], ["flat"]),
-        helper.make_node("Transpose", ["flat"], ["rows"], perm=[0, 2, 1]),
-        helper.make_node("Sigmoid", ["rows"], ["output"]),
-    ]
-    inits = [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b"),
-             numpy_helper.from_array(np.array([0, channels, -1], np.int64), "shape")]
-    n = (size // STRIDE) ** 2
+    rng = np.random.default_rng(seed)
+    nodes, inits, levels = [], [], []
+    for s in strides:
+        weight = rng.normal(0, weight_std, (channels, 3, 1, 1)).astype(np.float32)
+        bias = np.zeros(channels, np.float32)
+        bias[:classes] = -1.0
+        inits += [numpy_helper.from_array(weight, f"w{s}"), numpy_helper.from_array(bias, f"b{s}")]
+        nodes += [
+            helper.make_node("AveragePool", ["image"], [f"pool{s}"], kernel_shape=[s, s], strides=[s, s]),
+            helper.make_node("Conv", [f"pool{s}", f"w{s}", f"b{s}"], [f"maps{s}"]),
+            helper.make_node("Reshape", [f"maps{s}", "shape"], [f"flat{s}"]),
+        ]
+        levels.append(f"flat{s}")
+    inits.append(numpy_helper.from_array(np.array([0, channels, -1], np.int64), "shape"))
+    nodes += [helper.make_node("Concat", levels, ["cat"], axis=2),
+              helper.make_node("Transpose", ["cat"], ["rows"], perm=[0, 2, 1]),
+              helper.make_node("Sigmoid", ["rows"], ["output"])]
+    n = sum((size // s) ** 2 for s in strides)
     graph = helper.make_graph(
         nodes, "tiny_gfl",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, size, size])],
