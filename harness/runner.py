@@ -89,7 +89,7 @@ def run(config: RunConfig, store: ResultsStore, progress=None) -> list[dict]:
         if store.done(key):
             progress.message(f"{config.target} bs={bs}: already in {store.path}, skipped (--resume)")
             continue
-        row, images, bad = _run_one(config, bs, model_path, per_batch, images, bad, evaluator, dataset, progress)
+        row, images, bad = _run_one(config, bs, model_path, per_batch, images, bad, evaluator, progress)
         store.add(row)
         rows.append(row)
     return rows
@@ -132,7 +132,7 @@ def _first_batch(images, bs: int, profile: Profile, skip_bad: bool):
     return np.stack(tensors), [m for _, m in prepared]
 
 
-def _run_one(config, bs, model_path, per_batch, images, bad, evaluator, dataset, progress):
+def _run_one(config, bs, model_path, per_batch, images, bad, evaluator, progress):
     profile = config.profile
     target = get_target(config.target)(model_path, profile, {**config.options, "batch_sizes": config.batch_sizes})
     try:
@@ -178,7 +178,7 @@ def _run_one(config, bs, model_path, per_batch, images, bad, evaluator, dataset,
         "fps": round(stats.fps, 2),
         "e2e_fps": round(len(counted) / wall, 2) if wall > 0 else None,
         **percentiles_ms(stats.latencies_ms),
-        **getattr(stats, "extra", {}),  # per-target timing figures, e.g. gpu_compute_ms_p50 (trt)
+        **stats.extra,  # per-target timing figures, e.g. gpu_compute_ms_p50 (trt)
         "stage_ms": clock.per_image_ms(len(counted)),
         "bench": {"iterations": len(stats.latencies_ms), "seconds": round(stats.seconds, 3),
                   "concurrency": stats.concurrency, "warmup_seconds": config.warmup_seconds},
