@@ -96,5 +96,10 @@ class ResultsStore:
         from harness.report import run_report_markdown
 
         text = json.dumps({"rows": self.rows, "env": self.env}, indent=2, sort_keys=False)
-        atomic_write_text(self.path, text + "\n")
-        atomic_write_text(self.out_dir / REPORT_FILE, run_report_markdown(self.rows, self.env))
+        try:
+            atomic_write_text(self.path, text + "\n")
+            atomic_write_text(self.out_dir / REPORT_FILE, run_report_markdown(self.rows, self.env))
+        except OSError as exc:
+            # The previous results.json is intact (atomic writes): say so rather than show a traceback.
+            raise HarnessError(f"cannot write {self.path} ({exc.strerror or exc}); the file still holds the "
+                               f"rows finished before this one") from None

@@ -173,3 +173,36 @@ def test_interrupted_run_keeps_finished_rows(tiny):
     final = json.loads(results.read_text())["rows"]
     assert [r["bs"] for r in final] == [1, 2, 3, 4, 5, 6]
     assert final[0] == rows[0]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real, nearly full filesystem: a 32 KiB tmpfs (needs root and mount rights)."""
+    mount_point = tmp_path / "full"
+    mount_point.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here to fill a disk ({made.stderr.strip() or 'mount failed'})")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], capture_output=True)
+
+
+def test_full_disk_fails_before_work(tiny, tiny_disk):
+    result = cli(*run_args(tiny, **{"--out": tiny_disk / "out"}))
+    assert_one_line_error(result, "not writable", "No space left on device")
+    assert not (tiny_disk / "out" / "results.json").exists()
+
+
+def test_failed_results_write_is_a_clear_error_and_keeps_finished_rows(tmp_path):
+    from harness.errors import HarnessError
+    from harness.results import ResultsStore
+
+    store = ResultsStore(tmp_path / "store", env={})
+    store.add({"target": "ort", "model": "m", "profile": "p", "precision": "fp32", "bs": 1, "notes": []})
+    before = store.path.read_text()
+    moved = tmp_path / "moved"  # the output folder goes away under the run (an unmounted disk, say)
+    store.out_dir.rename(moved)
+    with pytest.raises(HarnessError, match="cannot write .*results.json"):
+        store.add({"target": "ort", "model": "m", "profile": "p", "precision": "fp32", "bs": 2, "notes": []})
+    assert (moved / "results.json").read_text() == before
