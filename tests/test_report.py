@@ -28,7 +28,7 @@ from harness.errors import HarnessError
 from harness.profiles import load_profile
 from harness.report import run_report_markdown
 from harness.results import ResultsStore
-from tests.tinymodel import write_tiny_model
+from tests.tinymodel import write_tiny_model, write_tiny_profile
 
 SIZE = 64
 STRIDES = (8, 16, 32)
@@ -41,40 +41,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def build_tiny_model(path: Path) -> Path:
     """A real 3-stride ONNX detector with a dynamic batch axis (tests/tinymodel.py)."""
     return write_tiny_model(path, size=SIZE, classes=CLASSES, strides=STRIDES, weight_std=0.5, seed=3)
-
-
-def write_profile(path: Path) -> Path:
-    path.write_text(f"""description = "tiny 3-stride GFL test model"
-[input]
-width = {SIZE}
-height = {SIZE}
-resize = "letterbox"
-interpolation = "linear"
-pad_value = 0
-color = "bgr"
-mean = [127.5, 127.5, 127.5]
-std = [64.0, 64.0, 64.0]
-layout = "NCHW"
-dtype = "f32"
-
-[decoder]
-kind = "gfl"
-strides = {list(STRIDES)}
-reg_max = 7
-prior_offset = 0.5
-scores = "sigmoid"
-
-[postprocess]
-score_threshold = 0.05
-iou_threshold = 0.6
-max_detections = 100
-pre_nms_top_k = 0
-
-[classes]
-names = ["box_a", "box_b"]
-category_ids = [1, 3]
-""")
-    return path
 
 
 def write_dataset(root: Path, count: int = 5) -> tuple[Path, Path]:
@@ -116,7 +82,7 @@ def tiny_runs(tmp_path_factory):
     """Two real runs of the tiny model (ort + ov at bs 1,2), so every real row has a repeat."""
     root = tmp_path_factory.mktemp("tiny")
     model = build_tiny_model(root / "tiny.onnx")
-    profile = load_profile(write_profile(root / "tiny.toml"))
+    profile = load_profile(write_tiny_profile(root / "tiny.toml", size=SIZE, classes=CLASSES, strides=list(STRIDES)))
     images_dir, ann = write_dataset(root / "data")
     first = run_targets(root / "runs" / "a", model, profile, images_dir, ann, ["ort", "ov"], [1, 2])
     second = run_targets(root / "runs" / "b", model, profile, images_dir, ann, ["ort"], [1, 2])
