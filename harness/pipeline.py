@@ -173,9 +173,10 @@ def _serial_pass(target, images, batch_size, profile, workers, skip_bad, advance
         if batch.metas:
             with clock.stage("infer"):
                 outputs = target.infer(batch.tensor, extra_inputs(profile, batch.metas, batch.tensor.shape[0]) or None)
-            with clock.stage("decode"):
-                for meta, dets in zip(batch.metas, decode(outputs, batch.metas, profile)):
-                    detections += to_coco_results(dets, meta.image_id, profile.category_ids)
-                    counted.append(meta.image_id)
+            done, seconds = _decode_batch(outputs, batch.metas, profile)
+            clock.seconds["decode"] += seconds
+            for image_id, dicts in done:
+                detections += dicts
+                counted.append(image_id)
         advance(len(batch.metas) + len(batch.failed))
     return PassResult(detections, counted, failed, clock, time.perf_counter() - start)

@@ -45,6 +45,17 @@ def _save(fig, path: Path) -> None:
     fig.savefig(path, format="png", dpi=100, metadata=PNG_METADATA)
 
 
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
+    """Labels, grid, legend and the deterministic PNG write shared by every plot."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def throughput_vs_batch(table: pd.DataFrame, path: Path) -> str:
     """One line per (target, precision[, model][, machine]): img/s against batch size (log2 axis)."""
     plt = _pyplot()
@@ -63,13 +74,7 @@ def throughput_vs_batch(table: pd.DataFrame, path: Path) -> str:
         if len(sizes) == 1:
             ax.set_xlim(sizes[0] / 1.5, sizes[0] * 1.5)
         ax.set_ylim(bottom=0)
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("throughput (img/s, timing loop)")
-        ax.set_title("Throughput vs batch size")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
-        fig.tight_layout()
-        _save(fig, path)
+        _finish(fig, ax, path, "batch size", "throughput (img/s, timing loop)", "Throughput vs batch size")
     finally:
         plt.close(fig)
     caption = "Throughput (img/s from the timing loop) against batch size, one line per target and precision"
@@ -96,13 +101,8 @@ def map_vs_throughput(table: pd.DataFrame, path: Path) -> str:
         low, high = float(table["map"].min(skipna=True)), float(table["map"].max(skipna=True))
         pad = max(0.01, (high - low) * 0.15) if not math.isnan(low) else 0.01
         ax.set_ylim(max(0.0, low - pad), high + pad)
-        ax.set_xlabel("throughput (img/s, timing loop)")
-        ax.set_ylabel("COCO mAP@[.5:.95]")
-        ax.set_title("Accuracy vs throughput (up and right is better)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
-        fig.tight_layout()
-        _save(fig, path)
+        _finish(fig, ax, path, "throughput (img/s, timing loop)", "COCO mAP@[.5:.95]",
+                "Accuracy vs throughput (up and right is better)")
     finally:
         plt.close(fig)
     return "COCO mAP against throughput, one point per table row (labelled with its batch size)."

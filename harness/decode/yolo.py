@@ -62,6 +62,15 @@ def _nms_and_map(boxes, scores, labels, meta, post) -> Detections:
     return dets
 
 
+def _candidates_nms(xywh: np.ndarray, cls: np.ndarray, meta, post) -> Detections:
+    """Multi-label candidates (every class score above threshold) of one image -> NMS -> original pixels."""
+    rows, labels = np.nonzero(cls > post.score_threshold)
+    if rows.size == 0:
+        return Detections.empty()
+    boxes = xywh_to_xyxy(xywh[rows].astype(np.float32))
+    return _nms_and_map(boxes, cls[rows, labels].astype(np.float32), labels, meta, post)
+
+
 def _single_prediction(outputs: Sequence[np.ndarray], channels: int, kind: str, allow_transposed: bool) -> np.ndarray:
     """The one [B, N, channels] prediction tensor (or [B, channels, N] when allowed), as (B, N, channels)."""
     candidates = []
@@ -98,12 +107,7 @@ def decode_yolov5(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
         x = pred[b]
         x = x[x[:, 4] > thr]  # yolov5: objectness candidates first
         cls = x[:, 5:].astype(np.float32) * x[:, 4:5].astype(np.float32)
-        rows, labels = np.nonzero(cls > thr)
-        if rows.size == 0:
-            results.append(Detections.empty())
-            continue
-        boxes = xywh_to_xyxy(x[rows, :4].astype(np.float32))
-        results.append(_nms_and_map(boxes, cls[rows, labels], labels, meta, post))
+        results.append(_candidates_nms(x[:, :4], cls, meta, post))
     return results
 
 
@@ -112,17 +116,7 @@ def decode_yolov8(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
     post, nc = profile.postprocess, profile.num_classes
     pred = _single_prediction(outputs, 4 + nc, "yolov8", allow_transposed=True)
     _check_batch(pred.shape[0], metas)
-    thr = post.score_threshold
-    results = []
-    for b, meta in enumerate(metas):
-        cls = pred[b, :, 4:]
-        rows, labels = np.nonzero(cls > thr)
-        if rows.size == 0:
-            results.append(Detections.empty())
-            continue
-        boxes = xywh_to_xyxy(pred[b, rows, :4].astype(np.float32))
-        results.append(_nms_and_map(boxes, cls[rows, labels].astype(np.float32), labels, meta, post))
-    return results
+    return [_candidates_nms(pred[b, :, :4], pred[b, :, 4:], meta, post) for b, meta in enumerate(metas)]
 
 
 def arrange_nms_outputs(outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
