@@ -73,7 +73,9 @@ class CocoEvaluator:
         if not results:
             return empty
         with contextlib.redirect_stdout(io.StringIO()):
-            dt = self.gt.loadRes(copy.deepcopy(results))
+            # loadRes adds keys to each dict but leaves "bbox" alone: shallow copies keep the
+            # caller's dicts clean at a tenth of a deepcopy's cost.
+            dt = self.gt.loadRes([dict(r) for r in results])
             ev = self._eval_cls(self.gt, dt, "bbox")
             ev.params.imgIds = sorted(int(i) for i in image_ids)
             ev.evaluate()

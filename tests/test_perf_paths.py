@@ -2,21 +2,17 @@
 
 - faster-coco-eval and pycocotools agree to 1e-4 (synthetic detections always; real ones with ../shared);
 - the pipelined accuracy pass returns exactly the detections of the serial loop;
-- the prefix/grouped NMS returns exactly what one OpenCV NMSBoxesBatched call over all boxes does.
+- (the compiled NMS and candidate scan are checked in tests/test_nms.py).
 """
 
 from __future__ import annotations
 
-import json
 import time
 
-import cv2
 import numpy as np
 import pytest
 
 from harness.data.coco import load_dataset
-from harness.decode.nms import multiclass_nms
-from harness.decode.types import Detections
 from harness.evaluate import METRIC_NAMES, CocoEvaluator, available_backends
 from harness.pipeline import accuracy_pass
 from harness.profiles import load_profile
@@ -224,69 +220,3 @@ def test_openvino_benchmark_and_stream_shapes(nanodet_m_320):
         for a, b in zip(outputs, expected):
             np.testing.assert_array_equal(a, b)
     target.close()
-
-
-# ------------------------------------------------------------------ NMS fast path == one OpenCV call
-
-def _reference_nms(boxes, scores, labels, score_threshold, iou_threshold, max_detections) -> Detections:
-    """The original implementation: one NMSBoxesBatched call over every candidate."""
-    keep = scores > score_threshold
-    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-    if scores.size == 0:
-        return Detections.empty()
-    xywh = np.empty((boxes.shape[0], 4), np.float64)
-    xywh[:, :2] = boxes[:, :2]
-    xywh[:, 2:] = boxes[:, 2:] - boxes[:, :2]
-    index = cv2.dnn.NMSBoxesBatched(xywh, scores.astype(np.float32), labels.astype(np.int32),
-                                    float(score_threshold), float(iou_threshold))
-    index = np.asarray(index, dtype=np.int64).reshape(-1)
-    order = np.lexsort((index, -scores[index]))
-    index = index[order][:max_detections]
-    return Detections(boxes[index].astype(np.float32), scores[index].astype(np.float32), labels[index].astype(np.int64))
-
-
-@pytest.mark.parametrize("seed", range(12))
-def test_fast_nms_equals_one_opencv_call(seed):
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(1, 2500))
-    classes = int(rng.integers(1, 80))
-    xy = rng.random((n, 2)) * 300
-    boxes = np.concatenate([xy, xy + rng.random((n, 2)) * 80 + 1], 1).astype(np.float32)
-    if seed % 3 == 0:
-        boxes = np.round(boxes / 10) * 10  # exact duplicates and zero-area boxes (OpenCV treats those specially)
-    scores = rng.random(n).astype(np.float32)
-    if seed % 2 == 0:
-        scores = np.round(scores, 2).astype(np.float32)  # many equal scores
-    if seed % 4 == 1:
-        scores = scores.astype(np.float64)
-    labels = rng.integers(0, classes, n)
-    for max_det in (1, 10, 100, 300):
-        for iou in (0.3, 0.6, 0.9):
-            got = multiclass_nms(boxes, scores, labels, 0.05, iou, max_det)
-            want = _reference_nms(boxes, scores, labels, 0.05, iou, max_det)
-            np.testing.assert_array_equal(got.boxes, want.boxes)
-            np.testing.assert_array_equal(got.scores, want.scores)
-            np.testing.assert_array_equal(got.labels, want.labels)
-
-
-def test_fast_nms_on_real_model_outputs_equals_one_opencv_call(coco_tiny, nanodet_m_320):
-    """Decode real nanodet-m-320 outputs with the fast NMS and with the reference NMS."""
-    import harness.decode.gfl as gfl
-
-    ok, why = get_target("ort").availability()
-    if not ok:
-        pytest.skip(why)
-    images_dir, ann_path = coco_tiny
-    dataset = load_dataset(images_dir, ann_path)
-    profile = load_profile("nanodet-m-320")
-    target = get_target("ort")(nanodet_m_320, profile, {})
-    target.load(1)
-    fast = accuracy_pass(target, dataset.images[:30], 1, profile, pipelined=False)
-    original = gfl.multiclass_nms
-    gfl.multiclass_nms = _reference_nms
-    try:
-        ref = accuracy_pass(target, dataset.images[:30], 1, profile, pipelined=False)
-    finally:
-        gfl.multiclass_nms = original
-    assert fast.detections == ref.detections
-    assert json.dumps(fast.detections)  # plain COCO dicts

@@ -15,10 +15,11 @@ import math
 from functools import lru_cache
 from typing import Sequence
 
+import numba
 import numpy as np
 
 from harness.decode import register
-from harness.decode.nms import multiclass_nms
+from harness.decode.nms import above_threshold, descending_order, multiclass_nms
 from harness.decode.types import Detections
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original
@@ -54,7 +55,10 @@ def _as_rows(array: np.ndarray, batch: int) -> np.ndarray:
 
 
 def arrange_outputs(outputs: Sequence[np.ndarray], num_classes: int, reg_bins: int, level_counts: list[int]):
-    """Return (scores [B,N,C], bins [B,N,R]) from any supported layout, or raise with what was expected."""
+    """Group the outputs as [(scores [B, n, C], bins [B, n, R], first prior, level counts), ...]:
+    one group for a single concatenated tensor, one per level for split outputs, in level order.
+    Views, never copies (concatenating split outputs cost as much as the whole decode); raises
+    with what was expected when the outputs fit no layout."""
     rows = [_as_rows(np.asarray(o), 0) for o in outputs]
     total = sum(level_counts)
     both = num_classes + reg_bins
@@ -76,7 +80,7 @@ def arrange_outputs(outputs: Sequence[np.ndarray], num_classes: int, reg_bins: i
         (r,) = rows
         if r.shape[1:] != (total, both):
             fail(f"one output of shape {tuple(r.shape)}")
-        return r[..., :num_classes], r[..., num_classes:]
+        return [(r[..., :num_classes], r[..., num_classes:], 0, list(level_counts))]
     if num_classes == reg_bins:
         fail("class count equals box-bin count, so split outputs are ambiguous")
     by_level: dict[int, dict[str, np.ndarray]] = {}
@@ -95,31 +99,99 @@ def arrange_outputs(outputs: Sequence[np.ndarray], num_classes: int, reg_bins: i
             by_level.setdefault(level, {})[kind] = r
     if sorted(by_level) != list(range(len(level_counts))) or any(len(v) != 2 for v in by_level.values()):
         fail("a level's scores or boxes are missing")
-    scores = np.concatenate([by_level[i]["scores"] for i in range(len(level_counts))], axis=1)
-    bins = np.concatenate([by_level[i]["bins"] for i in range(len(level_counts))], axis=1)
-    return scores, bins
+    firsts = np.cumsum([0] + list(level_counts))
+    return [(by_level[i]["scores"], by_level[i]["bins"], int(firsts[i]), [level_counts[i]])
+            for i in range(len(level_counts))]
 
 
-def _softmax_expectation(bins: np.ndarray, reg_max: int) -> np.ndarray:
-    """(K, 4*(reg_max+1)) bin logits -> (K, 4) expected distances in stride units."""
-    # Bins as rows (reg_max+1, K*4): numpy reduces across rows far faster than along a short last axis.
-    logits = np.ascontiguousarray(bins.reshape(-1, reg_max + 1).T, dtype=np.float32)
-    weights = np.exp(logits - logits.max(axis=0))
-    return ((np.arange(reg_max + 1, dtype=np.float32) @ weights) / weights.sum(axis=0)).reshape(-1, 4)
+@numba.njit(cache=True, nogil=True)
+def _centred_logits(bins, rows, size):  # pragma: no cover - compiled
+    """Distinct priors among the (sorted) candidate rows, and their bin logits minus each side's
+    maximum, as (priors, 4, size) float32 ready for exp."""
+    count = rows.shape[0]
+    distinct = 0
+    for k in range(count):
+        if k == 0 or rows[k] != rows[k - 1]:
+            distinct += 1
+    priors = np.empty(distinct, np.int64)
+    logits = np.empty((distinct, 4, size), np.float32)
+    p = -1
+    for k in range(count):
+        if k > 0 and rows[k] == rows[k - 1]:
+            continue
+        p += 1
+        prior = rows[k]
+        priors[p] = prior
+        for side in range(4):
+            peak = bins[prior, side * size]
+            for i in range(1, size):
+                peak = max(peak, bins[prior, side * size + i])
+            for i in range(size):
+                logits[p, side, i] = bins[prior, side * size + i] - peak
+    return priors, logits
 
 
-def _top_k_per_level(max_scores: np.ndarray, level_counts: list[int], k: int) -> np.ndarray:
-    """Mask of priors kept by NanoDet's per-level nms_pre (top-k by best class score)."""
-    keep = np.zeros(max_scores.shape[0], dtype=bool)
-    start = 0
-    for n in level_counts:
-        level = max_scores[start : start + n]
-        if n > k:
-            keep[start + np.argpartition(-level, k - 1)[:k]] = True
-        else:
-            keep[start : start + n] = True
-        start += n
-    return keep
+@numba.njit(cache=True, nogil=True)
+def _boxes_from_weights(weights, priors, rows, centres, prior_strides, width, height):  # pragma: no cover
+    """Softmax expectation per side (weights = exp(centred logits)), then each candidate's xyxy box
+    in input pixels, clipped to the input."""
+    size = weights.shape[2]
+    prior_boxes = np.empty((priors.shape[0], 4), np.float32)
+    for p in range(priors.shape[0]):
+        prior = priors[p]
+        stride = prior_strides[prior]
+        for side in range(4):
+            total = np.float32(0.0)
+            weighted = np.float32(0.0)
+            for i in range(size):
+                total += weights[p, side, i]
+                weighted += np.float32(i) * weights[p, side, i]
+            distance = weighted / total * stride
+            centre = centres[prior, side % 2]
+            edge = centre - distance if side < 2 else centre + distance
+            prior_boxes[p, side] = min(max(edge, np.float32(0.0)), width if side % 2 == 0 else height)
+    boxes = np.empty((rows.shape[0], 4), np.float32)
+    p = -1
+    for k in range(rows.shape[0]):
+        if k == 0 or rows[k] != rows[k - 1]:
+            p += 1
+        boxes[k] = prior_boxes[p]
+    return boxes
+
+
+def candidate_boxes(bins: np.ndarray, rows: np.ndarray, reg_max: int, centres, prior_strides,
+                    width: int, height: int) -> np.ndarray:
+    """xyxy box in input pixels, clipped to the input, of each candidate's prior (rows: sorted prior
+    indices, repeated for multi-class candidates). Distance to each side = stride * E[softmax(bins)],
+    computed once per distinct prior; compiled loops around numpy's SIMD exp (scalar exp in a
+    compiled loop was the slow part)."""
+    priors, logits = _centred_logits(bins, rows, reg_max + 1)
+    weights = np.exp(logits, out=logits)
+    return _boxes_from_weights(weights, priors, rows, centres, prior_strides, np.float32(width), np.float32(height))
+
+
+def _top_k_per_level(rows: np.ndarray, values: np.ndarray, level_counts: list[int], k: int) -> np.ndarray:
+    """Mask over candidates of NanoDet's per-level nms_pre: keep the k priors of each level with the
+    best class score (ties: lower prior index first).
+
+    Worked out from the candidates alone: a prior's best score is above the threshold exactly when
+    it has a candidate, so the top k of a level are its k best candidate priors (all of them when
+    it has no more than k), and each one's best score is the max over its candidates."""
+    if rows.size == 0:
+        return np.zeros(0, dtype=bool)
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])  # rows are sorted
+    priors = rows[starts]
+    level_of = np.searchsorted(np.cumsum(level_counts), priors, side="right")
+    per_level = np.bincount(level_of, minlength=len(level_counts))
+    if per_level.max() <= k:
+        return np.ones(rows.size, dtype=bool)
+    best = np.maximum.reduceat(values, starts)
+    keep_prior = np.ones(priors.size, dtype=bool)
+    for level in np.flatnonzero(per_level > k):
+        members = np.flatnonzero(level_of == level)
+        keep_prior[members] = False
+        keep_prior[members[descending_order(best[members])[:k]]] = True
+    return np.repeat(keep_prior, np.diff(np.r_[starts, rows.size]))
 
 
 @register("gfl")
@@ -132,48 +204,40 @@ def decode_gfl(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[
     if score_mode not in ("sigmoid", "logits"):
         raise HarnessError(f"profile {profile.name}: [decoder] scores must be 'sigmoid' or 'logits'")
     level_counts = [r * c for r, c in level_sizes(spec.width, spec.height, strides)]
-    scores, bins = arrange_outputs(outputs, profile.num_classes, 4 * (reg_max + 1), level_counts)
-    if scores.shape[0] < len(metas):
+    groups = arrange_outputs(outputs, profile.num_classes, 4 * (reg_max + 1), level_counts)
+    if groups[0][0].shape[0] < len(metas):
         raise HarnessError(
-            f"model returned outputs for {scores.shape[0]} image(s) but the batch holds {len(metas)}: "
+            f"model returned outputs for {groups[0][0].shape[0]} image(s) but the batch holds {len(metas)}: "
             "its outputs have a fixed batch of 1"
         )
     centres, prior_strides = make_priors(spec.width, spec.height, tuple(strides), offset)
-    count = len(metas)
-    scores = scores[:count].astype(np.float32, copy=False)
-    if score_mode == "logits":
-        scores = 1.0 / (1.0 + np.exp(-scores))
-    # One threshold over the whole batch: (image, prior, class) candidates, in that order.
-    above = scores > post.score_threshold
-    if post.pre_nms_top_k > 0:
-        max_scores = scores.max(axis=2)
-        for b in range(count):
-            above[b] &= _top_k_per_level(max_scores[b], level_counts, post.pre_nms_top_k)[:, None]
-    flat = np.flatnonzero(above)  # faster than a 3-D nonzero; same (image, prior, class) order
-    cand_prior, cand_label = np.divmod(flat, scores.shape[2])
-    cand_image, cand_prior = np.divmod(cand_prior, scores.shape[1])
-    # Image b's candidates are the slice [bounds[b], bounds[b + 1]).
-    bounds = np.searchsorted(cand_image, np.arange(count + 1))
     results = []
     for b, meta in enumerate(metas):
-        lo, hi = bounds[b], bounds[b + 1]
-        if lo == hi:
+        boxes, scores, labels = [], [], []
+        for group_scores, group_bins, first, counts in groups:
+            image_scores = group_scores[b].astype(np.float32, copy=False)
+            if score_mode == "logits":
+                image_scores = 1.0 / (1.0 + np.exp(-image_scores))
+            rows, classes, values = above_threshold(image_scores, post.score_threshold)
+            if post.pre_nms_top_k > 0:
+                keep = _top_k_per_level(rows, values, counts, post.pre_nms_top_k)
+                rows, classes, values = rows[keep], classes[keep], values[keep]
+            if rows.size == 0:
+                continue
+            # Boxes only for candidate priors; each (prior, class) candidate gets its prior's box.
+            span = slice(first, first + sum(counts))
+            boxes.append(candidate_boxes(group_bins[b], rows, reg_max, centres[span], prior_strides[span],
+                                         spec.width, spec.height))
+            scores.append(values)
+            labels.append(classes)
+        if not scores:
             results.append(Detections.empty())
             continue
-        prior_of, labels = cand_prior[lo:hi], cand_label[lo:hi]
-        # Only candidate priors pay for the softmax; each (prior, class) row then points at its prior.
-        starts = np.flatnonzero(np.r_[True, prior_of[1:] != prior_of[:-1]])  # prior_of is sorted
-        priors = prior_of[starts]
-        rows = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, prior_of.size]))
-        dist = _softmax_expectation(bins[b, priors], reg_max) * prior_strides[priors, None]
-        c = centres[priors]
-        boxes = np.concatenate([c - dist[:, :2], c + dist[:, 2:]], axis=1)
-        np.clip(boxes[:, 0::2], 0, spec.width, out=boxes[:, 0::2])
-        np.clip(boxes[:, 1::2], 0, spec.height, out=boxes[:, 1::2])
-        dets = multiclass_nms(
-            boxes[rows], scores[b, prior_of, labels], labels,
-            post.score_threshold, post.iou_threshold, post.max_detections,
-        )
+        if len(scores) > 1:
+            boxes, scores, labels = np.concatenate(boxes), np.concatenate(scores), np.concatenate(labels)
+        else:
+            boxes, scores, labels = boxes[0], scores[0], labels[0]
+        dets = multiclass_nms(boxes, scores, labels, post.score_threshold, post.iou_threshold, post.max_detections)
         dets.boxes = input_to_original(dets.boxes, meta)
         results.append(dets)
     return results

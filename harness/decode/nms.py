@@ -1,11 +1,134 @@
-"""One class-aware NMS for every decoder: threshold, per-class suppression, top-k by score."""
+"""One class-aware NMS for every decoder: threshold, per-class greedy suppression, top-k by score.
+
+Greedy NMS is a sequential loop with an early exit: numpy cannot vectorise it, and OpenCV's
+NMSBoxesBatched compares each box with the kept boxes of every class (about 0.4 ms for the 1,000+
+candidates an int8 NanoDet-Plus leaves per image, a tenth of its inference time). So the loop is
+written here and compiled with numba: each box meets only the kept boxes of its own class, the walk
+stops once max_detections boxes are kept, and `nogil` lets the decode thread run beside the
+preprocessing threads.
+
+Semantics (tests/test_nms.py checks them against a plain Python loop and OpenCV):
+boxes are visited best score first (scores as float32, ties in input order); a box is suppressed when
+its IoU with a kept box of the same class exceeds iou_threshold, IoU computed in float64 from the
+given coordinates; a pair with no positive union (zero-area boxes) never suppresses; the kept boxes
+come back in visiting order, so the first max_detections are the best ones.
+"""
 
 from __future__ import annotations
 
-import cv2
+import numba
 import numpy as np
 
 from harness.decode.types import Detections
+
+
+@numba.njit(cache=True, nogil=True)
+def _greedy_nms(boxes, order, labels, num_classes, iou_threshold, max_kept):  # pragma: no cover - compiled
+    """Indices of the boxes kept, visiting them in `order`; stops once max_kept are kept."""
+    n = order.shape[0]
+    limit = n if max_kept <= 0 else min(n, max_kept)
+    kept = np.empty(limit, np.int64)
+    # Kept boxes of one class form a chain: head[c] is its newest slot, below[slot] the one before.
+    below = np.empty(limit, np.int64)
+    head = np.full(num_classes, -1, np.int64)
+    count = 0
+    for i in range(n):
+        index = order[i]
+        label = labels[index]
+        ax1, ay1 = np.float64(boxes[index, 0]), np.float64(boxes[index, 1])
+        ax2, ay2 = np.float64(boxes[index, 2]), np.float64(boxes[index, 3])
+        area = (ax2 - ax1) * (ay2 - ay1)
+        keep = True
+        slot = head[label]
+        while slot >= 0:
+            other = kept[slot]
+            bx1, by1 = np.float64(boxes[other, 0]), np.float64(boxes[other, 1])
+            bx2, by2 = np.float64(boxes[other, 2]), np.float64(boxes[other, 3])
+            width = min(ax2, bx2) - max(ax1, bx1)
+            height = min(ay2, by2) - max(ay1, by1)
+            if width > 0.0 and height > 0.0:
+                inter = width * height
+                union = area + (bx2 - bx1) * (by2 - by1) - inter
+                if union > 0.0 and inter / union > iou_threshold:
+                    keep = False
+                    break
+            slot = below[slot]
+        if keep:
+            kept[count] = index
+            below[count] = head[label]
+            head[label] = count
+            count += 1
+            if count == limit:
+                break
+    return kept[:count]
+
+
+def descending_order(values: np.ndarray) -> np.ndarray:
+    """Positions of float32 values from highest to lowest, equal values in position order: the
+    same as np.argsort(-values, kind="stable"), 3x faster.
+
+    Each value becomes one uint64 key, (order-reversing image of its bits) << 32 | position, and
+    numpy sorts plain integers with its SIMD sort; no NaNs expected (callers threshold first)."""
+    bits = (np.asarray(values, np.float32) + np.float32(0.0)).view(np.uint32)  # + 0.0: -0.0 -> 0.0
+    # Float bits -> unsigned integers in ascending float order, then reversed for descending.
+    ascending = np.where(bits >> 31 == 1, ~bits, bits | np.uint32(0x80000000))
+    keys = (~ascending).astype(np.uint64) << np.uint64(32) | np.arange(bits.size, dtype=np.uint64)
+    return (np.sort(keys) & np.uint64(0xFFFFFFFF)).astype(np.int64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan_rows(flat, rows_n, cols_n, row_stride, threshold):  # pragma: no cover - compiled
+    # Both passes are branch-free so that they vectorise and never mispredict: the first counts per
+    # row, the second writes every entry of a row holding candidates and advances the output
+    # position only past those above threshold (hence cols_n slack at the end). No fastmath: NaN
+    # must compare false, as in numpy.
+    counts = np.zeros(rows_n, np.int32)
+    for r in range(rows_n):
+        row = flat[r * row_stride : r * row_stride + cols_n]
+        found = np.int32(0)
+        for c in range(cols_n):
+            found += np.int32(1) if row[c] > threshold else np.int32(0)
+        counts[r] = found
+    total = 0
+    for r in range(rows_n):
+        total += counts[r]
+    rows = np.empty(total + cols_n, np.int64)
+    cols = np.empty(total + cols_n, np.int64)
+    values = np.empty(total + cols_n, flat.dtype)
+    k = 0
+    for r in range(rows_n):
+        if counts[r] == 0:
+            continue
+        row = flat[r * row_stride : r * row_stride + cols_n]
+        for c in range(cols_n):
+            rows[k] = r
+            cols[k] = c
+            values[k] = row[c]
+            k += 1 if row[c] > threshold else 0
+    return rows[:total], cols[:total], values[:total]
+
+
+def above_threshold(scores: np.ndarray, threshold) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, columns, values) of the entries of a 2-D score array above threshold, in row-major
+    order: np.nonzero(scores > threshold) and the values there, 3x faster on a [2125, 80] NanoDet
+    score map.
+
+    Rows are first counted with a branch-free (vectorised) pass, and only rows holding candidates
+    are walked again; numpy would allocate a full-size mask and index arrays instead. A view whose
+    rows are contiguous but spaced apart (scores sliced out of a [N, C + R] output) is scanned in
+    place as one flat buffer with a row stride, without a copy."""
+    rows_n, cols_n = scores.shape
+    threshold = scores.dtype.type(threshold)  # compared in the scores' precision, as numpy does
+    if scores.dtype not in (np.float32, np.float64):
+        scores, threshold = scores.astype(np.float32), np.float32(threshold)  # exact for float16
+    if rows_n == 0 or cols_n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, scores.dtype)
+    item = scores.itemsize
+    if scores.strides[1] != item or scores.strides[0] % item or scores.strides[0] < cols_n * item:
+        scores = np.ascontiguousarray(scores)
+    row_stride = scores.strides[0] // item
+    flat = np.lib.stride_tricks.as_strided(scores, shape=((rows_n - 1) * row_stride + cols_n,), strides=(item,))
+    return _scan_rows(flat, rows_n, cols_n, row_stride, threshold)
 
 
 def multiclass_nms(
@@ -16,110 +139,14 @@ def multiclass_nms(
     iou_threshold: float,
     max_detections: int,
 ) -> Detections:
-    """Class-aware NMS over candidate (box, score, label) triples of one image.
-
-    Boxes are xyxy. A box is suppressed by a higher-scoring box of the same class whose IoU with
-    it exceeds iou_threshold. OpenCV's NMSBoxesBatched does the work (C++, vectorised); we only
-    convert to its x,y,w,h convention.
-
-    OpenCV's NMS compares each box with every box kept so far, all classes together (O(n * kept)).
-    The answer is the same for less work because greedy NMS visits boxes best score first and a
-    box's fate depends only on better boxes of its class: we run OpenCV on the best candidates only
-    (4 x max_detections, grown until max_detections survive), split into groups of whole classes.
-    Same boxes, same scores, same order as one call over every candidate (tests check this).
-    """
-    keep = scores > score_threshold
-    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-    if scores.size == 0:
+    """Class-aware NMS over candidate (xyxy box, score, label) triples of one image; at most
+    max_detections kept (all when <= 0), best score first."""
+    candidates = np.flatnonzero(scores > score_threshold)
+    if candidates.size == 0:
         return Detections.empty()
-    n = scores.shape[0]
-    xywh = np.empty((n, 4), np.float64)
-    xywh[:, :2] = boxes[:, :2]
-    xywh[:, 2:] = boxes[:, 2:] - boxes[:, :2]
-    scores32 = scores.astype(np.float32)
-    labels32 = labels.astype(np.int32)
-    index = _nms_index(xywh, scores32, labels32, float(score_threshold), float(iou_threshold), max_detections)
-    # Highest score first, ties broken by input order, so results do not depend on OpenCV's sort.
-    order = np.lexsort((index, -scores[index]))
-    index = index[order][:max_detections]
-    return Detections(boxes[index].astype(np.float32), scores[index].astype(np.float32), labels[index].astype(np.int64))
-
-
-_PREFIX_FACTOR = 4  # first chunk: this many times max_detections candidates
-_GROUP = 96  # candidates per OpenCV call: classes are packed into groups of about this size
-
-
-def _nms_index(xywh, scores32, labels32, score_threshold, iou_threshold, max_detections) -> np.ndarray:
-    """Indices NMSBoxesBatched keeps, in its visiting order as far as the caller needs them.
-
-    Exactly the boxes OpenCV keeps over all candidates, restricted to the best ones: once
-    max_detections boxes survive within the best M (score order), the others cannot rank in the
-    top max_detections; when max_detections <= 0 every kept box is returned.
-    """
-    n = scores32.shape[0]
-    if n <= _GROUP:
-        return _opencv_nms(xywh, scores32, labels32, score_threshold, iou_threshold)
-    # OpenCV's own visiting order: score descending (float32, as passed to it), ties by input order.
-    visit = np.argsort(-scores32, kind="stable")
-    neg_sorted = -scores32[visit]
-    # NMSBoxesBatched separates classes by shifting boxes by label * (max coordinate + 1); a call on
-    # a subset would see a smaller max coordinate and could round the shifted coordinates
-    # differently. A zero-area box at the full set's max coordinate, in a class of its own, visited
-    # last (lowest score above the threshold, last index) keeps the shift identical, overlaps
-    # nothing, and is dropped from the answer.
-    far = max(float(xywh[:, :2].max()), float((xywh[:, :2] + xywh[:, 2:]).max()))
-    sentinel = (np.array([[far, far, 0.0, 0.0]]),
-                np.nextafter(np.float32(score_threshold), np.float32(np.inf), dtype=np.float32),
-                np.int32(labels32.max() + 1))
-    # Classes never suppress each other, except that OpenCV counts two zero-area boxes as fully
-    # overlapping whatever their classes; where such boxes exist, keep all classes in one call.
-    area = xywh[:, 2] * xywh[:, 3]
-    split = not bool(((area <= 1e-6) | (xywh[:, 2] < 0) | (xywh[:, 3] < 0)).any())
-    # Walk the candidates best first in chunks. Boxes suppressed so far can never suppress later
-    # ones (greedy NMS), so each call needs only the kept boxes plus the next chunk.
-    kept = np.zeros(0, np.int64)
-    start, size = 0, (n if max_detections <= 0 else _PREFIX_FACTOR * max_detections)
-    while True:
-        end = min(n, start + size)
-        if end < n:
-            # Never split a run of equal scores: later chunks then score strictly lower.
-            end = int(np.searchsorted(neg_sorted, neg_sorted[end - 1], side="right"))
-        # Input order, so OpenCV's stable sort visits them in the same order as in one big call.
-        subset = np.sort(np.concatenate([kept, visit[start:end]]))
-        kept = _grouped_nms(xywh, scores32, labels32, subset, score_threshold, iou_threshold, sentinel, split)
-        if end >= n or kept.size >= max_detections:
-            return kept
-        # Too few survivors: size the next chunk from the survival rate seen so far.
-        start = end
-        size = max(max_detections, int(1.25 * (max_detections - kept.size) * end / max(kept.size, 1)))
-
-
-def _grouped_nms(xywh, scores32, labels32, subset, score_threshold, iou_threshold, sentinel,
-                 split: bool) -> np.ndarray:
-    """NMSBoxesBatched on `subset`; with split, one call per group of whole classes, so each box is
-    compared with the kept boxes of its group rather than with every kept box."""
-    if split:
-        classes, inverse, counts = np.unique(labels32[subset], return_inverse=True, return_counts=True)
-        group_of_class = (np.cumsum(counts) - counts) // _GROUP
-        group = group_of_class[inverse.reshape(-1)]
-    else:
-        group_of_class, group = np.zeros(1, np.int64), np.zeros(subset.size, np.int64)
-    box, score, label = sentinel
-    kept = []
-    for g in range(int(group_of_class[-1]) + 1):
-        members = subset[group == g]
-        if members.size == 0:
-            continue
-        index = _opencv_nms(
-            np.concatenate([xywh[members], box]),
-            np.concatenate([scores32[members], [score]]).astype(np.float32),
-            np.concatenate([labels32[members], [label]]).astype(np.int32),
-            score_threshold, iou_threshold,
-        )
-        kept.append(members[index[index < members.size]])
-    return np.concatenate(kept) if kept else np.zeros(0, np.int64)
-
-
-def _opencv_nms(xywh, scores32, labels32, score_threshold, iou_threshold) -> np.ndarray:
-    index = cv2.dnn.NMSBoxesBatched(xywh, scores32, labels32, float(score_threshold), float(iou_threshold))
-    return np.asarray(index, dtype=np.int64).reshape(-1)
+    scores32 = np.asarray(scores, dtype=np.float32)
+    labels64 = np.asarray(labels, dtype=np.int64)
+    order = candidates[descending_order(scores32[candidates])]
+    index = _greedy_nms(np.asarray(boxes), order, labels64, int(labels64[candidates].max()) + 1,
+                        float(iou_threshold), int(max_detections))
+    return Detections(boxes[index].astype(np.float32), scores32[index], labels64[index])
