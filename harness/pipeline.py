@@ -35,23 +35,27 @@ class Batch:
 
 def _prepare(chunk: Sequence[tuple[int, object]], spec: InputSpec, pad_to: int | None, skip_bad: bool) -> Batch:
     t0 = time.perf_counter()
-    tensors, metas, failed = [], [], []
+    # Images are written straight into their batch row: no per-image array, no np.stack copy.
+    tensor = np.empty(spec.shape(max(len(chunk), pad_to or 0)), spec.numpy_dtype)
+    metas, failed = [], []
     for image_id, path in chunk:
         try:
-            tensor, meta = preprocess_image(path, image_id, spec)
+            _, meta = preprocess_image(path, image_id, spec, out=tensor[len(metas)])
         except HarnessError as exc:
             if not skip_bad:
                 raise
             failed.append(str(exc))
             continue
-        tensors.append(tensor)
         metas.append(meta)
-    if not tensors:
+    if not metas:
         return Batch(np.zeros((0,), spec.numpy_dtype), [], failed, time.perf_counter() - t0)
-    if pad_to and len(tensors) < pad_to:
+    if pad_to:
         # A fixed-batch model needs a full batch: repeat the last real image; its outputs are dropped.
-        tensors += [tensors[-1]] * (pad_to - len(tensors))
-    return Batch(np.stack(tensors), metas, failed, time.perf_counter() - t0)
+        tensor[len(metas) : pad_to] = tensor[len(metas) - 1]
+        tensor = tensor[:pad_to]
+    else:
+        tensor = tensor[: len(metas)]
+    return Batch(tensor, metas, failed, time.perf_counter() - t0)
 
 
 def iter_batches(images: Sequence[tuple[int, object]], batch_size: int, spec: InputSpec, pad: bool,

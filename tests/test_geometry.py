@@ -63,6 +63,26 @@ def test_colour_order_layout_dtype_and_normalisation():
     assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8 and rgb[0, 0].tolist() == [30, 20, 10]
 
 
+@pytest.mark.parametrize("color", ["bgr", "rgb"])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", ["f32", "u8"])
+def test_model_layout_equals_the_numpy_formula(color, layout, dtype):
+    """The compiled normalisation gives the bits of (pixels.astype(float32) - mean) / std-as-reciprocal."""
+    canvas = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    spec = InputSpec(53, 37, color=color, layout=layout, dtype=dtype, mean=(103.53, 116.28, 123.675),
+                     std=(57.375, 57.12, 58.395))
+    pixels = canvas[:, :, ::-1] if color == "rgb" else canvas
+    if dtype == "f32":
+        pixels = (pixels.astype(np.float32) - np.float32(spec.mean)) * (np.float32(1) / np.float32(spec.std))
+    want = pixels.transpose(2, 0, 1) if layout == "NCHW" else pixels
+    got = to_model_layout(canvas, spec)
+    assert got.dtype == want.dtype and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
+    row = np.zeros((2,) + want.shape, want.dtype)
+    to_model_layout(canvas, spec, out=row[1])  # straight into a batch row
+    np.testing.assert_array_equal(row[1], want)
+
+
 def test_per_channel_pad_value_is_in_model_colour_order():
     image = np.full((10, 20, 3), 50, np.uint8)
     spec = InputSpec(width=20, height=20, resize="letterbox-topleft", pad_value=(124, 116, 104), color="rgb",
