@@ -167,12 +167,15 @@ def preprocess_image(path: str | Path, image_id: int, spec: InputSpec,
 
 def input_to_original(boxes_xyxy: np.ndarray, meta: ImageMeta) -> np.ndarray:
     """Map boxes from model-input pixels back to original-image pixels, clipped to the image."""
-    out = np.empty_like(boxes_xyxy, dtype=np.float32)
-    out[:, 0::2] = (boxes_xyxy[:, 0::2] - meta.pad_x) / meta.scale_x
-    out[:, 1::2] = (boxes_xyxy[:, 1::2] - meta.pad_y) / meta.scale_y
-    np.clip(out[:, 0::2], 0, meta.width, out=out[:, 0::2])
-    np.clip(out[:, 1::2], 0, meta.height, out=out[:, 1::2])
-    return out
+    # Per-column constants in the boxes' own precision: the same arithmetic as scalar python
+    # floats per column (numpy casts those to the array's dtype), in three whole-array operations.
+    dtype = np.result_type(boxes_xyxy.dtype, np.float32)
+    pad = np.array([meta.pad_x, meta.pad_y, meta.pad_x, meta.pad_y], dtype)
+    scale = np.array([meta.scale_x, meta.scale_y, meta.scale_x, meta.scale_y], dtype)
+    limit = np.array([meta.width, meta.height, meta.width, meta.height], dtype)
+    out = (boxes_xyxy - pad) / scale
+    np.clip(out, 0, limit, out=out)
+    return out.astype(np.float32, copy=False)
 
 
 def original_to_input(boxes_xyxy: np.ndarray, meta: ImageMeta) -> np.ndarray:

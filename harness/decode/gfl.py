@@ -177,9 +177,9 @@ def _top_k_per_level(rows: np.ndarray, values: np.ndarray, level_counts: list[in
     Worked out from the candidates alone: a prior's best score is above the threshold exactly when
     it has a candidate, so the top k of a level are its k best candidate priors (all of them when
     it has no more than k), and each one's best score is the max over its candidates."""
-    if rows.size == 0:
-        return np.zeros(0, dtype=bool)
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])  # rows are sorted
+    if rows.size <= k:  # never more distinct priors than candidates: all kept
+        return np.ones(rows.size, dtype=bool)
+    starts = np.concatenate([[0], np.flatnonzero(rows[1:] != rows[:-1]) + 1])  # rows are sorted
     priors = rows[starts]
     level_of = np.searchsorted(np.cumsum(level_counts), priors, side="right")
     per_level = np.bincount(level_of, minlength=len(level_counts))
@@ -191,7 +191,7 @@ def _top_k_per_level(rows: np.ndarray, values: np.ndarray, level_counts: list[in
         members = np.flatnonzero(level_of == level)
         keep_prior[members] = False
         keep_prior[members[descending_order(best[members])[:k]]] = True
-    return np.repeat(keep_prior, np.diff(np.r_[starts, rows.size]))
+    return np.repeat(keep_prior, np.diff(np.append(starts, rows.size)))
 
 
 @register("gfl")
