@@ -54,6 +54,19 @@ def test_single_prior_hand_computed_box():
     np.testing.assert_allclose(dets.boxes, [[4, 12, 12, 16]], atol=1e-4)  # y2 = 20 clipped to 16
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+def test_fp16_and_fp64_outputs_decode_like_fp32(dtype):
+    out = np.zeros((1, 4, 2 + 32), np.float32)
+    out[0, :, 2:] = one_hot_bins((0, 0, 0, 0))
+    out[0, 3, 1] = 0.9
+    out[0, 3, 2:] = one_hot_bins((1, 0, 0, 1))
+    (want,) = decode([out], [identity_meta()], tiny_profile())
+    (got,) = decode([out.astype(dtype)], [identity_meta()], tiny_profile())
+    assert got.labels.tolist() == want.labels.tolist()
+    np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-3)
+
+
 def test_prior_offset_shifts_boxes_by_half_a_stride():
     out = np.zeros((1, 4, 34), np.float32)
     out[0, 0, 0] = 0.8

@@ -226,7 +226,10 @@ def decode_gfl(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[
                 continue
             # Boxes only for candidate priors; each (prior, class) candidate gets its prior's box.
             span = slice(first, first + sum(counts))
-            boxes.append(candidate_boxes(group_bins[b], rows, reg_max, centres[span], prior_strides[span],
+            image_bins = group_bins[b]
+            if image_bins.dtype not in (np.float32, np.float64):
+                image_bins = image_bins.astype(np.float32)  # e.g. fp16 outputs
+            boxes.append(candidate_boxes(image_bins, rows, reg_max, centres[span], prior_strides[span],
                                          spec.width, spec.height))
             scores.append(values)
             labels.append(classes)
