@@ -10,10 +10,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
-import numba
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.jit import compiled
 from harness.profiles import InputSpec
 
 _INTERPOLATION = {
@@ -118,7 +118,7 @@ def resize_image(image: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, tuple[
     return canvas, (scale_x, scale_y, pad_x, pad_y)
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _normalise(canvas, mean, inv_std, swap, channels_first, out):  # pragma: no cover - compiled
     """out = (canvas[..., order] - mean) * inv_std as float32, in HWC or CHW order, one pass.
 

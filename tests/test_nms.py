@@ -191,3 +191,27 @@ def test_candidate_boxes_equal_numpy_softmax():
     want = np.concatenate([centres[rows] - distance[:, :2], centres[rows] + distance[:, 2:]], axis=1)
     want = np.clip(want, 0, [64, 48, 64, 48])
     np.testing.assert_allclose(candidate_boxes(bins, rows, 7, centres, strides, 64, 48), want, atol=1e-4)
+
+
+def test_kernels_work_where_no_cache_folder_can_be_written():
+    """numba refuses cache=True at import time when no cache folder is writable (read-only install,
+    no writable home); harness.jit then compiles in memory instead of failing."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from harness.decode.nms import multiclass_nms\n"
+        "from harness.preprocess import to_model_layout\n"
+        "from harness.profiles import InputSpec\n"
+        "d = multiclass_nms(np.array([[0, 0, 10, 10], [1, 1, 11, 11]], np.float32),"
+        " np.array([0.9, 0.8], np.float32), np.array([0, 0]), 0.05, 0.6, 100)\n"
+        "x = to_model_layout(np.full((2, 2, 3), 7, np.uint8), InputSpec(2, 2, mean=(1, 1, 1)))\n"
+        "print(d.scores.tolist(), float(x[0, 0, 0]))\n"
+    )
+    env = dict(os.environ, NUMBA_CACHE_LOCATOR_CLASSES="UserProvidedCacheLocator",
+               NUMBA_CACHE_DIR="/proc/harness-no-cache")  # /proc: not writable, even for root
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["[0.8999999761581421]", "6.0"]

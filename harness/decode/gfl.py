@@ -15,13 +15,13 @@ import math
 from functools import lru_cache
 from typing import Sequence
 
-import numba
 import numpy as np
 
 from harness.decode import register
 from harness.decode.nms import above_threshold, descending_order, multiclass_nms
 from harness.decode.types import Detections
 from harness.errors import HarnessError
+from harness.jit import compiled
 from harness.preprocess import input_to_original
 
 
@@ -104,7 +104,7 @@ def arrange_outputs(outputs: Sequence[np.ndarray], num_classes: int, reg_bins: i
             for i in range(len(level_counts))]
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _centred_logits(bins, rows, size):  # pragma: no cover - compiled
     """Distinct priors among the (sorted) candidate rows, and their bin logits minus each side's
     maximum, as (priors, 4, size) float32 ready for exp."""
@@ -131,7 +131,7 @@ def _centred_logits(bins, rows, size):  # pragma: no cover - compiled
     return priors, logits
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _boxes_from_weights(weights, priors, rows, centres, prior_strides, width, height):  # pragma: no cover
     """Softmax expectation per side (weights = exp(centred logits)), then each candidate's xyxy box
     in input pixels, clipped to the input."""

@@ -16,13 +16,13 @@ come back in visiting order, so the first max_detections are the best ones.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from harness.decode.types import Detections
+from harness.jit import compiled
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _greedy_nms(boxes, order, labels, num_classes, iou_threshold, max_kept):  # pragma: no cover - compiled
     """Indices of the boxes kept, visiting them in `order`; stops once max_kept are kept."""
     n = order.shape[0]
@@ -63,7 +63,7 @@ def _greedy_nms(boxes, order, labels, num_classes, iou_threshold, max_kept):  # 
     return kept[:count]
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _descending_keys(values):  # pragma: no cover - compiled
     """One uint64 per float32 value: (order-reversing image of its bits) << 32 | position."""
     keys = np.empty(values.shape[0], np.uint64)
@@ -84,7 +84,7 @@ def descending_order(values: np.ndarray) -> np.ndarray:
     return (keys & np.uint64(0xFFFFFFFF)).view(np.int64)
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _scan_rows(flat, rows_n, cols_n, row_stride, threshold):  # pragma: no cover - compiled
     # First pass, branch-free so that it vectorises: per row, how many entries are above threshold
     # and the first one's column. Second pass: only rows with candidates, from that column, until

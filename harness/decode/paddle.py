@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from harness.decode import register
-from harness.decode.nms import multiclass_nms
+from harness.decode.nms import above_threshold, multiclass_nms
 from harness.decode.types import Detections
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original
@@ -144,8 +144,7 @@ def decode_paddle(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
         image_scores = scores[b].astype(np.float32)
         if score_mode == "logits":
             image_scores = 1.0 / (1.0 + np.exp(-image_scores))
-        rows, labels = np.nonzero(image_scores > post.score_threshold)
-        cand_scores = image_scores[rows, labels]
+        rows, labels, cand_scores = above_threshold(image_scores, post.score_threshold)
         keep = _per_class_top_k(cand_scores, labels, post.pre_nms_top_k)
         rows, labels, cand_scores = rows[keep], labels[keep], cand_scores[keep]
         dets = multiclass_nms(boxes[b, rows].astype(np.float32), cand_scores, labels,

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from harness.decode import register
-from harness.decode.nms import multiclass_nms
+from harness.decode.nms import above_threshold, multiclass_nms
 from harness.decode.types import Detections
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original
@@ -64,11 +64,11 @@ def _nms_and_map(boxes, scores, labels, meta, post) -> Detections:
 
 def _candidates_nms(xywh: np.ndarray, cls: np.ndarray, meta, post) -> Detections:
     """Multi-label candidates (every class score above threshold) of one image -> NMS -> original pixels."""
-    rows, labels = np.nonzero(cls > post.score_threshold)
+    rows, labels, scores = above_threshold(cls, post.score_threshold)
     if rows.size == 0:
         return Detections.empty()
     boxes = xywh_to_xyxy(xywh[rows].astype(np.float32))
-    return _nms_and_map(boxes, cls[rows, labels].astype(np.float32), labels, meta, post)
+    return _nms_and_map(boxes, scores.astype(np.float32), labels, meta, post)
 
 
 def _single_prediction(outputs: Sequence[np.ndarray], channels: int, kind: str, allow_transposed: bool) -> np.ndarray:
