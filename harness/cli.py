@@ -117,6 +117,9 @@ def run_options(fn):
         click.option("--resume", is_flag=True, help="Continue a run in --out, skipping finished (target, bs) rows."),
         click.option("--overwrite", is_flag=True, help="Replace results already in --out."),
         click.option("--skip-bad-images", is_flag=True, help="Skip unreadable/missing images and record them."),
+        click.option("--no-image-cache", is_flag=True,
+                     help="Decode every image again for every row (by default later rows reuse the first row's "
+                          "resized images when they all fit in memory)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -138,6 +141,7 @@ def target_options(kw: dict) -> dict:
 def run(target_names, model, profile, images_dir, ann_path, out_dir, **kw):
     """Run targets over a dataset at each batch size; write results.json and report.md."""
     from harness import runner
+    from harness.canvases import CanvasCache
     from harness.envinfo import environment
     from harness.profiles import load_profile
     from harness.results import ResultsStore
@@ -149,6 +153,7 @@ def run(target_names, model, profile, images_dir, ann_path, out_dir, **kw):
     config_profile = load_profile(profile)
     batch_sizes = parse_batch_sizes(kw["batch_sizes"])
     store = ResultsStore(out_dir, environment(), resume=kw["resume"], overwrite=kw["overwrite"])
+    canvases = None if kw["no_image_cache"] else CanvasCache()
     rows = []
     with RichProgress() as progress:
         for name in names:
@@ -156,7 +161,7 @@ def run(target_names, model, profile, images_dir, ann_path, out_dir, **kw):
                 target=name, model=model, profile=config_profile, images_dir=images_dir, ann_path=ann_path,
                 batch_sizes=batch_sizes, options=target_options(kw), bench_seconds=kw["bench_seconds"],
                 warmup_seconds=kw["warmup_seconds"], limit=kw["limit"], skip_bad_images=kw["skip_bad_images"],
-                workers=kw["workers"],
+                workers=kw["workers"], canvases=canvases,
             )
             rows += runner.run(config, store, progress)
     print_rows(store.rows, f"{config_profile.name} on {images_dir}")
@@ -203,6 +208,7 @@ def demo(out_dir, bench_seconds, cache_dir):
     """Run the whole line on the bundled demo model and a generated dataset (no downloads)."""
     from harness import demo as demo_mod
     from harness import runner
+    from harness.canvases import CanvasCache
     from harness.envinfo import environment
     from harness.profiles import load_profile
     from harness.results import ResultsStore
@@ -213,12 +219,13 @@ def demo(out_dir, bench_seconds, cache_dir):
     out_dir = out_dir or demo_mod.free_out_dir(Path("results") / "demo")
     store = ResultsStore(out_dir, environment())
     profile = load_profile(demo_mod.DEMO_PROFILE)
+    canvases = CanvasCache()
     with RichProgress() as progress:
         for name in demo_mod.DEMO_TARGETS:
             config = runner.RunConfig(target=name, model=str(demo_mod.demo_model_path()), profile=profile,
                                       images_dir=images_dir, ann_path=ann_path,
                                       batch_sizes=list(demo_mod.DEMO_BATCH_SIZES), bench_seconds=bench_seconds,
-                                      warmup_seconds=0.5)
+                                      warmup_seconds=0.5, canvases=canvases)
             runner.run(config, store, progress)
     print_rows(store.rows, "harness demo: bundled demo model on the synthetic validation split")
     out.print(f"report: {store.out_dir / 'report.md'}  results: {store.path}")

@@ -20,7 +20,7 @@ from harness.decode import decode
 from harness.decode.types import to_coco_results
 from harness.errors import HarnessError
 from harness.extra_inputs import extra_inputs
-from harness.preprocess import ImageMeta, preprocess_image
+from harness.preprocess import ImageMeta, load_canvas, to_model_layout
 from harness.profiles import InputSpec
 from harness.timing import StageClock
 
@@ -33,14 +33,21 @@ class Batch:
     seconds: float = 0.0  # preprocessing time spent on this batch (worker thread)
 
 
-def _prepare(chunk: Sequence[tuple[int, object]], spec: InputSpec, pad_to: int | None, skip_bad: bool) -> Batch:
+def _prepare(chunk: Sequence[tuple[int, object]], spec: InputSpec, pad_to: int | None, skip_bad: bool,
+             canvases: dict | None = None) -> Batch:
     t0 = time.perf_counter()
     # Images are written straight into their batch row: no per-image array, no np.stack copy.
     tensor = np.empty(spec.shape(max(len(chunk), pad_to or 0)), spec.numpy_dtype)
     metas, failed = [], []
     for image_id, path in chunk:
         try:
-            _, meta = preprocess_image(path, image_id, spec, out=tensor[len(metas)])
+            cached = canvases.get((image_id, str(path))) if canvases is not None else None
+            if cached is None:
+                cached = load_canvas(path, image_id, spec)
+                if canvases is not None:
+                    canvases[(image_id, str(path))] = cached
+            canvas, meta = cached
+            to_model_layout(canvas, spec, out=tensor[len(metas)])
         except HarnessError as exc:
             if not skip_bad:
                 raise
@@ -59,8 +66,10 @@ def _prepare(chunk: Sequence[tuple[int, object]], spec: InputSpec, pad_to: int |
 
 
 def iter_batches(images: Sequence[tuple[int, object]], batch_size: int, spec: InputSpec, pad: bool,
-                 workers: int = 2, skip_bad: bool = False, lookahead: int = 4) -> Iterator[Batch]:
-    """Yield batches in dataset order; up to `lookahead` batches are prepared ahead."""
+                 workers: int = 2, skip_bad: bool = False, lookahead: int = 4,
+                 canvases: dict | None = None) -> Iterator[Batch]:
+    """Yield batches in dataset order; up to `lookahead` batches are prepared ahead. With a
+    `canvases` store (harness.canvases), resized images are taken from it or put into it."""
     chunks = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
     pad_to = batch_size if pad else None
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="preprocess") as pool:
@@ -68,7 +77,7 @@ def iter_batches(images: Sequence[tuple[int, object]], batch_size: int, spec: In
         next_chunk = 0
         while pending or next_chunk < len(chunks):
             while next_chunk < len(chunks) and len(pending) < lookahead:
-                pending.append(pool.submit(_prepare, chunks[next_chunk], spec, pad_to, skip_bad))
+                pending.append(pool.submit(_prepare, chunks[next_chunk], spec, pad_to, skip_bad, canvases))
                 next_chunk += 1
             batch = pending.popleft().result()
             yield batch
@@ -100,7 +109,8 @@ def _sync_stream(target, items):
 
 
 def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, skip_bad: bool = False,
-                  advance=lambda n=1: None, pipelined: bool = True, decode_ahead: int = 4) -> PassResult:
+                  advance=lambda n=1: None, pipelined: bool = True, decode_ahead: int = 4,
+                  canvases: dict | None = None) -> PassResult:
     """Read, preprocess, infer and decode every image once; detections as COCO dicts, dataset order.
 
     Pipelined (default): preprocessing runs ahead in `workers` threads (iter_batches), inference
@@ -110,14 +120,14 @@ def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, sk
     The detections are the same as with pipelined=False, the plain serial loop (tests check it).
     """
     if not pipelined:
-        return _serial_pass(target, images, batch_size, profile, workers, skip_bad, advance)
+        return _serial_pass(target, images, batch_size, profile, workers, skip_bad, advance, canvases)
     clock = StageClock()
     detections: list[dict] = []
     counted: list[int] = []
     failed: list[str] = []
     start = time.perf_counter()
     batches = iter_batches(images, batch_size, profile.input, pad=target.padded_batch,
-                           workers=workers, skip_bad=skip_bad)
+                           workers=workers, skip_bad=skip_bad, canvases=canvases)
 
     def feed():
         while True:
@@ -163,7 +173,7 @@ def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, sk
     return PassResult(detections, counted, failed, clock, time.perf_counter() - start)
 
 
-def _serial_pass(target, images, batch_size, profile, workers, skip_bad, advance) -> PassResult:
+def _serial_pass(target, images, batch_size, profile, workers, skip_bad, advance, canvases=None) -> PassResult:
     """The plain loop: preprocessing prefetched in threads, then infer and decode one batch at a time."""
     clock = StageClock()
     detections: list[dict] = []
@@ -171,7 +181,7 @@ def _serial_pass(target, images, batch_size, profile, workers, skip_bad, advance
     failed: list[str] = []
     start = time.perf_counter()
     for batch in iter_batches(images, batch_size, profile.input, pad=target.padded_batch,
-                              workers=workers, skip_bad=skip_bad):
+                              workers=workers, skip_bad=skip_bad, canvases=canvases):
         clock.seconds["preprocess"] += batch.seconds
         failed += batch.failed
         if batch.metas:

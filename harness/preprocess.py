@@ -155,13 +155,19 @@ def to_model_layout(canvas: np.ndarray, spec: InputSpec, out: np.ndarray | None 
     return _normalise(np.ascontiguousarray(canvas), mean, inv_std, spec.color == "rgb", channels_first, out)
 
 
-def preprocess_image(path: str | Path, image_id: int, spec: InputSpec,
-                     out: np.ndarray | None = None) -> tuple[np.ndarray, ImageMeta]:
-    """One image file -> (model input without batch dim, meta); into `out` when given."""
+def load_canvas(path: str | Path, image_id: int, spec: InputSpec) -> tuple[np.ndarray, ImageMeta]:
+    """One image file -> (resized and padded BGR uint8 canvas, meta)."""
     image = read_image(path)
     height, width = image.shape[:2]
     canvas, (scale_x, scale_y, pad_x, pad_y) = resize_image(image, spec)
     meta = ImageMeta(int(image_id), str(path), width, height, scale_x, scale_y, float(pad_x), float(pad_y))
+    return canvas, meta
+
+
+def preprocess_image(path: str | Path, image_id: int, spec: InputSpec,
+                     out: np.ndarray | None = None) -> tuple[np.ndarray, ImageMeta]:
+    """One image file -> (model input without batch dim, meta); into `out` when given."""
+    canvas, meta = load_canvas(path, image_id, spec)
     return to_model_layout(canvas, spec, out), meta
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.canvases import CanvasCache
 from harness.data.coco import load_dataset
 from harness.decode import decode
 from harness.errors import HarnessError
@@ -42,6 +43,7 @@ class RunConfig:
     skip_bad_images: bool = False
     workers: int = 2
     evaluator: str = "auto"
+    canvases: CanvasCache | None = None  # shared by the runs of one command: later rows skip JPEG decoding
 
 
 class NullProgress:
@@ -146,9 +148,11 @@ def _run_one(config, bs, model_path, per_batch, images, bad, evaluator, progress
             warm_up(lambda: target.infer(sample, sample_extras), config.warmup_seconds)
             stats = target.benchmark(sample, config.bench_seconds, config.min_iterations, sample_extras)
             advance(1)
+        store = config.canvases.store_for(profile.input, len(images)) if config.canvases else None
+        reused = bool(store)
         with progress.task(f"{config.target} bs={bs}: accuracy pass", len(images)) as advance:
             passed = accuracy_pass(target, images, bs, profile, workers=config.workers,
-                                   skip_bad=config.skip_bad_images, advance=advance)
+                                   skip_bad=config.skip_bad_images, advance=advance, canvases=store)
         detections, counted, failed, clock, wall = (passed.detections, passed.counted, passed.failed,
                                                     passed.clock, passed.wall_seconds)
         describe = target.describe()
@@ -163,6 +167,8 @@ def _run_one(config, bs, model_path, per_batch, images, bad, evaluator, progress
     metrics = evaluator.evaluate(detections, counted)
     if per_batch:
         notes.append(f"per-batch model: {Path(model_path).name}")
+    if reused:
+        notes.append("accuracy pass reused the resized images of an earlier row (no JPEG decoding in its e2e time)")
     if target.padded_batch and len(counted) % bs:
         notes.append(f"last batch padded from {len(counted) % bs} to {bs} images; padding not counted")
     if bad:

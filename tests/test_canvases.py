@@ -1,0 +1,74 @@
+"""Later rows of one run reuse the first row's resized images: same detections, no file reads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from harness.canvases import CanvasCache
+from harness.cli import main
+from harness.data.coco import load_dataset
+from harness.pipeline import accuracy_pass
+from harness.profiles import load_profile
+from harness.targets import get_target
+from tests.tinymodel import write_tiny_dataset, write_tiny_model, write_tiny_profile
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    ok, why = get_target("ort").availability()
+    if not ok:
+        pytest.skip(why)
+    images_dir, ann_path = write_tiny_dataset(tmp_path / "data", count=9)
+    model = write_tiny_model(tmp_path / "tiny.onnx")
+    profile = load_profile(write_tiny_profile(tmp_path / "tiny.toml"))
+    return images_dir, ann_path, model, profile
+
+
+def test_second_pass_reads_no_file_and_detects_the_same(tiny):
+    images_dir, ann_path, model, profile = tiny
+    dataset = load_dataset(images_dir, ann_path)
+    target = get_target("ort")(model, profile, {})
+    target.load(2)
+    cache = CanvasCache()
+    store = cache.store_for(profile.input, len(dataset.images))
+    first = accuracy_pass(target, dataset.images, 2, profile, canvases=store)
+    assert len(store) == len(dataset.images)
+    shutil.rmtree(images_dir)  # the next pass can only succeed from the cache
+    again = accuracy_pass(target, dataset.images, 2, profile, canvases=cache.store_for(profile.input, len(dataset.images)))
+    plain = accuracy_pass(target, dataset.images, 2, profile, pipelined=False, canvases=store)
+    assert first.detections and again.detections == first.detections == plain.detections
+    assert again.counted == first.counted == [i for i, _ in dataset.images]
+
+
+def test_over_budget_or_other_geometry_gets_no_shared_store(tiny):
+    _, _, _, profile = tiny
+    spec = profile.input
+    one = spec.width * spec.height * 3
+    cache = CanvasCache(budget_bytes=10 * one)
+    assert cache.store_for(spec, 11) is None  # 11 canvases do not fit 10
+    store = cache.store_for(spec, 10)
+    assert store is not None and cache.store_for(spec, 10) is store
+    wider = type(spec)(**{**spec.__dict__, "width": spec.width * 2})
+    assert cache.store_for(wider, 1) is None  # the budget is spent
+    normalised = type(spec)(**{**spec.__dict__, "mean": (1.0, 2.0, 3.0)})
+    assert cache.store_for(normalised, 10) is store  # mean/std apply after the canvas
+
+
+def test_run_notes_reuse_and_keeps_map(tiny, tmp_path):
+    images_dir, ann_path, model, profile = tiny
+    args = ["run", "--target", "ort", "--model", str(model), "--profile", profile.source,
+            "--data", str(images_dir), "--ann", str(ann_path), "--bs", "1,2", "--seconds", "0.2", "--warmup", "0.1"]
+    result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "cached")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "cached" / "results.json").read_text())["rows"]
+    assert not any("reused the resized images" in n for n in rows[0]["notes"])
+    assert any("reused the resized images" in n for n in rows[1]["notes"])
+    result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "plain"), "--no-image-cache"])
+    assert result.exit_code == 0, result.output
+    plain = json.loads((tmp_path / "plain" / "results.json").read_text())["rows"]
+    assert [r["map"] for r in plain] == [r["map"] for r in rows]
+    assert not any("reused" in n for r in plain for n in r["notes"])
