@@ -12,20 +12,13 @@ from harness.canvases import CanvasCache
 from harness.cli import main
 from harness.data.coco import load_dataset
 from harness.pipeline import accuracy_pass
-from harness.profiles import load_profile
 from harness.targets import get_target
-from tests.tinymodel import write_tiny_dataset, write_tiny_model, write_tiny_profile
+from tests.tinymodel import tiny_ort_setup
 
 
 @pytest.fixture
 def tiny(tmp_path):
-    ok, why = get_target("ort").availability()
-    if not ok:
-        pytest.skip(why)
-    images_dir, ann_path = write_tiny_dataset(tmp_path / "data", count=9)
-    model = write_tiny_model(tmp_path / "tiny.onnx")
-    profile = load_profile(write_tiny_profile(tmp_path / "tiny.toml"))
-    return images_dir, ann_path, model, profile
+    return tiny_ort_setup(tmp_path, count=9)
 
 
 def test_second_pass_reads_no_file_and_detects_the_same(tiny):

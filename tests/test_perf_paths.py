@@ -17,7 +17,7 @@ from harness.evaluate import METRIC_NAMES, CocoEvaluator, available_backends
 from harness.pipeline import accuracy_pass
 from harness.profiles import load_profile
 from harness.targets import get_target
-from tests.tinymodel import write_tiny_dataset, write_tiny_model, write_tiny_profile
+from tests.tinymodel import tiny_ort_setup, write_tiny_profile
 
 
 def _need_both_evaluators():
@@ -127,12 +127,7 @@ class _StreamingOrt:
 
 @pytest.mark.parametrize("batch", [1, 2, 4])
 def test_pipelined_pass_equals_serial_loop_tiny_model(tmp_path, batch):
-    ok, why = get_target("ort").availability()
-    if not ok:
-        pytest.skip(why)
-    images_dir, ann_path = write_tiny_dataset(tmp_path / "data", count=11)
-    model = write_tiny_model(tmp_path / "tiny.onnx")
-    profile = load_profile(write_tiny_profile(tmp_path / "tiny.toml"))
+    images_dir, ann_path, model, profile = tiny_ort_setup(tmp_path, count=11)
     dataset = load_dataset(images_dir, ann_path)
     target = get_target("ort")(model, profile, {})
     target.load(batch)
@@ -151,13 +146,8 @@ def test_pipelined_pass_equals_serial_loop_tiny_model(tmp_path, batch):
 
 
 def test_pipelined_pass_records_bad_images_like_serial(tmp_path):
-    ok, why = get_target("ort").availability()
-    if not ok:
-        pytest.skip(why)
-    images_dir, ann_path = write_tiny_dataset(tmp_path / "data", count=7)
+    images_dir, ann_path, model, profile = tiny_ort_setup(tmp_path, count=7)
     (images_dir / "img_003.jpg").write_bytes(b"not a jpeg")
-    model = write_tiny_model(tmp_path / "tiny.onnx")
-    profile = load_profile(write_tiny_profile(tmp_path / "tiny.toml"))
     dataset = load_dataset(images_dir, ann_path)
     target = get_target("ort")(model, profile, {})
     target.load(2)
@@ -170,12 +160,7 @@ def test_pipelined_pass_records_bad_images_like_serial(tmp_path):
 
 
 def test_pipelined_pass_surfaces_decode_errors(tmp_path):
-    ok, why = get_target("ort").availability()
-    if not ok:
-        pytest.skip(why)
-    images_dir, ann_path = write_tiny_dataset(tmp_path / "data", count=5)
-    model = write_tiny_model(tmp_path / "tiny.onnx")
-    profile = load_profile(write_tiny_profile(tmp_path / "tiny.toml"))
+    images_dir, ann_path, model, profile = tiny_ort_setup(tmp_path, count=5)
     wrong = load_profile(write_tiny_profile(tmp_path / "wrong.toml", classes=3))
     target = get_target("ort")(model, profile, {})
     target.load(1)

@@ -100,3 +100,20 @@ def write_tiny_dataset(root: Path, count: int = 6, classes: int = CLASSES) -> tu
     ann_path = root / "instances.json"
     ann_path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
     return images_dir, ann_path
+
+
+def tiny_ort_setup(tmp_path: Path, count: int = 6):
+    """(images dir, annotations json, model path, profile) for a tiny run on ONNX Runtime;
+    skips with the reason where the ort target cannot run."""
+    import pytest
+
+    from harness.profiles import load_profile
+    from harness.targets import get_target
+
+    ok, why = get_target("ort").availability()
+    if not ok:
+        pytest.skip(why)
+    images_dir, ann_path = write_tiny_dataset(tmp_path / "data", count=count)
+    model = write_tiny_model(tmp_path / "tiny.onnx")
+    profile = load_profile(write_tiny_profile(tmp_path / "tiny.toml"))
+    return images_dir, ann_path, model, profile
