@@ -25,8 +25,8 @@ from typing import Sequence
 import numpy as np
 
 from harness.decode import register
-from harness.decode.nms import multiclass_nms
-from harness.decode.types import Detections
+from harness.decode.nms import multiclass_nms, top_k_indices
+from harness.decode.types import Detections, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original
 
@@ -105,7 +105,7 @@ def arrange_outputs(outputs: Sequence[np.ndarray], num_classes: int, num_anchors
     cls_ch, box_ch = num_anchors * num_classes, num_anchors * 4
 
     def fail(why: str):
-        shapes = ", ".join(str(tuple(a.shape)) for a in arrays)
+        shapes = output_shapes(arrays)
         raise HarnessError(
             f"model outputs [{shapes}] do not fit the EfficientDet profile ({why}): expected "
             f"{len(sizes)} class maps [B, {cls_ch}, H, W] and {len(sizes)} box maps [B, {box_ch}, H, W] "
@@ -165,20 +165,12 @@ def decode_effdet(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
     num_classes = profile.num_classes
     sizes = feature_sizes(spec.height, spec.width, min_level, max_level)
     cls, box = arrange_outputs(outputs, num_classes, num_scales * len(aspects), sizes)
-    if cls.shape[0] < len(metas):
-        raise HarnessError(
-            f"model returned outputs for {cls.shape[0]} image(s) but the batch holds {len(metas)}: "
-            "its outputs have a fixed batch of 1"
-        )
+    check_batch(cls.shape[0], metas)
     anchors = make_anchors(spec.height, spec.width, min_level, max_level, num_scales, aspects, anchor_scale)
     results = []
     for b, meta in enumerate(metas):
         flat = cls[b].reshape(-1)
-        k = post.pre_nms_top_k
-        if 0 < k < flat.size:
-            index = np.argpartition(-flat, k - 1)[:k]  # effdet: topk over all (anchor, class) logits
-        else:
-            index = np.arange(flat.size)
+        index = top_k_indices(flat, post.pre_nms_top_k)  # effdet: topk over all (anchor, class) logits
         anchor_index, labels = np.divmod(index, num_classes)
         scores = flat[index].astype(np.float32)
         if score_mode == "logits":

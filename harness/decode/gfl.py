@@ -19,7 +19,7 @@ import numpy as np
 
 from harness.decode import register
 from harness.decode.nms import above_threshold, descending_order, multiclass_nms
-from harness.decode.types import Detections
+from harness.decode.types import Detections, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.jit import compiled
 from harness.preprocess import input_to_original
@@ -64,7 +64,7 @@ def arrange_outputs(outputs: Sequence[np.ndarray], num_classes: int, reg_bins: i
     both = num_classes + reg_bins
 
     def fail(why: str):
-        shapes = ", ".join(str(tuple(np.shape(o))) for o in outputs)
+        shapes = output_shapes(outputs)
         raise HarnessError(
             f"model outputs [{shapes}] do not fit the GFL profile ({why}): expected one tensor "
             f"[B, {total}, {both}] or per-level tensors with {level_counts} priors and "
@@ -205,11 +205,7 @@ def decode_gfl(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[
         raise HarnessError(f"profile {profile.name}: [decoder] scores must be 'sigmoid' or 'logits'")
     level_counts = [r * c for r, c in level_sizes(spec.width, spec.height, strides)]
     groups = arrange_outputs(outputs, profile.num_classes, 4 * (reg_max + 1), level_counts)
-    if groups[0][0].shape[0] < len(metas):
-        raise HarnessError(
-            f"model returned outputs for {groups[0][0].shape[0]} image(s) but the batch holds {len(metas)}: "
-            "its outputs have a fixed batch of 1"
-        )
+    check_batch(groups[0][0].shape[0], metas)
     centres, prior_strides = make_priors(spec.width, spec.height, tuple(strides), offset)
     results = []
     for b, meta in enumerate(metas):

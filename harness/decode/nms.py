@@ -147,6 +147,13 @@ def above_threshold(scores: np.ndarray, threshold) -> tuple[np.ndarray, np.ndarr
     return _scan_rows(flat, rows_n, cols_n, row_stride, threshold)
 
 
+def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest scores, in no particular order (all when k <= 0 or k >= len)."""
+    if 0 < k < scores.size:
+        return np.argpartition(-scores, k - 1)[:k]
+    return np.arange(scores.size)
+
+
 def multiclass_nms(
     boxes: np.ndarray,
     scores: np.ndarray,

@@ -28,13 +28,9 @@ import numpy as np
 
 from harness.decode import register
 from harness.decode.nms import above_threshold, multiclass_nms
-from harness.decode.types import Detections
+from harness.decode.types import Detections, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original
-
-
-def _shapes(outputs) -> str:
-    return ", ".join(str(tuple(np.shape(o))) for o in outputs)
 
 
 def model_original_to_original(boxes: np.ndarray, meta) -> np.ndarray:
@@ -47,7 +43,7 @@ def model_original_to_original(boxes: np.ndarray, meta) -> np.ndarray:
 
 def _fail(outputs, num_classes: int, why: str):
     raise HarnessError(
-        f"model outputs [{_shapes(outputs)}] do not fit the Paddle profile ({why}): expected "
+        f"model outputs [{output_shapes(outputs)}] do not fit the Paddle profile ({why}): expected "
         f"bbox [M, 6] + bbox_num [B] (NMS in the graph), or boxes [B, N, 4] + scores [B, {num_classes}, N], "
         f"or one tensor [B, N, {4 + num_classes}] (no NMS; {num_classes} classes)"
     )
@@ -96,11 +92,7 @@ def _per_class_top_k(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarr
 def _decode_nms(bbox, bbox_num, metas, profile) -> list[Detections]:
     post, nc = profile.postprocess, profile.num_classes
     counts = np.asarray(bbox_num).astype(np.int64).reshape(-1)
-    if counts.size < len(metas):
-        raise HarnessError(
-            f"model returned bbox_num for {counts.size} image(s) but the batch holds {len(metas)}: "
-            "its outputs have a fixed batch of 1"
-        )
+    check_batch(counts.size, metas, "bbox_num")
     if counts.sum() > bbox.shape[0]:
         raise HarnessError(f"model's bbox_num {counts.tolist()} counts more rows than bbox holds ({bbox.shape[0]})")
     starts = np.r_[0, np.cumsum(counts)]
@@ -133,11 +125,7 @@ def decode_paddle(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
     if arranged[0] == "nms":
         return _decode_nms(arranged[1], arranged[2], metas, profile)
     _, boxes, scores, single = arranged
-    if boxes.shape[0] < len(metas):
-        raise HarnessError(
-            f"model returned outputs for {boxes.shape[0]} image(s) but the batch holds {len(metas)}: "
-            "its outputs have a fixed batch of 1"
-        )
+    check_batch(boxes.shape[0], metas)
     in_input_pixels = single or frame == "input"
     results = []
     for b, meta in enumerate(metas):

@@ -1,10 +1,28 @@
-"""The detections container shared by all decoders, and its conversion to COCO result dicts."""
+"""The detections container shared by all decoders, its conversion to COCO result dicts, and the
+output checks every decoder makes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
+
+from harness.errors import HarnessError
+
+
+def output_shapes(outputs) -> str:
+    """The outputs' shapes for an error message, e.g. "(1, 2125, 112), (1, 10)"."""
+    return ", ".join(str(tuple(np.shape(o))) for o in outputs)
+
+
+def check_batch(found: int, metas: Sequence, what: str = "outputs") -> None:
+    """A graph with batch 1 baked into its outputs cannot serve a larger batch: say so."""
+    if found < len(metas):
+        raise HarnessError(
+            f"model returned {what} for {found} image(s) but the batch holds {len(metas)}: "
+            "its outputs have a fixed batch of 1"
+        )
 
 
 @dataclass

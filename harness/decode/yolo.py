@@ -24,22 +24,10 @@ from typing import Sequence
 import numpy as np
 
 from harness.decode import register
-from harness.decode.nms import above_threshold, multiclass_nms
-from harness.decode.types import Detections
+from harness.decode.nms import above_threshold, multiclass_nms, top_k_indices
+from harness.decode.types import Detections, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original
-
-
-def _shapes(outputs) -> str:
-    return ", ".join(str(tuple(np.shape(o))) for o in outputs)
-
-
-def _check_batch(found: int, metas: Sequence) -> None:
-    if found < len(metas):
-        raise HarnessError(
-            f"model returned outputs for {found} image(s) but the batch holds {len(metas)}: "
-            "its outputs have a fixed batch of 1"
-        )
 
 
 def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
@@ -47,15 +35,8 @@ def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
     return np.concatenate([xy - half, xy + half], axis=1).astype(np.float32)
 
 
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k highest scores (all when k <= 0 or k >= len)."""
-    if 0 < k < scores.size:
-        return np.argpartition(-scores, k - 1)[:k]
-    return np.arange(scores.size)
-
-
 def _nms_and_map(boxes, scores, labels, meta, post) -> Detections:
-    keep = _top_k(scores, post.pre_nms_top_k)
+    keep = top_k_indices(scores, post.pre_nms_top_k)
     dets = multiclass_nms(boxes[keep], scores[keep], labels[keep], post.score_threshold,
                           post.iou_threshold, post.max_detections)
     dets.boxes = input_to_original(dets.boxes, meta)
@@ -88,7 +69,7 @@ def _single_prediction(outputs: Sequence[np.ndarray], channels: int, kind: str, 
         expected = (f"[B, {channels}, N] (or [B, N, {channels}])" if allow_transposed else f"[B, N, {channels}]")
         why = "none fits" if not candidates else f"{len(candidates)} fit"
         raise HarnessError(
-            f"model outputs [{_shapes(outputs)}] do not fit the {kind} profile ({why}): expected one "
+            f"model outputs [{output_shapes(outputs)}] do not fit the {kind} profile ({why}): expected one "
             f"prediction tensor {expected} with {channels} = "
             + ("4 box + 1 objectness + " if kind == "yolov5" else "4 box + ")
             + f"{channels - (5 if kind == 'yolov5' else 4)} class channels"
@@ -100,7 +81,7 @@ def _single_prediction(outputs: Sequence[np.ndarray], channels: int, kind: str, 
 def decode_yolov5(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
     post, nc = profile.postprocess, profile.num_classes
     pred = _single_prediction(outputs, 5 + nc, "yolov5", allow_transposed=False)
-    _check_batch(pred.shape[0], metas)
+    check_batch(pred.shape[0], metas)
     thr = post.score_threshold
     results = []
     for b, meta in enumerate(metas):
@@ -115,7 +96,7 @@ def decode_yolov5(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
 def decode_yolov8(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
     post, nc = profile.postprocess, profile.num_classes
     pred = _single_prediction(outputs, 4 + nc, "yolov8", allow_transposed=True)
-    _check_batch(pred.shape[0], metas)
+    check_batch(pred.shape[0], metas)
     return [_candidates_nms(pred[b, :, :4], pred[b, :, 4:], meta, post) for b, meta in enumerate(metas)]
 
 
@@ -129,7 +110,7 @@ def arrange_nms_outputs(outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.n
     fours = [a for a in arrays if a.ndim == 3 and a.shape[2] == 4]
     if len(arrays) != 3 or len(ones) != 2 or len(fours) != 1 or len({a.shape[:2] for a in arrays}) != 1:
         raise HarnessError(
-            f"model outputs [{_shapes(outputs)}] do not fit the yolo-nms profile: expected class ids "
+            f"model outputs [{output_shapes(outputs)}] do not fit the yolo-nms profile: expected class ids "
             "[B, N, 1], scores [B, N, 1] (in that order) and xyxy boxes [B, N, 4] in input pixels, "
             "unused rows -1 (YOLO with NMS inside the graph, e.g. VACC output_0..output_2)"
         )
@@ -140,7 +121,7 @@ def arrange_nms_outputs(outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.n
 def decode_yolo_nms(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
     post, nc = profile.postprocess, profile.num_classes
     classes, scores, boxes = arrange_nms_outputs(outputs)
-    _check_batch(classes.shape[0], metas)
+    check_batch(classes.shape[0], metas)
     results = []
     for b, meta in enumerate(metas):
         labels = np.rint(classes[b]).astype(np.int64)
