@@ -33,8 +33,9 @@ class Batch:
     seconds: float = 0.0  # preprocessing time spent on this batch (worker thread)
 
 
-def _prepare(chunk: Sequence[tuple[int, object]], spec: InputSpec, pad_to: int | None, skip_bad: bool,
-             canvases: dict | None = None) -> Batch:
+def prepare_batch(chunk: Sequence[tuple[int, object]], spec: InputSpec, pad_to: int | None, skip_bad: bool,
+                  canvases: dict | None = None) -> Batch:
+    """(image id, path) pairs -> one model-input batch (padded to pad_to by repeating the last image)."""
     t0 = time.perf_counter()
     # Images are written straight into their batch row: no per-image array, no np.stack copy.
     tensor = np.empty(spec.shape(max(len(chunk), pad_to or 0)), spec.numpy_dtype)
@@ -77,7 +78,7 @@ def iter_batches(images: Sequence[tuple[int, object]], batch_size: int, spec: In
         next_chunk = 0
         while pending or next_chunk < len(chunks):
             while next_chunk < len(chunks) and len(pending) < lookahead:
-                pending.append(pool.submit(_prepare, chunks[next_chunk], spec, pad_to, skip_bad, canvases))
+                pending.append(pool.submit(prepare_batch, chunks[next_chunk], spec, pad_to, skip_bad, canvases))
                 next_chunk += 1
             batch = pending.popleft().result()
             yield batch

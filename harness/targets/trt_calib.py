@@ -2,9 +2,9 @@
 
 Two halves, so the part that decides *what* TensorRT sees is testable without a GPU:
 
-- `CalibrationBatches` (pure numpy): picks the first N images of a folder (sorted by name), runs
-  each through `harness.preprocess.preprocess_image` with the model profile's InputSpec (exactly
-  what inference gets), and yields contiguous (batch, ...) arrays in the model input dtype.
+- `CalibrationBatches` (pure numpy): picks the first N images of a folder (sorted by name), builds
+  each batch with `harness.pipeline.prepare_batch` and the model profile's InputSpec (exactly what
+  the accuracy pass feeds inference), and yields contiguous (batch, ...) arrays in the model input dtype.
 - `make_calibrator` (needs tensorrt + pycuda): an `IInt8EntropyCalibrator2` (default) or
   `IInt8MinMaxCalibrator` that copies each batch into one device buffer, and reads/writes the
   calibration cache as raw bytes so later builds skip calibration (as nanodet_tensorrt_int8_tools).
@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.preprocess import preprocess_image
+from harness.pipeline import prepare_batch
 from harness.profiles import InputSpec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -96,10 +96,8 @@ class CalibrationBatches:
     def __iter__(self) -> Iterator[np.ndarray]:
         for index in range(self.num_batches):
             chunk = self.files[index * self.batch_size: (index + 1) * self.batch_size]
-            tensors = [preprocess_image(path, i, self.spec)[0] for i, path in enumerate(chunk)]
-            while len(tensors) < self.batch_size:  # only in "pad" mode
-                tensors.append(tensors[-1])
-            yield np.ascontiguousarray(np.stack(tensors), dtype=self.dtype)
+            # A short chunk (only in "pad" mode) is padded by repeating its last image.
+            yield prepare_batch(list(enumerate(chunk)), self.spec, self.batch_size, skip_bad=False).tensor
 
     def identity(self) -> dict:
         """What the calibration result depends on (for the calibration cache's file name)."""
