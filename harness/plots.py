@@ -33,12 +33,15 @@ def series_label(row, multi_machine: bool, multi_model: bool) -> str:
     return label
 
 
-def _series(table: pd.DataFrame):
+def _each_series(table: pd.DataFrame):
+    """(label, its rows sorted by batch size, marker, colour) per series, in table order (already
+    sorted and deterministic), so every plot styles the same series alike."""
     multi_machine = table["machine"].nunique() > 1
     multi_model = table[["profile", "model"]].drop_duplicates().shape[0] > 1
     labels = [series_label(r, multi_machine, multi_model) for _, r in table.iterrows()]
-    order = list(dict.fromkeys(labels))  # table order is already sorted and deterministic
-    return labels, order, multi_machine, multi_model
+    for i, name in enumerate(dict.fromkeys(labels)):
+        part = table[[lab == name for lab in labels]].sort_values("bs")
+        yield name, part, _MARKERS[i % len(_MARKERS)], f"C{i % 10}"
 
 
 def _save(fig, path: Path) -> None:
@@ -59,14 +62,12 @@ def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
 def throughput_vs_batch(table: pd.DataFrame, path: Path) -> str:
     """One line per (target, precision[, model][, machine]): img/s against batch size (log2 axis)."""
     plt = _pyplot()
-    labels, order, _, _ = _series(table)
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     try:
-        for i, name in enumerate(order):
-            part = table[[lab == name for lab in labels]].sort_values("bs")
+        for name, part, marker, colour in _each_series(table):
             std = part["fps_std"].fillna(0.0)
             ax.errorbar(part["bs"], part["fps"], yerr=std if (std > 0).any() else None,
-                        marker=_MARKERS[i % len(_MARKERS)], color=f"C{i % 10}", capsize=3, label=name)
+                        marker=marker, color=colour, capsize=3, label=name)
         sizes = sorted(int(b) for b in table["bs"].unique())
         ax.set_xscale("log", base=2)
         ax.set_xticks(sizes)
@@ -86,13 +87,10 @@ def throughput_vs_batch(table: pd.DataFrame, path: Path) -> str:
 def map_vs_throughput(table: pd.DataFrame, path: Path) -> str:
     """One point per table row: COCO mAP against throughput, labelled with its batch size."""
     plt = _pyplot()
-    labels, order, _, _ = _series(table)
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     try:
-        for i, name in enumerate(order):
-            part = table[[lab == name for lab in labels]].sort_values("bs")
-            ax.scatter(part["fps"], part["map"], marker=_MARKERS[i % len(_MARKERS)], color=f"C{i % 10}",
-                       s=40, label=name, zorder=3)
+        for name, part, marker, colour in _each_series(table):
+            ax.scatter(part["fps"], part["map"], marker=marker, color=colour, s=40, label=name, zorder=3)
             for _, r in part.iterrows():
                 if not (math.isnan(r["fps"]) or math.isnan(r["map"])):
                     ax.annotate(f"bs {int(r['bs'])}", (r["fps"], r["map"]), textcoords="offset points",
