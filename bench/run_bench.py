@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from stage_costs import decode_costs, preprocess_cost  # bench/ is this script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -206,7 +207,7 @@ def section_pass(args, cases, dataset):
     preprocess_cpu = {}
     for label, tname, model, profile, options in cases:
         if profile.name not in preprocess_cpu:
-            preprocess_cpu[profile.name] = _preprocess_cost(dataset, profile)
+            preprocess_cpu[profile.name] = preprocess_cost(dataset, profile)
             out(f"   preprocess {profile.name}: {preprocess_cpu[profile.name] * 1e3:.2f} ms CPU per image (read, decode, resize, layout)")
         inference_cores = min(cores, int(options.get("threads") or cores))
         ratio_pipe, ratio_reused, ratio_serial, ratio_floor, dec_ratio, dec_coco_ratio = [], [], [], [], [], []
@@ -225,7 +226,8 @@ def section_pass(args, cases, dataset):
             metrics = evaluator.evaluate(piped.detections, piped.counted)
             eval_s = time.perf_counter() - t0
             assert piped.detections == serial.detections == reused.detections, "passes differ"
-            dec, dec_coco = _decode_cost(target, dataset, profile)
+            dec, dicts = decode_costs(target, dataset, profile)
+            dec_coco = dec + dicts
             target.close()
             per_image_infer = 1.0 / stats.fps
             n = len(dataset.images)
@@ -250,43 +252,6 @@ def section_pass(args, cases, dataset):
         out(f"   {label}: decode+NMS / inference per image:             {med(dec_ratio)}")
         out(f"   {label}: decode+NMS+COCO dicts / inference per image:  {med(dec_coco_ratio)}")
     out()
-
-
-def _preprocess_cost(dataset, profile):
-    """CPU seconds per image of preprocess_image alone, in this thread (best of 3 passes)."""
-    from harness.preprocess import preprocess_image
-
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.thread_time()
-        for image_id, path in dataset.images:
-            preprocess_image(path, image_id, profile.input)
-        best = min(best, time.thread_time() - t0)
-    return best / len(dataset.images)
-
-
-def _decode_cost(target, dataset, profile):
-    """CPU seconds per image of decode+NMS, and of decode+NMS+COCO dicts, on this target's real
-    outputs, in this thread (thread_time: the runtime's own threads may still spin after inference)."""
-    from harness.decode import decode
-    from harness.decode.types import to_coco_results
-    from harness.preprocess import preprocess_image
-
-    items = []
-    for image_id, path in dataset.images:
-        tensor, meta = preprocess_image(path, image_id, profile.input)
-        items.append((target.infer(tensor[None]), meta))
-    best_dec = best_all = float("inf")
-    for _ in range(3):  # best of 3: the least disturbed by other processes
-        t0 = time.thread_time()
-        dets = [decode(o, [m], profile) for o, m in items]
-        t1 = time.thread_time()
-        for (o, m), d in zip(items, dets):
-            to_coco_results(d[0], m.image_id, profile.category_ids)
-        t2 = time.thread_time()
-        best_dec = min(best_dec, t1 - t0)
-        best_all = min(best_all, t2 - t0)
-    return best_dec / len(items), best_all / len(items)
 
 
 def section_eval(args, dataset, detections, counted):
