@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import click
@@ -49,17 +48,9 @@ def write_report(inputs, out: Path, fmt: str = "md", baseline: str | None = None
             clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
                      for rec in records]
             atomic_write_text(out, json.dumps(clean, indent=2, ensure_ascii=False, default=_plain) + "\n")
-        _readable(out)
     except OSError as exc:
         raise HarnessError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     return [out, *written]
-
-
-def _readable(path: Path) -> None:
-    """atomic_write_text goes through mkstemp (mode 0600); give the report the usual umask mode."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 def _plain(value):
