@@ -23,7 +23,7 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.jsonfile import read_json_object
 from harness.npu.files import check_array, load_npy, natural_key, read_bin
-from harness.npu.prepare import Prep, load_prep, onnx_io
+from harness.npu.prepare import Prep, emulator_target, load_prep
 from harness.preprocess import ImageMeta
 
 OLD_SUMMARY = "sumary.json"
@@ -235,7 +235,6 @@ def emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize:
     with the first file and the padded outputs not written; outputs split along axis 0.
     """
     from harness.runner import NullProgress
-    from harness.targets import get_target
 
     progress = progress or NullProgress()
     prep = load_prep(prep_dir)
@@ -246,14 +245,11 @@ def emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize:
     files = sorted((p for p in prep.folder.iterdir() if p.suffix == ".bin"), key=lambda p: natural_key(p.name))
     if not files:
         raise HarnessError(f"{prep.folder}: no .bin input files")
-    first_input, _ = onnx_io(model)
-    fixed = (first_input["shape"] or [None])[0]
-    batch = fixed if fixed is not None else batchsize
+    target, batch, fixed = emulator_target(model, prep, batchsize, threads)
     notes = []
     if fixed is not None and fixed != batchsize:
         notes.append(f"model {Path(model).name} has a fixed batch of {fixed}: ran batch {fixed} as ais_bench "
                      f"packs files by the model's input size (asked --batchsize {batchsize}); summary records {fixed}")
-    target = get_target("ort")(model, prep.profile, {"threads": threads} if threads else {})
     try:
         target.load(batch)
         per_file = math.prod(prep.profile.input.shape(1)) * np.dtype(prep.profile.input.numpy_dtype).itemsize

@@ -326,6 +326,19 @@ def load_prep(path: str | Path) -> Prep:
     return Prep(file.parent, data, profile, data["format"], images, outputs)
 
 
+def emulator_target(model: str | Path, prep: Prep, batchsize: int, threads: int | None):
+    """(ort target standing in for the device, batch it runs, the model's fixed batch or None).
+
+    The batch is the model's own fixed batch where it has one (a device packs input files by the
+    model's input size), else batchsize. The target is created, not loaded."""
+    from harness.targets import get_target
+
+    first_input, _ = onnx_io(model)
+    fixed = (first_input["shape"] or [None])[0]
+    target = get_target("ort")(model, prep.profile, {"threads": threads} if threads else {})
+    return target, (fixed if fixed is not None else batchsize), fixed
+
+
 def output_specs(prep: Prep, model: str | Path | None) -> list[dict] | None:
     """Per-image output specs: from --model when given (it wins), else as recorded at preprocess."""
     if model is None:

@@ -13,7 +13,13 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.npu.files import check_array, load_npz, natural_key, write_npz
-from harness.npu.prepare import NPZ_INPUT_KEY, Prep, load_prep, npz_input_to_image, onnx_io
+from harness.npu.prepare import (
+    NPZ_INPUT_KEY,
+    Prep,
+    emulator_target,
+    load_prep,
+    npz_input_to_image,
+)
 from harness.preprocess import ImageMeta, resize_image, to_model_layout
 
 OUTPUT_NAME = re.compile(r"^output_\d{6}\.npz$")
@@ -65,7 +71,6 @@ def emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize:
             threads: int | None = None, progress=None) -> dict:
     """Run the ONNX model over an npz prep folder in datalist order; write output_NNNNNN.npz per image."""
     from harness.runner import NullProgress
-    from harness.targets import get_target
 
     progress = progress or NullProgress()
     prep = load_prep(prep_dir)
@@ -76,14 +81,11 @@ def emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize:
     stale = [p.name for p in out.iterdir() if OUTPUT_NAME.match(p.name)]
     if stale:
         raise HarnessError(f"vamp output folder {out} already holds {stale[0]}...; choose another --out")
-    first_input, _ = onnx_io(model)
-    fixed = (first_input["shape"] or [None])[0]
-    batch = fixed if fixed is not None else batchsize
+    target, batch, fixed = emulator_target(model, prep, batchsize, threads)
     notes = []
     if fixed is not None and fixed != batchsize:
         notes.append(f"model {Path(model).name} has a fixed batch of {fixed}: ran batch {fixed} (asked {batchsize})")
     spec = prep.profile.input
-    target = get_target("ort")(model, prep.profile, {"threads": threads} if threads else {})
 
     def model_input(index: int) -> np.ndarray:
         stem, meta = prep.images[index]
