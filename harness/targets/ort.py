@@ -145,10 +145,10 @@ class OrtCuda(OrtTarget):
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        try:
-            ort = _import_ort()
-        except TargetUnavailable as exc:
-            return False, str(exc)
+        ok, why = super().availability()  # onnxruntime importable at all
+        if not ok:
+            return ok, why
+        ort = _import_ort()
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             return False, (f"onnxruntime {ort.__version__} has no CUDAExecutionProvider "
                            "(install onnxruntime-gpu: pip install 'harness[gpu]', and an NVIDIA driver)")
