@@ -409,8 +409,9 @@ class _TorchvisionStub(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         pass
 
 
-def _import_with_torchvision_stub(import_fn):
-    """Run import_fn with a torchvision stand-in if the real one is missing; remove the stand-in after."""
+def _import_with_torchvision_stub(import_fn, package: str):
+    """Run import_fn with a torchvision stand-in if the real one is missing; remove the stand-in after.
+    Skips the test with the reason when the package does not import even so."""
     pytest.importorskip("torch", reason="oracle tests need torch (CPU build is enough)")
     try:
         import torchvision  # noqa: F401
@@ -425,6 +426,8 @@ def _import_with_torchvision_stub(import_fn):
     md.version = lambda name: "0.0.0" if name == "torchvision" else real_version(name)
     try:
         return import_fn()
+    except ImportError as exc:
+        pytest.skip(f"{package} does not import here: {exc}")
     finally:
         md.version = real_version
         sys.meta_path.remove(finder)
@@ -448,10 +451,7 @@ def effdet_pkg():
 
         return effdet, bench
 
-    try:
-        return _import_with_torchvision_stub(load)
-    except ImportError as exc:
-        pytest.skip(f"effdet does not import here: {exc}")
+    return _import_with_torchvision_stub(load, "effdet")
 
 
 def test_effdet_matches_effdet_postprocessing(effdet_pkg):
@@ -513,10 +513,7 @@ def ultralytics_pkg():
 
         return DetectionModel, nms
 
-    try:
-        return _import_with_torchvision_stub(load)
-    except ImportError as exc:
-        pytest.skip(f"ultralytics does not import here: {exc}")
+    return _import_with_torchvision_stub(load, "ultralytics")
 
 
 def _compare_sorted(dets, exp_boxes, exp_scores, exp_labels):
