@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from harness.decode.geometry import OutputLayoutError, likely_family
 from harness.decode.types import Detections
 from harness.errors import HarnessError
 
@@ -32,8 +33,13 @@ def get_decoder(kind: str) -> DecodeFn:
 
 
 def decode(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
-    """Decode one batch: outputs in the model's output order, metas for the real images only."""
-    return get_decoder(profile.decoder["kind"])(outputs, metas, profile)
+    """Decode one batch: outputs in the model's output order, metas for the real images only.
+    Outputs that fit no layout of the profile's decoder fail with the heads they would fit."""
+    try:
+        return get_decoder(profile.decoder["kind"])(outputs, metas, profile)
+    except OutputLayoutError as exc:
+        hint = likely_family(outputs, profile)
+        raise OutputLayoutError(f"{exc}; {hint}" if hint else str(exc)) from None
 
 
 def decoder_kinds() -> list[str]:
@@ -41,4 +47,4 @@ def decoder_kinds() -> list[str]:
 
 
 # Families register themselves on import.
-from harness.decode import effdet, gfl, paddle, yolo  # noqa: E402,F401
+from harness.decode import effdet, gfl, paddle, yolo, yolox  # noqa: E402,F401

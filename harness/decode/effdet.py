@@ -26,6 +26,7 @@ import numpy as np
 
 from harness.decode import register
 from harness.decode.nms import multiclass_nms, top_k_indices
+from harness.decode.geometry import OutputLayoutError
 from harness.decode.types import Detections, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original
@@ -106,7 +107,7 @@ def arrange_outputs(outputs: Sequence[np.ndarray], num_classes: int, num_anchors
 
     def fail(why: str):
         shapes = output_shapes(arrays)
-        raise HarnessError(
+        raise OutputLayoutError(
             f"model outputs [{shapes}] do not fit the EfficientDet profile ({why}): expected "
             f"{len(sizes)} class maps [B, {cls_ch}, H, W] and {len(sizes)} box maps [B, {box_ch}, H, W] "
             f"with (H, W) = {', '.join(f'{r}x{c}' for r, c in sizes)} ({num_anchors} anchors x "

@@ -19,6 +19,7 @@ import numpy as np
 
 from harness.decode import register
 from harness.decode.nms import above_threshold, descending_order, multiclass_nms
+from harness.decode.geometry import OutputLayoutError
 from harness.decode.types import Detections, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.jit import compiled
@@ -65,7 +66,7 @@ def arrange_outputs(outputs: Sequence[np.ndarray], num_classes: int, reg_bins: i
 
     def fail(why: str):
         shapes = output_shapes(outputs)
-        raise HarnessError(
+        raise OutputLayoutError(
             f"model outputs [{shapes}] do not fit the GFL profile ({why}): expected one tensor "
             f"[B, {total}, {both}] or per-level tensors with {level_counts} priors and "
             f"{num_classes} score / {reg_bins} box channels ({num_classes} classes, reg_max {reg_bins // 4 - 1})"

@@ -13,6 +13,8 @@ boxes by it. Outputs are matched by count and shape, never by name:
 - without NMS, one output [B, N, 4 + C] = boxes in input pixels then scores (PP-YOLOE
   `exclude_post_process=True`).
 
+Raw layouts hold one box per grid cell at the profile's `[decoder] strides` (PicoDet 8/16/32/64,
+the default: 3598 at 416; PP-YOLOE 8/16/32: 8400 at 640); other counts are refused.
 Scores are probabilities (the heads apply sigmoid in the graph; `[decoder] scores = "logits"` if not).
 Non-NMS layouts go through the shared class-aware NMS with Paddle's MultiClassNMS semantics:
 score > score_threshold, at most pre_nms_top_k candidates per class (Paddle's nms_top_k), then
@@ -28,9 +30,13 @@ import numpy as np
 
 from harness.decode import register
 from harness.decode.nms import above_threshold, multiclass_nms
+from harness.decode.geometry import OutputLayoutError, grid_cells, strides_text
+from harness.decode.params import read_strides
 from harness.decode.types import Detections, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original
+
+PICODET_STRIDES = (8, 16, 32, 64)  # PP-YOLOE heads use (8, 16, 32): their profiles say so
 
 
 def model_original_to_original(boxes: np.ndarray, meta) -> np.ndarray:
@@ -42,7 +48,7 @@ def model_original_to_original(boxes: np.ndarray, meta) -> np.ndarray:
 
 
 def _fail(outputs, num_classes: int, why: str):
-    raise HarnessError(
+    raise OutputLayoutError(
         f"model outputs [{output_shapes(outputs)}] do not fit the Paddle profile ({why}): expected "
         f"bbox [M, 6] + bbox_num [B] (NMS in the graph), or boxes [B, N, 4] + scores [B, {num_classes}, N], "
         f"or one tensor [B, N, {4 + num_classes}] (no NMS; {num_classes} classes)"
@@ -125,6 +131,11 @@ def decode_paddle(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
     if arranged[0] == "nms":
         return _decode_nms(arranged[1], arranged[2], metas, profile)
     _, boxes, scores, single = arranged
+    strides = read_strides(dec, PICODET_STRIDES, f"profile {profile.name}")
+    cells = sum(grid_cells(profile.input.width, profile.input.height, strides))
+    if boxes.shape[1] != cells:
+        _fail(outputs, nc, f"{boxes.shape[1]} boxes; expected N = {cells}, one per grid cell at strides "
+                           f"{strides_text(strides)} of a {profile.input.width}x{profile.input.height} input")
     check_batch(boxes.shape[0], metas)
     in_input_pixels = single or frame == "input"
     results = []

@@ -5,9 +5,11 @@ centre x, centre y, width, height in model-input pixels. Outputs are matched by 
 
 - kind "yolov5": one output [B, N, 5 + C] = (cx, cy, w, h, objectness, C class probabilities);
   score = objectness * class probability (yolov5's non_max_suppression). Extra 5-D per-level raw maps
-  that older exports also return ([B, 3, H, W, 5 + C]) are ignored.
-- kind "yolov8": one output [B, 4 + C, N] (ultralytics' export) or its transpose [B, N, 4 + C];
-  class probabilities, no objectness.
+  that older exports also return ([B, 3, H, W, 5 + C]) are ignored. N must be anchors_per_cell (3) x
+  the grid cells at the profile's strides (8/16/32): 25200 at 640.
+- kind "yolov8": one output [B, 4 + C, N] (ultralytics' export), or [B, N, 4 + C] where the profile
+  says `rows_first = true` (a transposed export; PP-YOLOE's raw output has that shape too, so it is
+  never assumed); class probabilities, no objectness. N = one per grid cell (8400 at 640).
 - kind "yolo-nms": a graph with NMS inside, e.g. YOLOv5 compiled for VastAI VACC with its NMS op:
   class ids [B, N, 1], scores [B, N, 1] (in that output order) and xyxy boxes [B, N, 4] in
   letterboxed input pixels; unused rows hold -1 and are dropped.
@@ -24,7 +26,9 @@ from typing import Sequence
 import numpy as np
 
 from harness.decode import register
+from harness.decode.params import read_bool, read_int, read_strides
 from harness.decode.nms import above_threshold, multiclass_nms, top_k_indices
+from harness.decode.geometry import YOLO_STRIDES, OutputLayoutError, grid_cells, strides_text
 from harness.decode.types import Detections, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original
@@ -52,8 +56,12 @@ def _candidates_nms(xywh: np.ndarray, cls: np.ndarray, meta, post) -> Detections
     return _nms_and_map(boxes, scores.astype(np.float32), labels, meta, post)
 
 
-def _single_prediction(outputs: Sequence[np.ndarray], channels: int, kind: str, allow_transposed: bool) -> np.ndarray:
-    """The one [B, N, channels] prediction tensor (or [B, channels, N] when allowed), as (B, N, channels)."""
+def single_prediction(outputs: Sequence[np.ndarray], channels: int, kind: str, rows: int, rows_text: str,
+                      transposed: bool = False) -> np.ndarray:
+    """The one [B, N, channels] prediction tensor (or [B, channels, N] when transposed), as
+    (B, N, channels), with N = rows (rows_text says why, e.g. "3 anchors x 8400 grid cells at
+    strides 8/16/32"). Anything else raises OutputLayoutError: a head of another family has the
+    same channels but another row count for the same input (YOLOX: one row per cell, YOLOv5: three)."""
     candidates = []
     for o in outputs:
         a = np.asarray(o)
@@ -61,26 +69,37 @@ def _single_prediction(outputs: Sequence[np.ndarray], channels: int, kind: str, 
             a = a[None]
         if a.ndim != 3:
             continue
-        if a.shape[2] == channels:
+        if not transposed and a.shape[2] == channels:
             candidates.append(a)
-        elif allow_transposed and a.shape[1] == channels:
+        elif transposed and a.shape[1] == channels:
             candidates.append(a.transpose(0, 2, 1))
+    expected = f"[B, {channels}, N]" if transposed else f"[B, N, {channels}]"
+    what = (f"expected one prediction tensor {expected} with {channels} = "
+            + ("4 box + 1 objectness + " if kind in ("yolov5", "yolox") else "4 box + ")
+            + f"{channels - (5 if kind in ('yolov5', 'yolox') else 4)} class channels and N = {rows} ({rows_text})")
     if len(candidates) != 1:
-        expected = (f"[B, {channels}, N] (or [B, N, {channels}])" if allow_transposed else f"[B, N, {channels}]")
         why = "none fits" if not candidates else f"{len(candidates)} fit"
-        raise HarnessError(
-            f"model outputs [{output_shapes(outputs)}] do not fit the {kind} profile ({why}): expected one "
-            f"prediction tensor {expected} with {channels} = "
-            + ("4 box + 1 objectness + " if kind == "yolov5" else "4 box + ")
-            + f"{channels - (5 if kind == 'yolov5' else 4)} class channels"
-        )
+        raise OutputLayoutError(f"model outputs [{output_shapes(outputs)}] do not fit the {kind} profile ({why}): {what}")
+    if candidates[0].shape[1] != rows:
+        raise OutputLayoutError(f"model outputs [{output_shapes(outputs)}] do not fit the {kind} profile "
+                                f"({candidates[0].shape[1]} rows): {what}")
     return candidates[0]
+
+
+def _grid_rows(profile, per_cell: int) -> tuple[int, str]:
+    """Rows a YOLO head returns for the profile's input: per_cell x grid cells at its strides."""
+    spec = profile.input
+    strides = read_strides(profile.decoder, YOLO_STRIDES, f"profile {profile.name}")
+    cells = sum(grid_cells(spec.width, spec.height, strides))
+    per = f"{per_cell} anchors x " if per_cell > 1 else "one per grid cell, "
+    return per_cell * cells, f"{per}{cells} grid cells at strides {strides_text(strides)} of a {spec.width}x{spec.height} input"
 
 
 @register("yolov5")
 def decode_yolov5(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
     post, nc = profile.postprocess, profile.num_classes
-    pred = _single_prediction(outputs, 5 + nc, "yolov5", allow_transposed=False)
+    anchors = read_int(profile.decoder, "anchors_per_cell", 3, 1, 16, f"profile {profile.name}")
+    pred = single_prediction(outputs, 5 + nc, "yolov5", *_grid_rows(profile, anchors))
     check_batch(pred.shape[0], metas)
     thr = post.score_threshold
     results = []
@@ -95,7 +114,8 @@ def decode_yolov5(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
 @register("yolov8")
 def decode_yolov8(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
     post, nc = profile.postprocess, profile.num_classes
-    pred = _single_prediction(outputs, 4 + nc, "yolov8", allow_transposed=True)
+    rows_first = read_bool(profile.decoder, "rows_first", False, f"profile {profile.name}")
+    pred = single_prediction(outputs, 4 + nc, "yolov8", *_grid_rows(profile, 1), transposed=not rows_first)
     check_batch(pred.shape[0], metas)
     return [_candidates_nms(pred[b, :, :4], pred[b, :, 4:], meta, post) for b, meta in enumerate(metas)]
 
@@ -109,7 +129,7 @@ def arrange_nms_outputs(outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.n
     ones = [a for a in arrays if a.ndim == 3 and a.shape[2] == 1]
     fours = [a for a in arrays if a.ndim == 3 and a.shape[2] == 4]
     if len(arrays) != 3 or len(ones) != 2 or len(fours) != 1 or len({a.shape[:2] for a in arrays}) != 1:
-        raise HarnessError(
+        raise OutputLayoutError(
             f"model outputs [{output_shapes(outputs)}] do not fit the yolo-nms profile: expected class ids "
             "[B, N, 1], scores [B, N, 1] (in that order) and xyxy boxes [B, N, 4] in input pixels, "
             "unused rows -1 (YOLO with NMS inside the graph, e.g. VACC output_0..output_2)"
