@@ -6,7 +6,9 @@ import time
 
 import numpy as np
 
+from harness.declared_shapes import drop_unconfirmed_output_dims, model_for_onnx_runtime
 from harness.errors import HarnessError, TargetUnavailable
+from harness.extra_inputs import check_model_inputs
 from harness.targets import register
 from harness.targets.base import BenchStats, Target, TensorInfo, check_onnx_file, fixed_batch_error
 
@@ -23,7 +25,8 @@ def _import_ort():
 
 
 def _dynamic_batch_bytes(model_path) -> bytes:
-    """The ONNX model with its first input's batch dim (and outputs' first dims) made symbolic."""
+    """The ONNX model with its first input's batch dim (and outputs' first dims) made symbolic, and
+    declared output sizes the graph does not compute dropped (harness.declared_shapes)."""
     import onnx
 
     model = onnx.load(str(model_path))
@@ -31,6 +34,7 @@ def _dynamic_batch_bytes(model_path) -> bytes:
         dims = value.type.tensor_type.shape.dim
         if dims:
             dims[0].dim_param = "batch"
+    drop_unconfirmed_output_dims(model)
     return model.SerializeToString()
 
 
@@ -68,11 +72,15 @@ class OrtTarget(Target):
             raise HarnessError(f"model {self.model_path}: target {self.name} needs an .onnx file")
         if getattr(self, "_session_obj", None) is None:
             check_onnx_file(self.model_path)
-            self._session_obj = self._session(str(self.model_path))
+            source, notes = model_for_onnx_runtime(self.model_path)
+            self._session_obj = self._session(source)
+            self.notes.extend(note for note in notes if note not in self.notes)
             self._model_is_dynamic = None
         session = self._session_obj
         first = session.get_inputs()[0]
         self.check_input(tuple(first.shape), _ORT_DTYPES.get(first.type, first.type), batch)
+        check_model_inputs([(i.name, tuple(i.shape)) for i in session.get_inputs()], self.profile,
+                           self.model_path.name, batch)
         fixed = first.shape[0] if isinstance(first.shape[0], int) and first.shape[0] > 0 else None
         self.model_batch = fixed
         self.batch = batch

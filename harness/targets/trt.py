@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError, TargetUnavailable
+from harness.extra_inputs import check_model_inputs
 from harness.targets import register
 from harness.targets.base import BenchStats, Target, TensorInfo, fixed_batch_error
 from harness.targets.trt_calib import (CALIBRATORS, PARTIAL_MODES, CalibrationBatches, calib_cache_name,
@@ -246,6 +247,7 @@ class TensorRtTarget(Target):
         inputs = onnx_inputs(self.model_path)
         first_name, first_dims, first_dtype = inputs[0]
         self.check_input(first_dims, first_dtype, batch)
+        check_model_inputs([(name, dims) for name, dims, _ in inputs], self.profile, self.model_path.name, batch)
         fixed = first_dims[0] if first_dims and first_dims[0] is not None else None
         if fixed is not None and fixed != batch:
             raise fixed_batch_error(self.model_path, fixed, batch, "TensorRT builds a static engine for a fixed-batch graph")

@@ -1,0 +1,87 @@
+"""ONNX output sizes a file declares but its graph does not compute, made symbolic before ONNX Runtime loads it.
+
+Why: PaddleDetection's PicoDet-XS export with NMS inside declares its boxes output as a fixed
+[2125, 6] (the candidate count) while its NMS returns at most 100 rows, and computes the per-image
+count output as Shape(boxes)[0]. ONNX Runtime takes the declared graph-output shape as the producing
+node's shape, and its constant folding (every optimisation level above ORT_DISABLE_ALL) replaces that
+Shape() with the constant 2125: the count then says 2125 for 100 rows. OpenVINO infers shapes itself
+and returns 100. ONNX's shape inference does not claim 2125 there (NonMaxSuppression's row count is
+data-dependent), so a fixed declared size that inference does not confirm is not trusted: it is made
+symbolic, and ONNX Runtime computes Shape() when the graph runs. Outputs whose sizes inference
+confirms are left alone, and so is the file on disk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _dims(value) -> list | None:
+    tensor = value.type.tensor_type
+    if not tensor.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+
+
+def unconfirmed_output_dims(model) -> dict[str, tuple[list, list | None]]:
+    """{output name: (declared dims, inferred dims or None)} for every graph output with a fixed
+    declared size that ONNX shape inference (on a copy with the output declarations removed) does
+    not derive; {} when inference fails, since then nothing can be said either way."""
+    import onnx
+    from onnx import shape_inference
+
+    declared = {o.name: _dims(o) for o in model.graph.output}
+    fixed = {name: dims for name, dims in declared.items() if dims and any(isinstance(d, int) and d > 0 for d in dims)}
+    if not fixed:
+        return {}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for output in probe.graph.output:
+        output.type.tensor_type.ClearField("shape")
+    try:
+        inferred_model = shape_inference.infer_shapes(probe, strict_mode=False)
+    except Exception:  # onnx raises several types for graphs it cannot infer
+        return {}
+    inferred = {v.name: _dims(v) for v in list(inferred_model.graph.value_info) + list(inferred_model.graph.output)}
+    out = {}
+    for name, dims in fixed.items():
+        got = inferred.get(name)
+        if got is None or len(got) != len(dims) or any(
+                isinstance(d, int) and d > 0 and g != d for d, g in zip(dims, got)):
+            out[name] = (dims, got)
+    return out
+
+
+def _text(dims) -> str:
+    return "no shape" if dims is None else "[" + ", ".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in dims) + "]"
+
+
+def drop_unconfirmed_output_dims(model) -> list[str]:
+    """Make the unconfirmed fixed output sizes of `model` (a ModelProto, changed in place) symbolic;
+    returns one note per output changed."""
+    unconfirmed = unconfirmed_output_dims(model)
+    notes = []
+    for output in model.graph.output:
+        if output.name not in unconfirmed:
+            continue
+        declared, inferred = unconfirmed[output.name]
+        for index, dim in enumerate(output.type.tensor_type.shape.dim):
+            confirmed = inferred is not None and len(inferred) == len(declared) and inferred[index] == declared[index]
+            if dim.HasField("dim_value") and dim.dim_value > 0 and not confirmed:
+                dim.dim_param = f"{output.name}_dim{index}"  # replaces dim_value (a oneof)
+        notes.append(f"output {output.name} is declared {_text(declared)}, a size its graph does not compute "
+                     f"(ONNX shape inference: {_text(inferred)}); declaration dropped so ONNX Runtime uses the real size")
+    return notes
+
+
+def model_for_onnx_runtime(path: str | Path) -> tuple[str | bytes, list[str]]:
+    """What to hand to onnxruntime.InferenceSession: the path when every fixed output size is
+    confirmed, else the model's bytes with the unconfirmed sizes made symbolic, and the notes."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    if not unconfirmed_output_dims(model):
+        return str(path), []
+    onnx.load_external_data_for_model(model, str(Path(path).parent))
+    notes = drop_unconfirmed_output_dims(model)
+    return model.SerializeToString(), notes
