@@ -26,7 +26,8 @@ import pytest
 from harness.decode import decode
 from harness.decode.effdet import feature_sizes, make_anchors
 from harness.decode.types import Detections
-from harness.decode.paddle import _per_class_top_k, model_original_to_original
+from harness.decode.nms import per_class_top_k
+from harness.decode.paddle import model_original_to_original
 from harness.errors import HarnessError
 from harness.extra_inputs import extra_inputs
 from harness.preprocess import ImageMeta, place_geometry
@@ -322,7 +323,7 @@ def test_paddle_raw_layouts_input_and_original_frames():
 def test_paddle_per_class_top_k():
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.95, 0.5], np.float32)
     labels = np.array([0, 0, 0, 1, 1, 1])
-    np.testing.assert_array_equal(_per_class_top_k(scores, labels, 2), [1, 1, 0, 1, 1, 0])
+    np.testing.assert_array_equal(per_class_top_k(scores, labels, 2), [1, 1, 0, 1, 1, 0])
 
 
 def test_paddle_shape_mismatch_message():

@@ -7,6 +7,12 @@ this out, so outputs are matched by shape, never by name (real exports carry wro
 - per-level score maps [B, n_l, C] and box maps [B, n_l, R], in any order,
 - per-level combined maps [B, n_l, C + R] or channel-first maps [B, C + R, H_l, W_l],
 and a batch dimension may be missing where the export baked batch 1 in.
+
+Post-processing: candidates above score_threshold, the pre_nms_top_k best kept per level (NanoDet's
+nms_pre; `top_k_scope = "level"`) or per class (PaddleDetection's MultiClassNMS nms_top_k, which
+PicoDet's published mAP used; `top_k_scope = "class"`), boxes clipped to the input before NMS
+(NanoDet's distance2bbox max_shape; `clip_before_nms = false` for PicoDet, whose head does not),
+class-aware NMS, max_detections best.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from typing import Sequence
 import numpy as np
 
 from harness.decode import register
-from harness.decode.nms import above_threshold, descending_order, multiclass_nms
+from harness.decode.nms import above_threshold, descending_order, multiclass_nms, per_class_top_k
+from harness.decode.params import read_bool
 from harness.decode.geometry import OutputLayoutError
 from harness.decode.types import Detections, check_batch, output_shapes
 from harness.errors import HarnessError
@@ -133,9 +140,9 @@ def _centred_logits(bins, rows, size):  # pragma: no cover - compiled
 
 
 @compiled
-def _boxes_from_weights(weights, priors, rows, centres, prior_strides, width, height):  # pragma: no cover
+def _boxes_from_weights(weights, priors, rows, centres, prior_strides, low, width, height):  # pragma: no cover
     """Softmax expectation per side (weights = exp(centred logits)), then each candidate's xyxy box
-    in input pixels, clipped to the input."""
+    in input pixels, clipped to [low, width] x [low, height] (the input, or nothing with infinities)."""
     size = weights.shape[2]
     prior_boxes = np.empty((priors.shape[0], 4), np.float32)
     for p in range(priors.shape[0]):
@@ -150,7 +157,7 @@ def _boxes_from_weights(weights, priors, rows, centres, prior_strides, width, he
             distance = weighted / total * stride
             centre = centres[prior, side % 2]
             edge = centre - distance if side < 2 else centre + distance
-            prior_boxes[p, side] = min(max(edge, np.float32(0.0)), width if side % 2 == 0 else height)
+            prior_boxes[p, side] = min(max(edge, low), width if side % 2 == 0 else height)
     boxes = np.empty((rows.shape[0], 4), np.float32)
     p = -1
     for k in range(rows.shape[0]):
@@ -161,14 +168,16 @@ def _boxes_from_weights(weights, priors, rows, centres, prior_strides, width, he
 
 
 def candidate_boxes(bins: np.ndarray, rows: np.ndarray, reg_max: int, centres, prior_strides,
-                    width: int, height: int) -> np.ndarray:
-    """xyxy box in input pixels, clipped to the input, of each candidate's prior (rows: sorted prior
-    indices, repeated for multi-class candidates). Distance to each side = stride * E[softmax(bins)],
-    computed once per distinct prior; compiled loops around numpy's SIMD exp (scalar exp in a
-    compiled loop was the slow part)."""
+                    width: int, height: int, clip: bool = True) -> np.ndarray:
+    """xyxy box in input pixels, clipped to the input unless clip is False, of each candidate's
+    prior (rows: sorted prior indices, repeated for multi-class candidates). Distance to each side =
+    stride * E[softmax(bins)], computed once per distinct prior; compiled loops around numpy's SIMD
+    exp (scalar exp in a compiled loop was the slow part)."""
     priors, logits = _centred_logits(bins, rows, reg_max + 1)
     weights = np.exp(logits, out=logits)
-    return _boxes_from_weights(weights, priors, rows, centres, prior_strides, np.float32(width), np.float32(height))
+    low, high_x, high_y = (np.float32(0.0), np.float32(width), np.float32(height)) if clip else (
+        np.float32(-np.inf), np.float32(np.inf), np.float32(np.inf))
+    return _boxes_from_weights(weights, priors, rows, centres, prior_strides, low, high_x, high_y)
 
 
 def _top_k_per_level(rows: np.ndarray, values: np.ndarray, level_counts: list[int], k: int) -> np.ndarray:
@@ -204,6 +213,10 @@ def decode_gfl(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[
     score_mode = dec.get("scores", "sigmoid")
     if score_mode not in ("sigmoid", "logits"):
         raise HarnessError(f"profile {profile.name}: [decoder] scores must be 'sigmoid' or 'logits'")
+    top_k_scope = dec.get("top_k_scope", "level")
+    if top_k_scope not in ("level", "class"):
+        raise HarnessError(f"profile {profile.name}: [decoder] top_k_scope must be 'level' or 'class'")
+    clip = read_bool(dec, "clip_before_nms", True, f"profile {profile.name}")
     level_counts = [r * c for r, c in level_sizes(spec.width, spec.height, strides)]
     groups = arrange_outputs(outputs, profile.num_classes, 4 * (reg_max + 1), level_counts)
     check_batch(groups[0][0].shape[0], metas)
@@ -216,7 +229,7 @@ def decode_gfl(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[
             if score_mode == "logits":
                 image_scores = 1.0 / (1.0 + np.exp(-image_scores))
             rows, classes, values = above_threshold(image_scores, post.score_threshold)
-            if post.pre_nms_top_k > 0:
+            if post.pre_nms_top_k > 0 and top_k_scope == "level":
                 keep = _top_k_per_level(rows, values, counts, post.pre_nms_top_k)
                 rows, classes, values = rows[keep], classes[keep], values[keep]
             if rows.size == 0:
@@ -227,7 +240,7 @@ def decode_gfl(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[
             if image_bins.dtype not in (np.float32, np.float64):
                 image_bins = image_bins.astype(np.float32)  # e.g. fp16 outputs
             boxes.append(candidate_boxes(image_bins, rows, reg_max, centres[span], prior_strides[span],
-                                         spec.width, spec.height))
+                                         spec.width, spec.height, clip))
             scores.append(values)
             labels.append(classes)
         if not scores:
@@ -237,6 +250,9 @@ def decode_gfl(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[
             boxes, scores, labels = np.concatenate(boxes), np.concatenate(scores), np.concatenate(labels)
         else:
             boxes, scores, labels = boxes[0], scores[0], labels[0]
+        if post.pre_nms_top_k > 0 and top_k_scope == "class":
+            keep = per_class_top_k(scores, labels, post.pre_nms_top_k)
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         dets = multiclass_nms(boxes, scores, labels, post.score_threshold, post.iou_threshold, post.max_detections)
         dets.boxes = input_to_original(dets.boxes, meta)
         results.append(dets)

@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from harness.decode import register
-from harness.decode.nms import above_threshold, multiclass_nms
+from harness.decode.nms import above_threshold, multiclass_nms, per_class_top_k
 from harness.decode.geometry import OutputLayoutError, grid_cells, strides_text
 from harness.decode.params import read_strides
 from harness.decode.types import Detections, check_batch, output_shapes
@@ -81,20 +81,6 @@ def arrange_outputs(outputs: Sequence[np.ndarray], num_classes: int):
     _fail(outputs, num_classes, f"{len(arrays)} outputs")
 
 
-def _per_class_top_k(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Mask keeping at most k highest scores per class (Paddle's nms_top_k), vectorised."""
-    if k <= 0 or scores.size <= k:
-        return np.ones(scores.size, dtype=bool)
-    order = np.lexsort((-scores, labels))  # by class, then score descending
-    sorted_labels = labels[order]
-    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
-    counts = np.diff(np.r_[starts, sorted_labels.size])
-    rank = np.arange(sorted_labels.size) - np.repeat(starts, counts)
-    keep = np.zeros(scores.size, dtype=bool)
-    keep[order[rank < k]] = True
-    return keep
-
-
 def _decode_nms(bbox, bbox_num, metas, profile) -> list[Detections]:
     post, nc = profile.postprocess, profile.num_classes
     counts = np.asarray(bbox_num).astype(np.int64).reshape(-1)
@@ -144,7 +130,7 @@ def decode_paddle(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
         if score_mode == "logits":
             image_scores = 1.0 / (1.0 + np.exp(-image_scores))
         rows, labels, cand_scores = above_threshold(image_scores, post.score_threshold)
-        keep = _per_class_top_k(cand_scores, labels, post.pre_nms_top_k)
+        keep = per_class_top_k(cand_scores, labels, post.pre_nms_top_k)
         rows, labels, cand_scores = rows[keep], labels[keep], cand_scores[keep]
         dets = multiclass_nms(boxes[b, rows].astype(np.float32), cand_scores, labels,
                               post.score_threshold, post.iou_threshold, post.max_detections)
