@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.extra_inputs import dims_text
+
 
 def _dims(value) -> list | None:
     tensor = value.type.tensor_type
@@ -53,7 +55,7 @@ def unconfirmed_output_dims(model) -> dict[str, tuple[list, list | None]]:
 
 
 def _text(dims) -> str:
-    return "no shape" if dims is None else "[" + ", ".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in dims) + "]"
+    return "no shape" if dims is None else dims_text(dims)
 
 
 def drop_unconfirmed_output_dims(model) -> list[str]:

@@ -56,7 +56,8 @@ def extra_inputs(profile, metas: Sequence, batch_size: int) -> dict[str, np.ndar
     return {name: np.asarray([EXTRA_INPUTS[name](m) for m in rows], dtype=np.float32) for name in names}
 
 
-def _dims_text(shape) -> str:
+def dims_text(shape) -> str:
+    """Dims for a message: fixed sizes as numbers, dynamic ones (None, names, -1) as "?"."""
     return "[" + ", ".join("?" if not isinstance(d, int) or d <= 0 else str(d) for d in shape) + "]"
 
 
@@ -71,7 +72,7 @@ def check_model_inputs(inputs: Sequence[tuple[str, Sequence]], profile, model_na
     names = [name for name, _ in inputs]
     shapes = {name: tuple(dims or ()) for name, dims in inputs}
     extras = tuple(getattr(profile.input, "extras", ()) or ())
-    have = ", ".join(f"{name} {_dims_text(shapes[name])}" for name in names)
+    have = ", ".join(f"{name} {dims_text(shapes[name])}" for name in names)
     missing = [name for name in extras if name not in names[1:]]
     if missing:
         raise HarnessError(
@@ -85,7 +86,7 @@ def check_model_inputs(inputs: Sequence[tuple[str, Sequence]], profile, model_na
         advice = (f"add [input] extras = {list(extras) + known} to the profile" if len(known) == len(unfed) else
                   f"the harness feeds the image and [input] extras ({', '.join(sorted(EXTRA_INPUTS))}) only")
         raise HarnessError(
-            f"model {model_name} takes input {', '.join(f'{n} {_dims_text(shapes[n])}' for n in unfed)} that "
+            f"model {model_name} takes input {', '.join(f'{n} {dims_text(shapes[n])}' for n in unfed)} that "
             f"profile {profile.name} does not feed (its [input] extras = {list(extras)}); {advice}"
         )
     image_batch = shapes[names[0]][0] if names and shapes[names[0]] else None
@@ -94,7 +95,7 @@ def check_model_inputs(inputs: Sequence[tuple[str, Sequence]], profile, model_na
         fixed = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else None
         if fixed is not None and fixed != batch and not (isinstance(image_batch, int) and image_batch > 0):
             raise HarnessError(
-                f"model {model_name} declares input {name} as {_dims_text(dims)}, a fixed batch of {fixed}, "
+                f"model {model_name} declares input {name} as {dims_text(dims)}, a fixed batch of {fixed}, "
                 f"while its image input's batch is dynamic: it cannot run batch {batch}; run --bs {fixed}, or "
                 f"export it with a dynamic batch axis on {name} too"
             )

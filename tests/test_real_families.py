@@ -21,6 +21,7 @@ from harness.targets import get_target
 from tests import oracles
 from tests.conftest import need_shared
 
+pytestmark = pytest.mark.shared
 TOLERANCE = 0.002
 
 

@@ -25,8 +25,8 @@ from typing import Sequence
 import numpy as np
 
 from harness.decode import register
-from harness.decode.nms import multiclass_nms, top_k_indices
 from harness.decode.geometry import OutputLayoutError
+from harness.decode.nms import multiclass_nms, top_k_indices
 from harness.decode.types import Detections, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original

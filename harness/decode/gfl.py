@@ -24,9 +24,9 @@ from typing import Sequence
 import numpy as np
 
 from harness.decode import register
+from harness.decode.geometry import OutputLayoutError
 from harness.decode.nms import above_threshold, descending_order, multiclass_nms, per_class_top_k
 from harness.decode.params import read_bool
-from harness.decode.geometry import OutputLayoutError
 from harness.decode.types import Detections, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.jit import compiled

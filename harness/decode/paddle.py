@@ -29,8 +29,8 @@ from typing import Sequence
 import numpy as np
 
 from harness.decode import register
-from harness.decode.nms import above_threshold, multiclass_nms, per_class_top_k
 from harness.decode.geometry import OutputLayoutError, grid_cells, strides_text
+from harness.decode.nms import above_threshold, multiclass_nms, per_class_top_k
 from harness.decode.params import read_strides
 from harness.decode.types import Detections, check_batch, output_shapes
 from harness.errors import HarnessError

@@ -26,9 +26,9 @@ from typing import Sequence
 import numpy as np
 
 from harness.decode import register
-from harness.decode.params import read_bool, read_int, read_strides
-from harness.decode.nms import above_threshold, multiclass_nms, top_k_indices
 from harness.decode.geometry import YOLO_STRIDES, OutputLayoutError, grid_cells, strides_text
+from harness.decode.nms import above_threshold, multiclass_nms, top_k_indices
+from harness.decode.params import read_bool, read_int, read_strides
 from harness.decode.types import Detections, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original

@@ -8,7 +8,7 @@ from collections import deque
 import numpy as np
 
 from harness.errors import HarnessError, TargetUnavailable
-from harness.extra_inputs import check_model_inputs
+from harness.extra_inputs import check_model_inputs, dims_text
 from harness.targets import register
 from harness.targets.cpu_isa import guard_amx
 from harness.targets.base import BenchStats, Target, TensorInfo, check_onnx_file, fixed_batch_error
@@ -28,10 +28,6 @@ def _import_ov():
 
 def _dims(partial_shape) -> tuple:
     return tuple(d.get_length() if d.is_static else None for d in partial_shape)
-
-
-def _dims_text(dims) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 
 @register
@@ -92,7 +88,7 @@ class OpenVinoCpu(Target):
             if fixed is not None and fixed != batch:
                 self.notes.append(f"reshaped from batch {fixed} to {batch}")
             if dynamic_size:
-                note = f"dynamic input dims {_dims_text(dims)} set to the profile's {list(self.profile.input.shape(batch))}"
+                note = f"dynamic input dims {dims_text(dims)} set to the profile's {list(self.profile.input.shape(batch))}"
                 if note not in self.notes:
                     self.notes.append(note)
         for out in model.outputs:
