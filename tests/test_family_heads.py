@@ -14,7 +14,7 @@ import pytest
 
 from harness.decode import decode
 from harness.extra_inputs import extra_inputs
-from harness.preprocess import ImageMeta, preprocess_image
+from harness.preprocess import preprocess_image
 from harness.profiles import load_profile, profile_from_dict
 from harness.targets import get_target
 from tests import oracles, tinyheads
@@ -45,7 +45,13 @@ def need_target(name: str):
 # YOLOX: hand-computed
 # ----------------------------------------------------------------------------------------------
 
-def test_yolox_row_decodes_to_grid_cell_box_with_objectness_times_class():
+def _write(folder, image: np.ndarray):
+    path = folder / f"{len(list(folder.iterdir()))}.png"
+    cv2.imwrite(str(path), image)
+    return path
+
+
+def test_yolox_row_decodes_to_grid_cell_box_with_objectness_times_class(tmp_path):
     raw = np.zeros((1, 3549, 85), np.float32)
     row = 52 * 52 + 3 * 26 + 5  # stride 16, grid row 3, column 5
     raw[0, row, :5] = [0.5, 0.25, math.log(2.0), 0.0, 0.8]
@@ -53,7 +59,7 @@ def test_yolox_row_decodes_to_grid_cell_box_with_objectness_times_class():
     raw[0, row, 5 + 2] = 0.3  # 0.24: a second class of the same box, kept only with multi_label
     raw[0, 10, 4], raw[0, 10, 5] = 0.09, 0.1  # 0.009 < 0.01: dropped
     # 832x416 -> scale 0.5, pasted top-left: original = input / 0.5
-    _, meta = preprocess_image(_write(np.zeros((416, 832, 3), np.uint8)), 1, YOLOX.input)
+    _, meta = preprocess_image(_write(tmp_path, np.zeros((416, 832, 3), np.uint8)), 1, YOLOX.input)
     assert (meta.scale_x, meta.scale_y, meta.pad_x, meta.pad_y) == (0.5, 0.5, 0, 0)
     (dets,) = decode([raw], [meta], YOLOX)
     # centre ((5 + 0.5) * 16, (3 + 0.25) * 16) = (88, 52), size (2 * 16, 1 * 16)
@@ -62,19 +68,6 @@ def test_yolox_row_decodes_to_grid_cell_box_with_objectness_times_class():
     multi = dataclasses.replace(YOLOX, decoder={**YOLOX.decoder, "multi_label": True})
     (both,) = decode([raw], [meta], multi)
     assert both.labels.tolist() == [7, 2] and both.scores.tolist() == pytest.approx([0.4, 0.24])
-
-
-_written: dict = {}
-
-
-def _write(image: np.ndarray):
-    import tempfile
-    from pathlib import Path
-
-    folder = _written.setdefault("dir", Path(tempfile.mkdtemp(prefix="tinyheads-")))
-    path = folder / f"{len(list(folder.iterdir()))}.png"
-    cv2.imwrite(str(path), image)
-    return path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,11 +186,10 @@ def test_tiny_heads_have_the_real_files_geometry():
     assert 3 * sum(tinyheads.cells(640, (8, 16, 32))) == 25200  # yolov5n-640.onnx [1, 25200, 85]
 
 
-def test_meta_is_exact_for_the_oracle_image_sizes():
+def test_meta_is_exact_for_the_oracle_image_sizes(tmp_path):
     """The oracles map back with the upstreams' float ratio; these sizes make it the harness's too."""
     for profile in (YOLOX, YOLOV5_416):
         for w, h in SIZES:
-            _, meta = preprocess_image(_write(np.zeros((h, w, 3), np.uint8)), 1, profile.input)
+            _, meta = preprocess_image(_write(tmp_path, np.zeros((h, w, 3), np.uint8)), 1, profile.input)
             ratio = min(416 / w, 416 / h)
             assert (meta.scale_x, meta.scale_y) == (ratio, ratio)
-            assert isinstance(meta, ImageMeta)
