@@ -24,7 +24,9 @@ from harness.cli import main
 from harness.errors import HarnessError
 from harness.npu import ais, vamp
 from harness.npu.decode_outputs import decode_run
-from harness.npu.prepare import load_prep, onnx_io, place_geometry, prepare
+from harness.npu.prep import load_prep, onnx_io
+from harness.npu.prepare import prepare
+from harness.preprocess import place_geometry
 from harness.preprocess import preprocess_image
 from harness.profiles import load_profile
 from harness.results import ResultsStore

@@ -54,3 +54,17 @@ def load_dataset(images_dir: str | Path, ann_path: str | Path, limit: int | None
     if not images:
         raise HarnessError(f"no images to run: {images_dir} holds none of the images in {ann_path}")
     return Dataset(images, ann_path, ann, problems if skip_bad else [])
+
+
+def check_categories(ann: dict, category_ids, profile_name: str, ann_path: Path) -> None:
+    """Every annotated category must map to a profile class, or its boxes count as misses silently."""
+    names = {int(c["id"]): c["name"] for c in ann["categories"]}
+    used = {int(a["category_id"]) for a in ann["annotations"]}
+    unmapped = sorted(used - set(category_ids))
+    if unmapped:
+        shown = ", ".join(f"{i} ({names.get(i, '?')})" for i in unmapped[:8])
+        more = f" and {len(unmapped) - 8} more" if len(unmapped) > 8 else ""
+        raise HarnessError(
+            f"{ann_path}: category id(s) {shown}{more} have boxes but no class in profile {profile_name} "
+            f"(its ids: {list(category_ids)[:8]}...); fix [classes] category_ids in the profile"
+        )

@@ -4,7 +4,7 @@ output checks every decoder makes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -23,6 +23,22 @@ def check_batch(found: int, metas: Sequence, what: str = "outputs") -> None:
             f"model returned {what} for {found} image(s) but the batch holds {len(metas)}: "
             "its outputs have a fixed batch of 1"
         )
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """For a family whose [decoder] table holds nothing but its kind."""
+
+
+@dataclass(frozen=True)
+class DecoderFamily:
+    """One decoder family: its [decoder] parameters and its decode function
+    decode(outputs in model order, metas of the real images, profile) -> one Detections per image."""
+
+    kind: str
+    Params: type
+    decode: Callable
+    summary: str = ""
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.pipeline import prepare_batch
+from harness.preprocess import prepare_batch
 from harness.profiles import InputSpec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
