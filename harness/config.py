@@ -22,7 +22,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import MISSING, fields, is_dataclass
-from functools import lru_cache
+from functools import cache
 
 from harness.errors import HarnessError
 
@@ -65,7 +65,7 @@ def _section(section: str) -> str:
 FLAGS = "--"  # pass as `section` to load(): keys are command-line flags (errors name --key-name)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _hints(cls) -> dict:
     return typing.get_type_hints(cls)
 

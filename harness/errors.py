@@ -29,7 +29,7 @@ class ImageError(HarnessError):
         self.path = str(path)
         self.reason = reason
 
-    def skipped(self) -> "SkippedImage":
+    def skipped(self) -> SkippedImage:
         return SkippedImage(self.path, self.reason)
 
 

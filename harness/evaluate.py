@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
-
 from harness.row import METRIC_NAMES
 
 

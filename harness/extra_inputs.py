@@ -13,7 +13,7 @@ Pure function of the metas, so in-process targets and file-based flows compute t
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

@@ -7,9 +7,10 @@ Geometry convention: input_xy = original_xy * scale + pad (per axis); boxes map 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -45,7 +46,7 @@ class ImageMeta:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ImageMeta":
+    def from_dict(cls, data: dict) -> ImageMeta:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 

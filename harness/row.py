@@ -129,7 +129,7 @@ class ResultRow:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ResultRow":
+    def from_dict(cls, data: dict) -> ResultRow:
         """A row as results.json holds it, also rows of schema 1 (before typed rows), whose flags were
         only in the note text: they are read here, once, so nothing downstream parses notes."""
         names = {f.name for f in fields(cls)} - {"target_figures", "extra"}

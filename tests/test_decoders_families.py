@@ -25,8 +25,8 @@ import pytest
 
 from harness.decode import decode
 from harness.decode.effdet import feature_sizes, make_anchors
-from harness.decode.types import Detections
 from harness.decode.paddle import _per_class_top_k, model_original_to_original
+from harness.decode.types import Detections
 from harness.errors import HarnessError
 from harness.extra_inputs import extra_inputs
 from harness.preprocess import ImageMeta, place_geometry

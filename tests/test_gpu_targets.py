@@ -25,12 +25,19 @@ from harness.profiles import load_profile, profile_from_dict
 from harness.targets import get_target
 from harness.targets.base import BenchStats
 from harness.targets.ort import check_session_providers, trt_ep_options
-from harness.targets.trt import (TrtSettings, load_trt_settings, onnx_inputs, settings_from_options,
-                                 timing_summary)
+from harness.targets.trt import TrtSettings, load_trt_settings, onnx_inputs, settings_from_options, timing_summary
 from harness.targets.trt_calib import CalibrationBatches, calib_cache_name, calibration_files
-from harness.targets.trt_engine import (engine_cache_key, engine_key_fields, engine_paths, key_from_fields,
-                                        lookup_engine, profile_batches, profile_shapes, stale_reason,
-                                        store_engine)
+from harness.targets.trt_engine import (
+    engine_cache_key,
+    engine_key_fields,
+    engine_paths,
+    key_from_fields,
+    lookup_engine,
+    profile_batches,
+    profile_shapes,
+    stale_reason,
+    store_engine,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 NANODET = load_profile("nanodet-m-320")

@@ -21,13 +21,12 @@ from click.testing import CliRunner
 
 from harness import runner
 from harness.cli import main
-from harness.report import write_report
-from harness.report.compare import compare
 from harness.envinfo import environment
 from harness.errors import HarnessError
 from harness.profiles import load_profile
+from harness.report import write_report, write_run_report
+from harness.report.compare import compare
 from harness.report.markdown import run_report_markdown
-from harness.report import write_run_report
 from harness.results import ResultsStore
 from tests.tinymodel import write_tiny_model, write_tiny_profile
 

@@ -79,9 +79,9 @@ def tool_output_options(fn):
 @click.option("--overwrite", is_flag=True, help="Replace results already in --out.")
 def decode_cmd(prep_dir, ann_path, out_dir, model, bs, precision, evaluator, resume, overwrite, **tool_paths):
     """Decode a vendor tool's output folder with the common decoder and evaluator; write a results row."""
-    from harness.report import write_run_report
     from harness.envinfo import environment
     from harness.npu.decode_outputs import decode_run
+    from harness.report import write_run_report
     from harness.results import ResultsStore
 
     given = {name: path for name, path in tool_paths.items() if path is not None}

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from harness.cli.common import (RichProgress, fail_if_rows_failed, main, out, parse_batch_sizes, positive_seconds,
-                                print_rows)
+from harness.cli.common import RichProgress, fail_if_rows_failed, out, parse_batch_sizes, positive_seconds, print_rows
 from harness.config import parse_assignments
 from harness.errors import HarnessError
 from harness.report import write_run_report
@@ -34,7 +33,8 @@ def run_options(fn):
         click.option("--ep", default=None,
                      help="ort-cuda execution provider: cuda (default) or trt (ONNX Runtime's TensorRT EP)."),
         click.option("--engine-cache", default=None,
-                     help="TensorRT engine cache folder (default ~/.cache/harness/trt; ort-cuda --ep trt: ~/.cache/harness/ort-trt)."),
+                     help="TensorRT engine cache folder (default ~/.cache/harness/trt; "
+                          "ort-cuda --ep trt: ~/.cache/harness/ort-trt)."),
         click.option("--option", "-o", "option_pairs", multiple=True, metavar="KEY=VALUE",
                      help="Any other target option (see `harness targets --options`), e.g. -o nireq=4."),
         click.option("--limit", type=int, default=None, help="Use only the first N images."),

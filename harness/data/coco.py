@@ -39,7 +39,8 @@ def load_dataset(images_dir: str | Path, ann_path: str | Path, limit: int | None
     problems += [f"{n}: in {images_dir} but not in {ann_path.name}" for n in extra]
     if problems and not skip_bad:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise HarnessError(f"dataset mismatch ({len(problems)} file(s)): {shown} (use --skip-bad-images to continue without them)")
+        raise HarnessError(f"dataset mismatch ({len(problems)} file(s)): {shown} "
+                           "(use --skip-bad-images to continue without them)")
     images = [(int(img["id"]), images_dir / img["file_name"]) for img in ann["images"] if img["file_name"] in on_disk]
     if limit:
         images = images[:limit]
@@ -47,7 +48,8 @@ def load_dataset(images_dir: str | Path, ann_path: str | Path, limit: int | None
     bad = [(path, why) for _, path in images if (why := check_image_file(path))]
     if bad and not skip_bad:
         shown = "; ".join(f"{p.name}: {why}" for p, why in bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise HarnessError(f"{len(bad)} bad image file(s) in {images_dir}: {shown} (use --skip-bad-images to continue without them)")
+        raise HarnessError(f"{len(bad)} bad image file(s) in {images_dir}: {shown} "
+                           "(use --skip-bad-images to continue without them)")
     bad_paths = {p for p, _ in bad}
     images = [(i, p) for i, p in images if p not in bad_paths]
     problems += [f"{p.name}: {why}" for p, why in bad]

@@ -7,7 +7,7 @@ is one new module plus one line here.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -14,18 +14,18 @@ a missing batch dimension (baked batch 1) is added back.
 
 Post-processing follows effdet's DetBenchPredict: top-k (pre_nms_top_k, effdet's
 max_detection_points = 5000) over all (anchor, class) logits, sigmoid, decode, clip to the image
-region (boxes clipped to zero area are dropped), class-aware NMS, max_detections best. Class index i is COCO category id i + 1 (90 classes).
+region (boxes clipped to zero area are dropped), class-aware NMS, max_detections best.
+Class index i is COCO category id i + 1 (90 classes).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import Literal
 
 import numpy as np
-
-from dataclasses import dataclass
-from typing import Literal
 
 from harness.config import Invalid, setting
 from harness.decode.nms import multiclass_nms, top_k_indices

@@ -12,13 +12,12 @@ and a batch dimension may be missing where the export baked batch 1 in.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import Literal
 
 import numpy as np
-
-from dataclasses import dataclass
-from typing import Literal
 
 from harness.config import Invalid, setting
 from harness.decode.nms import above_threshold, descending_order, multiclass_nms

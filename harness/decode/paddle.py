@@ -22,12 +22,11 @@ scale_factor; the letterbox padding, which scale_factor cannot express, is taken
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import numpy as np
-
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+import numpy as np
 
 from harness.decode.nms import above_threshold, multiclass_nms
 from harness.decode.types import DecoderFamily, Detections, check_batch, output_shapes

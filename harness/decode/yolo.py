@@ -19,7 +19,7 @@ max_detections are kept. A missing batch dimension is added back.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

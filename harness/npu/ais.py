@@ -14,9 +14,9 @@ import math
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -207,7 +207,7 @@ def _count_from_npy(names: set[str], prep: Prep, folder: Path) -> int:
 def read_outputs(folder: Path, prep: Prep, specs: list[dict] | None) -> Iterator[tuple[ImageMeta, list[np.ndarray]]]:
     """(meta, outputs in model order) per image, in prep.json order."""
     plan = plan_outputs(folder, prep, specs)
-    for (stem, meta), files in zip(prep.images, plan):
+    for (_, meta), files in zip(prep.images, plan):
         arrays = []
         for i, path in enumerate(files):
             spec = specs[i] if specs is not None else None

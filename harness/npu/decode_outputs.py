@@ -22,7 +22,7 @@ from harness.row import ResultRow, metric_fields
 
 def _check_against_annotations(prep: Prep, ann: dict, ann_path: Path) -> None:
     known = {int(img["id"]) for img in ann["images"]}
-    for stem, meta in prep.images:
+    for _, meta in prep.images:
         if meta.image_id not in known:
             raise HarnessError(f"image {Path(meta.file).name} (id {meta.image_id}) in {prep.folder / 'prep.json'} "
                                f"is not in {ann_path}: decode with the annotations used at preprocess")

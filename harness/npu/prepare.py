@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from harness.errors import HarnessError, ImageError
+from harness.fileio import atomic_write_text
 from harness.npu import FILE_TOOLS, tool_for_format
 from harness.npu.prep import PREP_FILE, PREP_VERSION, check_model_input, onnx_io, per_image_outputs
 from harness.profiles import Profile
 from harness.progress import NullProgress
-from harness.results import atomic_write_text
 
 #: files of a prepared folder that --overwrite may remove (besides the input files themselves)
 SIDE_FILES = (PREP_FILE,)
@@ -82,7 +82,7 @@ def prepare(images: list[tuple[int, Path]], profile: Profile, out_dir: str | Pat
 
     records, skipped = [], []
     with progress.task(f"preprocess -> {fmt} ({len(images)} images)", len(images)) as advance:
-        for (image_id, path), future in _ordered(job, images, workers, lookahead=4 * max(1, workers)):
+        for (_, path), future in _ordered(job, images, workers, lookahead=4 * max(1, workers)):
             result = future.result()
             if isinstance(result, ImageError):
                 skipped.append(str(result.skipped()))

@@ -8,19 +8,20 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.fileio import atomic_write_text
 from harness.jsonfile import read_json_object
 from harness.npu.files import check_array, load_npz, natural_key, write_npz
 from harness.npu.prep import Prep, emulator_target, load_prep
 from harness.npu.tool import DeviceTiming, FileTool
 from harness.preprocess import ImageMeta, place_geometry, read_image, resize_image, to_model_layout
+from harness.profiles import InputSpec
 from harness.progress import NullProgress
-from harness.results import atomic_write_text
 
 OUTPUT_NAME = re.compile(r"^output_\d{6}\.npz$")
 TIME_COVERS = "not measured (vamp writes no timing file)"

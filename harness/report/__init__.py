@@ -22,8 +22,8 @@ def write_report(inputs, out: Path, fmt: str = "md", baseline: str | None = None
     md: the markdown page at `out` plus two PNG plots next to it (<stem>-throughput.png,
     <stem>-map-vs-throughput.png). csv / json: the merged table (full-precision values) at `out`.
     """
+    from harness.fileio import atomic_write_text
     from harness.report.compare import compare, export_frame
-    from harness.results import atomic_write_text
 
     if fmt not in FORMATS:
         raise HarnessError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
@@ -58,8 +58,9 @@ def write_report(inputs, out: Path, fmt: str = "md", baseline: str | None = None
 
 def write_run_report(rows, env: dict, out_dir: Path) -> None:
     """report.md of one results folder (a ResultsStore's on_save hook)."""
+    from harness.fileio import atomic_write_text
     from harness.report.markdown import run_report_markdown
-    from harness.results import REPORT_FILE, atomic_write_text
+    from harness.results import REPORT_FILE
 
     atomic_write_text(Path(out_dir) / REPORT_FILE, run_report_markdown(rows, env))
 

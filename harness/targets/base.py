@@ -16,10 +16,11 @@ Adapters know nothing about boxes or COCO; they move tensors and report what the
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Iterable, Iterator, Mapping
+from typing import ClassVar
 
 import numpy as np
 
@@ -111,7 +112,7 @@ class Target:
         self.close()
 
     @contextmanager
-    def loaded(self, batch: int) -> Iterator["Target"]:
+    def loaded(self, batch: int) -> Iterator[Target]:
         """load(batch) ... close(), the close also after an error."""
         try:
             self.load(batch)

@@ -194,7 +194,8 @@ class OrtCuda(OrtTarget):
         self._wanted_provider = None
         if not ok:
             if not self.options.allow_fallback:
-                raise TargetUnavailable(f"target ort-cuda cannot run here: {why}; pass --allow-fallback to run on CPU and record it")
+                raise TargetUnavailable(f"target ort-cuda cannot run here: {why}; "
+                                        "pass --allow-fallback to run on CPU and record it")
             self.note("FALLBACK: CUDA unavailable, ran on CPUExecutionProvider")
             self.flags.add("fallback")
             return ["CPUExecutionProvider"]

@@ -18,19 +18,35 @@ from __future__ import annotations
 
 import functools
 import time
-import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import tomllib
 
 from harness.errors import HarnessError, TargetUnavailable
 from harness.targets.base import BenchStats, Target, fixed_batch_error
-from harness.targets.trt_calib import (CALIBRATORS, PARTIAL_MODES, CalibrationBatches, calib_cache_name,
-                                       calibration_files, make_calibrator)
-from harness.targets.trt_engine import (DEFAULT_CACHE_DIR, OPT_MODES, PRECISIONS, build_serialized_engine,
-                                        engine_key_fields, lookup_engine, parse_onnx, profile_batches,
-                                        profile_shapes, sha256_file, store_engine)
+from harness.targets.trt_calib import (
+    CALIBRATORS,
+    PARTIAL_MODES,
+    CalibrationBatches,
+    calib_cache_name,
+    calibration_files,
+    make_calibrator,
+)
+from harness.targets.trt_engine import (
+    DEFAULT_CACHE_DIR,
+    OPT_MODES,
+    PRECISIONS,
+    build_serialized_engine,
+    engine_key_fields,
+    lookup_engine,
+    parse_onnx,
+    profile_batches,
+    profile_shapes,
+    sha256_file,
+    store_engine,
+)
 
 SETTINGS_FILE = Path("targets") / "trt.toml"
 INSTALL_HINT = "pip install 'harness[gpu]' (TensorRT 10, pycuda, onnxruntime-gpu)"
@@ -215,7 +231,7 @@ def _gpu_name(cuda, index: int = 0) -> str:
     return cuda.Device(index).name()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _logger(trt):
     return trt.Logger(trt.Logger.WARNING)
 
