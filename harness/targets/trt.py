@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import functools
 import time
+import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
-import tomllib
 
 from harness.errors import HarnessError, TargetUnavailable
 from harness.targets.base import BenchStats, Target, fixed_batch_error
