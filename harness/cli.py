@@ -137,8 +137,12 @@ def target_options(kw: dict) -> dict:
 @click.option("--data", "images_dir", required=True, type=click.Path(path_type=Path), help="Image folder.")
 @click.option("--ann", "ann_path", required=True, type=click.Path(path_type=Path), help="COCO instances json.")
 @click.option("--out", "out_dir", default="results/run", show_default=True, type=click.Path(path_type=Path))
+@click.option("--save-detections", is_flag=True,
+              help="Save each row's detections (gzip COCO results) next to results.json, for report --fidelity.")
+@click.option("--save-outputs", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Save each row's raw outputs of the first N images (npz) next to results.json, for report --fidelity.")
 @run_options
-def run(target_names, model, profile, images_dir, ann_path, out_dir, **kw):
+def run(target_names, model, profile, images_dir, ann_path, out_dir, save_detections, save_outputs, **kw):
     """Run targets over a dataset at each batch size; write results.json and report.md."""
     from harness import runner
     from harness.canvases import CanvasCache
@@ -161,7 +165,8 @@ def run(target_names, model, profile, images_dir, ann_path, out_dir, **kw):
                 target=name, model=model, profile=config_profile, images_dir=images_dir, ann_path=ann_path,
                 batch_sizes=batch_sizes, options=target_options(kw), bench_seconds=kw["bench_seconds"],
                 warmup_seconds=kw["warmup_seconds"], limit=kw["limit"], skip_bad_images=kw["skip_bad_images"],
-                workers=kw["workers"], canvases=canvases,
+                workers=kw["workers"], canvases=canvases, save_detections=save_detections,
+                save_outputs=save_outputs,
             )
             rows += runner.run(config, store, progress)
     print_rows(store.rows, f"{config_profile.name} on {images_dir}")

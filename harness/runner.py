@@ -44,6 +44,8 @@ class RunConfig:
     workers: int = 2
     evaluator: str = "auto"
     canvases: CanvasCache | None = None  # shared by the runs of one command: later rows skip JPEG decoding
+    save_detections: bool = False  # write the row's COCO result dicts next to results.json (fidelity)
+    save_outputs: int = 0  # write the raw outputs of the first N images next to results.json (fidelity)
 
 
 class NullProgress:
@@ -91,7 +93,8 @@ def run(config: RunConfig, store: ResultsStore, progress=None) -> list[dict]:
         if store.done(key):
             progress.message(f"{config.target} bs={bs}: already in {store.path}, skipped (--resume)")
             continue
-        row, images, bad = _run_one(config, bs, model_path, per_batch, images, bad, evaluator, progress)
+        row, images, bad = _run_one(config, bs, model_path, per_batch, images, bad, evaluator, progress,
+                                    store.out_dir)
         store.add(row)
         rows.append(row)
     return rows
@@ -134,7 +137,7 @@ def _first_batch(images, bs: int, profile: Profile, skip_bad: bool):
     return np.stack(tensors), [m for _, m in prepared]
 
 
-def _run_one(config, bs, model_path, per_batch, images, bad, evaluator, progress):
+def _run_one(config, bs, model_path, per_batch, images, bad, evaluator, progress, out_dir: Path):
     profile = config.profile
     target = get_target(config.target)(model_path, profile, {**config.options, "batch_sizes": config.batch_sizes})
     try:
@@ -158,6 +161,13 @@ def _run_one(config, bs, model_path, per_batch, images, bad, evaluator, progress
         describe = target.describe()
         notes = list(target.notes)
         precision = getattr(target, "precision", None) or _requested_precision(config)
+        outputs = None
+        if config.save_outputs:
+            from harness.fidelity.capture import capture_outputs
+
+            ran = set(counted)
+            outputs = capture_outputs(target, [(i, p) for i, p in images if i in ran], config.save_outputs, bs,
+                                      profile, [o.name for o in target.outputs()])
     finally:
         target.close()
     if failed:
@@ -200,6 +210,12 @@ def _run_one(config, bs, model_path, per_batch, images, bad, evaluator, progress
         "notes": notes,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    if config.save_detections or outputs is not None:
+        from harness.fidelity.artifacts import save_row_artifacts
+
+        ran = set(counted)
+        row["artifacts"] = save_row_artifacts(out_dir, row, detections if config.save_detections else None,
+                                              {i: p.name for i, p in images if i in ran}, outputs)
     return row, images, bad
 
 
