@@ -20,7 +20,7 @@ import pytest
 
 from harness.evaluate import CocoEvaluator, load_annotations
 from harness.fidelity.bootstrap import paired_bootstrap, resample_weights
-from harness.fidelity.cocomatch import coco_matches, run_cocoeval
+from harness.fidelity.cocomatch import coco_matches, ground_truth, run_cocoeval
 from harness.fidelity.weighted import summary_stats
 from tests.conftest import need_shared
 
@@ -66,8 +66,9 @@ def synthetic_detections(ann: dict, seed: int, quality: float = 0.8, decimals: i
 
 
 def pycocotools_stats(ann: dict, dets: list[dict], ids) -> np.ndarray:
-    ev = run_cocoeval(ann, dets, ids)
+    ev = run_cocoeval(ground_truth(ann), dets, ids)
     with contextlib.redirect_stdout(io.StringIO()):
+        ev.accumulate()
         ev.summarize()
     return np.asarray(ev.stats[:6])
 
@@ -140,6 +141,17 @@ def test_integer_weights_equal_cocoeval_on_the_duplicated_dataset(ann, seed):
     naive = dataclasses.replace(matches, block_start=np.arange(len(matches.det_image) + 1),
                                 group_block_start=matches.det_start.copy())
     assert np.max(np.abs(summary_stats(naive, weights[None, :])[0] - reference)) > 1e-6
+
+
+def test_matches_of_the_all_area_range_alone_give_the_same_ap():
+    ann = generated_annotations()
+    dets = synthetic_detections(ann, seed=6)
+    ids = sorted(img["id"] for img in ann["images"])
+    weights = np.random.default_rng(2).integers(0, 3, (5, len(ids)))
+    full = summary_stats(coco_matches(ann, dets, ids), weights)
+    only_all = summary_stats(coco_matches(ann, dets, ids, areas=("all",)), weights)
+    np.testing.assert_array_equal(only_all[:, :3], full[:, :3])
+    assert np.all(np.isnan(only_all[:, 3:])) and np.all(full[:, 3:] >= 0)
 
 
 def test_weights_change_the_result_and_zero_weights_drop_images():

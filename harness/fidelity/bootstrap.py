@@ -16,9 +16,9 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.fidelity.cocomatch import CocoMatches
-from harness.fidelity.weighted import summary_stats
+from harness.fidelity.weighted import STATS, summary_stats
 
-STAT_NAMES = ("map", "map50", "map75", "map_small", "map_medium", "map_large")
+AREAS = ("all",)  # the interval is on AP over all sizes; per-size ΔAP comes from the evaluator (delta_ap)
 RESAMPLES = 1000
 SEED = 0
 LEVEL = 0.95
@@ -66,13 +66,14 @@ def paired_bootstrap(ref: CocoMatches, cand: CocoMatches, resamples: int = RESAM
     n = len(ref.image_ids)
     if n == 0:
         raise HarnessError("bootstrap: no images to resample")
+    names = [(s, name) for s, (name, area, _) in enumerate(STATS) if area in ref.area_labels]
     ones = np.ones((1, n), np.int64)
     point_ref, point_cand = summary_stats(ref, ones)[0], summary_stats(cand, ones)[0]
     weights = resample_weights(n, resamples, seed)
     stats_ref, stats_cand = summary_stats(ref, weights), summary_stats(cand, weights)
     tail = (1.0 - level) / 2.0 * 100.0
     interval, undefined = {}, {}
-    for s, name in enumerate(STAT_NAMES):
+    for s, name in names:
         defined = (stats_ref[:, s] >= 0) & (stats_cand[:, s] >= 0)
         undefined[name] = int(np.count_nonzero(~defined))
         delta = stats_cand[defined, s] - stats_ref[defined, s]
@@ -82,8 +83,8 @@ def paired_bootstrap(ref: CocoMatches, cand: CocoMatches, resamples: int = RESAM
         else:
             interval[name] = (float("nan"), float("nan"))
     return BootstrapResult(
-        reference={k: float(v) for k, v in zip(STAT_NAMES, point_ref)},
-        candidate={k: float(v) for k, v in zip(STAT_NAMES, point_cand)},
-        delta={k: float(c - r) if r >= 0 and c >= 0 else float("nan")
-               for k, r, c in zip(STAT_NAMES, point_ref, point_cand)},
+        reference={name: float(point_ref[s]) for s, name in names},
+        candidate={name: float(point_cand[s]) for s, name in names},
+        delta={name: float(point_cand[s] - point_ref[s]) if min(point_ref[s], point_cand[s]) >= 0 else float("nan")
+               for s, name in names},
         interval=interval, resamples=resamples, seed=seed, level=level, images=n, undefined=undefined)

@@ -16,9 +16,9 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.fidelity.agreement import Agreement, agreement
 from harness.fidelity.artifacts import SavedDetections, SavedOutputs, read_detections, read_outputs, row_artifact_path
-from harness.fidelity.bootstrap import RESAMPLES, SEED, BootstrapResult, paired_bootstrap
-from harness.fidelity.cocomatch import CocoMatches, coco_matches
-from harness.fidelity.delta_ap import SIZES, DeltaAP, delta_ap
+from harness.fidelity.bootstrap import AREAS, RESAMPLES, SEED, BootstrapResult, paired_bootstrap
+from harness.fidelity.cocomatch import CocoMatches, coco_matches, ground_truth
+from harness.fidelity.delta_ap import DeltaAP, delta_ap
 from harness.fidelity.gate import failing_comparisons, gate_names, parse_gate
 from harness.fidelity.tensors import OutputError, tensor_errors
 
@@ -140,6 +140,7 @@ class _Cache:
         self.outputs: dict[Path, SavedOutputs] = {}
         self.ann: dict[str, dict] = {}
         self.evaluators: dict[str, object] = {}
+        self.ground_truths: dict[str, object] = {}
         self.matches: dict[tuple, CocoMatches] = {}
 
     def read_detections(self, path: Path) -> SavedDetections:
@@ -175,7 +176,9 @@ class _Cache:
     def coco_matches(self, ann_key: str, ann: dict, det_path: Path, dets: SavedDetections, ids) -> CocoMatches:
         key = (ann_key, det_path, tuple(ids))
         if key not in self.matches:
-            self.matches[key] = coco_matches(ann, dets.detections, ids)
+            if ann_key not in self.ground_truths:
+                self.ground_truths[ann_key] = ground_truth(ann)
+            self.matches[key] = coco_matches(self.ground_truths[ann_key], dets.detections, ids, AREAS)
         return self.matches[key]
 
 
@@ -189,10 +192,13 @@ def _check_same_images(ref: SavedDetections, cand: SavedDetections, ref_row: Row
             "fidelity compares rows on the same images")
 
 
-def _sizes_present(matches: CocoMatches) -> dict[str, bool]:
-    n_k, n_a = matches.shape
-    counts = matches.gt_count.reshape(n_k, n_a, -1).sum(axis=(0, 2))
-    return {s: bool(counts[matches.area_labels.index(s)]) for s in SIZES}
+def _sizes_present(ann: dict, ids) -> dict[str, bool]:
+    """Which COCO size ranges have a (non-crowd) box on these images; the evaluator reports an
+    absent size as AP 0, so the report leaves those out."""
+    ids = set(ids)
+    areas = [a["area"] for a in ann["annotations"] if a["image_id"] in ids and not a.get("iscrowd", 0)]
+    return {"small": any(a < 32 ** 2 for a in areas), "medium": any(32 ** 2 <= a < 96 ** 2 for a in areas),
+            "large": any(a >= 96 ** 2 for a in areas)}
 
 
 def compare_row(row: RowRef, ref: RowRef, cache: _Cache, resamples: int = RESAMPLES, seed: int = SEED) -> RowFidelity:
@@ -213,7 +219,7 @@ def compare_row(row: RowRef, ref: RowRef, cache: _Cache, resamples: int = RESAMP
     boot = paired_bootstrap(ref_m, cand_m, resamples=resamples, seed=seed)
     agree = agreement(ref_dets, cand_dets)
     dap = delta_ap(cache.evaluator(ann_key, ann), ref_dets.detections, cand_dets.detections, ids,
-                   _sizes_present(ref_m))
+                   _sizes_present(ann, ids))
     result = RowFidelity(row, ref, len(ids), boot, agree, dap, None)
     cand_out_path = row_artifact_path(row.results, row.row, "outputs")
     ref_out_path = row_artifact_path(ref.results, ref.row, "outputs")

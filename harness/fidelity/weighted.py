@@ -88,20 +88,24 @@ def precision_means(matches: CocoMatches, weights: np.ndarray) -> np.ndarray:
     return sums.reshape(len(weights), n_k, n_a, -1) / len(matches.rec_thresholds)
 
 
+STATS = (("map", "all", None), ("map50", "all", 0.5), ("map75", "all", 0.75), ("map_small", "small", None),
+         ("map_medium", "medium", None), ("map_large", "large", None))
+
+
 def summary_stats(matches: CocoMatches, weights: np.ndarray) -> np.ndarray:
-    """(B, 6): COCOeval.stats[0:6] (AP, AP50, AP75, AP small/medium/large at maxDets[-1]) per
-    weight vector; -1 where COCOeval would print -1 (no category with counted ground truth)."""
+    """(B, 6): COCOeval.stats[0:6] (AP, AP50, AP75, AP small/medium/large at maxDets[-1]) per weight
+    vector; -1 where COCOeval prints -1 (no category with counted ground truth), NaN for an area
+    range the matches were extracted without."""
     means = precision_means(matches, weights)  # (B, K, A, T)
-    thr = matches.iou_thresholds
-    t50, t75 = int(np.argmin(np.abs(thr - 0.5))), int(np.argmin(np.abs(thr - 0.75)))
-    areas = matches.area_labels
-    picks = [(areas.index("all"), slice(None)), (areas.index("all"), t50), (areas.index("all"), t75),
-             (areas.index("small"), slice(None)), (areas.index("medium"), slice(None)),
-             (areas.index("large"), slice(None))]
-    stats = np.empty((len(means), len(picks)))
-    for n, (a, t) in enumerate(picks):
-        values = means[:, :, a, t]
-        values = values.reshape(len(means), -1) if values.ndim == 3 else values
+    stats = np.full((len(means), len(STATS)), np.nan)
+    for n, (_, area, iou) in enumerate(STATS):
+        if area not in matches.area_labels:
+            continue
+        a = matches.area_labels.index(area)
+        if iou is None:
+            values = means[:, :, a, :].reshape(len(means), -1)
+        else:
+            values = means[:, :, a, int(np.argmin(np.abs(matches.iou_thresholds - iou)))]
         valid = ~np.isnan(values)
         count = valid.sum(axis=1)
         total = np.where(valid, values, 0.0).sum(axis=1)
