@@ -121,6 +121,17 @@ def test_fail_if_gate_exit_status(tiny):
     assert_one_line_error(cli(*args, "--fail-if", "speed<1"), "unknown figure 'speed'")
 
 
+def test_rows_without_saved_detections_are_listed_and_fail_a_gate(tiny):
+    plain = tiny["root"] / "plain"  # a candidate run without --save-detections
+    assert cli("run", "-t", "ov", "-m", tiny["model"], "--out", plain, *tiny["common"]).exit_code == 0
+    out = tiny["root"] / "plain.md"
+    assert cli("report", tiny["ref"], plain, "--fidelity", "--out", out).exit_code == 0
+    assert f"- ov fp32 bs 1 (tiny.onnx) in {plain / 'results.json'}: no saved detections" in out.read_text()
+    gated = cli("report", tiny["ref"], plain, "--fidelity", "--out", out, "--fail-if", "dmap<-0.9")
+    assert gated.exit_code == 3, gated.output
+    assert "not compared (no saved detections" in out.read_text()
+
+
 def test_refusals_are_one_line(tiny):
     common = tiny["common"]
     bare = tiny["root"] / "bare"  # the reference saved nothing
