@@ -102,18 +102,18 @@ class _Parser:
         return self.tokens[self.pos - 1][1]
 
     def expr(self):
-        parts = [self.term()]
-        while self.peek("bool", "or"):
-            self.pos += 1
-            parts.append(self.term())
-        return parts[0] if len(parts) == 1 else Either("or", tuple(parts))
+        return self.chain("or", self.term)
 
     def term(self):
-        parts = [self.factor()]
-        while self.peek("bool", "and"):
+        return self.chain("and", self.factor)
+
+    def chain(self, word: str, part):
+        """part (word part)*: one node, or an Either when the word joins several."""
+        parts = [part()]
+        while self.peek("bool", word):
             self.pos += 1
-            parts.append(self.factor())
-        return parts[0] if len(parts) == 1 else Either("and", tuple(parts))
+            parts.append(part())
+        return parts[0] if len(parts) == 1 else Either(word, tuple(parts))
 
     def factor(self):
         if self.peek("paren", "("):
