@@ -18,20 +18,35 @@ from __future__ import annotations
 
 import functools
 import time
-import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import tomllib
 
 from harness.errors import HarnessError, TargetUnavailable
-from harness.targets import register
-from harness.targets.base import BenchStats, Target, TensorInfo, fixed_batch_error
-from harness.targets.trt_calib import (CALIBRATORS, PARTIAL_MODES, CalibrationBatches, calib_cache_name,
-                                       calibration_files, make_calibrator)
-from harness.targets.trt_engine import (DEFAULT_CACHE_DIR, OPT_MODES, PRECISIONS, build_serialized_engine,
-                                        engine_key_fields, lookup_engine, parse_onnx, profile_batches,
-                                        profile_shapes, sha256_file, store_engine)
+from harness.targets.base import BenchStats, Target, fixed_batch_error
+from harness.targets.trt_calib import (
+    CALIBRATORS,
+    PARTIAL_MODES,
+    CalibrationBatches,
+    calib_cache_name,
+    calibration_files,
+    make_calibrator,
+)
+from harness.targets.trt_engine import (
+    DEFAULT_CACHE_DIR,
+    OPT_MODES,
+    PRECISIONS,
+    build_serialized_engine,
+    engine_key_fields,
+    lookup_engine,
+    parse_onnx,
+    profile_batches,
+    profile_shapes,
+    sha256_file,
+    store_engine,
+)
 
 SETTINGS_FILE = Path("targets") / "trt.toml"
 INSTALL_HINT = "pip install 'harness[gpu]' (TensorRT 10, pycuda, onnxruntime-gpu)"
@@ -123,6 +138,22 @@ def settings_from_options(options: dict) -> TrtSettings:
     return load_trt_settings(path, overrides)
 
 
+@dataclass(frozen=True)
+class TrtOptions:
+    """Command-line overrides of targets/trt.toml (None: the file's value, else the default);
+    validated against TrtSettings when the target loads."""
+
+    precision: str | None = None
+    calib: str | None = None
+    engine_cache: str | None = None
+    calibrator: str | None = None
+    workspace_mib: int | None = None
+    calib_images: int | None = None
+    calib_batch_size: int | None = None
+    opt_batch: str | None = None
+    trt_settings: str | None = None  # a settings file other than ./targets/trt.toml
+
+
 # -- ONNX inspection and timing summary (pure) -------------------------------------------------------
 
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 10: "float16", 9: "bool"}
@@ -200,7 +231,7 @@ def _gpu_name(cuda, index: int = 0) -> str:
     return cuda.Device(index).name()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _logger(trt):
     return trt.Logger(trt.Logger.WARNING)
 
@@ -208,15 +239,16 @@ def _logger(trt):
 # -- the target --------------------------------------------------------------------------------------
 
 
-@register
 class TensorRtTarget(Target):
     name = "trt"
     description = "NVIDIA TensorRT 10 engine built from ONNX, fp32/fp16/int8 (needs tensorrt, pycuda, an NVIDIA GPU)"
     time_covers = ("per batch on one CUDA stream, timed with CUDA events: H2D copy from pinned host memory + "
                    "execute + D2H copy; gpu_compute_ms_* = execute only, h2d_ms_*/d2h_ms_* = the copies")
 
-    def __init__(self, model_path, profile, options=None):
-        super().__init__(model_path, profile, options)
+    Options = TrtOptions
+
+    def __init__(self, model_path, profile, options=None, batch_sizes=()):
+        super().__init__(model_path, profile, options, batch_sizes)
         self._ctx = None
         self._buffers: dict = {}
         self._engine = None
@@ -241,7 +273,7 @@ class TensorRtTarget(Target):
             raise HarnessError(f"model {self.model_path}: target trt builds engines from an .onnx file")
         # user-fixable problems first (settings, model/profile fit, batch, calibration folder): these
         # need no GPU, so they are reported on any machine; then whether TensorRT can run here at all
-        settings = settings_from_options(self.options)
+        settings = settings_from_options(asdict(self.options))
         self.settings = settings
         inputs = onnx_inputs(self.model_path)
         first_name, first_dims, first_dtype = inputs[0]
@@ -254,14 +286,14 @@ class TensorRtTarget(Target):
                                "one image input only (use fp16, or calibrate the model yourself)")
         self.padded_batch = fixed is not None
         self.model_batch = fixed
-        batches = profile_batches(self.options.get("batch_sizes") or [batch], batch, fixed, settings.opt_batch)
+        batches = profile_batches(self.batch_sizes or [batch], batch, fixed, settings.opt_batch)
         spec_shape = self.profile.input.shape(batch)
         shapes = {first_name: profile_shapes(spec_shape, batches)}
         for name, dims, _ in inputs[1:]:
             shapes[name] = profile_shapes((batch, *dims[1:]) if all(d is not None for d in dims[1:]) else dims, batches)
         self._profile_batches = batches
         if settings.precision == "int8":
-            folder = self.options.get("calib") or settings.calib
+            folder = self.options.calib or settings.calib
             if not folder:
                 raise HarnessError("precision int8 needs calibration images: pass --calib DIR (a folder of "
                                    "representative images, a few hundred) or set calib in targets/trt.toml")
@@ -317,7 +349,7 @@ class TensorRtTarget(Target):
 
     def _calibration_source(self, settings: TrtSettings, onnx_sha: str, fixed: int | None):
         """(calibration cache path, CalibrationBatches) for an int8 build."""
-        folder = self.options.get("calib") or settings.calib
+        folder = self.options.calib or settings.calib
         if not folder:
             raise HarnessError("precision int8 needs calibration images: pass --calib DIR (a folder of "
                                "representative images, a few hundred) or set calib in targets/trt.toml")
@@ -484,12 +516,6 @@ class TensorRtTarget(Target):
         return stats
 
     # - describe / close ------------------------------------------------------------------------------
-
-    def inputs(self) -> list[TensorInfo]:
-        return [TensorInfo(n, tuple(self._engine.get_tensor_shape(n)), self._dtypes[n].name) for n in self._input_names]
-
-    def outputs(self) -> list[TensorInfo]:
-        return [TensorInfo(n, tuple(self._engine.get_tensor_shape(n)), self._dtypes[n].name) for n in self._output_names]
 
     def describe(self) -> dict:
         return dict(self._info)

@@ -16,13 +16,13 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.pipeline import prepare_batch
+from harness.preprocess import prepare_batch
 from harness.profiles import InputSpec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
