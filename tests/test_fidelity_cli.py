@@ -73,6 +73,7 @@ def test_run_saves_one_detections_and_outputs_file_per_row(tiny):
         out = read_outputs(tiny["ref"] / row["artifacts"]["outputs"])
         assert len(out.image_ids) == 3 and out.file_names == ["img_000.jpg", "img_001.jpg", "img_002.jpg"]
         assert [a.shape for a in out.arrays[0]] == [(8 * 8 + 4 * 4 + 2 * 2, 34)]  # batch axis removed
+        assert out.output_names == ["output"]  # the graph's own name (Target.output_names)
     # bs 2 outputs are the bs 1 outputs (same preprocessing, per-image slices of the batch)
     one = read_outputs(tiny["ref"] / paths[("ort", 1)]["outputs"])
     two = read_outputs(tiny["ref"] / paths[("ort", 2)]["outputs"])
@@ -150,6 +151,42 @@ def test_refusals_are_one_line(tiny):
                               tiny["root"] / "r3.md"), "--reference trt:int8: no such row")
     assert_one_line_error(cli("report", tiny["ref"], "--fail-if", "dmap<0", "--out", tiny["root"] / "r4.md"),
                           "add --fidelity")
+
+
+def test_output_names_of_onnx_and_openvino_ir(tiny, tmp_path):
+    """The base default reads the ONNX graph; ov asks its compiled model, which also covers an .xml IR."""
+    import openvino as ov
+
+    from harness.profiles import load_profile
+
+    profile = load_profile(str(tiny["profile"]))
+    ir = tmp_path / "tiny.xml"
+    ov.save_model(ov.Core().read_model(str(tiny["model"])), str(ir))
+    for name, model in (("ort", tiny["model"]), ("ov", tiny["model"]), ("ov", ir)):
+        with get_target(name)(model, profile).loaded(1) as target:
+            assert target.output_names() == ["output"], (name, model)
+
+
+def test_failed_rows_save_nothing_and_are_not_compared(tmp_path, coco_tiny, nanodet_m_320):
+    """nanodet-m-320 has a fixed batch of 1: its bs 2 row fails and becomes a failed row, the sweep
+    goes on; the report lists it as not compared and a gate fails on it."""
+    images, ann = coco_tiny
+    out = tmp_path / "sweep"
+    result = cli("run", "-t", "ort", "-m", nanodet_m_320, "-p", "nanodet-m-320", "--data", images, "--ann", ann,
+                 "--bs", "1,2", "--limit", "4", "--seconds", "0.1", "--warmup", "0.05", "--save-detections",
+                 "--save-outputs", "2", "--out", out)
+    assert result.exit_code == 2, result.output  # a failed row makes the run exit 2 (after saving the rest)
+    rows = {r["bs"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows[1]["status"] == "ok" and set(rows[1]["artifacts"]) == {"detections", "outputs"}
+    assert rows[2]["status"] == "failed" and rows[2]["artifacts"] == {}
+    assert sorted(p.name for p in (out / "artifacts").iterdir()) == [
+        "ort-fp32-bs1-nanodet-m-320.detections.json.gz", "ort-fp32-bs1-nanodet-m-320.outputs.npz"]
+    page = tmp_path / "r.md"
+    gated = cli("report", out, "--fidelity", "--out", page, "--fail-if", "dmap<-0.5")
+    assert gated.exit_code == 3, gated.output
+    assert "ort - bs 2 (nanodet-m-320.onnx)" in gated.stderr
+    assert "ort - bs 2 (nanodet-m-320.onnx): not compared (the row is failed: model nanodet-m-320.onnx has a fixed batch" \
+        in page.read_text()
 
 
 def test_nanodet_ort_and_ov_cannot_be_told_apart(tmp_path, coco_tiny, nanodet_m_320):

@@ -13,8 +13,14 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.fidelity.agreement import agreement, match_image
-from harness.fidelity.artifacts import (SavedDetections, SavedOutputs, read_detections, read_outputs,
-                                        write_detections, write_outputs)
+from harness.fidelity.artifacts import (
+    SavedDetections,
+    SavedOutputs,
+    read_detections,
+    read_outputs,
+    write_detections,
+    write_outputs,
+)
 from harness.fidelity.capture import split_per_image
 from harness.fidelity.gate import failing_comparisons, parse_gate
 from harness.fidelity.tensors import tensor_errors
@@ -192,3 +198,46 @@ def test_outputs_round_trip_without_pickle_and_refusals(tmp_path):
     np.savez(tmp_path / "partial.npz", **partial)
     with pytest.raises(HarnessError, match=r"partial.npz: arrays do not match 2 image\(s\) x 2 output\(s\)"):
         read_outputs(tmp_path / "partial.npz")
+
+
+# ------------------------------------------------------------------------------------------ pairing
+
+def _large_boxes_only() -> dict:
+    """Four images whose boxes are all large (area >= 96²): small and medium AP are undefined."""
+    images = [{"id": i, "file_name": f"l{i}.jpg", "width": 640, "height": 480} for i in range(1, 5)]
+    anns = [{"id": i, "image_id": i, "category_id": 1 + i % 2, "bbox": [10.0 * i, 20.0, 200.0, 150.0],
+             "area": 30000.0, "iscrowd": 0} for i in range(1, 5)]
+    return {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+
+
+def test_failed_rows_are_never_references_and_are_listed(tmp_path):
+    from dataclasses import dataclass
+
+    from harness.fidelity.pairing import fidelity_report
+    from harness.row import ResultRow, failed_row
+
+    ann = _large_boxes_only()
+    ann_path = tmp_path / "ann.json"
+    ann_path.write_text(json.dumps(ann))
+    names = {img["id"]: img["file_name"] for img in ann["images"]}
+    dets = [det(a["image_id"], a["category_id"], a["bbox"], 0.9) for a in ann["annotations"]]
+    write_detections(tmp_path / "ref.json.gz", names, dets)
+    write_detections(tmp_path / "ov.json.gz", names, dets[1:])
+    common = {"model": "m.onnx", "profile": "p", "annotations": str(ann_path)}
+    rows = [ResultRow("ort", 1, artifacts={"detections": "ref.json.gz"}, **common),
+            failed_row("ort", 2, "cannot run batch 2", precision="fp32", **common),
+            ResultRow("ov", 2, artifacts={"detections": "ov.json.gz"}, **common)]
+
+    @dataclass
+    class Source:
+        path: str
+        rows: list
+        machine: str = "here"
+
+    report = fidelity_report([Source(str(tmp_path / "results.json"), rows)], fail_if="dmap<-0.5")
+    [compared] = report.rows
+    assert (compared.row.row.target, compared.reference.row.bs) == ("ov", 1)  # not the failed bs 2 ort row
+    assert compared.bootstrap.delta["map"] < 0 and not compared.gate_failures
+    [(skipped, why)] = report.not_compared
+    assert skipped.row.bs == 2 and why == "the row is failed: cannot run batch 2"
+    assert report.gate_failed  # a row that could not be compared fails the gate

@@ -1,12 +1,14 @@
 """A row's saved artefacts: its detections (gzip JSON) and the raw outputs of its first N images (npz).
 
 One file of each kind per row, next to results.json, so `harness report --fidelity` can compare rows
-long after the run. Readers check everything they rely on and fail with one line naming the file.
+long after the run. Written atomically (harness.fileio), so an interrupted run leaves no half file;
+readers check everything they rely on and fail with one line naming the file.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import re
 import zipfile
@@ -16,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.fileio import atomic_write_bytes
+from harness.row import ResultRow
 
 DETECTIONS_FORMAT = "harness-detections/1"
 OUTPUTS_FORMAT = "harness-outputs/1"
@@ -46,10 +50,10 @@ class SavedOutputs:
     arrays: list[list[np.ndarray]]
 
 
-def artifact_stem(row: dict) -> str:
+def artifact_stem(row: ResultRow) -> str:
     """A file-name-safe stem that tells rows of one results folder apart."""
-    model = Path(str(row.get("model") or "model")).stem
-    text = f"{row.get('target')}-{row.get('precision') or 'fp32'}-bs{row.get('bs')}-{model}"
+    model = Path(str(row.model or "model")).stem
+    text = f"{row.target}-{row.precision or 'fp32'}-bs{row.bs}-{model}"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
@@ -61,8 +65,8 @@ def write_detections(path: Path, images: dict[int, str], detections: list[dict])
            "images": [{"id": int(i), "file_name": str(name)} for i, name in images.items()],
            "detections": detections}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wt", encoding="utf-8") as handle:
-        json.dump(doc, handle, separators=(",", ":"))
+    text = json.dumps(doc, separators=(",", ":"))
+    atomic_write_bytes(path, gzip.compress(text.encode("utf-8"), mtime=0))
 
 
 def read_detections(path: Path) -> SavedDetections:
@@ -129,7 +133,9 @@ def write_outputs(path: Path, saved: SavedOutputs) -> None:
                 raise ValueError(f"image {i} output {k}: object arrays cannot be saved without pickle")
             arrays[_key(i, k)] = arr
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **arrays)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def read_outputs(path: Path) -> SavedOutputs:
@@ -165,7 +171,7 @@ def read_outputs(path: Path) -> SavedOutputs:
 
 # ------------------------------------------------------------------------------------------ a row's files
 
-def save_row_artifacts(out_dir: Path, row: dict, detections: list[dict] | None, images: dict[int, str],
+def save_row_artifacts(out_dir: Path, row: ResultRow, detections: list[dict] | None, images: dict[int, str],
                        outputs: SavedOutputs | None) -> dict[str, str]:
     """Write the row's files under out_dir/artifacts/; returns their paths relative to out_dir
     (what the row records as row["artifacts"])."""
@@ -187,7 +193,7 @@ def save_row_artifacts(out_dir: Path, row: dict, detections: list[dict] | None, 
     return written
 
 
-def row_artifact_path(results_path: Path, row: dict, kind: str) -> Path | None:
+def row_artifact_path(results_path: Path, row: ResultRow, kind: str) -> Path | None:
     """Where a row's saved `kind` ('detections' or 'outputs') lies, or None when it saved none."""
-    rel = (row.get("artifacts") or {}).get(kind) if isinstance(row.get("artifacts"), dict) else None
-    return Path(results_path).parent / rel if rel else None
+    rel = row.artifacts.get(kind) if isinstance(row.artifacts, dict) else None
+    return Path(results_path).parent / str(rel) if rel else None

@@ -46,6 +46,6 @@ def capture_outputs(target, images, n: int, batch_size: int, profile, output_nam
         ids += [m.image_id for m in batch.metas]
     by_id = {int(i): p for i, p in images[:n]}
     names = [Path(by_id[int(i)]).name for i in ids]
-    if arrays and len(output_names) != len(arrays[0]):  # a runtime that names fewer outputs than it returns
-        output_names = [f"output{k}" for k in range(len(arrays[0]))]
+    if arrays and len(output_names) != len(arrays[0]):  # the file names none (or fewer than it returns)
+        output_names = [f"output_{k}" for k in range(len(arrays[0]))]
     return SavedOutputs([int(i) for i in ids], names, list(output_names), arrays)

@@ -140,8 +140,8 @@ def _plain_float(value):
 
 def _row_id(ref: RowRef) -> dict:
     r = ref.row
-    return {"target": r.get("target"), "precision": r.get("precision") or "fp32", "bs": r.get("bs"),
-            "model": r.get("model"), "profile": r.get("profile"), "results": str(ref.results)}
+    return {"target": r.target, "precision": r.precision or "fp32", "bs": r.bs, "model": r.model,
+            "profile": r.profile, "results": str(ref.results)}
 
 
 def row_plain(r: RowFidelity) -> dict:
@@ -201,9 +201,10 @@ def flat_columns(r: RowFidelity, gated: bool) -> dict:
 
 
 def _same_row(record: dict, ref: RowRef) -> bool:
+    """Is this export record (harness.report.compare's table) the row, from the row's own file?"""
     r = ref.row
-    return (str(record.get("target")) == str(r.get("target")) and str(record.get("precision")) == str(r.get("precision") or "fp32")
-            and int(record.get("bs")) == int(r.get("bs")) and str(record.get("model")) == str(r.get("model") or "-")
+    return (str(record.get("target")) == str(r.target) and str(record.get("precision")) == str(r.precision or "fp32")
+            and int(record.get("bs")) == int(r.bs) and str(record.get("model")) == str(r.model or "-")
             and str(ref.results) in str(record.get("sources") or "").split("; "))
 
 

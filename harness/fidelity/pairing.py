@@ -1,17 +1,20 @@
 """Which row is whose reference, and the full comparison of each row against it.
 
-Input: the rows of several results.json files (with their saved artefacts). The reference is one
+Input: the rows of several results.json files (harness.report.compare.load_sources, called by the
+command, so this layer does not import the reports), with their saved artefacts. The reference is one
 (target, precision), `ort:fp32` by default; each other row is compared with the reference row of the
 same profile, preferring the same annotations, model, batch size and machine in that order. Missing
-or mismatched reference artefacts are refused with one line; a candidate row that saved nothing is
-listed as not compared (and fails a --fail-if gate).
+or mismatched reference artefacts are refused with one line; a candidate row that saved nothing, or
+that failed, is listed as not compared (and fails a --fail-if gate). Failed rows are never references.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from harness.errors import HarnessError
 from harness.fidelity.agreement import Agreement, agreement
@@ -21,20 +24,29 @@ from harness.fidelity.cocomatch import CocoMatches, coco_matches, ground_truth
 from harness.fidelity.delta_ap import DeltaAP, delta_ap
 from harness.fidelity.gate import failing_comparisons, gate_names, parse_gate
 from harness.fidelity.tensors import OutputError, tensor_errors
+from harness.row import ResultRow
 
 DEFAULT_REFERENCES = (("ort", "fp32"), ("ov", "fp32"))
+
+
+class RowSource(Protocol):
+    """What fidelity needs of one input file (harness.report.compare.Source has it)."""
+
+    path: str
+    rows: list[ResultRow]
+    machine: str
 
 
 @dataclass
 class RowRef:
     results: Path  # the results.json holding the row
-    row: dict
+    row: ResultRow
     machine: str = ""
 
     @property
     def label(self) -> str:
         r = self.row
-        return f"{r.get('target')} {r.get('precision') or 'fp32'} bs {r.get('bs')} ({Path(str(r.get('model'))).name})"
+        return f"{r.target} {r.precision or 'fp32'} bs {r.bs} ({Path(str(r.model)).name})"
 
     @property
     def where(self) -> str:
@@ -89,10 +101,10 @@ class ReferenceSpec:
     precision: str
     model: str | None = None  # a model file name or path; None = any model
 
-    def matches(self, row: dict) -> bool:
-        if (row.get("target"), row.get("precision") or "fp32") != (self.target, self.precision):
+    def matches(self, row: ResultRow) -> bool:
+        if (row.target, row.precision or "fp32") != (self.target, self.precision):
             return False
-        model = str(row.get("model") or "")
+        model = str(row.model or "")
         return self.model is None or self.model in (model, Path(model).name)
 
     def __str__(self) -> str:
@@ -100,33 +112,33 @@ class ReferenceSpec:
 
 
 def parse_reference(text: str | None, rows: list[RowRef]) -> ReferenceSpec:
-    """The reference spec; default ort:fp32, else ov:fp32. One line when no row fits."""
+    """The reference spec; default ort:fp32, else ov:fp32. One line when none of `rows` (those that
+    finished: status ok) fits."""
     if text:
         head, _, model = text.partition("@")
         target, _, precision = head.partition(":")
         spec = ReferenceSpec(target.strip(), precision.strip() or "fp32", model.strip() or None)
         if not any(spec.matches(r.row) for r in rows):
-            shown = ", ".join(sorted({f"{r.row.get('target')}:{r.row.get('precision') or 'fp32'}@"
-                                      f"{Path(str(r.row.get('model'))).name}" for r in rows}))
-            raise HarnessError(f"--reference {text}: no such row in the inputs (rows: {shown})")
+            shown = ", ".join(sorted({f"{r.row.target}:{r.row.precision or 'fp32'}@{Path(str(r.row.model)).name}"
+                                      for r in rows}))
+            raise HarnessError(f"--reference {text}: no such row finished in the inputs (rows that did: {shown or 'none'})")
         return spec
     for target, precision in DEFAULT_REFERENCES:
         spec = ReferenceSpec(target, precision)
         if any(spec.matches(r.row) for r in rows):
             return spec
-    raise HarnessError("--fidelity: no ort fp32 or ov fp32 row to use as the reference; "
+    raise HarnessError("--fidelity: no finished ort fp32 or ov fp32 row to use as the reference; "
                        "pass --reference TARGET[:PRECISION][@MODEL]")
 
 
 def _pick_reference(row: RowRef, refs: list[RowRef]) -> RowRef | None:
-    pool = [r for r in refs if r.row.get("profile") == row.row.get("profile")]
+    pool = [r for r in refs if r.row.profile == row.row.profile]
     if not pool:
         return None
 
     def score(ref: RowRef) -> tuple:
-        return (ref.row.get("annotations") != row.row.get("annotations"), ref.row.get("model") != row.row.get("model"),
-                ref.row.get("bs") != row.row.get("bs"), ref.machine != row.machine, int(ref.row.get("bs") or 0),
-                str(ref.results))
+        return (ref.row.annotations != row.row.annotations, ref.row.model != row.row.model,
+                ref.row.bs != row.row.bs, ref.machine != row.machine, int(ref.row.bs or 0), str(ref.results))
 
     return min(pool, key=score)
 
@@ -156,7 +168,7 @@ class _Cache:
     def annotations(self, ref: RowRef) -> tuple[str, dict]:
         from harness.evaluate import load_annotations
 
-        path = str(self.ann_override or ref.row.get("annotations") or "")
+        path = str(self.ann_override or ref.row.annotations or "")
         if not path:
             raise HarnessError(f"reference row {ref.where} records no annotations file; pass --ann")
         if path not in self.ann:
@@ -235,24 +247,26 @@ def compare_row(row: RowRef, ref: RowRef, cache: _Cache, resamples: int = RESAMP
     return result
 
 
-def fidelity_report(inputs, reference: str | None = None, fail_if: str | None = None,
+def fidelity_report(sources: Iterable[RowSource], reference: str | None = None, fail_if: str | None = None,
                     ann_path: str | Path | None = None, resamples: int = RESAMPLES, seed: int = SEED) -> FidelityReport:
-    """Compare every non-reference row of the inputs with its reference row."""
-    from harness.compare import load_sources
-
+    """Compare every non-reference row of the sources (harness.report.compare.load_sources) with its
+    reference row."""
     gate = parse_gate(fail_if) if fail_if else None  # a bad expression fails before any work
-    rows = [RowRef(Path(s.path), r, s.machine) for s in load_sources(inputs) for r in s.rows]
-    spec = parse_reference(reference, rows)
-    is_ref = [spec.matches(r.row) for r in rows]
-    refs = [r for r, ref in zip(rows, is_ref) if ref]
+    rows = [RowRef(Path(s.path), r, s.machine) for s in sources for r in s.rows]
+    finished = [r for r in rows if r.row.ok]  # failed and partial rows saved no artefacts
+    spec = parse_reference(reference, finished)
+    refs = [r for r in finished if spec.matches(r.row)]
     cache = _Cache(Path(ann_path) if ann_path else None)
     report = FidelityReport(spec, [], [], fail_if)
-    for row, ref_flag in zip(rows, is_ref):
-        if ref_flag:
+    for row in rows:
+        if row.row.ok and spec.matches(row.row):
+            continue
+        if not row.row.ok:
+            report.not_compared.append((row, f"the row is {row.row.status}: {row.row.error or 'no reason recorded'}"))
             continue
         ref = _pick_reference(row, refs)
         if ref is None:
-            report.not_compared.append((row, f"no {spec} row with profile {row.row.get('profile')}"))
+            report.not_compared.append((row, f"no {spec} row with profile {row.row.profile}"))
             continue
         if row_artifact_path(row.results, row.row, "detections") is None:
             report.not_compared.append((row, "no saved detections (run with --save-detections)"))
