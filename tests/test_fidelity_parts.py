@@ -125,6 +125,8 @@ def test_split_per_image_handles_batch_axis_and_its_absence():
     ("dmap < -0.01 and (extra>3 or flips >= 1)", {"dmap": -0.05, "extra": 2, "flips": 0}, False),
     ("dmap<-0.01 or extra>3 and flips>=1", {"dmap": 0.0, "extra": 5, "flips": 0}, False),  # and binds tighter
     ("sqnr<30", {"sqnr": math.nan}, True),  # NaN fails the gate
+    ("mean_iou<0.5", {"mean_iou": None}, True),  # so does an undefined figure (nothing paired)
+    ("dmap<-0.01 and mean_iou<0.5", {"dmap": 0.0, "mean_iou": None}, False),
     ("dmap_lo<=-1e-2", {"dmap_lo": -0.01}, True),
     ("cosine != 1", {"cosine": 1.0}, False),
 ])
@@ -152,6 +154,7 @@ def test_gate_refuses_bad_expressions_in_one_line(text, message):
 def test_gate_names_what_failed():
     tree = parse_gate("dmap<-0.01 or agreement<0.95")
     assert failing_comparisons(tree, {"dmap": -0.02, "agreement": 0.99}) == ["dmap=-0.02 < -0.01"]
+    assert failing_comparisons(tree, {"dmap": None, "agreement": 0.99}) == ["dmap=undefined < -0.01"]
 
 
 # ------------------------------------------------------------------------------------------ artefacts
@@ -241,3 +244,34 @@ def test_failed_rows_are_never_references_and_are_listed(tmp_path):
     [(skipped, why)] = report.not_compared
     assert skipped.row.bs == 2 and why == "the row is failed: cannot run batch 2"
     assert report.gate_failed  # a row that could not be compared fails the gate
+
+
+# ------------------------------------------------------------------------------------------ undefined metrics
+
+
+def test_delta_ap_leaves_out_sizes_without_ground_truth():
+    from harness.evaluate import CocoEvaluator
+    from harness.fidelity.delta_ap import delta_ap
+
+    ann = _large_boxes_only()
+    ref = [det(a["image_id"], a["category_id"], a["bbox"], 0.9) for a in ann["annotations"]]
+    cand = [det(a["image_id"], a["category_id"], [a["bbox"][0] + 40, *a["bbox"][1:]], 0.9) for a in ann["annotations"]]
+    evaluator = CocoEvaluator(ann)
+    assert evaluator.evaluate(ref, [1, 2, 3, 4])["map_small"] is None  # what the evaluator says, not assumed
+    result = delta_ap(evaluator, ref, cand, [1, 2, 3, 4])
+    assert list(result.per_size) == ["large"]
+    assert result.per_size["large"].reference == pytest.approx(1.0) and result.per_size["large"].delta < 0
+    assert delta_ap(evaluator, ref, [], [1, 2, 3, 4]).per_size["large"].candidate == 0.0  # no detections at all
+
+
+def test_bootstrap_without_ground_truth_is_undefined_not_a_number():
+    from harness.fidelity.bootstrap import paired_bootstrap
+    from harness.fidelity.cocomatch import coco_matches
+
+    ann = {**_large_boxes_only(), "annotations": []}
+    dets = [det(1, 1, [10, 10, 50, 50], 0.8)]
+    result = paired_bootstrap(coco_matches(ann, dets, [1, 2, 3, 4]), coco_matches(ann, [], [1, 2, 3, 4]),
+                              resamples=20)
+    assert result.reference["map"] is None and result.delta["map"] is None
+    assert result.interval["map"] == (None, None) and result.verdict == "no interval"
+    assert parse_gate("dmap<-0.01").holds({"dmap": result.delta["map"]})  # the gate does not let it pass

@@ -11,7 +11,6 @@ used for the overlaps.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,8 +51,8 @@ class Agreement:
     extra: int
     flips: int
     matched_fraction: float  # matched / reference (1 when both rows have no confident box, 0 when only the reference has none)
-    mean_iou: float  # NaN when nothing matched
-    mean_abs_dscore: float
+    mean_iou: float | None  # None (undefined) when nothing was paired
+    mean_abs_dscore: float | None
     worst: list[ImageAgreement]  # the images that disagree most (missed + extra), worst first
     score_threshold: float = SCORE_THRESHOLD
     iou_threshold: float = IOU_THRESHOLD
@@ -115,6 +114,6 @@ def agreement(ref: SavedDetections, cand: SavedDetections, score_threshold: floa
     ranked = sorted((p for p in per_image if p.disagreement), key=lambda p: (
         -p.disagreement, -p.flips, p.file_name))
     return Agreement(len(per_image), **total, matched_fraction=fraction,
-                     mean_iou=float(np.mean(ious)) if ious else math.nan,
-                     mean_abs_dscore=float(np.mean(dscores)) if dscores else math.nan,
+                     mean_iou=float(np.mean(ious)) if ious else None,
+                     mean_abs_dscore=float(np.mean(dscores)) if dscores else None,
                      worst=ranked[:worst], score_threshold=score_threshold, iou_threshold=iou_threshold)

@@ -26,10 +26,12 @@ LEVEL = 0.95
 
 @dataclass
 class BootstrapResult:
-    reference: dict[str, float]  # COCOeval stats of each row on the common images (all weights 1)
-    candidate: dict[str, float]
-    delta: dict[str, float]      # candidate − reference
-    interval: dict[str, tuple[float, float]]  # percentile interval of the resampled Δ per statistic
+    """Undefined figures (no ground truth to score: COCOeval's -1) are None, as in the rows."""
+
+    reference: dict[str, float | None]  # COCOeval stats of each row on the common images (all weights 1)
+    candidate: dict[str, float | None]
+    delta: dict[str, float | None]      # candidate − reference
+    interval: dict[str, tuple[float, float] | tuple[None, None]]  # percentile interval of the resampled Δ
     resamples: int
     seed: int
     level: float
@@ -40,9 +42,13 @@ class BootstrapResult:
     def verdict(self) -> str:
         """'cannot be told apart' when the ΔmAP interval holds 0, else 'differ' (or 'no interval')."""
         lo, hi = self.interval["map"]
-        if np.isnan(lo) or np.isnan(hi):
+        if lo is None or hi is None:
             return "no interval"
         return "cannot be told apart" if lo <= 0.0 <= hi else "differ"
+
+
+def _defined(stat: float) -> float | None:
+    return float(stat) if stat >= 0 else None
 
 
 def resample_weights(images: int, resamples: int, seed: int) -> np.ndarray:
@@ -81,10 +87,11 @@ def paired_bootstrap(ref: CocoMatches, cand: CocoMatches, resamples: int = RESAM
             lo, hi = np.percentile(delta, [tail, 100.0 - tail])
             interval[name] = (float(lo), float(hi))
         else:
-            interval[name] = (float("nan"), float("nan"))
+            interval[name] = (None, None)
+    reference = {name: _defined(point_ref[s]) for s, name in names}
+    candidate = {name: _defined(point_cand[s]) for s, name in names}
     return BootstrapResult(
-        reference={name: float(point_ref[s]) for s, name in names},
-        candidate={name: float(point_cand[s]) for s, name in names},
-        delta={name: float(point_cand[s] - point_ref[s]) if min(point_ref[s], point_cand[s]) >= 0 else float("nan")
-               for s, name in names},
+        reference=reference, candidate=candidate,
+        delta={name: None if reference[name] is None or candidate[name] is None else candidate[name] - reference[name]
+               for _, name in names},
         interval=interval, resamples=resamples, seed=seed, level=level, images=n, undefined=undefined)

@@ -31,10 +31,9 @@ class DeltaAP:
     per_size: dict[str, ClassDelta]  # small / medium / large (only sizes with ground truth on these images)
 
 
-def delta_ap(evaluator: CocoEvaluator, ref_dets: list[dict], cand_dets: list[dict], image_ids,
-             sizes_present: dict[str, bool] | None = None) -> DeltaAP:
-    """Per-class and per-size AP of both rows and their differences; sizes_present (from the ground
-    truth) drops sizes without boxes, whose AP the evaluator reports as 0 rather than absent."""
+def delta_ap(evaluator: CocoEvaluator, ref_dets: list[dict], cand_dets: list[dict], image_ids) -> DeltaAP:
+    """Per-class and per-size AP of both rows and their differences. A size without ground truth on
+    these images is undefined (None) in the evaluator's metrics and left out: there is nothing to lose."""
     ids = sorted(int(i) for i in image_ids)
     ref, cand = evaluator.evaluate(ref_dets, ids), evaluator.evaluate(cand_dets, ids)
     ref_ap, cand_ap = ref["per_class_ap"], cand["per_class_ap"]
@@ -46,6 +45,7 @@ def delta_ap(evaluator: CocoEvaluator, ref_dets: list[dict], cand_dets: list[dic
     common = sorted(set(ref_ap) & set(cand_ap))
     per_class = [ClassDelta(c, ref_ap[c], cand_ap[c]) for c in common]
     per_class.sort(key=lambda d: (d.delta, d.name))
+    # Both rows are scored on the same ground truth, so a size is undefined in both or in neither.
     per_size = {s: ClassDelta(s, ref[f"map_{s}"], cand[f"map_{s}"]) for s in SIZES
-                if sizes_present is None or sizes_present.get(s, False)}
+                if ref[f"map_{s}"] is not None and cand[f"map_{s}"] is not None}
     return DeltaAP(evaluator.backend, per_class, per_size)

@@ -2,8 +2,9 @@
 
 A tiny recursive-descent parser, never eval(): comparisons `name OP number` (OP one of < <= > >= ==
 !=) joined by `and` / `or` (and binds tighter), with optional parentheses. Names are the figures in
-GATE_FIGURES. A figure that is NaN (for instance an output holding NaN) makes its comparison true,
-so broken outputs fail the gate instead of slipping through.
+GATE_FIGURES. A figure that is NaN (for instance an output holding NaN) or undefined (None, e.g.
+ΔmAP when these images have no ground truth) makes its comparison true, so a row that cannot be
+judged fails the gate instead of slipping through.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ class Comparison:
     op: str
     value: float
 
-    def holds(self, figures: dict[str, float]) -> bool:
+    def holds(self, figures: dict[str, float | None]) -> bool:
         actual = figures[self.name]
-        return math.isnan(actual) or OPS[self.op](actual, self.value)
+        return actual is None or math.isnan(actual) or OPS[self.op](actual, self.value)
 
     def __str__(self) -> str:
         return f"{self.name}{self.op}{self.value:g}"
@@ -150,5 +151,9 @@ def gate_names(tree) -> set[str]:
 def failing_comparisons(tree, figures: dict[str, float]) -> list[str]:
     """The comparisons that hold for these figures, e.g. ['dmap=-0.0213 < -0.01'] (for the report)."""
     if isinstance(tree, Comparison):
-        return [f"{tree.name}={figures[tree.name]:.4g} {tree.op} {tree.value:g}"] if tree.holds(figures) else []
+        if not tree.holds(figures):
+            return []
+        actual = figures[tree.name]
+        shown = "undefined" if actual is None else f"{actual:.4g}"
+        return [f"{tree.name}={shown} {tree.op} {tree.value:g}"]
     return [text for p in tree.parts for text in failing_comparisons(p, figures)]

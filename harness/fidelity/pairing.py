@@ -66,8 +66,8 @@ class RowFidelity:
     tensor_note: str = ""
     gate_failures: list[str] = field(default_factory=list)
 
-    def figures(self) -> dict[str, float]:
-        """The named figures a --fail-if gate can test (see gate.GATE_FIGURES)."""
+    def figures(self) -> dict[str, float | None]:
+        """The named figures a --fail-if gate can test (see gate.GATE_FIGURES); None where undefined."""
         b, a = self.bootstrap, self.agreement
         out = {"dmap": b.delta["map"], "dmap_lo": b.interval["map"][0], "dmap_hi": b.interval["map"][1],
                "dmap50": b.delta["map50"], "agreement": a.matched_fraction, "missed": float(a.missed),
@@ -204,15 +204,6 @@ def _check_same_images(ref: SavedDetections, cand: SavedDetections, ref_row: Row
             "fidelity compares rows on the same images")
 
 
-def _sizes_present(ann: dict, ids) -> dict[str, bool]:
-    """Which COCO size ranges have a (non-crowd) box on these images; the evaluator reports an
-    absent size as AP 0, so the report leaves those out."""
-    ids = set(ids)
-    areas = [a["area"] for a in ann["annotations"] if a["image_id"] in ids and not a.get("iscrowd", 0)]
-    return {"small": any(a < 32 ** 2 for a in areas), "medium": any(32 ** 2 <= a < 96 ** 2 for a in areas),
-            "large": any(a >= 96 ** 2 for a in areas)}
-
-
 def compare_row(row: RowRef, ref: RowRef, cache: _Cache, resamples: int = RESAMPLES, seed: int = SEED) -> RowFidelity:
     ref_det_path = row_artifact_path(ref.results, ref.row, "detections")
     if ref_det_path is None:
@@ -230,8 +221,7 @@ def compare_row(row: RowRef, ref: RowRef, cache: _Cache, resamples: int = RESAMP
     cand_m = cache.coco_matches(ann_key, ann, cand_det_path, cand_dets, ids)
     boot = paired_bootstrap(ref_m, cand_m, resamples=resamples, seed=seed)
     agree = agreement(ref_dets, cand_dets)
-    dap = delta_ap(cache.evaluator(ann_key, ann), ref_dets.detections, cand_dets.detections, ids,
-                   _sizes_present(ann, ids))
+    dap = delta_ap(cache.evaluator(ann_key, ann), ref_dets.detections, cand_dets.detections, ids)
     result = RowFidelity(row, ref, len(ids), boot, agree, dap, None)
     cand_out_path = row_artifact_path(row.results, row.row, "outputs")
     ref_out_path = row_artifact_path(ref.results, ref.row, "outputs")
