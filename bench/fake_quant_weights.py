@@ -8,6 +8,7 @@ Usage: python bench/fake_quant_weights.py SRC.onnx DST.onnx BITS channel|tensor
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -32,6 +33,7 @@ def main() -> None:
         if init.name in conv_weights:
             w = numpy_helper.to_array(init).astype(np.float32)
             init.CopyFrom(numpy_helper.from_array(fake_quant(w, bits, mode == "channel"), init.name))
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, dst)
     print(f"{dst}: {len(conv_weights)} Conv weights fake-quantized to {bits} bits per {mode}")
 
