@@ -82,6 +82,9 @@ class ResultRow:
     finished: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
     schema: int = SCHEMA_VERSION
     target_figures: dict = field(default_factory=dict)  # TARGET_FIGURES, flattened into the row's JSON
+    #: files the row saved next to its results.json, paths relative to it: {"detections": ..., "outputs": ...}
+    #: (run --save-detections / --save-outputs N; read by report --fidelity)
+    artifacts: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # keys of a row this version does not know, kept as they were
 
     def __post_init__(self):

@@ -51,6 +51,8 @@ class RunConfig:
     canvases: CanvasCache | None = None  # shared by the runs of one command: later rows skip JPEG decoding
     notes: list[str] = field(default_factory=list)  # said of every row (e.g. options this target ignored)
     keep_going: bool = False  # a row that cannot run is recorded and the sweep goes on (else: recorded, then raised)
+    save_detections: bool = False  # ok rows write their COCO result dicts next to results.json (report --fidelity)
+    save_outputs: int = 0  # ok rows write the raw outputs of their first N images next to results.json
 
 
 def model_for_batch(model: str, batch: int) -> tuple[str, bool]:
@@ -94,7 +96,7 @@ def run(config: RunConfig, store: ResultsStore, progress=None) -> list[ResultRow
                    "annotations": str(config.ann_path), "notes": list(config.notes)}
         try:
             row, images, skipped = _run_one(config, options, bs, model_path, per_batch, images, skipped,
-                                            evaluator, progress, context)
+                                            evaluator, progress, context, store.out_dir)
         except HarnessError as exc:
             row = failed_row(config.target, bs, str(exc), precision=getattr(options, "precision", None) or "-",
                              **context)
@@ -124,7 +126,7 @@ def _first_batch(images, bs: int, profile: Profile, skip_bad: bool):
     return batch.tensor, batch.metas
 
 
-def _run_one(config, options, bs, model_path, per_batch, images, skipped, evaluator, progress, context):
+def _run_one(config, options, bs, model_path, per_batch, images, skipped, evaluator, progress, context, out_dir):
     profile = config.profile
     target = get_target(config.target)(model_path, profile, options, config.batch_sizes)
     with target:
@@ -150,6 +152,9 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
         flags = set(target.flags)
         precision = target.precision or "fp32"
         padded = target.padded_batch and len(passed.counted) % bs != 0
+        counted = set(passed.counted)
+        ran = [(i, p) for i, p in images if i in counted]  # dataset order, images that failed left out
+        outputs = _capture_outputs(config, target, ran, bs)
     if passed.failed:
         failed_paths = {failure.path for failure in passed.failed}
         images = [(i, p) for i, p in images if str(p) not in failed_paths]
@@ -190,7 +195,22 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
         metrics = evaluator.evaluate(passed.detections, passed.counted)
     except Exception as exc:  # a late failure never loses the finished timing
         return ResultRow(status="partial", error=f"evaluation failed: {first_line(exc)}", **common), images, skipped
-    return ResultRow(**common, **metric_fields(metrics)), images, skipped
+    row = ResultRow(**common, **metric_fields(metrics))
+    if config.save_detections or outputs is not None:
+        from harness.fidelity.artifacts import save_row_artifacts
+
+        row.artifacts = save_row_artifacts(out_dir, row, passed.detections if config.save_detections else None,
+                                           {i: Path(p).name for i, p in ran}, outputs)
+    return row, images, skipped
+
+
+def _capture_outputs(config: RunConfig, target, images, bs: int):
+    """--save-outputs N: the raw outputs of the first N images (None when not asked for)."""
+    if not config.save_outputs:
+        return None
+    from harness.fidelity.capture import capture_outputs
+
+    return capture_outputs(target, images, config.save_outputs, bs, config.profile, target.output_names())
 
 
 def _batch_mode(per_batch: bool, model_batch: int | None, bs: int) -> str:

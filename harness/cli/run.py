@@ -93,8 +93,12 @@ def _check_common(kw: dict) -> None:
 @click.option("--data", "images_dir", required=True, type=click.Path(path_type=Path), help="Image folder.")
 @click.option("--ann", "ann_path", required=True, type=click.Path(path_type=Path), help="COCO instances json.")
 @click.option("--out", "out_dir", default="results/run", show_default=True, type=click.Path(path_type=Path))
+@click.option("--save-detections", is_flag=True,
+              help="Save each row's detections (gzip COCO results) next to results.json, for report --fidelity.")
+@click.option("--save-outputs", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Save each row's raw outputs of the first N images (npz) next to results.json, for report --fidelity.")
 @run_options
-def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, **kw):
+def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_detections, save_outputs, **kw):
     """Run targets over a dataset at each batch size; write results.json and report.md."""
     from harness import runner
     from harness.canvases import CanvasCache
@@ -121,6 +125,7 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, **kw):
                 batch_sizes=batch_sizes, options=options, bench_seconds=kw["bench_seconds"],
                 warmup_seconds=kw["warmup_seconds"], limit=kw["limit"], skip_bad_images=kw["skip_bad_images"],
                 workers=kw["workers"], canvases=canvases, notes=notes, keep_going=True,
+                save_detections=save_detections, save_outputs=save_outputs,
             )
             rows += runner.run(config, store, progress)
     print_rows(store.rows, f"{config_profile.name} on {images_dir}")

@@ -16,11 +16,14 @@ from harness.errors import HarnessError
 FORMATS = ("md", "csv", "json")
 
 
-def write_report(inputs, out: Path, fmt: str = "md", baseline: str | None = None, top_classes: int = 10) -> list[Path]:
+def write_report(inputs, out: Path, fmt: str = "md", baseline: str | None = None, top_classes: int = 10,
+                 fidelity=None) -> list[Path]:
     """Build the comparison and write it; returns the files written.
 
     md: the markdown page at `out` plus two PNG plots next to it (<stem>-throughput.png,
     <stem>-map-vs-throughput.png). csv / json: the merged table (full-precision values) at `out`.
+    fidelity (a harness.fidelity.pairing.FidelityReport): its section is added to the page, its
+    figures to the table's records.
     """
     from harness.fileio import atomic_write_text
     from harness.report.compare import compare, export_frame
@@ -43,11 +46,27 @@ def write_report(inputs, out: Path, fmt: str = "md", baseline: str | None = None
 
             plots = write_plots(comp.table, out)
             written += [out.parent / name for name, _ in plots]
-            atomic_write_text(out, comparison_markdown(comp, plots, baseline))
+            text = comparison_markdown(comp, plots, baseline)
+            if fidelity is not None:
+                from harness.fidelity.markdown import fidelity_markdown
+
+                text = text.rstrip("\n") + "\n\n" + fidelity_markdown(fidelity, top_classes)
+            atomic_write_text(out, text)
         elif fmt == "csv":
-            atomic_write_text(out, export_frame(comp).to_csv(index=False, lineterminator="\n"))
+            frame = export_frame(comp)
+            if fidelity is not None:
+                import pandas as pd
+
+                from harness.fidelity.markdown import annotate_records
+
+                frame = pd.DataFrame(annotate_records(frame.to_dict(orient="records"), fidelity, nested=False))
+            atomic_write_text(out, frame.to_csv(index=False, lineterminator="\n"))
         else:
             records = export_frame(comp).to_dict(orient="records")
+            if fidelity is not None:
+                from harness.fidelity.markdown import annotate_records
+
+                records = annotate_records(records, fidelity, nested=True)
             clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
                      for rec in records]
             atomic_write_text(out, json.dumps(clean, indent=2, ensure_ascii=False, default=_plain) + "\n")

@@ -26,6 +26,7 @@ import numpy as np
 
 from harness import config
 from harness.errors import HarnessError
+from harness.onnx_model import inspect_onnx
 from harness.timing import timed_loop
 
 
@@ -100,6 +101,13 @@ class Target:
 
     def close(self) -> None:
         pass
+
+    def output_names(self) -> list[str]:
+        """Names of the model's outputs in infer()'s order (saved with --save-outputs); [] when the
+        file does not say (callers then number them). This default reads an ONNX file's graph."""
+        if self.model_path.suffix.lower() != ".onnx":
+            return []
+        return [t.name for t in inspect_onnx(self.model_path).outputs]
 
     def describe(self) -> dict:
         """Runtime, version, device and options, for the results row."""

@@ -136,6 +136,11 @@ class OpenVinoCpu(Target):
         self._request.infer(feeds)
         return [self._request.get_output_tensor(i).data.copy() for i in range(len(self._compiled.outputs))]
 
+    def output_names(self) -> list[str]:
+        """From the compiled model (an .xml IR has no ONNX graph to read); unnamed ports are numbered."""
+        return [port.get_any_name() if port.get_names() else f"output_{k}"
+                for k, port in enumerate(self._compiled.outputs)]
+
     def _nireq(self) -> int:
         return int(self.options.nireq or self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
 
