@@ -193,6 +193,7 @@ def targets():
         cls = get_target(name)
         ok, why = cls.availability()
         table.add_row(name, "yes" if ok else "no", escape(why or cls.description))
+    table.add_row("trt details", "-", escape(get_target("trt").status_line()))
     # File-based NPU targets run on the device host; the harness writes their input and reads their output.
     table.add_row("ascend", "files", "Huawei Ascend ais_bench/ais_infer: harness preprocess --format bin, then harness decode --bin")
     table.add_row("vacc", "files", "VastAI VACC vamp: harness preprocess --format npz, then harness decode --npz")

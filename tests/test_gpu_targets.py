@@ -27,7 +27,8 @@ from harness.targets.base import BenchStats
 from harness.targets.ort import check_session_providers, trt_ep_options
 from harness.targets.trt import (TrtSettings, load_trt_settings, onnx_inputs, settings_from_options,
                                  timing_summary)
-from harness.targets.trt_calib import CalibrationBatches, calib_cache_name, calibration_files
+from harness.precision.calib_images import CalibrationBatches, calibration_files
+from harness.targets.trt_calib import calib_cache_name
 from harness.targets.trt_engine import (engine_cache_key, engine_key_fields, engine_paths, key_from_fields,
                                         lookup_engine, profile_batches, profile_shapes, stale_reason,
                                         store_engine)
@@ -402,10 +403,15 @@ def test_trt_user_errors_are_reported_before_the_gpu_check(tmp_path, nanodet_m_3
     target = get_target("trt")
     with pytest.raises(HarnessError, match="fixed batch of 1 and cannot run batch 4"):
         target(nanodet_m_320, NANODET, {"batch_sizes": [1, 4]}).load(4)
-    with pytest.raises(HarnessError, match="--calib DIR"):
+    # int8 comes from a Q/DQ model; an fp32 model is refused with the way to make one
+    with pytest.raises(HarnessError, match="holds no Q/DQ nodes.*harness quantize"):
         target(nanodet_m_320, NANODET, {"precision": "int8"}).load(1)
+    # TensorRT 10's legacy implicit calibration still needs its images
+    with pytest.raises(HarnessError, match="--calib DIR"):
+        target(nanodet_m_320, NANODET, {"precision": "int8", "int8_mode": "implicit"}).load(1)
     with pytest.raises(HarnessError, match="calibration folder not found"):
-        target(nanodet_m_320, NANODET, {"precision": "int8", "calib": str(tmp_path / "none")}).load(1)
+        target(nanodet_m_320, NANODET, {"precision": "int8", "int8_mode": "implicit",
+                                        "calib": str(tmp_path / "none")}).load(1)
     with pytest.raises(HarnessError, match="precision"):
         target(nanodet_m_320, NANODET, {"precision": "bf16"}).load(1)
     with pytest.raises(HarnessError, match="needs an .onnx|from an .onnx"):
@@ -525,7 +531,8 @@ def test_trt_int8_calibration_cache_written_and_reused(tmp_path, coco_tiny, nano
     if reason:
         pytest.skip(reason)
     images, ann = coco_tiny
-    options = {"precision": "int8", "calib": str(images), "engine_cache": str(tmp_path / "engines")}
+    options = {"precision": "int8", "int8_mode": "implicit", "calib": str(images),
+               "engine_cache": str(tmp_path / "engines")}
     (ref,) = _run_rows("ort", nanodet_m_320, images, ann, tmp_path, {})
     (row,) = _run_rows("trt", nanodet_m_320, images, ann, tmp_path, options)
     calib_cache = Path(row["runtime"]["calib_cache"])
