@@ -13,7 +13,9 @@ exports, see tests/test_trt_precision.py):
 - old exports list weights as graph inputs too; the converter then turns the weight into fp16
   while the input still says float: those initializers are taken out of the graph inputs first;
 - Q/DQ nodes only accept fp16 scales from opset 19: a Q/DQ model is raised to opset 19 first,
-  so its non-quantized regions become fp16 with the scales (ModelOpt's recipe for TensorRT).
+  so its non-quantized regions become fp16 with the scales (ModelOpt's recipe for TensorRT);
+  onnx's version converter leaves an opset <= 12 Resize with an empty `scales` tensor beside
+  `sizes`, which opset 13+ forbids (nanodet-m-320): that empty input is made absent.
 """
 
 from __future__ import annotations
@@ -107,18 +109,43 @@ def opset_of(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def raise_opset_for_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
+def _empty_tensors(model: onnx.ModelProto) -> set[str]:
+    """Names of constant tensors with zero elements (initializers and Constant nodes)."""
+    empty = {init.name for init in model.graph.initializer if 0 in init.dims or (len(init.dims) == 1 and not init.dims[0])}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value" and attr.t.dims and 0 in attr.t.dims:
+                    empty.add(node.output[0])
+    return empty
+
+
+def mend_resize_inputs(model: onnx.ModelProto) -> int:
+    """Resize with `sizes`: an empty roi/scales tensor becomes an absent input (opset 13+ rule)."""
+    empty = _empty_tensors(model)
+    mended = 0
+    for node in model.graph.node:
+        if node.op_type == "Resize" and len(node.input) == 4 and node.input[3]:
+            for index in (1, 2):
+                if node.input[index] in empty:
+                    node.input[index] = ""
+                    mended += 1
+    return mended
+
+
+def raise_opset_for_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """Q/DQ with fp16 scales needs opset >= 19 (QuantizeLinear-19 / DequantizeLinear-19)."""
     if opset_of(model) >= QDQ_MIN_OPSET:
-        return model
+        return model, 0
     from onnx import version_converter
 
     try:
-        return version_converter.convert_version(model, QDQ_MIN_OPSET)
+        raised = version_converter.convert_version(model, QDQ_MIN_OPSET)
     except Exception as exc:  # the converter raises plain RuntimeError/ValueError subclasses
         raise HarnessError(f"cannot raise the Q/DQ model from opset {opset_of(model)} to {QDQ_MIN_OPSET} for fp16 "
                            f"scales ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}); "
                            f"export it at opset {QDQ_MIN_OPSET} or newer") from None
+    return raised, mend_resize_inputs(raised)
 
 
 def _float_cast_outputs(model: onnx.ModelProto, kept: set[str]) -> set[str]:
@@ -175,7 +202,7 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32_nodes=(), converter: str =
               "kept_fp32_nodes": len(kept), "opset_in": opset_of(work)}
     recipe["input_initializers_dropped"] = drop_input_initializers(work)
     if has_qdq:
-        work = raise_opset_for_qdq(work)
+        work, recipe["resize_inputs_mended"] = raise_opset_for_qdq(work)
     if chosen == "modelopt":
         converted, details = _convert_autocast(work, keep_fp32_nodes or ())
     else:

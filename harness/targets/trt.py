@@ -231,7 +231,7 @@ class TensorRtTarget(Target):
         self._onnx_sha = onnx_sha
         return prepare_model(self.model_path, onnx_sha, settings, self.profile, settings.cache_dir,
                              keep_fp32_nodes=tuple(self.options.get("keep_fp32_nodes") or ()),
-                             check_images=self.options.get("check_images"),
+                             check_images=self.options.get("check_image_paths"),
                              check_data=str(self.options.get("check_data") or ""))
 
     def _engine_for(self, trt, api, cuda, plan: LoadPlan, prepared, gpu: str):

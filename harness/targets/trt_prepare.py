@@ -94,9 +94,10 @@ def _convert_and_check(model, plan, settings, keep_fp32_nodes, profile, images, 
     from harness.precision.fp16 import convert_to_fp16
 
     conversion = convert_to_fp16(model, keep_fp32_nodes, settings.fp16_converter)
+    min_sqnr = settings.check_min_sqnr_db if plan == "fp16" else settings.check_min_sqnr_db_int8
     try:
         batches = check_batches(images, profile.input)
-        result = check_conversion(model, conversion.model, batches, profile, settings.check_min_sqnr_db,
+        result = check_conversion(model, conversion.model, batches, profile, min_sqnr,
                                   settings.check_min_box_agreement, data_desc)
     except HarnessError:
         raise
@@ -136,7 +137,8 @@ def prepare_model(model_path: Path, onnx_sha: str, settings, profile, cache_dir:
             images = synthetic_check_images(Path(scratch), settings.check_images)
             data_desc = f"synthetic ({settings.check_images} images of harness.data.synthetic, split {CHECK_SPLIT})"
         wanted = {"source": onnx_sha, "plan": plan, "converter": converter, "keep_fp32_nodes": list(keep_fp32_nodes),
-                  "check": [settings.check_min_sqnr_db, settings.check_min_box_agreement],
+                  "check": [settings.check_min_sqnr_db, settings.check_min_sqnr_db_int8,
+                            settings.check_min_box_agreement],
                   "images": _identity(images), "profile": repr(profile.input) + repr(profile.decoder)}
         key = key_from_fields(wanted)
         onnx_path = Path(cache_dir).expanduser() / f"{model_path.stem}-{plan}-{key[:16]}.onnx"
