@@ -20,8 +20,7 @@ from harness.demo import demo_model_path
 from harness.errors import HarnessError
 from harness.precision.check import cpu_session
 from harness.profiles import load_profile
-from harness.targets import get_target
-from harness.targets import cuda_rt
+from harness.targets import cuda_rt, get_target
 from harness.targets.trt_inspect import EnginePrecisionError
 from tests.fake_cuda import BYTES_PER_MS, KERNEL_MS, FakeCudaRuntime
 from tests.fake_trt import TRT_API, make_fake_tensorrt, names

@@ -232,41 +232,46 @@ class PyCuda:
     end_capture = launch = begin_capture
 
 
+class _ReleasedOnce:
+    """Runs its `_release` callable at most once: freeing or destroying twice is a CUDA error."""
+
+    _release: object = None
+
+    def _release_once(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
 @dataclass
-class HostBuffer:
+class HostBuffer(_ReleasedOnce):
     array: np.ndarray  # pinned memory, flat
     ptr: int
-    _free: object
+    _release: object
 
     def free(self) -> None:
-        if self._free is not None:
-            self._free()
-            self._free = None
+        self._release_once()
 
 
 @dataclass
-class DeviceBuffer:
+class DeviceBuffer(_ReleasedOnce):
     ptr: int
     nbytes: int
-    _free: object
+    _release: object
 
     def free(self) -> None:
-        if self._free is not None:
-            self._free()
-            self._free = None
+        self._release_once()
 
 
 @dataclass
-class Stream:
+class Stream(_ReleasedOnce):
     raw: object
     handle: int  # what execute_async_v3 takes
     synchronize: object
-    _destroy: object
+    _release: object
 
     def destroy(self) -> None:
-        if self._destroy is not None:
-            self._destroy()
-            self._destroy = None
+        self._release_once()
 
 
 @dataclass
@@ -285,14 +290,12 @@ class Event:
 
 
 @dataclass
-class Graph:
+class Graph(_ReleasedOnce):
     raw: object
-    _destroy: object
+    _release: object
 
     def destroy(self) -> None:
-        if self._destroy is not None:
-            self._destroy()
-            self._destroy = None
+        self._release_once()
 
 
 def load_binding(choice: str = "auto"):

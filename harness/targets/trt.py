@@ -27,10 +27,15 @@ import numpy as np
 from harness.errors import HarnessError, TargetUnavailable
 from harness.targets import register
 from harness.targets.base import BenchStats, Target, TensorInfo, fixed_batch_error
-from harness.targets.trt_engine import (engine_key_fields, lookup_engine, profile_batches, profile_shapes,
-                                        sha256_file, store_engine)
-from harness.targets.trt_settings import (SETTINGS_FILE, TrtSettings, load_trt_settings,  # noqa: F401 (re-exported)
-                                          settings_from_options, validate_settings)
+from harness.targets.trt_engine import (
+    engine_key_fields,
+    lookup_engine,
+    profile_batches,
+    profile_shapes,
+    sha256_file,
+    store_engine,
+)
+from harness.targets.trt_settings import SETTINGS_FILE, TrtSettings, load_trt_settings, settings_from_options, validate_settings  # noqa: F401 (re-exported)
 from harness.targets.trt_timing import timing_summary  # noqa: F401 (re-exported)
 
 INSTALL_HINT = "pip install 'harness[gpu]' (TensorRT, cuda-python, onnxruntime-gpu)"

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
-
 import os
 import tempfile
+from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.targets.trt_settings import DEFAULT_CACHE_DIR, OPT_MODES, PRECISIONS  # noqa: F401 (re-exported)
