@@ -78,7 +78,8 @@ def test_wrong_preprocessing_or_decoding_costs_demo_map(tmp_path, demo_data, sec
     if section == "input":
         broken = dataclasses.replace(profile, input=dataclasses.replace(profile.input, **change))
     else:
-        broken = dataclasses.replace(profile, decoder={**profile.decoder, **change})
+        params = dataclasses.replace(profile.decoder.params, **change)
+        broken = dataclasses.replace(profile, decoder=dataclasses.replace(profile.decoder, params=params))
     config = RunConfig(target="ort", model=str(demo_model_path()), profile=broken, images_dir=images, ann_path=ann,
                        batch_sizes=[8], bench_seconds=0.1, warmup_seconds=0.05, min_iterations=2, limit=80)
     (row,) = run(config, ResultsStore(tmp_path / "out", env={}))

@@ -25,13 +25,20 @@ from harness.profiles import load_profile, profile_from_dict
 from harness.targets import get_target
 from harness.targets.base import BenchStats
 from harness.targets.ort import check_session_providers, trt_ep_options
-from harness.targets.trt import (TrtSettings, load_trt_settings, onnx_inputs, settings_from_options,
-                                 timing_summary)
 from harness.precision.calib_images import CalibrationBatches, calibration_files
+from harness.targets.trt import TrtSettings, load_trt_settings, onnx_inputs, settings_from_options, timing_summary
 from harness.targets.trt_calib import calib_cache_name
-from harness.targets.trt_engine import (engine_cache_key, engine_key_fields, engine_paths, key_from_fields,
-                                        lookup_engine, profile_batches, profile_shapes, stale_reason,
-                                        store_engine)
+from harness.targets.trt_engine import (
+    engine_cache_key,
+    engine_key_fields,
+    engine_paths,
+    key_from_fields,
+    lookup_engine,
+    profile_batches,
+    profile_shapes,
+    stale_reason,
+    store_engine,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 NANODET = load_profile("nanodet-m-320")
@@ -349,7 +356,7 @@ TINY = profile_from_dict({"input": {"width": 8, "height": 8}, "decoder": {"kind"
 def test_ort_cuda_io_binding_on_the_cpu_fallback(tmp_path):
     """The IO-binding code paths (bind_cpu_input/bind_output/OrtValue input) run for real on CPU here."""
     model = _write_scale_model(tmp_path / "scale.onnx")
-    target = get_target("ort-cuda")(model, TINY, {"allow_fallback": True, "batch_sizes": [1, 3]})
+    target = get_target("ort-cuda")(model, TINY, {"allow_fallback": True}, batch_sizes=[1, 3])
     target.load(3)
     if _gpu_reason("ort-cuda") is not None:
         assert any(n.startswith("FALLBACK") for n in target.notes)
@@ -386,7 +393,7 @@ def test_trt_unavailable_here_says_why(tmp_path):
     assert ("tensorrt" in why or "pycuda" in why) and "pip install" in why
     model = _write_scale_model(tmp_path / "scale.onnx")
     with pytest.raises(TargetUnavailable, match="target trt cannot run here"):
-        get_target("trt")(model, TINY, {"batch_sizes": [1]}).load(1)
+        get_target("trt")(model, TINY, {}, batch_sizes=[1]).load(1)
 
 
 @pytest.mark.skipif(_gpu_reason("ort-cuda") is None, reason="onnxruntime-gpu with CUDA is usable here")
@@ -402,7 +409,7 @@ def test_trt_user_errors_are_reported_before_the_gpu_check(tmp_path, nanodet_m_3
     """Fixed-batch models, int8 without images, bad settings: found without TensorRT or a GPU."""
     target = get_target("trt")
     with pytest.raises(HarnessError, match="fixed batch of 1 and cannot run batch 4"):
-        target(nanodet_m_320, NANODET, {"batch_sizes": [1, 4]}).load(4)
+        target(nanodet_m_320, NANODET, {}, batch_sizes=[1, 4]).load(4)
     # int8 comes from a Q/DQ model; an fp32 model is refused with the way to make one
     with pytest.raises(HarnessError, match="holds no Q/DQ nodes.*harness quantize"):
         target(nanodet_m_320, NANODET, {"precision": "int8"}).load(1)
@@ -513,7 +520,7 @@ def test_trt_outputs_match_ort(tmp_path, coco_tiny, nanodet_m_320):
     x = preprocess_image(sorted(images.iterdir())[0], 0, NANODET.input)[0][None]
     ort = get_target("ort")(nanodet_m_320, NANODET, {})
     ort.load(1)
-    trt = get_target("trt")(nanodet_m_320, NANODET, {"engine_cache": str(tmp_path), "batch_sizes": [1]})
+    trt = get_target("trt")(nanodet_m_320, NANODET, {"engine_cache": str(tmp_path)}, batch_sizes=[1])
     trt.load(1)
     try:
         for a, b in zip(trt.infer(x), ort.infer(x)):

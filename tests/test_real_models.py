@@ -7,6 +7,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.profiles import load_profile
+from harness.report import write_run_report
 from harness.results import ResultsStore
 from harness.runner import RunConfig, run
 from tests.conftest import need_shared
@@ -14,7 +15,7 @@ from tests.conftest import need_shared
 
 def run_rows(tmp_path, target, model, profile, coco_tiny, bs=(1,), **options):
     images, ann = coco_tiny
-    store = ResultsStore(tmp_path / f"{target}-{profile}", env={})
+    store = ResultsStore(tmp_path / f"{target}-{profile}", env={}, on_save=write_run_report)
     config = RunConfig(target=target, model=str(model), profile=load_profile(profile), images_dir=images,
                        ann_path=ann, batch_sizes=list(bs), options=options, bench_seconds=0.2,
                        warmup_seconds=0.1, min_iterations=2)

@@ -19,13 +19,12 @@ max_detections are kept. A missing batch dimension is added back.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from harness.decode import register
 from harness.decode.nms import above_threshold, multiclass_nms, top_k_indices
-from harness.decode.types import Detections, check_batch, output_shapes
+from harness.decode.types import DecoderFamily, Detections, NoParams, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original
 
@@ -77,7 +76,6 @@ def _single_prediction(outputs: Sequence[np.ndarray], channels: int, kind: str, 
     return candidates[0]
 
 
-@register("yolov5")
 def decode_yolov5(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
     post, nc = profile.postprocess, profile.num_classes
     pred = _single_prediction(outputs, 5 + nc, "yolov5", allow_transposed=False)
@@ -92,7 +90,6 @@ def decode_yolov5(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
     return results
 
 
-@register("yolov8")
 def decode_yolov8(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
     post, nc = profile.postprocess, profile.num_classes
     pred = _single_prediction(outputs, 4 + nc, "yolov8", allow_transposed=True)
@@ -117,7 +114,6 @@ def arrange_nms_outputs(outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.n
     return ones[0][..., 0], ones[1][..., 0], fours[0]
 
 
-@register("yolo-nms")
 def decode_yolo_nms(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
     post, nc = profile.postprocess, profile.num_classes
     classes, scores, boxes = arrange_nms_outputs(outputs)
@@ -135,3 +131,8 @@ def decode_yolo_nms(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> 
         dets.boxes = input_to_original(dets.boxes, meta)
         results.append(dets)
     return results
+
+
+YOLOV5 = DecoderFamily("yolov5", NoParams, decode_yolov5, "YOLOv5 (boxes decoded in the graph, objectness x class)")
+YOLOV8 = DecoderFamily("yolov8", NoParams, decode_yolov8, "YOLOv8 (anchor-free, boxes decoded in the graph)")
+YOLO_NMS = DecoderFamily("yolo-nms", NoParams, decode_yolo_nms, "YOLO with NMS in the graph (e.g. VACC output_0..2)")

@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError, TargetUnavailable
-from harness.targets import register
-from harness.targets.base import BenchStats, Target, TensorInfo, fixed_batch_error
+from harness.targets.base import BenchStats, Target, fixed_batch_error
 from harness.targets.trt_engine import (
     engine_key_fields,
     lookup_engine,
@@ -114,7 +113,6 @@ def status_line() -> str:
     return f"{trt}; {cuda}; builds: {modes}; timing: serial, pipelined{graphs}"
 
 
-@register
 class TensorRtTarget(Target):
     name = "trt"
     description = "NVIDIA TensorRT 10/11 engine from ONNX, strongly typed fp32/fp16/int8 (needs tensorrt, a CUDA binding, an NVIDIA GPU)"
@@ -379,14 +377,6 @@ class TensorRtTarget(Target):
                           self.settings.cuda_graph)
 
     # - describe / close --------------------------------------------------------------------------
-
-    def inputs(self) -> list[TensorInfo]:
-        io = self._io()
-        return [TensorInfo(n, tuple(self._engine.get_tensor_shape(n)), io.dtypes[n].name) for n in io.inputs]
-
-    def outputs(self) -> list[TensorInfo]:
-        io = self._io()
-        return [TensorInfo(n, tuple(self._engine.get_tensor_shape(n)), io.dtypes[n].name) for n in io.outputs]
 
     def describe(self) -> dict:
         return dict(self._info)

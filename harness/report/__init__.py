@@ -1,12 +1,15 @@
-"""`harness report`: one comparison page (or table export) from several results.json files."""
+"""Reports: rows in, markdown / CSV / JSON / PNG out. Nothing here measures or recomputes a metric.
+
+    compare.py   rows of several results.json files -> one comparison table (pandas)
+    markdown.py  the per-run report.md and the comparison page
+    plots.py     the comparison page's PNG plots
+"""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-
-import click
 
 from harness.errors import HarnessError
 
@@ -19,8 +22,8 @@ def write_report(inputs, out: Path, fmt: str = "md", baseline: str | None = None
     md: the markdown page at `out` plus two PNG plots next to it (<stem>-throughput.png,
     <stem>-map-vs-throughput.png). csv / json: the merged table (full-precision values) at `out`.
     """
-    from harness.compare import compare, export_frame
-    from harness.results import atomic_write_text
+    from harness.fileio import atomic_write_text
+    from harness.report.compare import compare, export_frame
 
     if fmt not in FORMATS:
         raise HarnessError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
@@ -35,8 +38,8 @@ def write_report(inputs, out: Path, fmt: str = "md", baseline: str | None = None
     written = []
     try:
         if fmt == "md":
-            from harness.plots import write_plots
-            from harness.report import comparison_markdown
+            from harness.report.markdown import comparison_markdown
+            from harness.report.plots import write_plots
 
             plots = write_plots(comp.table, out)
             written += [out.parent / name for name, _ in plots]
@@ -53,25 +56,17 @@ def write_report(inputs, out: Path, fmt: str = "md", baseline: str | None = None
     return [out, *written]
 
 
+def write_run_report(rows, env: dict, out_dir: Path) -> None:
+    """report.md of one results folder (a ResultsStore's on_save hook)."""
+    from harness.fileio import atomic_write_text
+    from harness.report.markdown import run_report_markdown
+    from harness.results import REPORT_FILE
+
+    atomic_write_text(Path(out_dir) / REPORT_FILE, run_report_markdown(rows, env))
+
+
 def _plain(value):
     """numpy scalars from pandas -> plain Python for json."""
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-@click.command("report")
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("--out", "out_path", default=None, type=click.Path(path_type=Path),
-              help="Output file (default report.md / report.csv / report.json by --format).")
-@click.option("--baseline", default=None, help="Target to compare against (default: ort fp32, else ov fp32).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True,
-              help="md: markdown page + PNG plots next to it; csv/json: the merged table only.")
-@click.option("--top-classes", default=10, show_default=True, help="Per-class AP losses listed per target.")
-def report_cmd(inputs, out_path, baseline, fmt, top_classes):
-    """Compare results across runs: INPUTS are folders holding results.json, or results.json files."""
-    from harness.cli import out
-
-    path = out_path or Path(f"report.{fmt}")
-    written = write_report(list(inputs), path, fmt, baseline, top_classes)
-    out.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
