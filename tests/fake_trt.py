@@ -33,7 +33,8 @@ TRT_API = Path(__file__).resolve().parent.parent.parent / "shared" / "trt-api"
 RELEASES = {"10.0": "tensorrt-10.0.1.names", "10.16": "tensorrt-10.16.1.11.names", "11.4": "tensorrt-11.4.0.106.names"}
 VERSIONS = {"10.0": "10.0.1", "10.16": "10.16.1.11", "11.4": "11.4.0.106"}
 #: bound in every release but missing from the lists (tails of longer strings, or Python-level names)
-HAND_CHECKED = {"Logger": "ILogger", "Builder": "IExprBuilder", "Runtime": "IPluginV3OneRuntime", "INT8": "UINT8", "INPUT": "CONDITIONAL_INPUT",
+HAND_CHECKED = {"Logger": "ILogger", "Builder": "IExprBuilder", "Runtime": "IPluginV3OneRuntime", "INT8": "UINT8",
+                "INPUT": "CONDITIONAL_INPUT",
                 "OUTPUT": "CONDITIONAL_OUTPUT", "num_errors": "get_num_errors",
                 "nptype": None, "__version__": None}  # nptype, __version__: defined in tensorrt/__init__.py
 #: BuilderFlag.INT8 exists in 10.x only (DataType.INT8 in all); the lists cannot show it (tail of UINT8)

@@ -13,7 +13,7 @@ import onnx
 
 from harness.data.synthetic import generate_image
 from harness.demo import demo_model_path
-from harness.precision.calib_images import stack_images
+from harness.preprocess import prepare_batch
 from harness.profiles import load_profile
 
 
@@ -37,7 +37,8 @@ def quantize_demo(out: Path, images: int = 8, model: Path | None = None, profile
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{name: stack_images([p], spec)[0]} for p in calib_paths])
+            self.batches = iter([{name: prepare_batch([(0, p)], spec, None, skip_bad=False).tensor}
+                                  for p in calib_paths])
 
         def get_next(self):
             return next(self.batches, None)

@@ -20,6 +20,7 @@ from harness.demo import demo_model_path
 from harness.errors import HarnessError
 from harness.precision.check import cpu_session
 from harness.profiles import load_profile
+from harness.row import TARGET_FIGURES
 from harness.targets import cuda_rt, get_target
 from harness.targets.trt_inspect import EnginePrecisionError
 from tests.fake_cuda import BYTES_PER_MS, KERNEL_MS, FakeCudaRuntime
@@ -52,8 +53,8 @@ def _settings(tmp_path, **extra) -> Path:
 
 
 def _load(tmp_path, model=None, precision="fp32", batch=4, sizes=(1, 4), **settings):
-    options = {"trt_settings": str(_settings(tmp_path, **settings)), "precision": precision, "batch_sizes": list(sizes)}
-    target = get_target("trt")(model or demo_model_path(), DEMO, options)
+    options = {"trt_settings": str(_settings(tmp_path, **settings)), "precision": precision}
+    target = get_target("trt")(model or demo_model_path(), DEMO, options, batch_sizes=sizes)
     target.load(batch)
     return target
 
@@ -182,11 +183,18 @@ def test_timing_modes_measure_copies_compute_and_enqueue(tmp_path, fakes, timing
     _, cuda = fakes("11.4")
     target = _load(tmp_path, precision="fp32", timing=timing, cuda_graph=graph)
     x = _x()
-    stats = target.benchmark(x, seconds=0.0, min_iterations=6)
+    stats = target.benchmark(x, seconds=0.0, min_iterations=6, capture=2)
     extra = stats.extra
-    assert extra["timing_mode"] == timing and extra["cuda_graph"] is graph
+    assert set(extra) <= set(TARGET_FIGURES)  # the runner copies them into the row
+    assert target.describe()["timing_mode"] == timing and target.describe()["cuda_graph"] is graph
     assert stats.concurrency == (2 if timing == "pipelined" else 1)
     assert len(stats.latencies_ms) >= 6 and stats.images == 4 * len(stats.latencies_ms)
+    assert len(stats.latencies_ms) % stats.concurrency == 0  # every stream used equally (timed_loop multiple_of)
+    # the first two batches of the loop, copied out after their events: what the engine computed
+    ref = cpu_session(onnx.load(str(demo_model_path()))).run(None, {"image": x})[0]
+    assert len(stats.captured) == 2
+    for outputs in stats.captured:
+        np.testing.assert_allclose(outputs[0], ref, rtol=1e-5, atol=1e-5)
     # the fake GPU clock: compute = one kernel, copies = bytes / rate
     assert extra["gpu_compute_ms_p50"] == pytest.approx(KERNEL_MS)
     assert extra["h2d_ms_p50"] == pytest.approx(x.nbytes / BYTES_PER_MS, abs=1e-4)
@@ -199,7 +207,6 @@ def test_timing_modes_measure_copies_compute_and_enqueue(tmp_path, fakes, timing
     assert ("--useCudaGraph" in info["trtexec"]) is graph
     assert "11.x" in info["trtexec_compare"] and "without data transfers" in info["trtexec_compare"]
     # infer after the timing loop still gives the model's outputs
-    ref = cpu_session(onnx.load(str(demo_model_path()))).run(None, {"image": x})[0]
     np.testing.assert_allclose(target.infer(x)[0], ref, rtol=1e-5, atol=1e-5)
     target.close()
     assert cuda.device_mem == {} and cuda.host == {}  # every buffer freed
@@ -235,6 +242,52 @@ def test_11_list_really_lacks_the_weak_typing_api():
     gone = {"FP16", "int8_calibrator", "set_calibration_profile", "IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator"}
     assert gone <= names("10.16") and gone <= names("10.0") and not gone & names("11.4")
     assert {"STRONGLY_TYPED", "TF32", "execute_async_v3", "create_engine_inspector"} <= names("11.4")
+
+
+# -- through harness.runner.run: rows, failed rows, the run's images for the conversion check ------
+
+
+def _run_rows(tmp_path, options, batch_sizes=(2,), target="trt", limit=12):
+    from harness.demo import demo_dataset
+    from harness.results import ResultsStore
+    from harness.runner import RunConfig, run
+
+    images, ann, _ = demo_dataset()
+    options = {"trt_settings": str(_settings(tmp_path)), **options} if target == "trt" else options
+    config = RunConfig(target=target, model=str(demo_model_path()), profile=DEMO, images_dir=images, ann_path=ann,
+                       batch_sizes=list(batch_sizes), options=options, bench_seconds=0.05, warmup_seconds=0.0,
+                       min_iterations=4, limit=limit, keep_going=True)
+    return run(config, ResultsStore(tmp_path / f"out-{target}", env={}))
+
+
+@pytest.mark.parametrize("timing", ["serial", "pipelined"])
+def test_a_run_writes_a_full_row_with_the_tensorrt_figures(tmp_path, fakes, timing):
+    fakes("11.4")
+    (row,) = _run_rows(tmp_path, {"precision": "fp16", "timing": timing, "cuda_graph": timing == "pipelined"})
+    (ref,) = _run_rows(tmp_path, {}, target="ort")
+    assert row.status == "ok" and row.precision == "fp16" and row.images == 12
+    assert abs(row.map - ref.map) <= 0.01, (row.map, ref.map)
+    assert row["gpu_compute_ms_p50"] == pytest.approx(KERNEL_MS) and row["h2d_ms_p50"] > 0
+    assert row["enqueue_ms_p50"] is not None and row["gpu_compute_fps"] > 0
+    assert row.runtime["timing_mode"] == timing and row.runtime["cuda_graph"] is (timing == "pipelined")
+    assert row.bench["concurrency"] == (2 if timing == "pipelined" else 1)
+    # the loop's own outputs (CUDA graph replays included) are what infer() gives
+    assert row.bench["loop_check"]["captured"] == 2 and row.bench["loop_check"]["equal"] is True
+    # the fp16 conversion was checked on the run's first images, not on synthetic ones
+    check = row.runtime["conversion_check"]
+    assert check["passed"] and check["images"] == 3 and check["data"].startswith("the run's first 3 images")
+    assert row.runtime["engine_precision"]["fp16"] > 0.5
+
+
+def test_a_run_records_the_precision_gate_and_a_refused_conversion_as_failed_rows(tmp_path, fakes):
+    fakes("11.4", force_precision="fp32")  # a TensorRT that silently keeps fp32
+    (row,) = _run_rows(tmp_path, {"precision": "fp16"})
+    assert row.status == "failed" and row.precision == "fp16" and row.map is None
+    assert "runs 0% of its" in row.error and "not a fp16 result" in row.error and "\n" not in row.error
+    fakes("11.4")
+    (row,) = _run_rows(tmp_path, {"precision": "fp16", "check_min_sqnr_db": 150.0})
+    assert row.status == "failed" and "breaks the model on ONNX Runtime CPU" in row.error
+    assert "dB < 150 dB" in row.error and "[precision] keep_fp32_nodes" in row.error
 
 
 # -- fixtures: a Q/DQ demo model and a calibration folder ------------------------------------------

@@ -18,11 +18,11 @@ import pytest
 from harness.decode import decode
 from harness.demo import demo_dataset, demo_model_path
 from harness.errors import HarnessError
-from harness.precision.calib_images import stack_images
+from harness.onnx_model import inspect_model
 from harness.precision.check import box_agreement, cpu_session, sqnr_db
 from harness.precision.fp16 import convert_to_fp16, match_nodes
-from harness.precision.graph import graph_precision
 from harness.profiles import load_profile
+from harness.targets.trt_prepare import check_batches
 from tests.conftest import need_shared
 from tests.qdq_util import quantize_demo
 
@@ -60,7 +60,7 @@ def _fidelity(reference, candidate, batches, profile):
 def demo_eval():
     images, _, _ = demo_dataset()
     files = sorted(Path(images).glob("*.jpg"))[100:116]  # never used for calibration (qdq-calib split)
-    return [stack_images([f], DEMO.input) for f in files]
+    return check_batches(list(enumerate(files)), DEMO.input)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_sqnr_and_box_agreement_can_fail():
 def test_demo_fp16_keeps_its_fidelity_on_ort_and_openvino(tmp_path, demo_eval):
     fp32 = onnx.load(str(demo_model_path()))
     conversion = convert_to_fp16(fp32, converter="onnxconverter-common")
-    assert graph_precision(fp32).label == "fp32" and graph_precision(conversion.model).label == "fp16"
+    assert inspect_model(fp32).precision == "fp32" and inspect_model(conversion.model).precision == "fp16"
     # fp32 inputs and outputs kept (casts at the boundary)
     assert conversion.model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     reference = _ort_runner(fp32)
@@ -104,10 +104,10 @@ def test_demo_fp16_keeps_its_fidelity_on_ort_and_openvino(tmp_path, demo_eval):
 
 def test_demo_qdq_with_fp16_rest_keeps_its_fidelity_on_ort_and_openvino(tmp_path, demo_eval):
     qdq = onnx.load(str(quantize_demo(tmp_path / "demo-qdq.onnx", images=16)))
-    assert graph_precision(qdq).label == "int8"
+    assert inspect_model(qdq).precision == "int8"
     conversion = convert_to_fp16(qdq)
     assert conversion.recipe["converter"] == "onnxconverter-common" and conversion.recipe["opset_out"] == 19
-    assert graph_precision(conversion.model).label == "int8" and graph_precision(conversion.model).fp16_tensors > 0
+    assert inspect_model(conversion.model).precision == "int8" and inspect_model(conversion.model).float16_tensors > 0
     reference = _ort_runner(onnx.load(str(demo_model_path())))
     runners = {"qdq-ort": _ort_runner(qdq), "qdq-fp16-ort": _ort_runner(conversion.model),
                "qdq-ov": _ov_runner(qdq, tmp_path, "qdq"), "qdq-fp16-ov": _ov_runner(conversion.model, tmp_path, "qdq16")}
@@ -131,7 +131,7 @@ def test_shared_models_fp16_fidelity_on_ort_and_openvino(tmp_path, coco_split, m
         assert conversion.recipe["retargeted_casts"] >= 1
     if model_name == "nanodet-m-416":  # it lists its weights as graph inputs
         assert conversion.recipe["input_initializers_dropped"] > 100
-    batches = [stack_images([f], profile.input) for f in coco_split[1][:6]]
+    batches = check_batches(list(enumerate(coco_split[1][:6])), profile.input)
     reference = _ort_runner(fp32)
     for runner in (_ort_runner(conversion.model), _ov_runner(conversion.model, tmp_path, model_name)):
         sqnr, agreement = _fidelity(reference, runner, batches, profile)
@@ -147,7 +147,7 @@ def test_shared_nanodet_qdq_with_fp16_rest_on_ort_and_openvino(tmp_path, coco_sp
                              calib_paths=coco_split[0][:12])
     conversion = convert_to_fp16(onnx.load(str(qdq_path)))
     assert conversion.recipe["resize_inputs_mended"] > 0
-    batches = [stack_images([f], profile.input) for f in coco_split[1][:6]]
+    batches = check_batches(list(enumerate(coco_split[1][:6])), profile.input)
     reference = _ort_runner(onnx.load(str(path)))
     for runner in (_ort_runner(conversion.model), _ov_runner(conversion.model, tmp_path, "nanodet-qdq16")):
         sqnr, agreement = _fidelity(reference, runner, batches, profile)
@@ -189,6 +189,37 @@ def test_conversion_below_the_threshold_is_refused_in_one_line(tmp_path):
     ok = prepare_model(model, sha256_file(model), TrtSettings(precision="fp16", check_images=2,
                                                               fp16_converter="onnxconverter-common"), DEMO, tmp_path)
     assert ok.label == "fp16" and ok.path.is_file() and ok.check["passed"]
+    assert ok.path.stat().st_mode & 0o777 == 0o600  # the converted model carries the weights: owner only
+
+
+def test_profile_keep_fp32_nodes_and_the_runs_images_reach_the_conversion(tmp_path):
+    """[precision] keep_fp32_nodes of the profile is what the conversion keeps; the check runs on the
+    sample images it is given (the runner's first images), and both are in the conversion's cache key."""
+    from harness.profiles import profile_from_dict
+    from harness.targets.trt_engine import sha256_file
+    from harness.targets.trt_prepare import prepare_model
+    from harness.targets.trt_settings import TrtSettings
+
+    model = demo_model_path()
+    last = onnx.load(str(model)).graph.node[-1].name
+    kept = profile_from_dict({**DEMO.to_dict(), "precision": {"keep_fp32_nodes": [last]}}, name="demo-kept")
+    assert kept.precision.keep_fp32_nodes == (last,) and kept.to_dict()["precision"] == {"keep_fp32_nodes": [last]}
+    settings = TrtSettings(precision="fp16", check_images=3, fp16_converter="onnxconverter-common")
+    images, _, _ = demo_dataset()
+    samples = [(i, f) for i, f in enumerate(sorted(Path(images).glob("*.jpg"))[:5])]
+    sha = sha256_file(model)
+    plain = prepare_model(model, sha, settings, DEMO, tmp_path, sample_images=samples, sample_desc="the run's images")
+    with_kept = prepare_model(model, sha, settings, kept, tmp_path, sample_images=samples, sample_desc="the run's images")
+    assert plain.recipe["conversion"]["kept_fp32_nodes"] == 0 and with_kept.recipe["conversion"]["kept_fp32_nodes"] == 1
+    assert with_kept.path != plain.path and with_kept.check["data"] == "the run's images"
+    assert with_kept.check["images"] == 3  # check_images of the 5 given
+    synthetic = prepare_model(model, sha, settings, DEMO, tmp_path)
+    assert synthetic.check["data"].startswith("synthetic") and synthetic.path != plain.path
+    with pytest.raises(HarnessError, match="keep_fp32_nodes: 'no_such_node' matches no node"):
+        bad = profile_from_dict({**DEMO.to_dict(), "precision": {"keep_fp32_nodes": ["no_such_node"]}}, name="bad")
+        prepare_model(model, sha, settings, bad, tmp_path)
+    with pytest.raises(HarnessError, match=r"\[precision\] keep_fp32_nodes"):
+        profile_from_dict({**DEMO.to_dict(), "precision": {"keep_fp32_nodes": "Concat"}}, name="bad")
 
 
 def test_int8_without_qdq_points_to_harness_quantize():

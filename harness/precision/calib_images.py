@@ -1,19 +1,19 @@
 """A folder of calibration images -> preprocessed batches, exactly as inference sees them.
 
 Used by TensorRT 10's implicit calibration (harness/targets/trt_calib.py takes any iterable of
-batches) and by the conversion check. It builds batches with harness.preprocess directly (the
-layer below the pipeline), so nothing here imports the accuracy pass.
+batches). It builds batches with harness.preprocess.prepare_batch (the layer below the pipeline),
+so the images are preprocessed exactly as inference sees them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.preprocess import preprocess_image
+from harness.preprocess import prepare_batch
 from harness.profiles import InputSpec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -33,18 +33,6 @@ def calibration_files(folder: str | Path, limit: int | None = None) -> list[Path
             raise HarnessError(f"calib_images must be a positive integer, got {limit}")
         files = files[:limit]
     return files
-
-
-def stack_images(paths: Sequence[str | Path], spec: InputSpec, batch_size: int | None = None):
-    """(batch, metas): the images preprocessed into one batch, padded to batch_size by repeating the last."""
-    size = max(len(paths), batch_size or 0)
-    tensor = np.empty(spec.shape(size), spec.numpy_dtype)
-    metas = []
-    for row, path in enumerate(paths):
-        _, meta = preprocess_image(path, row, spec, out=tensor[row])
-        metas.append(meta)
-    tensor[len(paths):] = tensor[len(paths) - 1]
-    return tensor, metas
 
 
 class CalibrationBatches:
@@ -99,7 +87,7 @@ class CalibrationBatches:
         for index in range(self.num_batches):
             chunk = self.files[index * self.batch_size: (index + 1) * self.batch_size]
             # A short chunk (only in "pad" mode) is padded by repeating its last image.
-            yield stack_images(chunk, self.spec, self.batch_size)[0]
+            yield prepare_batch(list(enumerate(chunk)), self.spec, self.batch_size, skip_bad=False).tensor
 
     def identity(self) -> dict:
         """What the calibration result depends on (for the calibration cache's file name)."""

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import onnx
 
-from harness.errors import HarnessError
-from harness.precision.graph import QDQ_OPS
+from harness.errors import HarnessError, first_line
+from harness.onnx_model import QDQ_OPS, opset_of
 
 QDQ_MIN_OPSET = 19
 CONVERTERS = ("onnxconverter-common", "modelopt")
@@ -105,10 +105,6 @@ def drop_input_initializers(model: onnx.ModelProto) -> int:
     return dropped
 
 
-def opset_of(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
 def _empty_tensors(model: onnx.ModelProto) -> set[str]:
     """Names of constant tensors with zero elements (initializers and Constant nodes)."""
     empty = {init.name for init in model.graph.initializer if 0 in init.dims or (len(init.dims) == 1 and not init.dims[0])}
@@ -143,7 +139,7 @@ def raise_opset_for_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         raised = version_converter.convert_version(model, QDQ_MIN_OPSET)
     except Exception as exc:  # the converter raises plain RuntimeError/ValueError subclasses
         raise HarnessError(f"cannot raise the Q/DQ model from opset {opset_of(model)} to {QDQ_MIN_OPSET} for fp16 "
-                           f"scales ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}); "
+                           f"scales ({first_line(exc, 160)}); "
                            f"export it at opset {QDQ_MIN_OPSET} or newer") from None
     return raised, mend_resize_inputs(raised)
 
@@ -213,5 +209,5 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32_nodes=(), converter: str =
         onnx.checker.check_model(converted)
     except onnx.checker.ValidationError as exc:
         raise HarnessError(f"fp16 conversion ({recipe['converter']}) produced an invalid model: "
-                           f"{str(exc).splitlines()[0][:200]}") from None
+                           f"{first_line(exc)}") from None
     return Conversion(converted, recipe)

@@ -19,15 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.errors import HarnessError, TargetUnavailable
+from harness.errors import HarnessError, TargetUnavailable, first_line
 
 BINDINGS = ("cuda-python", "pycuda")
 INSTALL_HINT = "pip install 'harness[gpu]' (cuda-python; pycuda works too)"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
 def import_cudart():
@@ -94,22 +89,22 @@ class CudaPython:
         pass
 
     # memory
-    def pinned(self, count: int, dtype) -> "HostBuffer":
+    def pinned(self, count: int, dtype) -> HostBuffer:
         dtype = np.dtype(dtype)
         nbytes = max(1, count) * dtype.itemsize
         ptr = self._call(self.rt.cudaMallocHost(nbytes))
         array = np.ctypeslib.as_array((ctypes.c_byte * nbytes).from_address(int(ptr))).view(dtype)[:max(1, count)]
         return HostBuffer(array, int(ptr), lambda: self._call(self.rt.cudaFreeHost(ptr)))
 
-    def device_alloc(self, nbytes: int) -> "DeviceBuffer":
+    def device_alloc(self, nbytes: int) -> DeviceBuffer:
         ptr = self._call(self.rt.cudaMalloc(max(1, int(nbytes))))
         return DeviceBuffer(int(ptr), int(nbytes), lambda: self._call(self.rt.cudaFree(ptr)))
 
-    def h2d_async(self, device_ptr: int, host: np.ndarray, stream: "Stream") -> None:
+    def h2d_async(self, device_ptr: int, host: np.ndarray, stream: Stream) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
         self._call(self.rt.cudaMemcpyAsync(device_ptr, host.ctypes.data, host.nbytes, kind, stream.handle))
 
-    def d2h_async(self, host: np.ndarray, device_ptr: int, stream: "Stream") -> None:
+    def d2h_async(self, host: np.ndarray, device_ptr: int, stream: Stream) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
         self._call(self.rt.cudaMemcpyAsync(host.ctypes.data, device_ptr, host.nbytes, kind, stream.handle))
 
@@ -119,38 +114,38 @@ class CudaPython:
         self._call(self.rt.cudaMemcpy(device_ptr, host.ctypes.data, host.nbytes, kind))
 
     # streams, events, graphs
-    def stream(self) -> "Stream":
+    def stream(self) -> Stream:
         raw = self._call(self.rt.cudaStreamCreateWithFlags(self.rt.cudaStreamNonBlocking))
         return Stream(raw, int(raw), lambda: self._call(self.rt.cudaStreamSynchronize(raw)),
                       lambda: self._call(self.rt.cudaStreamDestroy(raw)))
 
-    def event(self) -> "Event":
+    def event(self) -> Event:
         raw = self._call(self.rt.cudaEventCreate())
         return Event(self, raw)
 
-    def record(self, event: "Event", stream: "Stream") -> None:
+    def record(self, event: Event, stream: Stream) -> None:
         self._call(self.rt.cudaEventRecord(event.raw, stream.raw))
 
-    def wait_event(self, event: "Event") -> None:
+    def wait_event(self, event: Event) -> None:
         self._call(self.rt.cudaEventSynchronize(event.raw))
 
-    def elapsed_ms(self, start: "Event", end: "Event") -> float:
+    def elapsed_ms(self, start: Event, end: Event) -> float:
         return float(self._call(self.rt.cudaEventElapsedTime(start.raw, end.raw)))
 
-    def destroy_event(self, event: "Event") -> None:
+    def destroy_event(self, event: Event) -> None:
         self._call(self.rt.cudaEventDestroy(event.raw))
 
-    def begin_capture(self, stream: "Stream") -> None:
+    def begin_capture(self, stream: Stream) -> None:
         mode = self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
         self._call(self.rt.cudaStreamBeginCapture(stream.raw, mode))
 
-    def end_capture(self, stream: "Stream") -> "Graph":
+    def end_capture(self, stream: Stream) -> Graph:
         graph = self._call(self.rt.cudaStreamEndCapture(stream.raw))
         executable = self._call(self.rt.cudaGraphInstantiate(graph, 0))
         return Graph(executable, lambda: (self._call(self.rt.cudaGraphExecDestroy(executable)),
                                           self._call(self.rt.cudaGraphDestroy(graph))))
 
-    def launch(self, graph: "Graph", stream: "Stream") -> None:
+    def launch(self, graph: Graph, stream: Stream) -> None:
         self._call(self.rt.cudaGraphLaunch(graph.raw, stream.raw))
 
 
@@ -170,7 +165,7 @@ class PyCuda:
             self.cuda.init()
             count = self.cuda.Device.count()
         except Exception as exc:
-            raise TargetUnavailable(f"no usable CUDA driver ({_first_line(exc)}); "
+            raise TargetUnavailable(f"no usable CUDA driver ({first_line(exc, 160)}); "
                                     "an NVIDIA GPU and driver are needed") from None
         if count == 0:
             raise TargetUnavailable("no NVIDIA GPU found (CUDA reports 0 devices)")
@@ -190,40 +185,40 @@ class PyCuda:
             finally:
                 self._ctx = None
 
-    def pinned(self, count: int, dtype) -> "HostBuffer":
+    def pinned(self, count: int, dtype) -> HostBuffer:
         array = self.cuda.pagelocked_empty(max(1, count), np.dtype(dtype))
         return HostBuffer(array, int(array.ctypes.data), lambda: array.base.free())
 
-    def device_alloc(self, nbytes: int) -> "DeviceBuffer":
+    def device_alloc(self, nbytes: int) -> DeviceBuffer:
         allocation = self.cuda.mem_alloc(max(1, int(nbytes)))
         return DeviceBuffer(int(allocation), int(nbytes), allocation.free)
 
-    def h2d_async(self, device_ptr: int, host: np.ndarray, stream: "Stream") -> None:
+    def h2d_async(self, device_ptr: int, host: np.ndarray, stream: Stream) -> None:
         self.cuda.memcpy_htod_async(device_ptr, host, stream.raw)
 
-    def d2h_async(self, host: np.ndarray, device_ptr: int, stream: "Stream") -> None:
+    def d2h_async(self, host: np.ndarray, device_ptr: int, stream: Stream) -> None:
         self.cuda.memcpy_dtoh_async(host, device_ptr, stream.raw)
 
     def h2d(self, device_ptr: int, host: np.ndarray) -> None:
         self.cuda.memcpy_htod(device_ptr, np.ascontiguousarray(host))
 
-    def stream(self) -> "Stream":
+    def stream(self) -> Stream:
         raw = self.cuda.Stream()
         return Stream(raw, int(raw.handle), raw.synchronize, lambda: None)
 
-    def event(self) -> "Event":
+    def event(self) -> Event:
         return Event(self, self.cuda.Event())
 
-    def record(self, event: "Event", stream: "Stream") -> None:
+    def record(self, event: Event, stream: Stream) -> None:
         event.raw.record(stream.raw)
 
-    def wait_event(self, event: "Event") -> None:
+    def wait_event(self, event: Event) -> None:
         event.raw.synchronize()
 
-    def elapsed_ms(self, start: "Event", end: "Event") -> float:
+    def elapsed_ms(self, start: Event, end: Event) -> float:
         return float(start.raw.time_till(end.raw))
 
-    def destroy_event(self, event: "Event") -> None:
+    def destroy_event(self, event: Event) -> None:
         pass
 
     def begin_capture(self, stream):  # pragma: no cover - guarded by supports_graphs
@@ -285,7 +280,7 @@ class Event:
     def synchronize(self) -> None:
         self.binding.wait_event(self)
 
-    def ms_since(self, start: "Event") -> float:
+    def ms_since(self, start: Event) -> float:
         return self.binding.elapsed_ms(start, self)
 
 
@@ -306,6 +301,6 @@ def load_binding(choice: str = "auto"):
         try:
             return CudaPython() if name == "cuda-python" else PyCuda()
         except Exception as exc:  # ImportError, or OSError when the CUDA libraries are missing
-            detail = "not installed" if isinstance(exc, ModuleNotFoundError) else _first_line(exc)
+            detail = "not installed" if isinstance(exc, ModuleNotFoundError) else first_line(exc, 160)
             problems.append(f"{name}: {detail}")
     raise TargetUnavailable(f"no CUDA binding ({'; '.join(problems)}): {INSTALL_HINT}")

@@ -11,8 +11,11 @@
              binding: cuda-python, or pycuda (cuda_rt.py)
     timing   serial or pipelined, optional CUDA graph, trtexec-style fields (trt_timing.py)
 
-Settings: targets/trt.toml (trt_settings.py), overridden by --precision, --calib, --engine-cache.
-tensorrt and the CUDA binding are imported lazily, so listing targets never needs them.
+Settings: targets/trt.toml merged with the command line (trt_settings.py: TrtSettings, and TrtOptions,
+this target's Options: --precision, --calib, --engine-cache, any other key as -o KEY=VALUE). The
+profile's [precision] keep_fp32_nodes stay fp32 in fp16 conversions; the runner's sample_images are
+what the conversion is checked on. tensorrt and the CUDA binding are imported lazily, so listing
+targets never needs them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError, TargetUnavailable
+from harness.onnx_model import OnnxModelInfo, inspect_onnx
 from harness.targets.base import BenchStats, Target, fixed_batch_error
 from harness.targets.trt_engine import (
     engine_key_fields,
@@ -34,33 +38,7 @@ from harness.targets.trt_engine import (
     sha256_file,
     store_engine,
 )
-from harness.targets.trt_settings import SETTINGS_FILE, TrtSettings, load_trt_settings, settings_from_options, validate_settings  # noqa: F401 (re-exported)
-from harness.targets.trt_timing import timing_summary  # noqa: F401 (re-exported)
-
-INSTALL_HINT = "pip install 'harness[gpu]' (TensorRT, cuda-python, onnxruntime-gpu)"
-_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 10: "float16", 9: "bool"}
-
-
-def onnx_inputs(model_path: str | Path) -> list[tuple[str, tuple, str]]:
-    """(name, dims, dtype) of the graph's real inputs (weights listed as inputs are left out).
-    Integration point: harness/onnx_model.py (the lead's ONNX inspector) replaces this."""
-    import onnx
-
-    try:
-        model = onnx.load(str(model_path), load_external_data=False)
-    except Exception as exc:
-        raise HarnessError(f"model {model_path}: not a readable ONNX file ({str(exc)[:160]})") from None
-    weights = {init.name for init in model.graph.initializer}
-    out = []
-    for value in model.graph.input:
-        if value.name in weights:
-            continue
-        tensor = value.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim)
-        out.append((value.name, dims, _ONNX_DTYPES.get(tensor.elem_type, str(tensor.elem_type))))
-    if not out:
-        raise HarnessError(f"model {model_path}: the ONNX graph has no inputs")
-    return out
+from harness.targets.trt_settings import TrtOptions, TrtSettings, settings_from_options
 
 
 @dataclass(frozen=True)
@@ -68,13 +46,14 @@ class LoadPlan:
     """Everything load() decides before touching a GPU."""
 
     settings: TrtSettings
+    graph: OnnxModelInfo  # the source model's signature and graph precision
     batch: int
     fixed: int | None
     batches: tuple[int, int, int]
     shapes: dict  # {input: (min, opt, max)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _logger(trt):
     return trt.Logger(trt.Logger.WARNING)
 
@@ -115,18 +94,21 @@ def status_line() -> str:
 
 class TensorRtTarget(Target):
     name = "trt"
-    description = "NVIDIA TensorRT 10/11 engine from ONNX, strongly typed fp32/fp16/int8 (needs tensorrt, a CUDA binding, an NVIDIA GPU)"
+    description = ("NVIDIA TensorRT 10/11 engine from ONNX, strongly typed fp32/fp16/int8 "
+                   "(needs tensorrt, a CUDA binding, an NVIDIA GPU)")
     time_covers = ("per batch, CUDA events: H2D copy from pinned host memory + execute + D2H copy (serial: one batch "
                    "in flight; pipelined: two on two streams); gpu_compute_ms_* = execute only, h2d_ms_*/d2h_ms_* "
                    "the copies, enqueue_ms_* the host enqueue call")
 
-    def __init__(self, model_path, profile, options=None):
-        super().__init__(model_path, profile, options)
+    Options = TrtOptions
+
+    def __init__(self, model_path, profile, options=None, batch_sizes=()):
+        super().__init__(model_path, profile, options, batch_sizes)
         self._ios: list = []
         self._engine = None
         self._cuda = None
         self._info: dict = {}
-        self.precision = None
+        self.settings: TrtSettings | None = None
 
     status_line = staticmethod(status_line)
 
@@ -156,8 +138,9 @@ class TensorRtTarget(Target):
         engine = self._engine_for(trt, api, cuda, plan, prepared, gpu)
         self._verify(trt, engine, prepared.label)
         self._open_io(trt, cuda, engine, plan)
-        self.precision = prepared.label
-        self.notes.extend(prepared.notes)
+        self.precision = self.resolve_precision(plan.graph.precision, None, runs=prepared.label)
+        for note in prepared.notes:
+            self.note(note)
         self._info.update({"runtime": f"tensorrt {api.version}", "device": gpu, "precision": prepared.label,
                            "cuda_binding": f"{cuda.name} {cuda.version}", "precision_recipe": prepared.recipe,
                            "conversion_check": prepared.check, "tf32": plan.settings.tf32,
@@ -172,40 +155,39 @@ class TensorRtTarget(Target):
             raise HarnessError(f"model {self.model_path}: target trt builds engines from an .onnx file")
         settings = settings_from_options(self.options)
         self.settings = settings
-        inputs = onnx_inputs(self.model_path)
-        first_name, first_dims, first_dtype = inputs[0]
-        self.check_input(first_dims, first_dtype, batch)
-        fixed = first_dims[0] if first_dims and first_dims[0] is not None else None
+        graph = inspect_onnx(self.model_path)
+        first = graph.image_input
+        self.check_input(first.dims(), first.dtype, batch)
+        fixed = first.fixed_batch
         if fixed is not None and fixed != batch:
             raise fixed_batch_error(self.model_path, fixed, batch, "TensorRT builds a static engine for a fixed-batch graph")
-        self._check_precision_source(settings)
+        self._check_precision_source(settings, graph)
         if settings.precision == "int8" and settings.int8_mode == "implicit":
-            self._check_implicit_inputs(settings, inputs)
+            self._check_implicit_inputs(settings, graph)
         self.padded_batch = fixed is not None
         self.model_batch = fixed
-        batches = profile_batches(self.options.get("batch_sizes") or [batch], batch, fixed, settings.opt_batch)
-        shapes = {first_name: profile_shapes(self.profile.input.shape(batch), batches)}
-        for name, dims, _ in inputs[1:]:
-            shapes[name] = profile_shapes((batch, *dims[1:]) if all(d is not None for d in dims[1:]) else dims, batches)
-        return LoadPlan(settings, batch, fixed, batches, shapes)
+        batches = profile_batches(self.batch_sizes or [batch], batch, fixed, settings.opt_batch)
+        shapes = {first.name: profile_shapes(self.profile.input.shape(batch), batches)}
+        for tensor in graph.inputs[1:]:
+            dims = tensor.dims()
+            shapes[tensor.name] = profile_shapes((batch, *dims[1:]) if all(d is not None for d in dims[1:]) else dims,
+                                                 batches)
+        return LoadPlan(settings, graph, batch, fixed, batches, shapes)
 
-    def _check_precision_source(self, settings: TrtSettings) -> None:
+    def _check_precision_source(self, settings: TrtSettings, graph: OnnxModelInfo) -> None:
         """int8 needs a Q/DQ model (or the legacy mode): said before any GPU work."""
-        import onnx
-
-        from harness.precision.graph import graph_precision
         from harness.targets.trt_prepare import build_plan
 
-        graph = graph_precision(onnx.load(str(self.model_path), load_external_data=False))
-        build_plan(settings.precision, graph.label, graph.fp16_tensors > 0, settings.int8_mode, self.model_path.name)
+        build_plan(settings.precision, graph.precision, graph.float16_tensors > 0, settings.int8_mode,
+                   self.model_path.name)
 
-    def _check_implicit_inputs(self, settings: TrtSettings, inputs) -> None:
+    def _check_implicit_inputs(self, settings: TrtSettings, graph: OnnxModelInfo) -> None:
         from harness.precision.calib_images import calibration_files
 
-        if len(inputs) > 1:
-            raise HarnessError(f"model {self.model_path.name} has {len(inputs)} inputs; int8 calibration here feeds "
-                               "one image input only (use a Q/DQ model, or calibrate the model yourself)")
-        folder = self.options.get("calib") or settings.calib
+        if len(graph.inputs) > 1:
+            raise HarnessError(f"model {self.model_path.name} has {len(graph.inputs)} inputs; int8 calibration here "
+                               "feeds one image input only (use a Q/DQ model, or calibrate the model yourself)")
+        folder = settings.calib
         if not folder:
             raise HarnessError("precision int8 needs calibration images: pass --calib DIR (a folder of "
                                "representative images, a few hundred) or set calib in targets/trt.toml")
@@ -232,10 +214,10 @@ class TensorRtTarget(Target):
 
         onnx_sha = sha256_file(self.model_path)
         self._onnx_sha = onnx_sha
+        samples = self.sample_images[: settings.check_images]
+        where = f"the run's first {len(samples)} images ({Path(samples[0][1]).parent})" if samples else ""
         return prepare_model(self.model_path, onnx_sha, settings, self.profile, settings.cache_dir,
-                             keep_fp32_nodes=tuple(self.options.get("keep_fp32_nodes") or ()),
-                             check_images=self.options.get("check_image_paths"),
-                             check_data=str(self.options.get("check_data") or ""))
+                             sample_images=samples, sample_desc=where)
 
     def _engine_for(self, trt, api, cuda, plan: LoadPlan, prepared, gpu: str):
         """The cached engine for this key, or a fresh build (stored in the cache)."""
@@ -270,13 +252,13 @@ class TensorRtTarget(Target):
         from harness.targets.trt_calib import calib_cache_name
 
         settings = plan.settings
-        folder = self.options.get("calib") or settings.calib
+        folder = settings.calib
         files = calibration_files(folder, settings.calib_images)
         batch_size = plan.fixed if plan.fixed is not None else settings.calib_batch_size
         batches = CalibrationBatches(files, self.profile.input, batch_size, partial=settings.calib_partial)
         cache = settings.cache_dir / calib_cache_name(onnx_sha, settings.calibrator, batches.identity())
         if len(files) < settings.calib_images:
-            self.notes.append(f"int8 calibration: {batches.images_used} image(s) of the {settings.calib_images} "
+            self.note(f"int8 calibration: {batches.images_used} image(s) of the {settings.calib_images} "
                               f"asked for (calib_images); folder {folder} holds fewer")
         self._info.update({"calibrator": settings.calibrator, "calib_images": batches.images_used,
                            "calib_batch_size": batch_size, "calib_cache": str(cache),
@@ -369,12 +351,11 @@ class TensorRtTarget(Target):
         return io.results()
 
     def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int,
-                  extras: dict | None = None) -> BenchStats:
+                  extras: dict | None = None, capture: int = 0) -> BenchStats:
         from harness.targets.trt_timing import run_timing
 
         self._io()
-        return run_timing(self._ios, batch, extras, seconds, min_iterations, self.settings.timing,
-                          self.settings.cuda_graph)
+        return run_timing(self._ios, batch, extras, seconds, min_iterations, self.settings.timing, capture)
 
     # - describe / close --------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from harness.errors import TargetUnavailable
+from harness.errors import TargetUnavailable, first_line
 
 INSTALL_HINT = "pip install 'harness[gpu]' (TensorRT, cuda-python, onnxruntime-gpu; see docs/gpu.md)"
 QUANTIZE_HINT = ("TensorRT {version} has no implicit int8 calibration (removed in 11.x); make a Q/DQ model with "
@@ -55,7 +55,7 @@ def import_tensorrt():
     try:
         trt = importlib.import_module("tensorrt")
     except Exception as exc:  # ImportError, or OSError when its CUDA libraries are missing
-        detail = "" if isinstance(exc, ModuleNotFoundError) else f" ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})"
+        detail = "" if isinstance(exc, ModuleNotFoundError) else f" ({first_line(exc, 120)})"
         raise TargetUnavailable(f"tensorrt is not installed{detail}: {INSTALL_HINT}") from None
     api = describe_api(trt)
     if api.major < 10:

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.targets.trt_engine import write_bytes_atomic
+from harness.fileio import atomic_write_bytes
+from harness.targets.trt_engine import PRIVATE_FILE_MODE
 from harness.targets.trt_settings import CALIBRATORS
 
 
@@ -85,7 +86,8 @@ def make_calibrator(trt, cuda, kind: str, batches: Iterable[np.ndarray] | None, 
 
         def write_calibration_cache(self, cache):
             try:
-                write_bytes_atomic(self.cache_path, bytes(cache))
+                self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(self.cache_path, bytes(cache), mode=PRIVATE_FILE_MODE)
             except BaseException as exc:
                 self.error = exc
 

@@ -8,37 +8,27 @@ Cache layout (default ~/.cache/harness/trt, or --engine-cache DIR / engine_cache
     <model stem>-<precision>-<key[:16]>.json     sidecar: every key field + the engine's sha256
 The key covers the ONNX file bytes, precision, profile shapes, TensorRT version, GPU name, (implicit
 int8) the calibration cache, and the build recipe: the sha256 of the ONNX actually parsed (after fp16
-conversion), the converter and its version, strong typing, TF32. Any change gives a new file; a sidecar that disagrees with the wanted
-fields, or an engine whose bytes no longer match the sidecar, is stale and is rebuilt, never reused.
+conversion), the converter and its version, strong typing, TF32. Any change gives a new file; a sidecar
+that disagrees with the wanted fields, or an engine whose bytes no longer match the sidecar, is stale
+and is rebuilt, never reused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.targets.trt_settings import DEFAULT_CACHE_DIR, OPT_MODES, PRECISIONS  # noqa: F401 (re-exported)
+from harness.fileio import atomic_write_bytes
+from harness.targets.trt_settings import OPT_MODES, PRECISIONS
 
 #: bump when the cache layout or the build recipe changes, so old engines are not reused
 #: 2: strongly typed builds from a converted ONNX; recipe (converted sha256, converter, TF32) in the key
 CACHE_FORMAT = 2
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+#: engines, converted ONNX files and calibration caches carry the model's weights (or are made from
+#: them): written readable by their owner only, as a private model file would be; sidecars are plain
+PRIVATE_FILE_MODE = 0o600
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -155,9 +145,10 @@ def store_engine(cache_dir, model_stem: str, fields: dict, engine_bytes: bytes, 
     key = key_from_fields(fields)
     engine_path, sidecar_path = engine_paths(cache_dir, model_stem, fields["precision"], key)
     try:
-        write_bytes_atomic(engine_path, bytes(engine_bytes))
+        engine_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(engine_path, bytes(engine_bytes), mode=PRIVATE_FILE_MODE)
         sidecar = {"key": key, "fields": fields, "engine_sha256": sha256_bytes(bytes(engine_bytes)), **(info or {})}
-        write_bytes_atomic(sidecar_path, json.dumps(sidecar, indent=2, sort_keys=True).encode())
+        atomic_write_bytes(sidecar_path, json.dumps(sidecar, indent=2, sort_keys=True).encode())
     except OSError as exc:
         raise HarnessError(f"cannot write the TensorRT engine cache {engine_path.parent} ({exc}); "
                            "pass --engine-cache DIR") from None

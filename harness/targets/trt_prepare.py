@@ -8,6 +8,8 @@
 A model that already holds Q/DQ or fp16 tensors is built as it is and labelled from its graph.
 TensorRT 10's implicit calibration (int8_mode = "implicit") parses the fp32 model as it is.
 
+The check runs on the run's first images when the runner gives them (Target.sample_images), else on
+deterministic synthetic ones. Nodes named in the profile's [precision] keep_fp32_nodes stay fp32.
 Converted models are cached beside the engines (<stem>-<kind>-<key16>.onnx + .json with the recipe
 and the check), keyed by the source model's sha256 and everything the conversion depends on.
 """
@@ -21,9 +23,10 @@ from pathlib import Path
 
 import onnx
 
-from harness.errors import HarnessError
-from harness.precision.graph import graph_precision
-from harness.targets.trt_engine import key_from_fields, sha256_bytes, sha256_file, write_bytes_atomic
+from harness.errors import HarnessError, first_line
+from harness.fileio import atomic_write_bytes
+from harness.onnx_model import inspect_onnx
+from harness.targets.trt_engine import PRIVATE_FILE_MODE, key_from_fields, sha256_bytes, sha256_file
 
 CHECK_SPLIT = "trt-check"
 
@@ -57,32 +60,35 @@ def build_plan(requested: str, graph_label: str, has_fp16: bool, int8_mode: str,
                        "in targets/trt.toml for TensorRT 10's legacy calibration")
 
 
-def synthetic_check_images(folder: Path, count: int) -> list[Path]:
-    """Deterministic synthetic photos-like images (harness.data.synthetic) when no real ones are given."""
+def synthetic_check_images(folder: Path, count: int) -> list[tuple[int, Path]]:
+    """(image id, path) of deterministic synthetic photo-like images (harness.data.synthetic), for
+    when the run gives no images of its own."""
     import cv2
 
     from harness.data.synthetic import generate_image
 
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
+    images = []
     for index in range(count):
         image, _ = generate_image(0, CHECK_SPLIT, index)
         path = folder / f"{CHECK_SPLIT}_{index:03d}.png"
         cv2.imwrite(str(path), image)
-        paths.append(path)
-    return paths
+        images.append((index, path))
+    return images
 
 
-def check_batches(paths, spec):
-    """One image per batch: fits fixed-batch-1 and dynamic models alike."""
-    from harness.precision.calib_images import stack_images
+def check_batches(images, spec) -> list[tuple]:
+    """(tensor, metas), one image per batch (fits fixed-batch-1 and dynamic models alike); an
+    unreadable image is left out (the accuracy pass reports it)."""
+    from harness.preprocess import prepare_batch
 
-    return [stack_images([p], spec) for p in paths]
+    batches = [prepare_batch([image], spec, None, skip_bad=True) for image in images]
+    return [(batch.tensor, batch.metas) for batch in batches if batch.metas]
 
 
-def _identity(paths) -> list:
+def _identity(images) -> list:
     out = []
-    for path in paths:
+    for _, path in images:
         path = Path(path)
         stat = path.stat()
         out.append([path.name, stat.st_size])
@@ -95,71 +101,86 @@ def _convert_and_check(model, plan, settings, keep_fp32_nodes, profile, images, 
 
     conversion = convert_to_fp16(model, keep_fp32_nodes, settings.fp16_converter)
     min_sqnr = settings.check_min_sqnr_db if plan == "fp16" else settings.check_min_sqnr_db_int8
+    batches = check_batches(images, profile.input)
+    if not batches:
+        raise HarnessError(f"{plan} conversion check: none of its {len(images)} images could be read ({data_desc})")
     try:
-        batches = check_batches(images, profile.input)
         result = check_conversion(model, conversion.model, batches, profile, min_sqnr,
                                   settings.check_min_box_agreement, data_desc)
     except HarnessError:
         raise
     except Exception as exc:  # ONNX Runtime refusing the converted graph is a conversion failure
-        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ConversionRefused(f"{plan} conversion ({conversion.recipe['converter']}) gives a model ONNX Runtime "
-                                f"cannot run: {text}") from None
+                                f"cannot run: {first_line(exc)}") from None
     return conversion, result
 
 
 def prepare_model(model_path: Path, onnx_sha: str, settings, profile, cache_dir: Path,
-                  keep_fp32_nodes=(), check_images=None, check_data: str = "") -> PreparedModel:
-    """The ONNX to build for `settings.precision` (converted and checked when needed, cached)."""
+                  sample_images=(), sample_desc: str = "") -> PreparedModel:
+    """The ONNX to build for `settings.precision` (converted and checked when needed, cached).
+    sample_images: (image id, path) pairs to check the conversion on (else synthetic images)."""
     model_path = Path(model_path)
-    model = onnx.load(str(model_path))
-    graph = graph_precision(model)
-    plan = build_plan(settings.precision, graph.label, graph.fp16_tensors > 0, settings.int8_mode, model_path.name)
+    graph = inspect_onnx(model_path)
+    plan = build_plan(settings.precision, graph.precision, graph.float16_tensors > 0, settings.int8_mode,
+                      model_path.name)
     base = {"plan": plan, "strongly_typed": not (plan == "as-is" and settings.precision == "int8"
-                                                   and graph.label == "fp32"),
+                                                   and graph.precision == "fp32"),
             "tf32": settings.tf32, "int8_mode": settings.int8_mode if settings.precision == "int8" else None}
     if plan == "as-is":
         notes = ()
-        if graph.label != settings.precision and not (settings.precision == "int8" and graph.label == "fp32"):
-            notes = (f"model {model_path.name} already holds {graph.label} ({graph.qdq_nodes} Q/DQ nodes, "
-                     f"{graph.fp16_tensors} fp16 tensors): built as it is and labelled {graph.label} "
+        if graph.precision != settings.precision and not (settings.precision == "int8" and graph.precision == "fp32"):
+            notes = (f"model {model_path.name} already holds {graph.precision} ({graph.qdq_nodes} Q/DQ nodes, "
+                     f"{graph.float16_tensors} fp16 tensors): built as it is and labelled {graph.precision} "
                      f"(asked for {settings.precision})",)
-        label = graph.label if graph.label != "fp32" else settings.precision
+        label = graph.precision if graph.precision != "fp32" else settings.precision
         return PreparedModel(model_path, onnx_sha, label, {**base, "built_onnx_sha256": onnx_sha}, None, notes)
 
     from harness.precision.fp16 import pick_converter
 
+    keep_fp32_nodes = profile.precision.keep_fp32_nodes
     converter = pick_converter(settings.fp16_converter, graph.qdq_nodes > 0)
     with tempfile.TemporaryDirectory(prefix="harness-trt-check-") as scratch:
-        if check_images:
-            images, data_desc = [Path(p) for p in check_images][: settings.check_images], check_data or "given images"
+        if sample_images:
+            images = list(sample_images)[: settings.check_images]
+            data_desc = sample_desc or f"{len(images)} given images"
         else:
             images = synthetic_check_images(Path(scratch), settings.check_images)
             data_desc = f"synthetic ({settings.check_images} images of harness.data.synthetic, split {CHECK_SPLIT})"
         wanted = {"source": onnx_sha, "plan": plan, "converter": converter, "keep_fp32_nodes": list(keep_fp32_nodes),
                   "check": [settings.check_min_sqnr_db, settings.check_min_sqnr_db_int8,
                             settings.check_min_box_agreement],
-                  "images": _identity(images), "profile": repr(profile.input) + repr(profile.decoder)}
+                  "images": _identity(images), "profile": profile.content_hash}
         key = key_from_fields(wanted)
         onnx_path = Path(cache_dir).expanduser() / f"{model_path.stem}-{plan}-{key[:16]}.onnx"
         sidecar_path = onnx_path.with_suffix(".json")
         cached = _cached(onnx_path, sidecar_path, key)
         if cached is None:
+            model = onnx.load(str(model_path))  # with its weights (inspect_onnx read the graph only)
             conversion, result = _convert_and_check(model, plan, settings, keep_fp32_nodes, profile, images, data_desc)
             cached = {"key": key, "recipe": conversion.recipe, "check": result.to_dict()}
             data = conversion.model.SerializeToString()
             cached["sha256"] = sha256_bytes(data)
-            if result.passed:
-                write_bytes_atomic(onnx_path, data)
-            write_bytes_atomic(sidecar_path, json.dumps(cached, indent=2, sort_keys=True).encode())
+            _store(onnx_path, sidecar_path, data if result.passed else None, cached)
     check = cached["check"]
     if not check["passed"]:
         raise ConversionRefused(f"{plan} conversion of {model_path.name} ({cached['recipe']['converter']}) breaks the "
                                 f"model on ONNX Runtime CPU: {'; '.join(check['failures'])}; keep the sensitive "
-                                "nodes in fp32 (keep_fp32_nodes) or run fp32")
+                                "nodes in fp32 ([precision] keep_fp32_nodes in the profile) or run fp32")
     recipe = {**base, "built_onnx_sha256": cached["sha256"], "conversion": cached["recipe"]}
     label = "int8" if plan == "qdq-fp16" else "fp16"
     return PreparedModel(onnx_path, cached["sha256"], label, recipe, check)
+
+
+def _store(onnx_path: Path, sidecar_path: Path, data: bytes | None, sidecar: dict) -> None:
+    """The converted model (None: refused, only its verdict is kept) and its sidecar, atomically."""
+    try:
+        onnx_path.parent.mkdir(parents=True, exist_ok=True)
+        if data is not None:
+            atomic_write_bytes(onnx_path, data, mode=PRIVATE_FILE_MODE)
+        atomic_write_bytes(sidecar_path, json.dumps(sidecar, indent=2, sort_keys=True).encode())
+    except OSError as exc:
+        raise HarnessError(f"cannot write the converted model to {onnx_path.parent} ({first_line(exc)}); "
+                           "pass --engine-cache DIR") from None
 
 
 def _cached(onnx_path: Path, sidecar_path: Path, key: str) -> dict | None:

@@ -10,17 +10,24 @@ In both: gpu_compute_ms_* = events around the execute only (trtexec's "GPU Compu
 h2d_ms_* / d2h_ms_* the copies, enqueue_ms_* the host time of the enqueue call (trtexec's
 "Enqueue Time"); with cuda_graph the execute is a CUDA graph launch (trtexec --useCudaGraph).
 
-Row fields (BenchStats.extra): timing_mode, cuda_graph, enqueue_ms_p50/p90/p99,
-gpu_compute_ms_p50/p90/p99, h2d_ms_p50/p90/p99, d2h_ms_p50/p90/p99, gpu_compute_fps.
+Both run on harness.timing.timed_loop (the loop every target uses): one step enqueues one batch
+and returns the latency of the batch it completed (pipelined: the one enqueued two steps before,
+None while the pipeline fills); finish() drains the batches still in flight.
+
+Row fields (BenchStats.extra, names in harness.row.TARGET_FIGURES): enqueue_ms_p50/p90/p99,
+gpu_compute_ms_p50/p90/p99, h2d_ms_p50/p90/p99, d2h_ms_p50/p90/p99, gpu_compute_fps. How the row was
+timed (timing_mode, cuda_graph) is in the row's runtime (TensorRtTarget.describe()).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
 
 from harness.targets.base import BenchStats
+from harness.timing import timed_loop
 
 STAGES = ("enqueue_ms", "gpu_compute_ms", "h2d_ms", "d2h_ms")
 
@@ -68,14 +75,15 @@ class _Slot:
         self.busy = True
         return enqueue
 
-    def collect(self, times: dict) -> None:
+    def collect(self, times: dict) -> float:
+        """Wait for the slot's batch; record its stage times; return its latency (H2D to D2H, ms)."""
         e0, e1, e2, e3 = self.events
         e3.synchronize()
         times["h2d_ms"].append(e1.ms_since(e0))
         times["gpu_compute_ms"].append(e2.ms_since(e1))
         times["d2h_ms"].append(e3.ms_since(e2))
-        times["total"].append(e3.ms_since(e0))
         self.busy = False
+        return e3.ms_since(e0)
 
     def close(self) -> None:
         for event in self.events:
@@ -83,39 +91,42 @@ class _Slot:
 
 
 def run_timing(ios, batch: np.ndarray, extras, seconds: float, min_iterations: int, mode: str,
-               cuda_graph: bool) -> BenchStats:
-    """The steady-state loop over one (serial) or two (pipelined) EngineIO."""
+               capture: int = 0) -> BenchStats:
+    """The steady-state loop over one (serial) or two (pipelined) EngineIO. The first `capture`
+    completed batches' outputs are copied out of the pinned buffers after their events were read,
+    so the copy is in no CUDA-event figure (BenchStats.captured, for the runner's loop check)."""
     slots = [_Slot(io) for io in ios]
     n = 0
     for slot in slots:
         n = slot.io.stage(batch, extras)
         slot.io.prepare()  # CUDA graph capture outside the timed loop
-    times: dict = {"h2d_ms": [], "gpu_compute_ms": [], "d2h_ms": [], "total": []}
+    times: dict = {"h2d_ms": [], "gpu_compute_ms": [], "d2h_ms": []}
     enqueue: list[float] = []
-    start = time.perf_counter()
-    index = 0
+    captured: list = []
+    turn = itertools.count()
+
+    def complete(slot: _Slot) -> float:
+        latency = slot.collect(times)
+        if len(captured) < capture:
+            captured.append(slot.io.results())
+        return latency
+
+    def step() -> float | None:
+        slot = slots[next(turn) % len(slots)]
+        done = complete(slot) if slot.busy else None  # pipelined: this slot's previous batch
+        enqueue.append(slot.enqueue())
+        return complete(slot) if mode == "serial" else done
+
+    def finish() -> list[float]:  # every enqueued batch is counted, in the order it was enqueued
+        return [complete(slot) for slot in slots if slot.busy]
+
     try:
-        while True:
-            slot = slots[index % len(slots)]
-            if slot.busy:
-                slot.collect(times)
-            enqueue.append(slot.enqueue())
-            index += 1
-            if mode == "serial":
-                slot.collect(times)
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds and len(times["total"]) >= min_iterations:
-                break
-        for slot in slots:  # drain: every enqueued batch is counted
-            if slot.busy:
-                slot.collect(times)
-        elapsed = time.perf_counter() - start
+        loop = timed_loop(step, seconds, min_iterations, multiple_of=len(slots), finish=finish)
     finally:
         for slot in slots:
             slot.close()
-    done = len(times["total"])
-    stats = BenchStats(times["total"], done * n, elapsed, concurrency=len(slots))
-    stats.extra.update({"timing_mode": mode, "cuda_graph": bool(cuda_graph)})
+    stats = BenchStats(loop.latencies_ms, loop.iterations * n, loop.seconds, concurrency=len(slots),
+                       captured=captured)
     stats.extra.update(timing_summary(times["h2d_ms"], times["gpu_compute_ms"], times["d2h_ms"], n, enqueue))
     return stats
 
