@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Literal
-
-import tomllib
 
 from harness import config
 from harness.config import Invalid, did_you_mean, setting

@@ -175,7 +175,7 @@ def test_yolov5_objectness_times_class_and_letterbox_mapping():
 
 
 def test_yolov8_both_orientations_and_class_aware_nms():
-    n = 4
+    n = 8400  # one prediction per grid cell of a 640x640 input at strides 8, 16, 32
     pred = np.zeros((1, 84, n), np.float32)
     pred[0, :4, 0] = [100, 100, 40, 40]
     pred[0, 4 + 0, 0] = 0.9
@@ -198,6 +198,8 @@ def test_yolo_shape_mismatch_messages():
         decode([np.zeros((1, 10, 84), np.float32)], [meta], V5)
     with pytest.raises(HarnessError, match=r"yolov8 profile.*\[B, 84, N\]"):
         decode([np.zeros((1, 85, 10), np.float32)], [meta], V8)
+    with pytest.raises(HarnessError, match=r"yolov8 profile: 10 predictions.*8400 grid cells"):
+        decode([np.zeros((1, 84, 10), np.float32)], [meta], V8)
     with pytest.raises(HarnessError, match=r"yolo-nms profile.*class ids \[B, N, 1\]"):
         decode([np.zeros((1, 10, 1)), np.zeros((1, 10, 4))], [meta], VACC)
 

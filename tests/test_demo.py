@@ -31,6 +31,7 @@ def test_generator_is_deterministic(tmp_path):
     assert c_ann.read_bytes() != a_ann.read_bytes()
 
 
+@pytest.mark.slow
 def test_demo_dataset_is_cached_and_complete(tmp_path):
     images, ann, reused = demo_dataset(tmp_path)
     assert not reused and len(json.loads(ann.read_text())["images"]) == DEMO_IMAGES
@@ -40,6 +41,7 @@ def test_demo_dataset_is_cached_and_complete(tmp_path):
     assert demo_dataset(tmp_path)[2] is False
 
 
+@pytest.mark.slow
 def test_demo_cli_matches_readme_map_and_batches_are_real(tmp_path, demo_data, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"

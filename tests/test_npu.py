@@ -190,6 +190,7 @@ def test_tiny_round_trip_matches_in_process_run(tiny):
     assert_same_map(tiny["maps"])
 
 
+@pytest.mark.slow
 def test_nanodet_round_trip_matches_in_process_run(tmp_path, coco_tiny, nanodet_m_320):
     images_dir, ann = coco_tiny
     maps = round_trip(nanodet_m_320, load_profile("nanodet-m-320"), images_dir, ann, tmp_path)

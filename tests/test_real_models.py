@@ -22,6 +22,7 @@ def run_rows(tmp_path, target, model, profile, coco_tiny, bs=(1,), **options):
     return run(config, store)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["nanodet-m-320", "nanodet-m-416"])
 def test_ort_and_ov_agree_and_match_independent_decoder(tmp_path, coco_tiny, name):
     model = need_shared("models", f"{name}.onnx")
@@ -37,6 +38,7 @@ def test_ort_and_ov_agree_and_match_independent_decoder(tmp_path, coco_tiny, nam
     assert (tmp_path / f"ort-{name}" / "report.md").read_text().count("| ort | fp32 | 1 | 80 |") == 1
 
 
+@pytest.mark.slow
 def test_wrong_prior_offset_costs_map(tmp_path, coco_tiny):
     """The accuracy band above is meaningful: the same model with offset 0 loses a lot."""
     model = need_shared("models", "nanodet-m-320.onnx")

@@ -19,14 +19,29 @@ max_detections are kept. A missing batch dimension is added back.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from harness.config import setting
 from harness.decode.nms import above_threshold, multiclass_nms, top_k_indices
 from harness.decode.types import DecoderFamily, Detections, NoParams, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original
+
+
+@dataclass(frozen=True)
+class AnchorFreeParams:
+    """[decoder] of kind "yolov8": one prediction per grid cell at these strides."""
+
+    strides: tuple[int, ...] = setting((8, 16, 32), gt=0, nonempty=True)
+
+
+def grid_cells(width: int, height: int, strides) -> int:
+    """Prediction rows of an anchor-free head: one per cell of each stride's grid (ceil division)."""
+    return sum(math.ceil(height / s) * math.ceil(width / s) for s in strides)
 
 
 def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
@@ -94,6 +109,13 @@ def decode_yolov8(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
     post, nc = profile.postprocess, profile.num_classes
     pred = _single_prediction(outputs, 4 + nc, "yolov8", allow_transposed=True)
     check_batch(pred.shape[0], metas)
+    strides = profile.decoder.params.strides
+    expected = grid_cells(profile.input.width, profile.input.height, strides)
+    if pred.shape[1] != expected:
+        raise HarnessError(
+            f"model outputs [{output_shapes(outputs)}] do not fit the yolov8 profile: {pred.shape[1]} predictions, "
+            f"but a {profile.input.width}x{profile.input.height} input at strides {list(strides)} has {expected} "
+            "grid cells (one prediction per cell)")
     return [_candidates_nms(pred[b, :, :4], pred[b, :, 4:], meta, post) for b, meta in enumerate(metas)]
 
 
@@ -134,5 +156,5 @@ def decode_yolo_nms(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> 
 
 
 YOLOV5 = DecoderFamily("yolov5", NoParams, decode_yolov5, "YOLOv5 (boxes decoded in the graph, objectness x class)")
-YOLOV8 = DecoderFamily("yolov8", NoParams, decode_yolov8, "YOLOv8 (anchor-free, boxes decoded in the graph)")
+YOLOV8 = DecoderFamily("yolov8", AnchorFreeParams, decode_yolov8, "YOLOv8 (anchor-free, boxes decoded in the graph)")
 YOLO_NMS = DecoderFamily("yolo-nms", NoParams, decode_yolo_nms, "YOLO with NMS in the graph (e.g. VACC output_0..2)")

@@ -11,12 +11,11 @@ silently fell back to a default would change the engine that gets timed.
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
-
-import tomllib
 
 from harness import config
 from harness.config import setting
