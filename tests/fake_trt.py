@@ -11,7 +11,8 @@ Behaviour, kept to what the harness relies on:
 - the builder parses the ONNX with the `onnx` package, refuses precision flags on a strongly typed
   network (TensorRT 10 does), needs an optimisation profile for dynamic inputs, and runs TensorRT 10's
   calibrator protocol (get_batch_size / get_batch / read/write_calibration_cache) for INT8;
-- layer precisions: strongly typed = the ONNX tensor types (a layer fed by DequantizeLinear is int8);
+- layer precisions: strongly typed = the ONNX tensor types (a layer fed by DequantizeLinear is int8;
+  Q/DQ nodes are fused into the layers they feed, else they are layers of their own, as in TensorRT);
   weakly typed = fp32, fp16 with FP16, int8 for Conv/MatMul with INT8. `force_precision` overrides it
   (to play a TensorRT that silently keeps fp32);
 - the engine inspector writes 10.x ("Format/Datatype") or 11.x ("DataType") JSON, layer names only
@@ -223,10 +224,18 @@ def make_fake_tensorrt(release: str, cuda, force_precision: str | None = None):
                  list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
         types.update({init.name: init.data_type for init in model.graph.initializer})
         producers = {out: node for node in model.graph.node for out in node.output}
+        consumers: dict = {}
+        for node in model.graph.node:
+            for name in node.input:
+                consumers.setdefault(name, []).append(node.op_type)
+        qdq = ("QuantizeLinear", "DequantizeLinear")
         layers = []
         for node in model.graph.node:
-            if node.op_type in ("QuantizeLinear", "DequantizeLinear", "Constant"):
-                continue  # fused into their consumers / folded
+            if node.op_type == "Constant":
+                continue  # folded
+            users = consumers.get(node.output[0], []) if node.output else []
+            if node.op_type in qdq and users and not any(u in qdq for u in users):
+                continue  # fused into its consumers; a Q/DQ with nothing to fuse into runs as its own layer
             first = node.input[0] if node.input else ""
             if force_precision:
                 precision = force_precision

@@ -53,7 +53,9 @@ def _settings(tmp_path, **extra) -> Path:
 
 
 def _load(tmp_path, model=None, precision="fp32", batch=4, sizes=(1, 4), **settings):
-    options = {"trt_settings": str(_settings(tmp_path, **settings)), "precision": precision}
+    options = {"trt_settings": str(_settings(tmp_path, **settings))}
+    if precision is not None:
+        options["precision"] = precision
     target = get_target("trt")(model or demo_model_path(), DEMO, options, batch_sizes=sizes)
     target.load(batch)
     return target
@@ -123,11 +125,23 @@ def test_a_model_that_already_holds_fp16_is_built_as_it_is(tmp_path, fakes):
     path = tmp_path / "demo-fp16.onnx"
     onnx.save(convert_to_fp16(onnx.load(str(demo_model_path()))).model, str(path))
     fakes("11.4")
-    target = _load(tmp_path, model=path, precision="fp32")
+    target = _load(tmp_path, model=path, precision=None)  # the settings' precision (fp32) is only a default
     info = target.describe()
-    assert info["precision"] == "fp16" and info["precision_recipe"]["plan"] == "as-is"
+    assert target.precision == "fp16" and info["precision"] == "fp16" and info["precision_recipe"]["plan"] == "as-is"
     assert info["conversion_check"] is None and any("already holds fp16" in n for n in target.notes)
     target.close()
+    with pytest.raises(HarnessError, match=r"--precision fp32 does not match what would run \(fp16: the graph holds"):
+        _load(tmp_path, model=path, precision="fp32")  # asked for on the command line: refused, as on every target
+
+
+@pytest.mark.parametrize("graph,expected", [("qdq", "int8"), ("fp16", "fp16")])
+def test_the_precision_contract_holds_on_the_fakes(tmp_path, fakes, monkeypatch, graph, expected):
+    """tests/test_contracts.py's precision rule, run on trt where it skips for want of a GPU."""
+    from tests.test_contracts import test_every_target_labels_precision_from_the_graph as contract
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the default engine cache (~/.cache/harness/trt)
+    fakes("11.4")
+    contract(tmp_path, "trt", graph, expected)
 
 
 def test_implicit_int8_is_refused_on_11_with_one_line(tmp_path, fakes, calib_folder):

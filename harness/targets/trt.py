@@ -161,6 +161,9 @@ class TensorRtTarget(Target):
         fixed = first.fixed_batch
         if fixed is not None and fixed != batch:
             raise fixed_batch_error(self.model_path, fixed, batch, "TensorRT builds a static engine for a fixed-batch graph")
+        # a --precision the graph does not give is refused (a Q/DQ or fp16 graph runs as it is); the
+        # settings file's precision is a default for fp32 models, so only the option is held to it
+        self.resolve_precision(graph.precision, self.options.precision, runs=settings.precision)
         self._check_precision_source(settings, graph)
         if settings.precision == "int8" and settings.int8_mode == "implicit":
             self._check_implicit_inputs(settings, graph)

@@ -131,7 +131,7 @@ def prepare_model(model_path: Path, onnx_sha: str, settings, profile, cache_dir:
         if graph.precision != settings.precision and not (settings.precision == "int8" and graph.precision == "fp32"):
             notes = (f"model {model_path.name} already holds {graph.precision} ({graph.qdq_nodes} Q/DQ nodes, "
                      f"{graph.float16_tensors} fp16 tensors): built as it is and labelled {graph.precision} "
-                     f"(asked for {settings.precision})",)
+                     f"(precision setting: {settings.precision})",)
         label = graph.precision if graph.precision != "fp32" else settings.precision
         return PreparedModel(model_path, onnx_sha, label, {**base, "built_onnx_sha256": onnx_sha}, None, notes)
 
