@@ -194,12 +194,14 @@ def coerce(tp, value, from_text: bool = False, where: str = "", name: str = ""):
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        for option in (a for a in args if a is not type(None)):
+        options = [a for a in args if a is not type(None)]
+        for option in options:
             try:
                 return coerce(option, value, from_text, where, name)
-            except _Mismatch:
-                continue
-        raise _Mismatch(describe(tp))
+            except _Mismatch as exc:
+                mismatch = exc
+        # X | None: X's own words (a Literal's "did you mean" included)
+        raise mismatch if len(options) == 1 else _Mismatch(describe(tp))
     if origin is typing.Literal:
         text = value.strip() if from_text and isinstance(value, str) else value
         if text in args and not isinstance(text, bool):

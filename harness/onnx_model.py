@@ -112,16 +112,25 @@ def inspect_onnx(path: str | Path) -> OnnxModelInfo:
 
 @lru_cache(maxsize=16)
 def _inspect(path: str, size: int, mtime_ns: int) -> OnnxModelInfo:
+    return inspect_model(load_graph(path), path)
+
+
+def opset_of(model) -> int:
+    """The opset of a ModelProto's default ("" / ai.onnx) domain (0 when it imports none)."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def inspect_model(model, path: str = "") -> OnnxModelInfo:
+    """The same for a ModelProto in memory (e.g. a model just converted to fp16, before it is saved)."""
     from onnx import TensorProto
 
-    model = load_graph(path)
     graph = model.graph
     weights = {init.name for init in graph.initializer}
     inputs = tuple(_tensor(v) for v in graph.input if v.name not in weights)
     if not inputs:
         raise HarnessError(f"model {path}: the ONNX graph has no inputs (only weights)")
     outputs = tuple(_tensor(v) for v in graph.output)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = opset_of(model)
     op_types = frozenset(n.op_type for n in graph.node)
     qdq = sum(1 for n in graph.node if n.op_type in QDQ_OPS)
     fp16 = sum(1 for t in graph.initializer if t.data_type == TensorProto.FLOAT16)

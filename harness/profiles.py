@@ -22,7 +22,7 @@ from harness.config import Invalid, did_you_mean, setting
 from harness.errors import HarnessError
 
 EXTRA_INPUT_NAMES = ("scale_factor", "im_shape")  # model inputs built from the metas (harness.extra_inputs)
-SECTIONS = ("description", "input", "decoder", "postprocess", "classes")
+SECTIONS = ("description", "input", "decoder", "postprocess", "classes", "precision")
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,15 @@ class ClassesSpec:
 
 
 @dataclass(frozen=True)
+class PrecisionSpec:
+    """[precision]: how the model may be converted to a lower precision (TensorRT fp16 builds)."""
+
+    #: node names or regular expressions (full match) kept in fp32 by the fp16 conversion, e.g.
+    #: decoder-side ops whose range fp16 cannot hold; each must match a node of the model
+    keep_fp32_nodes: tuple[str, ...] = setting((), expects="a list of node names or regular expressions")
+
+
+@dataclass(frozen=True)
 class DecoderSpec:
     """[decoder]: the family (`kind`) and its typed parameters (the family's Params dataclass)."""
 
@@ -108,6 +117,7 @@ class Profile:
     class_names: tuple[str, ...]
     category_ids: tuple[int, ...]
     source: str = ""
+    precision: PrecisionSpec = PrecisionSpec()
 
     @property
     def num_classes(self) -> int:
@@ -122,6 +132,7 @@ class Profile:
             "decoder": self.decoder.to_dict(),
             "postprocess": config.dump(self.postprocess),
             "classes": {"names": list(self.class_names), "category_ids": list(self.category_ids)},
+            "precision": config.dump(self.precision),
         }
 
     @property
@@ -198,7 +209,7 @@ def profile_from_dict(data: dict, name: str, source: str = "") -> Profile:
     unknown = [k for k in data if k not in SECTIONS and k != "name"]
     if unknown:
         raise HarnessError(f"{where}: unknown section or key {unknown[0]!r}{did_you_mean(unknown[0], SECTIONS)}; "
-                           f"a profile has: description, [input], [decoder], [postprocess], [classes]")
+                           f"a profile has: description, [input], [decoder], [postprocess], [classes], [precision]")
     for section in ("input", "decoder"):
         if section not in data:
             raise HarnessError(f"{where}: missing section [{section}]")
@@ -215,8 +226,9 @@ def profile_from_dict(data: dict, name: str, source: str = "") -> Profile:
     if isinstance(classes_data, dict) and "names" not in classes_data:
         raise HarnessError(f"{where}: [classes] needs names (or preset = \"coco80\")")
     classes = config.load(ClassesSpec, classes_data, where, "classes")
+    precision = config.load(PrecisionSpec, data.get("precision", {}), where, "precision")
     return Profile(name=name, description=description, input=input_spec, decoder=decoder, postprocess=postprocess,
-                   class_names=classes.names, category_ids=classes.ids, source=source)
+                   class_names=classes.names, category_ids=classes.ids, source=source, precision=precision)
 
 
 def _decoder(section, where: str, registry) -> DecoderSpec:

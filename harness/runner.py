@@ -30,6 +30,7 @@ from harness.targets import get_target
 from harness.timing import percentiles_ms, warm_up
 
 LOOP_CHECK_ITERATIONS = 2  # outputs captured inside the timing loop and compared with a plain infer()
+SAMPLE_IMAGES = 8  # the run's first images, given to a target that checks a conversion on real inputs
 
 
 @dataclass
@@ -129,6 +130,7 @@ def _first_batch(images, bs: int, profile: Profile, skip_bad: bool):
 def _run_one(config, options, bs, model_path, per_batch, images, skipped, evaluator, progress, context, out_dir):
     profile = config.profile
     target = get_target(config.target)(model_path, profile, options, config.batch_sizes)
+    target.sample_images = tuple(images[:SAMPLE_IMAGES])
     with target:
         with progress.task(f"{config.target} bs={bs}: loading {Path(model_path).name}", 1) as advance:
             target.load(bs)

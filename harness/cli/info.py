@@ -58,6 +58,9 @@ def targets_cmd(show_options):
             hints = typing.get_type_hints(cls.Options)
             cells.append(escape("; ".join(f"{k}: {describe(hints[k])}" for k in known_keys(cls.Options)) or "-"))
         table.add_row(*cells)
+        details = getattr(cls, "status_line", None)  # a target that says more (trt: release, CUDA binding, modes)
+        if details is not None:
+            table.add_row(f"{name} details", "-", escape(details()), *([""] if show_options else []))
     # File-based NPU targets run on the device host; the harness writes their input and reads their output.
     for _, tool in FILE_TOOLS.items():
         table.add_row(tool.device, "files", escape(tool.summary), *([""] if show_options else []))

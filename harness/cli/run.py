@@ -29,7 +29,9 @@ def run_options(fn):
                      help="fp32, fp16, bf16, int8 where the target supports it; checked against what really runs."),
         click.option("--allow-fallback", is_flag=True, default=None,
                      help="Let a GPU target fall back to CPU (recorded in the row)."),
-        click.option("--calib", default=None, help="Folder of int8 calibration images (target trt, --precision int8)."),
+        click.option("--calib", default=None,
+                     help="Folder of int8 calibration images (target trt, --precision int8 -o int8_mode=implicit: "
+                          "TensorRT 10's legacy calibration; by default int8 comes from a Q/DQ model)."),
         click.option("--ep", default=None,
                      help="ort-cuda execution provider: cuda (default) or trt (ONNX Runtime's TensorRT EP)."),
         click.option("--engine-cache", default=None,

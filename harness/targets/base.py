@@ -61,6 +61,9 @@ class Target:
     time_covers: ClassVar[str] = "inference call (host tensors in, host tensors out)"
     #: the options dataclass this target takes (harness.config rules); CLI flags map onto its fields
     Options: ClassVar[type] = NoOptions
+    #: (image id, path) pairs of the first few images of the run, set by the runner before load(): for
+    #: targets that verify a conversion on real inputs (e.g. trt's fp16 check) instead of synthetic ones
+    sample_images: tuple = ()
 
     def __init__(self, model_path: str | Path, profile, options=None, batch_sizes: Iterable[int] = ()):
         self.model_path = Path(model_path)

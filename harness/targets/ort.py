@@ -180,7 +180,7 @@ class OrtCuda(OrtTarget):
         allowed = ("fp32",) if self._ep() == "cuda" else ("fp32", "fp16")
         if precision not in allowed:
             hint = ("use --ep trt --precision fp16, or --target trt" if self._ep() == "cuda" and precision == "fp16"
-                    else "use --target trt for int8 (calibrated with --calib DIR)")
+                    else "use --target trt for int8 (with a Q/DQ model, see docs/gpu.md)")
             raise HarnessError(f"target ort-cuda with --ep {self._ep()} runs {', '.join(allowed)}, not {precision}; {hint}")
         return precision
 
