@@ -90,7 +90,8 @@ def test_fp16_build_is_strongly_typed_from_an_fp16_onnx(tmp_path, fakes, release
     sidecar = json.loads(Path(info["engine"]).with_suffix(".json").read_text())
     built = Path(sidecar["built_onnx"])
     assert built.suffix == ".onnx" and built != demo_model_path()
-    from harness.targets.trt_engine import CACHE_FORMAT, sha256_file
+    from harness.fileio import sha256_file
+    from harness.targets.trt_engine import CACHE_FORMAT
     assert sidecar["fields"]["recipe"]["built_onnx_sha256"] == sha256_file(built)
     assert sidecar["fields"]["format"] == CACHE_FORMAT == 2
     assert sidecar["fields"]["precision"] == "fp16" and sidecar["fields"]["tensorrt"] == trt.__version__
