@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from harness.cli.common import out
+from harness.cli.common import Count, out
 from harness.report import FORMATS, write_report
 
 
@@ -17,7 +17,8 @@ from harness.report import FORMATS, write_report
 @click.option("--baseline", default=None, help="Target to compare against (default: ort fp32, else ov fp32).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True,
               help="md: markdown page + PNG plots next to it; csv/json: the merged table only.")
-@click.option("--top-classes", default=10, show_default=True, help="Per-class AP losses listed per target.")
+@click.option("--top-classes", type=Count(minimum=0), default=10, show_default=True,
+              help="Per-class AP losses listed per target.")
 def report_cmd(inputs, out_path, baseline, fmt, top_classes):
     """Compare results across runs: INPUTS are folders holding results.json, or results.json files."""
     path = out_path or Path(f"report.{fmt}")
