@@ -150,10 +150,11 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
         flags = set(target.flags)
         precision = target.precision or "fp32"
         padded = target.padded_batch and len(passed.counted) % bs != 0
-    if passed.failed:
+    if passed.failed:  # unreadable images stay out of later rows; NaN outputs are this row's own
         failed_paths = {failure.path for failure in passed.failed}
         images = [(i, p) for i, p in images if str(p) not in failed_paths]
         skipped = skipped + list(passed.failed)
+    row_skipped = skipped + list(passed.bad_outputs)
     if per_batch:
         notes.append(f"per-batch model: {Path(model_path).name}")
         flags.add("per-batch-model")
@@ -163,8 +164,8 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
     if padded:
         notes.append(f"last batch padded from {len(passed.counted) % bs} to {bs} images; padding not counted")
         flags.add("padded")
-    if skipped:
-        notes.append(f"{len(skipped)} image(s) skipped (--skip-bad-images); mAP is over the remaining "
+    if row_skipped:
+        notes.append(f"{len(row_skipped)} image(s) skipped (--skip-bad-images); mAP is over the remaining "
                      f"{len(passed.counted)}")
     if loop_check["equal"] is False:
         notes.append(f"outputs inside the timing loop differ from infer() on the same batch "
@@ -184,7 +185,7 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
     }
     common = dict(target=config.target, bs=bs, precision=precision, images=len(passed.counted),
                   batch_mode=_batch_mode(per_batch, target.model_batch, bs), runtime=describe,
-                  evaluator=evaluator.backend, detections=len(passed.detections), skipped_images=list(skipped),
+                  evaluator=evaluator.backend, detections=len(passed.detections), skipped_images=list(row_skipped),
                   flags=sorted(flags), notes=notes, **context, **timing)
     try:
         metrics = evaluator.evaluate(passed.detections, passed.counted)

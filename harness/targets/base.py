@@ -101,6 +101,10 @@ class Target:
     def close(self) -> None:
         pass
 
+    def output_names(self) -> list[str] | None:
+        """The loaded model's output names, in output order (for messages); None where unknown."""
+        return None
+
     def describe(self) -> dict:
         """Runtime, version, device and options, for the results row."""
         return {}

@@ -129,6 +129,12 @@ class OpenVinoCpu(Target):
             return inspect_onnx(self.model_path).precision
         return "fp32"
 
+    def output_names(self) -> list[str] | None:
+        compiled = getattr(self, "_compiled", None)
+        if compiled is None:
+            return None
+        return [next(iter(o.get_names()), f"output {i}") for i, o in enumerate(compiled.outputs)]
+
     def infer(self, batch: np.ndarray, extras: dict | None = None) -> list[np.ndarray]:
         feeds = {0: batch}
         if extras:
