@@ -131,8 +131,8 @@ def size_problem(size: tuple[int, int] | None, limit: int | None = None) -> str 
         return "cannot be decoded (corrupt or not an image: no size in its header)"
     width, height = size
     if width * height > limit:
-        return (f"{width}x{height} = {width * height / 1e6:.1f} MP exceeds the pixel limit of {limit / 1e6:g} MP "
-                "(--max-pixels); refused before decoding")
+        return (f"{width}x{height} = {width * height} pixels exceeds the pixel limit of {limit} (--max-pixels); "
+                "refused before decoding")
     return None
 
 
