@@ -23,17 +23,8 @@ from PIL import Image
 
 from harness.imagefile import check_image_file, read_image
 from tests.test_cli_errors import assert_one_line_error, cli, run_args
-from tests.tinymodel import write_tiny_dataset, write_tiny_model, write_tiny_profile
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    model = write_tiny_model(tmp_path / "tiny.onnx")
-    profile = write_tiny_profile(tmp_path / "tiny.toml")
-    images, ann = write_tiny_dataset(tmp_path / "ds")
-    return {"model": model, "profile": profile, "images": images, "ann": ann, "root": tmp_path}
 
 
 def edit_annotations(t, change) -> None:
@@ -144,7 +135,8 @@ def test_decompression_bomb_is_refused_from_its_header(tiny):
 
 
 def test_max_pixels_flag(tiny):
-    assert_one_line_error(cli(*run_args(tiny, **{"--max-pixels": "1000"})), "img_000.jpg", "exceeds the pixel limit of 1000 (--max-pixels)")
+    assert_one_line_error(cli(*run_args(tiny, **{"--max-pixels": "1000"})), "img_000.jpg",
+                          "exceeds the pixel limit of 1000 (--max-pixels)")
     result = cli(*run_args(tiny, **{"--max-pixels": "1000", "--skip-bad-images": True}))
     assert result.exit_code == 2 and "no images to run" in result.output  # every image is over the limit
     assert cli(*run_args(tiny, **{"--max-pixels": "100000000"})).exit_code == 0
@@ -288,27 +280,20 @@ def test_exif_orientation_is_ignored_in_calibration(tiny):
 
 # ---------------------------------------------------------------- numeric flags
 
+POSITIVE = "expected a positive integer"
+SECONDS = "expected a finite number of seconds > 0"
 NUMERIC_RUN_CASES = [
-    ({"--seconds": "nan"}, "--seconds 'nan': expected a finite number of seconds > 0"),
-    ({"--seconds": "inf"}, "--seconds 'inf': expected a finite number of seconds > 0"),
-    ({"--seconds": "0"}, "--seconds '0': expected a finite number of seconds > 0"),
-    ({"--seconds": "-1"}, "--seconds '-1': expected a finite number of seconds > 0"),
-    ({"--warmup": "nan"}, "--warmup 'nan': expected a finite number of seconds >= 0"),
-    ({"--limit": "0"}, "--limit '0': expected a positive integer"),
-    ({"--limit": "-1"}, "--limit '-1': expected a positive integer"),
-    ({"--limit": "ten"}, "--limit 'ten': expected a positive integer"),
-    ({"--bs": "0"}, "--bs '0': expected comma-separated positive integers"),
-    ({"--bs": "1,,4"}, "--bs '1,,4': expected comma-separated positive integers"),
-    ({"--workers": "0"}, "--workers '0': expected a positive integer"),
-    ({"--threads": "0"}, "--threads '0': expected a positive integer"),
-    ({"--max-pixels": "0"}, "--max-pixels '0': expected a positive integer"),
+    *[("--seconds", v, SECONDS) for v in ("nan", "inf", "0", "-1")],
+    ("--warmup", "nan", "expected a finite number of seconds >= 0"),
+    *[("--limit", v, POSITIVE) for v in ("0", "-1", "ten")],
+    *[("--bs", v, "expected comma-separated positive integers") for v in ("0", "1,,4")],
+    *[(flag, "0", POSITIVE) for flag in ("--workers", "--threads", "--max-pixels")],
 ]
 
 
-@pytest.mark.parametrize("over,message", NUMERIC_RUN_CASES, ids=[next(iter(c[0].items()))[0] + "=" +
-                                                                  next(iter(c[0].values())) for c in NUMERIC_RUN_CASES])
-def test_numeric_run_flags_out_of_range(tiny, over, message):
-    assert_one_line_error(cli(*run_args(tiny, **over)), message)
+@pytest.mark.parametrize("flag,value,expected", NUMERIC_RUN_CASES, ids=[f"{f}={v}" for f, v, _ in NUMERIC_RUN_CASES])
+def test_numeric_run_flags_out_of_range(tiny, flag, value, expected):
+    assert_one_line_error(cli(*run_args(tiny, **{flag: value})), f"{flag} {value!r}: {expected}")
     assert not (tiny["root"] / "out").exists()
 
 

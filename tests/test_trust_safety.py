@@ -19,17 +19,8 @@ from harness.errors import HarnessError
 from harness.results import ResultsStore
 from tests.test_cli_errors import assert_one_line_error, cli, run_args
 from tests.test_npu import TINY_PROFILE, build_tiny_dataset, build_tiny_model
-from tests.tinymodel import write_tiny_dataset, write_tiny_model, write_tiny_profile
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    model = write_tiny_model(tmp_path / "tiny.onnx")
-    profile = write_tiny_profile(tmp_path / "tiny.toml")
-    images, ann = write_tiny_dataset(tmp_path / "ds")
-    return {"model": model, "profile": profile, "images": images, "ann": ann, "root": tmp_path}
 
 
 # ---------------------------------------------------------------- one command per --out

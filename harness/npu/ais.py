@@ -87,20 +87,25 @@ def _number(value, where: str) -> float:
     return float(value)
 
 
-def batchsize_from_args(args) -> int | None:
-    """--batchsize from the summary's args: the tool's argv list (or a dict in hand-made files)."""
-    value = None
+def arg_value(args, names: tuple[str, ...]):
+    """The value of a flag in the summary's args: the tool's argv list (`--name V` or `--name=V`) or a
+    dict in hand-made files (keyed by the first name without dashes)."""
     if isinstance(args, dict):
-        value = args.get("batchsize")
-    elif isinstance(args, list):
+        return args.get(names[0].lstrip("-"))
+    value = None
+    if isinstance(args, list):
         for i, item in enumerate(args):
             item = str(item)
-            if item in ("--batchsize", "--batch_size") and i + 1 < len(args):
+            if item in names and i + 1 < len(args):
                 value = args[i + 1]
-            elif item.startswith(("--batchsize=", "--batch_size=")):
+            elif item.startswith(tuple(f"{n}=" for n in names)):
                 value = item.split("=", 1)[1]
-    if value is None:
-        return None
+    return value
+
+
+def batchsize_from_args(args) -> int | None:
+    """--batchsize from the summary's args."""
+    value = arg_value(args, ("--batchsize", "--batch_size"))
     try:
         value = int(value)
     except (TypeError, ValueError):
@@ -109,28 +114,16 @@ def batchsize_from_args(args) -> int | None:
 
 
 def device_from_args(args) -> str | None:
-    """The device id(s) ais_bench ran on (--device N, default 0 when absent from a recorded argv)."""
-    value = None
-    if isinstance(args, dict):
-        value = args.get("device")
-    elif isinstance(args, list):
-        for i, item in enumerate(args):
-            item = str(item)
-            if item == "--device" and i + 1 < len(args):
-                value = args[i + 1]
-            elif item.startswith("--device="):
-                value = item.split("=", 1)[1]
+    """The device id(s) ais_bench ran on (its --device)."""
+    value = arg_value(args, ("--device",))
     return None if value is None else str(value)
 
 
 def model_from_args(args) -> str | None:
     if isinstance(args, dict):
         return args.get("model") or args.get("om_model")
-    if isinstance(args, list):
-        for i, item in enumerate(args):
-            if str(item) in ("--model", "--om-model", "--om_model") and i + 1 < len(args):
-                return str(args[i + 1])
-    return None
+    value = arg_value(args, ("--model", "--om-model", "--om_model"))
+    return None if value is None else str(value)
 
 
 def parse_summary(path: Path) -> AisTiming:
