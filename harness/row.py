@@ -38,6 +38,16 @@ def flag_label(flag: str) -> str:
     return FLAG_LABELS.get(flag, flag)
 
 
+def target_label(target: str, source: str, device: str = "") -> str:
+    """The target as tables print it: an emulated NPU row never reads like a device row, and a device
+    row names the device that measured it."""
+    if source == "emulated":
+        return f"{target} (emulated)"
+    if source == "device" and device:
+        return f"{target} @ {device}"
+    return str(target)
+
+
 #: per-target timing figures a row may carry (None when the target has none)
 TARGET_FIGURES = ("ort_device", "gpu_compute_fps",
                   *(f"{stage}_ms_{p}" for stage in ("gpu_compute", "h2d", "d2h", "enqueue") for p in ("p50", "p90", "p99")))
@@ -51,6 +61,9 @@ class ResultRow:
     profile: str = ""
     precision: str = "fp32"
     source: str = "run"
+    #: what measured a device/emulated row (e.g. "Ascend 310P3", from `decode --device` or the tool's
+    #: summary; "emulated: ONNX Runtime CPU on <cpu>"), never the host that ran `harness decode`
+    device: str = ""
     status: str = "ok"
     error: str | None = None
     images: int = 0

@@ -15,15 +15,7 @@ from onnx import numpy_helper
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.row import ResultRow
-from tests.tinymodel import write_tiny_dataset, write_tiny_model, write_tiny_profile
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    model = write_tiny_model(tmp_path / "tiny.onnx")
-    profile = write_tiny_profile(tmp_path / "tiny.toml")
-    images, ann = write_tiny_dataset(tmp_path / "ds")
-    return {"model": model, "profile": profile, "images": images, "ann": ann, "root": tmp_path}
+from tests.tinymodel import write_tiny_model, write_tiny_profile
 
 
 def fixed_batch_model(path):
