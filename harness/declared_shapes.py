@@ -16,16 +16,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.extra_inputs import dims_text
+from harness.onnx_model import inspect_onnx, load_graph, make_batch_symbolic, tensor_info
 
 
-def _dims(value) -> list | None:
-    tensor = value.type.tensor_type
-    if not tensor.HasField("shape"):
-        return None
-    return [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+def _dims(value) -> tuple | None:
+    """Fixed sizes as ints, the others None; None when the value has no shape at all."""
+    info = tensor_info(value)
+    return None if info.shape is None else info.dims()
 
 
-def unconfirmed_output_dims(model) -> dict[str, tuple[list, list | None]]:
+def unconfirmed_output_dims(model) -> dict[str, tuple[tuple, tuple | None]]:
     """{output name: (declared dims, inferred dims or None)} for every graph output with a fixed
     declared size that ONNX shape inference (on a copy with the output declarations removed) does
     not derive; {} when inference fails, since then nothing can be said either way."""
@@ -33,7 +33,7 @@ def unconfirmed_output_dims(model) -> dict[str, tuple[list, list | None]]:
     from onnx import shape_inference
 
     declared = {o.name: _dims(o) for o in model.graph.output}
-    fixed = {name: dims for name, dims in declared.items() if dims and any(isinstance(d, int) and d > 0 for d in dims)}
+    fixed = {name: dims for name, dims in declared.items() if dims and any(d is not None for d in dims)}
     if not fixed:
         return {}
     probe = onnx.ModelProto()
@@ -44,12 +44,11 @@ def unconfirmed_output_dims(model) -> dict[str, tuple[list, list | None]]:
         inferred_model = shape_inference.infer_shapes(probe, strict_mode=False)
     except Exception:  # onnx raises several types for graphs it cannot infer
         return {}
-    inferred = {v.name: _dims(v) for v in list(inferred_model.graph.value_info) + list(inferred_model.graph.output)}
+    inferred = {v.name: _dims(v) for v in (*inferred_model.graph.value_info, *inferred_model.graph.output)}
     out = {}
     for name, dims in fixed.items():
         got = inferred.get(name)
-        if got is None or len(got) != len(dims) or any(
-                isinstance(d, int) and d > 0 and g != d for d, g in zip(dims, got)):
+        if got is None or len(got) != len(dims) or any(d is not None and g != d for d, g in zip(dims, got)):
             out[name] = (dims, got)
     return out
 
@@ -58,10 +57,9 @@ def _text(dims) -> str:
     return "no shape" if dims is None else dims_text(dims)
 
 
-def drop_unconfirmed_output_dims(model) -> list[str]:
-    """Make the unconfirmed fixed output sizes of `model` (a ModelProto, changed in place) symbolic;
-    returns one note per output changed."""
-    unconfirmed = unconfirmed_output_dims(model)
+def drop_unconfirmed_output_dims(model, unconfirmed: dict) -> list[str]:
+    """Make the unconfirmed fixed output sizes (from unconfirmed_output_dims) of `model` (a ModelProto,
+    changed in place) symbolic; returns one note per output changed."""
     notes = []
     for output in model.graph.output:
         if output.name not in unconfirmed:
@@ -76,14 +74,21 @@ def drop_unconfirmed_output_dims(model) -> list[str]:
     return notes
 
 
-def model_for_onnx_runtime(path: str | Path) -> tuple[str | bytes, list[str]]:
-    """What to hand to onnxruntime.InferenceSession: the path when every fixed output size is
-    confirmed, else the model's bytes with the unconfirmed sizes made symbolic, and the notes."""
+def model_for_onnx_runtime(path: str | Path, symbolic_batch: bool = False) -> tuple[str | bytes, list[str]]:
+    """What to hand to onnxruntime.InferenceSession, and the notes for the row: the path when nothing
+    needs changing, else the model's bytes (parsed once) with the unconfirmed output sizes made
+    symbolic and, with symbolic_batch, its batch made symbolic (onnx_model.make_batch_symbolic)."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
-    if not unconfirmed_output_dims(model):
+    declared = inspect_onnx(path).outputs  # cached: most files declare no fixed size to doubt
+    if not symbolic_batch and not any(d is not None for t in declared for d in t.dims()):
         return str(path), []
+    model = load_graph(path)
+    unconfirmed = unconfirmed_output_dims(model)
+    if not unconfirmed and not symbolic_batch:
+        return str(path), []
+    notes = drop_unconfirmed_output_dims(model, unconfirmed)
+    if symbolic_batch:
+        make_batch_symbolic(model)
     onnx.load_external_data_for_model(model, str(Path(path).parent))
-    notes = drop_unconfirmed_output_dims(model)
     return model.SerializeToString(), notes

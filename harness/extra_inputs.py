@@ -13,7 +13,7 @@ Pure function of the metas, so in-process targets and file-based flows compute t
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -40,14 +40,9 @@ def extra_inputs(profile, metas: Sequence, batch_size: int) -> dict[str, np.ndar
 
     Rows beyond len(metas) (padding of a fixed-batch model) repeat the last image's values.
     """
-    names = tuple(getattr(profile.input, "extras", ()) or ())
+    names = profile.input.extras  # validated against EXTRA_INPUTS when the profile loaded
     if not names:
         return {}
-    unknown = [n for n in names if n not in EXTRA_INPUTS]
-    if unknown:
-        raise HarnessError(
-            f"profile {profile.name}: [input] extras {unknown} unknown; known: {', '.join(sorted(EXTRA_INPUTS))}"
-        )
     if not metas:
         raise HarnessError("extra model inputs need at least one image in the batch")
     if batch_size < len(metas):
@@ -61,17 +56,18 @@ def dims_text(shape) -> str:
     return "[" + ", ".join("?" if not isinstance(d, int) or d <= 0 else str(d) for d in shape) + "]"
 
 
-def check_model_inputs(inputs: Sequence[tuple[str, Sequence]], profile, model_name: str, batch: int) -> None:
+def check_model_inputs(inputs: Sequence, profile, model_name: str, batch: int) -> None:
     """Before anything runs: the model's inputs after the image (the first) must be exactly the
     profile's [input] extras, and an extra input with a fixed batch must fit the batch size.
 
-    inputs: (name, dims) per real model input, in the model's order; dims hold ints for fixed sizes
-    and None (or a name) for dynamic ones. One line naming the model's and the profile's inputs
+    inputs: the real model inputs in the model's order, as onnx_model.TensorInfo (`inspect_onnx(path)
+    .inputs`, or a runtime's own ports put that way): a name and a shape of ints for fixed sizes and
+    None (or a name) for dynamic ones. One line naming the model's and the profile's inputs
     otherwise: a feed the model lacks, or an input nobody feeds, would end in the runtime's own
     traceback on the first batch."""
-    names = [name for name, _ in inputs]
-    shapes = {name: tuple(dims or ()) for name, dims in inputs}
-    extras = tuple(getattr(profile.input, "extras", ()) or ())
+    names = [tensor.name for tensor in inputs]
+    shapes = {tensor.name: tuple(tensor.shape or ()) for tensor in inputs}
+    extras = profile.input.extras
     have = ", ".join(f"{name} {dims_text(shapes[name])}" for name in names)
     missing = [name for name in extras if name not in names[1:]]
     if missing:

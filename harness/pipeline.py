@@ -10,60 +10,24 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from harness.decode import decode
+from harness.decode.finite import bad_rows, describe, find_nonfinite
 from harness.decode.types import to_coco_results
-from harness.errors import HarnessError
+from harness.errors import HarnessError, SkippedImage
 from harness.extra_inputs import extra_inputs
-from harness.preprocess import ImageMeta, load_canvas, to_model_layout
-from harness.profiles import InputSpec
+from harness.preprocess import Batch, prepare_batch
 from harness.timing import StageClock
 
-
-@dataclass
-class Batch:
-    tensor: np.ndarray  # (bs_run, ...) model input; may hold padding rows beyond len(metas)
-    metas: list[ImageMeta]  # the real images only
-    failed: list[str] = field(default_factory=list)  # "file: reason" for images that could not be read
-    seconds: float = 0.0  # preprocessing time spent on this batch (worker thread)
-
-
-def prepare_batch(chunk: Sequence[tuple[int, object]], spec: InputSpec, pad_to: int | None, skip_bad: bool,
-                  canvases: dict | None = None) -> Batch:
-    """(image id, path) pairs -> one model-input batch (padded to pad_to by repeating the last image)."""
-    t0 = time.perf_counter()
-    # Images are written straight into their batch row: no per-image array, no np.stack copy.
-    tensor = np.empty(spec.shape(max(len(chunk), pad_to or 0)), spec.numpy_dtype)
-    metas, failed = [], []
-    for image_id, path in chunk:
-        try:
-            cached = canvases.get((image_id, str(path))) if canvases is not None else None
-            if cached is None:
-                cached = load_canvas(path, image_id, spec)
-                if canvases is not None:
-                    canvases[(image_id, str(path))] = cached
-            canvas, meta = cached
-            to_model_layout(canvas, spec, out=tensor[len(metas)])
-        except HarnessError as exc:
-            if not skip_bad:
-                raise
-            failed.append(str(exc))
-            continue
-        metas.append(meta)
-    if not metas:
-        return Batch(np.zeros((0,), spec.numpy_dtype), [], failed, time.perf_counter() - t0)
-    if pad_to:
-        # A fixed-batch model needs a full batch: repeat the last real image; its outputs are dropped.
-        tensor[len(metas) : pad_to] = tensor[len(metas) - 1]
-        tensor = tensor[:pad_to]
-    else:
-        tensor = tensor[: len(metas)]
-    return Batch(tensor, metas, failed, time.perf_counter() - t0)
+if TYPE_CHECKING:
+    from harness.profiles import InputSpec
 
 
 def iter_batches(images: Sequence[tuple[int, object]], batch_size: int, spec: InputSpec, pad: bool,
@@ -88,25 +52,47 @@ def iter_batches(images: Sequence[tuple[int, object]], batch_size: int, spec: In
 class PassResult:
     detections: list[dict]  # COCO result dicts
     counted: list[int]  # image ids that ran
-    failed: list[str]  # "file: reason" for images skipped with skip_bad
-    clock: StageClock  # per-stage seconds (see harness.timing.STAGE_MEANING)
+    failed: list[SkippedImage]  # images skipped with skip_bad (path, reason)
+    clock: StageClock  # per-stage seconds (see harness.timing.StageClock)
     wall_seconds: float
+    bad_outputs: list[SkippedImage] = field(default_factory=list)  # NaN/Inf outputs skipped with skip_bad
 
 
-def _decode_batch(outputs, metas, profile) -> tuple[list[tuple[int, list[dict]]], float]:
-    """Decode one batch to COCO dicts per image; returns them and the seconds it took."""
+def _image_names(metas, rows) -> str:
+    rows = sorted(rows)
+    shown = ", ".join(f"{Path(metas[r].file).name} (id {metas[r].image_id})" for r in rows[:3])
+    return shown + (f" and {len(rows) - 3} more" if len(rows) > 3 else "")
+
+
+def _drop_nonfinite(outputs, metas, batch_rows: int, skip_bad: bool, names=None):
+    """(outputs, metas, skipped) with the images whose outputs hold NaN/Inf taken out (skip_bad), or
+    a HarnessError naming the output and the images."""
+    found = find_nonfinite(outputs, batch_rows, names)
+    if not found:
+        return outputs, metas, []
+    splittable = all(np.ndim(o) >= 1 and np.shape(o)[0] == batch_rows for o in outputs)
+    rows = bad_rows(found, len(metas)) if splittable else set(range(len(metas)))
+    reason = describe(found)
+    if not skip_bad:
+        raise HarnessError(f"model {reason} for image(s) {_image_names(metas, rows)}; the row is not scored "
+                           "(--skip-bad-images leaves such images out and records them)")
+    which = ", ".join(item.output_label() for item in found)
+    skipped = [SkippedImage(metas[r].file, f"NaN/Inf in model {which}") for r in sorted(rows)]
+    keep = [i for i in range(len(metas)) if i not in rows]
+    if not keep:
+        return None, [], skipped
+    return [np.asarray(o)[keep] for o in outputs], [metas[i] for i in keep], skipped
+
+
+def _decode_batch(outputs, metas, profile, batch_rows: int | None = None, skip_bad: bool = False,
+                  names=None) -> tuple[list[tuple[int, list[dict]]], float, list[SkippedImage]]:
+    """Decode one batch to COCO dicts per image; returns them, the seconds it took and the images
+    skipped for NaN/Inf outputs (checked first: a NaN never reaches the decoder)."""
     t0 = time.perf_counter()
-    done = [(meta.image_id, to_coco_results(dets, meta.image_id, profile.category_ids))
-            for meta, dets in zip(metas, decode(outputs, metas, profile))]
-    return done, time.perf_counter() - t0
-
-
-def _sync_stream(target, items):
-    """Fallback for targets without infer_stream: one synchronous infer() per batch."""
-    for tensor, tag, extras in items:
-        t0 = time.perf_counter()
-        outputs = target.infer(tensor, extras)
-        yield tag, outputs, time.perf_counter() - t0
+    outputs, metas, skipped = _drop_nonfinite(outputs, metas, batch_rows or len(metas), skip_bad, names)
+    done = [] if not metas else [(meta.image_id, to_coco_results(dets, meta.image_id, profile.category_ids))
+                                 for meta, dets in zip(metas, decode(outputs, metas, profile))]
+    return done, time.perf_counter() - t0, skipped
 
 
 def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, skip_bad: bool = False,
@@ -115,8 +101,8 @@ def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, sk
     """Read, preprocess, infer and decode every image once; detections as COCO dicts, dataset order.
 
     Pipelined (default): preprocessing runs ahead in `workers` threads (iter_batches), inference
-    keeps the target busy (its infer_stream(items) when it has one, e.g. OpenVINO's async requests;
-    else synchronous infer() calls, which release the GIL in every runtime we use), and decoding
+    keeps the target busy (its infer_stream(items): OpenVINO keeps async requests in flight, the
+    default makes synchronous infer() calls, which release the GIL in every runtime we use), and decoding
     runs in one more thread while the next batches infer, at most `decode_ahead` batches behind.
     The detections are the same as with pipelined=False, the plain serial loop (tests check it).
     """
@@ -125,7 +111,9 @@ def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, sk
     clock = StageClock()
     detections: list[dict] = []
     counted: list[int] = []
-    failed: list[str] = []
+    failed: list[SkippedImage] = []
+    bad_outputs: list[SkippedImage] = []
+    names = _output_names(target)
     start = time.perf_counter()
     batches = iter_batches(images, batch_size, profile.input, pad=target.padded_batch,
                            workers=workers, skip_bad=skip_bad, canvases=canvases)
@@ -145,21 +133,22 @@ def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, sk
                 yield batch.tensor, batch, extra_inputs(profile, batch.metas, batch.tensor.shape[0]) or None
 
     def collect(future) -> None:
-        done, seconds = future.result()
+        done, seconds, skipped = future.result()
         clock.seconds["decode"] += seconds
         for image_id, dicts in done:
             detections.extend(dicts)
             counted.append(image_id)
-        advance(len(done))
+        bad_outputs.extend(skipped)
+        advance(len(done) + len(skipped))
 
-    stream_fn = getattr(target, "infer_stream", None)
-    stream = stream_fn(feed()) if stream_fn is not None else _sync_stream(target, feed())
+    stream = target.infer_stream(feed())
     pending: deque = deque()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
         try:
             for batch, outputs, seconds in stream:
                 clock.seconds["infer"] += seconds
-                pending.append(pool.submit(_decode_batch, outputs, batch.metas, profile))
+                pending.append(pool.submit(_decode_batch, outputs, batch.metas, profile, batch.tensor.shape[0],
+                                           skip_bad, names))
                 while pending and (len(pending) > decode_ahead or pending[0].done()):
                     collect(pending.popleft())
             t0 = time.perf_counter()
@@ -171,7 +160,15 @@ def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, sk
             batches.close()
             for future in pending:
                 future.cancel()
-    return PassResult(detections, counted, failed, clock, time.perf_counter() - start)
+    return PassResult(detections, counted, failed, clock, time.perf_counter() - start, bad_outputs)
+
+
+def _output_names(target) -> list[str] | None:
+    """The model's output names where the target can tell them (for messages), else None."""
+    try:
+        return list(target.output_names()) or None
+    except Exception:  # a name is only for the message; never fail the pass over it
+        return None
 
 
 def _serial_pass(target, images, batch_size, profile, workers, skip_bad, advance, canvases=None) -> PassResult:
@@ -179,7 +176,9 @@ def _serial_pass(target, images, batch_size, profile, workers, skip_bad, advance
     clock = StageClock()
     detections: list[dict] = []
     counted: list[int] = []
-    failed: list[str] = []
+    failed: list[SkippedImage] = []
+    bad_outputs: list[SkippedImage] = []
+    names = _output_names(target)
     start = time.perf_counter()
     for batch in iter_batches(images, batch_size, profile.input, pad=target.padded_batch,
                               workers=workers, skip_bad=skip_bad, canvases=canvases):
@@ -188,10 +187,12 @@ def _serial_pass(target, images, batch_size, profile, workers, skip_bad, advance
         if batch.metas:
             with clock.stage("infer"):
                 outputs = target.infer(batch.tensor, extra_inputs(profile, batch.metas, batch.tensor.shape[0]) or None)
-            done, seconds = _decode_batch(outputs, batch.metas, profile)
+            done, seconds, skipped = _decode_batch(outputs, batch.metas, profile, batch.tensor.shape[0], skip_bad,
+                                                   names)
+            bad_outputs += skipped
             clock.seconds["decode"] += seconds
             for image_id, dicts in done:
                 detections += dicts
                 counted.append(image_id)
         advance(len(batch.metas) + len(batch.failed))
-    return PassResult(detections, counted, failed, clock, time.perf_counter() - start)
+    return PassResult(detections, counted, failed, clock, time.perf_counter() - start, bad_outputs)

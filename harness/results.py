@@ -1,42 +1,25 @@
 """results.json as the single record of a run: rows appended as they finish, written atomically.
 
-An interrupted run leaves a valid file holding every finished row; --resume picks up from it.
+An interrupted run leaves a valid file holding every finished row; --resume picks up from it. The
+store stores: whoever owns the folder renders reports from its rows (the `on_save` hook), so this
+module depends on nothing above it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+from harness import identity as ident
 from harness.errors import HarnessError
+from harness.fileio import atomic_write_text
+from harness.folders import FolderLock, probe_writable, safe_target
 from harness.jsonfile import read_json_object
+from harness.row import ResultRow
 
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_results(path: str | Path) -> dict:
@@ -52,53 +35,91 @@ def load_results(path: str | Path) -> dict:
     return data
 
 
-def row_key(row: dict) -> tuple:
+def row_key(row: ResultRow) -> tuple:
     """What makes two rows the same measurement, for --resume."""
-    return (row.get("target"), row.get("model"), row.get("profile"), row.get("precision"), int(row.get("bs", 0)))
+    return (row.target, row.model, row.profile, row.precision, int(row.bs))
 
 
 class ResultsStore:
-    """The --out folder: checks it up front, then rewrites results.json + report.md after every row."""
+    """The --out folder: checks it up front and locks it (one command at a time; a context manager,
+    or close()), then rewrites results.json after every row and calls on_save(rows, env) (e.g. to
+    render report.md)."""
 
-    def __init__(self, out_dir: str | Path, env: dict, resume: bool = False, overwrite: bool = False):
+    def __init__(self, out_dir: str | Path, env: dict, resume: bool = False, overwrite: bool = False,
+                 on_save: Callable[[list[ResultRow], dict, Path], None] | None = None):
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / RESULTS_FILE
         self.env = env
-        self.rows: list[dict] = []
+        self.on_save = on_save
+        self.rows: list[ResultRow] = []
+        probe_writable(self.out_dir)
+        self.lock = FolderLock(self.out_dir)  # a second command on this --out fails here, at once
         try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.out_dir / ".write-probe"
-            probe.write_bytes(b"\0" * 65536)  # a small real write: fails on a full or read-only disk
-            probe.unlink()
-        except OSError as exc:
-            raise HarnessError(f"output folder {self.out_dir} is not writable ({exc.strerror or exc})") from None
+            self._load(resume, overwrite)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self, resume: bool, overwrite: bool) -> None:
+        for name in (RESULTS_FILE, REPORT_FILE):
+            safe_target(self.out_dir, name)
         if self.path.exists():
+            existing = [ResultRow.from_dict(r) for r in load_results(self.path)["rows"] if isinstance(r, dict)]
             if resume:
-                self.rows = load_results(self.path)["rows"]
-            elif not overwrite:
+                self.rows = existing
+            elif not overwrite and any(r.status != "failed" for r in existing):
+                # a file of failed rows only holds no measurement: a new run may replace it
                 raise HarnessError(
                     f"{self.path} already holds results; pass --resume to continue that run, "
                     "--overwrite to replace it, or choose another --out"
                 )
 
+    def check_same_measurement(self, identity: dict, target: str, model: str) -> None:
+        """A resumed folder takes rows of the same measurement only: same dataset, profile, --limit,
+        machine and harness version as every row there, the same model bytes as rows of that model file,
+        and the same options and runtime version as rows of that target. One line names what differs."""
+        per_target = ("options", "runtime")
+        fields = [f for f in ident.FIELDS if f != "model_sha256" and f not in per_target]
+        for row in self.rows:
+            if not row.identity:
+                raise HarnessError(f"--resume: {self.path} holds rows written without an identity (an older harness); "
+                                   "their dataset, model and settings cannot be checked: choose another --out")
+            checked = fields + (["model_sha256"] if row.model == model else []) + \
+                (list(per_target) if row.target == target else [])
+            problem = ident.mismatch(row.identity, identity, [f for f in ident.FIELDS if f in checked])
+            if problem:
+                raise HarnessError(f"--resume: {self.path} holds another measurement ({row.target} bs={row.bs}: "
+                                   f"{problem}); choose another --out, or --overwrite")
+
+    def close(self) -> None:
+        """Release the folder's lock (also on exit or crash: the kernel drops it)."""
+        self.lock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def done(self, key: tuple) -> bool:
-        """Is this measurement already here? A None precision in key matches any precision
-        (the target may take it from its settings file rather than the command line)."""
+        """Is this measurement already here (and did it run)? A None precision in key matches any
+        precision (the target may take it from its settings file rather than the command line)."""
         target, model, profile, precision, bs = key
-        return any(row_key(r)[:3] == (target, model, profile) and row_key(r)[4] == bs
+        return any(r.ok and row_key(r)[:3] == (target, model, profile) and row_key(r)[4] == bs
                    and (precision is None or row_key(r)[3] == precision) for r in self.rows)
 
-    def add(self, row: dict) -> None:
+    def add(self, row: ResultRow | dict) -> None:
+        if isinstance(row, dict):
+            row = ResultRow.from_dict(row)
         self.rows = [r for r in self.rows if row_key(r) != row_key(row)] + [row]
         self.save()
 
     def save(self) -> None:
-        from harness.report import run_report_markdown
-
-        text = json.dumps({"rows": self.rows, "env": self.env}, indent=2, sort_keys=False)
+        text = json.dumps({"rows": [r.to_dict() for r in self.rows], "env": self.env}, indent=2, sort_keys=False)
         try:
-            atomic_write_text(self.path, text + "\n")
-            atomic_write_text(self.out_dir / REPORT_FILE, run_report_markdown(self.rows, self.env))
+            atomic_write_text(safe_target(self.out_dir, RESULTS_FILE), text + "\n")
+            if self.on_save is not None:
+                self.on_save(self.rows, self.env, self.out_dir)
         except OSError as exc:
             # The previous results.json is intact (atomic writes): say so rather than show a traceback.
             raise HarnessError(f"cannot write {self.path} ({exc.strerror or exc}); the file still holds the "

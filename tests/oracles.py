@@ -35,7 +35,6 @@ import math
 
 import numpy as np
 
-
 # ---------------------------------------------------------------------------------------- NMS ports
 
 def torchvision_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:

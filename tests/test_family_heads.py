@@ -5,7 +5,6 @@ the same outputs. Plus a hand-computed YOLOX row.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import cv2
@@ -18,6 +17,7 @@ from harness.preprocess import preprocess_image
 from harness.profiles import load_profile, profile_from_dict
 from harness.targets import get_target
 from tests import oracles, tinyheads
+from tests.conftest import with_decoder_params
 
 YOLOX = load_profile("yolox-nano-416")
 PICO_LEGACY_416 = load_profile("picodet-s-416-legacy")
@@ -65,7 +65,7 @@ def test_yolox_row_decodes_to_grid_cell_box_with_objectness_times_class(tmp_path
     # centre ((5 + 0.5) * 16, (3 + 0.25) * 16) = (88, 52), size (2 * 16, 1 * 16)
     np.testing.assert_allclose(dets.boxes, [[144, 88, 208, 120]], atol=1e-3)
     assert dets.labels.tolist() == [7] and dets.scores.tolist() == pytest.approx([0.4])
-    multi = dataclasses.replace(YOLOX, decoder={**YOLOX.decoder, "multi_label": True})
+    multi = with_decoder_params(YOLOX, multi_label=True)
     (both,) = decode([raw], [meta], multi)
     assert both.labels.tolist() == [7, 2] and both.scores.tolist() == pytest.approx([0.4, 0.24])
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import cv2
 import numpy as np
@@ -19,6 +20,7 @@ import pytest
 from harness.declared_shapes import model_for_onnx_runtime, unconfirmed_output_dims
 from harness.errors import HarnessError
 from harness.extra_inputs import check_model_inputs
+from harness.onnx_model import TensorInfo
 from harness.profiles import load_profile, profile_from_dict
 from harness.results import ResultsStore
 from harness.runner import RunConfig, run
@@ -56,10 +58,15 @@ PADDLE = load_profile("picodet-xs-320-lcnet")
 PLAIN = load_profile("picodet-s-320-legacy")
 
 
+def tensors(*named_shapes) -> list[TensorInfo]:
+    """Model inputs as onnx_model.inspect_onnx lists them: (name, shape) pairs, float32."""
+    return [TensorInfo(name, shape, "float32") for name, shape in named_shapes]
+
+
 def test_inputs_that_fit_pass():
-    check_model_inputs([("image", (None, 3, 320, 320)), ("scale_factor", (1, 2))], PADDLE, "m.onnx", 1)
-    check_model_inputs([("image", (1, 3, 320, 320))], PLAIN, "m.onnx", 1)
-    check_model_inputs([("image", (None, 3, 320, 320)), ("scale_factor", (None, 2))], PADDLE, "m.onnx", 8)
+    check_model_inputs(tensors(("image", (None, 3, 320, 320)), ("scale_factor", (1, 2))), PADDLE, "m.onnx", 1)
+    check_model_inputs(tensors(("image", (1, 3, 320, 320))), PLAIN, "m.onnx", 1)
+    check_model_inputs(tensors(("image", ("batch", 3, 320, 320)), ("scale_factor", ("batch", 2))), PADDLE, "m.onnx", 8)
 
 
 @pytest.mark.parametrize("inputs, profile, batch, message", [
@@ -76,7 +83,7 @@ def test_inputs_that_fit_pass():
 ])
 def test_inputs_that_do_not_fit_are_one_line(inputs, profile, batch, message):
     with pytest.raises(HarnessError, match=message) as caught:
-        check_model_inputs(inputs, profile, "m.onnx", batch)
+        check_model_inputs(tensors(*inputs), profile, "m.onnx", batch)
     assert "\n" not in str(caught.value)
 
 
@@ -106,6 +113,32 @@ def test_model_input_the_profile_does_not_feed_is_one_line(tmp_path, target):
         run_rows(tmp_path, target, model, profile, images, ann)
 
 
+@pytest.mark.parametrize("extras, message", [
+    ([], r"model nms.onnx takes input scale_factor \[1, 2\] that profile trt-plan does not feed"),
+    (["scale_factor", "im_shape"], r"model nms.onnx has no input im_shape that profile trt-plan feeds"),
+])
+def test_trt_refuses_in_its_plan_step_before_any_gpu_work(tmp_path, monkeypatch, extras, message):
+    """TensorRT checks the inputs in its plan step, on the ONNX graph: on the fakes of TensorRT 11.4
+    and cuda-python (tests/fake_trt.py; no GPU here), nothing is built and the fake GPU is never called."""
+    from harness.targets import cuda_rt
+    from tests.fake_cuda import FakeCudaRuntime
+    from tests.fake_trt import TRT_API, make_fake_tensorrt
+
+    if not TRT_API.is_dir():
+        pytest.skip("needs ../shared/trt-api (TensorRT name lists) for the TensorRT fakes")
+    cuda = FakeCudaRuntime()
+    trt = make_fake_tensorrt("11.4", cuda, None)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(cuda_rt, "import_cudart", lambda: cuda)
+    model = tinyheads.write_paddle_nms_head(tmp_path / "nms.onnx")
+    profile = with_changes(PADDLE, "trt-plan", {"extras": extras, "width": 64, "height": 64})
+    target = get_target("trt")(model, profile, {"engine_cache": str(tmp_path / "engines")})
+    with pytest.raises(HarnessError, match=message) as caught:
+        target.load(1)
+    assert "\n" not in str(caught.value)
+    assert trt._log["builds"] == 0 and trt._log["networks"] == [] and cuda.calls == []
+
+
 # ----------------------------------------------------------------------------------------------
 # Declared output shapes
 # ----------------------------------------------------------------------------------------------
@@ -113,7 +146,7 @@ def test_model_input_the_profile_does_not_feed_is_one_line(tmp_path, target):
 def test_declared_rows_nms_does_not_return_are_found(tmp_path):
     nms = onnx.load(str(tinyheads.write_paddle_nms_head(tmp_path / "nms.onnx")))
     found = unconfirmed_output_dims(nms)
-    assert list(found) == ["bbox"] and found["bbox"][0] == [6, 6]
+    assert list(found) == ["bbox"] and found["bbox"][0] == (6, 6)
     assert found["bbox"][1] is None or found["bbox"][1][1] == 6  # inference knows the 6 columns, not the rows
     clean = write_tiny_model(tmp_path / "tiny.onnx")
     assert unconfirmed_output_dims(onnx.load(str(clean))) == {}

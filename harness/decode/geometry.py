@@ -6,17 +6,19 @@ their channel count: at 416x416, YOLOX returns one row per grid cell at strides 
 PicoDet) one per cell at strides 8/16/32/64 (3598). A decoder states the layout it expects from its
 profile and raises OutputLayoutError when the outputs do not fit; `decode()` then adds the line from
 `likely_family`, which looks at the shapes alone and names the heads that would produce them, with a
-built-in profile of the same input size to try.
+built-in profile of the same input size to try (asked of the profile itself: the built-in profiles
+are a layer above the decoders).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
+from harness.config import Invalid
 from harness.errors import HarnessError
 
 YOLO_STRIDES = (8, 16, 32)
@@ -33,6 +35,12 @@ def grid_cells(width: int, height: int, strides: Sequence[int]) -> list[int]:
     """Cells per level of a grid at each stride (ceil division, as NanoDet, PicoDet and YOLO size
     their feature maps; YOLO inputs are multiples of 32, where ceil and floor agree)."""
     return [math.ceil(height / s) * math.ceil(width / s) for s in strides]
+
+
+def check_strides(strides: Sequence[int]) -> None:
+    """For a Params __post_init__: strides list the output levels in order, so they must increase."""
+    if list(strides) != sorted(set(strides)):
+        raise Invalid("strides", f"{list(strides)} must be increasing (level order of the outputs)")
 
 
 def strides_text(strides: Sequence[int]) -> str:
@@ -107,32 +115,13 @@ def family_matches(outputs, width: int, height: int, num_classes: int) -> list[F
     return found
 
 
-def _builtin_profiles_for(match: FamilyMatch, current) -> list[str]:
-    """Built-in profiles other than the current one that decode this layout and feed the same input
-    (size, layout and dtype: the model accepted the current profile's). An error path: loads them all."""
-    from harness.profiles import builtin_profiles, load_profile
-
-    spec = current.input
-    names = []
-    for name in builtin_profiles():
-        profile = load_profile(name)
-        other = profile.input
-        if (name == current.name or profile.decoder.get("kind") != match.kind
-                or (other.width, other.height, other.layout, other.dtype) != (spec.width, spec.height, spec.layout, spec.dtype)):
-            continue
-        if match.strides and "strides" in profile.decoder and tuple(profile.decoder["strides"]) != match.strides:
-            continue
-        names.append(name)
-    return names
-
-
 def likely_family(outputs, profile) -> str:
     """One line naming the heads the outputs' shapes fit, e.g. "3549 rows = one per grid cell at
     strides 8/16/32: a YOLOX head? try --profile yolox-nano-416"; "" when none fits."""
     spec = profile.input
     parts = []
     for match in family_matches(outputs, spec.width, spec.height, profile.num_classes):
-        names = _builtin_profiles_for(match, profile)
+        names = profile.builtin_alternatives(match.kind, match.strides)
         if names:
             advice = f"try --profile {' or '.join(names[:3])}"
         else:

@@ -18,19 +18,35 @@ class-aware NMS, max_detections best.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import Literal
 
 import numpy as np
 
-from harness.decode import register
-from harness.decode.geometry import OutputLayoutError
+from harness.config import setting
+from harness.decode.geometry import OutputLayoutError, check_strides
 from harness.decode.nms import above_threshold, descending_order, multiclass_nms, per_class_top_k
-from harness.decode.params import read_bool
-from harness.decode.types import Detections, check_batch, output_shapes
-from harness.errors import HarnessError
+from harness.decode.types import DecoderFamily, Detections, check_batch, output_shapes
 from harness.jit import compiled
 from harness.preprocess import input_to_original
+
+
+@dataclass(frozen=True)
+class Params:
+    """[decoder] of kind "gfl"."""
+
+    strides: tuple[int, ...] = setting((8, 16, 32), gt=0, nonempty=True)
+    reg_max: int = setting(7, ge=1, le=64)  # box bins per side - 1
+    prior_offset: float = setting(0.0, ge=0, le=1)  # prior centre = (col + offset) * stride
+    scores: Literal["sigmoid", "logits"] = "sigmoid"  # "sigmoid": already applied in the graph
+    # pre_nms_top_k per level (NanoDet's nms_pre) or per class (Paddle MultiClassNMS's nms_top_k)
+    top_k_scope: Literal["level", "class"] = "level"
+    clip_before_nms: bool = True  # boxes clipped to the input before NMS (NanoDet); PicoHead does not
+
+    def __post_init__(self):
+        check_strides(self.strides)
 
 
 def level_sizes(width: int, height: int, strides: Sequence[int]) -> list[tuple[int, int]]:
@@ -204,19 +220,10 @@ def _top_k_per_level(rows: np.ndarray, values: np.ndarray, level_counts: list[in
     return np.repeat(keep_prior, np.diff(np.append(starts, rows.size)))
 
 
-@register("gfl")
 def decode_gfl(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
-    spec, dec, post = profile.input, profile.decoder, profile.postprocess
-    strides = [int(s) for s in dec.get("strides", (8, 16, 32))]
-    reg_max = int(dec.get("reg_max", 7))
-    offset = float(dec.get("prior_offset", 0.0))
-    score_mode = dec.get("scores", "sigmoid")
-    if score_mode not in ("sigmoid", "logits"):
-        raise HarnessError(f"profile {profile.name}: [decoder] scores must be 'sigmoid' or 'logits'")
-    top_k_scope = dec.get("top_k_scope", "level")
-    if top_k_scope not in ("level", "class"):
-        raise HarnessError(f"profile {profile.name}: [decoder] top_k_scope must be 'level' or 'class'")
-    clip = read_bool(dec, "clip_before_nms", True, f"profile {profile.name}")
+    spec, dec, post = profile.input, profile.decoder.params, profile.postprocess
+    strides, reg_max, offset, score_mode = list(dec.strides), dec.reg_max, dec.prior_offset, dec.scores
+    top_k_scope = dec.top_k_scope if post.pre_nms_top_k > 0 else None
     level_counts = [r * c for r, c in level_sizes(spec.width, spec.height, strides)]
     groups = arrange_outputs(outputs, profile.num_classes, 4 * (reg_max + 1), level_counts)
     check_batch(groups[0][0].shape[0], metas)
@@ -229,7 +236,7 @@ def decode_gfl(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[
             if score_mode == "logits":
                 image_scores = 1.0 / (1.0 + np.exp(-image_scores))
             rows, classes, values = above_threshold(image_scores, post.score_threshold)
-            if post.pre_nms_top_k > 0 and top_k_scope == "level":
+            if top_k_scope == "level":
                 keep = _top_k_per_level(rows, values, counts, post.pre_nms_top_k)
                 rows, classes, values = rows[keep], classes[keep], values[keep]
             if rows.size == 0:
@@ -240,7 +247,7 @@ def decode_gfl(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[
             if image_bins.dtype not in (np.float32, np.float64):
                 image_bins = image_bins.astype(np.float32)  # e.g. fp16 outputs
             boxes.append(candidate_boxes(image_bins, rows, reg_max, centres[span], prior_strides[span],
-                                         spec.width, spec.height, clip))
+                                         spec.width, spec.height, dec.clip_before_nms))
             scores.append(values)
             labels.append(classes)
         if not scores:
@@ -250,10 +257,13 @@ def decode_gfl(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[
             boxes, scores, labels = np.concatenate(boxes), np.concatenate(scores), np.concatenate(labels)
         else:
             boxes, scores, labels = boxes[0], scores[0], labels[0]
-        if post.pre_nms_top_k > 0 and top_k_scope == "class":
+        if top_k_scope == "class":
             keep = per_class_top_k(scores, labels, post.pre_nms_top_k)
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         dets = multiclass_nms(boxes, scores, labels, post.score_threshold, post.iou_threshold, post.max_detections)
         dets.boxes = input_to_original(dets.boxes, meta)
         results.append(dets)
     return results
+
+
+FAMILY = DecoderFamily("gfl", Params, decode_gfl, "NanoDet / NanoDet-Plus / PicoDet legacy GFL heads")

@@ -24,19 +24,31 @@ scale_factor; the letterbox padding, which scale_factor cannot express, is taken
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-from harness.decode import register
-from harness.decode.geometry import OutputLayoutError, grid_cells, strides_text
-from harness.decode.nms import above_threshold, multiclass_nms, per_class_top_k
-from harness.decode.params import read_strides
-from harness.decode.types import Detections, check_batch, output_shapes
+from harness.config import setting
+from harness.decode.geometry import OutputLayoutError, check_strides, grid_cells, strides_text
+from harness.decode.nms import above_threshold, at_most, multiclass_nms, per_class_top_k
+from harness.decode.types import DecoderFamily, Detections, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original
 
-PICODET_STRIDES = (8, 16, 32, 64)  # PP-YOLOE heads use (8, 16, 32): their profiles say so
+
+@dataclass(frozen=True)
+class Params:
+    """[decoder] of kind "paddle"."""
+
+    boxes: Literal["input", "original"] = "input"  # frame of the boxes of non-NMS layouts
+    scores: Literal["sigmoid", "logits"] = "sigmoid"
+    # raw layouts: one box per grid cell at these strides (PicoDet 8/16/32/64; PP-YOLOE 8/16/32)
+    strides: tuple[int, ...] = setting((8, 16, 32, 64), gt=0, nonempty=True)
+
+    def __post_init__(self):
+        check_strides(self.strides)
 
 
 def model_original_to_original(boxes: np.ndarray, meta) -> np.ndarray:
@@ -98,30 +110,23 @@ def _decode_nms(bbox, bbox_num, metas, profile) -> list[Detections]:
             raise HarnessError(
                 f"model returned class id {int(labels[keep].max())} but profile {profile.name} has {nc} classes"
             )
-        keep = keep[np.lexsort((keep, -scores[keep]))][: post.max_detections]
+        keep = at_most(keep[np.lexsort((keep, -scores[keep]))], post.max_detections)
         boxes = model_original_to_original(rows[keep, 2:6].astype(np.float32), meta)
         results.append(Detections(boxes, scores[keep], labels[keep]))
     return results
 
 
-@register("paddle")
 def decode_paddle(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
-    dec, post, nc = profile.decoder, profile.postprocess, profile.num_classes
-    frame = dec.get("boxes", "input")
-    score_mode = dec.get("scores", "sigmoid")
-    if frame not in ("input", "original"):
-        raise HarnessError(f"profile {profile.name}: [decoder] boxes must be 'input' or 'original'")
-    if score_mode not in ("sigmoid", "logits"):
-        raise HarnessError(f"profile {profile.name}: [decoder] scores must be 'sigmoid' or 'logits'")
+    dec, post, nc = profile.decoder.params, profile.postprocess, profile.num_classes
+    frame, score_mode = dec.boxes, dec.scores
     arranged = arrange_outputs(outputs, nc)
     if arranged[0] == "nms":
         return _decode_nms(arranged[1], arranged[2], metas, profile)
     _, boxes, scores, single = arranged
-    strides = read_strides(dec, PICODET_STRIDES, f"profile {profile.name}")
-    cells = sum(grid_cells(profile.input.width, profile.input.height, strides))
+    cells = sum(grid_cells(profile.input.width, profile.input.height, dec.strides))
     if boxes.shape[1] != cells:
         _fail(outputs, nc, f"{boxes.shape[1]} boxes; expected N = {cells}, one per grid cell at strides "
-                           f"{strides_text(strides)} of a {profile.input.width}x{profile.input.height} input")
+                           f"{strides_text(dec.strides)} of a {profile.input.width}x{profile.input.height} input")
     check_batch(boxes.shape[0], metas)
     in_input_pixels = single or frame == "input"
     results = []
@@ -140,3 +145,6 @@ def decode_paddle(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
             dets.boxes = model_original_to_original(dets.boxes, meta)
         results.append(dets)
     return results
+
+
+FAMILY = DecoderFamily("paddle", Params, decode_paddle, "PaddleDetection exports (PicoDet, PP-YOLOE), NMS in or out")

@@ -21,17 +21,39 @@ max_detections are kept. A missing batch dimension is added back.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from harness.decode import register
-from harness.decode.geometry import YOLO_STRIDES, OutputLayoutError, grid_cells, strides_text
-from harness.decode.nms import above_threshold, multiclass_nms, top_k_indices
-from harness.decode.params import read_bool, read_int, read_strides
-from harness.decode.types import Detections, check_batch, output_shapes
+from harness.config import setting
+from harness.decode.geometry import OutputLayoutError, check_strides, grid_cells, strides_text
+from harness.decode.nms import above_threshold, at_most, multiclass_nms, top_k_indices
+from harness.decode.types import DecoderFamily, Detections, NoParams, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original
+
+
+@dataclass(frozen=True)
+class AnchorParams:
+    """[decoder] of kind "yolov5": anchors_per_cell predictions per grid cell at these strides."""
+
+    strides: tuple[int, ...] = setting((8, 16, 32), gt=0, nonempty=True)
+    anchors_per_cell: int = setting(3, ge=1, le=16)
+
+    def __post_init__(self):
+        check_strides(self.strides)
+
+
+@dataclass(frozen=True)
+class AnchorFreeParams:
+    """[decoder] of kind "yolov8": one prediction per grid cell at these strides."""
+
+    strides: tuple[int, ...] = setting((8, 16, 32), gt=0, nonempty=True)
+    rows_first: bool = False  # [B, N, 4 + C] (a transposed export) instead of ultralytics' [B, 4 + C, N]
+
+    def __post_init__(self):
+        check_strides(self.strides)
 
 
 def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
@@ -74,9 +96,10 @@ def single_prediction(outputs: Sequence[np.ndarray], channels: int, kind: str, r
         elif transposed and a.shape[1] == channels:
             candidates.append(a.transpose(0, 2, 1))
     expected = f"[B, {channels}, N]" if transposed else f"[B, N, {channels}]"
+    objectness = kind in ("yolov5", "yolox")
     what = (f"expected one prediction tensor {expected} with {channels} = "
-            + ("4 box + 1 objectness + " if kind in ("yolov5", "yolox") else "4 box + ")
-            + f"{channels - (5 if kind in ('yolov5', 'yolox') else 4)} class channels and N = {rows} ({rows_text})")
+            + ("4 box + 1 objectness + " if objectness else "4 box + ")
+            + f"{channels - (5 if objectness else 4)} class channels and N = {rows} ({rows_text})")
     if len(candidates) != 1:
         why = "none fits" if not candidates else f"{len(candidates)} fit"
         raise OutputLayoutError(f"model outputs [{output_shapes(outputs)}] do not fit the {kind} profile ({why}): {what}")
@@ -86,20 +109,18 @@ def single_prediction(outputs: Sequence[np.ndarray], channels: int, kind: str, r
     return candidates[0]
 
 
-def _grid_rows(profile, per_cell: int) -> tuple[int, str]:
-    """Rows a YOLO head returns for the profile's input: per_cell x grid cells at its strides."""
-    spec = profile.input
-    strides = read_strides(profile.decoder, YOLO_STRIDES, f"profile {profile.name}")
+def grid_rows(profile, per_cell: int) -> tuple[int, str]:
+    """Rows a YOLO-style head returns for the profile's input: per_cell x the grid cells at the
+    [decoder] strides, and the words for an error message."""
+    spec, strides = profile.input, profile.decoder.params.strides
     cells = sum(grid_cells(spec.width, spec.height, strides))
-    per = f"{per_cell} anchors x " if per_cell > 1 else "one per grid cell, "
-    return per_cell * cells, f"{per}{cells} grid cells at strides {strides_text(strides)} of a {spec.width}x{spec.height} input"
+    per = f"{per_cell} anchors x {cells} grid cells" if per_cell > 1 else "one per grid cell"
+    return per_cell * cells, f"{per} at strides {strides_text(strides)} of a {spec.width}x{spec.height} input"
 
 
-@register("yolov5")
 def decode_yolov5(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
     post, nc = profile.postprocess, profile.num_classes
-    anchors = read_int(profile.decoder, "anchors_per_cell", 3, 1, 16, f"profile {profile.name}")
-    pred = single_prediction(outputs, 5 + nc, "yolov5", *_grid_rows(profile, anchors))
+    pred = single_prediction(outputs, 5 + nc, "yolov5", *grid_rows(profile, profile.decoder.params.anchors_per_cell))
     check_batch(pred.shape[0], metas)
     thr = post.score_threshold
     results = []
@@ -111,11 +132,10 @@ def decode_yolov5(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
     return results
 
 
-@register("yolov8")
 def decode_yolov8(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
     post, nc = profile.postprocess, profile.num_classes
-    rows_first = read_bool(profile.decoder, "rows_first", False, f"profile {profile.name}")
-    pred = single_prediction(outputs, 4 + nc, "yolov8", *_grid_rows(profile, 1), transposed=not rows_first)
+    pred = single_prediction(outputs, 4 + nc, "yolov8", *grid_rows(profile, 1),
+                             transposed=not profile.decoder.params.rows_first)
     check_batch(pred.shape[0], metas)
     return [_candidates_nms(pred[b, :, :4], pred[b, :, 4:], meta, post) for b, meta in enumerate(metas)]
 
@@ -137,7 +157,6 @@ def arrange_nms_outputs(outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.n
     return ones[0][..., 0], ones[1][..., 0], fours[0]
 
 
-@register("yolo-nms")
 def decode_yolo_nms(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
     post, nc = profile.postprocess, profile.num_classes
     classes, scores, boxes = arrange_nms_outputs(outputs)
@@ -150,8 +169,13 @@ def decode_yolo_nms(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> 
             raise HarnessError(
                 f"model returned class id {int(labels[keep].max())} but profile {profile.name} has {nc} classes"
             )
-        order = keep[np.lexsort((keep, -scores[b, keep]))][: post.max_detections]
+        order = at_most(keep[np.lexsort((keep, -scores[b, keep]))], post.max_detections)
         dets = Detections(boxes[b, order].astype(np.float32), scores[b, order].astype(np.float32), labels[order])
         dets.boxes = input_to_original(dets.boxes, meta)
         results.append(dets)
     return results
+
+
+YOLOV5 = DecoderFamily("yolov5", AnchorParams, decode_yolov5, "YOLOv5 (boxes decoded in the graph, objectness x class)")
+YOLOV8 = DecoderFamily("yolov8", AnchorFreeParams, decode_yolov8, "YOLOv8 (anchor-free, boxes decoded in the graph)")
+YOLO_NMS = DecoderFamily("yolo-nms", NoParams, decode_yolo_nms, "YOLO with NMS in the graph (e.g. VACC output_0..2)")

@@ -14,18 +14,29 @@ Two deliberate differences, neither measurable in mAP: the threshold keeps score
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 
-from harness.decode import register
-from harness.decode.geometry import YOLO_STRIDES, grid_cells, strides_text
+from harness.config import setting
+from harness.decode.geometry import YOLO_STRIDES, check_strides
 from harness.decode.nms import above_threshold, multiclass_nms, top_k_indices
-from harness.decode.params import read_bool, read_strides
-from harness.decode.types import Detections, check_batch
-from harness.decode.yolo import single_prediction
+from harness.decode.types import DecoderFamily, Detections, check_batch
+from harness.decode.yolo import grid_rows, single_prediction
 from harness.preprocess import input_to_original
+
+
+@dataclass(frozen=True)
+class Params:
+    """[decoder] of kind "yolox"."""
+
+    strides: tuple[int, ...] = setting(YOLO_STRIDES, gt=0, nonempty=True)  # one row per grid cell of each
+    multi_label: bool = False  # every class above the threshold per row; YOLOX's evaluation keeps the best only
+
+    def __post_init__(self):
+        check_strides(self.strides)
 
 
 @lru_cache(maxsize=16)
@@ -63,21 +74,15 @@ def _candidates(raw: np.ndarray, threshold: float, multi_label: bool):
     return rows, labels[rows], scores[rows]
 
 
-@register("yolox")
 def decode_yolox(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
-    spec, post, nc = profile.input, profile.postprocess, profile.num_classes
-    where = f"profile {profile.name}"
-    strides = read_strides(profile.decoder, YOLO_STRIDES, where)
-    multi_label = read_bool(profile.decoder, "multi_label", False, where)
-    cells = sum(grid_cells(spec.width, spec.height, strides))
-    pred = single_prediction(outputs, 5 + nc, "yolox", cells, f"one per grid cell at strides {strides_text(strides)} "
-                             f"of a {spec.width}x{spec.height} input")
+    spec, dec, post, nc = profile.input, profile.decoder.params, profile.postprocess, profile.num_classes
+    pred = single_prediction(outputs, 5 + nc, "yolox", *grid_rows(profile, 1))
     check_batch(pred.shape[0], metas)
-    grid, grid_strides = make_grid(spec.width, spec.height, strides)
+    grid, grid_strides = make_grid(spec.width, spec.height, tuple(dec.strides))
     results = []
     for b, meta in enumerate(metas):
         raw = pred[b]
-        rows, labels, scores = _candidates(raw, post.score_threshold, multi_label)
+        rows, labels, scores = _candidates(raw, post.score_threshold, dec.multi_label)
         if rows.size == 0:
             results.append(Detections.empty())
             continue
@@ -88,3 +93,6 @@ def decode_yolox(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> lis
         dets.boxes = input_to_original(dets.boxes, meta)
         results.append(dets)
     return results
+
+
+FAMILY = DecoderFamily("yolox", Params, decode_yolox, "YOLOX raw head (grid decode, objectness x class, no anchors)")

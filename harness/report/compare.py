@@ -20,11 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness import identity as ident
 from harness.errors import HarnessError
 from harness.results import RESULTS_FILE, load_results
+from harness.row import METRIC_NAMES as METRICS
+from harness.row import ResultRow
 
 BASELINE_PREFERENCE = (("ort", "fp32"), ("ov", "fp32"))
-METRICS = ("map", "map50", "map75", "map_small", "map_medium", "map_large")
 NUMERIC = (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "images",
            "detections", "iterations", "bench_seconds")
 COUNTS = ("images", "detections", "iterations")
@@ -38,7 +40,7 @@ class Source:
     """One input file: where it came from, its rows and its environment."""
 
     path: str
-    rows: list[dict]
+    rows: list[ResultRow]
     env: dict
     machine: str = ""
 
@@ -53,6 +55,9 @@ class Comparison:
     per_class: list[dict] = field(default_factory=list)       # one entry per non-baseline series
     overlaps: list[dict] = field(default_factory=list)        # pairs whose throughput cannot be told apart
     sources: list[str] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)          # rows that did not run: where, what, why
+    duplicates: int = 0                                        # rows met twice (a copied file), counted once
+    ignored: list[str] = field(default_factory=list)          # inputs that were not results, one line each
 
     @property
     def multi_machine(self) -> bool:
@@ -66,25 +71,49 @@ def resolve_input(path: str | Path) -> Path:
     return path / RESULTS_FILE if path.is_dir() else path
 
 
-def load_sources(paths) -> list[Source]:
-    """Load every input (folder or results.json); a bad one is a HarnessError naming the file."""
+def results_inputs(paths) -> tuple[list[Path], list[str]]:
+    """(results.json files to read, one-line notes on inputs ignored). A shell glob such as
+    `results/*` also matches READMEs and folders of other things: those are ignored and said so; a
+    .json file or a folder holding results.json is read (and must be valid). One file given twice,
+    under two spellings or through a link, is read once."""
     if not paths:
         raise HarnessError("no results given: pass folders holding results.json or results.json files")
-    sources = []
-    seen = set()
+    found, ignored, seen = [], [], set()
     for raw in paths:
         path = resolve_input(raw)
-        if str(path) in seen:
+        if not path.exists() and Path(raw).suffix != ".json":
+            raise HarnessError(f"results file not found: {path}")
+        if path.suffix != ".json" or (Path(raw).is_dir() and not path.is_file()):
+            ignored.append(f"ignored {raw}: not a results folder (no {RESULTS_FILE}) or a .json file")
             continue
-        seen.add(str(path))
+        real = path.resolve()
+        if real in seen:
+            ignored.append(f"ignored {raw}: the same file as an earlier input")
+            continue
+        seen.add(real)
+        found.append(path)
+    if not found:
+        raise HarnessError(f"no results among the inputs ({'; '.join(ignored)})")
+    return found, ignored
+
+
+def load_sources(paths, ignored: list[str] | None = None) -> list[Source]:
+    """Load every results input (see results_inputs); a bad one is a HarnessError naming the file.
+    Notes on ignored inputs are appended to `ignored` when given."""
+    files, skipped = results_inputs(paths)
+    if ignored is not None:
+        ignored.extend(skipped)
+    sources = []
+    for path in files:
         data = load_results(path)
-        rows = [r for r in data["rows"] if isinstance(r, dict)]
-        if not rows:
+        raw = [r for r in data["rows"] if isinstance(r, dict)]
+        if not raw:
             raise HarnessError(f"results file {path}: holds no rows (did the run finish any batch size?)")
-        for i, row in enumerate(rows):
+        for i, row in enumerate(raw):
             missing = [k for k in ("target", "bs") if row.get(k) is None]
             if missing:
                 raise HarnessError(f"results file {path}: row {i + 1} lacks {', '.join(missing)}")
+        rows = [ResultRow.from_dict(r) for r in raw]
         env = data.get("env") if isinstance(data.get("env"), dict) else {}
         sources.append(Source(path=str(path), rows=rows, env=env))
     sources.sort(key=lambda s: s.path)
@@ -101,10 +130,10 @@ def _label_machines(sources: list[Source]) -> None:
     identities = sorted({machine_identity(s.env) for s in sources})
     labels: dict[tuple, str] = {}
     used: dict[str, int] = {}
-    for ident in identities:
-        host = ident[0] if ident[0] not in ("None", "") else "unknown"
+    for machine in identities:
+        host = machine[0] if machine[0] not in ("None", "") else "unknown"
         used[host] = used.get(host, 0) + 1
-        labels[ident] = host if used[host] == 1 else f"{host}#{used[host]}"
+        labels[machine] = host if used[host] == 1 else f"{host}#{used[host]}"
     for source in sources:
         source.machine = labels[machine_identity(source.env)]
 
@@ -123,44 +152,56 @@ def _covers_short(text: str | None) -> str:
     return "inference call"
 
 
-def _flat(source: Source, row: dict) -> dict:
-    bench = row.get("bench") or {}
-    notes = [str(n) for n in (row.get("notes") or [])]
-    skipped = row.get("skipped_images") or []
-    bs = int(row["bs"])
-    images = row.get("images")
-    batch_mode = row.get("batch_mode") or "-"
-    padded = any("padded" in n.lower() for n in notes) or (
-        batch_mode == "padded" and bs > 1 and isinstance(images, int) and images % bs != 0)
-    runtime = row.get("runtime") or {}
+def _flat(source: Source, row: ResultRow) -> dict:
+    bench = row.bench or {}
+    runtime = row.runtime
+    flags = set(row.flags)
     return {
         "machine": source.machine,
         "host": source.env.get("host"),
-        "profile": str(row.get("profile") or "-"),
-        "model": str(row.get("model") or "-"),
-        "target": str(row["target"]),
-        "precision": str(row.get("precision") or "fp32"),
-        "bs": bs,
-        **{k: _num(row.get(k)) for k in (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90",
-                                          "latency_ms_p99", "images", "detections")},
+        "profile": str(row.profile or "-"),
+        "model": str(row.model or "-"),
+        "target": str(row.target),
+        "origin": row.source,
+        "device": row.device or "",
+        "precision": str(row.precision or "fp32"),
+        "bs": int(row.bs),
+        **{k: _num(getattr(row, k)) for k in (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90",
+                                              "latency_ms_p99", "images", "detections")},
         "iterations": _num(bench.get("iterations")),
         "bench_seconds": _num(bench.get("seconds")),
         "concurrency": bench.get("concurrency"),
-        "time_covers": row.get("time_covers") or "-",
-        "covers": _covers_short(row.get("time_covers")),
-        "batch_mode": batch_mode,
-        "fallback": any("FALLBACK" in n for n in notes),
-        "per_batch_model": batch_mode == "per-batch model",
-        "padded": bool(padded),
-        "skipped": len(skipped) if isinstance(skipped, list) else int(skipped or 0),
+        "time_covers": row.time_covers or "-",
+        "covers": _covers_short(row.time_covers),
+        "batch_mode": row.batch_mode or "-",
+        "flags": sorted(flags),
+        "fallback": "fallback" in flags,
+        "per_batch_model": "per-batch-model" in flags,
+        "padded": "padded" in flags,
+        "emulated": "emulated" in flags,
+        "suspect": "suspect" in flags,
+        "skipped": len(row.skipped_images),
         "runtime": str(runtime.get("runtime") or "-") if isinstance(runtime, dict) else str(runtime),
-        "dataset": str(row.get("dataset") or "-"),
-        "annotations": str(row.get("annotations") or "-"),
-        "evaluator": str(row.get("evaluator") or "-"),
-        "notes": notes,
-        "per_class_ap": dict(row.get("per_class_ap") or {}),
+        "dataset": str(row.dataset or "-"),
+        "annotations": str(row.annotations or "-"),
+        "evaluator": str(row.evaluator or "-"),
+        "notes": [str(n) for n in row.notes],
+        "per_class_ap": dict(row.per_class_ap),
         "source": source.path,
+        "identity": row.identity,
+        "setup": ident.setup_signature(row.identity) or _legacy_setup(row),
+        "dataset_id": (row.identity.get("dataset") or {}).get("image_list_sha256") or str(row.annotations or "-"),
+        "fingerprint": (ident.setup_signature(row.identity), row.target, row.precision, row.bs, row.finished,
+                        row.fps, row.map),
     }
+
+
+def _legacy_setup(row: ResultRow) -> str:
+    """Rows written before identities: what they do record of their setup (dataset, image count,
+    the runtime settings), so rows of different subsets or settings are still not averaged."""
+    runtime = row.runtime if isinstance(row.runtime, dict) else {}
+    return repr((row.dataset, row.annotations, row.images, runtime.get("hint"), runtime.get("threads"),
+                 runtime.get("nireq")))
 
 
 def _num(value):
@@ -208,11 +249,16 @@ def _aggregate(group: list[dict]) -> dict:
         out["spread"], out["spread_kind"] = out["latency_p90_p50"] - 1.0, "p90/p50"
     else:
         out["spread"], out["spread_kind"] = math.nan, "-"
-    for k in ("time_covers", "covers", "batch_mode", "runtime", "dataset", "annotations", "evaluator"):
+    for k in ("time_covers", "covers", "batch_mode", "runtime", "dataset", "annotations", "evaluator", "origin",
+              "device"):
         out[k] = _join_unique([r[k] for r in group])
     out["concurrency"] = first["concurrency"]
-    for k in ("fallback", "per_batch_model", "padded"):
+    for k in ("fallback", "per_batch_model", "padded", "emulated", "suspect"):
         out[k] = any(r[k] for r in group)
+    out["setup"] = first["setup"]
+    out["identity"] = first["identity"]
+    out["dataset_id"] = first["dataset_id"]
+    out["flags"] = sorted({f for r in group for f in r["flags"]})
     out["skipped"] = max(r["skipped"] for r in group)
     out["notes"] = list(dict.fromkeys(n for r in group for n in r["notes"]))
     out["sources"] = _join_unique([r["source"] for r in group])
@@ -241,7 +287,7 @@ def pick_baseline(table: pd.DataFrame, name: str | None = None) -> tuple[str, st
 
 
 def _match_score(row: dict, cand: dict) -> tuple:
-    return (cand["annotations"] == row["annotations"], cand["machine"] == row["machine"],
+    return (cand["dataset_id"] == row["dataset_id"], cand["machine"] == row["machine"],
             cand["profile"] == row["profile"], cand["model"] == row["model"])
 
 
@@ -257,7 +303,7 @@ def _find_baseline(row: dict, candidates: list[dict], same_bs: bool) -> dict | N
 def _match_label(row: dict, base: dict) -> str:
     """'' for a like-for-like baseline, else what differs (shown as a marker + footnote)."""
     diffs = []
-    if base["annotations"] != row["annotations"]:
+    if base["dataset_id"] != row["dataset_id"]:
         diffs.append("other dataset")
     if base["machine"] != row["machine"]:
         diffs.append("other machine")
@@ -279,12 +325,29 @@ def baseline_label(base: dict, multi_machine: bool) -> str:
 
 def compare(paths, baseline: str | None = None, top_classes: int = 10) -> Comparison:
     """Load inputs and compute the comparison (table, machines, per-class deltas, overlaps)."""
-    sources = load_sources(paths)
-    flat = [_flat(s, r) for s in sources for r in s.rows]
+    ignored: list[str] = []
+    sources = load_sources(paths, ignored)
+    failed = [{"machine": s.machine, "target": r.target, "precision": r.precision, "bs": r.bs, "model": r.model,
+               "profile": r.profile, "error": r.error or "", "source": s.path}
+              for s in sources for r in s.rows if r.status == "failed"]
+    flat, seen, duplicates = [], set(), 0
+    for s in sources:
+        for r in s.rows:
+            if r.status == "failed":
+                continue
+            row = _flat(s, r)
+            if row["fingerprint"] in seen:  # the same row in a copied file: one measurement, counted once
+                duplicates += 1
+                continue
+            seen.add(row["fingerprint"])
+            flat.append(row)
+    if not flat:
+        raise HarnessError(f"no row of {', '.join(s.path for s in sources)} ran ({len(failed)} failed): nothing to compare")
     groups: dict[tuple, list[dict]] = {}
     for r in flat:
-        groups.setdefault(tuple(r[k] for k in KEY), []).append(r)
+        groups.setdefault((*(r[k] for k in KEY), r["setup"]), []).append(r)
     rows = [_aggregate(g) for g in groups.values()]
+    _label_variants(rows)
     table = pd.DataFrame(rows)
     base_pair = pick_baseline(table, baseline)
     machines = _machines(sources, rows)
@@ -307,12 +370,27 @@ def compare(paths, baseline: str | None = None, top_classes: int = 10) -> Compar
     overlaps = _overlaps(rows)
     table = pd.DataFrame(rows).reset_index(drop=True)
     return Comparison(table=table, machines=machines, baseline=base_pair, per_class=per_class,
-                      overlaps=overlaps, sources=[s.path for s in sources])
+                      overlaps=overlaps, sources=[s.path for s in sources], failed=failed,
+                      duplicates=duplicates, ignored=ignored)
+
+
+def _label_variants(rows: list[dict]) -> None:
+    """Rows that share machine, model, target, precision and bs but not their setup (another image
+    subset, other threads...) are different measurements: each gets a label saying what differs."""
+    by_key: dict[tuple, list[dict]] = {}
+    for r in rows:
+        r["variant"] = ""
+        by_key.setdefault(tuple(r[k] for k in KEY), []).append(r)
+    for group in by_key.values():
+        if len(group) > 1:
+            labels = ident.describe_difference([r["identity"] or {} for r in group])
+            for i, (r, label) in enumerate(zip(group, labels)):
+                r["variant"] = label or f"setup {i + 1}"
 
 
 def _sort_key(r: dict) -> tuple:
     return (r["machine"], r["profile"], r["model"], not r.get("is_baseline", False), r["target"],
-            r["precision"], r["bs"])
+            r["precision"], r["bs"], r["variant"])
 
 
 def _machines(sources: list[Source], rows: list[dict]) -> dict[str, dict]:
@@ -388,11 +466,12 @@ def _overlaps(rows: list[dict]) -> list[dict]:
 # --------------------------------------------------------------------------------------------- export
 
 EXPORT_COLUMNS = (
-    "machine", "host", "profile", "model", "target", "precision", "bs", "images", *METRICS,
+    "machine", "host", "profile", "model", "target", "origin", "device", "precision", "bs", "images", *METRICS,
     "delta_map", "delta_map50", "fps", "fps_std", "repeats", "spread", "spread_kind", "latency_p90_p50",
     "speedup", "e2e_fps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "iterations", "bench_seconds",
-    "concurrency", "covers", "time_covers", "batch_mode", "fallback", "per_batch_model", "padded", "skipped",
-    "is_baseline", "baseline", "baseline_match", "speedup_match", "runtime", "dataset", "annotations",
+    "concurrency", "covers", "time_covers", "batch_mode", "flags", "fallback", "per_batch_model", "padded",
+    "emulated", "suspect", "skipped",
+    "is_baseline", "baseline", "baseline_match", "speedup_match", "variant", "runtime", "dataset", "annotations",
     "evaluator", "detections", "notes", "sources",
 )
 
@@ -403,4 +482,5 @@ def export_frame(comparison: Comparison) -> pd.DataFrame:
     frame = table[[c for c in EXPORT_COLUMNS if c in table.columns]].copy()
     frame["fps_values"] = table["fps_values"].map(lambda v: " ".join(repr(x) for x in v))
     frame["notes"] = table["notes"].map(lambda v: " | ".join(v))
+    frame["flags"] = table["flags"].map(lambda v: " ".join(v))
     return frame

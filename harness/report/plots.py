@@ -1,6 +1,6 @@
 """PNG plots for the comparison page: matplotlib (Agg, headless), byte-identical for the same inputs.
 
-Each function takes the comparison table (harness.compare) and a path, writes one PNG and returns
+Each function takes the comparison table (harness.report.compare) and a path, writes one PNG and returns
 its caption. No timestamps or software tags are written into the files.
 """
 
@@ -26,6 +26,8 @@ def _pyplot():
 
 def series_label(row, multi_machine: bool, multi_model: bool) -> str:
     label = f"{row['target']} {row['precision']}"
+    if row.get("variant"):
+        label += f" ({row['variant']})"
     if multi_model:
         label += f" [{row['profile']}]"
     if multi_machine:
@@ -45,7 +47,15 @@ def _each_series(table: pd.DataFrame):
 
 
 def _save(fig, path: Path) -> None:
-    fig.savefig(path, format="png", dpi=100, metadata=PNG_METADATA)
+    """Rendered in memory, then written atomically and never through a symlink."""
+    import io
+
+    from harness.fileio import atomic_write_bytes
+    from harness.folders import safe_target
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, metadata=PNG_METADATA)
+    atomic_write_bytes(safe_target(path.parent, path.name, "report folder"), buffer.getvalue())
 
 
 def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
