@@ -267,8 +267,8 @@ def test_exif_orientation_is_ignored_in_npz_inputs(tiny):
 
 
 def test_exif_orientation_is_ignored_in_calibration(tiny):
-    from harness.profiles import load_profile
     from harness.precision.calib_images import CalibrationBatches
+    from harness.profiles import load_profile
 
     victim = tiny["images"] / "img_001.jpg"
     exif_rotated_copy(victim, victim, 8)

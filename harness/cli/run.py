@@ -19,7 +19,7 @@ from harness.cli.common import (
 from harness.config import parse_assignments
 from harness.errors import HarnessError
 from harness.imagefile import pixel_limit
-from harness.report import write_run_report
+from harness.report import write_report, write_run_report
 
 #: flags of `run` that map onto target options of the same name (a target that lacks one ignores it,
 #: and the row says so); anything else a target takes is given as --option KEY=VALUE
@@ -170,5 +170,11 @@ def demo_cmd(out_dir, bench_seconds, cache_dir):
                                       warmup_seconds=0.5, canvases=canvases, keep_going=True)
             rows += runner.run(config, store, progress)
     print_rows(store.rows, "harness demo: bundled demo model on the synthetic validation split")
-    out.print(f"report: {store.out_dir / 'report.md'}  results: {store.path}")
+    extra = []
+    if any(r.ok for r in rows):  # the comparison page with its plots, and the table as CSV, as `harness report` writes
+        extra = write_report([str(store.path)], store.out_dir / "comparison.md")
+        extra += write_report([str(store.path)], store.out_dir / "results.csv", "csv")
+    out.print(f"report: {store.out_dir / 'report.md'}  results: {store.path}", highlight=False, soft_wrap=True)
+    if extra:
+        out.print(f"comparison, plots and CSV: {', '.join(str(p) for p in extra)}", highlight=False, soft_wrap=True)
     fail_if_rows_failed(rows)
