@@ -59,8 +59,8 @@ def _text(dims) -> str:
 
 def drop_unconfirmed_output_dims(model, unconfirmed: dict) -> list[str]:
     """Make the unconfirmed fixed output sizes (from unconfirmed_output_dims) of `model` (a ModelProto,
-    changed in place) symbolic; returns one note per output changed."""
-    notes = []
+    changed in place) symbolic; returns one note for the row naming them ([] when none)."""
+    changed = []
     for output in model.graph.output:
         if output.name not in unconfirmed:
             continue
@@ -69,9 +69,11 @@ def drop_unconfirmed_output_dims(model, unconfirmed: dict) -> list[str]:
             confirmed = inferred is not None and len(inferred) == len(declared) and inferred[index] == declared[index]
             if dim.HasField("dim_value") and dim.dim_value > 0 and not confirmed:
                 dim.dim_param = f"{output.name}_dim{index}"  # replaces dim_value (a oneof)
-        notes.append(f"output {output.name} is declared {_text(declared)}, a size its graph does not compute "
-                     f"(ONNX shape inference: {_text(inferred)}); declaration dropped so ONNX Runtime uses the real size")
-    return notes
+        changed.append(f"output {output.name} is declared {_text(declared)} (ONNX shape inference: {_text(inferred)})")
+    if not changed:
+        return []
+    return [f"{', '.join(changed)}: declared sizes that shape inference does not confirm were dropped before "
+            "ONNX Runtime loaded the model, so it uses the sizes the graph computes"]
 
 
 def model_for_onnx_runtime(path: str | Path, symbolic_batch: bool = False) -> tuple[str | bytes, list[str]]:
