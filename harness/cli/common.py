@@ -88,15 +88,15 @@ def positive_seconds(name: str, value: float, allow_zero: bool = False) -> float
     return float(value)
 
 
-ROW_COLUMNS = [("target", "target"), ("precision", "prec"), ("bs", "bs"), ("images", "images"), ("map", "mAP"),
-               ("map50", "AP50"), ("fps", "infer img/s"), ("latency_ms_p50", "p50 ms"),
-               ("latency_ms_p99", "p99 ms"), ("e2e_fps", "e2e img/s")]
+ROW_COLUMNS = [("target", "target"), ("precision", "prec"), ("mode", "mode"), ("bs", "bs"), ("images", "images"),
+               ("map", "mAP"), ("map50", "AP50"), ("fps", "infer img/s"), ("fps_ci95", "±"),
+               ("latency_ms_p50", "p50 ms"), ("latency_ms_p99", "p99 ms"), ("e2e_fps", "e2e img/s")]
 
 
 def print_rows(rows, title: str = "results") -> None:
     """The terminal table: one line per row; a failed row shows ✗ and its reason below the table,
-    flagged rows their flags."""
-    from harness.report.markdown import fmt
+    flagged rows their flags. Percentiles only where the row's latency count supports them."""
+    from harness.report.markdown import cell
     from harness.row import flag_label
 
     table = Table(title=title)
@@ -106,9 +106,10 @@ def print_rows(rows, title: str = "results") -> None:
     for row in rows:
         data = row.to_dict()
         if row.status == "failed":
-            table.add_row(row.target, row.precision, str(row.bs), *["✗"] + ["-"] * (len(ROW_COLUMNS) - 4), "failed")
+            known = {"target": row.target, "precision": row.precision, "bs": str(row.bs), "images": "✗"}
+            table.add_row(*[known.get(key, "-") for key, _ in ROW_COLUMNS], "failed")
             continue
-        table.add_row(*[fmt(data.get(key), key) for key, _ in ROW_COLUMNS], ", ".join(map(flag_label, row.flags)))
+        table.add_row(*[cell(data, key) for key, _ in ROW_COLUMNS], ", ".join(map(flag_label, row.flags)))
     out.print(table)
     for row in rows:
         if row.status != "ok":

@@ -27,6 +27,8 @@ class DeviceTiming:
     device_model: str | None = None  # the model file the tool ran (from its recorded arguments)
     emulated_by: str | None = None  # set when `harness emulate` wrote it
     note: str = ""
+    #: harness.modes' word for how the tool timed: "latency" for one batch at a time; "" when unknown
+    mode: str = ""
 
 
 @dataclass(frozen=True)
