@@ -74,8 +74,14 @@ def _x(seed=0):
 def test_ort_mode_resolution(tiny, monkeypatch, cores, options, expect):
     target = _ort(tiny, monkeypatch, cores, **options)
     assert target.run_mode == expect
-    intra = target._session_obj.get_session_options().intra_op_num_threads
+    options = target._session_obj.get_session_options()
+    intra = options.intra_op_num_threads
     assert intra == (0 if expect.threads is None else expect.threads // expect.requests)  # 0: ORT's default
+    # several requests with pools of their own: the pools do not spin on the others' cores
+    spin = options.get_session_config_entry("session.intra_op.allow_spinning") if expect.requests > 1 and intra > 1 \
+        else None
+    assert spin in (None, "0") and (spin == "0") is (expect.requests > 1 and intra > 1)
+    assert target.describe()["intra_op_spinning"] is not (expect.requests > 1 and intra > 1)
     target.close()
 
 
