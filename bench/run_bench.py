@@ -7,8 +7,9 @@ on a shared, noisy machine only ratios measured together mean anything.
 
   1. pure inference, OpenVINO: OpenVinoCpu.benchmark vs benchmark_app (same model, CPU, hint, batch;
      once with f32 pinned on both, once with bf16 on both: benchmark_app's default on bf16 CPUs)
-  2. pure inference, ONNX Runtime: the ort target's benchmark vs an onnxruntime_perf_test-style loop
-     (plain sess.run on one preallocated input; the perf_test binary does not ship in the wheel)
+  2. pure inference, ONNX Runtime: the ort target's benchmark in latency mode vs an
+     onnxruntime_perf_test-style loop (plain sess.run on one preallocated input; the perf_test binary
+     does not ship in the wheel); throughput mode against hand-written loops: bench/ort_throughput.py
   3. full accuracy pass (read, preprocess, infer, decode + evaluate) vs pure inference of as many images,
      pipelined and serial, against the floor that the machine's cores allow; once with inference on
      every core, once on one thread (the other core free, as an accelerator target would leave it)
@@ -38,6 +39,7 @@ from stage_costs import decode_costs, preprocess_cost  # bench/ is this script's
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(ROOT))  # time the harness of this checkout, not whichever one is installed
 
 
 def med(values):
@@ -56,13 +58,13 @@ def out(text=""):
 
 def harness_ov_fps(model, profile, seconds, precision="fp32", hint="THROUGHPUT"):
     from harness.targets import get_target
-    from harness.timing import warm_up
+    from harness.timing import LoopRule, warm_up
 
     target = get_target("ov")(model, profile, {"precision": precision, "hint": hint})
     target.load(1)
     x = _sample(profile)
     warm_up(lambda: target.infer(x), 1.0)
-    stats = target.benchmark(x, seconds, 10)
+    stats = target.benchmark(x, LoopRule.fixed(seconds))  # benchmark_app's -t: the same fixed length
     nireq = stats.concurrency
     target.close()
     return stats.fps, float(np.median(stats.latencies_ms)), nireq
@@ -89,14 +91,16 @@ def benchmark_app_fps(model, seconds, precision=None, hint="throughput"):
 
 
 def harness_ort_fps(model, profile, seconds):
+    """Latency mode (one call at a time), as the loop it is compared with; throughput mode is
+    bench/ort_throughput.py's comparison."""
     from harness.targets import get_target
-    from harness.timing import warm_up
+    from harness.timing import LoopRule, warm_up
 
-    target = get_target("ort")(model, profile, {})
+    target = get_target("ort")(model, profile, {"mode": "latency"})
     target.load(1)
     x = _sample(profile)
     warm_up(lambda: target.infer(x), 1.0)
-    stats = target.benchmark(x, seconds, 10)
+    stats = target.benchmark(x, LoopRule.fixed(seconds))
     target.close()
     return stats.fps
 
@@ -175,7 +179,8 @@ def section_ov(args, models):
 
 
 def section_ort(args, onnx_model, profile):
-    out("## 2. Pure inference, ONNX Runtime CPU: harness ort benchmark vs onnxruntime_perf_test-style loop")
+    out("## 2. Pure inference, ONNX Runtime CPU: harness ort --mode latency benchmark vs onnxruntime_perf_test-style "
+        "loop (throughput mode: bench/ort_throughput.py)")
     ratios = []
     for r in range(args.rounds):
         if r % 2 == 0:  # alternate who goes first
@@ -195,7 +200,7 @@ def section_pass(args, cases, dataset):
     from harness.evaluate import CocoEvaluator
     from harness.pipeline import accuracy_pass
     from harness.targets import get_target
-    from harness.timing import warm_up
+    from harness.timing import LoopRule, warm_up
 
     cores = os.cpu_count() or 1
     out("## 3. Full accuracy pass (read+preprocess+infer+decode, then evaluate) vs pure inference of the same images")
@@ -218,7 +223,7 @@ def section_pass(args, cases, dataset):
             target.load(1)
             x = _real_sample(dataset, profile)
             warm_up(lambda target=target, x=x: target.infer(x), 1.0)
-            stats = target.benchmark(x, args.seconds, 10)
+            stats = target.benchmark(x, LoopRule.fixed(args.seconds))
             pure = len(dataset.images) / stats.fps
             serial = accuracy_pass(target, dataset.images, 1, profile, pipelined=False)
             store = CanvasCache().store_for(profile.input, len(dataset.images))
@@ -382,7 +387,9 @@ def main(argv=None):
                             (f"ov {args.onnx.name}", "ov", args.onnx, onnx_profile, {}),
                             (f"ort {args.onnx.name}", "ort", args.onnx, onnx_profile, {}),
                             (f"ov {args.ir_profile} threads=1", "ov", args.ir, ir_profile, one_thread),
-                            (f"ort {args.onnx.name} threads=1", "ort", args.onnx, onnx_profile, one_thread)], dataset)
+                            # latency mode: ort's throughput mode would run one request per core
+                            (f"ort {args.onnx.name} threads=1", "ort", args.onnx, onnx_profile,
+                             {**one_thread, "mode": "latency"})], dataset)
     if only & {5}:
         from harness.pipeline import accuracy_pass
         from harness.targets import get_target
