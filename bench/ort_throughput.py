@@ -13,6 +13,7 @@ Contenders (N = the usable cores; the harness resolves its own split, printed in
   Ns x N, intra 1   N sessions, one thread each
   1s x N+1, intra 1 one session, one thread more than cores
   1s x N, intra N   one session, N threads, N intra-op threads each, spinning off (the pools share the cores)
+  Ns x N, intra N   N sessions, one thread each, N intra-op threads each, spinning off
   1s x 1, default   one session, one thread, ONNX Runtime's default intra-op threads (latency mode)
 Every hand-written loop warms up for 1 s on all its threads before its clock starts (the harness
 warms up on one thread, as `harness run` does), and counts every call that finished, the last ones
@@ -119,6 +120,7 @@ def contenders(model: Path, profile, cores: int):
     one = session(model, 1)
     many = [session(model, 1) for _ in range(cores)]
     wide = session(model, cores, spinning=False)
+    wides = [wide] + [session(model, cores, spinning=False) for _ in range(cores - 1)]
     default = session(model, None)
     return target, {
         "harness": lambda x, s: harness_fps(target, x, s),
@@ -126,6 +128,7 @@ def contenders(model: Path, profile, cores: int):
         f"{cores}s x {cores}, intra 1": lambda x, s: hand_loop(many, cores, x, s),
         f"1s x {cores + 1}, intra 1": lambda x, s: hand_loop([one], cores + 1, x, s),
         f"1s x {cores}, intra {cores} no-spin": lambda x, s: hand_loop([wide], cores, x, s),
+        f"{cores}s x {cores}, intra {cores} no-spin": lambda x, s: hand_loop(wides, cores, x, s),
         "1s x 1, default intra": lambda x, s: hand_loop([default], 1, x, s),
     }
 
