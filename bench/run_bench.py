@@ -40,6 +40,10 @@ from stage_costs import decode_costs, preprocess_cost  # bench/ is this script's
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))  # time the harness of this checkout, not whichever one is installed
+IR = SHARED / "models/nanodet-plus-m-320-int8-ov/model.xml"  # the default models and data of bench/
+IR_PROFILE = "nanodet-plus-m-320-int8-ov"
+DATA = SHARED / "data/coco-tiny/val2017"
+ANN = SHARED / "data/coco-tiny/annotations/instances_val2017.json"
 
 
 def med(values):
@@ -350,12 +354,12 @@ def _digest(folder: Path) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ir", type=Path, default=SHARED / "models/nanodet-plus-m-320-int8-ov/model.xml")
-    parser.add_argument("--ir-profile", default="nanodet-plus-m-320-int8-ov")
+    parser.add_argument("--ir", type=Path, default=IR)
+    parser.add_argument("--ir-profile", default=IR_PROFILE)
     parser.add_argument("--onnx", type=Path, default=SHARED / "models/nanodet-m-320.onnx")
     parser.add_argument("--onnx-profile", default="nanodet-m-320")
-    parser.add_argument("--data", type=Path, default=SHARED / "data/coco-tiny/val2017")
-    parser.add_argument("--ann", type=Path, default=SHARED / "data/coco-tiny/annotations/instances_val2017.json")
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--ann", type=Path, default=ANN)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each pure-inference run")
     parser.add_argument("--only", default="1,2,3,4,5,6", help="sections to run (3 and 4 run together)")

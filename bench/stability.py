@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from run_bench import ROOT, SHARED, _real_sample, out  # bench/ is this script's folder
+from run_bench import ANN, DATA, IR, IR_PROFILE, ROOT, _real_sample, out  # bench/ is this script's folder
 
 
 def harness_run(model: Path, profile: str, data: Path, ann: Path, dest: Path, limit: int) -> tuple[float, float, dict]:
@@ -68,10 +68,10 @@ def cv(values: list[float]) -> float:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=SHARED / "models/nanodet-plus-m-320-int8-ov/model.xml")
-    parser.add_argument("--profile", default="nanodet-plus-m-320-int8-ov")
-    parser.add_argument("--data", type=Path, default=SHARED / "data/coco-tiny/val2017")
-    parser.add_argument("--ann", type=Path, default=SHARED / "data/coco-tiny/annotations/instances_val2017.json")
+    parser.add_argument("--model", type=Path, default=IR)
+    parser.add_argument("--profile", default=IR_PROFILE)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--ann", type=Path, default=ANN)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--limit", type=int, default=8, help="images of harness run's accuracy pass")
     args = parser.parse_args(argv)
