@@ -1,6 +1,7 @@
 """Run-to-run stability (issue #19): the coefficient of variation of the throughput of 5 repeated
 `harness run` against 5 repeated `benchmark_app`, both with their default timing settings, on the
-same model, performance hint, precision and input, interleaved (harness, benchmark_app, harness, ...).
+same model, performance hint, precision and input, interleaved (harness, benchmark_app, then
+benchmark_app, harness, ...).
 
   harness        `python -m harness run --target ov` (default: --mode throughput, at least 3 s and 10
                  iterations, until the throughput's 95% CI is within ±1%, at most 60 s; 1 s warm-up),
@@ -95,17 +96,22 @@ def main(argv=None):
         np.save(sample, np.ascontiguousarray(_real_sample(dataset, profile)))
         harness_fps, app_fps = [], []
         for k in range(args.runs):
-            before = os.getloadavg()[0]
-            fps, wall, row = harness_run(args.model, args.profile, args.data, args.ann, tmp / f"run{k}", args.limit)
-            harness_fps.append(fps)
-            ci = "-" if row.get("fps_ci95") is None else f"±{row['fps_ci95'] * 100:.2f}%"
-            out(f"   run {k + 1} (load {before:.1f}): harness {fps:7.1f} img/s (loop {row['bench']['seconds']:.1f} s, "
-                f"{ci}{'' if row.get('fps_converged') else ' not converged'}, {row['mode']} x{row['requests']}; "
-                f"command {wall:.0f} s)", )
-            before = os.getloadavg()[0]
-            fps, wall = benchmark_app(args.model, sample)
-            app_fps.append(fps)
-            out(f"   run {k + 1} (load {before:.1f}): benchmark_app {fps:7.1f} img/s (command {wall:.0f} s)")
+            # every other run benchmark_app goes first, so slow drift in machine load favours neither side
+            order = ("harness", "benchmark_app") if k % 2 == 0 else ("benchmark_app", "harness")
+            for who in order:
+                before = os.getloadavg()[0]
+                if who == "harness":
+                    fps, wall, row = harness_run(args.model, args.profile, args.data, args.ann, tmp / f"run{k}",
+                                                 args.limit)
+                    harness_fps.append(fps)
+                    ci = "-" if row.get("fps_ci95") is None else f"±{row['fps_ci95'] * 100:.2f}%"
+                    out(f"   run {k + 1} (load {before:.1f}): harness {fps:7.1f} img/s (loop {row['bench']['seconds']:.1f} "
+                        f"s, {ci}{'' if row.get('fps_converged') else ' not converged'}, {row['mode']} "
+                        f"x{row['requests']}; command {wall:.0f} s)")
+                else:
+                    fps, wall = benchmark_app(args.model, sample)
+                    app_fps.append(fps)
+                    out(f"   run {k + 1} (load {before:.1f}): benchmark_app {fps:7.1f} img/s (command {wall:.0f} s)")
     h, b = cv(harness_fps), cv(app_fps)
     out(f"   harness:       mean {statistics.mean(harness_fps):.1f} img/s, CV {h * 100:.2f}%")
     out(f"   benchmark_app: mean {statistics.mean(app_fps):.1f} img/s, CV {b * 100:.2f}%")
