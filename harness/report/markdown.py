@@ -268,8 +268,10 @@ def _results_section(page: _Page) -> list[str]:
     lines += [_result_line(page, r, footnotes) for r in page.rows]
     lines.append("")
     if footnotes:
-        lines += ["† compared with a baseline row that is not like-for-like; ‡ no baseline row of the same mode:",
-                  *footnotes, ""]
+        missing = [f for f in footnotes if f.startswith("- ‡")]
+        heads = (["† compared with a baseline row that is not like-for-like"] if len(missing) < len(footnotes) else [])
+        heads += ["‡ no speedup: the baseline has no row of the same mode at that batch size"] if missing else []
+        lines += ["; ".join(heads) + ":", *footnotes, ""]
     return lines + _how_to_read(page)
 
 
