@@ -7,8 +7,9 @@ on a shared, noisy machine only ratios measured together mean anything.
 
   1. pure inference, OpenVINO: OpenVinoCpu.benchmark vs benchmark_app (same model, CPU, hint, batch;
      once with f32 pinned on both, once with bf16 on both: benchmark_app's default on bf16 CPUs)
-  2. pure inference, ONNX Runtime: the ort target's benchmark vs an onnxruntime_perf_test-style loop
-     (plain sess.run on one preallocated input; the perf_test binary does not ship in the wheel)
+  2. pure inference, ONNX Runtime: the ort target's benchmark in latency mode vs an
+     onnxruntime_perf_test-style loop (plain sess.run on one preallocated input; the perf_test binary
+     does not ship in the wheel); throughput mode against hand-written loops: bench/ort_throughput.py
   3. full accuracy pass (read, preprocess, infer, decode + evaluate) vs pure inference of as many images,
      pipelined and serial, against the floor that the machine's cores allow; once with inference on
      every core, once on one thread (the other core free, as an accelerator target would leave it)
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,11 @@ from stage_costs import decode_costs, preprocess_cost  # bench/ is this script's
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(ROOT))  # time the harness of this checkout, not whichever one is installed
+IR = SHARED / "models/nanodet-plus-m-320-int8-ov/model.xml"  # the default models and data of bench/
+IR_PROFILE = "nanodet-plus-m-320-int8-ov"
+DATA = SHARED / "data/coco-tiny/val2017"
+ANN = SHARED / "data/coco-tiny/annotations/instances_val2017.json"
 
 
 def med(values):
@@ -56,13 +63,16 @@ def out(text=""):
 
 def harness_ov_fps(model, profile, seconds, precision="fp32", hint="THROUGHPUT"):
     from harness.targets import get_target
-    from harness.timing import warm_up
+    from harness.timing import LoopRule, warm_up
 
-    target = get_target("ov")(model, profile, {"precision": precision, "hint": hint})
+    # fp32 is the target's default pin (INFERENCE_PRECISION_HINT f32); given explicitly it would be
+    # refused for an int8 graph, which runs as it is
+    options = {"hint": hint} if precision == "fp32" else {"precision": precision, "hint": hint}
+    target = get_target("ov")(model, profile, options)
     target.load(1)
     x = _sample(profile)
     warm_up(lambda: target.infer(x), 1.0)
-    stats = target.benchmark(x, seconds, 10)
+    stats = target.benchmark(x, LoopRule.fixed(seconds))  # benchmark_app's -t: the same fixed length
     nireq = stats.concurrency
     target.close()
     return stats.fps, float(np.median(stats.latencies_ms)), nireq
@@ -89,14 +99,16 @@ def benchmark_app_fps(model, seconds, precision=None, hint="throughput"):
 
 
 def harness_ort_fps(model, profile, seconds):
+    """Latency mode (one call at a time), as the loop it is compared with; throughput mode is
+    bench/ort_throughput.py's comparison."""
     from harness.targets import get_target
-    from harness.timing import warm_up
+    from harness.timing import LoopRule, warm_up
 
-    target = get_target("ort")(model, profile, {})
+    target = get_target("ort")(model, profile, {"mode": "latency"})
     target.load(1)
     x = _sample(profile)
     warm_up(lambda: target.infer(x), 1.0)
-    stats = target.benchmark(x, seconds, 10)
+    stats = target.benchmark(x, LoopRule.fixed(seconds))
     target.close()
     return stats.fps
 
@@ -148,25 +160,29 @@ def section_ov(args, models):
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "(unset)")
     out(f"   hint THROUGHPUT, batch 1, {args.seconds:.0f}s per run, ONEDNN_MAX_CPU_ISA={isa} for both,"
         " the same input values for both (benchmark_app's own random fill)")
+    from harness.errors import HarnessError
+
     for label, model, profile in models:
         ratios = {"f32": [], "bf16": []}
+        bf16 = True
         for r in range(args.rounds):
             # Odd rounds run benchmark_app first, so slow drift in machine load favours neither side.
-            if r % 2 == 0:
-                h32 = harness_ov_fps(model, profile, args.seconds, "fp32")
-                b32 = benchmark_app_fps(model, args.seconds, "f32")
-                hbf = harness_ov_fps(model, profile, args.seconds, "bf16")
-                bdf = benchmark_app_fps(model, args.seconds, None)
-            else:
-                b32 = benchmark_app_fps(model, args.seconds, "f32")
-                h32 = harness_ov_fps(model, profile, args.seconds, "fp32")
-                bdf = benchmark_app_fps(model, args.seconds, None)
-                hbf = harness_ov_fps(model, profile, args.seconds, "bf16")
+            h32, b32 = _pair(r, partial(harness_ov_fps, model, profile, args.seconds, "fp32"),
+                             partial(benchmark_app_fps, model, args.seconds, "f32"))
             ratios["f32"].append(h32[0] / b32[0])
-            ratios["bf16"].append(hbf[0] / bdf[0])
             out(f"   {label} round {r + 1}: f32  harness {h32[0]:7.1f} fps (nireq {h32[2]}, p50 {h32[1]:.1f} ms) | "
                 f"benchmark_app -infer_precision f32 {b32[0]:7.1f} fps (nireq {b32[2]}, streams {b32[4]}, "
                 f"precision {b32[3]}, p50 {b32[1]} ms)")
+            if not bf16:
+                continue
+            try:
+                hbf, bdf = _pair(r, partial(harness_ov_fps, model, profile, args.seconds, "bf16"),
+                                 partial(benchmark_app_fps, model, args.seconds, None))
+            except HarnessError as exc:  # e.g. an int8 graph: --precision bf16 is refused
+                out(f"   {label}: bf16 comparison skipped ({exc})")
+                bf16 = False
+                continue
+            ratios["bf16"].append(hbf[0] / bdf[0])
             out(f"   {label} round {r + 1}: bf16 harness {hbf[0]:7.1f} fps (p50 {hbf[1]:.1f} ms) | "
                 f"benchmark_app default {bdf[0]:7.1f} fps (precision {bdf[3]}, p50 {bdf[1]} ms)")
         out(f"   {label}: harness/benchmark_app, f32 both:  {med(ratios['f32'])}")
@@ -174,8 +190,18 @@ def section_ov(args, models):
     out()
 
 
+def _pair(r: int, harness, anchor):
+    """(harness(), anchor()) with the anchor first in odd rounds."""
+    if r % 2 == 0:
+        first = harness()
+        return first, anchor()
+    second = anchor()
+    return harness(), second
+
+
 def section_ort(args, onnx_model, profile):
-    out("## 2. Pure inference, ONNX Runtime CPU: harness ort benchmark vs onnxruntime_perf_test-style loop")
+    out("## 2. Pure inference, ONNX Runtime CPU: harness ort --mode latency benchmark vs onnxruntime_perf_test-style "
+        "loop (throughput mode: bench/ort_throughput.py)")
     ratios = []
     for r in range(args.rounds):
         if r % 2 == 0:  # alternate who goes first
@@ -195,7 +221,7 @@ def section_pass(args, cases, dataset):
     from harness.evaluate import CocoEvaluator
     from harness.pipeline import accuracy_pass
     from harness.targets import get_target
-    from harness.timing import warm_up
+    from harness.timing import LoopRule, warm_up
 
     cores = os.cpu_count() or 1
     out("## 3. Full accuracy pass (read+preprocess+infer+decode, then evaluate) vs pure inference of the same images")
@@ -218,7 +244,7 @@ def section_pass(args, cases, dataset):
             target.load(1)
             x = _real_sample(dataset, profile)
             warm_up(lambda target=target, x=x: target.infer(x), 1.0)
-            stats = target.benchmark(x, args.seconds, 10)
+            stats = target.benchmark(x, LoopRule.fixed(args.seconds))
             pure = len(dataset.images) / stats.fps
             serial = accuracy_pass(target, dataset.images, 1, profile, pipelined=False)
             store = CanvasCache().store_for(profile.input, len(dataset.images))
@@ -345,12 +371,12 @@ def _digest(folder: Path) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ir", type=Path, default=SHARED / "models/nanodet-plus-m-320-int8-ov/model.xml")
-    parser.add_argument("--ir-profile", default="nanodet-plus-m-320-int8-ov")
+    parser.add_argument("--ir", type=Path, default=IR)
+    parser.add_argument("--ir-profile", default=IR_PROFILE)
     parser.add_argument("--onnx", type=Path, default=SHARED / "models/nanodet-m-320.onnx")
     parser.add_argument("--onnx-profile", default="nanodet-m-320")
-    parser.add_argument("--data", type=Path, default=SHARED / "data/coco-tiny/val2017")
-    parser.add_argument("--ann", type=Path, default=SHARED / "data/coco-tiny/annotations/instances_val2017.json")
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--ann", type=Path, default=ANN)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each pure-inference run")
     parser.add_argument("--only", default="1,2,3,4,5,6", help="sections to run (3 and 4 run together)")
@@ -382,7 +408,9 @@ def main(argv=None):
                             (f"ov {args.onnx.name}", "ov", args.onnx, onnx_profile, {}),
                             (f"ort {args.onnx.name}", "ort", args.onnx, onnx_profile, {}),
                             (f"ov {args.ir_profile} threads=1", "ov", args.ir, ir_profile, one_thread),
-                            (f"ort {args.onnx.name} threads=1", "ort", args.onnx, onnx_profile, one_thread)], dataset)
+                            # latency mode: ort's throughput mode would run one request per core
+                            (f"ort {args.onnx.name} threads=1", "ort", args.onnx, onnx_profile,
+                             {**one_thread, "mode": "latency"})], dataset)
     if only & {5}:
         from harness.pipeline import accuracy_pass
         from harness.targets import get_target

@@ -12,7 +12,9 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, fields
 
-SCHEMA_VERSION = 2
+from harness.modes import MODES
+
+SCHEMA_VERSION = 3  # 3: mode, requests, streams, threads, latency_samples, fps_ci95, fps_converged
 STATUSES = ("ok", "partial", "failed")  # partial: timing kept, accuracy could not be computed
 SOURCES = ("run", "device", "emulated")
 METRIC_NAMES = ("map", "map50", "map75", "map_small", "map_medium", "map_large")
@@ -28,6 +30,8 @@ FLAGS = {
     "suspect": f"mAP below {SUSPECT_MAP} (with detections, or none at all): the profile likely does not fit the model",
     "emulated": "an NPU tool emulated on this machine's CPU (ONNX Runtime), not a device measurement",
     "loop-mismatch": "outputs computed inside the timing loop differ from a plain inference of the same batch",
+    "unconverged": "the timing loop reached its time cap before the throughput's 95% confidence interval got under "
+                   "its target (fps_ci95 says how wide it was)",
 }
 
 #: how tables print a flag where its name differs from the key
@@ -78,6 +82,17 @@ class ResultRow:
     latency_ms_p50: float | None = None
     latency_ms_p90: float | None = None
     latency_ms_p99: float | None = None
+    #: how many latencies the percentiles come from; a percentile the count does not support is None
+    #: (harness.timing.PERCENTILE_MIN_SAMPLES: p90 needs 10, p99 100)
+    latency_samples: int | None = None
+    #: relative 95% confidence half-width of fps (0.01 = ±1%) over the timing loop's windows
+    fps_ci95: float | None = None
+    fps_converged: bool | None = None  # the loop reached its confidence target before its time cap
+    #: "latency" or "throughput" (harness.modes); "" where not recorded (device rows, schema 2 rows)
+    mode: str = ""
+    requests: int | None = None  # batches in flight in the timing loop
+    streams: int | None = None  # the runtime's parallel streams (ov NUM_STREAMS, trt CUDA streams, ort requests)
+    threads: int | None = None  # CPU inference threads in all (None: the runtime's default, or a GPU target)
     stage_ms: dict = field(default_factory=dict)
     bench: dict | None = None
     time_covers: str = ""
@@ -105,6 +120,8 @@ class ResultRow:
             raise ValueError(f"row status {self.status!r} not in {STATUSES}")
         if self.source not in SOURCES:
             raise ValueError(f"row source {self.source!r} not in {SOURCES}")
+        if self.mode not in ("", *MODES):
+            raise ValueError(f"row mode {self.mode!r} not in {MODES}")
         unknown = set(self.flags) - set(FLAGS)
         if unknown:
             raise ValueError(f"row flags {sorted(unknown)} not in the vocabulary")
@@ -161,6 +178,12 @@ class ResultRow:
         if data.get("schema") is None:
             values["schema"] = 1
             values["flags"] = _flags_from_schema1(data)
+        bench = data.get("bench") if isinstance(data.get("bench"), dict) else {}
+        if values["schema"] < 3:  # the loop's figures lived in `bench` only
+            values.setdefault("latency_samples", bench.get("iterations"))
+            values.setdefault("requests", bench.get("concurrency"))
+        if values.get("mode") not in MODES:
+            values["mode"] = ""
         if values.get("source") not in SOURCES:
             values["source"] = "run"
         if values.get("status") not in STATUSES:

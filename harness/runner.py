@@ -30,7 +30,7 @@ from harness.progress import NullProgress
 from harness.results import ResultsStore
 from harness.row import ResultRow, failed_row, metric_fields
 from harness.targets import get_target
-from harness.timing import percentiles_ms, warm_up
+from harness.timing import LoopRule, percentiles_ms, warm_up
 
 LOOP_CHECK_ITERATIONS = 2  # outputs captured inside the timing loop and compared with a plain infer()
 SAMPLE_IMAGES = 8  # the run's first images, given to a target that checks a conversion on real inputs
@@ -45,9 +45,11 @@ class RunConfig:
     ann_path: Path
     batch_sizes: list[int]
     options: object = None  # the target's Options (or plain data for it)
-    bench_seconds: float = 3.0
+    bench_seconds: float = 3.0  # the timing loop's minimum (harness.timing.LoopRule)
     warmup_seconds: float = 1.0
     min_iterations: int = 10
+    max_seconds: float = 60.0  # the timing loop's cap, when its confidence interval does not get under target_ci
+    target_ci: float = 0.01  # relative 95% half-width of the throughput that ends the loop early
     limit: int | None = None
     skip_bad_images: bool = False
     workers: int = 2
@@ -57,6 +59,14 @@ class RunConfig:
     keep_going: bool = False  # a row that cannot run is recorded and the sweep goes on (else: recorded, then raised)
     save_detections: bool = False  # ok rows write their COCO result dicts next to results.json (report --fidelity)
     save_outputs: int = 0  # ok rows write the raw outputs of their first N images next to results.json
+
+
+def loop_rule(config: RunConfig) -> LoopRule:
+    """The timing loop's stopping rule of a run (a HarnessError for an impossible one)."""
+    try:
+        return LoopRule(config.bench_seconds, config.min_iterations, config.max_seconds, config.target_ci)
+    except ValueError as exc:
+        raise HarnessError(f"timing loop: {exc}") from None
 
 
 def model_for_batch(model: str, batch: int) -> tuple[str, bool]:
@@ -84,6 +94,7 @@ def run(config: RunConfig, store: ResultsStore, progress=None) -> list[ResultRow
     options = config.options if isinstance(config.options, target_cls.Options) else \
         target_cls.parse_options(config.options or {})
     check_model_paths(config)
+    loop_rule(config)
     dataset = load_dataset(config.images_dir, config.ann_path, config.limit, config.skip_bad_images)
     evaluator = CocoEvaluator(dataset.ann, config.evaluator)
     check_categories(dataset.ann, config.profile.category_ids, config.profile.name, config.ann_path)
@@ -156,11 +167,13 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
         sample, sample_metas = _first_batch(images, bs, profile, config.skip_bad_images)
         sample_extras = extra_inputs(profile, sample_metas, bs) or None
         reference = _check_outputs(target, sample, sample_metas, model_path, sample_extras)
-        with progress.task(f"{config.target} bs={bs}: timing ({config.bench_seconds:.0f}s)", 1) as advance:
+        rule = loop_rule(config)
+        with progress.task(f"{config.target} bs={bs}: timing, {target.run_mode.summary()} ({rule.min_seconds:g}-"
+                           f"{rule.max_seconds:g}s, to ±{rule.target_ci:.1%})", 1) as advance:
             warm_up(lambda: target.infer(sample, sample_extras), config.warmup_seconds)
-            stats = target.benchmark(sample, config.bench_seconds, config.min_iterations, sample_extras,
-                                     capture=LOOP_CHECK_ITERATIONS)
+            stats = target.benchmark(sample, rule, sample_extras, capture=LOOP_CHECK_ITERATIONS)
             advance(1)
+        run_mode = target.run_mode
         loop_check = _loop_check(reference, stats.captured)
         store = config.canvases.store_for(profile.input, len(images)) if config.canvases else None
         reused = bool(store)  # filled by an earlier row (this row's pass fills an empty one)
@@ -192,6 +205,11 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
     if row_skipped:
         notes.append(f"{len(row_skipped)} image(s) skipped (--skip-bad-images); mAP is over the remaining "
                      f"{len(passed.counted)}")
+    if stats.converged is False:
+        ci = "undefined (too few iterations)" if stats.ci95 is None else f"±{stats.ci95:.1%}"
+        notes.append(f"timing did not converge: throughput {ci} (95% CI) when the loop stopped after "
+                     f"{stats.seconds:.0f}s, target ±{rule.target_ci:.1%}; the machine was busy or the speed drifts")
+        flags.add("unconverged")
     if loop_check["equal"] is False:
         notes.append(f"outputs inside the timing loop differ from infer() on the same batch "
                      f"(max abs difference {loop_check['max_abs_diff']:.3g})")
@@ -201,9 +219,13 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
         "fps": round(stats.fps, 2),
         "e2e_fps": round(len(passed.counted) / wall, 2) if wall > 0 else None,
         **percentiles_ms(stats.latencies_ms),
+        "fps_ci95": None if stats.ci95 is None else round(stats.ci95, 5),
+        "fps_converged": stats.converged,
+        "mode": run_mode.mode, "requests": run_mode.requests, "streams": run_mode.streams, "threads": run_mode.threads,
         "stage_ms": passed.clock.per_image_ms(len(passed.counted)),
         "bench": {"iterations": len(stats.latencies_ms), "seconds": round(stats.seconds, 3),
                   "concurrency": stats.concurrency, "warmup_seconds": config.warmup_seconds,
+                  "min_seconds": rule.min_seconds, "max_seconds": rule.max_seconds, "target_ci": rule.target_ci,
                   "loop_check": loop_check},
         "time_covers": target.time_covers,
         "target_figures": dict(stats.extra),

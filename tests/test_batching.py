@@ -20,8 +20,8 @@ def tiny(tmp_path):
 
 def run(tmp_path, model, profile, images, ann, bs, target="ort", out="out"):
     result = CliRunner().invoke(main, ["run", "-t", target, "-m", str(model), "-p", str(profile), "--data", str(images),
-                                       "--ann", str(ann), "--bs", bs, "--seconds", "0.1", "--warmup", "0.05",
-                                       "--out", str(tmp_path / out)])
+                                       "--ann", str(ann), "--bs", bs, "--seconds", "0.1", "--max-seconds", "0.1",
+                                       "--warmup", "0.05", "--out", str(tmp_path / out)])
     assert result.exit_code == 0, result.output + result.stderr
     return json.loads((tmp_path / out / "results.json").read_text())["rows"]
 

@@ -54,7 +54,8 @@ def test_over_budget_or_other_geometry_gets_no_shared_store(tiny):
 def test_run_notes_reuse_and_keeps_map(tiny, tmp_path):
     images_dir, ann_path, model, profile = tiny
     args = ["run", "--target", "ort", "--model", str(model), "--profile", profile.source,
-            "--data", str(images_dir), "--ann", str(ann_path), "--bs", "1,2", "--seconds", "0.2", "--warmup", "0.1"]
+            "--data", str(images_dir), "--ann", str(ann_path), "--bs", "1,2", "--seconds", "0.2",
+            "--max-seconds", "0.2", "--warmup", "0.1"]
     result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "cached")])
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "cached" / "results.json").read_text())["rows"]

@@ -23,7 +23,8 @@ def cli(*args):
 
 def run_args(t, **over):
     args = {"--target": "ort", "--model": t["model"], "--profile": t["profile"], "--data": t["images"],
-            "--ann": t["ann"], "--bs": "1", "--seconds": "0.1", "--warmup": "0.05", "--out": t["root"] / "out"}
+            "--ann": t["ann"], "--bs": "1", "--seconds": "0.1", "--max-seconds": "0.1", "--warmup": "0.05",
+            "--out": t["root"] / "out"}
     args.update(over)
     flat = []
     for k, v in args.items():
@@ -149,7 +150,7 @@ def test_unwritable_out_fails_before_work(tiny):
 def test_interrupted_run_keeps_finished_rows(tiny):
     out = tiny["root"] / "killed"
     cmd = [sys.executable, "-m", "harness", *map(str, run_args(tiny, **{"--bs": "1,2,3,4,5,6", "--seconds": "1.5",
-                                                                        "--out": out}))]
+                                                                        "--max-seconds": "1.5", "--out": out}))]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = out / "results.json"
     deadline = time.time() + 300  # a loaded machine can take long to start and finish the first row
@@ -161,7 +162,8 @@ def test_interrupted_run_keeps_finished_rows(tiny):
     assert "interrupted" in err and "Traceback" not in err
     rows = json.loads(results.read_text())["rows"]
     assert 1 <= len(rows) < 6 and rows[0]["bs"] == 1
-    resumed = subprocess.run(cmd + ["--resume", "--seconds", "0.1"], capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(cmd + ["--resume", "--seconds", "0.1", "--max-seconds", "0.1"], capture_output=True, text=True,
+                             timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     final = json.loads(results.read_text())["rows"]
     assert [r["bs"] for r in final] == [1, 2, 3, 4, 5, 6]
@@ -199,3 +201,19 @@ def test_failed_results_write_is_a_clear_error_and_keeps_finished_rows(tmp_path)
     with pytest.raises(HarnessError, match="cannot write .*results.json"):
         store.add({"target": "ort", "model": "m", "profile": "p", "precision": "fp32", "bs": 2, "notes": []})
     assert (moved / "results.json").read_text() == before
+
+
+@pytest.mark.parametrize("over,extra,fragments", [
+    ({"--target": "ov", "--mode": "latency", "--hint": "THROUGHPUT"}, [],
+     ("target ov: --mode: latency contradicts --hint THROUGHPUT",)),
+    ({"--target": "ort", "--mode": "latency", "--streams": "2"}, [], ("target ort: --mode: latency contradicts --streams 2",)),
+    ({"--target": "trt", "--mode": "throughput"}, ["-o", "timing=serial"],
+     ("target trt: --mode: throughput contradicts -o timing= serial",)),
+    ({"--mode": "fast"}, [], ("--mode", "'fast'", "latency", "throughput")),
+    ({"--seconds": "5", "--max-seconds": "2"}, [], ("--max-seconds 2 is below --seconds 5",)),
+    ({"--target-ci": "0"}, [], ("--target-ci 0", "between 0 and 1")),
+])
+def test_contradictory_or_impossible_timing_flags_are_one_line(tiny, over, extra, fragments):
+    args = run_args(tiny, **over) + extra
+    assert_one_line_error(cli(*args), *fragments)
+    assert not (tiny["root"] / "out" / "results.json").exists()  # refused before anything ran

@@ -45,7 +45,7 @@ def test_demo_dataset_is_cached_and_complete(tmp_path):
 def test_demo_cli_matches_readme_map_and_batches_are_real(tmp_path, demo_data, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
-    result = CliRunner().invoke(main, ["demo", "--out", str(out), "--seconds", "0.3"])
+    result = CliRunner().invoke(main, ["demo", "--out", str(out), "--seconds", "0.3", "--max-seconds", "0.3"])
     assert result.exit_code == 0, result.output + result.stderr
     assert "report:" in result.output
     rows = json.loads((out / "results.json").read_text())["rows"]
@@ -91,6 +91,6 @@ def test_wrong_preprocessing_or_decoding_costs_demo_map(tmp_path, demo_data, sec
         params = dataclasses.replace(profile.decoder.params, **change)
         broken = dataclasses.replace(profile, decoder=dataclasses.replace(profile.decoder, params=params))
     config = RunConfig(target="ort", model=str(demo_model_path()), profile=broken, images_dir=images, ann_path=ann,
-                       batch_sizes=[8], bench_seconds=0.1, warmup_seconds=0.05, min_iterations=2, limit=80)
+                       batch_sizes=[8], bench_seconds=0.1, max_seconds=0.1, warmup_seconds=0.05, min_iterations=2, limit=80)
     (row,) = run(config, ResultsStore(tmp_path / "out", env={}))
     assert row["map"] < limit

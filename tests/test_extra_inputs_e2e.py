@@ -103,7 +103,7 @@ def test_scale_factor_is_fed_and_boxes_land_on_ground_truth(tmp_path, target):
     # Non-square images of different sizes: swapping scale_y/scale_x or feeding 1.0 would miss.
     images, ann = write_dataset(tmp_path, [(64, 32), (40, 96), (100, 50), (32, 32), (77, 45)])
     config = RunConfig(target=target, model=str(tmp_path / "m.onnx"), profile=load_profile(tmp_path / "p.toml"),
-                       images_dir=images, ann_path=ann, batch_sizes=[1, 2], bench_seconds=0.1,
+                       images_dir=images, ann_path=ann, batch_sizes=[1, 2], bench_seconds=0.1, max_seconds=0.1,
                        warmup_seconds=0.05, min_iterations=2)
     rows = run(config, ResultsStore(tmp_path / "out", env={}))
     assert [r["images"] for r in rows] == [5, 5]

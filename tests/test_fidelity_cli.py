@@ -50,7 +50,8 @@ def tiny(tmp_path_factory):
     other = perturbed(model, root / "tiny-noisy.onnx", scale=0.6)
     profile = write_tiny_profile(root / "tiny.toml", size=SIZE, strides=list(STRIDES))
     images, ann = write_tiny_dataset(root / "ds", count=12)
-    common = ["--profile", profile, "--data", images, "--ann", ann, "--seconds", "0.1", "--warmup", "0.05"]
+    common = ["--profile", profile, "--data", images, "--ann", ann, "--seconds", "0.1", "--max-seconds", "0.1",
+              "--warmup", "0.05"]
     runs = {"ref": root / "ref", "noisy": root / "noisy"}
     result = cli("run", "-t", "ort,ov", "-m", model, "--bs", "1,2", "--save-detections", "--save-outputs", "3",
                  "--out", runs["ref"], *common)
@@ -173,7 +174,8 @@ def test_failed_rows_save_nothing_and_are_not_compared(tmp_path, coco_tiny, nano
     images, ann = coco_tiny
     out = tmp_path / "sweep"
     result = cli("run", "-t", "ort", "-m", nanodet_m_320, "-p", "nanodet-m-320", "--data", images, "--ann", ann,
-                 "--bs", "1,2", "--limit", "4", "--seconds", "0.1", "--warmup", "0.05", "--save-detections",
+                 "--bs", "1,2", "--limit", "4", "--seconds", "0.1", "--max-seconds", "0.1", "--warmup", "0.05",
+                 "--save-detections",
                  "--save-outputs", "2", "--out", out)
     assert result.exit_code == 2, result.output  # a failed row makes the run exit 2 (after saving the rest)
     rows = {r["bs"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
@@ -193,7 +195,8 @@ def test_nanodet_ort_and_ov_cannot_be_told_apart(tmp_path, coco_tiny, nanodet_m_
     images, ann = coco_tiny
     out = tmp_path / "n320"
     result = cli("run", "-t", "ort,ov", "-m", nanodet_m_320, "-p", "nanodet-m-320", "--data", images, "--ann", ann,
-                 "--seconds", "0.2", "--warmup", "0.1", "--save-detections", "--save-outputs", "2", "--out", out)
+                 "--seconds", "0.2", "--max-seconds", "0.2", "--warmup", "0.1", "--save-detections", "--save-outputs", "2",
+                 "--out", out)
     assert result.exit_code == 0, result.output
     exported = tmp_path / "r.json"
     result = cli("report", out, "--fidelity", "--format", "json", "--out", exported,

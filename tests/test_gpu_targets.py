@@ -41,6 +41,7 @@ from harness.targets.trt_engine import (
 )
 from harness.targets.trt_settings import TrtOptions, TrtSettings, load_trt_settings, settings_from_options
 from harness.targets.trt_timing import timing_summary
+from harness.timing import LoopRule
 
 ROOT = Path(__file__).resolve().parent.parent
 NANODET = load_profile("nanodet-m-320")
@@ -264,7 +265,7 @@ def test_settings_file_overrides_and_cli_precedence(tmp_path):
     assert s.precision == "fp32" and s.engine_cache == str(tmp_path) and s.workspace_mib == 512
     assert s.timing == "pipelined" and s.cuda_graph is True
     # every setting is an option of the same name (harness run -o KEY=VALUE), plus trt_settings
-    assert TensorRtTarget.option_names() == [*TrtSettings.__dataclass_fields__, "trt_settings"]
+    assert TensorRtTarget.option_names() == [*TrtSettings.__dataclass_fields__, "trt_settings", "mode"]
 
 
 @pytest.mark.parametrize("text,match", [
@@ -310,7 +311,9 @@ def test_bad_option_and_missing_file_are_errors(tmp_path):
 
 def test_timing_summary():
     out = timing_summary([0.1, 0.2, 0.3], [1.0, 2.0, 3.0], [0.05, 0.05, 0.05], batch=4)
-    assert out["gpu_compute_ms_p50"] == 2.0 and out["h2d_ms_p50"] == 0.2 and out["d2h_ms_p99"] == 0.05
+    assert out["gpu_compute_ms_p50"] == 2.0 and out["h2d_ms_p50"] == 0.2 and out["d2h_ms_p50"] == 0.05
+    assert out["d2h_ms_p90"] is None and out["d2h_ms_p99"] is None  # 3 samples support neither (timing.percentiles)
+    assert timing_summary([0.1] * 100, [1.0] * 100, [0.05] * 100, batch=1)["d2h_ms_p99"] == 0.05
     assert out["gpu_compute_fps"] == 2000.0  # 4 images per 2 ms mean compute
     assert timing_summary([], [], [], 1)["gpu_compute_fps"] is None
     assert BenchStats([1.0], 1, 1.0).extra == {}  # the optional field keeps old callers working
@@ -382,7 +385,7 @@ def test_ort_cuda_io_binding_on_the_cpu_fallback(tmp_path):
     np.testing.assert_allclose(pooled, x.mean(axis=(2, 3), keepdims=True), rtol=1e-5, atol=1e-6)
     (short, _) = target.infer(x[:2])  # a short last batch through the same binding path
     assert short.shape == (2, 3, 8, 8)
-    stats = target.benchmark(x, seconds=0.05, min_iterations=5)
+    stats = target.benchmark(x, LoopRule.fixed(0.05, 5))
     assert len(stats.latencies_ms) >= 5 and stats.images == 3 * len(stats.latencies_ms)
     assert target.describe()["io_binding"] is True and target.precision == "fp32"
     target.close()
@@ -485,7 +488,7 @@ def test_cli_ort_cuda_fallback_runs_on_cpu_and_records_it(tmp_path, coco_tiny, n
     out = tmp_path / "out"
     result = _run_cli(["run", "--target", "ort-cuda", "--allow-fallback", "--ep", "cuda", "--model", nanodet_m_320,
                        "--profile", "nanodet-m-320", "--data", images, "--ann", ann, "--limit", "6",
-                       "--seconds", "0.1", "--warmup", "0.05", "--out", out])
+                       "--seconds", "0.1", "--max-seconds", "0.1", "--warmup", "0.05", "--out", out])
     assert result.exit_code == 0, result.output
     (row,) = json.loads((out / "results.json").read_text())["rows"]
     assert row["target"] == "ort-cuda" and row["images"] == 6 and row["precision"] == "fp32"
@@ -503,7 +506,8 @@ def _run_rows(target, model, images, ann, tmp_path, options, batch_sizes=(1,), t
     from harness.results import ResultsStore
 
     config = runner.RunConfig(target=target, model=str(model), profile=NANODET, images_dir=images, ann_path=ann,
-                              batch_sizes=list(batch_sizes), options=options, bench_seconds=0.5, warmup_seconds=0.2)
+                              batch_sizes=list(batch_sizes), options=options, bench_seconds=0.5, max_seconds=0.5,
+                              warmup_seconds=0.2)
     store = ResultsStore(tmp_path / f"out-{target}{tag}", {})
     return runner.run(config, store)
 

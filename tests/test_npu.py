@@ -143,7 +143,7 @@ def round_trip(model: Path, profile, images_dir: Path, ann: Path, work: Path, li
     dataset = load_dataset(images_dir, ann, limit)
     ort_sizes = [1, 4] if dynamic_batch(model) else [1]
     config = runner.RunConfig(target="ort", model=str(model), profile=profile, images_dir=images_dir, ann_path=ann,
-                              batch_sizes=ort_sizes, bench_seconds=0.05, warmup_seconds=0.0, min_iterations=1,
+                              batch_sizes=ort_sizes, bench_seconds=0.05, max_seconds=0.05, warmup_seconds=0.0, min_iterations=1,
                               limit=limit)
     rows = runner.run(config, ResultsStore(work / "ort", env={}))
     maps = {("ort", r["bs"]): r["map"] for r in rows}

@@ -17,6 +17,7 @@ from harness.evaluate import METRIC_NAMES, CocoEvaluator, available_backends
 from harness.pipeline import accuracy_pass
 from harness.profiles import load_profile
 from harness.targets import get_target
+from harness.timing import LoopRule
 from tests.tinymodel import tiny_ort_setup, write_tiny_profile
 
 
@@ -196,7 +197,7 @@ def test_pipelined_pass_equals_serial_loop_openvino_async(coco_tiny, nanodet_m_3
 def test_openvino_benchmark_and_stream_shapes(nanodet_m_320):
     target = _ov_target(nanodet_m_320, "nanodet-m-320")
     x = np.zeros(target.profile.input.shape(1), np.float32)
-    stats = target.benchmark(x, 0.2, 4)
+    stats = target.benchmark(x, LoopRule.fixed(0.2, 4))
     assert stats.images == len(stats.latencies_ms) and stats.images % stats.concurrency == 0
     assert all(lat > 0 for lat in stats.latencies_ms)
     expected = target.infer(x)

@@ -71,7 +71,7 @@ def run_targets(out_dir: Path, model, profile, images_dir, ann, targets, batch_s
     store = ResultsStore(out_dir, environment(), overwrite=True, on_save=write_run_report)
     for target in targets:
         config = runner.RunConfig(target=target, model=str(model), profile=profile, images_dir=images_dir,
-                                  ann_path=ann, batch_sizes=list(batch_sizes), bench_seconds=seconds,
+                                  ann_path=ann, batch_sizes=list(batch_sizes), bench_seconds=seconds, max_seconds=seconds,
                                   warmup_seconds=0.05, min_iterations=3, limit=limit, workers=1)
         runner.run(config, store)
     return out_dir
@@ -154,15 +154,17 @@ def test_table_numbers_equal_source_results(tiny_runs, tmp_path):
         assert cell["p50 ms"] == f"{src['latency_ms_p50']:.2f}" or cell["target"] == "ort"
         if cell["target"] == "ov":  # single measurement: the figure is the source's, only rounded
             assert cell["img/s"] == fmt_fps(src["fps"])
-            assert cell["p99 ms"] == f"{src['latency_ms_p99']:.2f}"
-            assert cell["spread"].startswith("p90/p50")
+            # p99 only from 100 latencies or more, else "-" with the count
+            assert cell["p99 ms"] == (f"{src['latency_ms_p99']:.2f}" if src["latency_samples"] >= 100
+                                      else f"- (n={src['latency_samples']})")
+            assert cell["spread"] == f"±{src['fps_ci95'] * 100:.1f}% CI" + ("" if src["fps_converged"] else " (cap) ⚠")
         else:  # repeated in both files: mean ± sd over the two, n=2
             other = next(r for r in rows_b if r["bs"] == src["bs"])
             values = [src["fps"], other["fps"]]
             mean = sum(values) / 2
             assert cell["img/s"].startswith(fmt_fps(mean) + " ± ")
             assert "n=2" in cell["spread"]
-            assert cell["flags"] == "baseline"
+            assert cell["flags"].split(", ")[0] == "baseline"
     # the exports keep full values: identical to the source for the single-measurement rows
     frame = compare([str(first), str(second)]).table
     for src in rows_a:
@@ -184,7 +186,7 @@ def test_real_run_speedup_and_delta_against_ort(tiny_runs, tmp_path):
         got = table[(table.target == "ov") & (table.bs == bs)].iloc[0]
         assert got["speedup"] == pytest.approx(ov["fps"] / ort["fps"], rel=1e-12)
         assert got["delta_map"] == pytest.approx(ov["map"] - ort["map"], abs=1e-12)
-        assert got["baseline"].startswith(f"ort fp32 bs {bs}")
+        assert got["baseline"].startswith(f"ort fp32 throughput bs {bs}")
 
 
 def test_markdown_and_pngs_are_deterministic_and_referenced(tiny_runs, tmp_path):
@@ -238,7 +240,7 @@ def test_shared_nanodet_ort_ov_report(tmp_path, nanodet_m_320, coco_tiny):
     write_report([str(run)], out)
     rows = {r["target"]: r for r in json.loads((run / "results.json").read_text())["rows"]}
     table = {c["target"]: c for c in parse_table(out.read_text(encoding="utf-8"))}
-    assert table["ort"]["mAP"] == f"{rows['ort']['map']:.4f}" and table["ort"]["flags"] == "baseline"
+    assert table["ort"]["mAP"] == f"{rows['ort']['map']:.4f}" and table["ort"]["flags"].split(", ")[0] == "baseline"
     assert table["ov"]["ΔmAP"] == f"{rows['ov']['map'] - rows['ort']['map']:+.4f}"
     assert table["ov"]["speedup"] == f"{rows['ov']['fps'] / rows['ort']['fps']:.2f}×"
 
@@ -333,19 +335,25 @@ def test_repeats_give_mean_std_and_overlap_warning(tmp_path):
 
 
 def test_no_overlap_warning_when_spreads_are_apart(tmp_path):
-    # single runs: spread = p90/p50 - 1 = 5%; 100 vs 200 img/s are clearly apart
-    write_results(tmp_path / "r", [hand_row("ort", fps=100.0, p50=10.0, p90=10.5),
-                                   hand_row("ov", fps=200.0, p50=5.0, p90=5.25)])
+    # single runs: spread = the loop's 95% CI half-width, 5%; 100 vs 200 img/s are clearly apart
+    write_results(tmp_path / "r", [hand_row("ort", fps=100.0, fps_ci95=0.05, fps_converged=True),
+                                   hand_row("ov", fps=200.0, fps_ci95=0.05, fps_converged=True)])
     comp = compare([str(tmp_path / "r")])
     assert comp.overlaps == []
     out = tmp_path / "rep.md"
     write_report([str(tmp_path / "r")], out)
     text = out.read_text(encoding="utf-8")
     assert "cannot be told apart" not in text
-    assert "p90/p50 1.05" in text and "⚠" not in parse_table(text)[0]["spread"]
-    # ...while a jittery single run (p90/p50 = 1.6) overlaps the other
-    write_results(tmp_path / "s", [hand_row("ort", fps=100.0, p90=16.0), hand_row("ov", fps=140.0)])
+    assert parse_table(text)[0]["spread"] == "±5.0% CI"
+    # ...while a loop that stopped at its cap with ±20% overlaps the other, and is marked
+    write_results(tmp_path / "s", [hand_row("ort", fps=100.0, fps_ci95=0.2, fps_converged=False),
+                                   hand_row("ov", fps=115.0, fps_ci95=0.01, fps_converged=True)])
     assert len(compare([str(tmp_path / "s")]).overlaps) == 1
+    write_report([str(tmp_path / "s")], tmp_path / "s.md")
+    assert parse_table((tmp_path / "s.md").read_text(encoding="utf-8"))[0]["spread"] == "±20.0% CI (cap) ⚠"
+    # the p90/p50 latency jitter is no spread: rows without a CI have none, and never "overlap"
+    write_results(tmp_path / "t", [hand_row("ort", fps=100.0, p90=16.0), hand_row("ov", fps=140.0)])
+    assert compare([str(tmp_path / "t")]).overlaps == []
 
 
 @pytest.mark.parametrize("case", ["missing", "not-json", "no-rows", "not-object"])
@@ -379,3 +387,54 @@ def test_cli_report_formats(tmp_path):
     records = json.loads((tmp_path / "t.json").read_text())
     assert [r["target"] for r in records] == ["ov", "ort"]  # baseline first
     assert records[1]["speedup"] == pytest.approx(100.0 / 150.0)
+
+
+# ------------------------------------------------------------------------------------ modes and percentiles
+
+def mode_row(target, mode, fps, bs=1, requests=None, **extra):
+    return hand_row(target, bs=bs, fps=fps, schema=3, mode=mode, requests=requests or (2 if mode == "throughput" else 1),
+                    fps_ci95=0.005, fps_converged=True, latency_samples=500, **extra)
+
+
+def test_speedups_compare_rows_of_the_same_mode_only(tmp_path):
+    write_results(tmp_path / "r", [
+        mode_row("ort", "throughput", 100.0),
+        mode_row("ort", "latency", 60.0, bs=4),     # the baseline's only bs 4 row is in latency mode
+        mode_row("ov", "throughput", 150.0),
+        mode_row("ov", "latency", 90.0),            # no ort latency row at bs 1: no speedup, and the page says why
+        mode_row("ov", "latency", 120.0, bs=4),
+        mode_row("ov", "throughput", 240.0, bs=4),  # the baseline has no bs 4 throughput row: no speedup either
+    ])
+    t = compare([str(tmp_path / "r")]).table.set_index(["target", "mode", "bs"])
+    assert len(t) == 6  # a latency and a throughput row of one target are two rows, not repeats
+    assert t.loc[("ov", "throughput", 1), "speedup"] == pytest.approx(1.5)
+    assert t.loc[("ov", "latency", 4), "speedup"] == pytest.approx(2.0)
+    assert math.isnan(t.loc[("ov", "latency", 1), "speedup"])
+    assert math.isnan(t.loc[("ov", "throughput", 4), "speedup"])
+    assert "baseline's bs 1 rows are in throughput mode" in t.loc[("ov", "latency", 1), "speedup_missing"]
+    assert t.loc[("ov", "latency", 1), "delta_map"] == pytest.approx(0.0)  # accuracy still compares across modes
+    write_report([str(tmp_path / "r")], tmp_path / "rep.md")
+    text = (tmp_path / "rep.md").read_text(encoding="utf-8")
+    cells = {(c["target"], c["mode"], c["bs"]): c for c in parse_table(text)}
+    assert cells[("ov", "throughput ×2", "1")]["speedup"] == "1.50×"
+    assert cells[("ov", "latency", "1")]["speedup"] == "- ‡" and cells[("ov", "throughput ×2", "4")]["speedup"] == "- ‡"
+    assert "speedup only against a row of the same mode" in text
+    assert ("- ‡ ov fp32 latency bs 1: no speedup: the baseline's bs 1 rows are in throughput mode, this row in "
+            "latency mode (speedups compare rows of one mode)") in text
+
+
+def test_percentiles_need_their_sample_counts_also_in_old_results(tmp_path):
+    """A schema 2 row printed a p99 from 26 latencies; it is read with its count and shown as '-'."""
+    old = hand_row("ort", p50=10.0, p90=12.0, schema=2)
+    old["bench"]["iterations"] = 26
+    few = mode_row("ov", "throughput", 150.0, latency_ms_p90=None, latency_ms_p99=None)
+    few["latency_samples"] = 9
+    write_results(tmp_path / "r", [old, few])
+    write_report([str(tmp_path / "r")], tmp_path / "rep.md")
+    cells = {c["target"]: c for c in parse_table((tmp_path / "rep.md").read_text(encoding="utf-8"))}
+    assert (cells["ort"]["p50 ms"], cells["ort"]["p90 ms"], cells["ort"]["p99 ms"]) == ("10.00", "12.00", "- (n=26)")
+    assert (cells["ov"]["p90 ms"], cells["ov"]["p99 ms"]) == ("- (n=9)", "- (n=9)")
+    text = run_report_markdown([old, few], {})
+    run_rows = [line for line in text.splitlines() if line.startswith("| ort") or line.startswith("| ov")]
+    assert "- (n=26)" in run_rows[0] and run_rows[1].count("- (n=9)") == 2
+    assert "±0.5%" in run_rows[1] and "throughput ×2" in run_rows[1]

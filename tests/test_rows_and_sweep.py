@@ -34,7 +34,7 @@ def cli(*args):
 
 def run_args(t, out, *extra, **over):
     args = {"--target": "ort", "--model": t["model"], "--profile": t["profile"], "--data": t["images"],
-            "--ann": t["ann"], "--bs": "1", "--seconds": "0.1", "--warmup": "0.05", "--out": out}
+            "--ann": t["ann"], "--bs": "1", "--seconds": "0.1", "--max-seconds": "0.1", "--warmup": "0.05", "--out": out}
     args.update(over)
     return ["run", *[x for kv in args.items() for x in kv], *extra]
 
@@ -82,12 +82,19 @@ def test_rows_are_typed_with_loop_check_and_undefined_metrics(tiny):
     result = cli(*run_args(tiny, out, **{"--target": "ort,ov", "--bs": "2"}))
     assert result.exit_code == 0, result.output
     for row in rows_of(out):
-        assert row["schema"] == 2 and row["source"] == "run" and row["status"] == "ok" and row["error"] is None
+        assert row["schema"] == 3 and row["source"] == "run" and row["status"] == "ok" and row["error"] is None
         check = row["bench"]["loop_check"]
         assert check["captured"] == 2 and check["equal"] is True and check["max_abs_diff"] == 0.0
         # the tiny dataset has no object above 96x96 pixels: pycocotools' -1, written as null
         assert row["map_large"] is None and row["map"] is not None
         assert row["precision"] == "fp32"
+        # the timing loop's figures, typed: the default mode, what is in flight, its confidence half-width
+        assert row["mode"] == "throughput" and row["requests"] == row["bench"]["concurrency"] >= 1
+        assert row["latency_samples"] == row["bench"]["iterations"] > 0
+        assert (row["latency_ms_p99"] is None) == (row["latency_samples"] < 100)
+        assert row["fps_ci95"] is None or row["fps_ci95"] > 0
+        assert row["fps_converged"] is (row["fps_ci95"] is not None and row["fps_ci95"] <= 0.01)
+        assert ("unconverged" in row["flags"]) is (not row["fps_converged"])
 
 
 def test_loop_mismatch_is_flagged():
@@ -130,6 +137,7 @@ def test_target_options_from_the_command_line(tiny):
     assert result.exit_code == 0, result.output
     (row,) = rows_of(out)
     assert row["bench"]["concurrency"] == 2 and row["runtime"]["hint"] == "LATENCY"
+    assert row["mode"] == "latency" and row["requests"] == 2  # --hint LATENCY alone means latency mode
     ignored = cli(*run_args(tiny, tiny["root"] / "ign", **{"--hint": "LATENCY"}))
     assert ignored.exit_code == 0
     assert any("--hint does not apply to target ort (ignored)" in n for n in rows_of(tiny["root"] / "ign")[0]["notes"])

@@ -18,11 +18,13 @@ import pytest
 
 from harness.demo import demo_model_path
 from harness.errors import HarnessError
+from harness.modes import RunMode
 from harness.precision.check import cpu_session
 from harness.profiles import load_profile
 from harness.row import TARGET_FIGURES
 from harness.targets import cuda_rt, get_target
 from harness.targets.trt_inspect import EnginePrecisionError
+from harness.timing import LoopRule
 from tests.fake_cuda import BYTES_PER_MS, KERNEL_MS, FakeCudaRuntime
 from tests.fake_trt import TRT_API, make_fake_tensorrt, names
 
@@ -198,7 +200,7 @@ def test_timing_modes_measure_copies_compute_and_enqueue(tmp_path, fakes, timing
     _, cuda = fakes("11.4")
     target = _load(tmp_path, precision="fp32", timing=timing, cuda_graph=graph)
     x = _x()
-    stats = target.benchmark(x, seconds=0.0, min_iterations=6, capture=2)
+    stats = target.benchmark(x, LoopRule.fixed(0.0, 6), capture=2)
     extra = stats.extra
     assert set(extra) <= set(TARGET_FIGURES)  # the runner copies them into the row
     assert target.describe()["timing_mode"] == timing and target.describe()["cuda_graph"] is graph
@@ -225,6 +227,19 @@ def test_timing_modes_measure_copies_compute_and_enqueue(tmp_path, fakes, timing
     np.testing.assert_allclose(target.infer(x)[0], ref, rtol=1e-5, atol=1e-5)
     target.close()
     assert cuda.device_mem == {} and cuda.host == {}  # every buffer freed
+
+
+@pytest.mark.parametrize("mode,timing,in_flight", [("latency", "serial", 1), ("throughput", "pipelined", 2)])
+def test_mode_picks_the_timing_over_the_settings_file(tmp_path, fakes, mode, timing, in_flight):
+    fakes("10.16")
+    other = "pipelined" if timing == "serial" else "serial"  # the file says the opposite; --mode wins
+    options = {"trt_settings": str(_settings(tmp_path, timing=other)), "precision": "fp32", "mode": mode}
+    target = get_target("trt")(demo_model_path(), DEMO, options, batch_sizes=(1, 4))
+    target.load(4)
+    assert target.describe()["timing_mode"] == timing
+    assert target.run_mode == RunMode(mode, in_flight, in_flight, None)
+    assert target.benchmark(_x(), LoopRule.fixed(0.0, 6)).concurrency == in_flight
+    target.close()
 
 
 def test_short_last_batch_uses_the_same_buffers(tmp_path, fakes):
@@ -270,7 +285,7 @@ def _run_rows(tmp_path, options, batch_sizes=(2,), target="trt", limit=12):
     images, ann, _ = demo_dataset()
     options = {"trt_settings": str(_settings(tmp_path)), **options} if target == "trt" else options
     config = RunConfig(target=target, model=str(demo_model_path()), profile=DEMO, images_dir=images, ann_path=ann,
-                       batch_sizes=list(batch_sizes), options=options, bench_seconds=0.05, warmup_seconds=0.0,
+                       batch_sizes=list(batch_sizes), options=options, bench_seconds=0.05, max_seconds=0.05, warmup_seconds=0.0,
                        min_iterations=4, limit=limit, keep_going=True)
     return run(config, ResultsStore(tmp_path / f"out-{target}", env={}))
 
@@ -286,6 +301,8 @@ def test_a_run_writes_a_full_row_with_the_tensorrt_figures(tmp_path, fakes, timi
     assert row["enqueue_ms_p50"] is not None and row["gpu_compute_fps"] > 0
     assert row.runtime["timing_mode"] == timing and row.runtime["cuda_graph"] is (timing == "pipelined")
     assert row.bench["concurrency"] == (2 if timing == "pipelined" else 1)
+    assert row.mode == ("throughput" if timing == "pipelined" else "latency")
+    assert row.requests == row.streams == row.bench["concurrency"] and row.threads is None
     # the loop's own outputs (CUDA graph replays included) are what infer() gives
     assert row.bench["loop_check"]["captured"] == 2 and row.bench["loop_check"]["equal"] is True
     # the fp16 conversion was checked on the run's first images, not on synthetic ones

@@ -154,15 +154,15 @@ MAX_PIXELS_HELP = ("Refuse images with more pixels than this, read from the head
                    "(default 50000000: a decompression bomb never reaches the decoder).")
 
 
-ROW_COLUMNS = [("target", "target"), ("precision", "prec"), ("bs", "bs"), ("images", "images"), ("map", "mAP"),
-               ("map50", "AP50"), ("fps", "infer img/s"), ("latency_ms_p50", "p50 ms"),
-               ("latency_ms_p99", "p99 ms"), ("e2e_fps", "e2e img/s")]
+ROW_COLUMNS = [("target", "target"), ("precision", "prec"), ("mode", "mode"), ("bs", "bs"), ("images", "images"),
+               ("map", "mAP"), ("map50", "AP50"), ("fps", "infer img/s"), ("fps_ci95", "±"),
+               ("latency_ms_p50", "p50 ms"), ("latency_ms_p99", "p99 ms"), ("e2e_fps", "e2e img/s")]
 
 
 def print_rows(rows, title: str = "results") -> None:
     """The terminal table: one line per row; a failed row shows ✗ and its reason below the table,
-    flagged rows their flags."""
-    from harness.report.markdown import fmt
+    flagged rows their flags. Percentiles only where the row's latency count supports them."""
+    from harness.report.markdown import cell
     from harness.row import flag_label, target_label
 
     table = Table(title=title)
@@ -173,9 +173,10 @@ def print_rows(rows, title: str = "results") -> None:
         data = row.to_dict()
         data["target"] = target_label(row.target, row.source, row.device)
         if row.status == "failed":
-            table.add_row(data["target"], row.precision, str(row.bs), *["✗"] + ["-"] * (len(ROW_COLUMNS) - 4), "failed")
+            known = {"target": data["target"], "precision": row.precision, "bs": str(row.bs), "images": "✗"}
+            table.add_row(*[known.get(key, "-") for key, _ in ROW_COLUMNS], "failed")
             continue
-        table.add_row(*[fmt(data.get(key), key) for key, _ in ROW_COLUMNS], ", ".join(map(flag_label, row.flags)))
+        table.add_row(*[cell(data, key) for key, _ in ROW_COLUMNS], ", ".join(map(flag_label, row.flags)))
     out.print(table)
     for row in rows:
         if row.status != "ok":

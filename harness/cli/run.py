@@ -23,19 +23,34 @@ from harness.report import write_report, write_run_report
 
 #: flags of `run` that map onto target options of the same name (a target that lacks one ignores it,
 #: and the row says so); anything else a target takes is given as --option KEY=VALUE
-TARGET_FLAGS = ("hint", "threads", "precision", "allow_fallback", "calib", "ep", "engine_cache")
+TARGET_FLAGS = ("mode", "streams", "hint", "threads", "precision", "allow_fallback", "calib", "ep", "engine_cache")
+
+MODE_HELP = ("latency (one batch in flight) or throughput (several, each runtime's way: ov THROUGHPUT hint, ort N "
+             "requests on N threads, trt two CUDA streams). Default: throughput. Speedups compare rows of one mode.")
 
 
 def run_options(fn):
     """Flags shared by `run` and `demo`."""
     options = [
         click.option("--bs", "batch_sizes", type=BatchSizes(), default="1", show_default=True, help="Batch sizes, e.g. 1,4,8."),
+        click.option("--mode", default=None, metavar="latency|throughput", help=MODE_HELP),
         click.option("--seconds", "bench_seconds", type=Seconds(), default=3.0, show_default=True,
-                     help="Length of the steady-state timing loop per batch size."),
+                     help="Minimum length of the steady-state timing loop per batch size (also at least 10 iterations)."),
+        click.option("--max-seconds", type=Seconds(), default=60.0, show_default=True,
+                     help="Cap of the timing loop: it stops earlier once its throughput's 95% confidence half-width "
+                          "is under --target-ci."),
+        click.option("--target-ci", type=float, default=0.01, show_default=True,
+                     help="Relative 95% confidence half-width of the throughput that ends the timing loop (0.01 = ±1%)."),
         click.option("--warmup", "warmup_seconds", type=Seconds(allow_zero=True), default=1.0, show_default=True,
                      help="Warm-up seconds."),
-        click.option("--hint", default=None, help="OpenVINO performance hint: THROUGHPUT (default), LATENCY."),
-        click.option("--threads", type=Count(), default=None, help="Runtime CPU threads (default: runtime's choice)."),
+        click.option("--hint", default=None,
+                     help="OpenVINO performance hint THROUGHPUT, LATENCY, CUMULATIVE_THROUGHPUT (default: --mode's)."),
+        click.option("--streams", type=Count(), default=None,
+                     help="Parallel streams: ort requests in flight (throughput mode; default cores / threads), "
+                          "ov NUM_STREAMS (default: the hint's)."),
+        click.option("--threads", type=Count(), default=None,
+                     help="Runtime CPU threads: ort intra-op threads per request, ov INFERENCE_NUM_THREADS "
+                          "(default: the runtime's choice; ort throughput mode: cores / streams)."),
         click.option("--precision", default=None,
                      help="fp32, fp16, bf16, int8 where the target supports it; checked against what really runs."),
         click.option("--allow-fallback", is_flag=True, default=None,
@@ -91,6 +106,16 @@ def check_option_pairs(names: list[str], pairs: dict) -> None:
                                f"their options: {', '.join(sorted(known)) or 'none'}")
 
 
+def check_loop_flags(seconds: float, max_seconds: float, target_ci: float) -> None:
+    """--seconds, --max-seconds and --target-ci together, in one line before anything runs (each alone
+    is checked by its click type)."""
+    if max_seconds < seconds:
+        raise HarnessError(f"--max-seconds {max_seconds:g} is below --seconds {seconds:g}: the cap must be at least "
+                           "the minimum")
+    if target_ci is None or not 0 < target_ci < 1:
+        raise HarnessError(f"--target-ci {target_ci}: expected a fraction between 0 and 1, e.g. 0.01 for ±1%")
+
+
 @click.command("run")
 @click.option("--target", "-t", "target_names", required=True, help="Target(s), comma-separated: ov, ort, ort-cuda, ...")
 @click.option("--model", "-m", required=True, help="Model file; use {bs} for one model per batch size.")
@@ -118,6 +143,7 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
     configured = [(name, *target_options(name, flags, pairs)) for name in names]  # every option checked first
     config_profile = load_profile(profile)
     batch_sizes = kw["batch_sizes"]
+    check_loop_flags(kw["bench_seconds"], kw["max_seconds"], kw["target_ci"])
     store = ResultsStore(out_dir, environment(), resume=kw["resume"], overwrite=kw["overwrite"],
                          on_save=write_run_report)
     canvases = None if kw["no_image_cache"] else CanvasCache()
@@ -127,7 +153,8 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
             config = runner.RunConfig(
                 target=name, model=model, profile=config_profile, images_dir=images_dir, ann_path=ann_path,
                 batch_sizes=batch_sizes, options=options, bench_seconds=kw["bench_seconds"],
-                warmup_seconds=kw["warmup_seconds"], limit=kw["limit"], skip_bad_images=kw["skip_bad_images"],
+                max_seconds=kw["max_seconds"], target_ci=kw["target_ci"], warmup_seconds=kw["warmup_seconds"],
+                limit=kw["limit"], skip_bad_images=kw["skip_bad_images"],
                 workers=kw["workers"], canvases=canvases, notes=notes, keep_going=True,
                 save_detections=save_detections, save_outputs=save_outputs,
             )
@@ -140,11 +167,14 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
 @click.command("demo")
 @click.option("--out", "out_dir", default=None, type=click.Path(path_type=Path),
               help="Output folder (default: results/demo, or results/demo-N if that holds results).")
+@click.option("--mode", default=None, metavar="latency|throughput", help=MODE_HELP)
 @click.option("--seconds", "bench_seconds", type=Seconds(), default=2.0, show_default=True,
-              help="Timing loop per batch size.")
+              help="Minimum length of the timing loop per batch size.")
+@click.option("--max-seconds", type=Seconds(), default=10.0, show_default=True,
+              help="Cap of the timing loop (shorter than run's 60 s: a demo), when it does not reach ±1% sooner.")
 @click.option("--cache", "cache_dir", default=None, type=click.Path(path_type=Path),
               help="Where the generated demo dataset is cached (default ~/.cache/harness).")
-def demo_cmd(out_dir, bench_seconds, cache_dir):
+def demo_cmd(out_dir, mode, bench_seconds, max_seconds, cache_dir):
     """Run the whole line on the bundled demo model and a generated dataset (no downloads)."""
     from harness import demo as demo_mod
     from harness import runner
@@ -154,6 +184,8 @@ def demo_cmd(out_dir, bench_seconds, cache_dir):
     from harness.profiles import load_profile
     from harness.results import ResultsStore
 
+    check_loop_flags(bench_seconds, max_seconds, 0.01)
+    configured = [(name, *target_options(name, {"mode": mode}, {})) for name in demo_mod.DEMO_TARGETS]
     with console.status("preparing the demo dataset (generated once, then cached)..."):
         images_dir, ann_path, reused = demo_mod.demo_dataset(cache_dir)
     console.print(f"demo dataset: {ann_path.parent} ({demo_mod.DEMO_IMAGES} images, {'cached' if reused else 'generated'})")
@@ -163,11 +195,11 @@ def demo_cmd(out_dir, bench_seconds, cache_dir):
     canvases = CanvasCache()
     rows = []
     with store, pixel_limit(None), RichProgress() as progress:
-        for name in demo_mod.DEMO_TARGETS:
+        for name, options, notes in configured:
             config = runner.RunConfig(target=name, model=str(demo_mod.demo_model_path()), profile=profile,
-                                      images_dir=images_dir, ann_path=ann_path,
+                                      images_dir=images_dir, ann_path=ann_path, options=options, notes=notes,
                                       batch_sizes=list(demo_mod.DEMO_BATCH_SIZES), bench_seconds=bench_seconds,
-                                      warmup_seconds=0.5, canvases=canvases, keep_going=True)
+                                      max_seconds=max_seconds, warmup_seconds=0.5, canvases=canvases, keep_going=True)
             rows += runner.run(config, store, progress)
     print_rows(store.rows, "harness demo: bundled demo model on the synthetic validation split")
     extra = []

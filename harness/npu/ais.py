@@ -381,7 +381,8 @@ def read_timing(folder: Path) -> DeviceTiming:
                         latency_ms_p99=None if timing.p99_ms is None else round(timing.p99_ms, 3),
                         batchsize=timing.batchsize, iterations=timing.count,
                         device_model=model_from_args(timing.raw.get("args")), device=device,
-                        emulated_by=timing.raw.get("emulated_by"), time_covers=TIME_COVERS, note=note)
+                        emulated_by=timing.raw.get("emulated_by"), time_covers=TIME_COVERS, note=note,
+                        mode="latency")  # ais_bench (and its emulation) runs one batch at a time
 
 
 TOOL = FileTool(

@@ -162,6 +162,8 @@ def decode_run(tool_name: str, outputs_path: str | Path, prep_dir: str | Path | 
         precision=precision or "unspecified", source="emulated" if timing.emulated_by else "device",
         device=measured_by, images=len(counted), fps=timing.fps, latency_ms_p50=timing.latency_ms_p50,
         latency_ms_p90=timing.latency_ms_p90, latency_ms_p99=timing.latency_ms_p99,
+        latency_samples=timing.iterations if timing.fps is not None else None,
+        mode=timing.mode if timing.fps is not None else "", requests=1 if timing.mode == "latency" else None,
         stage_ms={"preprocess": None, "infer": None, "decode": round(seconds * 1e3 / max(len(counted), 1), 3)},
         bench=None if timing.fps is None else {"iterations": timing.iterations, "source": str(timing.source)},
         time_covers=timing.time_covers, batch_mode=f"file-based ({tool.program})",

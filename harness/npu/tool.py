@@ -28,6 +28,8 @@ class DeviceTiming:
     device: str | None = None  # what the tool's own files say ran it (e.g. "device id 0 (ais_bench --device 0)")
     emulated_by: str | None = None  # set when `harness emulate` wrote it
     note: str = ""
+    #: harness.modes' word for how the tool timed: "latency" for one batch at a time; "" when unknown
+    mode: str = ""
 
 
 @dataclass(frozen=True)

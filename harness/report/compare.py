@@ -6,10 +6,16 @@ recomputes a metric from detections; every figure comes from the rows or is arit
 
 Terms used throughout:
 - *machine*: the (host, cpu, cores, gpu, os) an input's `env` describes; labelled by host name.
-- *key*: (machine, profile, model, target, precision, bs). Rows sharing a key, from different input
-  files, are repeats of one measurement; the table shows their mean, and std / count of throughput.
+- *key*: (machine, profile, model, target, precision, mode, bs). Rows sharing a key, from different
+  input files, are repeats of one measurement; the table shows their mean, and std / count of throughput.
+- *mode*: latency or throughput (harness.modes); "" for rows that did not record one (device rows,
+  results files before schema 3), which count as a mode of their own.
 - *baseline*: one target (default: `ort` fp32, else `ov` fp32, else none), matched per row at the
-  same batch size, preferring the same dataset, machine, profile and model in that order.
+  same batch size, preferring the same dataset, machine, profile and model in that order. Speedups
+  compare rows of the same mode only: a row whose mode the baseline lacks at its batch size gets no
+  speedup, and says why.
+- *spread*: how far apart two throughputs must be to differ: sd/mean over repeats, else the row's own
+  95% confidence half-width (fps_ci95, from the timing loop's windows).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ BASELINE_PREFERENCE = (("ort", "fp32"), ("ov", "fp32"))
 NUMERIC = (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "images",
            "detections", "iterations", "bench_seconds")
 COUNTS = ("images", "detections", "iterations")
-KEY = ("machine", "profile", "model", "target", "precision", "bs")
+KEY = ("machine", "profile", "model", "target", "precision", "mode", "bs")
 MACHINE_FIELDS = ("host", "cpu", "cores", "gpu", "os")
 SPREAD_LARGE = 0.10  # relative spread above which a row's throughput is called noisy
 
@@ -171,6 +177,13 @@ def _flat(source: Source, row: ResultRow) -> dict:
         "iterations": _num(bench.get("iterations")),
         "bench_seconds": _num(bench.get("seconds")),
         "concurrency": bench.get("concurrency"),
+        "mode": row.mode,
+        "requests": row.requests,
+        "streams": row.streams,
+        "threads": row.threads,
+        "latency_samples": _num(row.latency_samples),
+        "fps_ci95": _num(row.fps_ci95),
+        "fps_converged": row.fps_converged,
         "time_covers": row.time_covers or "-",
         "covers": _covers_short(row.time_covers),
         "batch_mode": row.batch_mode or "-",
@@ -243,16 +256,23 @@ def _aggregate(group: list[dict]) -> dict:
         out["fps_std"] = math.nan
     p50, p90 = out["latency_ms_p50"], out["latency_ms_p90"]
     out["latency_p90_p50"] = p90 / p50 if p50 and not math.isnan(p50) and not math.isnan(p90) else math.nan
+    samples = [r["latency_samples"] for r in group if not math.isnan(r["latency_samples"])]
+    out["latency_samples"] = int(min(samples)) if samples else math.nan  # the fewest: what every repeat supports
+    cis = [r["fps_ci95"] for r in group if not math.isnan(r["fps_ci95"])]
+    out["fps_ci95"] = max(cis) if cis else math.nan  # the widest of the repeats
+    converged = [r["fps_converged"] for r in group if r["fps_converged"] is not None]
+    out["fps_converged"] = all(converged) if converged else None
     if len(fps_values) > 1 and out["fps"]:
         out["spread"], out["spread_kind"] = out["fps_std"] / out["fps"], "repeats"
-    elif not math.isnan(out["latency_p90_p50"]):
-        out["spread"], out["spread_kind"] = out["latency_p90_p50"] - 1.0, "p90/p50"
+    elif not math.isnan(out["fps_ci95"]):
+        out["spread"], out["spread_kind"] = out["fps_ci95"], "ci95"
     else:
         out["spread"], out["spread_kind"] = math.nan, "-"
     for k in ("time_covers", "covers", "batch_mode", "runtime", "dataset", "annotations", "evaluator", "origin",
               "device"):
         out[k] = _join_unique([r[k] for r in group])
-    out["concurrency"] = first["concurrency"]
+    for k in ("concurrency", "requests", "streams", "threads"):
+        out[k] = first[k]
     for k in ("fallback", "per_batch_model", "padded", "emulated", "suspect"):
         out[k] = any(r[k] for r in group)
     out["setup"] = first["setup"]
@@ -315,7 +335,7 @@ def _match_label(row: dict, base: dict) -> str:
 
 
 def baseline_label(base: dict, multi_machine: bool) -> str:
-    text = f"{base['target']} {base['precision']} bs {base['bs']}"
+    text = f"{base['target']} {base['precision']}{' ' + base['mode'] if base['mode'] else ''} bs {base['bs']}"
     if multi_machine:
         text += f" @ {base['machine']}"
     return f"{text} ({base['profile']})"
@@ -355,16 +375,17 @@ def compare(paths, baseline: str | None = None, top_classes: int = 10) -> Compar
     candidates = [r for r in rows if base_pair and (r["target"], r["precision"]) == base_pair]
     for r in rows:
         r["is_baseline"] = bool(base_pair) and (r["target"], r["precision"]) == base_pair
-        acc = _find_baseline(r, candidates, same_bs=False)
-        fast = _find_baseline(r, candidates, same_bs=True)
-        # accuracy does not depend on batch size: use the same-bs baseline where there is one
-        acc = fast or acc
+        # speed: only against the baseline's row of the same mode and batch size
+        fast = _find_baseline(r, [c for c in candidates if c["mode"] == r["mode"]], same_bs=True)
+        # accuracy depends on neither mode nor batch size: the closest baseline row there is
+        acc = fast or _find_baseline(r, candidates, same_bs=True) or _find_baseline(r, candidates, same_bs=False)
         r["baseline"] = baseline_label(acc, multi) if acc else ""
         r["baseline_match"] = _match_label(r, acc) if acc else ""
         for k in ("map", "map50"):
             r[f"delta_{k}"] = r[k] - acc[k] if acc else math.nan
         r["speedup"] = r["fps"] / fast["fps"] if fast and fast["fps"] else math.nan
         r["speedup_match"] = _match_label(r, fast) if fast else ""
+        r["speedup_missing"] = _missing_speedup(r, candidates) if not fast else ""
     rows.sort(key=lambda r: _sort_key(r))
     per_class = _per_class(rows, candidates, top_classes) if base_pair else []
     overlaps = _overlaps(rows)
@@ -388,9 +409,23 @@ def _label_variants(rows: list[dict]) -> None:
                 r["variant"] = label or f"setup {i + 1}"
 
 
+def mode_label(mode: str) -> str:
+    return f"{mode} mode" if mode else "no recorded mode"
+
+
+def _missing_speedup(r: dict, candidates: list[dict]) -> str:
+    """Why a row has no speedup: '' when the baseline has no row at its batch size at all (nothing to
+    say), else that the baseline's rows there are of another mode."""
+    others = sorted({c["mode"] for c in candidates if c["bs"] == r["bs"] and c["mode"] != r["mode"]})
+    if not others:
+        return ""
+    return (f"no speedup: the baseline's bs {r['bs']} rows are in {', '.join(map(mode_label, others))}, this row in "
+            f"{mode_label(r['mode'])} (speedups compare rows of one mode)")
+
+
 def _sort_key(r: dict) -> tuple:
     return (r["machine"], r["profile"], r["model"], not r.get("is_baseline", False), r["target"],
-            r["precision"], r["bs"], r["variant"])
+            r["precision"], r["mode"], r["bs"], r["variant"])
 
 
 def _machines(sources: list[Source], rows: list[dict]) -> dict[str, dict]:
@@ -440,7 +475,7 @@ def _per_class(rows: list[dict], candidates: list[dict], top: int) -> list[dict]
 
 
 def throughput_interval(r: dict) -> tuple[float, float]:
-    """fps ± its spread (relative): std/mean over repeats, else the p90/p50 latency ratio - 1."""
+    """fps ± its spread (relative): std/mean over repeats, else the loop's 95% confidence half-width."""
     s = r["spread"]
     if math.isnan(r["fps"]) or math.isnan(s):
         return (math.nan, math.nan)
@@ -448,11 +483,11 @@ def throughput_interval(r: dict) -> tuple[float, float]:
 
 
 def _overlaps(rows: list[dict]) -> list[dict]:
-    """Pairs at the same batch size (and on the same model) whose throughput intervals overlap."""
+    """Pairs at the same batch size and mode (and on the same model) whose throughput intervals overlap."""
     out = []
     for i, a in enumerate(rows):
         for b in rows[i + 1:]:
-            if a["bs"] != b["bs"] or a["profile"] != b["profile"] or a["model"] != b["model"]:
+            if a["bs"] != b["bs"] or a["mode"] != b["mode"] or a["profile"] != b["profile"] or a["model"] != b["model"]:
                 continue
             lo_a, hi_a = throughput_interval(a)
             lo_b, hi_b = throughput_interval(b)
@@ -468,8 +503,9 @@ def _overlaps(rows: list[dict]) -> list[dict]:
 EXPORT_COLUMNS = (
     "machine", "host", "profile", "model", "target", "origin", "device", "precision", "bs", "images", *METRICS,
     "delta_map", "delta_map50", "fps", "fps_std", "repeats", "spread", "spread_kind", "latency_p90_p50",
-    "speedup", "e2e_fps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "iterations", "bench_seconds",
-    "concurrency", "covers", "time_covers", "batch_mode", "flags", "fallback", "per_batch_model", "padded",
+    "speedup", "speedup_missing", "e2e_fps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99",
+    "latency_samples", "fps_ci95", "fps_converged", "iterations", "bench_seconds", "mode", "requests", "streams",
+    "threads", "concurrency", "covers", "time_covers", "batch_mode", "flags", "fallback", "per_batch_model", "padded",
     "emulated", "suspect", "skipped",
     "is_baseline", "baseline", "baseline_match", "speedup_match", "variant", "runtime", "dataset", "annotations",
     "evaluator", "detections", "notes", "sources",

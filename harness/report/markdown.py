@@ -8,13 +8,18 @@ from pathlib import Path
 
 from harness.report.compare import SPREAD_LARGE
 from harness.row import FLAGS, ResultRow, flag_label, target_label
+from harness.timing import PERCENTILE_MIN_SAMPLES, percentile_supported
 
 COLUMNS = [
-    ("target", "target"), ("precision", "precision"), ("bs", "bs"), ("images", "images"),
-    ("map", "mAP"), ("map50", "AP50"), ("map75", "AP75"), ("fps", "infer img/s"),
+    ("target", "target"), ("precision", "precision"), ("mode", "mode"), ("bs", "bs"), ("images", "images"),
+    ("map", "mAP"), ("map50", "AP50"), ("map75", "AP75"), ("fps", "infer img/s"), ("fps_ci95", "±"),
     ("latency_ms_p50", "p50 ms"), ("latency_ms_p90", "p90 ms"), ("latency_ms_p99", "p99 ms"),
     ("e2e_fps", "e2e img/s"),
 ]
+
+PERCENTILE_NOTE = ("percentiles only where the loop's latency count supports them (" +
+                   ", ".join(f"p{p} needs {n}" for p, n in PERCENTILE_MIN_SAMPLES.items() if n > 1) +
+                   "); else '-' with the count")
 
 
 def fmt(value, key: str = "") -> str:
@@ -27,10 +32,54 @@ def fmt(value, key: str = "") -> str:
     return str(value)
 
 
+def _count(samples) -> int | None:
+    if samples is None or (isinstance(samples, float) and math.isnan(samples)):
+        return None
+    return int(samples)
+
+
+def percentile_cell(value, key: str, samples) -> str:
+    """A latency percentile, or '- (n=N)' where N samples do not support it (also for rows written
+    before the gate, whose p99 came from a few dozen samples)."""
+    n = _count(samples)
+    if not percentile_supported(key, n):
+        return f"- (n={n})"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return fmt(float(value), key)
+
+
+def ci_cell(ci, converged) -> str:
+    """The throughput's 95% confidence half-width, ⚠ where the loop stopped at its cap above target."""
+    if ci is None or (isinstance(ci, float) and math.isnan(ci)):
+        return "-"
+    return f"±{ci * 100:.1f}%" + (" ⚠" if converged is False else "")
+
+
+def mode_cell(mode, requests) -> str:
+    """'throughput ×2' (batches in flight), 'latency', '-' where the row recorded no mode."""
+    if not mode:
+        return "-"
+    n = _count(requests)
+    return mode if mode == "latency" or n is None else f"{mode} ×{n}"
+
+
+def cell(row: dict, key: str) -> str:
+    """One table cell of a row dict: percentiles gated by the row's latency count, the mode with its
+    requests, the confidence half-width with its convergence."""
+    if key.startswith("latency_ms_p"):
+        return percentile_cell(row.get(key), key, row.get("latency_samples"))
+    if key == "fps_ci95":
+        return ci_cell(row.get("fps_ci95"), row.get("fps_converged"))
+    if key == "mode":
+        return mode_cell(row.get("mode"), row.get("requests"))
+    return fmt(row.get(key), key)
+
+
 def markdown_table(rows: list[dict], columns=COLUMNS) -> str:
     head = "| " + " | ".join(title for _, title in columns) + " |"
     rule = "|" + "|".join("---" for _ in columns) + "|"
-    body = ["| " + " | ".join(fmt(row.get(key), key) for key, _ in columns) + " |" for row in rows]
+    body = ["| " + " | ".join(cell(row, key) for key, _ in columns) + " |" for row in rows]
     return "\n".join([head, rule, *body])
 
 
@@ -66,7 +115,11 @@ def run_report_markdown(rows, env: dict) -> str:
         "What each figure covers:",
         "- **mAP / AP50 / AP75**: COCO bbox AP@[.5:.95], @.5, @.75 (0..1) over the images counted in `images`.",
         ("- **infer img/s, p50/p90/p99 ms**: steady-state loop on one preprocessed batch, after warm-up; "
-        "pure inference (see `time_covers` per row), latency per batch call."),
+        "pure inference (see `time_covers` per row), latency per batch call; " + PERCENTILE_NOTE + "."),
+        ("- **±**: the throughput's 95% confidence half-width over the loop's successive windows; the loop runs "
+         "until it is under its target (default ±1%) or its time cap (⚠: it stopped at the cap)."),
+        ("- **mode**: latency (one batch in flight) or throughput (×N: batches in flight); compare speed only "
+         "between rows of the same mode."),
         ("- **e2e img/s**: the full accuracy pass, wall clock from the first image read to the last batch decoded "
         "(read + preprocess + infer + decode; evaluation excluded)."),
         "",
@@ -131,9 +184,11 @@ class _Page:
         self.multi_machine = comp.multi_machine
         self.model_labels = _model_labels(comp.table)
         self.multi_model = len(self.model_labels) > 1
+        self.multi_mode = len(set(comp.table["mode"])) > 1
 
     def name(self, r) -> str:
-        text = f"{target_label(r['target'], r['origin'], r['device'])} {r['precision']} bs {r['bs']}"
+        mode = f" {r['mode'] or 'unrecorded mode'}" if self.multi_mode else ""
+        text = f"{target_label(r['target'], r['origin'], r['device'])} {r['precision']}{mode} bs {r['bs']}"
         if r.get("variant"):
             text += f" ({r['variant']})"
         if self.multi_model:
@@ -146,11 +201,11 @@ class _Page:
 def _spread_cell(r) -> str:
     if r["spread_kind"] == "repeats":
         text = f"±{r['spread'] * 100:.1f}% sd, n={int(r['repeats'])}"
-    elif r["spread_kind"] == "p90/p50":
-        text = f"p90/p50 {r['latency_p90_p50']:.2f}"
+    elif r["spread_kind"] == "ci95":
+        text = f"±{r['spread'] * 100:.1f}% CI" + (" (cap)" if r["fps_converged"] is False else "")
     else:
         return "-"
-    return text + (" ⚠" if r["spread"] > SPREAD_LARGE else "")
+    return text + (" ⚠" if r["spread"] > SPREAD_LARGE or r["fps_converged"] is False else "")
 
 
 def _flags(r) -> str:
@@ -170,7 +225,8 @@ def _header(page: _Page, baseline_asked: str | None) -> list[str]:
     if comp.baseline:
         how = f"--baseline {baseline_asked}" if baseline_asked else "default: the fp32 CPU reference (ort, else ov)"
         lines.append(f"- baseline: **{comp.baseline[0]} {comp.baseline[1]}** ({how}); ΔmAP and speedup are "
-                     "against its row at the same batch size")
+                     "against its row at the same batch size, speedup only against a row of the same mode "
+                     "(latency or throughput)")
     else:
         lines.append("- baseline: none (no `ort` or `ov` fp32 rows; pass --baseline TARGET); Δ and speedup are blank")
     lines.append(f"- dataset: {', '.join(f'`{d}`' for d in datasets)}; images per row in the CSV/JSON export")
@@ -201,24 +257,32 @@ def _result_line(page: _Page, r, footnotes: list[str]) -> str:
         speed += " †"
         if r["speedup_match"] != r["baseline_match"]:
             footnotes.append(f"- {page.name(r)}: speedup against the baseline's bs {r['bs']} row ({r['speedup_match']})")
+    if r["speedup_missing"]:
+        speed += " ‡"
+        footnotes.append(f"- ‡ {page.name(r)}: {r['speedup_missing']}")
+    percentiles = [percentile_cell(r[k], k, r["latency_samples"]) for k in ("latency_ms_p50", "latency_ms_p90",
+                                                                           "latency_ms_p99")]
     target = target_label(r["target"], r["origin"], r["device"])
     target = f"{target} ({r['variant']})" if r.get("variant") else target
-    cells += [target, r["precision"], str(int(r["bs"])), _f(r["map"], 4), _f(r["map50"], 4), delta, fps,
-              _spread_cell(r), _f(r["latency_ms_p50"]), _f(r["latency_ms_p90"]), _f(r["latency_ms_p99"]), speed,
-              _fps(r["e2e_fps"]), r["covers"], _flags(r)]
+    cells += [target, r["precision"], mode_cell(r["mode"], r["requests"]), str(int(r["bs"])), _f(r["map"], 4),
+              _f(r["map50"], 4), delta, fps, _spread_cell(r), *percentiles, speed, _fps(r["e2e_fps"]), r["covers"],
+              _flags(r)]
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
 def _results_section(page: _Page) -> list[str]:
     head = (["machine"] if page.multi_machine else []) + (["model"] if page.multi_model else [])
-    head += ["target", "precision", "bs", "mAP", "AP50", "ΔmAP", "img/s", "spread", "p50 ms", "p90 ms", "p99 ms",
-             "speedup", "e2e img/s", "time covers", "flags"]
+    head += ["target", "precision", "mode", "bs", "mAP", "AP50", "ΔmAP", "img/s", "spread", "p50 ms", "p90 ms",
+             "p99 ms", "speedup", "e2e img/s", "time covers", "flags"]
     lines = ["## Results", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     footnotes: list[str] = []
     lines += [_result_line(page, r, footnotes) for r in page.rows]
     lines.append("")
     if footnotes:
-        lines += ["† compared with a baseline row that is not like-for-like:", *footnotes, ""]
+        missing = [f for f in footnotes if f.startswith("- ‡")]
+        heads = (["† compared with a baseline row that is not like-for-like"] if len(missing) < len(footnotes) else [])
+        heads += ["‡ no speedup: the baseline has no row of the same mode at that batch size"] if missing else []
+        lines += ["; ".join(heads) + ":", *footnotes, ""]
     return lines + _how_to_read(page)
 
 
@@ -228,10 +292,13 @@ def _how_to_read(page: _Page) -> list[str]:
         "How to read it:",
         ("- **mAP / AP50**: COCO bbox AP@[.5:.95] / AP@.5 (0..1), over the images each row counted; "
          "**ΔmAP** = row mAP − baseline mAP."),
+        ("- **mode**: latency (one batch in flight) or throughput (×N: N batches in flight, each runtime's way); "
+         "'-' for rows that recorded none (device tools, older results files)."),
         ("- **img/s**: throughput of the steady-state timing loop on one preprocessed batch (mean ± sd where the "
          "same row was measured in several results files); **speedup** = img/s ÷ baseline img/s at the same "
-         "batch size. **p50/p90/p99 ms**: latency per batch call in that loop. **e2e img/s**: the whole accuracy "
-         "pass, read + preprocess + infer + decode."),
+         "batch size and mode (a row of a mode the baseline lacks gets none: ‡). **p50/p90/p99 ms**: latency per "
+         f"batch call in that loop; {PERCENTILE_NOTE}. **e2e img/s**: the whole accuracy pass, read + preprocess "
+         "+ infer + decode."),
         "- **time covers** (what the img/s and latency figures time):",
     ]
     for short, full in sorted(set(zip(table["covers"], table["time_covers"]))):
@@ -259,11 +326,12 @@ def _spread_section(page: _Page) -> list[str]:
     rows, comp = page.rows, page.comp
     lines = ["## Throughput spread", "",
              "Each results file holds one throughput figure per row. Where the same row (machine, model, target, "
-             "precision, bs) appears in several input files they are treated as repeats: the table shows mean ± "
-             "sample sd and the spread column gives sd/mean and the count. Otherwise the spread column shows the "
-             "p90/p50 ratio of per-call latency in that one timing loop: it measures jitter between calls inside one "
-             "run, not run-to-run variation (thermal state, other load, clock boost), which only repeats measure. "
-             f"⚠ marks a spread above {SPREAD_LARGE:.0%}.", ""]
+             "precision, mode, bs) appears in several input files they are treated as repeats: the table shows mean "
+             "± sample sd and the spread column gives sd/mean and the count. Otherwise the spread column shows the "
+             "row's own 95% confidence half-width of the throughput (CI), over successive windows of its timing "
+             "loop, which ran until that was under its target or it reached its time cap ((cap)). It says how well "
+             "one run pinned its throughput down; run-to-run variation (thermal state, other load, clock boost) only "
+             f"repeats measure. ⚠ marks a spread above {SPREAD_LARGE:.0%} or a loop that stopped at its cap.", ""]
     repeated = [r for r in rows if r["repeats"] > 1]
     if repeated:
         counts = sorted({int(r["repeats"]) for r in repeated})

@@ -4,19 +4,20 @@
     with target.loaded(batch):    # compile/prepare for a batch size; raise if it cannot run it
         outputs = target.infer(x)                  # one batch, synchronous; arrays in model output order
         for tag, outputs, seconds in target.infer_stream(items): ...   # many batches, in order
-        stats = target.benchmark(x, seconds, min_iterations)           # steady-state loop
+        stats = target.benchmark(x, LoopRule())                        # steady-state loop
     # closed on leaving the block, also after an error
 
 Declared state, set by load(): `batch` (loaded batch size), `model_batch` (batch fixed in the file,
 None = dynamic), `padded_batch` (a short last batch must be padded), `precision` (what really runs,
-from the graph and the runtime's settings, never just what was asked), `notes` and `flags` for the row.
+from the graph and the runtime's settings, never just what was asked), `run_mode` (latency or
+throughput, and how many batches are in flight: harness.modes), `notes` and `flags` for the row.
 Adapters know nothing about boxes or COCO; they move tensors and report what they ran.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +27,10 @@ import numpy as np
 
 from harness import config
 from harness.errors import HarnessError
+from harness.modes import LATENCY_ONE, RunMode
 from harness.onnx_model import inspect_onnx
-from harness.timing import timed_loop
+from harness.targets.inflight import ThreadLoops, ordered_stream
+from harness.timing import LoopResult, LoopRule, timed_loop
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,21 @@ class BenchStats:
     extra: dict = field(default_factory=dict)
     #: outputs of the first iterations of the loop, to check that the loop computed what infer() does
     captured: list = field(default_factory=list)
+    ci95: float | None = None  # relative 95% half-width of the throughput (harness.timing.throughput_ci)
+    converged: bool | None = None  # the loop stopped on its confidence target, not on its time cap
 
     @property
     def fps(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    @classmethod
+    def from_loop(cls, loop: LoopResult, images_per_iteration: int, concurrency: int = 1,
+                  captured: list | None = None, iterations: int | None = None) -> BenchStats:
+        """The figures of one timed_loop; `iterations` when the loop's step count is not the number of
+        batches run (a loop whose finish() completes batches of its own)."""
+        done = loop.iterations if iterations is None else iterations
+        return cls(loop.latencies_ms, done * images_per_iteration, loop.seconds, concurrency=concurrency,
+                   captured=list(captured or []), ci95=loop.ci95, converged=loop.converged)
 
 
 class Target:
@@ -76,6 +90,8 @@ class Target:
         self.precision: str | None = None
         self.notes: list[str] = []
         self.flags: set[str] = set()
+        #: what load() resolved; a target that only has synchronous infer() runs one call at a time
+        self.run_mode: RunMode = LATENCY_ONE
         if not self.model_path.exists():
             raise HarnessError(f"model file not found: {self.model_path}")
 
@@ -136,27 +152,14 @@ class Target:
     def infer_stream(self, items) -> Iterator[tuple[object, list[np.ndarray], float]]:
         """Infer (batch, tag, extras) items in order, yielding (tag, outputs, seconds). This default
         makes one synchronous infer() per batch (every runtime we use releases the GIL there); targets
-        with asynchronous requests override it to keep several batches in flight."""
-        for tensor, tag, extras in items:
-            t0 = time.perf_counter()
-            outputs = self.infer(tensor, extras)
-            yield tag, outputs, time.perf_counter() - t0
+        with asynchronous requests, or a thread-safe infer() (ort), override it to keep several
+        batches in flight."""
+        return ordered_stream(items, self.infer, 1)
 
-    def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int,
-                  extras: dict | None = None, capture: int = 0) -> BenchStats:
-        """Steady-state loop of synchronous infer() calls, each timed (harness.timing.timed_loop)."""
-        captured: list = []
-
-        def step() -> float:
-            t0 = time.perf_counter()
-            outputs = self.infer(batch, extras)
-            elapsed = (time.perf_counter() - t0) * 1e3
-            if len(captured) < capture:
-                captured.append(outputs)
-            return elapsed
-
-        loop = timed_loop(step, seconds, min_iterations)
-        return BenchStats(loop.latencies_ms, loop.iterations * batch.shape[0], loop.seconds, captured=captured)
+    def benchmark(self, batch: np.ndarray, rule: LoopRule, extras: dict | None = None, capture: int = 0) -> BenchStats:
+        """Steady-state loop of synchronous infer() calls, each timed, until `rule` says stop
+        (harness.timing.timed_loop)."""
+        return call_loop(lambda _: self.infer(batch, extras), rule, batch.shape[0], capture)
 
     # - shared checks -----------------------------------------------------------------------------
 
@@ -193,6 +196,43 @@ class Target:
                    f"target {self.name} runs the graph as it is")
             )
         return actual
+
+
+def call_loop(call: Callable[[int], object], rule: LoopRule, images_per_call: int, capture: int = 0,
+              threads: int = 1) -> BenchStats:
+    """The timing loop of a runtime with synchronous calls: call(k) one at a time in this thread, or
+    on `threads` threads at once (k = the thread's index; inflight.ThreadLoops), each call timed.
+    capture: keep the outputs of the first completions (for the runner's loop check)."""
+    captured: list = []
+    if threads <= 1:
+        def step() -> float:
+            t0 = time.perf_counter()
+            outputs = call(0)
+            elapsed = (time.perf_counter() - t0) * 1e3
+            if len(captured) < capture:
+                captured.append(outputs)
+            return elapsed
+
+        return BenchStats.from_loop(timed_loop(step, rule), images_per_call, captured=captured)
+    loops = ThreadLoops(call, threads).start()
+    drained: list = []
+
+    def step_threaded() -> float:
+        latency, outputs = loops.next_completion()
+        if len(captured) < capture:
+            captured.append(outputs)
+        return latency
+
+    def finish() -> list[float]:  # the calls in flight when the loop stopped are run and counted
+        drained.extend(loops.stop())
+        return [latency for latency, _ in drained]
+
+    try:
+        loop = timed_loop(step_threaded, rule, finish=finish)
+    finally:
+        loops.stop()
+    return BenchStats.from_loop(loop, images_per_call, concurrency=threads, captured=captured,
+                                iterations=loop.iterations + len(drained))
 
 
 def fixed_batch_error(model_path: Path, fixed: int, batch: int, why: str) -> HarnessError:

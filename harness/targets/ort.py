@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from harness.config import setting
+from harness.config import Invalid, setting
 from harness.declared_shapes import model_for_onnx_runtime
 from harness.errors import HarnessError, TargetUnavailable, first_line
 from harness.extra_inputs import check_model_inputs
+from harness.modes import Mode, RunMode, resolve_mode, split_cores, usable_cores
 from harness.onnx_model import inspect_onnx
-from harness.targets.base import BenchStats, Target, fixed_batch_error
-from harness.timing import timed_loop
+from harness.targets.base import BenchStats, Target, call_loop, fixed_batch_error
+from harness.targets.inflight import ordered_stream
+from harness.timing import LoopRule
 
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16",
                "tensor(int64)": "int64", "tensor(int32)": "int32"}
@@ -33,9 +34,21 @@ def _import_ort():
 class OrtOptions:
     """Options of the `ort` target."""
 
-    threads: int | None = setting(None, ge=1)  # intra-op threads; default: ONNX Runtime's choice
+    #: latency: one request at a time; throughput (default): `streams` requests in flight, each on its
+    #: own thread, all on one session (ONNX Runtime's thread-safe pattern)
+    mode: Mode | None = None
+    #: requests in flight in throughput mode; default: the usable cores / threads
+    streams: int | None = setting(None, ge=1)
+    #: intra-op threads of each request; default: latency mode ONNX Runtime's choice, throughput mode
+    #: the usable cores / streams (1 thread per request when neither is given)
+    threads: int | None = setting(None, ge=1)
     # ONNX Runtime runs the graph as it is: a precision asked for must be the graph's own (checked at load)
     precision: Literal["fp32", "fp16", "int8"] | None = None
+
+    def __post_init__(self):
+        if self.mode == "latency" and (self.streams or 1) > 1:
+            raise Invalid("mode", f"latency contradicts --streams {self.streams} (several requests in flight is "
+                                  "throughput mode); give one of the two")
 
 
 @dataclass(frozen=True)
@@ -67,8 +80,11 @@ class OrtTarget(Target):
         ort = _import_ort()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.options.threads:
-            opts.intra_op_num_threads = self.options.threads
+        threads = self._intra_threads()
+        if threads:
+            opts.intra_op_num_threads = threads
+        if self._spin_off():
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         try:
             return ort.InferenceSession(model, sess_options=opts, providers=self._providers())
@@ -78,9 +94,36 @@ class OrtTarget(Target):
     def _providers(self) -> list:
         return list(self.providers)
 
+    def resolve_run_mode(self) -> RunMode:
+        """latency: one request, the threads asked for (None: ONNX Runtime's choice); throughput:
+        requests x threads filling the usable cores (split_cores). RunMode.threads counts all of them."""
+        mode = resolve_mode(self.options.mode, "throughput" if (self.options.streams or 1) > 1 else None)
+        if mode == "latency":
+            return RunMode("latency", 1, 1, self.options.threads)
+        requests, threads = split_cores(usable_cores(), self.options.streams, self.options.threads)
+        return RunMode("throughput", requests, requests, requests * threads)
+
+    def _time_covers(self) -> str:
+        if self.run_mode.requests == 1:
+            return Target.time_covers
+        return (f"inference calls with host tensors, {self.run_mode.requests} in flight on as many threads of one "
+                "session; latency per call under that load")
+
+    def _intra_threads(self) -> int | None:
+        """intra_op_num_threads of the session: each request's share of RunMode.threads."""
+        run = self.run_mode
+        return None if run.threads is None else max(1, run.threads // run.requests)
+
+    def _spin_off(self) -> bool:
+        """Several requests with intra-op pools: idle pool threads must not spin on cores the other
+        requests need (measured: spinning halved images per CPU-second on the 2-core machine)."""
+        return self.run_mode.requests > 1 and (self._intra_threads() or 0) > 1
+
     def load(self, batch: int) -> None:
         if self.model_path.suffix.lower() != ".onnx":
             raise HarnessError(f"model {self.model_path}: target {self.name} needs an .onnx file")
+        self.run_mode = self.resolve_run_mode()
+        self.time_covers = self._time_covers()
         graph = inspect_onnx(self.model_path)
         check_model_inputs(graph.inputs, self.profile, self.model_path.name, batch)
         if self._session_obj is None:
@@ -146,11 +189,24 @@ class OrtTarget(Target):
             feeds.update(extras)
         return self._session_obj.run(None, feeds)
 
+    def infer_stream(self, items):
+        """Batches in order with run_mode.requests of them in flight, each a session.run() on its own
+        thread (run() is thread-safe and releases the GIL)."""
+        return ordered_stream(items, self.infer, self.run_mode.requests)
+
+    def benchmark(self, batch: np.ndarray, rule: LoopRule, extras: dict | None = None, capture: int = 0) -> BenchStats:
+        """run_mode.requests threads, each running session.run() on the same input back to back, as a
+        hand-written throughput loop does (one request: the plain synchronous loop)."""
+        session = self._session_obj
+        feeds = {self._input_name(): batch, **(extras or {})}
+        return call_loop(lambda _: session.run(None, feeds), rule, batch.shape[0], capture, self.run_mode.requests)
+
     def describe(self) -> dict:
         ort = _import_ort()
         return {"runtime": f"onnxruntime {ort.__version__}",
                 "providers": self._session_obj.get_providers() if self._session_obj is not None else self.providers,
-                "threads": self.options.threads}
+                "threads": self.options.threads, "mode": self.run_mode.mode, "requests": self.run_mode.requests,
+                "intra_op_threads": self._intra_threads(), "intra_op_spinning": not self._spin_off()}
 
     def close(self) -> None:
         self._session_obj = None
@@ -172,7 +228,8 @@ class OrtCuda(OrtTarget):
     Options = OrtCudaOptions
     description = "ONNX Runtime, CUDA execution provider (or TensorRT EP with --ep trt); needs onnxruntime-gpu and an NVIDIA GPU"
     time_covers = ("benchmark: IO binding with the input kept on the GPU as an OrtValue and outputs left on the GPU "
-                   "(session run only, no H2D/D2H copies); accuracy pass: host input bound once, outputs copied back once")
+                   "(session run only, no H2D/D2H copies; throughput mode: one binding per request in flight, each "
+                   "on its own thread); accuracy pass: host input bound once, outputs copied back once")
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -186,7 +243,25 @@ class OrtCuda(OrtTarget):
         extra = ", TensorRT EP" if "TensorrtExecutionProvider" in ort.get_available_providers() else ""
         return True, f"onnxruntime {ort.__version__} with CUDA{extra}"
 
+    #: batches in flight in throughput mode unless --streams says otherwise: two, as trtexec --infStreams=2
+    #: keeps one batch's host work and copies under the other's compute
+    THROUGHPUT_REQUESTS = 2
+
     # - options ---------------------------------------------------------------------------------------
+
+    def resolve_run_mode(self) -> RunMode:
+        """latency: one request; throughput: --streams requests (default 2), each its own thread and IO
+        binding on one session; threads (None) is not a GPU figure, --threads sets the intra-op pool
+        of nodes left on the CPU."""
+        mode = resolve_mode(self.options.mode, "throughput" if (self.options.streams or 1) > 1 else None)
+        requests = 1 if mode == "latency" else (self.options.streams or self.THROUGHPUT_REQUESTS)
+        return RunMode(mode, requests, requests, None)
+
+    def _intra_threads(self) -> int | None:
+        return self.options.threads
+
+    def _time_covers(self) -> str:
+        return type(self).time_covers
 
     def _ep(self) -> str:
         return self.options.ep
@@ -303,28 +378,28 @@ class OrtCuda(OrtTarget):
         session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()
 
-    def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int,
-                  extras: dict | None = None, capture: int = 0) -> BenchStats:
-        """The input is copied to the device once (OrtValue) and reused; outputs stay on the device
-        (so no outputs are captured for the loop check: copying them back would change the figure)."""
+    def benchmark(self, batch: np.ndarray, rule: LoopRule, extras: dict | None = None, capture: int = 0) -> BenchStats:
+        """The input is copied to the device once (OrtValue) and shared; each request in flight has its
+        own IO binding whose outputs stay on the device (so no outputs are captured for the loop check:
+        copying them back would change the figure)."""
         ort = _import_ort()
         session = self._session_obj
         value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(batch), self._device, self._device_id)
-        binding = session.io_binding()
-        binding.bind_ortvalue_input(session.get_inputs()[0].name, value)
-        for name, extra in (extras or {}).items():
-            binding.bind_cpu_input(name, np.ascontiguousarray(extra))
-        for out in session.get_outputs():
-            binding.bind_output(out.name, self._device, self._device_id)
+        bindings = []
+        for _ in range(self.run_mode.requests):
+            binding = session.io_binding()
+            binding.bind_ortvalue_input(session.get_inputs()[0].name, value)
+            for name, extra in (extras or {}).items():
+                binding.bind_cpu_input(name, np.ascontiguousarray(extra))
+            for out in session.get_outputs():
+                binding.bind_output(out.name, self._device, self._device_id)
+            bindings.append(binding)
 
-        def step() -> float:
-            t0 = time.perf_counter()
-            session.run_with_iobinding(binding)  # ONNX Runtime synchronises the device at the end of a run
-            binding.synchronize_outputs()
-            return (time.perf_counter() - t0) * 1e3
+        def call(k: int) -> None:
+            session.run_with_iobinding(bindings[k])  # ONNX Runtime synchronises the device at the end of a run
+            bindings[k].synchronize_outputs()
 
-        loop = timed_loop(step, seconds, min_iterations)
-        stats = BenchStats(loop.latencies_ms, loop.iterations * batch.shape[0], loop.seconds)
+        stats = call_loop(call, rule, batch.shape[0], 0, self.run_mode.requests)
         stats.extra["ort_device"] = self._device
         return stats
 

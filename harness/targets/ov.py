@@ -8,26 +8,46 @@ from typing import Literal
 
 import numpy as np
 
-from harness.config import setting
+from harness.config import Invalid, setting
 from harness.errors import HarnessError, TargetUnavailable, first_line
 from harness.extra_inputs import check_model_inputs, dims_text
+from harness.modes import Mode, RunMode, check_mode, resolve_mode
 from harness.onnx_model import TensorInfo, inspect_onnx
 from harness.targets.base import BenchStats, Target, fixed_batch_error
 from harness.targets.cpu_isa import guard_amx
-from harness.timing import timed_loop
+from harness.timing import LoopRule, timed_loop
 
 OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # --precision -> INFERENCE_PRECISION_HINT
+HINT_MODE = {"THROUGHPUT": "throughput", "CUMULATIVE_THROUGHPUT": "throughput", "LATENCY": "latency"}
+MODE_HINT = {"throughput": "THROUGHPUT", "latency": "LATENCY"}
 
 
 @dataclass(frozen=True)
 class OvOptions:
     """Options of the `ov` target."""
 
-    hint: Literal["THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"] = "THROUGHPUT"  # PERFORMANCE_HINT
+    mode: Mode | None = None  # latency | throughput (default): sets PERFORMANCE_HINT unless --hint does
+    # PERFORMANCE_HINT, the lower-level setting; default: the mode's (THROUGHPUT, LATENCY)
+    hint: Literal["THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"] | None = None
+    streams: int | None = setting(None, ge=1)  # NUM_STREAMS; default: the hint's choice
     threads: int | None = setting(None, ge=1)  # INFERENCE_NUM_THREADS; default: OpenVINO's choice
     nireq: int | None = setting(None, ge=1)  # infer requests in flight; default: OPTIMAL_NUMBER_OF_INFER_REQUESTS
     # fp32 / bf16 / fp16 set INFERENCE_PRECISION_HINT; int8 only labels a quantized graph (checked at load)
     precision: Literal["fp32", "bf16", "fp16", "int8"] | None = None
+
+    def __post_init__(self):
+        check_mode(self.mode, "--hint", self.hint, HINT_MODE.get(self.hint or ""))
+        if self.mode == "latency" and (self.streams or 1) > 1:
+            raise Invalid("mode", f"latency contradicts --streams {self.streams} (several streams is throughput "
+                                  "mode); give one of the two")
+
+    @property
+    def resolved_mode(self) -> str:
+        return resolve_mode(self.mode, HINT_MODE.get(self.hint or ""))
+
+    @property
+    def resolved_hint(self) -> str:
+        return self.hint or MODE_HINT[self.resolved_mode]
 
 
 def _import_ov():
@@ -110,7 +130,7 @@ class OpenVinoCpu(Target):
             if odims and odims[0] not in (batch, None) and batch > 1:
                 raise fixed_batch_error(self.model_path, fixed or 1, batch, f"output keeps shape {odims} after reshape")
         self.padded_batch = True  # the compiled graph is static: a short last batch is padded
-        hint = self.options.hint
+        hint = self.options.resolved_hint
         requested = self.options.precision
         runs = requested if requested in OV_PRECISIONS else "fp32"
         # Pin the precision: on CPUs with bf16 support OpenVINO otherwise silently computes in bf16.
@@ -123,12 +143,17 @@ class OpenVinoCpu(Target):
             config["INFERENCE_NUM_THREADS"] = self.options.threads
         if self.options.nireq:
             config["PERFORMANCE_HINT_NUM_REQUESTS"] = self.options.nireq
+        if self.options.streams:
+            config["NUM_STREAMS"] = self.options.streams
         try:
             self._compiled = self._core.compile_model(model, "CPU", config)
         except Exception as exc:
             raise HarnessError(f"model {self.model_path}: OpenVINO cannot compile it for CPU ({first_line(exc)})") from None
         self._request = self._compiled.create_infer_request()
         self.batch = batch
+        self.run_mode = RunMode(self.options.resolved_mode, self._nireq(),
+                                int(self._compiled.get_property("NUM_STREAMS")),
+                                int(self._compiled.get_property("INFERENCE_NUM_THREADS")))
 
     def _graph_precision(self, model) -> str:
         """int8 when the graph holds FakeQuantize (OpenVINO's form of Q/DQ and of NNCF's int8),
@@ -157,17 +182,18 @@ class OpenVinoCpu(Target):
     def _nireq(self) -> int:
         return int(self.options.nireq or self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
 
-    def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int,
-                  extras: dict | None = None, capture: int = 0) -> BenchStats:
+    def benchmark(self, batch: np.ndarray, rule: LoopRule, extras: dict | None = None, capture: int = 0) -> BenchStats:
         """benchmark_app's method (its inference-only mode), step for step.
 
         N async requests (N = OPTIMAL_NUMBER_OF_INFER_REQUESTS unless nireq is set), each given
-        the batch once in its own plugin-allocated input tensor before the clock starts; the loop
+        the batch once in its own plugin-allocated input tensor and run once before the clock starts
+        (benchmark_app's warm-up inference, for every request); the loop
         hands the next idle request a start_async() with no Python callback, runs until the time
         and iteration floors pass and the count is a multiple of N, then waits for all.
         Throughput = iterations x batch / wall time; latency per request from OpenVINO's own
         request.latency (submit to completion), as benchmark_app reports it. `capture`: outputs of
-        the first requests to finish, copied outside the timed part of their step.
+        the first requests to finish, copied outside the timed part of their step. The loop's length
+        follows `rule` (harness.timing.LoopRule), where benchmark_app runs a fixed time.
         """
         ov = _import_ov()
         nireq = self._nireq()
@@ -177,6 +203,9 @@ class OpenVinoCpu(Target):
             request.get_input_tensor(0).data[:] = data
             for name, value in (extras or {}).items():
                 request.get_tensor(name).data[:] = value
+        for _ in range(nireq):  # each request runs once untimed: its first run allocates its memory
+            queue.start_async()
+        queue.wait_all()
         in_flight: set[int] = set()
         captured: list = []
         count = len(self._compiled.outputs)
@@ -197,9 +226,8 @@ class OpenVinoCpu(Target):
             queue.wait_all()
             return [queue[i].latency for i in in_flight]
 
-        loop = timed_loop(step, seconds, min_iterations, multiple_of=nireq, finish=finish)
-        return BenchStats(loop.latencies_ms, loop.iterations * batch.shape[0], loop.seconds, concurrency=nireq,
-                          captured=captured)
+        loop = timed_loop(step, rule, multiple_of=nireq, finish=finish)
+        return BenchStats.from_loop(loop, batch.shape[0], concurrency=nireq, captured=captured)
 
     def infer_stream(self, items, depth: int | None = None):
         """Infer a stream of (batch, tag, extras) with up to `depth` async requests in flight.
@@ -238,10 +266,11 @@ class OpenVinoCpu(Target):
 
     def describe(self) -> dict:
         ov = _import_ov()
-        info = {"runtime": f"openvino {ov.__version__}", "device": "CPU", "hint": self.options.hint,
+        info = {"runtime": f"openvino {ov.__version__}", "device": "CPU", "hint": self.options.resolved_hint,
                 "threads": self.options.threads}
         if getattr(self, "_compiled", None) is not None:
             info["nireq"] = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            info["num_streams"] = int(self._compiled.get_property("NUM_STREAMS"))
         return info
 
     def close(self) -> None:

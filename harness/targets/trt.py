@@ -30,6 +30,7 @@ import numpy as np
 from harness.errors import HarnessError, TargetUnavailable
 from harness.extra_inputs import check_model_inputs
 from harness.fileio import sha256_file
+from harness.modes import RunMode
 from harness.onnx_model import OnnxModelInfo, inspect_onnx
 from harness.targets.base import BenchStats, Target, fixed_batch_error
 from harness.targets.trt_engine import (
@@ -39,7 +40,8 @@ from harness.targets.trt_engine import (
     profile_shapes,
     store_engine,
 )
-from harness.targets.trt_settings import TrtOptions, TrtSettings, settings_from_options
+from harness.targets.trt_settings import TIMING_MODE, TrtOptions, TrtSettings, settings_from_options
+from harness.timing import LoopRule
 
 
 @dataclass(frozen=True)
@@ -328,6 +330,7 @@ class TensorRtTarget(Target):
         self._ios = [EngineIO(trt, cuda, engine, self.profile.input.shape, plan.batch, plan.batches,
                               plan.settings.cuda_graph) for _ in range(count)]
         self.batch = plan.batch
+        self.run_mode = RunMode(TIMING_MODE[plan.settings.timing], count, count, None)
 
     def _record_trtexec(self, api, plan: LoadPlan) -> None:
         from harness.targets.trt_timing import trtexec_command, trtexec_defaults_note
@@ -355,12 +358,11 @@ class TensorRtTarget(Target):
         io.stream.synchronize()
         return io.results()
 
-    def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int,
-                  extras: dict | None = None, capture: int = 0) -> BenchStats:
+    def benchmark(self, batch: np.ndarray, rule: LoopRule, extras: dict | None = None, capture: int = 0) -> BenchStats:
         from harness.targets.trt_timing import run_timing
 
         self._io()
-        return run_timing(self._ios, batch, extras, seconds, min_iterations, self.settings.timing, capture)
+        return run_timing(self._ios, batch, extras, rule, self.settings.timing, capture)
 
     # - describe / close --------------------------------------------------------------------------
 

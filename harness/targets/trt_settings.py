@@ -3,7 +3,8 @@
 `TrtSettings` is the one list of settings (types, ranges, `Literal` choices). The settings file is
 loaded into it (its `[trt]` table or its top level); `TrtOptions`, the target's Options, is the
 same list with every field optional, so each setting can also be given on the command line
-(`--precision`, `--calib`, `--engine-cache`, else `-o KEY=VALUE`) and wins over the file. Errors are
+(`--precision`, `--calib`, `--engine-cache`, else `-o KEY=VALUE`) and wins over the file; so does
+`--mode` (latency: serial timing, throughput: pipelined), which is an option, not a setting. Errors are
 one line naming the file or the `--flag`, with "did you mean" for near misses, because a typo that
 silently fell back to a default would change the engine that gets timed.
 """
@@ -20,6 +21,7 @@ from typing import Literal
 from harness import config
 from harness.config import setting
 from harness.errors import HarnessError
+from harness.modes import Mode, check_mode
 
 SETTINGS_FILE = Path("targets") / "trt.toml"
 DEFAULT_CACHE_DIR = "~/.cache/harness/trt"
@@ -33,6 +35,9 @@ PRECISIONS = typing.get_args(Precision)
 OPT_MODES = typing.get_args(OptBatch)
 CALIBRATORS = typing.get_args(Calibrator)
 PARTIAL_MODES = typing.get_args(PartialBatch)
+#: --mode -> the timing that realises it, and back
+MODE_TIMING = {"latency": "serial", "throughput": "pipelined"}
+TIMING_MODE = {timing: mode for mode, timing in MODE_TIMING.items()}
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,8 @@ class TrtSettings:
     check_min_box_agreement: float = setting(0.9, ge=0, le=1)
     #: images for the conversion check (the run's first images when the runner gives them, else synthetic)
     check_images: int = setting(8, gt=0)
-    timing: Literal["serial", "pipelined"] = "serial"
+    #: serial: one batch in flight (latency mode); pipelined: two on two streams (throughput mode, the default)
+    timing: Literal["serial", "pipelined"] = "pipelined"
     cuda_graph: bool = False
     cuda_binding: Literal["auto", "cuda-python", "pycuda"] = "auto"
     # implicit (legacy, TensorRT 10 only) calibration
@@ -71,15 +77,22 @@ class TrtSettings:
         return Path(self.engine_cache).expanduser()
 
 
+def _refuse_mode_contradiction(options) -> None:
+    """--mode against a timing given on the command line too (the settings file's timing yields to --mode)."""
+    check_mode(options.mode, "-o timing=", options.timing, TIMING_MODE.get(options.timing or ""))
+
+
 def _options_class(settings_cls) -> type:
     """Every setting as an optional command-line option (None: the file's value, else the default),
-    plus trt_settings (a settings file other than ./targets/trt.toml). Made from TrtSettings, so a
-    flag and a file key cannot disagree on a name, a type or a range."""
+    plus trt_settings (a settings file other than ./targets/trt.toml) and mode (latency | throughput).
+    Made from TrtSettings, so a flag and a file key cannot disagree on a name, a type or a range."""
     hints = typing.get_type_hints(settings_cls)
     specs = [(f.name, hints[f.name] | None, dataclasses.field(default=None, metadata=f.metadata))
              for f in fields(settings_cls)]
     specs.append(("trt_settings", str | None, dataclasses.field(default=None)))
-    cls = dataclasses.make_dataclass("TrtOptions", specs, frozen=True)
+    specs.append(("mode", Mode | None, dataclasses.field(default=None)))
+    cls = dataclasses.make_dataclass("TrtOptions", specs, frozen=True,
+                                     namespace={"__post_init__": _refuse_mode_contradiction})
     cls.__module__ = __name__
     cls.__doc__ = "Options of the `trt` target: any TrtSettings key, overriding targets/trt.toml."
     return cls
@@ -108,9 +121,11 @@ def load_trt_settings(path: str | Path | None = None) -> TrtSettings:
 
 def settings_from_options(options) -> TrtSettings:
     """The run's settings: defaults <- options.trt_settings or ./targets/trt.toml (when present) <-
-    the command-line options that were given (both already validated)."""
+    the command-line options that were given (both already validated), --mode as the timing it means."""
     path = options.trt_settings
     if path is None and SETTINGS_FILE.is_file():
         path = SETTINGS_FILE
     given = {f.name: getattr(options, f.name) for f in fields(TrtSettings) if getattr(options, f.name) is not None}
+    if options.mode is not None and "timing" not in given:
+        given["timing"] = MODE_TIMING[options.mode]
     return dataclasses.replace(load_trt_settings(path), **given)

@@ -1,8 +1,9 @@
 """Timing like trtexec, said plainly, and the trtexec command that reproduces a row.
 
-    serial     one batch in flight on one stream, synchronised every iteration (today's mode):
+    serial     (--mode latency) one batch in flight on one stream, synchronised every iteration:
                latency = H2D + execute + D2H from CUDA events; throughput = batch / latency
-    pipelined  two batches in flight on two streams (two execution contexts), as trtexec keeps
+    pipelined  (--mode throughput, the default) two batches in flight on two streams (two execution
+               contexts), as trtexec keeps
                the GPU busy: while one batch copies, the other computes. Latency per batch then
                includes waiting behind the other stream (latency under load); throughput is
                images / wall time.
@@ -27,25 +28,20 @@ import time
 import numpy as np
 
 from harness.targets.base import BenchStats
-from harness.timing import timed_loop
+from harness.timing import LoopRule, percentiles, timed_loop
 
 STAGES = ("enqueue_ms", "gpu_compute_ms", "h2d_ms", "d2h_ms")
 
 
 def timing_summary(h2d_ms, compute_ms, d2h_ms, batch: int, enqueue_ms=None) -> dict:
-    """Per-stage times -> row fields (p50/p90/p99 in ms, compute-only throughput)."""
+    """Per-stage times -> row fields (p50/p90/p99 in ms, each only where the sample count supports it:
+    harness.timing.percentiles; compute-only throughput)."""
     out: dict = {}
     series = {"gpu_compute_ms": compute_ms, "h2d_ms": h2d_ms, "d2h_ms": d2h_ms}
     if enqueue_ms is not None:
         series["enqueue_ms"] = enqueue_ms
     for label, values in series.items():
-        arr = np.asarray(list(values), dtype=np.float64)
-        if arr.size == 0:
-            out.update({f"{label}_p50": None, f"{label}_p90": None, f"{label}_p99": None})
-            continue
-        p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-        out.update({f"{label}_p50": round(float(p50), 4), f"{label}_p90": round(float(p90), 4),
-                    f"{label}_p99": round(float(p99), 4)})
+        out.update(percentiles(values, digits=4, prefix=f"{label}_"))
     compute = np.asarray(list(compute_ms), dtype=np.float64)
     out["gpu_compute_fps"] = round(batch * 1e3 / float(compute.mean()), 2) if compute.size and compute.mean() > 0 else None
     return out
@@ -90,8 +86,7 @@ class _Slot:
             event.binding.destroy_event(event)
 
 
-def run_timing(ios, batch: np.ndarray, extras, seconds: float, min_iterations: int, mode: str,
-               capture: int = 0) -> BenchStats:
+def run_timing(ios, batch: np.ndarray, extras, rule: LoopRule, mode: str, capture: int = 0) -> BenchStats:
     """The steady-state loop over one (serial) or two (pipelined) EngineIO. The first `capture`
     completed batches' outputs are copied out of the pinned buffers after their events were read,
     so the copy is in no CUDA-event figure (BenchStats.captured, for the runner's loop check)."""
@@ -121,12 +116,11 @@ def run_timing(ios, batch: np.ndarray, extras, seconds: float, min_iterations: i
         return [complete(slot) for slot in slots if slot.busy]
 
     try:
-        loop = timed_loop(step, seconds, min_iterations, multiple_of=len(slots), finish=finish)
+        loop = timed_loop(step, rule, multiple_of=len(slots), finish=finish)
     finally:
         for slot in slots:
             slot.close()
-    stats = BenchStats(loop.latencies_ms, loop.iterations * n, loop.seconds, concurrency=len(slots),
-                       captured=captured)
+    stats = BenchStats.from_loop(loop, n, concurrency=len(slots), captured=captured)
     stats.extra.update(timing_summary(times["h2d_ms"], times["gpu_compute_ms"], times["d2h_ms"], n, enqueue))
     return stats
 
