@@ -236,3 +236,5 @@ from harness.cli_report import report_cmd  # noqa: E402
 main.add_command(report_cmd)
 from harness.cli_npu import decode_cmd, emulate_cmd, preprocess_cmd  # noqa: E402
 main.add_command(preprocess_cmd); main.add_command(decode_cmd); main.add_command(emulate_cmd)
+from harness.cli_quantize import quantize_cmd  # noqa: E402
+main.add_command(quantize_cmd)
