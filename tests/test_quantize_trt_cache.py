@@ -12,12 +12,14 @@ from harness.quant import calibration_from_trt_cache, write_qdq
 from harness.quant.trt_cache import decode_scale, parse_trt_cache
 from tests.tinymodel import write_tiny_convnet
 
-# scale bits (big-endian float32): 0x3c000000 = 2^-7, 0x3d000000 = 2^-5, 0x3c23d70a ~ 0.01
+# scale bits (big-endian float32): 0x3c000000 = 2^-7, 0x3d000000 = 2^-5, 0x3c23d70a ~ 0.01;
+# 0x3df6e2c0 (0.12054968) and 0x3a19f8c0 (0.00058735535) are scales for which the plain
+# amax = float32(scale * 127) comes back from ORT's 2*amax/254 one float32 step off.
 CACHE = """TRT-8601-EntropyCalibration2
 image: 3c000000
 r1: 3d000000
-r2: 3c23d70a
-t3a: 3d4ccccd
+r2: 3a19f8c0
+t3a: 3df6e2c0
 t3b: 3e000000
 s: 3e800000
 (Unnamed Layer* 12) [Shuffle]_output: 3c000000
@@ -35,6 +37,7 @@ def test_decode_known_bits():
     assert decode_scale("3c000000") == 2.0 ** -7
     assert decode_scale("3f800000") == 1.0
     assert decode_scale("3d4ccccd") == pytest.approx(0.05, rel=1e-7)
+    assert decode_scale("3df6e2c0") == pytest.approx(0.12054968, rel=1e-7)
 
 
 def test_parse_cache(tmp_path):

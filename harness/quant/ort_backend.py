@@ -73,6 +73,7 @@ class Calibration:
     images: dict | None  # CalibrationImages.identity(), None for a TensorRT cache
     batches_run: int  # calibration batches actually run (0 for a TensorRT cache)
     source: dict = field(default_factory=dict)  # e.g. the TensorRT cache's header and file
+    overrides: dict = field(default_factory=dict)  # ORT TensorQuantOverrides (exact TensorRT cache scales)
     _workdir: tempfile.TemporaryDirectory | None = None
 
     @property
@@ -168,18 +169,6 @@ def _save_ranges(ranges, path: Path) -> None:
     save_tensors_data(ranges, path)
 
 
-def _exact_amax(scale: float) -> np.float32:
-    """A float32 amax for which ORT's symmetric int8 scale (2*amax/254, stored as float32) is exactly `scale`."""
-    target = np.float32(scale)
-    amax = np.float32(np.float64(target) * 127.0)
-    for _ in range(4):
-        got = np.float32(np.float64(amax) * 2.0 / 254.0)
-        if got == target:
-            break
-        amax = np.nextafter(amax, np.float32(np.inf) if got < target else np.float32(0), dtype=np.float32)
-    return amax
-
-
 def calibration_from_trt_cache(model_path: str | Path, cache: TrtCache,
                                workdir: str | Path | None = None) -> Calibration:
     """Ranges from a TensorRT calibration cache instead of images (amax = scale x 127).
@@ -200,8 +189,12 @@ def calibration_from_trt_cache(model_path: str | Path, cache: TrtCache,
         check_cache_matches(cache, tensors)
         data = {}
         for name, scale in cache.scales.items():
-            amax = _exact_amax(scale)
+            amax = np.float32(np.float64(scale) * 127.0)
             data[name] = TensorData(lowest=np.array(-amax, np.float32), highest=np.array(amax, np.float32))
+        # The ranges say which tensors are calibrated; the scales themselves go in as ORT overrides,
+        # since float32 amax/127 cannot reproduce every float32 scale (about 1 in 130 is one step off).
+        overrides = {name: [{"scale": np.array(scale, np.float32), "zero_point": np.array(0, np.int8)}]
+                     for name, scale in cache.scales.items()}
         ranges = TensorsData(CalibrationMethod.MinMax, data)
         path = folder / "ranges.json"
         _save_ranges(ranges, path)
@@ -220,7 +213,8 @@ def calibration_from_trt_cache(model_path: str | Path, cache: TrtCache,
         source = {"trt_cache": str(cache.path), "header": cache.header, "trt_version": cache.trt_version,
                   "calibrator": cache.calibrator, "tensors": len(cache.scales),
                   "trt_internal_skipped": len(cache.internal)}
-        return Calibration(prepared, "trt-cache", ranges, path, placement, None, 0, source, _workdir=holder)
+        return Calibration(prepared, "trt-cache", ranges, path, placement, None, 0, source, overrides,
+                           _workdir=holder)
     except BaseException:
         if holder is not None:
             holder.cleanup()
@@ -251,7 +245,8 @@ def write_qdq(cal: Calibration, out_path: str | Path, exclude: Iterable[str] = (
                             op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=per_channel,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             nodes_to_quantize=nodes, nodes_to_exclude=sorted(excluded),
-                            calibrate_method=cal.ort_method, extra_options=ort_extra_options(model),
+                            calibrate_method=cal.ort_method,
+                            extra_options={**ort_extra_options(model), "TensorQuantOverrides": cal.overrides},
                             calibration_cache_path=str(cal.cache_path))
         written = onnx.load(str(scratch))
     except HarnessError:
