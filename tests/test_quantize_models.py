@@ -70,6 +70,14 @@ def test_nncf_backend_writes_an_ir_that_ov_runs(demo_data):
     fp32 = run_rows(demo_data, demo_model_path(), root / "fp32-ov", targets="ov")
     assert rows["ov"]["precision"] == "int8"
     assert abs(rows["ov"]["map"] - fp32["ov"]["map"]) < 0.03
+    # exclusions match OpenVINO op names (an ONNX Conv becomes "<name>/WithoutBiases" + its bias Add)
+    result = cli("quantize", "-m", demo_model_path(), "-p", DEMO_PROFILE, "--calib", demo_data["calib"],
+                 "--backend", "nncf", "--exclude", "^/model/heads\\.", "--out", root / "nncf-excl")
+    assert result.exit_code == 0, (result.output, result.stderr)
+    fewer = json.loads((root / "nncf-excl" / "quant.json").read_text())
+    assert "/model/heads.2/heads.2.1/heads.2.1.0/Conv/WithoutBiases" in fewer["excluded"]["nodes"]
+    assert fewer["excluded"]["matched_against"] == "OpenVINO op names"
+    assert 0 < fewer["fake_quantize_ops"] < record["fake_quantize_ops"]
 
 
 def test_nncf_refuses_what_it_cannot_do(demo_data, tmp_path):

@@ -42,7 +42,8 @@ def ov_node_types(model_path: str | Path) -> list[tuple[str, str]]:
     import openvino as ov
 
     model = ov.Core().read_model(str(model_path))
-    return [(op.get_friendly_name(), op.get_type_name()) for op in model.get_ops()]
+    return [(op.get_friendly_name(), op.get_type_name()) for op in model.get_ops()
+            if op.get_type_name() not in ("Constant", "Parameter", "Result")]
 
 
 def quantize_nncf(model_path: str | Path, batches: CountingBatches, out_dir: Path, ignored: frozenset[str],
