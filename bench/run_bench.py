@@ -145,7 +145,8 @@ def _real_sample(dataset, profile):
 
 def section_ov(args, models):
     out("## 1. Pure inference, OpenVINO CPU: harness OpenVinoCpu.benchmark vs benchmark_app")
-    out(f"   hint THROUGHPUT, batch 1, {args.seconds:.0f}s per run, ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '(unset)')} for both,"
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "(unset)")
+    out(f"   hint THROUGHPUT, batch 1, {args.seconds:.0f}s per run, ONEDNN_MAX_CPU_ISA={isa} for both,"
         " the same input values for both (benchmark_app's own random fill)")
     for label, model, profile in models:
         ratios = {"f32": [], "bf16": []}
@@ -208,14 +209,15 @@ def section_pass(args, cases, dataset):
     for label, tname, model, profile, options in cases:
         if profile.name not in preprocess_cpu:
             preprocess_cpu[profile.name] = preprocess_cost(dataset, profile)
-            out(f"   preprocess {profile.name}: {preprocess_cpu[profile.name] * 1e3:.2f} ms CPU per image (read, decode, resize, layout)")
+            out(f"   preprocess {profile.name}: {preprocess_cpu[profile.name] * 1e3:.2f} ms CPU per image "
+                "(read, decode, resize, layout)")
         inference_cores = min(cores, int(options.get("threads") or cores))
         ratio_pipe, ratio_reused, ratio_serial, ratio_floor, dec_ratio, dec_coco_ratio = [], [], [], [], [], []
         for r in range(args.rounds):
             target = get_target(tname)(model, profile, dict(options))
             target.load(1)
             x = _real_sample(dataset, profile)
-            warm_up(lambda: target.infer(x), 1.0)
+            warm_up(lambda target=target, x=x: target.infer(x), 1.0)
             stats = target.benchmark(x, args.seconds, 10)
             pure = len(dataset.images) / stats.fps
             serial = accuracy_pass(target, dataset.images, 1, profile, pipelined=False)
@@ -360,8 +362,8 @@ def main(argv=None):
     from harness.targets.cpu_isa import guard_amx
 
     note = guard_amx()  # sets ONEDNN_MAX_CPU_ISA where AMX faults; benchmark_app inherits it
-    import openvino
     import onnxruntime
+    import openvino
 
     out(f"# run_bench.py  ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, "
         f"openvino {openvino.__version__}, onnxruntime {onnxruntime.__version__})")

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
-
-METRIC_NAMES = ("map", "map50", "map75", "map_small", "map_medium", "map_large")
+from harness.row import METRIC_NAMES
 
 
 def available_backends() -> list[str]:
@@ -68,10 +67,10 @@ class CocoEvaluator:
         self.category_names = {c["id"]: c["name"] for c in ann_data.get("categories", [])}
 
     def evaluate(self, results: list[dict], image_ids: list[int]) -> dict:
-        """AP metrics (0..1) over image_ids, plus per-class AP keyed by category name."""
-        empty = {k: 0.0 for k in METRIC_NAMES} | {"per_class_ap": {}}
+        """AP metrics (0..1) over image_ids, plus per-class AP keyed by category name. A metric with
+        no ground truth to score (pycocotools' -1, e.g. map_small on data without small objects) is None."""
         if not results:
-            return empty
+            return self._no_detections(image_ids)
         with contextlib.redirect_stdout(io.StringIO()):
             # loadRes adds keys to each dict but leaves "bbox" alone: shallow copies keep the
             # caller's dicts clean at a tenth of a deepcopy's cost.
@@ -82,7 +81,7 @@ class CocoEvaluator:
             ev.accumulate()
             ev.summarize()
         stats = [float(s) for s in ev.stats[:6]]
-        metrics = {k: max(v, 0.0) for k, v in zip(METRIC_NAMES, stats)}
+        metrics = {k: (None if v < 0 else v) for k, v in zip(METRIC_NAMES, stats)}
         precision = np.asarray(ev.eval["precision"])  # [T, R, K, A, M]
         per_class = {}
         for k, cat_id in enumerate(ev.params.catIds):
@@ -91,6 +90,19 @@ class CocoEvaluator:
             if p.size:
                 per_class[self.category_names.get(cat_id, str(cat_id))] = float(p.mean())
         metrics["per_class_ap"] = per_class
+        return metrics
+
+    def _no_detections(self, image_ids: list[int]) -> dict:
+        """No detections at all: AP is 0 where there is ground truth to miss, undefined (None) where
+        there is none, as COCOeval reports it (it cannot be run on an empty result list)."""
+        wanted = {int(i) for i in image_ids}
+        areas = [float(a.get("area", 0.0)) for a in self.gt.dataset["annotations"]
+                 if int(a["image_id"]) in wanted and not a.get("iscrowd", 0)]
+        ranges = {"map_small": (0, 32 ** 2), "map_medium": (32 ** 2, 96 ** 2), "map_large": (96 ** 2, 1e10)}
+        metrics: dict = {k: (0.0 if areas else None) for k in ("map", "map50", "map75")}
+        for key, (low, high) in ranges.items():
+            metrics[key] = 0.0 if any(low <= a <= high for a in areas) else None
+        metrics["per_class_ap"] = {}
         return metrics
 
 

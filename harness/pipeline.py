@@ -10,60 +10,20 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Iterator, Sequence
-
-import numpy as np
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from harness.decode import decode
 from harness.decode.types import to_coco_results
-from harness.errors import HarnessError
+from harness.errors import SkippedImage
 from harness.extra_inputs import extra_inputs
-from harness.preprocess import ImageMeta, load_canvas, to_model_layout
-from harness.profiles import InputSpec
+from harness.preprocess import Batch, prepare_batch
 from harness.timing import StageClock
 
-
-@dataclass
-class Batch:
-    tensor: np.ndarray  # (bs_run, ...) model input; may hold padding rows beyond len(metas)
-    metas: list[ImageMeta]  # the real images only
-    failed: list[str] = field(default_factory=list)  # "file: reason" for images that could not be read
-    seconds: float = 0.0  # preprocessing time spent on this batch (worker thread)
-
-
-def prepare_batch(chunk: Sequence[tuple[int, object]], spec: InputSpec, pad_to: int | None, skip_bad: bool,
-                  canvases: dict | None = None) -> Batch:
-    """(image id, path) pairs -> one model-input batch (padded to pad_to by repeating the last image)."""
-    t0 = time.perf_counter()
-    # Images are written straight into their batch row: no per-image array, no np.stack copy.
-    tensor = np.empty(spec.shape(max(len(chunk), pad_to or 0)), spec.numpy_dtype)
-    metas, failed = [], []
-    for image_id, path in chunk:
-        try:
-            cached = canvases.get((image_id, str(path))) if canvases is not None else None
-            if cached is None:
-                cached = load_canvas(path, image_id, spec)
-                if canvases is not None:
-                    canvases[(image_id, str(path))] = cached
-            canvas, meta = cached
-            to_model_layout(canvas, spec, out=tensor[len(metas)])
-        except HarnessError as exc:
-            if not skip_bad:
-                raise
-            failed.append(str(exc))
-            continue
-        metas.append(meta)
-    if not metas:
-        return Batch(np.zeros((0,), spec.numpy_dtype), [], failed, time.perf_counter() - t0)
-    if pad_to:
-        # A fixed-batch model needs a full batch: repeat the last real image; its outputs are dropped.
-        tensor[len(metas) : pad_to] = tensor[len(metas) - 1]
-        tensor = tensor[:pad_to]
-    else:
-        tensor = tensor[: len(metas)]
-    return Batch(tensor, metas, failed, time.perf_counter() - t0)
+if TYPE_CHECKING:
+    from harness.profiles import InputSpec
 
 
 def iter_batches(images: Sequence[tuple[int, object]], batch_size: int, spec: InputSpec, pad: bool,
@@ -88,8 +48,8 @@ def iter_batches(images: Sequence[tuple[int, object]], batch_size: int, spec: In
 class PassResult:
     detections: list[dict]  # COCO result dicts
     counted: list[int]  # image ids that ran
-    failed: list[str]  # "file: reason" for images skipped with skip_bad
-    clock: StageClock  # per-stage seconds (see harness.timing.STAGE_MEANING)
+    failed: list[SkippedImage]  # images skipped with skip_bad (path, reason)
+    clock: StageClock  # per-stage seconds (see harness.timing.StageClock)
     wall_seconds: float
 
 
@@ -101,22 +61,14 @@ def _decode_batch(outputs, metas, profile) -> tuple[list[tuple[int, list[dict]]]
     return done, time.perf_counter() - t0
 
 
-def _sync_stream(target, items):
-    """Fallback for targets without infer_stream: one synchronous infer() per batch."""
-    for tensor, tag, extras in items:
-        t0 = time.perf_counter()
-        outputs = target.infer(tensor, extras)
-        yield tag, outputs, time.perf_counter() - t0
-
-
 def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, skip_bad: bool = False,
                   advance=lambda n=1: None, pipelined: bool = True, decode_ahead: int = 4,
                   canvases: dict | None = None) -> PassResult:
     """Read, preprocess, infer and decode every image once; detections as COCO dicts, dataset order.
 
     Pipelined (default): preprocessing runs ahead in `workers` threads (iter_batches), inference
-    keeps the target busy (its infer_stream(items) when it has one, e.g. OpenVINO's async requests;
-    else synchronous infer() calls, which release the GIL in every runtime we use), and decoding
+    keeps the target busy (its infer_stream(items): OpenVINO keeps async requests in flight, the
+    default makes synchronous infer() calls, which release the GIL in every runtime we use), and decoding
     runs in one more thread while the next batches infer, at most `decode_ahead` batches behind.
     The detections are the same as with pipelined=False, the plain serial loop (tests check it).
     """
@@ -125,7 +77,7 @@ def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, sk
     clock = StageClock()
     detections: list[dict] = []
     counted: list[int] = []
-    failed: list[str] = []
+    failed: list[SkippedImage] = []
     start = time.perf_counter()
     batches = iter_batches(images, batch_size, profile.input, pad=target.padded_batch,
                            workers=workers, skip_bad=skip_bad, canvases=canvases)
@@ -152,8 +104,7 @@ def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, sk
             counted.append(image_id)
         advance(len(done))
 
-    stream_fn = getattr(target, "infer_stream", None)
-    stream = stream_fn(feed()) if stream_fn is not None else _sync_stream(target, feed())
+    stream = target.infer_stream(feed())
     pending: deque = deque()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
         try:
@@ -179,7 +130,7 @@ def _serial_pass(target, images, batch_size, profile, workers, skip_bad, advance
     clock = StageClock()
     detections: list[dict] = []
     counted: list[int] = []
-    failed: list[str] = []
+    failed: list[SkippedImage] = []
     start = time.perf_counter()
     for batch in iter_batches(images, batch_size, profile.input, pad=target.padded_batch,
                               workers=workers, skip_bad=skip_bad, canvases=canvases):

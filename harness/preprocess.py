@@ -6,15 +6,20 @@ Geometry convention: input_xy = original_xy * scale + pad (per axis); boxes map 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from harness.errors import HarnessError
+from harness.errors import ImageError, SkippedImage
 from harness.jit import compiled
-from harness.profiles import InputSpec
+
+if TYPE_CHECKING:
+    from harness.profiles import InputSpec
 
 _INTERPOLATION = {
     "nearest": cv2.INTER_NEAREST,
@@ -41,7 +46,7 @@ class ImageMeta:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ImageMeta":
+    def from_dict(cls, data: dict) -> ImageMeta:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 
@@ -78,14 +83,14 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read an image as OpenCV does (BGR, uint8, HxWx3); a clear error for unreadable files."""
     path = Path(path)
     if not path.is_file():
-        raise HarnessError(f"image {path}: file not found")
+        raise ImageError(path, "file not found")
     data = np.fromfile(path, dtype=np.uint8)
     problem = image_file_problem(path, data[:16].tobytes(), data[-1024:].tobytes())
     if problem:
-        raise HarnessError(f"image {path}: {problem}")
+        raise ImageError(path, problem)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
-        raise HarnessError(f"image {path}: cannot be decoded (corrupt or not an image)")
+        raise ImageError(path, "cannot be decoded (corrupt or not an image)")
     return image
 
 
@@ -190,3 +195,46 @@ def original_to_input(boxes_xyxy: np.ndarray, meta: ImageMeta) -> np.ndarray:
     out[:, 0::2] = boxes_xyxy[:, 0::2] * meta.scale_x + meta.pad_x
     out[:, 1::2] = boxes_xyxy[:, 1::2] * meta.scale_y + meta.pad_y
     return out
+
+
+@dataclass
+class Batch:
+    tensor: np.ndarray  # (bs_run, ...) model input; may hold padding rows beyond len(metas)
+    metas: list[ImageMeta]  # the real images only
+    failed: list[SkippedImage] = field(default_factory=list)  # images that could not be read (skip_bad)
+    seconds: float = 0.0  # preprocessing time spent on this batch (worker thread)
+
+
+def prepare_batch(chunk: Sequence[tuple[int, object]], spec: InputSpec, pad_to: int | None, skip_bad: bool,
+                  canvases: dict | None = None) -> Batch:
+    """(image id, path) pairs -> one model-input batch (padded to pad_to by repeating the last image).
+    With a `canvases` store (harness.canvases), resized images are taken from it or put into it."""
+    t0 = time.perf_counter()
+    # Images are written straight into their batch row: no per-image array, no np.stack copy.
+    tensor = np.empty(spec.shape(max(len(chunk), pad_to or 0)), spec.numpy_dtype)
+    metas: list[ImageMeta] = []
+    failed: list[SkippedImage] = []
+    for image_id, path in chunk:
+        try:
+            cached = canvases.get((image_id, str(path))) if canvases is not None else None
+            if cached is None:
+                cached = load_canvas(path, image_id, spec)
+                if canvases is not None:
+                    canvases[(image_id, str(path))] = cached
+            canvas, meta = cached
+            to_model_layout(canvas, spec, out=tensor[len(metas)])
+        except ImageError as exc:
+            if not skip_bad:
+                raise
+            failed.append(exc.skipped())
+            continue
+        metas.append(meta)
+    if not metas:
+        return Batch(np.zeros((0,), spec.numpy_dtype), [], failed, time.perf_counter() - t0)
+    if pad_to:
+        # A fixed-batch model needs a full batch: repeat the last real image; its outputs are dropped.
+        tensor[len(metas) : pad_to] = tensor[len(metas) - 1]
+        tensor = tensor[:pad_to]
+    else:
+        tensor = tensor[: len(metas)]
+    return Batch(tensor, metas, failed, time.perf_counter() - t0)

@@ -1,37 +1,50 @@
 """Model profiles: how to feed a model and how to read what it returns, as small TOML files.
 
 Built-in profiles live in harness/profiles/*.toml; users pass their own with `--profile FILE.toml`.
+Every section is a typed dataclass read by the strict loader (harness.config): a misspelt key, a
+wrong type or an out-of-range value is one error line naming the file and the key, never a silent
+fallback to a default that changes the mAP. The [decoder] table holds `kind` plus that family's
+parameters (each decoder module declares its own `Params`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
+from harness import config
+from harness.config import Invalid, did_you_mean, setting
 from harness.errors import HarnessError
 
-RESIZE_MODES = ("stretch", "letterbox", "letterbox-topleft")
-INTERPOLATIONS = ("nearest", "linear", "cubic", "area")
-COLORS = ("bgr", "rgb")
-LAYOUTS = ("NCHW", "NHWC")
-DTYPES = ("f32", "u8")
+EXTRA_INPUT_NAMES = ("scale_factor", "im_shape")  # model inputs built from the metas (harness.extra_inputs)
+SECTIONS = ("description", "input", "decoder", "postprocess", "classes", "precision")
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    width: int
-    height: int
-    resize: str = "letterbox"
-    interpolation: str = "linear"
-    pad_value: float | tuple[float, float, float] = 0.0  # one value, or 3 in the model's colour order
-    color: str = "bgr"
+    """[input]: the tensor the model takes and how an image becomes it."""
+
+    width: int = setting(gt=0, le=16384)
+    height: int = setting(gt=0, le=16384)
+    resize: Literal["stretch", "letterbox", "letterbox-topleft"] = "letterbox"
+    interpolation: Literal["nearest", "linear", "cubic", "area"] = "linear"
+    pad_value: float | tuple[float, float, float] = setting(0.0, ge=0, le=255)  # one value, or 3 in the model's colour order
+    color: Literal["bgr", "rgb"] = "bgr"
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    layout: str = "NCHW"
-    dtype: str = "f32"
-    extras: tuple[str, ...] = ()  # extra model inputs built from the metas (harness.extra_inputs)
+    std: tuple[float, float, float] = setting((1.0, 1.0, 1.0), gt=0)
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    dtype: Literal["f32", "u8"] = "f32"
+    extras: tuple[str, ...] = setting((), expects="a list of model input names")  # built by harness.extra_inputs
+
+    def __post_init__(self):
+        unknown = [name for name in self.extras if name not in EXTRA_INPUT_NAMES]
+        if unknown:
+            raise Invalid("extras", f"{unknown} unknown; known: {', '.join(sorted(EXTRA_INPUT_NAMES))}")
 
     def shape(self, batch: int) -> tuple[int, int, int, int]:
         if self.layout == "NCHW":
@@ -45,10 +58,53 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class PostprocessSpec:
-    score_threshold: float = 0.05
-    iou_threshold: float = 0.6
-    max_detections: int = 100
-    pre_nms_top_k: int = 0
+    """[postprocess]: thresholds of the shared NMS."""
+
+    score_threshold: float = setting(0.05, ge=0, lt=1)
+    iou_threshold: float = setting(0.6, gt=0, le=1)
+    max_detections: int = setting(100, gt=0)
+    pre_nms_top_k: int = setting(0, ge=0)  # 0 = keep all
+
+
+@dataclass(frozen=True)
+class ClassesSpec:
+    """[classes]: class names in the model's output order and the COCO category id of each."""
+
+    names: tuple[str, ...] = setting(nonempty=True)
+    category_ids: tuple[int, ...] | None = setting(None, gt=0)  # default 1..N
+    preset: Literal["coco80"] | None = None
+
+    def __post_init__(self):
+        ids = self.category_ids
+        if ids is not None and len(ids) != len(self.names):
+            raise Invalid("category_ids", f"{len(ids)} ids for {len(self.names)} names (one id per name)")
+        if ids is not None and len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise Invalid("category_ids", f"id {dup} appears twice (each class needs its own category id)")
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return self.category_ids if self.category_ids is not None else tuple(range(1, len(self.names) + 1))
+
+
+@dataclass(frozen=True)
+class PrecisionSpec:
+    """[precision]: how the model may be converted to a lower precision (TensorRT fp16 builds)."""
+
+    #: node names or regular expressions (full match) kept in fp32 by the fp16 conversion, e.g.
+    #: decoder-side ops whose range fp16 cannot hold; each must match a node of the model
+    keep_fp32_nodes: tuple[str, ...] = setting((), expects="a list of node names or regular expressions")
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    """[decoder]: the family (`kind`) and its typed parameters (the family's Params dataclass)."""
+
+    kind: str
+    params: object
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, **config.dump(self.params)}
 
 
 @dataclass(frozen=True)
@@ -56,27 +112,34 @@ class Profile:
     name: str
     description: str
     input: InputSpec
-    decoder: dict
+    decoder: DecoderSpec
     postprocess: PostprocessSpec
     class_names: tuple[str, ...]
     category_ids: tuple[int, ...]
     source: str = ""
-    extra: dict = field(default_factory=dict)
+    precision: PrecisionSpec = PrecisionSpec()
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     def to_dict(self) -> dict:
-        """Plain-data form, for sidecars and results (enough to rebuild the profile)."""
+        """Plain-data form, for sidecars, results and `profiles show` (load_profile reads it back)."""
         return {
             "name": self.name,
             "description": self.description,
-            "input": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.input.__dict__.items()},
-            "decoder": dict(self.decoder),
-            "postprocess": dict(self.postprocess.__dict__),
+            "input": config.dump(self.input),
+            "decoder": self.decoder.to_dict(),
+            "postprocess": config.dump(self.postprocess),
             "classes": {"names": list(self.class_names), "category_ids": list(self.category_ids)},
+            "precision": config.dump(self.precision),
         }
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 of everything that changes what the profile does (its name and source left out)."""
+        body = {k: v for k, v in self.to_dict().items() if k not in ("name", "description")}
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _builtin_dir():
@@ -103,104 +166,77 @@ def _read_toml(entry, label: str) -> dict:
 
 
 def _class_preset(name: str) -> dict:
-    entry = _builtin_dir() / "classes" / f"{name}.toml"
-    if not entry.is_file():
-        raise HarnessError(f"unknown class preset {name!r}; built-in presets: coco80")
-    return tomllib.loads(entry.read_text(encoding="utf-8"))
+    return tomllib.loads((_builtin_dir() / "classes" / f"{name}.toml").read_text(encoding="utf-8"))
 
 
-def load_profile(name_or_path: str | Path) -> Profile:
-    """Load a built-in profile by name, or a user's profile from a .toml path."""
+def resolve_profile_source(name_or_path: str | Path) -> tuple[str, str, object]:
+    """(name, source label, readable entry) of a built-in name or a .toml path."""
     text = str(name_or_path)
     path = Path(text)
     if text.endswith(".toml") or path.is_file():
         if not path.is_file():
             raise HarnessError(f"profile file not found: {path}")
-        return profile_from_dict(_read_toml(path, str(path)), name=path.stem, source=str(path))
+        return path.stem, str(path), path
     entry = _builtin_dir() / f"{text}.toml"
     if not entry.is_file():
-        known = ", ".join(builtin_profiles())
-        raise HarnessError(f"unknown profile {text!r}; built-in profiles: {known} (or pass a .toml file)")
-    return profile_from_dict(_read_toml(entry, text), name=text, source=f"builtin:{text}")
+        known = list(builtin_profiles())
+        raise HarnessError(f"unknown profile {text!r}{did_you_mean(text, known)}; built-in profiles: "
+                           f"{', '.join(known)} (or pass a .toml file)")
+    return text, f"builtin:{text}", entry
 
 
-def _choice(section: dict, key: str, allowed: tuple, default, where: str):
-    value = section.get(key, default)
-    if value not in allowed:
-        raise HarnessError(f"{where}: {key} = {value!r}, expected one of {', '.join(map(str, allowed))}")
-    return value
+def load_profile(name_or_path: str | Path) -> Profile:
+    """Load a built-in profile by name, or a user's profile from a .toml path."""
+    name, source, entry = resolve_profile_source(name_or_path)
+    return profile_from_dict(_read_toml(entry, source if source.startswith("builtin:") else str(entry)),
+                             name=name, source=source)
 
 
-def _extras(section: dict, where: str) -> tuple[str, ...]:
-    value = section.get("extras", [])
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise HarnessError(f"{where}: [input] extras must be a list of model input names")
-    return tuple(value)
-
-
-def _pad_value(value, where: str):
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, list) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value):
-        return tuple(float(v) for v in value)
-    raise HarnessError(f"{where}: [input] pad_value must be a number or 3 numbers (model colour order)")
+def profile_text(name_or_path: str | Path) -> tuple[str, str]:
+    """(source label, the profile's TOML text as written) for `harness profiles show`."""
+    _, source, entry = resolve_profile_source(name_or_path)
+    load_profile(name_or_path)  # refuse to show a profile that does not load
+    return source, entry.read_text(encoding="utf-8")
 
 
 def profile_from_dict(data: dict, name: str, source: str = "") -> Profile:
     """Validate a profile's plain data and build a Profile; errors name the profile and the key."""
+    from harness.decode import DECODERS  # the decoder families own their parameters
+
     where = f"profile {source or name}"
-    try:
-        inp = data["input"]
-        dec = data["decoder"]
-    except KeyError as exc:
-        raise HarnessError(f"{where}: missing section [{exc.args[0]}]") from None
-    for key in ("width", "height"):
-        if not isinstance(inp.get(key), int) or inp[key] <= 0:
-            raise HarnessError(f"{where}: [input] {key} must be a positive integer")
-    mean = tuple(float(v) for v in inp.get("mean", (0.0, 0.0, 0.0)))
-    std = tuple(float(v) for v in inp.get("std", (1.0, 1.0, 1.0)))
-    if len(mean) != 3 or len(std) != 3 or any(s == 0 for s in std):
-        raise HarnessError(f"{where}: [input] mean and std need 3 values each, std non-zero")
-    input_spec = InputSpec(
-        width=inp["width"],
-        height=inp["height"],
-        resize=_choice(inp, "resize", RESIZE_MODES, "letterbox", where),
-        interpolation=_choice(inp, "interpolation", INTERPOLATIONS, "linear", where),
-        pad_value=_pad_value(inp.get("pad_value", 0), where),
-        color=_choice(inp, "color", COLORS, "bgr", where),
-        mean=mean,
-        std=std,
-        layout=_choice(inp, "layout", LAYOUTS, "NCHW", where),
-        dtype=_choice(inp, "dtype", DTYPES, "f32", where),
-        extras=_extras(inp, where),
-    )
-    if "kind" not in dec:
-        raise HarnessError(f"{where}: [decoder] needs a kind")
-    post = data.get("postprocess", {})
-    post_spec = PostprocessSpec(
-        score_threshold=float(post.get("score_threshold", 0.05)),
-        iou_threshold=float(post.get("iou_threshold", 0.6)),
-        max_detections=int(post.get("max_detections", 100)),
-        pre_nms_top_k=int(post.get("pre_nms_top_k", 0)),
-    )
-    classes = data.get("classes", {})
-    if "preset" in classes:
-        classes = {**_class_preset(classes["preset"]), **{k: v for k, v in classes.items() if k != "preset"}}
-    names = tuple(classes.get("names", ()))
-    ids = tuple(int(i) for i in classes.get("category_ids", range(1, len(names) + 1)))
-    if not names:
+    if not isinstance(data, dict):
+        raise HarnessError(f"{where}: expected a table of sections")
+    unknown = [k for k in data if k not in SECTIONS and k != "name"]
+    if unknown:
+        raise HarnessError(f"{where}: unknown section or key {unknown[0]!r}{did_you_mean(unknown[0], SECTIONS)}; "
+                           f"a profile has: description, [input], [decoder], [postprocess], [classes], [precision]")
+    for section in ("input", "decoder"):
+        if section not in data:
+            raise HarnessError(f"{where}: missing section [{section}]")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise HarnessError(f"{where}: description must be a string")
+    input_spec = config.load(InputSpec, data["input"], where, "input")
+    decoder = _decoder(data["decoder"], where, DECODERS)
+    postprocess = config.load(PostprocessSpec, data.get("postprocess", {}), where, "postprocess")
+    classes_data = data.get("classes", {})
+    if isinstance(classes_data, dict) and "preset" in classes_data:
+        preset = config.coerce_choice(classes_data["preset"], ("coco80",), where, "[classes] preset")
+        classes_data = {**_class_preset(preset), **{k: v for k, v in classes_data.items() if k != "preset"}}
+    if isinstance(classes_data, dict) and "names" not in classes_data:
         raise HarnessError(f"{where}: [classes] needs names (or preset = \"coco80\")")
-    if len(ids) != len(names):
-        raise HarnessError(f"{where}: [classes] has {len(names)} names but {len(ids)} category_ids")
-    extra = {k: v for k, v in data.items() if k not in ("input", "decoder", "postprocess", "classes", "description")}
-    return Profile(
-        name=name,
-        description=data.get("description", ""),
-        input=input_spec,
-        decoder=dict(dec),
-        postprocess=post_spec,
-        class_names=names,
-        category_ids=ids,
-        source=source,
-        extra=extra,
-    )
+    classes = config.load(ClassesSpec, classes_data, where, "classes")
+    precision = config.load(PrecisionSpec, data.get("precision", {}), where, "precision")
+    return Profile(name=name, description=description, input=input_spec, decoder=decoder, postprocess=postprocess,
+                   class_names=classes.names, category_ids=classes.ids, source=source, precision=precision)
+
+
+def _decoder(section, where: str, registry) -> DecoderSpec:
+    if not isinstance(section, dict):
+        raise HarnessError(f"{where}: [decoder] must be a table")
+    if "kind" not in section:
+        raise HarnessError(f"{where}: [decoder] needs a kind (one of {', '.join(registry.names())})")
+    kind = config.coerce_choice(section["kind"], tuple(registry.names()), where, "[decoder] kind")
+    family = registry.get(kind)
+    params = config.load(family.Params, {k: v for k, v in section.items() if k != "kind"}, where, "decoder")
+    return DecoderSpec(kind, params)

@@ -1,42 +1,23 @@
 """results.json as the single record of a run: rows appended as they finish, written atomically.
 
-An interrupted run leaves a valid file holding every finished row; --resume picks up from it.
+An interrupted run leaves a valid file holding every finished row; --resume picks up from it. The
+store stores: whoever owns the folder renders reports from its rows (the `on_save` hook), so this
+module depends on nothing above it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.fileio import atomic_write_text
 from harness.jsonfile import read_json_object
+from harness.row import ResultRow
 
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_results(path: str | Path) -> dict:
@@ -52,19 +33,22 @@ def load_results(path: str | Path) -> dict:
     return data
 
 
-def row_key(row: dict) -> tuple:
+def row_key(row: ResultRow) -> tuple:
     """What makes two rows the same measurement, for --resume."""
-    return (row.get("target"), row.get("model"), row.get("profile"), row.get("precision"), int(row.get("bs", 0)))
+    return (row.target, row.model, row.profile, row.precision, int(row.bs))
 
 
 class ResultsStore:
-    """The --out folder: checks it up front, then rewrites results.json + report.md after every row."""
+    """The --out folder: checks it up front, then rewrites results.json after every row and calls
+    on_save(rows, env) (e.g. to render report.md)."""
 
-    def __init__(self, out_dir: str | Path, env: dict, resume: bool = False, overwrite: bool = False):
+    def __init__(self, out_dir: str | Path, env: dict, resume: bool = False, overwrite: bool = False,
+                 on_save: Callable[[list[ResultRow], dict, Path], None] | None = None):
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / RESULTS_FILE
         self.env = env
-        self.rows: list[dict] = []
+        self.on_save = on_save
+        self.rows: list[ResultRow] = []
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             probe = self.out_dir / ".write-probe"
@@ -73,32 +57,35 @@ class ResultsStore:
         except OSError as exc:
             raise HarnessError(f"output folder {self.out_dir} is not writable ({exc.strerror or exc})") from None
         if self.path.exists():
+            existing = [ResultRow.from_dict(r) for r in load_results(self.path)["rows"] if isinstance(r, dict)]
             if resume:
-                self.rows = load_results(self.path)["rows"]
-            elif not overwrite:
+                self.rows = existing
+            elif not overwrite and any(r.status != "failed" for r in existing):
+                # a file of failed rows only holds no measurement: a new run may replace it
                 raise HarnessError(
                     f"{self.path} already holds results; pass --resume to continue that run, "
                     "--overwrite to replace it, or choose another --out"
                 )
 
     def done(self, key: tuple) -> bool:
-        """Is this measurement already here? A None precision in key matches any precision
-        (the target may take it from its settings file rather than the command line)."""
+        """Is this measurement already here (and did it run)? A None precision in key matches any
+        precision (the target may take it from its settings file rather than the command line)."""
         target, model, profile, precision, bs = key
-        return any(row_key(r)[:3] == (target, model, profile) and row_key(r)[4] == bs
+        return any(r.ok and row_key(r)[:3] == (target, model, profile) and row_key(r)[4] == bs
                    and (precision is None or row_key(r)[3] == precision) for r in self.rows)
 
-    def add(self, row: dict) -> None:
+    def add(self, row: ResultRow | dict) -> None:
+        if isinstance(row, dict):
+            row = ResultRow.from_dict(row)
         self.rows = [r for r in self.rows if row_key(r) != row_key(row)] + [row]
         self.save()
 
     def save(self) -> None:
-        from harness.report import run_report_markdown
-
-        text = json.dumps({"rows": self.rows, "env": self.env}, indent=2, sort_keys=False)
+        text = json.dumps({"rows": [r.to_dict() for r in self.rows], "env": self.env}, indent=2, sort_keys=False)
         try:
             atomic_write_text(self.path, text + "\n")
-            atomic_write_text(self.out_dir / REPORT_FILE, run_report_markdown(self.rows, self.env))
+            if self.on_save is not None:
+                self.on_save(self.rows, self.env, self.out_dir)
         except OSError as exc:
             # The previous results.json is intact (atomic writes): say so rather than show a traceback.
             raise HarnessError(f"cannot write {self.path} ({exc.strerror or exc}); the file still holds the "

@@ -1,30 +1,36 @@
-"""One `harness run`: for each batch size, load the target, time it, run the accuracy pass, write a row.
+"""One `harness run` of one target: for each batch size, load the target, time it, run the accuracy
+pass, write a row.
 
-Wires profile, preprocess pipeline, target, decoder, evaluator, timing and results together; holds
-no model or runtime knowledge of its own.
+Wires profile, preprocessing, target, decoder, evaluator, timing and results together; holds no
+model or runtime knowledge of its own. A (target, bs) that cannot run (fixed batch, missing runtime,
+model error) becomes a failed row with its one-line reason and the sweep goes on; problems that no
+row could survive (dataset, model file missing) stop before any work.
 """
 
 from __future__ import annotations
 
-import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from harness.canvases import CanvasCache
-from harness.data.coco import load_dataset
+from harness.data.coco import check_categories, load_dataset
 from harness.decode import decode
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.evaluate import CocoEvaluator
 from harness.extra_inputs import extra_inputs
 from harness.pipeline import accuracy_pass
-from harness.preprocess import preprocess_image
+from harness.preprocess import prepare_batch
 from harness.profiles import Profile
+from harness.progress import NullProgress
 from harness.results import ResultsStore
+from harness.row import ResultRow, failed_row, metric_fields
 from harness.targets import get_target
 from harness.timing import percentiles_ms, warm_up
+
+LOOP_CHECK_ITERATIONS = 2  # outputs captured inside the timing loop and compared with a plain infer()
+SAMPLE_IMAGES = 8  # the run's first images, given to a target that checks a conversion on real inputs
 
 
 @dataclass
@@ -35,7 +41,7 @@ class RunConfig:
     images_dir: Path
     ann_path: Path
     batch_sizes: list[int]
-    options: dict = field(default_factory=dict)
+    options: object = None  # the target's Options (or plain data for it)
     bench_seconds: float = 3.0
     warmup_seconds: float = 1.0
     min_iterations: int = 10
@@ -44,16 +50,10 @@ class RunConfig:
     workers: int = 2
     evaluator: str = "auto"
     canvases: CanvasCache | None = None  # shared by the runs of one command: later rows skip JPEG decoding
-
-
-class NullProgress:
-    """Progress sink used when nobody watches (tests, library use)."""
-
-    def task(self, description: str, total: int):
-        return nullcontext(lambda n=1: None)
-
-    def message(self, text: str) -> None:
-        pass
+    notes: list[str] = field(default_factory=list)  # said of every row (e.g. options this target ignored)
+    keep_going: bool = False  # a row that cannot run is recorded and the sweep goes on (else: recorded, then raised)
+    save_detections: bool = False  # ok rows write their COCO result dicts next to results.json (report --fidelity)
+    save_outputs: int = 0  # ok rows write the raw outputs of their first N images next to results.json
 
 
 def model_for_batch(model: str, batch: int) -> tuple[str, bool]:
@@ -74,133 +74,145 @@ def check_model_paths(config: RunConfig) -> None:
         raise HarnessError(f"model file not found: {', '.join(missing)}")
 
 
-def run(config: RunConfig, store: ResultsStore, progress=None) -> list[dict]:
-    """Run every requested batch size; each finished row is saved before the next starts."""
+def run(config: RunConfig, store: ResultsStore, progress=None) -> list[ResultRow]:
+    """Run every requested batch size; each row (finished or failed) is saved before the next starts."""
     progress = progress or NullProgress()
-    get_target(config.target)  # unknown target: fail before touching data
+    target_cls = get_target(config.target)  # unknown target: fail before touching data
+    options = config.options if isinstance(config.options, target_cls.Options) else \
+        target_cls.parse_options(config.options or {})
     check_model_paths(config)
     dataset = load_dataset(config.images_dir, config.ann_path, config.limit, config.skip_bad_images)
     evaluator = CocoEvaluator(dataset.ann, config.evaluator)
-    _check_categories(dataset.ann, config.profile, config.ann_path)
+    check_categories(dataset.ann, config.profile.category_ids, config.profile.name, config.ann_path)
     images = list(dataset.images)
-    bad: list[str] = list(dataset.skipped)
+    skipped: list[str] = list(dataset.skipped)
     rows = []
     for bs in config.batch_sizes:
         model_path, per_batch = model_for_batch(config.model, bs)
-        key = (config.target, model_path, config.profile.name, config.options.get("precision"), bs)
+        key = (config.target, model_path, config.profile.name, getattr(options, "precision", None), bs)
         if store.done(key):
             progress.message(f"{config.target} bs={bs}: already in {store.path}, skipped (--resume)")
             continue
-        row, images, bad = _run_one(config, bs, model_path, per_batch, images, bad, evaluator, progress)
+        context = {"model": model_path, "profile": config.profile.name, "dataset": str(config.images_dir),
+                   "annotations": str(config.ann_path), "notes": list(config.notes)}
+        try:
+            row, images, skipped = _run_one(config, options, bs, model_path, per_batch, images, skipped,
+                                            evaluator, progress, context, store.out_dir)
+        except HarnessError as exc:
+            row = failed_row(config.target, bs, str(exc), precision=getattr(options, "precision", None) or "-",
+                             **context)
+            store.add(row)
+            if not config.keep_going:
+                raise
+            progress.message(f"✗ {config.target} bs={bs}: {exc}")
+            rows.append(row)
+            continue
         store.add(row)
         rows.append(row)
     return rows
 
 
-def _requested_precision(config: RunConfig) -> str:
-    return str(config.options.get("precision") or "fp32")
-
-
-def _check_categories(ann: dict, profile: Profile, ann_path: Path) -> None:
-    """Every annotated category must map to a profile class, or its boxes count as misses silently."""
-    names = {int(c["id"]): c["name"] for c in ann["categories"]}
-    used = {int(a["category_id"]) for a in ann["annotations"]}
-    unmapped = sorted(used - set(profile.category_ids))
-    if unmapped:
-        shown = ", ".join(f"{i} ({names.get(i, '?')})" for i in unmapped[:8])
-        more = f" and {len(unmapped) - 8} more" if len(unmapped) > 8 else ""
-        raise HarnessError(
-            f"{ann_path}: category id(s) {shown}{more} have boxes but no class in profile {profile.name} "
-            f"(its ids: {list(profile.category_ids)[:8]}...); fix [classes] category_ids in the profile"
-        )
-
-
 def _first_batch(images, bs: int, profile: Profile, skip_bad: bool):
     """The first bs readable images (repeated if the dataset is smaller): timing input and fit check."""
-    prepared = []
+    readable = []
     for image_id, path in images:
-        try:
-            prepared.append(preprocess_image(path, image_id, profile.input))
-        except HarnessError:
-            if not skip_bad:
-                raise
-        if len(prepared) == bs:
+        batch = prepare_batch([(image_id, path)], profile.input, None, skip_bad)
+        if batch.metas:
+            readable.append((image_id, path))
+        if len(readable) == bs:
             break
-    if not prepared:
+    if not readable:
         raise HarnessError("no readable images to run")
-    tensors = [t for t, _ in prepared]
-    while len(tensors) < bs:
-        tensors.append(tensors[-1])
-    return np.stack(tensors), [m for _, m in prepared]
+    batch = prepare_batch(readable, profile.input, bs, skip_bad=False)
+    return batch.tensor, batch.metas
 
 
-def _run_one(config, bs, model_path, per_batch, images, bad, evaluator, progress):
+def _run_one(config, options, bs, model_path, per_batch, images, skipped, evaluator, progress, context, out_dir):
     profile = config.profile
-    target = get_target(config.target)(model_path, profile, {**config.options, "batch_sizes": config.batch_sizes})
-    try:
+    target = get_target(config.target)(model_path, profile, options, config.batch_sizes)
+    target.sample_images = tuple(images[:SAMPLE_IMAGES])
+    with target:
         with progress.task(f"{config.target} bs={bs}: loading {Path(model_path).name}", 1) as advance:
             target.load(bs)
             advance(1)
         sample, sample_metas = _first_batch(images, bs, profile, config.skip_bad_images)
         sample_extras = extra_inputs(profile, sample_metas, bs) or None
-        _check_outputs(target, sample, sample_metas, model_path, sample_extras)
+        reference = _check_outputs(target, sample, sample_metas, model_path, sample_extras)
         with progress.task(f"{config.target} bs={bs}: timing ({config.bench_seconds:.0f}s)", 1) as advance:
             warm_up(lambda: target.infer(sample, sample_extras), config.warmup_seconds)
-            stats = target.benchmark(sample, config.bench_seconds, config.min_iterations, sample_extras)
+            stats = target.benchmark(sample, config.bench_seconds, config.min_iterations, sample_extras,
+                                     capture=LOOP_CHECK_ITERATIONS)
             advance(1)
+        loop_check = _loop_check(reference, stats.captured)
         store = config.canvases.store_for(profile.input, len(images)) if config.canvases else None
-        reused = bool(store)
+        reused = bool(store)  # filled by an earlier row (this row's pass fills an empty one)
         with progress.task(f"{config.target} bs={bs}: accuracy pass", len(images)) as advance:
             passed = accuracy_pass(target, images, bs, profile, workers=config.workers,
                                    skip_bad=config.skip_bad_images, advance=advance, canvases=store)
-        detections, counted, failed, clock, wall = (passed.detections, passed.counted, passed.failed,
-                                                    passed.clock, passed.wall_seconds)
         describe = target.describe()
-        notes = list(target.notes)
-        precision = getattr(target, "precision", None) or _requested_precision(config)
-    finally:
-        target.close()
-    if failed:
-        failed_names = {f.split(":", 1)[0].replace("image ", "") for f in failed}
-        images = [(i, p) for i, p in images if str(p) not in failed_names]
-        bad = bad + failed
-    metrics = evaluator.evaluate(detections, counted)
+        notes = [*context.pop("notes"), *target.notes]
+        flags = set(target.flags)
+        precision = target.precision or "fp32"
+        padded = target.padded_batch and len(passed.counted) % bs != 0
+        counted = set(passed.counted)
+        ran = [(i, p) for i, p in images if i in counted]  # dataset order, images that failed left out
+        outputs = _capture_outputs(config, target, ran, bs)
+    if passed.failed:
+        failed_paths = {failure.path for failure in passed.failed}
+        images = [(i, p) for i, p in images if str(p) not in failed_paths]
+        skipped = skipped + list(passed.failed)
     if per_batch:
         notes.append(f"per-batch model: {Path(model_path).name}")
+        flags.add("per-batch-model")
     if reused:
         notes.append("accuracy pass reused the resized images of an earlier row (no JPEG decoding in its e2e time)")
-    if target.padded_batch and len(counted) % bs:
-        notes.append(f"last batch padded from {len(counted) % bs} to {bs} images; padding not counted")
-    if bad:
-        notes.append(f"{len(bad)} image(s) skipped (--skip-bad-images); mAP is over the remaining {len(counted)}")
-    row = {
-        "target": config.target,
-        "model": model_path,
-        "profile": profile.name,
-        "precision": precision,
-        "bs": bs,
-        "images": len(counted),
-        **{k: round(v, 5) for k, v in metrics.items() if k != "per_class_ap"},
+        flags.add("reused-images")
+    if padded:
+        notes.append(f"last batch padded from {len(passed.counted) % bs} to {bs} images; padding not counted")
+        flags.add("padded")
+    if skipped:
+        notes.append(f"{len(skipped)} image(s) skipped (--skip-bad-images); mAP is over the remaining "
+                     f"{len(passed.counted)}")
+    if loop_check["equal"] is False:
+        notes.append(f"outputs inside the timing loop differ from infer() on the same batch "
+                     f"(max abs difference {loop_check['max_abs_diff']:.3g})")
+        flags.add("loop-mismatch")
+    wall = passed.wall_seconds
+    timing = {
         "fps": round(stats.fps, 2),
-        "e2e_fps": round(len(counted) / wall, 2) if wall > 0 else None,
+        "e2e_fps": round(len(passed.counted) / wall, 2) if wall > 0 else None,
         **percentiles_ms(stats.latencies_ms),
-        **stats.extra,  # per-target timing figures, e.g. gpu_compute_ms_p50 (trt)
-        "stage_ms": clock.per_image_ms(len(counted)),
+        "stage_ms": passed.clock.per_image_ms(len(passed.counted)),
         "bench": {"iterations": len(stats.latencies_ms), "seconds": round(stats.seconds, 3),
-                  "concurrency": stats.concurrency, "warmup_seconds": config.warmup_seconds},
+                  "concurrency": stats.concurrency, "warmup_seconds": config.warmup_seconds,
+                  "loop_check": loop_check},
         "time_covers": target.time_covers,
-        "batch_mode": _batch_mode(per_batch, getattr(target, "model_batch", None), bs),
-        "runtime": describe,
-        "dataset": str(config.images_dir),
-        "annotations": str(config.ann_path),
-        "evaluator": evaluator.backend,
-        "detections": len(detections),
-        "skipped_images": bad,
-        "per_class_ap": {k: round(v, 5) for k, v in metrics.get("per_class_ap", {}).items()},
-        "notes": notes,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "target_figures": dict(stats.extra),
     }
-    return row, images, bad
+    common = dict(target=config.target, bs=bs, precision=precision, images=len(passed.counted),
+                  batch_mode=_batch_mode(per_batch, target.model_batch, bs), runtime=describe,
+                  evaluator=evaluator.backend, detections=len(passed.detections), skipped_images=list(skipped),
+                  flags=sorted(flags), notes=notes, **context, **timing)
+    try:
+        metrics = evaluator.evaluate(passed.detections, passed.counted)
+    except Exception as exc:  # a late failure never loses the finished timing
+        return ResultRow(status="partial", error=f"evaluation failed: {first_line(exc)}", **common), images, skipped
+    row = ResultRow(**common, **metric_fields(metrics))
+    if config.save_detections or outputs is not None:
+        from harness.fidelity.artifacts import save_row_artifacts
+
+        row.artifacts = save_row_artifacts(out_dir, row, passed.detections if config.save_detections else None,
+                                           {i: Path(p).name for i, p in ran}, outputs)
+    return row, images, skipped
+
+
+def _capture_outputs(config: RunConfig, target, images, bs: int):
+    """--save-outputs N: the raw outputs of the first N images (None when not asked for)."""
+    if not config.save_outputs:
+        return None
+    from harness.fidelity.capture import capture_outputs
+
+    return capture_outputs(target, images, config.save_outputs, bs, config.profile, target.output_names())
 
 
 def _batch_mode(per_batch: bool, model_batch: int | None, bs: int) -> str:
@@ -213,10 +225,31 @@ def _batch_mode(per_batch: bool, model_batch: int | None, bs: int) -> str:
     return "fixed" if model_batch == bs else "reshaped"
 
 
-def _check_outputs(target, sample: np.ndarray, metas, model_path: str, extras: dict | None) -> None:
-    """Decode one real batch before timing anything, so a model/profile mismatch fails fast."""
+def _check_outputs(target, sample: np.ndarray, metas, model_path: str, extras: dict | None) -> list[np.ndarray]:
+    """Decode one real batch before timing anything, so a model/profile mismatch fails fast; returns
+    the outputs (the reference for the timing loop's check)."""
     outputs = target.infer(sample, extras)
     try:
         decode(outputs, metas, target.profile)
     except HarnessError as exc:
         raise HarnessError(f"model {Path(model_path).name} and profile {target.profile.name} do not fit: {exc}") from None
+    return [np.array(o, copy=True) for o in outputs]
+
+
+def _loop_check(reference: list[np.ndarray], captured: list) -> dict:
+    """Did the timing loop compute what infer() computes on the same batch? (MLPerf's TEST01 idea:
+    a loop that skipped work, or ran on stale buffers, would be fast and wrong.)"""
+    if not captured:
+        return {"captured": 0, "equal": None, "max_abs_diff": None}
+    worst = 0.0
+    for outputs in captured:
+        if len(outputs) != len(reference):
+            return {"captured": len(captured), "equal": False, "max_abs_diff": float("inf")}
+        for got, want in zip(outputs, reference):
+            got, want = np.asarray(got), np.asarray(want)
+            if got.shape != want.shape:
+                return {"captured": len(captured), "equal": False, "max_abs_diff": float("inf")}
+            if got.size:
+                worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))))
+    return {"captured": len(captured), "equal": worst == 0.0, "max_abs_diff": worst}
+

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -13,16 +15,6 @@ STAGES = ("preprocess", "infer", "decode")
 #: What each StageClock entry of the accuracy pass sums (seconds over the whole pass). In the
 #: pipelined pass the stages overlap, so they add up to more than the wall time; the row's
 #: e2e_fps (images / pass wall time) is the end-to-end figure.
-STAGE_MEANING = {
-    "preprocess": "read + decode + resize + layout of every image, summed over the worker threads",
-    "infer": "each batch's inference, submit to result (for async requests: OpenVINO's own "
-             "per-request latency, so requests in flight together are each counted)",
-    "decode": "decode + NMS + conversion to COCO dicts, in the decode thread",
-    "wait_preprocess": "time inference waited for a preprocessed batch (input starvation)",
-    "wait_decode": "time spent after the last inference finishing the decode backlog",
-}
-
-
 def percentiles_ms(latencies_ms) -> dict:
     """p50/p90/p99 of per-batch latencies, in ms (numpy's linear interpolation)."""
     values = np.asarray(list(latencies_ms), dtype=np.float64)
@@ -34,9 +26,10 @@ def percentiles_ms(latencies_ms) -> dict:
 
 
 class StageClock:
-    """Accumulates wall time per named stage (sum over the dataset pass); see STAGE_MEANING.
-
-    per_image_ms reports the STAGES only; the wait_* entries stay in .seconds for diagnosis."""
+    """Accumulates wall time per named stage, summed over the accuracy pass. In the pipelined pass
+    the stages overlap, so they add up to more than the wall time. per_image_ms reports the STAGES
+    only; wait_preprocess (inference starved of input) and wait_decode (decode backlog after the
+    last inference) stay in .seconds for diagnosis."""
 
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)
@@ -53,10 +46,6 @@ class StageClock:
         return {name: round(self.seconds.get(name, 0.0) * 1e3 / max(images, 1), 3) for name in STAGES}
 
 
-def now() -> float:
-    return time.perf_counter()
-
-
 def warm_up(fn, seconds: float = 0.5, min_iterations: int = 3) -> int:
     """Call fn until both a time and an iteration floor pass (caches, JIT, thread pools settle)."""
     start, count = time.perf_counter(), 0
@@ -64,3 +53,32 @@ def warm_up(fn, seconds: float = 0.5, min_iterations: int = 3) -> int:
         fn()
         count += 1
     return count
+
+
+@dataclass
+class LoopResult:
+    iterations: int
+    seconds: float  # wall time from the first call to the end of finish()
+    latencies_ms: list[float]
+
+
+def timed_loop(step: Callable[[], float | None], seconds: float, min_iterations: int, multiple_of: int = 1,
+               finish: Callable[[], list[float]] | None = None) -> LoopResult:
+    """The steady-state loop of every target: call step() until `seconds` have passed and at least
+    `min_iterations` calls were made (and the count is a multiple of `multiple_of`, so every async
+    request is used equally), then finish() (wait for work in flight; it returns its latencies).
+    step() runs one iteration and returns its latency in ms, or None when it has none to report yet."""
+    latencies: list[float] = []
+    iterations = 0
+    start = time.perf_counter()
+    while True:
+        sample = step()
+        if sample is not None:
+            latencies.append(sample)
+        iterations += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds and iterations >= min_iterations and iterations % multiple_of == 0:
+            break
+    if finish is not None:
+        latencies += finish()
+    return LoopResult(iterations, time.perf_counter() - start, latencies)

@@ -153,6 +153,7 @@ def test_unwritable_out_fails_before_work(tiny):
     assert_one_line_error(cli(*run_args(tiny, **{"--out": blocker / "sub"})), "not writable", "a-file")
 
 
+@pytest.mark.slow
 def test_interrupted_run_keeps_finished_rows(tiny):
     out = tiny["root"] / "killed"
     cmd = [sys.executable, "-m", "harness", *map(str, run_args(tiny, **{"--bs": "1,2,3,4,5,6", "--seconds": "1.5",

@@ -25,8 +25,8 @@ import pytest
 
 from harness.decode import decode
 from harness.decode.effdet import feature_sizes, make_anchors
-from harness.decode.types import Detections
 from harness.decode.paddle import _per_class_top_k, model_original_to_original
+from harness.decode.types import Detections
 from harness.errors import HarnessError
 from harness.extra_inputs import extra_inputs
 from harness.preprocess import ImageMeta, place_geometry
@@ -175,7 +175,7 @@ def test_yolov5_objectness_times_class_and_letterbox_mapping():
 
 
 def test_yolov8_both_orientations_and_class_aware_nms():
-    n = 4
+    n = 8400  # one prediction per grid cell of a 640x640 input at strides 8, 16, 32
     pred = np.zeros((1, 84, n), np.float32)
     pred[0, :4, 0] = [100, 100, 40, 40]
     pred[0, 4 + 0, 0] = 0.9
@@ -198,6 +198,8 @@ def test_yolo_shape_mismatch_messages():
         decode([np.zeros((1, 10, 84), np.float32)], [meta], V5)
     with pytest.raises(HarnessError, match=r"yolov8 profile.*\[B, 84, N\]"):
         decode([np.zeros((1, 85, 10), np.float32)], [meta], V8)
+    with pytest.raises(HarnessError, match=r"yolov8 profile: 10 predictions.*8400 grid cells"):
+        decode([np.zeros((1, 84, 10), np.float32)], [meta], V8)
     with pytest.raises(HarnessError, match=r"yolo-nms profile.*class ids \[B, N, 1\]"):
         decode([np.zeros((1, 10, 1)), np.zeros((1, 10, 4))], [meta], VACC)
 
@@ -246,9 +248,8 @@ def test_extra_inputs_scale_factor_and_padding_rows():
     assert sf.dtype == np.float32 and sf.shape == (3, 2)
     np.testing.assert_allclose(sf, [[416 / 624, 0.5], [2.0, 1.0], [2.0, 1.0]])  # [scale_y, scale_x]
     assert extra_inputs(V5, metas, 2) == {}
-    bad = profile_from_dict({**PICO.to_dict(), "input": {**PICO.to_dict()["input"], "extras": ["nope"]}}, "bad")
     with pytest.raises(HarnessError, match="extras.*nope.*known: im_shape, scale_factor"):
-        extra_inputs(bad, metas, 2)
+        profile_from_dict({**PICO.to_dict(), "input": {**PICO.to_dict()["input"], "extras": ["nope"]}}, "bad")
     with pytest.raises(HarnessError, match="list of model input names"):
         profile_from_dict({**PICO.to_dict(), "input": {**PICO.to_dict()["input"], "extras": "scale_factor"}}, "bad")
     im_shape = extra_inputs(dataclasses.replace(PICO, input=dataclasses.replace(PICO.input, extras=("im_shape",))),
@@ -319,7 +320,7 @@ def test_family_profiles_load():
     for name, kind in [("efficientdet-d0", "effdet"), ("picodet-s-416", "paddle"), ("ppyoloe-s-640", "paddle"),
                        ("yolov5s-640", "yolov5"), ("yolov8n-640", "yolov8"), ("yolov5s-640-vacc-nms", "yolo-nms")]:
         profile = load_profile(name)
-        assert profile.decoder["kind"] == kind
+        assert profile.decoder.kind == kind
         assert profile_from_dict(profile.to_dict(), name).input == profile.input  # sidecar round trip
     assert EFF.num_classes == 90 and EFF.category_ids[-1] == 90 and EFF.input.resize == "letterbox-topleft"
     assert PICO.input.extras == ("scale_factor",) and PICO.input.resize == "stretch"

@@ -31,6 +31,7 @@ def test_generator_is_deterministic(tmp_path):
     assert c_ann.read_bytes() != a_ann.read_bytes()
 
 
+@pytest.mark.slow
 def test_demo_dataset_is_cached_and_complete(tmp_path):
     images, ann, reused = demo_dataset(tmp_path)
     assert not reused and len(json.loads(ann.read_text())["images"]) == DEMO_IMAGES
@@ -40,6 +41,7 @@ def test_demo_dataset_is_cached_and_complete(tmp_path):
     assert demo_dataset(tmp_path)[2] is False
 
 
+@pytest.mark.slow
 def test_demo_cli_matches_readme_map_and_batches_are_real(tmp_path, demo_data, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
@@ -78,7 +80,8 @@ def test_wrong_preprocessing_or_decoding_costs_demo_map(tmp_path, demo_data, sec
     if section == "input":
         broken = dataclasses.replace(profile, input=dataclasses.replace(profile.input, **change))
     else:
-        broken = dataclasses.replace(profile, decoder={**profile.decoder, **change})
+        params = dataclasses.replace(profile.decoder.params, **change)
+        broken = dataclasses.replace(profile, decoder=dataclasses.replace(profile.decoder, params=params))
     config = RunConfig(target="ort", model=str(demo_model_path()), profile=broken, images_dir=images, ann_path=ann,
                        batch_sizes=[8], bench_seconds=0.1, warmup_seconds=0.05, min_iterations=2, limit=80)
     (row,) = run(config, ResultsStore(tmp_path / "out", env={}))

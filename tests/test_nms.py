@@ -193,6 +193,7 @@ def test_candidate_boxes_equal_numpy_softmax():
     np.testing.assert_allclose(candidate_boxes(bins, rows, 7, centres, strides, 64, 48), want, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_kernels_work_where_no_cache_folder_can_be_written():
     """numba refuses cache=True at import time when no cache folder is writable (read-only install,
     no writable home); harness.jit then compiles in memory instead of failing."""

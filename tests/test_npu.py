@@ -24,8 +24,9 @@ from harness.cli import main
 from harness.errors import HarnessError
 from harness.npu import ais, vamp
 from harness.npu.decode_outputs import decode_run
-from harness.npu.prepare import load_prep, onnx_io, place_geometry, prepare
-from harness.preprocess import preprocess_image
+from harness.npu.prep import load_prep, onnx_io
+from harness.npu.prepare import prepare
+from harness.preprocess import place_geometry, preprocess_image
 from harness.profiles import load_profile
 from harness.results import ResultsStore
 
@@ -189,6 +190,7 @@ def test_tiny_round_trip_matches_in_process_run(tiny):
     assert_same_map(tiny["maps"])
 
 
+@pytest.mark.slow
 def test_nanodet_round_trip_matches_in_process_run(tmp_path, coco_tiny, nanodet_m_320):
     images_dir, ann = coco_tiny
     maps = round_trip(nanodet_m_320, load_profile("nanodet-m-320"), images_dir, ann, tmp_path)
@@ -370,7 +372,8 @@ def test_raw_bin_without_known_shapes_needs_model(tiny, tmp_path, ais_copy):
 
     images = load_dataset(tiny["images"], tiny["ann"]).images
     prepare(images, tiny["profile"], tmp_path / "prep_nomodel", "bin")
-    with pytest.raises(HarnessError, match=r"img_0_0\.bin \(image img_0\.png \(id 1\)\): no output shapes are known.*pass --model"):
+    no_shapes = r"img_0_0\.bin \(image img_0\.png \(id 1\)\): no output shapes are known.*pass --model"
+    with pytest.raises(HarnessError, match=no_shapes):
         decode_run("ais", ais_copy, tmp_path / "prep_nomodel", tiny["ann"])
     row = decode_run("ais", ais_copy, tmp_path / "prep_nomodel", tiny["ann"], model=tiny["model"])
     assert abs(row["map"] - tiny["maps"][("ort", 1)]) <= TOL

@@ -79,6 +79,7 @@ def test_faster_coco_eval_matches_pycocotools_on_synthetic_detections():
     _assert_same_metrics(results, ids[:10], ann)  # a subset of images, as --limit evaluates
 
 
+@pytest.mark.slow
 def test_faster_coco_eval_matches_pycocotools_on_real_detections(coco_tiny, nanodet_m_320):
     _need_both_evaluators()
     ok, why = get_target("ort").availability()

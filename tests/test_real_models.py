@@ -7,6 +7,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.profiles import load_profile
+from harness.report import write_run_report
 from harness.results import ResultsStore
 from harness.runner import RunConfig, run
 from tests.conftest import need_shared
@@ -14,13 +15,14 @@ from tests.conftest import need_shared
 
 def run_rows(tmp_path, target, model, profile, coco_tiny, bs=(1,), **options):
     images, ann = coco_tiny
-    store = ResultsStore(tmp_path / f"{target}-{profile}", env={})
+    store = ResultsStore(tmp_path / f"{target}-{profile}", env={}, on_save=write_run_report)
     config = RunConfig(target=target, model=str(model), profile=load_profile(profile), images_dir=images,
                        ann_path=ann, batch_sizes=list(bs), options=options, bench_seconds=0.2,
                        warmup_seconds=0.1, min_iterations=2)
     return run(config, store)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["nanodet-m-320", "nanodet-m-416"])
 def test_ort_and_ov_agree_and_match_independent_decoder(tmp_path, coco_tiny, name):
     model = need_shared("models", f"{name}.onnx")
@@ -36,6 +38,7 @@ def test_ort_and_ov_agree_and_match_independent_decoder(tmp_path, coco_tiny, nam
     assert (tmp_path / f"ort-{name}" / "report.md").read_text().count("| ort | fp32 | 1 | 80 |") == 1
 
 
+@pytest.mark.slow
 def test_wrong_prior_offset_costs_map(tmp_path, coco_tiny):
     """The accuracy band above is meaningful: the same model with offset 0 loses a lot."""
     model = need_shared("models", "nanodet-m-320.onnx")

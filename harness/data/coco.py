@@ -39,7 +39,8 @@ def load_dataset(images_dir: str | Path, ann_path: str | Path, limit: int | None
     problems += [f"{n}: in {images_dir} but not in {ann_path.name}" for n in extra]
     if problems and not skip_bad:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise HarnessError(f"dataset mismatch ({len(problems)} file(s)): {shown} (use --skip-bad-images to continue without them)")
+        raise HarnessError(f"dataset mismatch ({len(problems)} file(s)): {shown} "
+                           "(use --skip-bad-images to continue without them)")
     images = [(int(img["id"]), images_dir / img["file_name"]) for img in ann["images"] if img["file_name"] in on_disk]
     if limit:
         images = images[:limit]
@@ -47,10 +48,25 @@ def load_dataset(images_dir: str | Path, ann_path: str | Path, limit: int | None
     bad = [(path, why) for _, path in images if (why := check_image_file(path))]
     if bad and not skip_bad:
         shown = "; ".join(f"{p.name}: {why}" for p, why in bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise HarnessError(f"{len(bad)} bad image file(s) in {images_dir}: {shown} (use --skip-bad-images to continue without them)")
+        raise HarnessError(f"{len(bad)} bad image file(s) in {images_dir}: {shown} "
+                           "(use --skip-bad-images to continue without them)")
     bad_paths = {p for p, _ in bad}
     images = [(i, p) for i, p in images if p not in bad_paths]
     problems += [f"{p.name}: {why}" for p, why in bad]
     if not images:
         raise HarnessError(f"no images to run: {images_dir} holds none of the images in {ann_path}")
     return Dataset(images, ann_path, ann, problems if skip_bad else [])
+
+
+def check_categories(ann: dict, category_ids, profile_name: str, ann_path: Path) -> None:
+    """Every annotated category must map to a profile class, or its boxes count as misses silently."""
+    names = {int(c["id"]): c["name"] for c in ann["categories"]}
+    used = {int(a["category_id"]) for a in ann["annotations"]}
+    unmapped = sorted(used - set(category_ids))
+    if unmapped:
+        shown = ", ".join(f"{i} ({names.get(i, '?')})" for i in unmapped[:8])
+        more = f" and {len(unmapped) - 8} more" if len(unmapped) > 8 else ""
+        raise HarnessError(
+            f"{ann_path}: category id(s) {shown}{more} have boxes but no class in profile {profile_name} "
+            f"(its ids: {list(category_ids)[:8]}...); fix [classes] category_ids in the profile"
+        )

@@ -1,44 +1,29 @@
 """Decoders: raw model outputs + per-image meta -> detections in original-image pixels.
 
-A flat registry: each family is one module that registers a function with @register("kind");
-the profile's [decoder] kind picks it. Adding a family is one new file plus one import below.
+One module per family; each declares a `DecoderFamily` (its typed `Params`, read from the profile's
+[decoder] table, and its decode function). The table below is the only list of families: adding one
+is one new module plus one line here.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from harness.decode.types import Detections
-from harness.errors import HarnessError
+from harness.registry import Registry
 
-DecodeFn = Callable[[Sequence[np.ndarray], Sequence, object], list[Detections]]
-_DECODERS: dict[str, DecodeFn] = {}
-
-
-def register(kind: str):
-    def wrap(fn: DecodeFn) -> DecodeFn:
-        _DECODERS[kind] = fn
-        return fn
-
-    return wrap
-
-
-def get_decoder(kind: str) -> DecodeFn:
-    if kind not in _DECODERS:
-        raise HarnessError(f"unknown decoder kind {kind!r}; known: {', '.join(sorted(_DECODERS))}")
-    return _DECODERS[kind]
+DECODERS = Registry("decoder kind", {
+    "effdet": "harness.decode.effdet:FAMILY",
+    "gfl": "harness.decode.gfl:FAMILY",
+    "paddle": "harness.decode.paddle:FAMILY",
+    "yolo-nms": "harness.decode.yolo:YOLO_NMS",
+    "yolov5": "harness.decode.yolo:YOLOV5",
+    "yolov8": "harness.decode.yolo:YOLOV8",
+})
 
 
 def decode(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
     """Decode one batch: outputs in the model's output order, metas for the real images only."""
-    return get_decoder(profile.decoder["kind"])(outputs, metas, profile)
-
-
-def decoder_kinds() -> list[str]:
-    return sorted(_DECODERS)
-
-
-# Families register themselves on import.
-from harness.decode import effdet, gfl, paddle, yolo  # noqa: E402,F401
+    return DECODERS.get(profile.decoder.kind).decode(outputs, metas, profile)

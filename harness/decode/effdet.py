@@ -14,23 +14,42 @@ a missing batch dimension (baked batch 1) is added back.
 
 Post-processing follows effdet's DetBenchPredict: top-k (pre_nms_top_k, effdet's
 max_detection_points = 5000) over all (anchor, class) logits, sigmoid, decode, clip to the image
-region (boxes clipped to zero area are dropped), class-aware NMS, max_detections best. Class index i is COCO category id i + 1 (90 classes).
+region (boxes clipped to zero area are dropped), class-aware NMS, max_detections best.
+Class index i is COCO category id i + 1 (90 classes).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import Literal
 
 import numpy as np
 
-from harness.decode import register
+from harness.config import Invalid, setting
 from harness.decode.nms import multiclass_nms, top_k_indices
-from harness.decode.types import Detections, check_batch, output_shapes
+from harness.decode.types import DecoderFamily, Detections, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original
 
 DEFAULT_ASPECTS = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))
+
+
+@dataclass(frozen=True)
+class Params:
+    """[decoder] of kind "effdet" (effdet's anchor configuration)."""
+
+    min_level: int = setting(3, ge=1, le=10)
+    max_level: int = setting(7, ge=1, le=10)
+    num_scales: int = setting(3, ge=1)
+    aspect_ratios: tuple[tuple[float, float], ...] = setting(DEFAULT_ASPECTS, gt=0, nonempty=True)
+    anchor_scale: float = setting(4.0, gt=0)
+    scores: Literal["sigmoid", "logits"] = "logits"  # class outputs are logits unless "sigmoid"
+
+    def __post_init__(self):
+        if self.max_level < self.min_level:
+            raise Invalid("max_level", f"{self.max_level} is below min_level {self.min_level}")
 
 
 def feature_sizes(height: int, width: int, min_level: int, max_level: int) -> list[tuple[int, int]]:
@@ -152,16 +171,10 @@ def arrange_outputs(outputs: Sequence[np.ndarray], num_classes: int, num_anchors
     fail(f"{len(arrays)} outputs")
 
 
-@register("effdet")
 def decode_effdet(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
-    spec, dec, post = profile.input, profile.decoder, profile.postprocess
-    min_level, max_level = int(dec.get("min_level", 3)), int(dec.get("max_level", 7))
-    num_scales = int(dec.get("num_scales", 3))
-    aspects = tuple((float(x), float(y)) for x, y in dec.get("aspect_ratios", DEFAULT_ASPECTS))
-    anchor_scale = float(dec.get("anchor_scale", 4.0))
-    score_mode = dec.get("scores", "logits")
-    if score_mode not in ("sigmoid", "logits"):
-        raise HarnessError(f"profile {profile.name}: [decoder] scores must be 'sigmoid' or 'logits'")
+    spec, dec, post = profile.input, profile.decoder.params, profile.postprocess
+    min_level, max_level, num_scales = dec.min_level, dec.max_level, dec.num_scales
+    aspects, anchor_scale, score_mode = dec.aspect_ratios, dec.anchor_scale, dec.scores
     num_classes = profile.num_classes
     sizes = feature_sizes(spec.height, spec.width, min_level, max_level)
     cls, box = arrange_outputs(outputs, num_classes, num_scales * len(aspects), sizes)
@@ -188,3 +201,6 @@ def decode_effdet(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
         dets.boxes = input_to_original(dets.boxes, meta)
         results.append(dets)
     return results
+
+
+FAMILY = DecoderFamily("effdet", Params, decode_effdet, "EfficientDet (effdet anchors, levels 3-7)")

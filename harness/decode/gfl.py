@@ -12,17 +12,33 @@ and a batch dimension may be missing where the export baked batch 1 in.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import Literal
 
 import numpy as np
 
-from harness.decode import register
+from harness.config import Invalid, setting
 from harness.decode.nms import above_threshold, descending_order, multiclass_nms
-from harness.decode.types import Detections, check_batch, output_shapes
+from harness.decode.types import DecoderFamily, Detections, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.jit import compiled
 from harness.preprocess import input_to_original
+
+
+@dataclass(frozen=True)
+class Params:
+    """[decoder] of kind "gfl"."""
+
+    strides: tuple[int, ...] = setting((8, 16, 32), gt=0, nonempty=True)
+    reg_max: int = setting(7, ge=1, le=64)  # box bins per side - 1
+    prior_offset: float = setting(0.0, ge=0, le=1)  # prior centre = (col + offset) * stride
+    scores: Literal["sigmoid", "logits"] = "sigmoid"  # "sigmoid": already applied in the graph
+
+    def __post_init__(self):
+        if list(self.strides) != sorted(set(self.strides)):
+            raise Invalid("strides", f"{list(self.strides)} must be increasing (level order of the outputs)")
 
 
 def level_sizes(width: int, height: int, strides: Sequence[int]) -> list[tuple[int, int]]:
@@ -194,15 +210,9 @@ def _top_k_per_level(rows: np.ndarray, values: np.ndarray, level_counts: list[in
     return np.repeat(keep_prior, np.diff(np.append(starts, rows.size)))
 
 
-@register("gfl")
 def decode_gfl(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
-    spec, dec, post = profile.input, profile.decoder, profile.postprocess
-    strides = [int(s) for s in dec.get("strides", (8, 16, 32))]
-    reg_max = int(dec.get("reg_max", 7))
-    offset = float(dec.get("prior_offset", 0.0))
-    score_mode = dec.get("scores", "sigmoid")
-    if score_mode not in ("sigmoid", "logits"):
-        raise HarnessError(f"profile {profile.name}: [decoder] scores must be 'sigmoid' or 'logits'")
+    spec, dec, post = profile.input, profile.decoder.params, profile.postprocess
+    strides, reg_max, offset, score_mode = list(dec.strides), dec.reg_max, dec.prior_offset, dec.scores
     level_counts = [r * c for r, c in level_sizes(spec.width, spec.height, strides)]
     groups = arrange_outputs(outputs, profile.num_classes, 4 * (reg_max + 1), level_counts)
     check_batch(groups[0][0].shape[0], metas)
@@ -240,3 +250,6 @@ def decode_gfl(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[
         dets.boxes = input_to_original(dets.boxes, meta)
         results.append(dets)
     return results
+
+
+FAMILY = DecoderFamily("gfl", Params, decode_gfl, "NanoDet / NanoDet-Plus / PicoDet legacy GFL heads")

@@ -22,15 +22,24 @@ scale_factor; the letterbox padding, which scale_factor cannot express, is taken
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-from harness.decode import register
 from harness.decode.nms import above_threshold, multiclass_nms
-from harness.decode.types import Detections, check_batch, output_shapes
+from harness.decode.types import DecoderFamily, Detections, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original
+
+
+@dataclass(frozen=True)
+class Params:
+    """[decoder] of kind "paddle"."""
+
+    boxes: Literal["input", "original"] = "input"  # frame of the boxes of non-NMS layouts
+    scores: Literal["sigmoid", "logits"] = "sigmoid"
 
 
 def model_original_to_original(boxes: np.ndarray, meta) -> np.ndarray:
@@ -112,15 +121,9 @@ def _decode_nms(bbox, bbox_num, metas, profile) -> list[Detections]:
     return results
 
 
-@register("paddle")
 def decode_paddle(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
-    dec, post, nc = profile.decoder, profile.postprocess, profile.num_classes
-    frame = dec.get("boxes", "input")
-    score_mode = dec.get("scores", "sigmoid")
-    if frame not in ("input", "original"):
-        raise HarnessError(f"profile {profile.name}: [decoder] boxes must be 'input' or 'original'")
-    if score_mode not in ("sigmoid", "logits"):
-        raise HarnessError(f"profile {profile.name}: [decoder] scores must be 'sigmoid' or 'logits'")
+    dec, post, nc = profile.decoder.params, profile.postprocess, profile.num_classes
+    frame, score_mode = dec.boxes, dec.scores
     arranged = arrange_outputs(outputs, nc)
     if arranged[0] == "nms":
         return _decode_nms(arranged[1], arranged[2], metas, profile)
@@ -143,3 +146,6 @@ def decode_paddle(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
             dets.boxes = model_original_to_original(dets.boxes, meta)
         results.append(dets)
     return results
+
+
+FAMILY = DecoderFamily("paddle", Params, decode_paddle, "PaddleDetection exports (PicoDet, PP-YOLOE), NMS in or out")

@@ -3,8 +3,8 @@ output checks every decoder makes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -25,6 +25,22 @@ def check_batch(found: int, metas: Sequence, what: str = "outputs") -> None:
         )
 
 
+@dataclass(frozen=True)
+class NoParams:
+    """For a family whose [decoder] table holds nothing but its kind."""
+
+
+@dataclass(frozen=True)
+class DecoderFamily:
+    """One decoder family: its [decoder] parameters and its decode function
+    decode(outputs in model order, metas of the real images, profile) -> one Detections per image."""
+
+    kind: str
+    Params: type
+    decode: Callable
+    summary: str = ""
+
+
 @dataclass
 class Detections:
     """One image's detections: xyxy boxes in original pixels, scores, contiguous class indices."""
@@ -34,7 +50,7 @@ class Detections:
     labels: np.ndarray  # (K,) int64
 
     @classmethod
-    def empty(cls) -> "Detections":
+    def empty(cls) -> Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64))
 
     def __len__(self) -> int:

@@ -19,15 +19,29 @@ max_detections are kept. A missing batch dimension is added back.
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from harness.decode import register
+from harness.config import setting
 from harness.decode.nms import above_threshold, multiclass_nms, top_k_indices
-from harness.decode.types import Detections, check_batch, output_shapes
+from harness.decode.types import DecoderFamily, Detections, NoParams, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original
+
+
+@dataclass(frozen=True)
+class AnchorFreeParams:
+    """[decoder] of kind "yolov8": one prediction per grid cell at these strides."""
+
+    strides: tuple[int, ...] = setting((8, 16, 32), gt=0, nonempty=True)
+
+
+def grid_cells(width: int, height: int, strides) -> int:
+    """Prediction rows of an anchor-free head: one per cell of each stride's grid (ceil division)."""
+    return sum(math.ceil(height / s) * math.ceil(width / s) for s in strides)
 
 
 def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
@@ -77,7 +91,6 @@ def _single_prediction(outputs: Sequence[np.ndarray], channels: int, kind: str, 
     return candidates[0]
 
 
-@register("yolov5")
 def decode_yolov5(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
     post, nc = profile.postprocess, profile.num_classes
     pred = _single_prediction(outputs, 5 + nc, "yolov5", allow_transposed=False)
@@ -92,11 +105,17 @@ def decode_yolov5(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
     return results
 
 
-@register("yolov8")
 def decode_yolov8(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
     post, nc = profile.postprocess, profile.num_classes
     pred = _single_prediction(outputs, 4 + nc, "yolov8", allow_transposed=True)
     check_batch(pred.shape[0], metas)
+    strides = profile.decoder.params.strides
+    expected = grid_cells(profile.input.width, profile.input.height, strides)
+    if pred.shape[1] != expected:
+        raise HarnessError(
+            f"model outputs [{output_shapes(outputs)}] do not fit the yolov8 profile: {pred.shape[1]} predictions, "
+            f"but a {profile.input.width}x{profile.input.height} input at strides {list(strides)} has {expected} "
+            "grid cells (one prediction per cell)")
     return [_candidates_nms(pred[b, :, :4], pred[b, :, 4:], meta, post) for b, meta in enumerate(metas)]
 
 
@@ -117,7 +136,6 @@ def arrange_nms_outputs(outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.n
     return ones[0][..., 0], ones[1][..., 0], fours[0]
 
 
-@register("yolo-nms")
 def decode_yolo_nms(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
     post, nc = profile.postprocess, profile.num_classes
     classes, scores, boxes = arrange_nms_outputs(outputs)
@@ -135,3 +153,8 @@ def decode_yolo_nms(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> 
         dets.boxes = input_to_original(dets.boxes, meta)
         results.append(dets)
     return results
+
+
+YOLOV5 = DecoderFamily("yolov5", NoParams, decode_yolov5, "YOLOv5 (boxes decoded in the graph, objectness x class)")
+YOLOV8 = DecoderFamily("yolov8", AnchorFreeParams, decode_yolov8, "YOLOv8 (anchor-free, boxes decoded in the graph)")
+YOLO_NMS = DecoderFamily("yolo-nms", NoParams, decode_yolo_nms, "YOLO with NMS in the graph (e.g. VACC output_0..2)")

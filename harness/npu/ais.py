@@ -14,17 +14,19 @@ import math
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from harness.errors import HarnessError
 from harness.jsonfile import read_json_object
 from harness.npu.files import check_array, load_npy, natural_key, read_bin
-from harness.npu.prepare import Prep, emulator_target, load_prep
-from harness.preprocess import ImageMeta
+from harness.npu.prep import Prep, emulator_target, load_prep
+from harness.npu.tool import DeviceTiming, FileTool
+from harness.preprocess import ImageMeta, preprocess_image
+from harness.progress import NullProgress
 
 OLD_SUMMARY = "sumary.json"
 TIMESTAMP = re.compile(r"^\d{4}_\d{2}_\d{2}-\d{2}_\d{2}_\d{2}$")
@@ -205,7 +207,7 @@ def _count_from_npy(names: set[str], prep: Prep, folder: Path) -> int:
 def read_outputs(folder: Path, prep: Prep, specs: list[dict] | None) -> Iterator[tuple[ImageMeta, list[np.ndarray]]]:
     """(meta, outputs in model order) per image, in prep.json order."""
     plan = plan_outputs(folder, prep, specs)
-    for (stem, meta), files in zip(prep.images, plan):
+    for (_, meta), files in zip(prep.images, plan):
         arrays = []
         for i, path in enumerate(files):
             spec = specs[i] if specs is not None else None
@@ -234,8 +236,6 @@ def emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize:
     size / file size (fixed-batch models) or --batchsize (dynamic batch); a short last batch padded
     with the first file and the padded outputs not written; outputs split along axis 0.
     """
-    from harness.runner import NullProgress
-
     progress = progress or NullProgress()
     prep = load_prep(prep_dir)
     if prep.fmt != "bin":
@@ -320,3 +320,46 @@ def _split(output: np.ndarray, batch: int, index: int, model) -> list[np.ndarray
         raise HarnessError(f"model {Path(model).name} output {index} has shape {tuple(output.shape)}: "
                            f"cannot split it along axis 0 into {batch} images")
     return np.split(output, batch, axis=0)
+
+
+# ---------------------------------------------------------------- the tool
+
+def write_input(out_dir: Path, stem: str, image_id: int, path: Path, spec) -> ImageMeta:
+    """`<stem>.bin` = the exact model input of one image (1xCxHxW or 1xHxWxC, `ndarray.tofile`),
+    made by the same preprocessing as every in-process target."""
+    tensor, meta = preprocess_image(path, image_id, spec)
+    np.ascontiguousarray(tensor[None]).tofile(out_dir / f"{stem}.bin")
+    return meta
+
+
+def finish_prepare(out_dir: Path, records: list[dict], spec, datalist_root: str | None) -> dict:
+    return {}
+
+
+def read_timing(folder: Path) -> DeviceTiming:
+    """The device timing from the ais summary beside or inside the output folder (none: say so)."""
+    path = find_summary(folder)
+    if path is None:
+        return DeviceTiming(source=folder, time_covers="not measured (no ais summary json found)",
+                            note=f"no ais summary json beside or inside {folder}: device throughput and latency "
+                                 "not recorded")
+    timing = parse_summary(path)
+    note = (f"fps = ais throughput (1000 x batchsize / mean NPU compute ms) from {path.name}; latency per batch call"
+            + ("" if timing.p90_ms is not None else "; p90 not reported (no npu_compute_time_list)"))
+    return DeviceTiming(source=path, fps=round(timing.throughput, 2),
+                        latency_ms_p50=None if timing.median_ms is None else round(timing.median_ms, 3),
+                        latency_ms_p90=timing.p90_ms,
+                        latency_ms_p99=None if timing.p99_ms is None else round(timing.p99_ms, 3),
+                        batchsize=timing.batchsize, iterations=timing.count,
+                        device_model=model_from_args(timing.raw.get("args")),
+                        emulated_by=timing.raw.get("emulated_by"), time_covers=TIME_COVERS, note=note)
+
+
+TOOL = FileTool(
+    name="ais", device="ascend", program="ais_bench", input_format="bin", decode_flag="--bin",
+    summary="Huawei Ascend ais_bench/ais_infer: harness preprocess --format bin, then harness decode --bin",
+    write_input=write_input, finish_prepare=finish_prepare, locate_outputs=resolve_output_dir,
+    read_outputs=read_outputs, read_timing=read_timing, emulate=emulate,
+    output_help="its timestamped/named folder, or the --output parent holding one",
+    emulate_options=("summary_style", "output_dirname"),
+)

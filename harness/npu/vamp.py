@@ -5,25 +5,107 @@ own preprocess functions so that emulate == an in-process run.
 
 from __future__ import annotations
 
+import json
 import re
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.fileio import atomic_write_text
+from harness.jsonfile import read_json_object
 from harness.npu.files import check_array, load_npz, natural_key, write_npz
-from harness.npu.prepare import (
-    NPZ_INPUT_KEY,
-    Prep,
-    emulator_target,
-    load_prep,
-    npz_input_to_image,
-)
-from harness.preprocess import ImageMeta, resize_image, to_model_layout
+from harness.npu.prep import Prep, emulator_target, load_prep
+from harness.npu.tool import DeviceTiming, FileTool
+from harness.preprocess import ImageMeta, place_geometry, read_image, resize_image, to_model_layout
+from harness.profiles import InputSpec
+from harness.progress import NullProgress
 
 OUTPUT_NAME = re.compile(r"^output_\d{6}\.npz$")
 TIME_COVERS = "not measured (vamp writes no timing file)"
+DATALIST_FILE = "datalist.txt"
+VDSP_FILE = "vdsp_params.json"
+EMULATED_FILE = "harness-emulated.json"  # written by `harness emulate --runner vamp` beside its outputs
+NPZ_INPUT_KEY = "input_0"
+VACC_LETTERBOX_PAD = 114  # VastModelZOO's vdsp letterbox fill (FORMATS.md)
+
+
+# ---------------------------------------------------------------- VACC device-side preprocessing
+
+def device_preprocess(spec: InputSpec) -> dict:
+    """What the VACC must do to each RGB CHW u8 image so its model input equals the harness's.
+
+    Derived from the profile only; `warnings` lists where the device is known or suspected to differ
+    (the CLI prints them), so the two sides cannot disagree silently.
+    """
+    warnings = []
+    op = {"letterbox": "FUSION_OP_RGB_LETTERBOX_CVTCOLOR_NORM_TENSOR",
+          "stretch": "FUSION_OP_RGB_RESIZE_CVTCOLOR_NORM_TENSOR"}.get(spec.resize)
+    if op is None:
+        op = "FUSION_OP_RGB_LETTERBOX_CVTCOLOR_NORM_TENSOR"
+        warnings.append(f"resize {spec.resize!r} (image pasted top-left) has no known VDSP op; the centred "
+                        "letterbox op is written, so boxes will be shifted unless the device is configured by hand")
+    resize_type = {"linear": "BILINEAR_CV"}.get(spec.interpolation)
+    if resize_type is None:
+        resize_type = f"{spec.interpolation.upper()}_CV"
+        warnings.append(f"interpolation {spec.interpolation!r}: ResizeType {resize_type} is not confirmed from "
+                        "VastModelZOO sources (only BILINEAR_CV is); check it against your VDSP version")
+    if spec.dtype == "u8":
+        norm = "NORMA_NONE"
+        warnings.append("u8 model input (normalisation inside the model): NormaType NORMA_NONE is not confirmed")
+    elif all(m == 0 for m in spec.mean) and all(abs(s - 255.0) < 1e-6 for s in spec.std):
+        norm = "DIV255"
+    else:
+        norm = "MINUSMEAN_DIVSTD"
+    color = "RGB2BGR" if spec.color == "bgr" else "COLOR_NONE"
+    if spec.color == "rgb":
+        warnings.append("RGB model input: ColorCvtCode COLOR_NONE is not confirmed from VastModelZOO sources")
+    if spec.resize != "stretch" and spec.pad_value != VACC_LETTERBOX_PAD:
+        warnings.append(f"profile pads with {spec.pad_value} but the VACC letterbox pads with {VACC_LETTERBOX_PAD} "
+                        "(VastModelZOO); `harness emulate --runner vamp` pads as the profile says, a device run may not")
+    return {
+        "resize": spec.resize, "letterbox": spec.resize != "stretch", "interpolation": spec.interpolation,
+        "pad_value": spec.pad_value, "mean": list(spec.mean), "std": list(spec.std), "color": spec.color,
+        "layout": spec.layout, "dtype": spec.dtype, "width": spec.width, "height": spec.height,
+        "vdsp": {"OpType": op, "ResizeType": resize_type, "NormaType": norm, "ColorCvtCode": color},
+        "warnings": warnings,
+    }
+
+
+def vdsp_params(spec: InputSpec) -> dict:
+    """vdsp_params.json in VastModelZOO's style (e.g. official-nanodet_plus_m-vdsp_params.json)."""
+    vdsp = device_preprocess(spec)["vdsp"]
+    return {
+        "OpType": vdsp["OpType"],
+        "OpConfig": {
+            "IimageFormat": "RGB_PLANAR",
+            "IimageWidth": spec.width, "IimageHeight": spec.height,
+            "OimageWidth": spec.width, "OimageHeight": spec.height,
+            "IimageWidthPitch": spec.width, "IimageHeightPitch": spec.height,
+            "Mean": list(spec.mean), "Std": list(spec.std),
+            "NormaType": vdsp["NormaType"], "ColorCvtCode": vdsp["ColorCvtCode"], "ResizeType": vdsp["ResizeType"],
+        },
+    }
+
+
+def image_to_npz_input(image_bgr: np.ndarray) -> np.ndarray:
+    """image2npz: OpenCV BGR HxWx3 -> RGB 3xHxW uint8, not resized, not normalised."""
+    return np.ascontiguousarray(image_bgr[:, :, ::-1].transpose(2, 0, 1))
+
+
+def npz_input_to_image(chw_rgb: np.ndarray) -> np.ndarray:
+    """Inverse of image_to_npz_input (exact): back to what harness.preprocess.read_image returns."""
+    return np.ascontiguousarray(chw_rgb.transpose(1, 2, 0)[:, :, ::-1])
+
+
+def device_meta(image_id: int, path: Path, width: int, height: int, spec: InputSpec) -> ImageMeta:
+    """The geometry the device's resize applies = what resize_image does for the profile."""
+    _, _, scale_x, scale_y, pad_x, pad_y = place_geometry(width, height, spec)
+    return ImageMeta(int(image_id), str(path), width, height, scale_x, scale_y, float(pad_x), float(pad_y))
+
+
 
 
 def output_name(index: int) -> str:
@@ -70,8 +152,6 @@ def read_outputs(folder: Path, prep: Prep, specs: list[dict] | None) -> Iterator
 def emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize: int = 1,
             threads: int | None = None, progress=None) -> dict:
     """Run the ONNX model over an npz prep folder in datalist order; write output_NNNNNN.npz per image."""
-    from harness.runner import NullProgress
-
     progress = progress or NullProgress()
     prep = load_prep(prep_dir)
     if prep.fmt != "npz":
@@ -119,4 +199,46 @@ def emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize:
                 advance(len(real))
     finally:
         target.close()
+    marker = {"emulated_by": "harness emulate --runner vamp (ONNX Runtime CPU on this machine, not a VACC)",
+              "model": str(model), "batch": batch, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    atomic_write_text(out / EMULATED_FILE, json.dumps(marker, indent=1) + "\n")
     return {"folder": str(out), "batch": batch, "files": len(prep.images), "notes": notes}
+
+
+# ---------------------------------------------------------------- the tool
+
+def write_input(out_dir: Path, stem: str, image_id: int, path: Path, spec) -> ImageMeta:
+    """image2npz: `<stem>.npz` with input_0 = the image as OpenCV reads it, BGR->RGB, CHW, uint8, not
+    resized; the meta is what the device's resize will do (the profile's geometry)."""
+    image = read_image(path)
+    height, width = image.shape[:2]
+    write_npz(out_dir / f"{stem}.npz", {NPZ_INPUT_KEY: image_to_npz_input(image)})
+    return device_meta(image_id, path, width, height, spec)
+
+
+def finish_prepare(out_dir: Path, records: list[dict], spec, datalist_root: str | None) -> dict:
+    """datalist.txt (one .npz path per line, in prep order) and vdsp_params.json; the device-side
+    preprocessing (with its warnings) goes into prep.json."""
+    root = datalist_root or str(Path(out_dir).resolve())
+    lines = [f"{root.rstrip('/')}/{r['input_file']}" for r in records]
+    atomic_write_text(Path(out_dir) / DATALIST_FILE, "\n".join(lines) + "\n")
+    atomic_write_text(Path(out_dir) / VDSP_FILE, json.dumps(vdsp_params(spec), indent=4) + "\n")
+    return {"input": {"key": NPZ_INPUT_KEY, "dtype": "uint8", "layout": "CHW", "color": "rgb", "resized": False},
+            "device_preprocess": device_preprocess(spec)}
+
+
+def read_timing(folder: Path) -> DeviceTiming:
+    """vamp writes no timing; an emulated run leaves its marker file, so its row says it was emulated."""
+    marker = Path(folder) / EMULATED_FILE
+    emulated_by = read_json_object(marker, "vamp emulation marker").get("emulated_by") if marker.is_file() else None
+    return DeviceTiming(source=marker if emulated_by else Path(folder), time_covers=TIME_COVERS, emulated_by=emulated_by,
+                        note="vamp writes no timing file: throughput and latency not recorded (decode only)")
+
+
+TOOL = FileTool(
+    name="vamp", device="vacc", program="vamp", input_format="npz", decode_flag="--npz",
+    summary="VastAI VACC vamp: harness preprocess --format npz, then harness decode --npz",
+    write_input=write_input, finish_prepare=finish_prepare, locate_outputs=Path, read_outputs=read_outputs,
+    read_timing=read_timing, emulate=emulate, side_files=(DATALIST_FILE, VDSP_FILE),
+    output_help="its --path_output folder",
+)

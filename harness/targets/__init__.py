@@ -1,31 +1,24 @@
-"""Targets: one adapter per runtime behind one small interface (see base.Target).
+"""Targets: one adapter per runtime behind one lifecycle (see base.Target).
 
-A flat registry: each adapter module registers its class with @register; adding a target is one
-new file plus one import below. Adapters import their runtime lazily, so listing targets never
-needs every runtime installed.
+The table below is the only list of targets: adding one is one new module plus one line here. It is
+lazy, so listing targets never imports a runtime; each adapter imports its runtime on first use.
 """
 
 from __future__ import annotations
 
-from harness.errors import HarnessError
-from harness.targets.base import Target
+from harness.registry import Registry
 
-_TARGETS: dict[str, type[Target]] = {}
+TARGETS = Registry("target", {
+    "ort": "harness.targets.ort:OrtCpu",
+    "ort-cuda": "harness.targets.ort:OrtCuda",
+    "ov": "harness.targets.ov:OpenVinoCpu",
+    "trt": "harness.targets.trt:TensorRtTarget",
+})
 
 
-def register(cls: type[Target]) -> type[Target]:
-    _TARGETS[cls.name] = cls
-    return cls
-
-
-def get_target(name: str) -> type[Target]:
-    if name not in _TARGETS:
-        raise HarnessError(f"unknown target {name!r}; known targets: {', '.join(sorted(_TARGETS))}")
-    return _TARGETS[name]
+def get_target(name: str):
+    return TARGETS.get(name)
 
 
 def target_names() -> list[str]:
-    return sorted(_TARGETS)
-
-
-from harness.targets import ort, ov, trt  # noqa: E402,F401
+    return TARGETS.names()

@@ -1,23 +1,38 @@
-"""The lifecycle every runtime adapter shares (after Polygraphy's runners).
+"""The lifecycle every runtime adapter shares (after Polygraphy's BaseRunner).
 
-    target = TargetClass(model_path, profile, options)   # nothing heavy yet
-    target.load(batch)            # compile/prepare for a batch size; raise if it cannot run it
-    outputs = target.infer(x)     # one batch, synchronous; list of arrays in model output order
-    stats = target.benchmark(x, seconds, min_iterations)  # steady-state loop, the target's best way
-    target.close()
+    target = TargetClass(model_path, profile, options)   # options validated, nothing heavy yet
+    with target.loaded(batch):    # compile/prepare for a batch size; raise if it cannot run it
+        outputs = target.infer(x)                  # one batch, synchronous; arrays in model output order
+        for tag, outputs, seconds in target.infer_stream(items): ...   # many batches, in order
+        stats = target.benchmark(x, seconds, min_iterations)           # steady-state loop
+    # closed on leaving the block, also after an error
 
+Declared state, set by load(): `batch` (loaded batch size), `model_batch` (batch fixed in the file,
+None = dynamic), `padded_batch` (a short last batch must be padded), `precision` (what really runs,
+from the graph and the runtime's settings, never just what was asked), `notes` and `flags` for the row.
 Adapters know nothing about boxes or COCO; they move tensors and report what they ran.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
+from harness import config
 from harness.errors import HarnessError
+from harness.onnx_model import inspect_onnx
+from harness.timing import timed_loop
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """For a target that takes no options."""
 
 
 @dataclass
@@ -31,74 +46,123 @@ class BenchStats:
     notes: list[str] = field(default_factory=list)
     #: optional per-target figures for the results row (e.g. gpu_compute_ms_p50, h2d_ms_p50)
     extra: dict = field(default_factory=dict)
+    #: outputs of the first iterations of the loop, to check that the loop computed what infer() does
+    captured: list = field(default_factory=list)
 
     @property
     def fps(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-@dataclass
-class TensorInfo:
-    name: str
-    shape: tuple  # ints, or str/None for dynamic dims
-    dtype: str
-
-
 class Target:
-    name = "base"
-    description = ""
+    name: ClassVar[str] = "base"
+    description: ClassVar[str] = ""
     #: what the latency/throughput figures cover, shown in reports
-    time_covers = "inference call (host tensors in, host tensors out)"
+    time_covers: ClassVar[str] = "inference call (host tensors in, host tensors out)"
+    #: the options dataclass this target takes (harness.config rules); CLI flags map onto its fields
+    Options: ClassVar[type] = NoOptions
+    #: (image id, path) pairs of the first few images of the run, set by the runner before load(): for
+    #: targets that verify a conversion on real inputs (e.g. trt's fp16 check) instead of synthetic ones
+    sample_images: tuple = ()
 
-    def __init__(self, model_path: str | Path, profile, options: dict | None = None):
+    def __init__(self, model_path: str | Path, profile, options=None, batch_sizes: Iterable[int] = ()):
         self.model_path = Path(model_path)
         self.profile = profile
-        self.options = dict(options or {})
-        self.batch = None
-        self.padded_batch = False  # True when a short last batch must be padded to the fixed size
-        self.model_batch: int | None = None  # the batch size fixed in the model file; None = dynamic
+        self.options = options if isinstance(options, self.Options) else self.parse_options(options or {})
+        self.batch_sizes = tuple(int(b) for b in batch_sizes)  # every batch size of the run (engine profiles)
+        self.batch: int | None = None
+        self.padded_batch = False
+        self.model_batch: int | None = None
+        self.precision: str | None = None
         self.notes: list[str] = []
+        self.flags: set[str] = set()
         if not self.model_path.exists():
             raise HarnessError(f"model file not found: {self.model_path}")
+
+    @classmethod
+    def parse_options(cls, data: Mapping, where: str | None = None, from_text: bool = False):
+        """The target's Options from plain data (CLI flags, a settings file); strict, one-line errors."""
+        return config.load(cls.Options, data, where or f"target {cls.name}", config.FLAGS, from_text=from_text)
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return config.known_keys(cls.Options)
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
         """(can run here, why not / what it runs on)."""
         return True, ""
 
+    # - lifecycle ---------------------------------------------------------------------------------
+
     def load(self, batch: int) -> None:
-        raise NotImplementedError
-
-    def inputs(self) -> list[TensorInfo]:
-        raise NotImplementedError
-
-    def outputs(self) -> list[TensorInfo]:
         raise NotImplementedError
 
     def infer(self, batch: np.ndarray, extras: dict | None = None) -> list[np.ndarray]:
         """One batch; extras = further named model inputs (e.g. Paddle's scale_factor)."""
         raise NotImplementedError
 
-    def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int,
-                  extras: dict | None = None) -> BenchStats:
-        """Default steady-state loop: synchronous calls, each timed."""
-        latencies = []
-        start = time.perf_counter()
-        while True:
-            t0 = time.perf_counter()
-            self.infer(batch, extras)
-            latencies.append((time.perf_counter() - t0) * 1e3)
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds and len(latencies) >= min_iterations:
-                break
-        return BenchStats(latencies, len(latencies) * batch.shape[0], elapsed)
+    def close(self) -> None:
+        pass
+
+    def output_names(self) -> list[str]:
+        """Names of the model's outputs in infer()'s order (saved with --save-outputs); [] when the
+        file does not say (callers then number them). This default reads an ONNX file's graph."""
+        if self.model_path.suffix.lower() != ".onnx":
+            return []
+        return [t.name for t in inspect_onnx(self.model_path).outputs]
 
     def describe(self) -> dict:
         """Runtime, version, device and options, for the results row."""
         return {}
 
-    def close(self) -> None:
-        pass
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def loaded(self, batch: int) -> Iterator[Target]:
+        """load(batch) ... close(), the close also after an error."""
+        try:
+            self.load(batch)
+            yield self
+        finally:
+            self.close()
+
+    # - running -----------------------------------------------------------------------------------
+
+    def infer_stream(self, items) -> Iterator[tuple[object, list[np.ndarray], float]]:
+        """Infer (batch, tag, extras) items in order, yielding (tag, outputs, seconds). This default
+        makes one synchronous infer() per batch (every runtime we use releases the GIL there); targets
+        with asynchronous requests override it to keep several batches in flight."""
+        for tensor, tag, extras in items:
+            t0 = time.perf_counter()
+            outputs = self.infer(tensor, extras)
+            yield tag, outputs, time.perf_counter() - t0
+
+    def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int,
+                  extras: dict | None = None, capture: int = 0) -> BenchStats:
+        """Steady-state loop of synchronous infer() calls, each timed (harness.timing.timed_loop)."""
+        captured: list = []
+
+        def step() -> float:
+            t0 = time.perf_counter()
+            outputs = self.infer(batch, extras)
+            elapsed = (time.perf_counter() - t0) * 1e3
+            if len(captured) < capture:
+                captured.append(outputs)
+            return elapsed
+
+        loop = timed_loop(step, seconds, min_iterations)
+        return BenchStats(loop.latencies_ms, loop.iterations * batch.shape[0], loop.seconds, captured=captured)
+
+    # - shared checks -----------------------------------------------------------------------------
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
 
     def check_input(self, shape: tuple, dtype: str, batch: int) -> None:
         """Fail before the run when the model's input does not fit the profile."""
@@ -116,22 +180,23 @@ class Target:
                 f"(dtype = {spec.dtype!r}); check --profile"
             )
 
+    def resolve_precision(self, graph_precision: str, requested: str | None, runs: str | None = None) -> str:
+        """The precision a row is labelled with: the graph's own when it holds int8 (Q/DQ, FakeQuantize)
+        or fp16, else what the runtime was set to run (`runs`, default fp32). A --precision that the
+        graph and runtime settings do not give is refused rather than written into the row."""
+        actual = graph_precision if graph_precision != "fp32" else (runs or "fp32")
+        if requested and requested != actual:
+            raise HarnessError(
+                f"target {self.name}: --precision {requested} does not match what would run ({actual}: "
+                f"{'the graph holds ' + graph_precision if graph_precision != 'fp32' else 'the graph is fp32'}); "
+                + ("quantize the model with `harness quantize` for int8" if requested == "int8" else
+                   f"target {self.name} runs the graph as it is")
+            )
+        return actual
+
 
 def fixed_batch_error(model_path: Path, fixed: int, batch: int, why: str) -> HarnessError:
     return HarnessError(
         f"model {model_path.name} has a fixed batch of {fixed} and cannot run batch {batch} ({why}); "
         f"export it with a dynamic batch axis, or pass one model per batch size as --model 'name_bs{{bs}}.onnx'"
     )
-
-
-def check_onnx_file(path: Path) -> None:
-    """A clear error for a file that is not a readable ONNX model (corrupt, truncated, other format)."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, ValueError, OSError) as exc:
-        raise HarnessError(f"model {path}: not a readable ONNX file ({str(exc).splitlines()[0][:160] or type(exc).__name__})") from None
-    if not model.graph.input or not model.graph.node:
-        raise HarnessError(f"model {path}: not a readable ONNX file (no graph inputs or nodes; empty or truncated?)")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from harness.errors import HarnessError, TargetUnavailable
-from harness.targets import register
-from harness.targets.base import BenchStats, Target, TensorInfo, check_onnx_file, fixed_batch_error
+from harness.config import setting
+from harness.errors import HarnessError, TargetUnavailable, first_line
+from harness.onnx_model import inspect_onnx, with_symbolic_batch
+from harness.targets.base import BenchStats, Target, fixed_batch_error
+from harness.timing import timed_loop
 
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16",
                "tensor(int64)": "int64", "tensor(int32)": "int32"}
@@ -22,22 +27,31 @@ def _import_ort():
     return onnxruntime
 
 
-def _dynamic_batch_bytes(model_path) -> bytes:
-    """The ONNX model with its first input's batch dim (and outputs' first dims) made symbolic."""
-    import onnx
+@dataclass(frozen=True)
+class OrtOptions:
+    """Options of the `ort` target."""
 
-    model = onnx.load(str(model_path))
-    for value in list(model.graph.input[:1]) + list(model.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        if dims:
-            dims[0].dim_param = "batch"
-    return model.SerializeToString()
+    threads: int | None = setting(None, ge=1)  # intra-op threads; default: ONNX Runtime's choice
+    # ONNX Runtime runs the graph as it is: a precision asked for must be the graph's own (checked at load)
+    precision: Literal["fp32", "fp16", "int8"] | None = None
+
+
+@dataclass(frozen=True)
+class OrtCudaOptions(OrtOptions):
+    """Options of the `ort-cuda` target."""
+
+    ep: Literal["cuda", "trt"] = "cuda"  # CUDA execution provider, or ONNX Runtime's TensorRT EP
+    device_id: int = setting(0, ge=0)
+    allow_fallback: bool = False  # run on the CPU provider when CUDA is missing, and say so in the row
+    engine_cache: str | None = None  # TensorRT EP engine cache (default ~/.cache/harness/ort-trt)
 
 
 class OrtTarget(Target):
     name = "ort"
     description = "ONNX Runtime, CPU execution provider"
     providers = ["CPUExecutionProvider"]
+    Options = OrtOptions
+    _session_obj = None
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -51,14 +65,13 @@ class OrtTarget(Target):
         ort = _import_ort()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.options.get("threads"):
-            opts.intra_op_num_threads = int(self.options["threads"])
+        if self.options.threads:
+            opts.intra_op_num_threads = self.options.threads
         opts.log_severity_level = 3
         try:
             return ort.InferenceSession(model, sess_options=opts, providers=self._providers())
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise HarnessError(f"model {self.model_path}: ONNX Runtime cannot load it ({first[:200]})") from None
+            raise HarnessError(f"model {self.model_path}: ONNX Runtime cannot load it ({first_line(exc)})") from None
 
     def _providers(self) -> list:
         return list(self.providers)
@@ -66,10 +79,10 @@ class OrtTarget(Target):
     def load(self, batch: int) -> None:
         if self.model_path.suffix.lower() != ".onnx":
             raise HarnessError(f"model {self.model_path}: target {self.name} needs an .onnx file")
-        if getattr(self, "_session_obj", None) is None:
-            check_onnx_file(self.model_path)
+        graph = inspect_onnx(self.model_path)
+        if self._session_obj is None:
             self._session_obj = self._session(str(self.model_path))
-            self._model_is_dynamic = None
+        self.precision = self.resolve_precision(graph.precision, self._precision_request(), self._runs_precision())
         session = self._session_obj
         first = session.get_inputs()[0]
         self.check_input(tuple(first.shape), _ORT_DTYPES.get(first.type, first.type), batch)
@@ -83,12 +96,12 @@ class OrtTarget(Target):
             raise fixed_batch_error(self.model_path, fixed, batch, "only batch-1 graphs are tried with a symbolic batch")
         # A fixed batch-1 graph: try it with a symbolic batch and check every output follows.
         try:
-            candidate = self._session(_dynamic_batch_bytes(self.model_path))
+            candidate = self._session(with_symbolic_batch(self.model_path))
             probe = np.zeros(self.profile.input.shape(batch), dtype=self.profile.input.numpy_dtype)
             outs = candidate.run(None, {first.name: probe})
         except Exception as exc:
-            raise fixed_batch_error(self.model_path, fixed, batch, f"the graph fails at batch {batch}: "
-                                    f"{str(exc).splitlines()[0][:160]}") from None
+            raise fixed_batch_error(self.model_path, fixed, batch,
+                                    f"the graph fails at batch {batch}: {first_line(exc, 160)}") from None
         bad = [o.shape for o in outs if o.ndim < 1 or o.shape[0] != batch]
         if bad:
             raise fixed_batch_error(self.model_path, fixed, batch, f"an output keeps shape {tuple(bad[0])}")
@@ -96,18 +109,20 @@ class OrtTarget(Target):
         self.padded_batch = False
         self.notes.append(f"batch made symbolic in the ONNX graph to run batch {batch}")
 
+    def _precision_request(self) -> str | None:
+        """The --precision to hold the run to (None: label it with what runs)."""
+        return self.options.precision
+
+    def _runs_precision(self) -> str:
+        """What the session computes an fp32 graph in (the CPU provider: fp32)."""
+        return "fp32"
+
     def _input_name(self) -> str:
         """The image input's name, looked up once per session (not on every call)."""
         session = self._session_obj
         if getattr(self, "_named_session", None) is not session:
             self._named_session, self._name = session, session.get_inputs()[0].name
         return self._name
-
-    def inputs(self) -> list[TensorInfo]:
-        return [TensorInfo(i.name, tuple(i.shape), _ORT_DTYPES.get(i.type, i.type)) for i in self._session_obj.get_inputs()]
-
-    def outputs(self) -> list[TensorInfo]:
-        return [TensorInfo(o.name, tuple(o.shape), _ORT_DTYPES.get(o.type, o.type)) for o in self._session_obj.get_outputs()]
 
     def infer(self, batch: np.ndarray, extras: dict | None = None) -> list[np.ndarray]:
         feeds = {self._input_name(): batch}
@@ -118,18 +133,17 @@ class OrtTarget(Target):
     def describe(self) -> dict:
         ort = _import_ort()
         return {"runtime": f"onnxruntime {ort.__version__}",
-                "providers": self._session_obj.get_providers() if getattr(self, "_session_obj", None) else self.providers}
+                "providers": self._session_obj.get_providers() if self._session_obj is not None else self.providers,
+                "threads": self.options.threads}
 
     def close(self) -> None:
         self._session_obj = None
 
 
-@register
 class OrtCpu(OrtTarget):
     name = "ort"
 
 
-@register
 class OrtCuda(OrtTarget):
     """CUDA execution provider (or TensorRT EP with `ep = "trt"`), IO binding, providers verified.
 
@@ -139,6 +153,7 @@ class OrtCuda(OrtTarget):
     """
 
     name = "ort-cuda"
+    Options = OrtCudaOptions
     description = "ONNX Runtime, CUDA execution provider (or TensorRT EP with --ep trt); needs onnxruntime-gpu and an NVIDIA GPU"
     time_covers = ("benchmark: IO binding with the input kept on the GPU as an OrtValue and outputs left on the GPU "
                    "(session run only, no H2D/D2H copies); accuracy pass: host input bound once, outputs copied back once")
@@ -158,23 +173,16 @@ class OrtCuda(OrtTarget):
     # - options ---------------------------------------------------------------------------------------
 
     def _ep(self) -> str:
-        ep = str(self.options.get("ep") or "cuda").lower()
-        if ep not in ORT_CUDA_EPS:
-            raise HarnessError(f"--ep {ep!r}: target ort-cuda takes one of {', '.join(ORT_CUDA_EPS)}")
-        return ep
+        return self.options.ep
 
     def _requested_precision(self) -> str:
-        precision = str(self.options.get("precision") or "fp32").lower()
+        precision = self.options.precision or "fp32"
         allowed = ("fp32",) if self._ep() == "cuda" else ("fp32", "fp16")
         if precision not in allowed:
             hint = ("use --ep trt --precision fp16, or --target trt" if self._ep() == "cuda" and precision == "fp16"
-                    else "use --target trt for int8 (calibrated with --calib DIR)")
+                    else "use --target trt for int8 (with a Q/DQ model, see docs/gpu.md)")
             raise HarnessError(f"target ort-cuda with --ep {self._ep()} runs {', '.join(allowed)}, not {precision}; {hint}")
         return precision
-
-    def _note(self, note: str) -> None:
-        if note not in self.notes:
-            self.notes.append(note)
 
     def _providers(self) -> list:
         return list(self._provider_list)
@@ -185,21 +193,24 @@ class OrtCuda(OrtTarget):
         ok, why = self.availability()
         self._wanted_provider = None
         if not ok:
-            if not self.options.get("allow_fallback"):
-                raise TargetUnavailable(f"target ort-cuda cannot run here: {why}; pass --allow-fallback to run on CPU and record it")
-            self._note("FALLBACK: CUDA unavailable, ran on CPUExecutionProvider")
+            if not self.options.allow_fallback:
+                raise TargetUnavailable(f"target ort-cuda cannot run here: {why}; "
+                                        "pass --allow-fallback to run on CPU and record it")
+            self.note("FALLBACK: CUDA unavailable, ran on CPUExecutionProvider")
+            self.flags.add("fallback")
             return ["CPUExecutionProvider"]
         ort = _import_ort()
-        device_id = int(self.options.get("device_id") or 0)
+        device_id = self.options.device_id
         cuda = ("CUDAExecutionProvider", {"device_id": device_id})
         if ep == "trt":
             if "TensorrtExecutionProvider" not in ort.get_available_providers():
                 why = (f"onnxruntime {ort.__version__} has no TensorrtExecutionProvider (needs an onnxruntime-gpu "
                        "build with TensorRT and TensorRT's libraries on the library path)")
-                if not self.options.get("allow_fallback"):
+                if not self.options.allow_fallback:
                     raise TargetUnavailable(f"target ort-cuda --ep trt cannot run here: {why}; "
                                             "pass --allow-fallback to use the CUDA EP and record it")
-                self._note("FALLBACK: TensorrtExecutionProvider unavailable, ran on CUDAExecutionProvider")
+                self.note("FALLBACK: TensorrtExecutionProvider unavailable, ran on CUDAExecutionProvider")
+                self.flags.add("fallback")
                 self._wanted_provider = "CUDAExecutionProvider"
                 return [cuda, "CPUExecutionProvider"]
             self._wanted_provider = "TensorrtExecutionProvider"
@@ -209,24 +220,14 @@ class OrtCuda(OrtTarget):
         return [cuda, "CPUExecutionProvider"]
 
     def _engine_cache_dir(self):
-        from pathlib import Path
-
-        return Path(self.options.get("engine_cache") or "~/.cache/harness/ort-trt").expanduser()
+        return Path(self.options.engine_cache or "~/.cache/harness/ort-trt").expanduser()
 
     def _trt_profile_shapes(self) -> dict | None:
         """TensorRT EP profile for a dynamic-batch model: batch 1 .. the run's largest batch size."""
-        try:
-            import onnx
-
-            graph = onnx.load(str(self.model_path), load_external_data=False).graph
-        except Exception:
+        first = inspect_onnx(self.model_path).image_input
+        if not first.shape or first.fixed_batch is not None:
             return None
-        weights = {init.name for init in graph.initializer}
-        first = next((v for v in graph.input if v.name not in weights), None)
-        dims = first.type.tensor_type.shape.dim if first is not None else []
-        if not dims or (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
-            return None
-        sizes = [int(b) for b in (self.options.get("batch_sizes") or [self.batch or 1])]
+        sizes = list(self.batch_sizes or [self.batch or 1])
         rest = self.profile.input.shape(1)[1:]
         return {first.name: ((1, *rest), (max(sizes), *rest), (max(sizes), *rest))}
 
@@ -238,26 +239,36 @@ class OrtCuda(OrtTarget):
         session = super()._session(model)
         ort = _import_ort()
         note = check_session_providers(getattr(self, "_wanted_provider", None), session.get_providers(),
-                                       bool(self.options.get("allow_fallback")), ort.__version__)
+                                       bool(self.options.allow_fallback), ort.__version__)
         if note:
-            self._note(note)
+            self.note(note)
+            self.flags.add("fallback")
         got = session.get_providers()
         gpu = any(p in got for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider"))
         self._device = "cuda" if gpu else "cpu"
-        self._device_id = int(self.options.get("device_id") or 0) if gpu else 0
+        self._device_id = self.options.device_id if gpu else 0
         return session
+
+    def _on_gpu(self) -> bool:
+        providers = self._session_obj.get_providers()
+        return any(p in providers for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider"))
+
+    def _precision_request(self) -> str | None:
+        precision = self._requested_precision()  # refuses what the chosen provider cannot run
+        if not self._on_gpu():
+            if precision != "fp32":
+                self.note(f"precision {precision} requested, ran fp32 on the CPU fallback")
+            return None
+        return self.options.precision
+
+    def _runs_precision(self) -> str:
+        on_trt = "TensorrtExecutionProvider" in self._session_obj.get_providers()
+        return "fp16" if on_trt and self._requested_precision() == "fp16" else "fp32"
 
     def load(self, batch: int) -> None:
         self.batch = batch
         super().load(batch)
-        providers = self._session_obj.get_providers()
-        gpu = any(p in providers for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider"))
-        precision = self._requested_precision()
-        self.precision = precision if ("TensorrtExecutionProvider" in providers or precision == "fp32") else "fp32"
-        if not gpu:
-            if precision != "fp32":
-                self._note(f"precision {precision} requested, ran fp32 on the CPU fallback")
-            self.precision = "fp32"
+        if not self._on_gpu():
             self.time_covers = ("FALLBACK on CPU: IO binding with host-resident input and outputs "
                                 "(session run only); not a GPU figure")
 
@@ -277,8 +288,9 @@ class OrtCuda(OrtTarget):
         return binding.copy_outputs_to_cpu()
 
     def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int,
-                  extras: dict | None = None) -> BenchStats:
-        """The input is copied to the device once (OrtValue) and reused; outputs stay on the device."""
+                  extras: dict | None = None, capture: int = 0) -> BenchStats:
+        """The input is copied to the device once (OrtValue) and reused; outputs stay on the device
+        (so no outputs are captured for the loop check: copying them back would change the figure)."""
         ort = _import_ort()
         session = self._session_obj
         value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(batch), self._device, self._device_id)
@@ -288,17 +300,15 @@ class OrtCuda(OrtTarget):
             binding.bind_cpu_input(name, np.ascontiguousarray(extra))
         for out in session.get_outputs():
             binding.bind_output(out.name, self._device, self._device_id)
-        latencies = []
-        start = time.perf_counter()
-        while True:
+
+        def step() -> float:
             t0 = time.perf_counter()
             session.run_with_iobinding(binding)  # ONNX Runtime synchronises the device at the end of a run
             binding.synchronize_outputs()
-            latencies.append((time.perf_counter() - t0) * 1e3)
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds and len(latencies) >= min_iterations:
-                break
-        stats = BenchStats(latencies, len(latencies) * batch.shape[0], elapsed)
+            return (time.perf_counter() - t0) * 1e3
+
+        loop = timed_loop(step, seconds, min_iterations)
+        stats = BenchStats(loop.latencies_ms, loop.iterations * batch.shape[0], loop.seconds)
         stats.extra["ort_device"] = self._device
         return stats
 

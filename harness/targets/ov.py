@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
-import time
 from collections import deque
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-from harness.errors import HarnessError, TargetUnavailable
-from harness.targets import register
+from harness.config import setting
+from harness.errors import HarnessError, TargetUnavailable, first_line
+from harness.onnx_model import inspect_onnx
+from harness.targets.base import BenchStats, Target, fixed_batch_error
 from harness.targets.cpu_isa import guard_amx
-from harness.targets.base import BenchStats, Target, TensorInfo, check_onnx_file, fixed_batch_error
+from harness.timing import timed_loop
 
-HINTS = ("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT")
-OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # --precision -> INFERENCE_PRECISION_HINT
+
+
+@dataclass(frozen=True)
+class OvOptions:
+    """Options of the `ov` target."""
+
+    hint: Literal["THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"] = "THROUGHPUT"  # PERFORMANCE_HINT
+    threads: int | None = setting(None, ge=1)  # INFERENCE_NUM_THREADS; default: OpenVINO's choice
+    nireq: int | None = setting(None, ge=1)  # infer requests in flight; default: OPTIMAL_NUMBER_OF_INFER_REQUESTS
+    # fp32 / bf16 / fp16 set INFERENCE_PRECISION_HINT; int8 only labels a quantized graph (checked at load)
+    precision: Literal["fp32", "bf16", "fp16", "int8"] | None = None
 
 
 def _import_ov():
@@ -29,11 +42,11 @@ def _dims(partial_shape) -> tuple:
     return tuple(d.get_length() if d.is_static else None for d in partial_shape)
 
 
-@register
 class OpenVinoCpu(Target):
     name = "ov"
     description = "OpenVINO, CPU device, async infer requests"
     time_covers = "inference (host tensors, async infer requests in flight together)"
+    Options = OvOptions
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -50,13 +63,12 @@ class OpenVinoCpu(Target):
         if self.model_path.suffix.lower() == ".xml" and not self.model_path.with_suffix(".bin").is_file():
             raise HarnessError(f"model {self.model_path}: its weights {self.model_path.with_suffix('.bin').name} are missing")
         if self.model_path.suffix.lower() == ".onnx":
-            check_onnx_file(self.model_path)  # else OpenVINO tries every frontend and logs noise
+            inspect_onnx(self.model_path)  # a clear error for a bad file, else OpenVINO tries every frontend
         self._core = getattr(self, "_core", None) or ov.Core()
         try:
             return self._core.read_model(str(self.model_path))
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise HarnessError(f"model {self.model_path}: OpenVINO cannot read it ({first[:200]})") from None
+            raise HarnessError(f"model {self.model_path}: OpenVINO cannot read it ({first_line(exc)})") from None
 
     def load(self, batch: int) -> None:
         ov = _import_ov()
@@ -78,8 +90,8 @@ class OpenVinoCpu(Target):
                         shapes[other] = ov.PartialShape([batch, *odims[1:]])
                 model.reshape(shapes)
             except Exception as exc:
-                raise fixed_batch_error(self.model_path, fixed, batch, f"OpenVINO reshape fails: "
-                                        f"{(str(exc).strip().splitlines() or ['?'])[0][:160]}") from None
+                raise fixed_batch_error(self.model_path, fixed, batch,
+                                        f"OpenVINO reshape fails: {first_line(exc, 160)}") from None
             if fixed is not None:
                 self.notes.append(f"reshaped from batch {fixed} to {batch}")
         for out in model.outputs:
@@ -87,39 +99,35 @@ class OpenVinoCpu(Target):
             if odims and odims[0] not in (batch, None) and batch > 1:
                 raise fixed_batch_error(self.model_path, fixed or 1, batch, f"output keeps shape {odims} after reshape")
         self.padded_batch = True  # the compiled graph is static: a short last batch is padded
-        hint = str(self.options.get("hint") or "THROUGHPUT").upper()
-        if hint not in HINTS:
-            raise HarnessError(f"unknown OpenVINO performance hint {hint!r}; use one of {', '.join(HINTS)}")
-        precision = str(self.options.get("precision") or "fp32").lower()
-        if precision not in OV_PRECISIONS:
-            raise HarnessError(f"target ov: precision {precision!r} not supported; use one of {', '.join(OV_PRECISIONS)}")
+        hint = self.options.hint
+        requested = self.options.precision
+        runs = requested if requested in OV_PRECISIONS else "fp32"
         # Pin the precision: on CPUs with bf16 support OpenVINO otherwise silently computes in bf16.
-        config = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": OV_PRECISIONS[precision]}
-        quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
-        self.precision = "int8" if quantized else precision
+        config = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": OV_PRECISIONS[runs]}
+        self.precision = self.resolve_precision(self._graph_precision(model), requested, runs)
         amx_note = guard_amx()
-        if amx_note and amx_note not in self.notes:
-            self.notes.append(amx_note)
-        if self.options.get("threads"):
-            config["INFERENCE_NUM_THREADS"] = int(self.options["threads"])
-        if self.options.get("nireq"):
-            config["PERFORMANCE_HINT_NUM_REQUESTS"] = int(self.options["nireq"])
+        if amx_note:
+            self.note(amx_note)
+        if self.options.threads:
+            config["INFERENCE_NUM_THREADS"] = self.options.threads
+        if self.options.nireq:
+            config["PERFORMANCE_HINT_NUM_REQUESTS"] = self.options.nireq
         try:
             self._compiled = self._core.compile_model(model, "CPU", config)
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise HarnessError(f"model {self.model_path}: OpenVINO cannot compile it for CPU ({first[:200]})") from None
+            raise HarnessError(f"model {self.model_path}: OpenVINO cannot compile it for CPU ({first_line(exc)})") from None
         self._request = self._compiled.create_infer_request()
-        self._hint = hint
         self.batch = batch
 
-    def inputs(self) -> list[TensorInfo]:
-        return [TensorInfo(p.get_any_name(), _dims(p.get_partial_shape()), str(p.get_element_type().to_dtype()))
-                for p in self._compiled.inputs]
-
-    def outputs(self) -> list[TensorInfo]:
-        return [TensorInfo(p.get_any_name() if p.get_names() else f"output_{i}", _dims(p.get_partial_shape()),
-                           str(p.get_element_type().to_dtype())) for i, p in enumerate(self._compiled.outputs)]
+    def _graph_precision(self, model) -> str:
+        """int8 when the graph holds FakeQuantize (OpenVINO's form of Q/DQ and of NNCF's int8),
+        fp16 for an ONNX graph of float16 tensors, else fp32 (an IR's fp16-compressed weights are
+        decompressed and computed at the inference precision, so they do not make it fp16)."""
+        if any(op.get_type_name() == "FakeQuantize" for op in model.get_ops()):
+            return "int8"
+        if self.model_path.suffix.lower() == ".onnx":
+            return inspect_onnx(self.model_path).precision
+        return "fp32"
 
     def infer(self, batch: np.ndarray, extras: dict | None = None) -> list[np.ndarray]:
         feeds = {0: batch}
@@ -128,11 +136,16 @@ class OpenVinoCpu(Target):
         self._request.infer(feeds)
         return [self._request.get_output_tensor(i).data.copy() for i in range(len(self._compiled.outputs))]
 
+    def output_names(self) -> list[str]:
+        """From the compiled model (an .xml IR has no ONNX graph to read); unnamed ports are numbered."""
+        return [port.get_any_name() if port.get_names() else f"output_{k}"
+                for k, port in enumerate(self._compiled.outputs)]
+
     def _nireq(self) -> int:
-        return int(self.options.get("nireq") or self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        return int(self.options.nireq or self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
 
     def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int,
-                  extras: dict | None = None) -> BenchStats:
+                  extras: dict | None = None, capture: int = 0) -> BenchStats:
         """benchmark_app's method (its inference-only mode), step for step.
 
         N async requests (N = OPTIMAL_NUMBER_OF_INFER_REQUESTS unless nireq is set), each given
@@ -140,7 +153,8 @@ class OpenVinoCpu(Target):
         hands the next idle request a start_async() with no Python callback, runs until the time
         and iteration floors pass and the count is a multiple of N, then waits for all.
         Throughput = iterations x batch / wall time; latency per request from OpenVINO's own
-        request.latency (submit to completion), as benchmark_app reports it.
+        request.latency (submit to completion), as benchmark_app reports it. `capture`: outputs of
+        the first requests to finish, copied outside the timed part of their step.
         """
         ov = _import_ov()
         nireq = self._nireq()
@@ -150,24 +164,29 @@ class OpenVinoCpu(Target):
             request.get_input_tensor(0).data[:] = data
             for name, value in (extras or {}).items():
                 request.get_tensor(name).data[:] = value
-        latencies: list[float] = []
         in_flight: set[int] = set()
-        iterations = 0
-        start = time.perf_counter()
-        elapsed = 0.0
-        while elapsed < seconds or iterations < min_iterations or iterations % nireq:
+        captured: list = []
+        count = len(self._compiled.outputs)
+
+        def step() -> float | None:
             idle = queue.get_idle_request_id()  # blocks until a request is free (GIL released)
+            latency = None
             if idle in in_flight:
-                latencies.append(queue[idle].latency)
+                latency = queue[idle].latency
+                if len(captured) < capture:
+                    captured.append([queue[idle].get_output_tensor(i).data.copy() for i in range(count)])
             else:
                 in_flight.add(idle)
             queue.start_async()
-            iterations += 1
-            elapsed = time.perf_counter() - start
-        queue.wait_all()
-        elapsed = time.perf_counter() - start
-        latencies += [queue[i].latency for i in in_flight]
-        return BenchStats(latencies, iterations * batch.shape[0], elapsed, concurrency=nireq)
+            return latency
+
+        def finish() -> list[float]:
+            queue.wait_all()
+            return [queue[i].latency for i in in_flight]
+
+        loop = timed_loop(step, seconds, min_iterations, multiple_of=nireq, finish=finish)
+        return BenchStats(loop.latencies_ms, loop.iterations * batch.shape[0], loop.seconds, concurrency=nireq,
+                          captured=captured)
 
     def infer_stream(self, items, depth: int | None = None):
         """Infer a stream of (batch, tag, extras) with up to `depth` async requests in flight.
@@ -206,7 +225,8 @@ class OpenVinoCpu(Target):
 
     def describe(self) -> dict:
         ov = _import_ov()
-        info = {"runtime": f"openvino {ov.__version__}", "device": "CPU", "hint": getattr(self, "_hint", None)}
+        info = {"runtime": f"openvino {ov.__version__}", "device": "CPU", "hint": self.options.hint,
+                "threads": self.options.threads}
         if getattr(self, "_compiled", None) is not None:
             info["nireq"] = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         return info

@@ -1,16 +1,20 @@
-"""NVIDIA TensorRT target (`trt`): an engine built from ONNX (fp32 / fp16 / int8), cached on disk.
+"""NVIDIA TensorRT target (`trt`): one strongly typed build recipe for TensorRT 10.x and 11.x.
 
-    build    TensorRT 10 Python API: explicit batch, one optimisation profile (min 1, opt, max from the
-             run's batch sizes), workspace limit, FP16/INT8 flags; int8 calibrated by the harness's
-             own preprocessing (trt_calib.py); engines cached by a key over everything they depend on
-             (trt_engine.py), a stale engine is rebuilt, never reused.
-    infer    named tensors (set_input_shape / set_tensor_address / execute_async_v3), pinned host
-             buffers and device buffers from pycuda, one CUDA stream.
-    timing   CUDA events: latency = H2D + execute + D2H per batch; GPU compute and the copies are
-             also reported on their own (as trtexec does), in BenchStats.extra.
+    prepare  precision is put into the ONNX before parsing (trt_prepare.py): fp32 as it is, fp16
+             converted and checked against fp32 on ONNX Runtime CPU, int8 from a Q/DQ model
+    build    strongly typed network, TF32 a setting, DETAILED profiling verbosity (trt_build.py);
+             TensorRT 10's implicit calibration only as the labelled legacy mode (trt_calib.py);
+             engines cached by a key over everything they depend on (trt_engine.py)
+    verify   the engine inspector's layer precisions; an "fp16" engine with no fp16 layer is an
+             EnginePrecisionError, not a result (trt_inspect.py)
+    infer    one or two execution contexts with pinned host / device buffers (trt_io.py) on a CUDA
+             binding: cuda-python, or pycuda (cuda_rt.py)
+    timing   serial or pipelined, optional CUDA graph, trtexec-style fields (trt_timing.py)
 
-Settings: targets/trt.toml (in the current folder, or options["trt_settings"]), overridden by the
-CLI flags --precision, --calib, --engine-cache. tensorrt and pycuda are imported lazily, so listing
+Settings: targets/trt.toml merged with the command line (trt_settings.py: TrtSettings, and TrtOptions,
+this target's Options: --precision, --calib, --engine-cache, any other key as -o KEY=VALUE). The
+profile's [precision] keep_fp32_nodes stay fp32 in fp16 conversions; the runner's sample_images are
+what the conversion is checked on. tensorrt and the CUDA binding are imported lazily, so listing
 targets never needs them.
 """
 
@@ -18,497 +22,356 @@ from __future__ import annotations
 
 import functools
 import time
-import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from harness.errors import HarnessError, TargetUnavailable
-from harness.targets import register
-from harness.targets.base import BenchStats, Target, TensorInfo, fixed_batch_error
-from harness.targets.trt_calib import (CALIBRATORS, PARTIAL_MODES, CalibrationBatches, calib_cache_name,
-                                       calibration_files, make_calibrator)
-from harness.targets.trt_engine import (DEFAULT_CACHE_DIR, OPT_MODES, PRECISIONS, build_serialized_engine,
-                                        engine_key_fields, lookup_engine, parse_onnx, profile_batches,
-                                        profile_shapes, sha256_file, store_engine)
-
-SETTINGS_FILE = Path("targets") / "trt.toml"
-INSTALL_HINT = "pip install 'harness[gpu]' (TensorRT 10, pycuda, onnxruntime-gpu)"
-
-
-# -- settings (pure) ---------------------------------------------------------------------------------
+from harness.onnx_model import OnnxModelInfo, inspect_onnx
+from harness.targets.base import BenchStats, Target, fixed_batch_error
+from harness.targets.trt_engine import (
+    engine_key_fields,
+    lookup_engine,
+    profile_batches,
+    profile_shapes,
+    sha256_file,
+    store_engine,
+)
+from harness.targets.trt_settings import TrtOptions, TrtSettings, settings_from_options
 
 
 @dataclass(frozen=True)
-class TrtSettings:
-    precision: str = "fp32"
-    workspace_mib: int = 4096
-    opt_batch: str = "current"
-    calibrator: str = "entropy"
-    calib: str = ""
-    calib_images: int = 500
-    calib_batch_size: int = 16
-    calib_partial: str = "drop"
-    engine_cache: str = DEFAULT_CACHE_DIR
+class LoadPlan:
+    """Everything load() decides before touching a GPU."""
 
-    @property
-    def cache_dir(self) -> Path:
-        return Path(self.engine_cache).expanduser()
+    settings: TrtSettings
+    graph: OnnxModelInfo  # the source model's signature and graph precision
+    batch: int
+    fixed: int | None
+    batches: tuple[int, int, int]
+    shapes: dict  # {input: (min, opt, max)}
 
 
-_CHOICES = {"precision": PRECISIONS, "opt_batch": OPT_MODES, "calibrator": CALIBRATORS, "calib_partial": PARTIAL_MODES}
-_POSITIVE_INTS = ("workspace_mib", "calib_images", "calib_batch_size")
-_STRINGS = ("calib", "engine_cache")
-#: target options (CLI flags) that override the settings file
-_OPTION_KEYS = {"precision": "precision", "calib": "calib", "engine_cache": "engine_cache",
-                "calibrator": "calibrator", "workspace_mib": "workspace_mib", "calib_images": "calib_images",
-                "calib_batch_size": "calib_batch_size", "opt_batch": "opt_batch"}
-
-
-def validate_settings(data: dict, where: str) -> TrtSettings:
-    """Check a settings mapping (file contents and/or overrides) and build TrtSettings."""
-    known = {f.name for f in fields(TrtSettings)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise HarnessError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
-    values = {}
-    for key, value in data.items():
-        if key in _CHOICES:
-            value = str(value).lower() if isinstance(value, str) else value
-            if value not in _CHOICES[key]:
-                raise HarnessError(f"{where}: {key} = {value!r}, expected one of {', '.join(_CHOICES[key])}")
-        elif key in _POSITIVE_INTS:
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise HarnessError(f"{where}: {key} = {value!r}, expected a positive integer")
-        elif key in _STRINGS:
-            if not isinstance(value, (str, Path)):
-                raise HarnessError(f"{where}: {key} = {value!r}, expected a path string")
-            value = str(value)
-        values[key] = value
-    return TrtSettings(**values)
-
-
-def load_trt_settings(path: str | Path | None = None, overrides: dict | None = None) -> TrtSettings:
-    """Defaults <- settings file (if any) <- overrides (CLI options; None values ignored)."""
-    data: dict = {}
-    where = "targets/trt.toml"
-    if path is not None:
-        path = Path(path)
-        where = str(path)
-        if not path.is_file():
-            raise HarnessError(f"TensorRT settings file not found: {path}")
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise HarnessError(f"{path}: not valid TOML ({exc})") from None
-        except UnicodeDecodeError:
-            raise HarnessError(f"{path}: not a text TOML file") from None
-        data = data.get("trt", data) if isinstance(data.get("trt"), dict) else data
-    settings = validate_settings(data, where)
-    extra = {k: v for k, v in (overrides or {}).items() if v is not None and v != ""}
-    if extra:
-        merged = {f.name: getattr(settings, f.name) for f in fields(TrtSettings)}
-        merged.update(extra)
-        settings = validate_settings(merged, f"{where} with command-line options")
-    return settings
-
-
-def settings_from_options(options: dict) -> TrtSettings:
-    """The run's settings: options["trt_settings"] or ./targets/trt.toml if present, then CLI overrides."""
-    path = options.get("trt_settings")
-    if path is None and SETTINGS_FILE.is_file():
-        path = SETTINGS_FILE
-    overrides = {name: options.get(key) for key, name in _OPTION_KEYS.items() if options.get(key) is not None}
-    return load_trt_settings(path, overrides)
-
-
-# -- ONNX inspection and timing summary (pure) -------------------------------------------------------
-
-_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 10: "float16", 9: "bool"}
-
-
-def onnx_inputs(model_path: str | Path) -> list[tuple[str, tuple, str]]:
-    """(name, dims, dtype) of the graph's real inputs (weights listed as inputs are left out)."""
-    import onnx
-
-    try:
-        model = onnx.load(str(model_path), load_external_data=False)
-    except Exception as exc:
-        raise HarnessError(f"model {model_path}: not a readable ONNX file ({str(exc)[:160]})") from None
-    weights = {init.name for init in model.graph.initializer}
-    out = []
-    for value in model.graph.input:
-        if value.name in weights:
-            continue
-        tensor = value.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim)
-        out.append((value.name, dims, _ONNX_DTYPES.get(tensor.elem_type, str(tensor.elem_type))))
-    if not out:
-        raise HarnessError(f"model {model_path}: the ONNX graph has no inputs")
-    return out
-
-
-def timing_summary(h2d_ms, compute_ms, d2h_ms, batch: int) -> dict:
-    """Per-stage CUDA-event times -> row fields (p50/p90/p99 in ms, compute-only throughput)."""
-    out: dict = {}
-    for label, values in (("gpu_compute_ms", compute_ms), ("h2d_ms", h2d_ms), ("d2h_ms", d2h_ms)):
-        arr = np.asarray(list(values), dtype=np.float64)
-        if arr.size == 0:
-            out.update({f"{label}_p50": None, f"{label}_p90": None, f"{label}_p99": None})
-            continue
-        p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-        out.update({f"{label}_p50": round(float(p50), 4), f"{label}_p90": round(float(p90), 4),
-                    f"{label}_p99": round(float(p99), 4)})
-    compute = np.asarray(list(compute_ms), dtype=np.float64)
-    out["gpu_compute_fps"] = round(batch * 1e3 / float(compute.mean()), 2) if compute.size and compute.mean() > 0 else None
-    return out
-
-
-# -- runtime imports (lazy) --------------------------------------------------------------------------
-
-
-def _import_runtime():
-    """(tensorrt, pycuda.driver) or TargetUnavailable naming what is missing."""
-    try:
-        import tensorrt as trt
-    except Exception as exc:  # ImportError, or OSError when its CUDA libraries are missing
-        detail = "" if isinstance(exc, ModuleNotFoundError) else f" ({str(exc).splitlines()[0][:120]})"
-        raise TargetUnavailable(f"tensorrt is not installed{detail}: {INSTALL_HINT}") from None
-    major = int(str(trt.__version__).split(".")[0])
-    if major < 10:
-        raise TargetUnavailable(f"target trt needs TensorRT 10 or newer (found {trt.__version__}): {INSTALL_HINT}")
-    try:
-        import pycuda.driver as cuda
-    except Exception as exc:
-        detail = "" if isinstance(exc, ModuleNotFoundError) else f" ({str(exc).splitlines()[0][:120]})"
-        raise TargetUnavailable(f"pycuda is not installed or cannot load CUDA{detail}: {INSTALL_HINT}") from None
-    return trt, cuda
-
-
-def _gpu_name(cuda, index: int = 0) -> str:
-    try:
-        cuda.init()
-        count = cuda.Device.count()
-    except Exception as exc:
-        raise TargetUnavailable(f"no usable CUDA driver ({str(exc).splitlines()[0][:120]}); "
-                                "an NVIDIA GPU and driver are needed") from None
-    if count == 0:
-        raise TargetUnavailable("no NVIDIA GPU found (CUDA reports 0 devices)")
-    if index >= count:
-        raise TargetUnavailable(f"no CUDA device {index} (found {count})")
-    return cuda.Device(index).name()
-
-
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _logger(trt):
     return trt.Logger(trt.Logger.WARNING)
 
 
-# -- the target --------------------------------------------------------------------------------------
+def runtime_status() -> dict:
+    """Which TensorRT, which CUDA binding and which modes are available here (`harness targets`)."""
+    from harness.targets.cuda_rt import load_binding
+    from harness.targets.trt_api import import_tensorrt
+
+    status: dict = {}
+    try:
+        _, api = import_tensorrt()
+        status["tensorrt"] = api.version
+        status["modes"] = api.modes
+    except TargetUnavailable as exc:
+        status["tensorrt"] = None
+        status["tensorrt_problem"] = str(exc)
+    try:
+        binding = load_binding("auto")
+        status["cuda_binding"] = f"{binding.name} {binding.version}"
+        status["cuda_graphs"] = binding.supports_graphs
+    except TargetUnavailable as exc:
+        status["cuda_binding"] = None
+        status["cuda_binding_problem"] = str(exc)
+    status["timing"] = ["serial", "pipelined"]
+    return status
 
 
-@register
+def status_line() -> str:
+    """One line for `harness targets`: TensorRT release, CUDA binding, modes."""
+    s = runtime_status()
+    trt = f"TensorRT {s['tensorrt']}" if s["tensorrt"] else "TensorRT not installed"
+    cuda = f"CUDA binding {s['cuda_binding']}" if s["cuda_binding"] else "no CUDA binding (cuda-python or pycuda)"
+    modes = "; ".join(s.get("modes", [])) or "no build modes"
+    graphs = ", CUDA graphs" if s.get("cuda_graphs") else ""
+    return f"{trt}; {cuda}; builds: {modes}; timing: serial, pipelined{graphs}"
+
+
 class TensorRtTarget(Target):
     name = "trt"
-    description = "NVIDIA TensorRT 10 engine built from ONNX, fp32/fp16/int8 (needs tensorrt, pycuda, an NVIDIA GPU)"
-    time_covers = ("per batch on one CUDA stream, timed with CUDA events: H2D copy from pinned host memory + "
-                   "execute + D2H copy; gpu_compute_ms_* = execute only, h2d_ms_*/d2h_ms_* = the copies")
+    description = ("NVIDIA TensorRT 10/11 engine from ONNX, strongly typed fp32/fp16/int8 "
+                   "(needs tensorrt, a CUDA binding, an NVIDIA GPU)")
+    time_covers = ("per batch, CUDA events: H2D copy from pinned host memory + execute + D2H copy (serial: one batch "
+                   "in flight; pipelined: two on two streams); gpu_compute_ms_* = execute only, h2d_ms_*/d2h_ms_* "
+                   "the copies, enqueue_ms_* the host enqueue call")
 
-    def __init__(self, model_path, profile, options=None):
-        super().__init__(model_path, profile, options)
-        self._ctx = None
-        self._buffers: dict = {}
+    Options = TrtOptions
+
+    def __init__(self, model_path, profile, options=None, batch_sizes=()):
+        super().__init__(model_path, profile, options, batch_sizes)
+        self._ios: list = []
         self._engine = None
-        self._context = None
-        self._stream = None
+        self._cuda = None
         self._info: dict = {}
-        self.precision = None
+        self.settings: TrtSettings | None = None
+
+    status_line = staticmethod(status_line)
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
+        from harness.targets.cuda_rt import load_binding
+        from harness.targets.trt_api import import_tensorrt
+
         try:
-            trt, cuda = _import_runtime()
-            gpu = _gpu_name(cuda)
+            _, api = import_tensorrt()
+            binding = load_binding("auto")
+            gpu = binding.device(0).name
         except TargetUnavailable as exc:
             return False, str(exc)
-        return True, f"tensorrt {trt.__version__} on {gpu}"
+        return True, f"tensorrt {api.version} ({binding.name}) on {gpu}"
 
-    # - load ------------------------------------------------------------------------------------------
+    # - load: small steps -------------------------------------------------------------------------
 
     def load(self, batch: int) -> None:
+        plan = self._plan(batch)
+        trt, api, cuda = self._runtime(plan.settings)
+        self.close()  # a previous load's engine/buffers (the runner makes one target per batch size)
+        self._trt, self._cuda = trt, cuda
+        gpu = cuda.device(0).name
+        cuda.activate(0)
+        prepared = self._prepare(plan.settings)
+        engine = self._engine_for(trt, api, cuda, plan, prepared, gpu)
+        self._verify(trt, engine, prepared.label)
+        self._open_io(trt, cuda, engine, plan)
+        self.precision = self.resolve_precision(plan.graph.precision, None, runs=prepared.label)
+        for note in prepared.notes:
+            self.note(note)
+        self._info.update({"runtime": f"tensorrt {api.version}", "device": gpu, "precision": prepared.label,
+                           "cuda_binding": f"{cuda.name} {cuda.version}", "precision_recipe": prepared.recipe,
+                           "conversion_check": prepared.check, "tf32": plan.settings.tf32,
+                           "timing_mode": plan.settings.timing, "cuda_graph": plan.settings.cuda_graph,
+                           "profile_batch": dict(zip(("min", "opt", "max"), plan.batches)),
+                           "workspace_mib": plan.settings.workspace_mib})
+        self._record_trtexec(api, plan)
+
+    def _plan(self, batch: int) -> LoadPlan:
+        """User-fixable problems first (settings, model/profile fit, batch, int8 source): no GPU needed."""
         if self.model_path.suffix.lower() != ".onnx":
             raise HarnessError(f"model {self.model_path}: target trt builds engines from an .onnx file")
-        # user-fixable problems first (settings, model/profile fit, batch, calibration folder): these
-        # need no GPU, so they are reported on any machine; then whether TensorRT can run here at all
         settings = settings_from_options(self.options)
         self.settings = settings
-        inputs = onnx_inputs(self.model_path)
-        first_name, first_dims, first_dtype = inputs[0]
-        self.check_input(first_dims, first_dtype, batch)
-        fixed = first_dims[0] if first_dims and first_dims[0] is not None else None
+        graph = inspect_onnx(self.model_path)
+        first = graph.image_input
+        self.check_input(first.dims(), first.dtype, batch)
+        fixed = first.fixed_batch
         if fixed is not None and fixed != batch:
             raise fixed_batch_error(self.model_path, fixed, batch, "TensorRT builds a static engine for a fixed-batch graph")
-        if len(inputs) > 1 and settings.precision == "int8":
-            raise HarnessError(f"model {self.model_path.name} has {len(inputs)} inputs; int8 calibration here feeds "
-                               "one image input only (use fp16, or calibrate the model yourself)")
+        # a --precision the graph does not give is refused (a Q/DQ or fp16 graph runs as it is); the
+        # settings file's precision is a default for fp32 models, so only the option is held to it
+        self.resolve_precision(graph.precision, self.options.precision, runs=settings.precision)
+        self._check_precision_source(settings, graph)
+        if settings.precision == "int8" and settings.int8_mode == "implicit":
+            self._check_implicit_inputs(settings, graph)
         self.padded_batch = fixed is not None
         self.model_batch = fixed
-        batches = profile_batches(self.options.get("batch_sizes") or [batch], batch, fixed, settings.opt_batch)
-        spec_shape = self.profile.input.shape(batch)
-        shapes = {first_name: profile_shapes(spec_shape, batches)}
-        for name, dims, _ in inputs[1:]:
-            shapes[name] = profile_shapes((batch, *dims[1:]) if all(d is not None for d in dims[1:]) else dims, batches)
-        self._profile_batches = batches
-        if settings.precision == "int8":
-            folder = self.options.get("calib") or settings.calib
-            if not folder:
-                raise HarnessError("precision int8 needs calibration images: pass --calib DIR (a folder of "
-                                   "representative images, a few hundred) or set calib in targets/trt.toml")
-            calibration_files(folder, settings.calib_images)
-        ok, why = self.availability()
-        if not ok:
-            raise TargetUnavailable(f"target trt cannot run here: {why}")
-        self.close()  # a previous load's engine/buffers (the runner makes one target per batch size)
+        batches = profile_batches(self.batch_sizes or [batch], batch, fixed, settings.opt_batch)
+        shapes = {first.name: profile_shapes(self.profile.input.shape(batch), batches)}
+        for tensor in graph.inputs[1:]:
+            dims = tensor.dims()
+            shapes[tensor.name] = profile_shapes((batch, *dims[1:]) if all(d is not None for d in dims[1:]) else dims,
+                                                 batches)
+        return LoadPlan(settings, graph, batch, fixed, batches, shapes)
 
-        trt, cuda = _import_runtime()
-        self._trt, self._cuda = trt, cuda
-        gpu = _gpu_name(cuda)
-        self._ctx = cuda.Device(0).retain_primary_context()
-        self._ctx.push()
-        logger = _logger(trt)
-        onnx_sha = sha256_file(self.model_path)
-        stem = self.model_path.stem
-        cache_dir = settings.cache_dir
-        calib_path, calib_batches = None, None
-        if settings.precision == "int8":
-            calib_path, calib_batches = self._calibration_source(settings, onnx_sha, fixed)
-        calib_sha = sha256_file(calib_path) if calib_path is not None and calib_path.is_file() else None
+    def _check_precision_source(self, settings: TrtSettings, graph: OnnxModelInfo) -> None:
+        """int8 needs a Q/DQ model (or the legacy mode): said before any GPU work."""
+        from harness.targets.trt_prepare import build_plan
 
-        plan, engine_path, why = None, None, "not cached yet"
-        if settings.precision != "int8" or calib_sha:
-            key_fields = engine_key_fields(onnx_sha, settings.precision, shapes, trt.__version__, gpu, calib_sha)
-            plan, engine_path, why = lookup_engine(cache_dir, stem, key_fields)
-        engine = None
-        if plan is not None:
-            engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
-            if engine is None:
-                why = "cached engine could not be deserialized"
-            else:
-                self._info.update({"engine_cache": "hit", "engine": str(engine_path)})
-        if engine is None:
-            plan, engine_path = self._build(trt, cuda, logger, settings, shapes, fixed is None, calib_path,
-                                            calib_batches, onnx_sha, gpu, stem, cache_dir)
-            self._info.update({"engine_cache": f"built ({why})", "engine": str(engine_path)})
-            engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
-            if engine is None:
-                raise HarnessError("TensorRT built an engine it cannot deserialize (see the TensorRT log above)")
-        self._engine = engine
-        self._context = engine.create_execution_context()
-        if self._context is None:
-            raise HarnessError("TensorRT could not create an execution context (out of GPU memory?)")
-        self._stream = cuda.Stream()
-        self._setup_io(batch)
-        self.batch = batch
-        self.precision = settings.precision
-        self._info.update({"runtime": f"tensorrt {trt.__version__}", "device": gpu, "precision": settings.precision,
-                           "profile_batch": {"min": batches[0], "opt": batches[1], "max": batches[2]},
-                           "workspace_mib": settings.workspace_mib})
+        build_plan(settings.precision, graph.precision, graph.float16_tensors > 0, settings.int8_mode,
+                   self.model_path.name)
 
-    def _calibration_source(self, settings: TrtSettings, onnx_sha: str, fixed: int | None):
-        """(calibration cache path, CalibrationBatches) for an int8 build."""
-        folder = self.options.get("calib") or settings.calib
+    def _check_implicit_inputs(self, settings: TrtSettings, graph: OnnxModelInfo) -> None:
+        from harness.precision.calib_images import calibration_files
+
+        if len(graph.inputs) > 1:
+            raise HarnessError(f"model {self.model_path.name} has {len(graph.inputs)} inputs; int8 calibration here "
+                               "feeds one image input only (use a Q/DQ model, or calibrate the model yourself)")
+        folder = settings.calib
         if not folder:
             raise HarnessError("precision int8 needs calibration images: pass --calib DIR (a folder of "
                                "representative images, a few hundred) or set calib in targets/trt.toml")
+        calibration_files(folder, settings.calib_images)
+
+    def _runtime(self, settings: TrtSettings):
+        """(tensorrt, TrtApi, CUDA binding) or TargetUnavailable; legacy modes refused where removed."""
+        from harness.targets.cuda_rt import load_binding
+        from harness.targets.trt_api import QUANTIZE_HINT, import_tensorrt
+
+        ok, why = self.availability()
+        if not ok:
+            raise TargetUnavailable(f"target trt cannot run here: {why}")
+        trt, api = import_tensorrt()
+        if settings.precision == "int8" and settings.int8_mode == "implicit" and not api.legacy_int8:
+            raise HarnessError(QUANTIZE_HINT.format(version=api.version))
+        cuda = load_binding(settings.cuda_binding)
+        if settings.cuda_graph and not cuda.supports_graphs:
+            raise HarnessError(f"cuda_graph = true needs cuda-python (pip install cuda-python); {cuda.name} is in use")
+        return trt, api, cuda
+
+    def _prepare(self, settings: TrtSettings):
+        from harness.targets.trt_prepare import prepare_model
+
+        onnx_sha = sha256_file(self.model_path)
+        self._onnx_sha = onnx_sha
+        samples = self.sample_images[: settings.check_images]
+        where = f"the run's first {len(samples)} images ({Path(samples[0][1]).parent})" if samples else ""
+        return prepare_model(self.model_path, onnx_sha, settings, self.profile, settings.cache_dir,
+                             sample_images=samples, sample_desc=where)
+
+    def _engine_for(self, trt, api, cuda, plan: LoadPlan, prepared, gpu: str):
+        """The cached engine for this key, or a fresh build (stored in the cache)."""
+        logger = _logger(trt)
+        implicit = prepared.recipe["int8_mode"] == "implicit" and not prepared.recipe["strongly_typed"]
+        calib_path = calib_batches = None
+        if implicit:
+            calib_path, calib_batches = self._calibration_source(plan, self._onnx_sha)
+        calib_sha = sha256_file(calib_path) if calib_path is not None and calib_path.is_file() else None
+        stem, cache_dir = self.model_path.stem, plan.settings.cache_dir
+        plan_bytes, why = None, "not cached yet"
+        if not implicit or calib_sha:
+            key = engine_key_fields(self._onnx_sha, prepared.label, plan.shapes, api.version, gpu, calib_sha,
+                                    recipe=prepared.recipe)
+            plan_bytes, engine_path, why = lookup_engine(cache_dir, stem, key)
+        if plan_bytes is not None:
+            engine = trt.Runtime(logger).deserialize_cuda_engine(plan_bytes)
+            if engine is not None:
+                self._info.update({"engine_cache": "hit", "engine": str(engine_path)})
+                return engine
+            why = "cached engine could not be deserialized"
+        plan_bytes, engine_path = self._build(trt, cuda, logger, plan, prepared, calib_path, calib_batches, gpu, api)
+        self._info.update({"engine_cache": f"built ({why})", "engine": str(engine_path)})
+        engine = trt.Runtime(logger).deserialize_cuda_engine(plan_bytes)
+        if engine is None:
+            raise HarnessError("TensorRT built an engine it cannot deserialize (see the TensorRT log above)")
+        return engine
+
+    def _calibration_source(self, plan: LoadPlan, onnx_sha: str):
+        """(calibration cache path, CalibrationBatches) for TensorRT 10's implicit int8 build."""
+        from harness.precision.calib_images import CalibrationBatches, calibration_files
+        from harness.targets.trt_calib import calib_cache_name
+
+        settings = plan.settings
+        folder = settings.calib
         files = calibration_files(folder, settings.calib_images)
-        batch_size = fixed if fixed is not None else settings.calib_batch_size
+        batch_size = plan.fixed if plan.fixed is not None else settings.calib_batch_size
         batches = CalibrationBatches(files, self.profile.input, batch_size, partial=settings.calib_partial)
         cache = settings.cache_dir / calib_cache_name(onnx_sha, settings.calibrator, batches.identity())
         if len(files) < settings.calib_images:
-            self.notes.append(f"int8 calibration: {batches.images_used} image(s) of the {settings.calib_images} "
+            self.note(f"int8 calibration: {batches.images_used} image(s) of the {settings.calib_images} "
                               f"asked for (calib_images); folder {folder} holds fewer")
         self._info.update({"calibrator": settings.calibrator, "calib_images": batches.images_used,
-                           "calib_batch_size": batch_size, "calib_cache": str(cache)})
+                           "calib_batch_size": batch_size, "calib_cache": str(cache),
+                           "int8_mode": "implicit (legacy, TensorRT 10)"})
         return cache, batches
 
-    def _build(self, trt, cuda, logger, settings, shapes, dynamic, calib_path, calib_batches, onnx_sha, gpu,
-               stem, cache_dir):
-        builder, network, _parser = parse_onnx(trt, logger, self.model_path)
+    def _build(self, trt, cuda, logger, plan: LoadPlan, prepared, calib_path, calib_batches, gpu, api):
+        from harness.targets.trt_build import make_config, parse_onnx, serialize
+
+        settings = plan.settings
+        strongly_typed = prepared.recipe["strongly_typed"]
+        builder, network, _parser = parse_onnx(trt, logger, prepared.path, strongly_typed)
+        config = make_config(trt, builder, settings.workspace_mib, settings.tf32, plan.shapes, plan.fixed is None)
         calibrator = None
-        calib_shapes = None
-        if settings.precision == "int8":
-            reuse = calib_path.is_file()
-            calibrator = make_calibrator(trt, cuda, settings.calibrator, None if reuse else calib_batches, calib_path)
-            calib_shape = calib_batches.shape
-            calib_shapes = {name: (calib_shape, calib_shape, calib_shape) for name in list(shapes)[:1]}
-            self._info["calib_cache_reused"] = reuse
+        if calib_batches is not None:
+            calibrator = self._legacy_calibrator(trt, cuda, config, builder, plan, calib_path, calib_batches)
         started = time.perf_counter()
         try:
-            plan = build_serialized_engine(trt, logger, builder, network, settings.precision, settings.workspace_mib,
-                                           shapes, dynamic, calibrator, calib_shapes)
+            plan_bytes = serialize(builder, network, config, calibrator)
         finally:
             if calibrator is not None:
                 calibrator.free()
         self._info["build_seconds"] = round(time.perf_counter() - started, 1)
         calib_sha = None
-        if settings.precision == "int8":
+        if calibrator is not None:
             if not calib_path.is_file():
                 raise HarnessError(f"int8 calibration wrote no calibration cache to {calib_path}")
             calib_sha = sha256_file(calib_path)
-        key_fields = engine_key_fields(onnx_sha, settings.precision, shapes, trt.__version__, gpu, calib_sha)
-        path = store_engine(cache_dir, stem, key_fields, plan, {"model": str(self.model_path),
-                                                                "build_seconds": self._info["build_seconds"]})
-        return plan, path
+        key = engine_key_fields(self._onnx_sha, prepared.label, plan.shapes, api.version, gpu, calib_sha,
+                                recipe=prepared.recipe)
+        path = store_engine(settings.cache_dir, self.model_path.stem, key, plan_bytes,
+                            {"model": str(self.model_path), "built_onnx": str(prepared.path),
+                             "build_seconds": self._info["build_seconds"]})
+        return plan_bytes, path
 
-    def _setup_io(self, batch: int) -> None:
-        trt, cuda, engine, context = self._trt, self._cuda, self._engine, self._context
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        self._input_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self._output_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
-        self._set_input_shapes(batch, {})
-        for name in names:
-            shape = self._shapes[name]
-            count = max(1, int(np.prod(shape)))
-            host = cuda.pagelocked_empty(count, self._dtypes[name])
-            device = cuda.mem_alloc(host.nbytes)
-            self._buffers[name] = (host, device)
-            context.set_tensor_address(name, int(device))
+    def _legacy_calibrator(self, trt, cuda, config, builder, plan: LoadPlan, calib_path, calib_batches):
+        """TensorRT 10 only (reached after TrtApi.legacy_int8 said the names exist)."""
+        from harness.targets.trt_calib import apply_implicit_int8, make_calibrator
 
-    def _set_input_shapes(self, n: int, extras: dict) -> None:
-        """Give the context this batch's input shapes; read back the output shapes."""
-        context = self._context
-        self._shapes = getattr(self, "_shapes", {})
-        first = self._input_names[0]
-        wanted = {first: self.profile.input.shape(n)}
-        for name in self._input_names[1:]:
-            if name in extras:
-                wanted[name] = tuple(extras[name].shape)
-            elif name not in self._shapes:
-                dims = tuple(self._engine.get_tensor_shape(name))
-                wanted[name] = (n, *dims[1:])
-        changed = False
-        for name, shape in wanted.items():
-            if self._shapes.get(name) != tuple(shape):
-                if not context.set_input_shape(name, tuple(int(d) for d in shape)):
-                    raise HarnessError(f"TensorRT engine rejects input {name} shape {tuple(shape)} "
-                                       f"(profile batches {self._profile_batches})")
-                self._shapes[name] = tuple(int(d) for d in shape)
-                changed = True
-        if changed or any(o not in self._shapes for o in self._output_names):
-            for name in self._output_names:
-                shape = tuple(context.get_tensor_shape(name))
-                if any(d < 0 for d in shape):
-                    raise HarnessError(f"output {name} has a data-dependent shape {shape}; target trt needs "
-                                       "outputs whose shape follows from the input shape")
-                self._shapes[name] = shape
+        reuse = calib_path.is_file()
+        calibrator = make_calibrator(trt, cuda, plan.settings.calibrator, None if reuse else calib_batches,
+                                     calib_batches.shape, calib_batches.dtype, calib_path)
+        first = list(plan.shapes)[0]
+        calib_shapes = {first: (calib_batches.shape,) * 3}
+        apply_implicit_int8(trt, config, builder, calibrator, calib_shapes, plan.fixed is None)
+        self._info["calib_cache_reused"] = reuse
+        return calibrator
 
-    # - run -------------------------------------------------------------------------------------------
+    def _verify(self, trt, engine, label: str) -> None:
+        from harness.targets.trt_build import engine_information
+        from harness.targets.trt_inspect import check_engine_precision, layer_precision_shares
 
-    def _stage(self, batch: np.ndarray, extras: dict | None) -> int:
-        """Put a batch (and extra inputs) into the pinned input buffers; returns the batch size."""
-        if self._context is None:
+        shares = layer_precision_shares(engine_information(trt, engine))
+        self._info["engine_precision"] = shares
+        check_engine_precision(label, shares, f"engine {Path(self._info.get('engine', '')).name}")
+        self._engine = engine
+
+    def _open_io(self, trt, cuda, engine, plan: LoadPlan) -> None:
+        from harness.targets.trt_io import EngineIO
+
+        count = 2 if plan.settings.timing == "pipelined" else 1
+        self._ios = [EngineIO(trt, cuda, engine, self.profile.input.shape, plan.batch, plan.batches,
+                              plan.settings.cuda_graph) for _ in range(count)]
+        self.batch = plan.batch
+
+    def _record_trtexec(self, api, plan: LoadPlan) -> None:
+        from harness.targets.trt_timing import trtexec_command, trtexec_defaults_note
+
+        shapes = {name: (plan.batch, *triple[0][1:]) for name, triple in plan.shapes.items()}
+        self._info["trtexec"] = trtexec_command(self._info["engine"], shapes, plan.settings.timing,
+                                                plan.settings.cuda_graph)
+        self._info["trtexec_compare"] = trtexec_defaults_note(api.major, plan.settings.timing, plan.settings.cuda_graph)
+
+    # - run ---------------------------------------------------------------------------------------
+
+    def _io(self):
+        if not self._ios:
             raise HarnessError("target trt: infer() before load()")
-        n = int(batch.shape[0])
-        if n > self.batch:
-            raise HarnessError(f"target trt loaded for batch {self.batch}, got {n} images")
-        extras = extras or {}
-        self._set_input_shapes(n, extras)
-        arrays = {self._input_names[0]: batch, **extras}
-        for name in self._input_names:
-            if name not in arrays:
-                raise HarnessError(f"engine input {name} was not given (pass it in extras)")
-            array = np.asarray(arrays[name])
-            host = self._buffers[name][0]
-            if array.size > host.size:
-                raise HarnessError(f"input {name} of shape {array.shape} exceeds its buffer")
-            np.copyto(host[: array.size], array.reshape(-1), casting="same_kind")
-        return n
-
-    def _h2d(self):
-        cuda = self._cuda
-        for name in self._input_names:
-            host, device = self._buffers[name]
-            cuda.memcpy_htod_async(device, host[: int(np.prod(self._shapes[name]))], self._stream)
-
-    def _execute(self):
-        if not self._context.execute_async_v3(self._stream.handle):
-            raise HarnessError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
-
-    def _d2h(self):
-        cuda = self._cuda
-        for name in self._output_names:
-            host, device = self._buffers[name]
-            cuda.memcpy_dtoh_async(host[: int(np.prod(self._shapes[name]))], device, self._stream)
+        return self._ios[0]
 
     def infer(self, batch: np.ndarray, extras: dict | None = None) -> list[np.ndarray]:
-        self._stage(batch, extras)
-        self._h2d()
-        self._execute()
-        self._d2h()
-        self._stream.synchronize()
-        out = []
-        for name in self._output_names:
-            shape = self._shapes[name]
-            out.append(self._buffers[name][0][: int(np.prod(shape))].reshape(shape).copy())
-        return out
+        io = self._io()
+        if int(batch.shape[0]) > self.batch:
+            raise HarnessError(f"target trt loaded for batch {self.batch}, got {int(batch.shape[0])} images")
+        io.stage(batch, extras)
+        io.h2d()
+        io.execute()
+        io.d2h()
+        io.stream.synchronize()
+        return io.results()
 
     def benchmark(self, batch: np.ndarray, seconds: float, min_iterations: int,
-                  extras: dict | None = None) -> BenchStats:
-        """One stream, one batch in flight: events around H2D, execute and D2H of every iteration."""
-        cuda = self._cuda
-        n = self._stage(batch, extras)
-        e0, e1, e2, e3 = (cuda.Event() for _ in range(4))
-        total, h2d, compute, d2h = [], [], [], []
-        start = time.perf_counter()
-        while True:
-            e0.record(self._stream)
-            self._h2d()
-            e1.record(self._stream)
-            self._execute()
-            e2.record(self._stream)
-            self._d2h()
-            e3.record(self._stream)
-            e3.synchronize()
-            h2d.append(e0.time_till(e1))
-            compute.append(e1.time_till(e2))
-            d2h.append(e2.time_till(e3))
-            total.append(e0.time_till(e3))
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds and len(total) >= min_iterations:
-                break
-        extra = timing_summary(h2d, compute, d2h, n)
-        stats = BenchStats(total, len(total) * n, elapsed)
-        stats.extra.update(extra)
-        return stats
+                  extras: dict | None = None, capture: int = 0) -> BenchStats:
+        from harness.targets.trt_timing import run_timing
 
-    # - describe / close ------------------------------------------------------------------------------
+        self._io()
+        return run_timing(self._ios, batch, extras, seconds, min_iterations, self.settings.timing, capture)
 
-    def inputs(self) -> list[TensorInfo]:
-        return [TensorInfo(n, tuple(self._engine.get_tensor_shape(n)), self._dtypes[n].name) for n in self._input_names]
-
-    def outputs(self) -> list[TensorInfo]:
-        return [TensorInfo(n, tuple(self._engine.get_tensor_shape(n)), self._dtypes[n].name) for n in self._output_names]
+    # - describe / close --------------------------------------------------------------------------
 
     def describe(self) -> dict:
         return dict(self._info)
 
     def close(self) -> None:
-        for host, device in self._buffers.values():
-            for allocation in (device, getattr(host, "base", None)):  # free while the CUDA context is current
-                try:
-                    allocation.free()
-                except Exception:
-                    pass
-        self._buffers = {}
-        self._shapes = {}
-        self._context = None
+        for io in self._ios:
+            io.close()
+        self._ios = []
         self._engine = None
-        self._stream = None
-        if self._ctx is not None:
+        if self._cuda is not None:
             try:
-                self._ctx.pop()
-            except Exception:
+                self._cuda.deactivate()
+            except Exception:  # teardown: nothing useful to report
                 pass
-            self._ctx = None

@@ -1,15 +1,16 @@
-"""TensorRT engines: optimisation-profile shapes, the engine cache, and the build itself.
+"""TensorRT engines: optimisation-profile shapes and the engine cache (pure Python, no GPU).
 
-Everything above `build_serialized_engine` is pure Python (tested without a GPU): which shapes an
-engine is built for, what its cache key is, and whether a cached engine may be reused. Only
-`build_serialized_engine` imports TensorRT, lazily.
+Which shapes an engine is built for, what its cache key is, and whether a cached engine may be
+reused. The build itself is harness/targets/trt_build.py.
 
 Cache layout (default ~/.cache/harness/trt, or --engine-cache DIR / engine_cache in targets/trt.toml):
     <model stem>-<precision>-<key[:16]>.engine   the serialized engine (plan), raw bytes
     <model stem>-<precision>-<key[:16]>.json     sidecar: every key field + the engine's sha256
-The key covers the ONNX file bytes, precision, profile shapes, TensorRT version, GPU name and (int8)
-the calibration cache, so any change gives a new file; a sidecar that disagrees with the wanted
-fields, or an engine whose bytes no longer match the sidecar, is stale and is rebuilt, never reused.
+The key covers the ONNX file bytes, precision, profile shapes, TensorRT version, GPU name, (implicit
+int8) the calibration cache, and the build recipe: the sha256 of the ONNX actually parsed (after fp16
+conversion), the converter and its version, strong typing, TF32. Any change gives a new file; a sidecar
+that disagrees with the wanted fields, or an engine whose bytes no longer match the sidecar, is stale
+and is rebuilt, never reused.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ import json
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.targets.trt_calib import write_bytes_atomic
+from harness.fileio import atomic_write_bytes
+from harness.targets.trt_settings import OPT_MODES, PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "int8")
-OPT_MODES = ("current", "max")
 #: bump when the cache layout or the build recipe changes, so old engines are not reused
-CACHE_FORMAT = 1
-DEFAULT_CACHE_DIR = "~/.cache/harness/trt"
+#: 2: strongly typed builds from a converted ONNX; recipe (converted sha256, converter, TF32) in the key
+CACHE_FORMAT = 2
+#: engines, converted ONNX files and calibration caches carry the model's weights (or are made from
+#: them): written readable by their owner only, as a private model file would be; sidecars are plain
+PRIVATE_FILE_MODE = 0o600
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -69,11 +72,15 @@ def profile_shapes(input_shape: tuple, batches: tuple[int, int, int]) -> tuple[t
 
 
 def engine_key_fields(onnx_sha256: str, precision: str, shapes: dict, trt_version: str, gpu_name: str,
-                      calib_sha256: str | None = None, extra: dict | None = None) -> dict:
-    """The values an engine depends on, in plain JSON-able form (shapes: {input: (min, opt, max)})."""
+                      calib_sha256: str | None = None, extra: dict | None = None, recipe: dict | None = None) -> dict:
+    """The values an engine depends on, in plain JSON-able form (shapes: {input: (min, opt, max)}).
+
+    recipe: how the network was made (trt_prepare.build_recipe); without one, int8 means the
+    implicit calibration of TensorRT 10, which needs the calibration cache's hash."""
     if precision not in PRECISIONS:
         raise HarnessError(f"precision {precision!r}: target trt supports {', '.join(PRECISIONS)}")
-    if precision == "int8" and not calib_sha256:
+    implicit = precision == "int8" and (recipe is None or recipe.get("int8_mode") == "implicit")
+    if implicit and not calib_sha256:
         raise HarnessError("internal: an int8 engine key needs the calibration cache's hash")
     return {
         "format": CACHE_FORMAT,
@@ -82,15 +89,17 @@ def engine_key_fields(onnx_sha256: str, precision: str, shapes: dict, trt_versio
         "shapes": {name: [list(map(int, s)) for s in triple] for name, triple in sorted(shapes.items())},
         "tensorrt": str(trt_version),
         "gpu": str(gpu_name),
-        "calib_sha256": calib_sha256 if precision == "int8" else None,
+        "calib_sha256": calib_sha256 if implicit else None,
+        **({"recipe": json.loads(json.dumps(recipe, sort_keys=True))} if recipe else {}),
         **({"extra": extra} if extra else {}),
     }
 
 
 def engine_cache_key(onnx_sha256: str, precision: str, shapes: dict, trt_version: str, gpu_name: str,
-                     calib_sha256: str | None = None, extra: dict | None = None) -> str:
+                     calib_sha256: str | None = None, extra: dict | None = None, recipe: dict | None = None) -> str:
     """sha256 over the canonical JSON of engine_key_fields: same inputs, same key; any change, new key."""
-    return key_from_fields(engine_key_fields(onnx_sha256, precision, shapes, trt_version, gpu_name, calib_sha256, extra))
+    return key_from_fields(engine_key_fields(onnx_sha256, precision, shapes, trt_version, gpu_name, calib_sha256,
+                                             extra, recipe))
 
 
 def key_from_fields(fields: dict) -> str:
@@ -136,59 +145,11 @@ def store_engine(cache_dir, model_stem: str, fields: dict, engine_bytes: bytes, 
     key = key_from_fields(fields)
     engine_path, sidecar_path = engine_paths(cache_dir, model_stem, fields["precision"], key)
     try:
-        write_bytes_atomic(engine_path, bytes(engine_bytes))
+        engine_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(engine_path, bytes(engine_bytes), mode=PRIVATE_FILE_MODE)
         sidecar = {"key": key, "fields": fields, "engine_sha256": sha256_bytes(bytes(engine_bytes)), **(info or {})}
-        write_bytes_atomic(sidecar_path, json.dumps(sidecar, indent=2, sort_keys=True).encode())
+        atomic_write_bytes(sidecar_path, json.dumps(sidecar, indent=2, sort_keys=True).encode())
     except OSError as exc:
         raise HarnessError(f"cannot write the TensorRT engine cache {engine_path.parent} ({exc}); "
                            "pass --engine-cache DIR") from None
     return engine_path
-
-
-# -- the build (TensorRT 10 Python API; imported lazily by the caller) --------------------------------
-
-
-def parse_onnx(trt, logger, onnx_path: Path):
-    """(builder, network, parser) for an ONNX file; explicit batch (the only mode in TensorRT 10)."""
-    builder = trt.Builder(logger)
-    flags = 0
-    if int(trt.__version__.split(".")[0]) < 10 and hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        first = (errors[0].strip().splitlines() or ["?"])[0] if errors else "unknown error"
-        raise HarnessError(f"model {onnx_path}: TensorRT's ONNX parser rejects it ({first[:200]})")
-    return builder, network, parser
-
-
-def build_serialized_engine(trt, logger, builder, network, precision: str, workspace_mib: int,
-                            shapes: dict, dynamic: bool, calibrator=None, calib_shapes: dict | None = None) -> bytes:
-    """Build a serialized engine; shapes/calib_shapes: {input name: (min, opt, max)}."""
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
-    if precision in ("fp16", "int8"):
-        # int8 keeps fp16 enabled too, so layers TensorRT cannot quantise do not fall back to fp32
-        config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = calibrator
-    if dynamic:
-        profile = builder.create_optimization_profile()
-        for name, (low, opt, high) in shapes.items():
-            profile.set_shape(name, low, opt, high)
-        config.add_optimization_profile(profile)
-        if precision == "int8" and calib_shapes:
-            calib_profile = builder.create_optimization_profile()
-            for name, (low, opt, high) in calib_shapes.items():
-                calib_profile.set_shape(name, low, opt, high)
-            config.set_calibration_profile(calib_profile)
-    plan = builder.build_serialized_network(network, config)
-    error = getattr(calibrator, "error", None) if calibrator is not None else None
-    if error is not None:
-        raise HarnessError(f"int8 calibration failed: {error}")
-    if plan is None:
-        raise HarnessError("TensorRT could not build an engine for this model (see the TensorRT log above; "
-                           "try a larger workspace_mib in targets/trt.toml or another precision)")
-    return bytes(plan)

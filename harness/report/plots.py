@@ -1,6 +1,6 @@
 """PNG plots for the comparison page: matplotlib (Agg, headless), byte-identical for the same inputs.
 
-Each function takes the comparison table (harness.compare) and a path, writes one PNG and returns
+Each function takes the comparison table (harness.report.compare) and a path, writes one PNG and returns
 its caption. No timestamps or software tags are written into the files.
 """
 

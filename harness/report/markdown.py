@@ -6,6 +6,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from harness.report.compare import SPREAD_LARGE
+from harness.row import FLAGS, ResultRow, flag_label
+
 COLUMNS = [
     ("target", "target"), ("precision", "precision"), ("bs", "bs"), ("images", "images"),
     ("map", "mAP"), ("map50", "AP50"), ("map75", "AP75"), ("fps", "infer img/s"),
@@ -31,13 +34,33 @@ def markdown_table(rows: list[dict], columns=COLUMNS) -> str:
     return "\n".join([head, rule, *body])
 
 
-def run_report_markdown(rows: list[dict], env: dict) -> str:
+def _row_dicts(rows) -> list[dict]:
+    """ResultRows as the dicts tables read; a failed row shows ✗ in place of its figures."""
+    out = []
+    for row in rows:
+        row = row if isinstance(row, ResultRow) else ResultRow.from_dict(row)
+        data = row.to_dict()
+        if row.status == "failed":
+            data.update({k: "✗" for k in ("images", "map", "map50", "map75")})
+        data["flags"] = ", ".join(flag_label(f) for f in row.flags) or "-"
+        data["flag_keys"] = list(row.flags)
+        out.append(data)
+    return out
+
+
+def run_report_markdown(rows, env: dict) -> str:
+    """report.md of one --out folder (rows: ResultRows)."""
+    rows = _row_dicts(rows)
     lines = ["# Benchmark results", ""]
     if rows:
         first = rows[0]
         lines += [f"- model: `{first.get('model')}`  profile: `{first.get('profile')}`",
                   f"- dataset: `{first.get('dataset')}` ({first.get('images')} images), evaluator: {first.get('evaluator')}", ""]
-    lines += [markdown_table(rows), ""]
+    lines += [markdown_table(rows, [*COLUMNS, ("flags", "flags")]), ""]
+    failed = [r for r in rows if r.get("status") != "ok"]
+    if failed:
+        lines += ["Rows that did not run (✗) or lost their accuracy:"]
+        lines += [f"- {r['target']} bs={r['bs']}: {r.get('error')}" for r in failed] + [""]
     lines += [
         "What each figure covers:",
         "- **mAP / AP50 / AP75**: COCO bbox AP@[.5:.95], @.5, @.75 (0..1) over the images counted in `images`.",
@@ -47,6 +70,9 @@ def run_report_markdown(rows: list[dict], env: dict) -> str:
         "(read + preprocess + infer + decode; evaluation excluded)."),
         "",
     ]
+    flags = sorted({f for r in rows for f in r["flag_keys"]})
+    if flags:
+        lines += ["Flags:"] + [f"- *{flag_label(f)}*: {FLAGS[f]}" for f in flags] + [""]
     notes = [(r, n) for r in rows for n in r.get("notes", [])]
     if notes:
         lines += ["Notes:"] + [f"- {r['target']} bs={r['bs']}: {n}" for r, n in notes] + [""]
@@ -70,13 +96,7 @@ def _stage_table(rows: list[dict]) -> str:
 
 
 # ------------------------------------------------------------------------------------ comparison page
-# Everything below renders a harness.compare.Comparison; it formats numbers and never computes them.
-
-COVERS_LEGEND = {
-    "device compute": "device compute only (no host copies)",
-    "inference call": "one inference call, host tensors in and out (copies included where the device has them)",
-    "end to end": "read + preprocess + infer + decode",
-}
+# Everything below renders a harness.report.compare.Comparison; it formats numbers and never computes them.
 
 
 def _f(value, digits: int = 2, signed: bool = False) -> str:
@@ -100,13 +120,24 @@ def _model_labels(table) -> dict[tuple, str]:
     return {(p, m): p if by_profile[p] == 1 else f"{p} ({Path(m).name})" for p, m in pairs}
 
 
-def _row_name(r, model_labels, multi_model: bool, multi_machine: bool) -> str:
-    text = f"{r['target']} {r['precision']} bs {r['bs']}"
-    if multi_model:
-        text += f" [{model_labels[(r['profile'], r['model'])]}]"
-    if multi_machine:
-        text += f" @ {r['machine']}"
-    return text
+class _Page:
+    """What every section of the comparison page needs: the comparison and how rows are named."""
+
+    def __init__(self, comp):
+        self.comp = comp
+        self.table = comp.table
+        self.rows = [r for _, r in comp.table.iterrows()]
+        self.multi_machine = comp.multi_machine
+        self.model_labels = _model_labels(comp.table)
+        self.multi_model = len(self.model_labels) > 1
+
+    def name(self, r) -> str:
+        text = f"{r['target']} {r['precision']} bs {r['bs']}"
+        if self.multi_model:
+            text += f" [{self.model_labels[(r['profile'], r['model'])]}]"
+        if self.multi_machine:
+            text += f" @ {r['machine']}"
+        return text
 
 
 def _spread_cell(r) -> str:
@@ -116,38 +147,22 @@ def _spread_cell(r) -> str:
         text = f"p90/p50 {r['latency_p90_p50']:.2f}"
     else:
         return "-"
-    from harness.compare import SPREAD_LARGE
-
     return text + (" ⚠" if r["spread"] > SPREAD_LARGE else "")
 
 
 def _flags(r) -> str:
-    flags = []
-    if r["is_baseline"]:
-        flags.append("baseline")
-    if r["fallback"]:
-        flags.append("FALLBACK")
-    if r["per_batch_model"]:
-        flags.append("per-batch model")
-    if r["padded"]:
-        flags.append("padded")
+    flags = ["baseline"] if r["is_baseline"] else []
+    flags += [flag_label(f) for f in r["flags"] if f != "skipped-images"]
     if r["skipped"]:
         flags.append(f"skipped {int(r['skipped'])}")
     return ", ".join(flags) or "-"
 
 
-def comparison_markdown(comp, plots: list[tuple[str, str]] | None = None, baseline_asked: str | None = None) -> str:
-    """The comparison page; same Comparison + same plot names -> byte-identical text."""
-    from harness.compare import SPREAD_LARGE
-
-    table = comp.table
-    multi_machine = comp.multi_machine
-    model_labels = _model_labels(table)
-    multi_model = len(model_labels) > 1
-    rows = [r for _, r in table.iterrows()]
-    lines = ["# Benchmark comparison", ""]
-    datasets = sorted(set(table["annotations"]))
-    lines += [(f"- inputs: {len(comp.sources)} results file(s), {len(rows)} table row(s), "
+def _header(page: _Page, baseline_asked: str | None) -> list[str]:
+    comp = page.comp
+    datasets = sorted(set(page.table["annotations"]))
+    lines = ["# Benchmark comparison", "",
+             (f"- inputs: {len(comp.sources)} results file(s), {len(page.rows)} table row(s), "
               f"{len(comp.machines)} machine(s): {', '.join(comp.machines)}")]
     if comp.baseline:
         how = f"--baseline {baseline_asked}" if baseline_asked else "default: the fp32 CPU reference (ort, else ov)"
@@ -156,73 +171,89 @@ def comparison_markdown(comp, plots: list[tuple[str, str]] | None = None, baseli
     else:
         lines.append("- baseline: none (no `ort` or `ov` fp32 rows; pass --baseline TARGET); Δ and speedup are blank")
     lines.append(f"- dataset: {', '.join(f'`{d}`' for d in datasets)}; images per row in the CSV/JSON export")
-    lines.append("")
+    return lines + [""]
 
-    # ---- main table
-    head = []
-    if multi_machine:
-        head.append("machine")
-    if multi_model:
-        head.append("model")
+
+def _result_line(page: _Page, r, footnotes: list[str]) -> str:
+    cells = []
+    if page.multi_machine:
+        cells.append(r["machine"])
+    if page.multi_model:
+        cells.append(page.model_labels[(r["profile"], r["model"])])
+    fps = _fps(r["fps"])
+    if r["repeats"] > 1 and not math.isnan(r["fps_std"]):
+        fps += f" ± {_fps(r['fps_std'])}"
+    delta = "-" if r["is_baseline"] and not r["baseline_match"] else _f(r["delta_map"], 4, signed=True)
+    speed = "-" if math.isnan(r["speedup"]) else f"{r['speedup']:.2f}×"
+    if r["baseline_match"] and not r["is_baseline"]:
+        delta += " †"
+        footnotes.append(f"- {page.name(r)}: ΔmAP against {r['baseline']} ({r['baseline_match']})")
+    if r["speedup_match"] and not r["is_baseline"] and not math.isnan(r["speedup"]):
+        speed += " †"
+        if r["speedup_match"] != r["baseline_match"]:
+            footnotes.append(f"- {page.name(r)}: speedup against the baseline's bs {r['bs']} row ({r['speedup_match']})")
+    cells += [r["target"], r["precision"], str(int(r["bs"])), _f(r["map"], 4), _f(r["map50"], 4), delta, fps,
+              _spread_cell(r), _f(r["latency_ms_p50"]), _f(r["latency_ms_p90"]), _f(r["latency_ms_p99"]), speed,
+              _fps(r["e2e_fps"]), r["covers"], _flags(r)]
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _results_section(page: _Page) -> list[str]:
+    head = (["machine"] if page.multi_machine else []) + (["model"] if page.multi_model else [])
     head += ["target", "precision", "bs", "mAP", "AP50", "ΔmAP", "img/s", "spread", "p50 ms", "p90 ms", "p99 ms",
              "speedup", "e2e img/s", "time covers", "flags"]
-    lines += ["## Results", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    footnotes = []
-    for r in rows:
-        cells = []
-        if multi_machine:
-            cells.append(r["machine"])
-        if multi_model:
-            cells.append(model_labels[(r["profile"], r["model"])])
-        fps = _fps(r["fps"])
-        if r["repeats"] > 1 and not math.isnan(r["fps_std"]):
-            fps += f" ± {_fps(r['fps_std'])}"
-        delta = "-" if r["is_baseline"] and not r["baseline_match"] else _f(r["delta_map"], 4, signed=True)
-        speed = "-" if math.isnan(r["speedup"]) else f"{r['speedup']:.2f}×"
-        if r["baseline_match"] and not r["is_baseline"]:
-            delta += " †"
-            footnotes.append(f"- {_row_name(r, model_labels, multi_model, multi_machine)}: ΔmAP against "
-                             f"{r['baseline']} ({r['baseline_match']})")
-        if r["speedup_match"] and not r["is_baseline"] and not math.isnan(r["speedup"]):
-            speed += " †"
-            if r["speedup_match"] != r["baseline_match"]:
-                footnotes.append(f"- {_row_name(r, model_labels, multi_model, multi_machine)}: speedup against "
-                                 f"the baseline's bs {r['bs']} row ({r['speedup_match']})")
-        cells += [r["target"], r["precision"], str(int(r["bs"])), _f(r["map"], 4), _f(r["map50"], 4), delta, fps,
-                  _spread_cell(r), _f(r["latency_ms_p50"]), _f(r["latency_ms_p90"]), _f(r["latency_ms_p99"]), speed,
-                  _fps(r["e2e_fps"]), r["covers"], _flags(r)]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines = ["## Results", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    footnotes: list[str] = []
+    lines += [_result_line(page, r, footnotes) for r in page.rows]
     lines.append("")
     if footnotes:
         lines += ["† compared with a baseline row that is not like-for-like:", *footnotes, ""]
-    lines += [
+    return lines + _how_to_read(page)
+
+
+def _how_to_read(page: _Page) -> list[str]:
+    table = page.table
+    lines = [
         "How to read it:",
         ("- **mAP / AP50**: COCO bbox AP@[.5:.95] / AP@.5 (0..1), over the images each row counted; "
-        "**ΔmAP** = row mAP − baseline mAP."),
+         "**ΔmAP** = row mAP − baseline mAP."),
         ("- **img/s**: throughput of the steady-state timing loop on one preprocessed batch (mean ± sd where the "
-        "same row was measured in several results files); **speedup** = img/s ÷ baseline img/s at the same "
-        "batch size. **p50/p90/p99 ms**: latency per batch call in that loop. **e2e img/s**: the whole accuracy "
-        "pass, read + preprocess + infer + decode."),
+         "same row was measured in several results files); **speedup** = img/s ÷ baseline img/s at the same "
+         "batch size. **p50/p90/p99 ms**: latency per batch call in that loop. **e2e img/s**: the whole accuracy "
+         "pass, read + preprocess + infer + decode."),
         "- **time covers** (what the img/s and latency figures time):",
     ]
     for short, full in sorted(set(zip(table["covers"], table["time_covers"]))):
         users = sorted(set(table[table["time_covers"] == full]["target"]))
         lines.append(f"  - *{short}* ({', '.join(users)}): {full}")
-    lines += [("- **flags**: *FALLBACK* the target fell back to another device (see notes); *per-batch model* a "
-              "different model file per batch size; *padded* a short last batch was padded to the fixed batch "
-              "size (padding not counted in mAP); *skipped N* unreadable images left out of mAP."), ""]
+    shown = sorted({f for flags in table["flags"] for f in flags if f != "skipped-images"})
+    legend = [f"*{flag_label(f)}* {FLAGS[f]}" for f in shown] + ["*skipped N* unreadable images left out of mAP"]
+    lines += [f"- **flags**: {'; '.join(legend)}.", ""]
+    return lines
 
-    # ---- variance
-    lines += ["## Throughput spread", ""]
+
+def _failed_section(page: _Page) -> list[str]:
+    failed = page.comp.failed
+    if not failed:
+        return []
+    lines = ["## Rows that did not run", "",
+             f"✗ {len(failed)} row(s) could not run; their reasons, from the results files:", ""]
+    for f in failed:
+        where = f" @ {f['machine']}" if page.multi_machine else ""
+        lines.append(f"- ✗ {f['target']} {f['precision']} bs {f['bs']}{where} ({Path(str(f['model'])).name}): {f['error']}")
+    return lines + [""]
+
+
+def _spread_section(page: _Page) -> list[str]:
+    rows, comp = page.rows, page.comp
+    lines = ["## Throughput spread", "",
+             "Each results file holds one throughput figure per row. Where the same row (machine, model, target, "
+             "precision, bs) appears in several input files they are treated as repeats: the table shows mean ± "
+             "sample sd and the spread column gives sd/mean and the count. Otherwise the spread column shows the "
+             "p90/p50 ratio of per-call latency in that one timing loop: it measures jitter between calls inside one "
+             "run, not run-to-run variation (thermal state, other load, clock boost), which only repeats measure. "
+             f"⚠ marks a spread above {SPREAD_LARGE:.0%}.", ""]
     repeated = [r for r in rows if r["repeats"] > 1]
-    lines.append(
-        "Each results file holds one throughput figure per row. Where the same row (machine, model, target, "
-        "precision, bs) appears in several input files they are treated as repeats: the table shows mean ± "
-        "sample sd and the spread column gives sd/mean and the count. Otherwise the spread column shows the "
-        "p90/p50 ratio of per-call latency in that one timing loop: it measures jitter between calls inside one "
-        "run, not run-to-run variation (thermal state, other load, clock boost), which only repeats measure. "
-        f"⚠ marks a spread above {SPREAD_LARGE:.0%}.")
-    lines.append("")
     if repeated:
         counts = sorted({int(r["repeats"]) for r in repeated})
         lines.append(f"Repeated rows: {len(repeated)} of {len(rows)} (n = {', '.join(map(str, counts))} runs each).")
@@ -237,54 +268,64 @@ def comparison_markdown(comp, plots: list[tuple[str, str]] | None = None, baseli
         limit = 20
         for pair in comp.overlaps[:limit]:
             a, b = pair["a"], pair["b"]
-            lines.append(f"- {_row_name(a, model_labels, multi_model, multi_machine)} ({_fps(a['fps'])} img/s, "
-                         f"±{a['spread'] * 100:.0f}%) vs {_row_name(b, model_labels, multi_model, multi_machine)} "
+            lines.append(f"- {page.name(a)} ({_fps(a['fps'])} img/s, ±{a['spread'] * 100:.0f}%) vs {page.name(b)} "
                          f"({_fps(b['fps'])} img/s, ±{b['spread'] * 100:.0f}%)")
         if len(comp.overlaps) > limit:
             lines.append(f"- ... and {len(comp.overlaps) - limit} more")
     else:
         lines.append("No two rows at the same batch size and model have overlapping throughput ± spread.")
-    lines.append("")
+    return lines + [""]
 
-    # ---- per-class
-    lines += ["## Per-class AP against the baseline", ""]
-    if not comp.per_class:
-        lines += ["No per-class comparison (no baseline, or rows without per_class_ap).", ""]
-    for entry in comp.per_class:
+
+def _per_class_section(page: _Page) -> list[str]:
+    lines = ["## Per-class AP against the baseline", ""]
+    if not page.comp.per_class:
+        return lines + ["No per-class comparison (no baseline, or rows without per_class_ap).", ""]
+    for entry in page.comp.per_class:
         r, base = entry["row"], entry["baseline"]
-        lines.append(f"**{_row_name(r, model_labels, multi_model, multi_machine)}** vs "
-                     f"{_row_name(base, model_labels, multi_model, multi_machine)}: "
-                     f"{entry['losses']} of {entry['classes']} classes lose AP, mean Δ {_f(entry['mean_delta'], 4, True)}"
+        lines.append(f"**{page.name(r)}** vs {page.name(base)}: {entry['losses']} of {entry['classes']} classes lose "
+                     f"AP, mean Δ {_f(entry['mean_delta'], 4, True)}"
                      + ("; largest losses first:" if entry["worst"] else "; no class AP differs."))
         if entry["worst"]:
             lines += ["", "| class | baseline AP | AP | ΔAP |", "|---|---|---|---|"]
         for d in entry["worst"]:
             lines.append(f"| {d['class']} | {_f(d['baseline_ap'], 4)} | {_f(d['ap'], 4)} | {_f(d['delta'], 4, True)} |")
         lines.append("")
+    return lines
 
-    # ---- plots
-    if plots:
-        lines += ["## Plots", ""]
-        for name, caption in plots:
-            lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
 
-    # ---- notes
-    noted = [(r, n) for r in rows for n in r["notes"]]
-    if noted:
-        lines += ["## Notes from the runs", ""]
-        lines += [f"- {_row_name(r, model_labels, multi_model, multi_machine)}: {n}" for r, n in noted]
-        lines.append("")
+def _plots_section(plots) -> list[str]:
+    if not plots:
+        return []
+    lines = ["## Plots", ""]
+    for name, caption in plots:
+        lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+    return lines
 
-    # ---- environment
-    lines += ["## Environment", ""]
-    if multi_machine:
-        lines += [(f"Rows come from {len(comp.machines)} different machines (the machine column); compare their "
-                  "speed only knowing the hardware below."), ""]
-    for label, info in comp.machines.items():
-        lines += [f"### Machine `{label}`", ""]
-        lines += _env_lines(info)
-        lines.append("")
-    return "\n".join(lines)
+
+def _notes_section(page: _Page) -> list[str]:
+    noted = [(r, n) for r in page.rows for n in r["notes"]]
+    if not noted:
+        return []
+    return ["## Notes from the runs", "", *[f"- {page.name(r)}: {n}" for r, n in noted], ""]
+
+
+def _environment_section(page: _Page) -> list[str]:
+    lines = ["## Environment", ""]
+    if page.multi_machine:
+        lines += [(f"Rows come from {len(page.comp.machines)} different machines (the machine column); compare their "
+                   "speed only knowing the hardware below."), ""]
+    for label, info in page.comp.machines.items():
+        lines += [f"### Machine `{label}`", "", *_env_lines(info), ""]
+    return lines
+
+
+def comparison_markdown(comp, plots: list[tuple[str, str]] | None = None, baseline_asked: str | None = None) -> str:
+    """The comparison page; same Comparison + same plot names -> byte-identical text."""
+    page = _Page(comp)
+    sections = (_header(page, baseline_asked), _results_section(page), _failed_section(page), _spread_section(page),
+                _per_class_section(page), _plots_section(plots), _notes_section(page), _environment_section(page))
+    return "\n".join(line for section in sections for line in section)
 
 
 def _env_lines(info: dict) -> list[str]:

@@ -22,9 +22,10 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.results import RESULTS_FILE, load_results
+from harness.row import METRIC_NAMES as METRICS
+from harness.row import ResultRow
 
 BASELINE_PREFERENCE = (("ort", "fp32"), ("ov", "fp32"))
-METRICS = ("map", "map50", "map75", "map_small", "map_medium", "map_large")
 NUMERIC = (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "images",
            "detections", "iterations", "bench_seconds")
 COUNTS = ("images", "detections", "iterations")
@@ -38,7 +39,7 @@ class Source:
     """One input file: where it came from, its rows and its environment."""
 
     path: str
-    rows: list[dict]
+    rows: list[ResultRow]
     env: dict
     machine: str = ""
 
@@ -53,6 +54,7 @@ class Comparison:
     per_class: list[dict] = field(default_factory=list)       # one entry per non-baseline series
     overlaps: list[dict] = field(default_factory=list)        # pairs whose throughput cannot be told apart
     sources: list[str] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)          # rows that did not run: where, what, why
 
     @property
     def multi_machine(self) -> bool:
@@ -78,13 +80,14 @@ def load_sources(paths) -> list[Source]:
             continue
         seen.add(str(path))
         data = load_results(path)
-        rows = [r for r in data["rows"] if isinstance(r, dict)]
-        if not rows:
+        raw = [r for r in data["rows"] if isinstance(r, dict)]
+        if not raw:
             raise HarnessError(f"results file {path}: holds no rows (did the run finish any batch size?)")
-        for i, row in enumerate(rows):
+        for i, row in enumerate(raw):
             missing = [k for k in ("target", "bs") if row.get(k) is None]
             if missing:
                 raise HarnessError(f"results file {path}: row {i + 1} lacks {', '.join(missing)}")
+        rows = [ResultRow.from_dict(r) for r in raw]
         env = data.get("env") if isinstance(data.get("env"), dict) else {}
         sources.append(Source(path=str(path), rows=rows, env=env))
     sources.sort(key=lambda s: s.path)
@@ -123,42 +126,39 @@ def _covers_short(text: str | None) -> str:
     return "inference call"
 
 
-def _flat(source: Source, row: dict) -> dict:
-    bench = row.get("bench") or {}
-    notes = [str(n) for n in (row.get("notes") or [])]
-    skipped = row.get("skipped_images") or []
-    bs = int(row["bs"])
-    images = row.get("images")
-    batch_mode = row.get("batch_mode") or "-"
-    padded = any("padded" in n.lower() for n in notes) or (
-        batch_mode == "padded" and bs > 1 and isinstance(images, int) and images % bs != 0)
-    runtime = row.get("runtime") or {}
+def _flat(source: Source, row: ResultRow) -> dict:
+    bench = row.bench or {}
+    runtime = row.runtime
+    flags = set(row.flags)
     return {
         "machine": source.machine,
         "host": source.env.get("host"),
-        "profile": str(row.get("profile") or "-"),
-        "model": str(row.get("model") or "-"),
-        "target": str(row["target"]),
-        "precision": str(row.get("precision") or "fp32"),
-        "bs": bs,
-        **{k: _num(row.get(k)) for k in (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90",
-                                          "latency_ms_p99", "images", "detections")},
+        "profile": str(row.profile or "-"),
+        "model": str(row.model or "-"),
+        "target": str(row.target),
+        "precision": str(row.precision or "fp32"),
+        "bs": int(row.bs),
+        **{k: _num(getattr(row, k)) for k in (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90",
+                                              "latency_ms_p99", "images", "detections")},
         "iterations": _num(bench.get("iterations")),
         "bench_seconds": _num(bench.get("seconds")),
         "concurrency": bench.get("concurrency"),
-        "time_covers": row.get("time_covers") or "-",
-        "covers": _covers_short(row.get("time_covers")),
-        "batch_mode": batch_mode,
-        "fallback": any("FALLBACK" in n for n in notes),
-        "per_batch_model": batch_mode == "per-batch model",
-        "padded": bool(padded),
-        "skipped": len(skipped) if isinstance(skipped, list) else int(skipped or 0),
+        "time_covers": row.time_covers or "-",
+        "covers": _covers_short(row.time_covers),
+        "batch_mode": row.batch_mode or "-",
+        "flags": sorted(flags),
+        "fallback": "fallback" in flags,
+        "per_batch_model": "per-batch-model" in flags,
+        "padded": "padded" in flags,
+        "emulated": "emulated" in flags,
+        "suspect": "suspect" in flags,
+        "skipped": len(row.skipped_images),
         "runtime": str(runtime.get("runtime") or "-") if isinstance(runtime, dict) else str(runtime),
-        "dataset": str(row.get("dataset") or "-"),
-        "annotations": str(row.get("annotations") or "-"),
-        "evaluator": str(row.get("evaluator") or "-"),
-        "notes": notes,
-        "per_class_ap": dict(row.get("per_class_ap") or {}),
+        "dataset": str(row.dataset or "-"),
+        "annotations": str(row.annotations or "-"),
+        "evaluator": str(row.evaluator or "-"),
+        "notes": [str(n) for n in row.notes],
+        "per_class_ap": dict(row.per_class_ap),
         "source": source.path,
     }
 
@@ -211,8 +211,9 @@ def _aggregate(group: list[dict]) -> dict:
     for k in ("time_covers", "covers", "batch_mode", "runtime", "dataset", "annotations", "evaluator"):
         out[k] = _join_unique([r[k] for r in group])
     out["concurrency"] = first["concurrency"]
-    for k in ("fallback", "per_batch_model", "padded"):
+    for k in ("fallback", "per_batch_model", "padded", "emulated", "suspect"):
         out[k] = any(r[k] for r in group)
+    out["flags"] = sorted({f for r in group for f in r["flags"]})
     out["skipped"] = max(r["skipped"] for r in group)
     out["notes"] = list(dict.fromkeys(n for r in group for n in r["notes"]))
     out["sources"] = _join_unique([r["source"] for r in group])
@@ -280,7 +281,12 @@ def baseline_label(base: dict, multi_machine: bool) -> str:
 def compare(paths, baseline: str | None = None, top_classes: int = 10) -> Comparison:
     """Load inputs and compute the comparison (table, machines, per-class deltas, overlaps)."""
     sources = load_sources(paths)
-    flat = [_flat(s, r) for s in sources for r in s.rows]
+    failed = [{"machine": s.machine, "target": r.target, "precision": r.precision, "bs": r.bs, "model": r.model,
+               "profile": r.profile, "error": r.error or "", "source": s.path}
+              for s in sources for r in s.rows if r.status == "failed"]
+    flat = [_flat(s, r) for s in sources for r in s.rows if r.status != "failed"]
+    if not flat:
+        raise HarnessError(f"no row of {', '.join(s.path for s in sources)} ran ({len(failed)} failed): nothing to compare")
     groups: dict[tuple, list[dict]] = {}
     for r in flat:
         groups.setdefault(tuple(r[k] for k in KEY), []).append(r)
@@ -307,7 +313,7 @@ def compare(paths, baseline: str | None = None, top_classes: int = 10) -> Compar
     overlaps = _overlaps(rows)
     table = pd.DataFrame(rows).reset_index(drop=True)
     return Comparison(table=table, machines=machines, baseline=base_pair, per_class=per_class,
-                      overlaps=overlaps, sources=[s.path for s in sources])
+                      overlaps=overlaps, sources=[s.path for s in sources], failed=failed)
 
 
 def _sort_key(r: dict) -> tuple:
@@ -391,7 +397,8 @@ EXPORT_COLUMNS = (
     "machine", "host", "profile", "model", "target", "precision", "bs", "images", *METRICS,
     "delta_map", "delta_map50", "fps", "fps_std", "repeats", "spread", "spread_kind", "latency_p90_p50",
     "speedup", "e2e_fps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "iterations", "bench_seconds",
-    "concurrency", "covers", "time_covers", "batch_mode", "fallback", "per_batch_model", "padded", "skipped",
+    "concurrency", "covers", "time_covers", "batch_mode", "flags", "fallback", "per_batch_model", "padded",
+    "emulated", "suspect", "skipped",
     "is_baseline", "baseline", "baseline_match", "speedup_match", "runtime", "dataset", "annotations",
     "evaluator", "detections", "notes", "sources",
 )
@@ -403,4 +410,5 @@ def export_frame(comparison: Comparison) -> pd.DataFrame:
     frame = table[[c for c in EXPORT_COLUMNS if c in table.columns]].copy()
     frame["fps_values"] = table["fps_values"].map(lambda v: " ".join(repr(x) for x in v))
     frame["notes"] = table["notes"].map(lambda v: " | ".join(v))
+    frame["flags"] = table["flags"].map(lambda v: " ".join(v))
     return frame

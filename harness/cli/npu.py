@@ -1,6 +1,6 @@
 """`harness preprocess | decode | emulate`: the file-based NPU flow (Ascend ais_bench, VastAI vamp).
 
-Flags in, calls into harness.npu out; no logic of its own.
+Flags in, calls into harness.npu out; the tools themselves come from harness.npu.FILE_TOOLS.
 """
 
 from __future__ import annotations
@@ -10,15 +10,18 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from harness.cli import RichProgress, console, out, print_rows
+from harness.cli.common import RichProgress, console, out, print_rows
 from harness.errors import HarnessError
+from harness.npu import FILE_TOOLS, formats, tool_for_format
+
+TOOL_NAMES = FILE_TOOLS.names()
 
 
 @click.command("preprocess")
 @click.option("--profile", "-p", "profile_name", required=True, help="Built-in profile name or a .toml file.")
 @click.option("--data", "images_dir", required=True, type=click.Path(path_type=Path), help="Image folder.")
 @click.option("--ann", "ann_path", required=True, type=click.Path(path_type=Path), help="COCO instances json.")
-@click.option("--format", "fmt", required=True, type=click.Choice(["bin", "npz"]),
+@click.option("--format", "fmt", required=True, type=click.Choice(formats()),
               help="bin: Ascend ais_bench input; npz: VastAI vamp input (+ datalist.txt, vdsp_params.json).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder to write.")
 @click.option("--model", "-m", default=None, type=click.Path(path_type=Path),
@@ -35,6 +38,10 @@ def preprocess_cmd(profile_name, images_dir, ann_path, fmt, out_dir, model, work
     from harness.npu.prepare import prepare
     from harness.profiles import load_profile
 
+    if limit is not None and limit <= 0:
+        raise HarnessError(f"--limit {limit}: expected a positive number of images")
+    if workers <= 0:
+        raise HarnessError(f"--workers {workers}: expected a positive integer")
     profile = load_profile(profile_name)
     dataset = load_dataset(images_dir, ann_path, limit, skip_bad_images)
     with RichProgress() as progress:
@@ -45,14 +52,21 @@ def preprocess_cmd(profile_name, images_dir, ann_path, fmt, out_dir, model, work
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if sidecar["outputs"] is None:
         console.print("[yellow]note:[/] no --model: raw .bin outputs will need `harness decode --model`", highlight=False)
-    extra = "  datalist: datalist.txt  vdsp: vdsp_params.json" if fmt == "npz" else ""
+    side = tool_for_format(fmt).side_files
+    extra = f"  also: {', '.join(side)}" if side else ""
     out.print(f"{len(sidecar['images'])} {fmt} files in {out_dir}  sidecar: {Path(out_dir) / 'prep.json'}{extra}")
 
 
+def tool_output_options(fn):
+    """One output-folder flag per file tool (--bin for ais_bench, --npz for vamp, ...)."""
+    for name, tool in reversed(FILE_TOOLS.items()):
+        fn = click.option(tool.decode_flag, name, default=None, type=click.Path(path_type=Path),
+                          help=f"{tool.program} output folder ({tool.output_help}).")(fn)
+    return fn
+
+
 @click.command("decode")
-@click.option("--bin", "bin_path", default=None, type=click.Path(path_type=Path),
-              help="ais_bench output: its timestamped/named folder, or the --output parent holding one.")
-@click.option("--npz", "npz_path", default=None, type=click.Path(path_type=Path), help="vamp --path_output folder.")
+@tool_output_options
 @click.option("--prep", "prep_dir", required=True, type=click.Path(path_type=Path), help="The preprocess --out folder.")
 @click.option("--ann", "ann_path", required=True, type=click.Path(path_type=Path), help="COCO instances json.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Results folder.")
@@ -63,29 +77,33 @@ def preprocess_cmd(profile_name, images_dir, ann_path, fmt, out_dir, model, work
 @click.option("--evaluator", default="auto", show_default=True, help="auto, faster-coco-eval or pycocotools.")
 @click.option("--resume", is_flag=True, help="Add the row to the results already in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace results already in --out.")
-def decode_cmd(bin_path, npz_path, prep_dir, ann_path, out_dir, model, bs, precision, evaluator, resume, overwrite):
+def decode_cmd(prep_dir, ann_path, out_dir, model, bs, precision, evaluator, resume, overwrite, **tool_paths):
     """Decode a vendor tool's output folder with the common decoder and evaluator; write a results row."""
     from harness.envinfo import environment
     from harness.npu.decode_outputs import decode_run
+    from harness.report import write_run_report
     from harness.results import ResultsStore
 
-    if (bin_path is None) == (npz_path is None):
-        raise HarnessError("pass exactly one of --bin (ais_bench output) or --npz (vamp output)")
+    given = {name: path for name, path in tool_paths.items() if path is not None}
+    if len(given) != 1:
+        raise HarnessError("pass exactly one of " + " or ".join(
+            f"{tool.decode_flag} ({tool.program} output)" for _, tool in FILE_TOOLS.items()))
     if bs is not None and bs <= 0:
         raise HarnessError(f"--bs {bs}: expected a positive integer")
-    store = ResultsStore(out_dir, environment(), resume=resume, overwrite=overwrite)
+    (tool_name, outputs_path), = given.items()
+    store = ResultsStore(out_dir, environment(), resume=resume, overwrite=overwrite, on_save=write_run_report)
     with RichProgress() as progress:
-        row = decode_run("ais" if bin_path else "vamp", bin_path or npz_path, prep_dir, ann_path, model=model,
-                         bs=bs, precision=precision, evaluator=evaluator, progress=progress)
+        row = decode_run(tool_name, outputs_path, prep_dir, ann_path, model=model, bs=bs, precision=precision,
+                         evaluator=evaluator, progress=progress)
     store.add(row)
-    print_rows(store.rows, f"{row['profile']} from {bin_path or npz_path}")
-    for note in row["notes"]:
+    print_rows(store.rows, f"{row.profile} from {outputs_path}")
+    for note in row.notes:
         console.print(f"note: {escape(note)}", highlight=False)
     out.print(f"results: {store.path}  report: {store.out_dir / 'report.md'}")
 
 
 @click.command("emulate")
-@click.option("--runner", required=True, type=click.Choice(["ais", "vamp"]), help="Which vendor tool to emulate.")
+@click.option("--runner", required=True, type=click.Choice(TOOL_NAMES), help="Which vendor tool to emulate.")
 @click.option("--model", "-m", required=True, type=click.Path(path_type=Path), help="ONNX model (run with ONNX Runtime CPU).")
 @click.option("--prep", "prep_dir", required=True, type=click.Path(path_type=Path), help="The preprocess --out folder.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
@@ -98,15 +116,13 @@ def decode_cmd(bin_path, npz_path, prep_dir, ann_path, out_dir, model, bs, preci
 @click.option("--threads", type=int, default=None, help="ONNX Runtime CPU threads.")
 def emulate_cmd(runner, model, prep_dir, out_dir, batchsize, summary_style, output_dirname, threads):
     """Write what ais_bench or vamp would, using ONNX Runtime on this machine (no device needed)."""
-    from harness.npu import ais, vamp
-
     if batchsize <= 0:
         raise HarnessError(f"--batchsize {batchsize}: expected a positive integer")
+    tool = FILE_TOOLS.get(runner)
+    given = {"summary_style": summary_style, "output_dirname": output_dirname}
+    extra = {k: v for k, v in given.items() if k in tool.emulate_options}
     with RichProgress() as progress:
-        if runner == "ais":
-            info = ais.emulate(model, prep_dir, out_dir, batchsize, summary_style, output_dirname, threads, progress)
-        else:
-            info = vamp.emulate(model, prep_dir, out_dir, batchsize, threads, progress)
+        info = tool.emulate(model, prep_dir, out_dir, batchsize, threads=threads, progress=progress, **extra)
     for note in info["notes"]:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     summary = f"  summary: {info['summary']}" if info.get("summary") else ""

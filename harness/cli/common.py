@@ -1,0 +1,128 @@
+"""What every command shares: the group (one-line errors, Ctrl-C/SIGTERM), consoles, progress bars,
+the results table and the shared flag parsers."""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+from contextlib import contextmanager
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness.errors import HarnessError
+
+# Wide enough for the results table when output goes to a file or pipe (rich assumes 80 there).
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+out = Console(width=None if sys.stdout.isatty() else 160)
+
+
+class HarnessGroup(click.Group):
+    """Turns HarnessError into `error: ...` and SIGTERM into the same path as Ctrl-C."""
+
+    def invoke(self, ctx):
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            return super().invoke(ctx)
+        except HarnessError as exc:
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]: finished rows are saved; rerun with --resume to continue")
+            sys.exit(130)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@click.group(cls=HarnessGroup)
+@click.version_option(package_name="harness")
+def main():
+    """Benchmark object detectors across accelerators: COCO mAP, throughput and latency per batch size."""
+
+
+class RichProgress:
+    """Progress bars for long work, on stderr so stdout stays clean (harness.progress's interface)."""
+
+    def __init__(self):
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), console=console, transient=False)
+
+    def __enter__(self):
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._progress.stop()
+
+    @contextmanager
+    def task(self, description: str, total: int):
+        task_id = self._progress.add_task(description, total=total)
+        yield lambda n=1: self._progress.advance(task_id, n)
+
+    def message(self, text: str) -> None:
+        self._progress.console.print(escape(text), highlight=False)
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    """'1,4,8' -> [1, 4, 8]; empty items, zero, negatives and non-numbers are one clear line."""
+    parts = [part.strip() for part in str(text).split(",")]
+    try:
+        sizes = [int(part) for part in parts]
+    except ValueError:
+        sizes = []
+    if not sizes or any(s <= 0 for s in sizes):
+        raise HarnessError(f"--bs {text!r}: expected comma-separated positive integers, e.g. 1,4,8")
+    return list(dict.fromkeys(sizes))
+
+
+def positive_seconds(name: str, value: float, allow_zero: bool = False) -> float:
+    """A time flag must be a finite number > 0 (or >= 0): NaN would loop forever."""
+    if value is None or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise HarnessError(f"{name} {value}: expected a finite number of seconds {'>= 0' if allow_zero else '> 0'}")
+    return float(value)
+
+
+ROW_COLUMNS = [("target", "target"), ("precision", "prec"), ("bs", "bs"), ("images", "images"), ("map", "mAP"),
+               ("map50", "AP50"), ("fps", "infer img/s"), ("latency_ms_p50", "p50 ms"),
+               ("latency_ms_p99", "p99 ms"), ("e2e_fps", "e2e img/s")]
+
+
+def print_rows(rows, title: str = "results") -> None:
+    """The terminal table: one line per row; a failed row shows ✗ and its reason below the table,
+    flagged rows their flags."""
+    from harness.report.markdown import fmt
+    from harness.row import flag_label
+
+    table = Table(title=title)
+    for _, heading in ROW_COLUMNS:
+        table.add_column(heading, justify="right")
+    table.add_column("flags")
+    for row in rows:
+        data = row.to_dict()
+        if row.status == "failed":
+            table.add_row(row.target, row.precision, str(row.bs), *["✗"] + ["-"] * (len(ROW_COLUMNS) - 4), "failed")
+            continue
+        table.add_row(*[fmt(data.get(key), key) for key, _ in ROW_COLUMNS], ", ".join(map(flag_label, row.flags)))
+    out.print(table)
+    for row in rows:
+        if row.status != "ok":
+            console.print(f"[red]✗[/] {escape(row.target)} bs={row.bs}: {escape(row.error or '')}", highlight=False)
+        elif "suspect" in row.flags:
+            note = next((n for n in row.notes if n.startswith("suspect")), "")
+            console.print(f"[yellow]suspect[/] {escape(row.target)} bs={row.bs}: {escape(note)}", highlight=False)
+
+
+def fail_if_rows_failed(rows) -> None:
+    """After a sweep: any row that could not run makes the command fail (exit 2), after every other
+    row has run and been saved."""
+    failed = [r for r in rows if r.status != "ok"]
+    if failed:
+        first = failed[0]
+        raise HarnessError(f"{len(failed)} of {len(rows)} row(s) failed; first: {first.target} bs={first.bs}: "
+                           f"{first.error}")

@@ -1,0 +1,46 @@
+"""`harness report`: one comparison page (or table export) from several results.json files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from harness.cli.common import console, out
+from harness.errors import HarnessError
+from harness.report import FORMATS, write_report
+
+
+@click.command("report")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", "out_path", default=None, type=click.Path(path_type=Path),
+              help="Output file (default report.md / report.csv / report.json by --format).")
+@click.option("--baseline", default=None, help="Target to compare against (default: ort fp32, else ov fp32).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True,
+              help="md: markdown page + PNG plots next to it; csv/json: the merged table only.")
+@click.option("--top-classes", default=10, show_default=True, help="Per-class AP losses listed per target.")
+@click.option("--fidelity", is_flag=True,
+              help="Compare each row with its reference row from saved detections/outputs (run --save-detections).")
+@click.option("--reference", default=None, metavar="TARGET[:PRECISION][@MODEL]",
+              help="Reference rows for --fidelity (default ort:fp32, else ov:fp32); @MODEL picks one model file.")
+@click.option("--fail-if", "fail_if", default=None, metavar="EXPR",
+              help='With --fidelity: exit 3 when EXPR holds for a row, e.g. "dmap<-0.01 or agreement<0.95".')
+@click.option("--ann", "ann_path", default=None, type=click.Path(path_type=Path),
+              help="With --fidelity: the annotation file, when the one the rows recorded has moved.")
+def report_cmd(inputs, out_path, baseline, fmt, top_classes, fidelity, reference, fail_if, ann_path):
+    """Compare results across runs: INPUTS are folders holding results.json, or results.json files."""
+    if (reference or fail_if or ann_path) and not fidelity:
+        raise HarnessError("--reference, --fail-if and --ann belong to --fidelity; add --fidelity")
+    checked = None
+    if fidelity:
+        from harness.fidelity.pairing import fidelity_report
+        from harness.report.compare import load_sources
+
+        checked = fidelity_report(load_sources(list(inputs)), reference, fail_if, ann_path)
+    path = out_path or Path(f"report.{fmt}")
+    written = write_report(list(inputs), path, fmt, baseline, top_classes, checked)
+    out.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
+    if checked is not None and checked.gate_failed:
+        failed = [r.row.label for r in checked.rows if r.gate_failures] + [r.label for r, _ in checked.not_compared]
+        console.print(f"fidelity gate failed ({fail_if}): {', '.join(failed)}", highlight=False, soft_wrap=True)
+        raise SystemExit(3)

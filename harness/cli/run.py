@@ -1,0 +1,172 @@
+"""`harness run` and `harness demo`: targets x batch sizes over a dataset, one row each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from harness.cli.common import RichProgress, fail_if_rows_failed, out, parse_batch_sizes, positive_seconds, print_rows
+from harness.config import parse_assignments
+from harness.errors import HarnessError
+from harness.report import write_run_report
+
+#: flags of `run` that map onto target options of the same name (a target that lacks one ignores it,
+#: and the row says so); anything else a target takes is given as --option KEY=VALUE
+TARGET_FLAGS = ("hint", "threads", "precision", "allow_fallback", "calib", "ep", "engine_cache")
+
+
+def run_options(fn):
+    """Flags shared by `run` and `demo`."""
+    options = [
+        click.option("--bs", "batch_sizes", default="1", show_default=True, help="Batch sizes, e.g. 1,4,8."),
+        click.option("--seconds", "bench_seconds", default=3.0, show_default=True,
+                     help="Length of the steady-state timing loop per batch size."),
+        click.option("--warmup", "warmup_seconds", default=1.0, show_default=True, help="Warm-up seconds."),
+        click.option("--hint", default=None, help="OpenVINO performance hint: THROUGHPUT (default), LATENCY."),
+        click.option("--threads", type=int, default=None, help="Runtime CPU threads (default: runtime's choice)."),
+        click.option("--precision", default=None,
+                     help="fp32, fp16, bf16, int8 where the target supports it; checked against what really runs."),
+        click.option("--allow-fallback", is_flag=True, default=None,
+                     help="Let a GPU target fall back to CPU (recorded in the row)."),
+        click.option("--calib", default=None,
+                     help="Folder of int8 calibration images (target trt, --precision int8 -o int8_mode=implicit: "
+                          "TensorRT 10's legacy calibration; by default int8 comes from a Q/DQ model)."),
+        click.option("--ep", default=None,
+                     help="ort-cuda execution provider: cuda (default) or trt (ONNX Runtime's TensorRT EP)."),
+        click.option("--engine-cache", default=None,
+                     help="TensorRT engine cache folder (default ~/.cache/harness/trt; "
+                          "ort-cuda --ep trt: ~/.cache/harness/ort-trt)."),
+        click.option("--option", "-o", "option_pairs", multiple=True, metavar="KEY=VALUE",
+                     help="Any other target option (see `harness targets --options`), e.g. -o nireq=4."),
+        click.option("--limit", type=int, default=None, help="Use only the first N images."),
+        click.option("--workers", type=int, default=2, show_default=True, help="Preprocessing threads."),
+        click.option("--resume", is_flag=True, help="Continue a run in --out, skipping finished (target, bs) rows."),
+        click.option("--overwrite", is_flag=True, help="Replace results already in --out."),
+        click.option("--skip-bad-images", is_flag=True, help="Skip unreadable/missing images and record them."),
+        click.option("--no-image-cache", is_flag=True,
+                     help="Decode every image again for every row (by default later rows reuse the first row's "
+                          "resized images when they all fit in memory)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def target_options(name: str, flags: dict, pairs: dict):
+    """(the target's validated Options, notes on flags it does not take) from the command line."""
+    from harness.targets import get_target
+
+    cls = get_target(name)
+    keys = cls.option_names()
+    given = {k: v for k, v in flags.items() if v is not None}
+    if isinstance(given.get("hint"), str):
+        given["hint"] = given["hint"].upper()
+    data = {k: v for k, v in {**given, **pairs}.items() if k in keys}
+    notes = [f"--{k.replace('_', '-')} does not apply to target {name} (ignored)" for k in given if k not in keys]
+    return cls.parse_options(data, where=f"target {name}", from_text=True), notes
+
+
+def check_option_pairs(names: list[str], pairs: dict) -> None:
+    """Every --option KEY must be taken by at least one of the targets."""
+    from harness.config import did_you_mean
+    from harness.targets import get_target
+
+    known = {k for name in names for k in get_target(name).option_names()}
+    for key in pairs:
+        if key not in known:
+            raise HarnessError(f"--option {key}: no target of this run takes it{did_you_mean(key, known)}; "
+                               f"their options: {', '.join(sorted(known)) or 'none'}")
+
+
+def _check_common(kw: dict) -> None:
+    positive_seconds("--seconds", kw["bench_seconds"])
+    positive_seconds("--warmup", kw["warmup_seconds"], allow_zero=True)
+    if kw.get("limit") is not None and kw["limit"] <= 0:
+        raise HarnessError(f"--limit {kw['limit']}: expected a positive number of images")
+    if kw.get("workers") is not None and kw["workers"] <= 0:
+        raise HarnessError(f"--workers {kw['workers']}: expected a positive integer")
+
+
+@click.command("run")
+@click.option("--target", "-t", "target_names", required=True, help="Target(s), comma-separated: ov, ort, ort-cuda, ...")
+@click.option("--model", "-m", required=True, help="Model file; use {bs} for one model per batch size.")
+@click.option("--profile", "-p", required=True, help="Built-in profile name or a .toml file.")
+@click.option("--data", "images_dir", required=True, type=click.Path(path_type=Path), help="Image folder.")
+@click.option("--ann", "ann_path", required=True, type=click.Path(path_type=Path), help="COCO instances json.")
+@click.option("--out", "out_dir", default="results/run", show_default=True, type=click.Path(path_type=Path))
+@click.option("--save-detections", is_flag=True,
+              help="Save each row's detections (gzip COCO results) next to results.json, for report --fidelity.")
+@click.option("--save-outputs", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Save each row's raw outputs of the first N images (npz) next to results.json, for report --fidelity.")
+@run_options
+def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_detections, save_outputs, **kw):
+    """Run targets over a dataset at each batch size; write results.json and report.md."""
+    from harness import runner
+    from harness.canvases import CanvasCache
+    from harness.envinfo import environment
+    from harness.profiles import load_profile
+    from harness.results import ResultsStore
+
+    names = list(dict.fromkeys(t.strip() for t in target_names.split(",") if t.strip()))
+    pairs = parse_assignments(kw["option_pairs"])
+    check_option_pairs(names, pairs)
+    flags = {k: kw[k] for k in TARGET_FLAGS}
+    configured = [(name, *target_options(name, flags, pairs)) for name in names]  # every option checked first
+    config_profile = load_profile(profile)
+    batch_sizes = parse_batch_sizes(kw["batch_sizes"])
+    _check_common(kw)
+    store = ResultsStore(out_dir, environment(), resume=kw["resume"], overwrite=kw["overwrite"],
+                         on_save=write_run_report)
+    canvases = None if kw["no_image_cache"] else CanvasCache()
+    rows = []
+    with RichProgress() as progress:
+        for name, options, notes in configured:
+            config = runner.RunConfig(
+                target=name, model=model, profile=config_profile, images_dir=images_dir, ann_path=ann_path,
+                batch_sizes=batch_sizes, options=options, bench_seconds=kw["bench_seconds"],
+                warmup_seconds=kw["warmup_seconds"], limit=kw["limit"], skip_bad_images=kw["skip_bad_images"],
+                workers=kw["workers"], canvases=canvases, notes=notes, keep_going=True,
+                save_detections=save_detections, save_outputs=save_outputs,
+            )
+            rows += runner.run(config, store, progress)
+    print_rows(store.rows, f"{config_profile.name} on {images_dir}")
+    out.print(f"results: {store.path}  report: {store.out_dir / 'report.md'}")
+    fail_if_rows_failed(rows)
+
+
+@click.command("demo")
+@click.option("--out", "out_dir", default=None, type=click.Path(path_type=Path),
+              help="Output folder (default: results/demo, or results/demo-N if that holds results).")
+@click.option("--seconds", "bench_seconds", default=2.0, show_default=True, help="Timing loop per batch size.")
+@click.option("--cache", "cache_dir", default=None, type=click.Path(path_type=Path),
+              help="Where the generated demo dataset is cached (default ~/.cache/harness).")
+def demo_cmd(out_dir, bench_seconds, cache_dir):
+    """Run the whole line on the bundled demo model and a generated dataset (no downloads)."""
+    from harness import demo as demo_mod
+    from harness import runner
+    from harness.canvases import CanvasCache
+    from harness.cli.common import console
+    from harness.envinfo import environment
+    from harness.profiles import load_profile
+    from harness.results import ResultsStore
+
+    positive_seconds("--seconds", bench_seconds)
+    with console.status("preparing the demo dataset (generated once, then cached)..."):
+        images_dir, ann_path, reused = demo_mod.demo_dataset(cache_dir)
+    console.print(f"demo dataset: {ann_path.parent} ({demo_mod.DEMO_IMAGES} images, {'cached' if reused else 'generated'})")
+    out_dir = out_dir or demo_mod.free_out_dir(Path("results") / "demo")
+    store = ResultsStore(out_dir, environment(), on_save=write_run_report)
+    profile = load_profile(demo_mod.DEMO_PROFILE)
+    canvases = CanvasCache()
+    rows = []
+    with RichProgress() as progress:
+        for name in demo_mod.DEMO_TARGETS:
+            config = runner.RunConfig(target=name, model=str(demo_mod.demo_model_path()), profile=profile,
+                                      images_dir=images_dir, ann_path=ann_path,
+                                      batch_sizes=list(demo_mod.DEMO_BATCH_SIZES), bench_seconds=bench_seconds,
+                                      warmup_seconds=0.5, canvases=canvases, keep_going=True)
+            rows += runner.run(config, store, progress)
+    print_rows(store.rows, "harness demo: bundled demo model on the synthetic validation split")
+    out.print(f"report: {store.out_dir / 'report.md'}  results: {store.path}")
+    fail_if_rows_failed(rows)

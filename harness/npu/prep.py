@@ -1,0 +1,173 @@
+"""prep.json: the sidecar `harness preprocess` writes beside the input files and `harness decode` and
+`harness emulate` read back, as a typed dataclass loaded by the strict loader (harness.config).
+
+Also what every tool's reading side shares: output specs per image, the model-input check, and the
+ONNX Runtime stand-in the emulators run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import config
+from harness.config import setting
+from harness.errors import HarnessError
+from harness.jsonfile import read_json_object
+from harness.onnx_model import inspect_onnx
+from harness.preprocess import ImageMeta
+from harness.profiles import InputSpec, Profile, profile_from_dict
+
+PREP_FILE = "prep.json"
+PREP_VERSION = 1
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One model output for ONE image, as the tools write it (batch axis kept as 1)."""
+
+    name: str
+    shape: tuple[int | None, ...] | None
+    dtype: str
+
+
+@dataclass(frozen=True)
+class PrepImage:
+    stem: str
+    input_file: str
+    image_id: int
+    file: str
+    width: int = setting(gt=0)
+    height: int = setting(gt=0)
+    scale_x: float = setting(gt=0)
+    scale_y: float = setting(gt=0)
+    pad_x: float = setting(ge=0)
+    pad_y: float = setting(ge=0)
+
+    def meta(self) -> ImageMeta:
+        return ImageMeta(self.image_id, self.file, self.width, self.height, self.scale_x, self.scale_y,
+                         self.pad_x, self.pad_y)
+
+
+@dataclass(frozen=True)
+class PrepFile:
+    """Everything in prep.json."""
+
+    harness_prep_version: int
+    format: str
+    tool: str
+    profile: dict
+    images: tuple[PrepImage, ...] = setting(nonempty=True)
+    model: str | None = None
+    dataset: str = ""
+    annotations: str = ""
+    input: dict | None = None
+    model_input: dict | None = None
+    outputs: tuple[OutputSpec, ...] | None = None
+    skipped: tuple[str, ...] = ()
+    device_preprocess: dict | None = None
+
+
+@dataclass
+class Prep:
+    folder: Path
+    sidecar: PrepFile
+    profile: Profile
+
+    @property
+    def fmt(self) -> str:
+        return self.sidecar.format
+
+    @property
+    def model(self) -> str | None:
+        return self.sidecar.model
+
+    @property
+    def images(self) -> list[tuple[str, ImageMeta]]:
+        """(stem, meta) in dataset (= datalist) order."""
+        return [(image.stem, image.meta()) for image in self.sidecar.images]
+
+    @property
+    def outputs(self) -> list[dict] | None:
+        """Per-image output specs recorded at preprocess, None when no model was given."""
+        if self.sidecar.outputs is None:
+            return None
+        return [{"name": o.name, "shape": None if o.shape is None else list(o.shape), "dtype": o.dtype}
+                for o in self.sidecar.outputs]
+
+
+def load_prep(path: str | Path) -> Prep:
+    """prep.json (or the folder holding it), validated; errors name the file and the key."""
+    path = Path(path)
+    file = path / PREP_FILE if path.is_dir() or not path.suffix else path
+    if not file.is_file():
+        raise HarnessError(f"{file} not found: point --prep at the --out folder of `harness preprocess`")
+    data = read_json_object(file)
+    if data.get("harness_prep_version") != PREP_VERSION:
+        raise HarnessError(f"{file}: not a harness prep.json (version {PREP_VERSION}); rerun `harness preprocess`")
+    sidecar = config.load(PrepFile, data, str(file))
+    profile_data = sidecar.profile
+    profile = profile_from_dict(profile_data, name=str(profile_data.get("name") or file.parent.name), source=str(file))
+    return Prep(file.parent, sidecar, profile)
+
+
+# ---------------------------------------------------------------- model I/O, read without running
+
+def onnx_io(model_path: str | Path) -> tuple[dict, list[dict]]:
+    """(first real input, outputs) of an ONNX model as {name, shape, dtype}; None for symbolic dims."""
+    info = inspect_onnx(model_path)
+
+    def plain(tensor) -> dict:
+        return {"name": tensor.name, "shape": None if tensor.shape is None else list(tensor.dims()),
+                "dtype": tensor.dtype}
+
+    return plain(info.image_input), [plain(o) for o in info.outputs]
+
+
+def per_image_outputs(first_input: dict, outputs: list[dict]) -> list[dict]:
+    """Output specs for ONE image, as the vendor tools write them (batch axis 0 kept as 1).
+
+    A symbolic batch dim, or a fixed one equal to the model's input batch > 1, becomes 1; outputs
+    of batch-1 graphs with no batch dim (e.g. nanodet-m-320's [1600, 80]) stay as they are.
+    """
+    in_batch = (first_input.get("shape") or [None])[0]
+    specs = []
+    for out in outputs:
+        shape = None if out["shape"] is None else list(out["shape"])
+        if shape:
+            if shape[0] is None or (in_batch and in_batch > 1 and shape[0] == in_batch):
+                shape[0] = 1
+        specs.append({"name": out["name"], "shape": shape, "dtype": out["dtype"]})
+    return specs
+
+
+def check_model_input(model_path, first_input: dict, spec: InputSpec, profile_name: str) -> None:
+    """The model must take what the files hold, or the device run would be silently wrong."""
+    expected = spec.shape(1)
+    shape = first_input.get("shape")
+    if shape is not None and (len(shape) != 4 or any(d is not None and d != e for d, e in zip(shape[1:], expected[1:]))):
+        raise HarnessError(f"model {Path(model_path).name} input {first_input['name']!r} shape {shape} does not fit "
+                           f"profile {profile_name} ({spec.layout} {list(expected[1:])}); check --profile")
+    if first_input["dtype"] != spec.numpy_dtype:
+        raise HarnessError(f"model {Path(model_path).name} input dtype {first_input['dtype']} does not fit profile "
+                           f"{profile_name} (dtype = {spec.dtype!r}); check --profile")
+
+
+def output_specs(prep: Prep, model: str | Path | None) -> list[dict] | None:
+    """Per-image output specs: from --model when given (it wins), else as recorded at preprocess."""
+    if model is None:
+        return prep.outputs
+    first_input, outputs = onnx_io(model)
+    return per_image_outputs(first_input, outputs)
+
+
+def emulator_target(model: str | Path, prep: Prep, batchsize: int, threads: int | None):
+    """(ort target standing in for the device, batch it runs, the model's fixed batch or None).
+
+    The batch is the model's own fixed batch where it has one (a device packs input files by the
+    model's input size), else batchsize. The target is created, not loaded."""
+    from harness.targets import get_target
+
+    fixed = inspect_onnx(model).image_input.fixed_batch
+    target = get_target("ort")(model, prep.profile, {"threads": threads} if threads else {})
+    return target, (fixed if fixed is not None else batchsize), fixed

@@ -1,0 +1,181 @@
+"""The one results row: every source (an in-process run, a device's output folder, an emulated
+device run) builds a ResultRow, and results.json, terminal tables and reports read it back.
+
+What a row *is* lives in typed fields: `status` and `error` (a row that could not run is kept, with
+its one-line reason), `source` (who measured it), `flags` (a fixed vocabulary, below) and structured
+`skipped_images`, instead of being recovered from note text. `notes` stay free text for people.
+A metric that is undefined (pycocotools' -1: no ground truth of that size) is None, shown as "-".
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+SCHEMA_VERSION = 2
+STATUSES = ("ok", "partial", "failed")  # partial: timing kept, accuracy could not be computed
+SOURCES = ("run", "device", "emulated")
+METRIC_NAMES = ("map", "map50", "map75", "map_small", "map_medium", "map_large")
+SUSPECT_MAP = 0.01
+
+#: flag -> what it means (reports print this legend)
+FLAGS = {
+    "fallback": "the target fell back to another device (see notes)",
+    "per-batch-model": "a different model file per batch size",
+    "padded": "a short last batch was padded to the fixed batch size (padding not counted in mAP)",
+    "skipped-images": "unreadable images were left out of mAP",
+    "reused-images": "the accuracy pass reused an earlier row's resized images (its e2e time excludes JPEG decoding)",
+    "suspect": f"detections but mAP below {SUSPECT_MAP}: the profile likely does not fit the model",
+    "emulated": "an NPU tool emulated on this machine's CPU (ONNX Runtime), not a device measurement",
+    "loop-mismatch": "outputs computed inside the timing loop differ from a plain inference of the same batch",
+}
+
+#: how tables print a flag where its name differs from the key
+FLAG_LABELS = {"fallback": "FALLBACK", "per-batch-model": "per-batch model"}
+
+
+def flag_label(flag: str) -> str:
+    return FLAG_LABELS.get(flag, flag)
+
+
+#: per-target timing figures a row may carry (None when the target has none)
+TARGET_FIGURES = ("ort_device", "gpu_compute_fps",
+                  *(f"{stage}_ms_{p}" for stage in ("gpu_compute", "h2d", "d2h", "enqueue") for p in ("p50", "p90", "p99")))
+
+
+@dataclass
+class ResultRow:
+    target: str
+    bs: int
+    model: str = ""
+    profile: str = ""
+    precision: str = "fp32"
+    source: str = "run"
+    status: str = "ok"
+    error: str | None = None
+    images: int = 0
+    map: float | None = None
+    map50: float | None = None
+    map75: float | None = None
+    map_small: float | None = None
+    map_medium: float | None = None
+    map_large: float | None = None
+    fps: float | None = None
+    e2e_fps: float | None = None
+    latency_ms_p50: float | None = None
+    latency_ms_p90: float | None = None
+    latency_ms_p99: float | None = None
+    stage_ms: dict = field(default_factory=dict)
+    bench: dict | None = None
+    time_covers: str = ""
+    batch_mode: str = ""
+    runtime: dict = field(default_factory=dict)
+    dataset: str = ""
+    annotations: str = ""
+    evaluator: str = ""
+    detections: int = 0
+    skipped_images: list = field(default_factory=list)  # "file: reason"
+    flags: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    per_class_ap: dict = field(default_factory=dict)
+    identity: dict = field(default_factory=dict)
+    finished: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
+    schema: int = SCHEMA_VERSION
+    target_figures: dict = field(default_factory=dict)  # TARGET_FIGURES, flattened into the row's JSON
+    #: files the row saved next to its results.json, paths relative to it: {"detections": ..., "outputs": ...}
+    #: (run --save-detections / --save-outputs N; read by report --fidelity)
+    artifacts: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # keys of a row this version does not know, kept as they were
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"row status {self.status!r} not in {STATUSES}")
+        if self.source not in SOURCES:
+            raise ValueError(f"row source {self.source!r} not in {SOURCES}")
+        unknown = set(self.flags) - set(FLAGS)
+        if unknown:
+            raise ValueError(f"row flags {sorted(unknown)} not in the vocabulary")
+        unknown = set(self.target_figures) - set(TARGET_FIGURES)
+        if unknown:
+            raise ValueError(f"target figures {sorted(unknown)} are not row fields")
+        if self.skipped_images:
+            self.add_flag("skipped-images")
+        if self.source == "emulated":
+            self.add_flag("emulated")
+        if (self.status == "ok" and self.detections > 0 and self.map is not None and self.map < SUSPECT_MAP
+                and "suspect" not in self.flags):
+            self.add_flag("suspect")
+            self.notes.append(f"suspect: mAP {self.map:.4f} with {self.detections} detections; the profile likely "
+                              "does not fit the model (check colour order, resize, decoder)")
+
+    def add_flag(self, flag: str) -> None:
+        if flag not in FLAGS:
+            raise ValueError(f"unknown row flag {flag!r}")
+        if flag not in self.flags:
+            self.flags.append(flag)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def __getitem__(self, key: str):
+        """Read access by the JSON key (row["map"]), as results.json holds the row."""
+        return self.to_dict()[key]
+
+    def get(self, key: str, default=None):
+        return self.to_dict().get(key, default)
+
+    def to_dict(self) -> dict:
+        out = {k: v for k, v in asdict(self).items() if k not in ("target_figures", "extra")}
+        out.update(self.target_figures)
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ResultRow:
+        """A row as results.json holds it, also rows of schema 1 (before typed rows), whose flags were
+        only in the note text: they are read here, once, so nothing downstream parses notes."""
+        names = {f.name for f in fields(cls)} - {"target_figures", "extra"}
+        values = {k: v for k, v in data.items() if k in names}
+        values["target_figures"] = {k: data[k] for k in TARGET_FIGURES if data.get(k) is not None}
+        values["extra"] = {k: v for k, v in data.items() if k not in names and k not in TARGET_FIGURES}
+        values.setdefault("bs", 0)
+        values["notes"] = list(values.get("notes") or [])
+        values["skipped_images"] = list(values.get("skipped_images") or [])
+        values["flags"] = [f for f in (values.get("flags") or []) if f in FLAGS]
+        if data.get("schema") is None:
+            values["schema"] = 1
+            values["flags"] = _flags_from_schema1(data)
+        if values.get("source") not in SOURCES:
+            values["source"] = "run"
+        if values.get("status") not in STATUSES:
+            values["status"] = "ok"
+        return cls(**values)
+
+
+def _flags_from_schema1(data: dict) -> list[str]:
+    notes = " ".join(str(n) for n in data.get("notes") or [])
+    flags = []
+    if "FALLBACK" in notes:
+        flags.append("fallback")
+    if "padded" in notes.lower():
+        flags.append("padded")
+    if data.get("batch_mode") == "per-batch model":
+        flags.append("per-batch-model")
+    if "reused the resized images" in notes:
+        flags.append("reused-images")
+    if "emulate" in notes:
+        flags.append("emulated")
+    return flags
+
+
+def metric_fields(metrics: dict) -> dict:
+    """The evaluator's metrics as row fields (rounded to 5 places; undefined stays None)."""
+    out = {k: (None if metrics.get(k) is None else round(float(metrics[k]), 5)) for k in METRIC_NAMES}
+    out["per_class_ap"] = {k: round(v, 5) for k, v in (metrics.get("per_class_ap") or {}).items()}
+    return out
+
+
+def failed_row(target: str, bs: int, error: str, **context) -> ResultRow:
+    """A row for a (target, bs) that could not run: kept in results.json with its one-line reason."""
+    return ResultRow(target=target, bs=bs, status="failed", error=error, **context)

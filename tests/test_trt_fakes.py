@@ -1,0 +1,327 @@
+"""The TensorRT target's real code against fakes of TensorRT 10.x / 11.x and of cuda-python.
+
+The fakes (tests/fake_trt.py, tests/fake_cuda.py) are built from ../shared/trt-api/*.names: on the
+11.4 fake the weak-typing names simply do not exist. The target, the fp16 conversion and its check,
+the engine cache and the timing loops are the shipped code; the engine "runs" the built ONNX with
+ONNX Runtime CPU on the bytes at the bound device addresses, so outputs are compared for real.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from harness.demo import demo_model_path
+from harness.errors import HarnessError
+from harness.precision.check import cpu_session
+from harness.profiles import load_profile
+from harness.row import TARGET_FIGURES
+from harness.targets import cuda_rt, get_target
+from harness.targets.trt_inspect import EnginePrecisionError
+from tests.fake_cuda import BYTES_PER_MS, KERNEL_MS, FakeCudaRuntime
+from tests.fake_trt import TRT_API, make_fake_tensorrt, names
+
+pytestmark = pytest.mark.skipif(not TRT_API.is_dir(), reason="needs ../shared/trt-api (TensorRT name lists)")
+
+DEMO = load_profile("demo")
+GONE = set((TRT_API / "gone-10.16-to-11.4.names").read_text().split()) if TRT_API.is_dir() else set()
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    """make(release, force_precision=None) -> (fake tensorrt, fake cudart), installed for the target."""
+    def make(release, force_precision=None):
+        cuda = FakeCudaRuntime()
+        trt = make_fake_tensorrt(release, cuda, force_precision)
+        monkeypatch.setitem(sys.modules, "tensorrt", trt)
+        monkeypatch.setattr(cuda_rt, "import_cudart", lambda: cuda)
+        return trt, cuda
+    return make
+
+
+def _settings(tmp_path, **extra) -> Path:
+    lines = [f'engine_cache = "{tmp_path / "engines"}"', "check_images = 3"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
+    path = tmp_path / "trt.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _load(tmp_path, model=None, precision="fp32", batch=4, sizes=(1, 4), **settings):
+    options = {"trt_settings": str(_settings(tmp_path, **settings))}
+    if precision is not None:
+        options["precision"] = precision
+    target = get_target("trt")(model or demo_model_path(), DEMO, options, batch_sizes=sizes)
+    target.load(batch)
+    return target
+
+
+def _x(n=4, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, 3, 192, 192)).astype(np.float32)
+
+
+def _removed_names_touched(trt) -> list:
+    """Failed lookups of removed names outside the one capability probe (trt_api.describe_api)."""
+    return [m for m in trt._log["missing"] if m[3] != "describe_api"]
+
+
+@pytest.mark.parametrize("release", ["10.16", "11.4"])
+def test_fp16_build_is_strongly_typed_from_an_fp16_onnx(tmp_path, fakes, release):
+    trt, cuda = fakes(release)
+    target = _load(tmp_path, precision="fp16")
+    info = target.describe()
+    assert _removed_names_touched(trt) == []
+    # the network was strongly typed, no precision flag was set, TF32 was cleared (the default)
+    assert [n["strongly_typed"] for n in trt._log["networks"]] == [True]
+    assert ("set", "FP16") not in trt._log["flags"] and ("clear", "TF32") in trt._log["flags"]
+    recipe = info["precision_recipe"]
+    assert recipe["plan"] == "fp16" and recipe["strongly_typed"] is True and recipe["tf32"] is False
+    assert recipe["conversion"]["converter"] in ("onnxconverter-common", "modelopt-autocast")
+    assert target.precision == "fp16" and info["precision"] == "fp16"
+    # the engine inspector saw fp16 layers; the conversion check passed on ONNX Runtime CPU
+    assert info["engine_precision"]["fp16"] > 0.5 and info["engine_precision"]["layers"] > 10
+    assert info["conversion_check"]["passed"] is True and min(info["conversion_check"]["sqnr_db"]) >= 25
+    # the converted ONNX is what was parsed, and its sha256 is in the engine's cache key
+    sidecar = json.loads(Path(info["engine"]).with_suffix(".json").read_text())
+    built = Path(sidecar["built_onnx"])
+    assert built.suffix == ".onnx" and built != demo_model_path()
+    from harness.targets.trt_engine import CACHE_FORMAT, sha256_file
+    assert sidecar["fields"]["recipe"]["built_onnx_sha256"] == sha256_file(built)
+    assert sidecar["fields"]["format"] == CACHE_FORMAT == 2
+    assert sidecar["fields"]["precision"] == "fp16" and sidecar["fields"]["tensorrt"] == trt.__version__
+    # outputs: the fake engine ran the converted graph on the bytes the target copied to the device
+    x = _x()
+    out = target.infer(x)
+    ref = cpu_session(onnx.load(str(demo_model_path()))).run(None, {"image": x})
+    assert out[0].shape == ref[0].shape
+    np.testing.assert_allclose(out[0], ref[0], atol=0.05, rtol=0.05)
+    assert cuda.kernels >= 1
+    target.close()
+
+
+@pytest.mark.parametrize("release", ["10.16", "11.4"])
+def test_int8_from_a_qdq_model_never_touches_removed_names(tmp_path, fakes, release, qdq_demo):
+    trt, _ = fakes(release)
+    target = _load(tmp_path, model=qdq_demo, precision="int8")
+    info = target.describe()
+    assert _removed_names_touched(trt) == []
+    assert not any(name in GONE for name in ("FP16", "int8_calibrator") if ("set", name) in trt._log["flags"])
+    assert info["precision"] == "int8" and info["precision_recipe"]["plan"] == "qdq-fp16"
+    assert info["precision_recipe"]["conversion"]["opset_out"] >= 19  # fp16 Q/DQ scales
+    assert info["engine_precision"]["int8"] > 0 and info["engine_precision"]["fp16"] > 0
+    assert info["conversion_check"]["passed"] and info["conversion_check"]["min_sqnr_db"] == 12.0
+    assert trt._log["calibration"] == []  # no calibrator: the scales come from the model
+    target.close()
+
+
+def test_a_model_that_already_holds_fp16_is_built_as_it_is(tmp_path, fakes):
+    from harness.precision.fp16 import convert_to_fp16
+
+    path = tmp_path / "demo-fp16.onnx"
+    onnx.save(convert_to_fp16(onnx.load(str(demo_model_path()))).model, str(path))
+    fakes("11.4")
+    target = _load(tmp_path, model=path, precision=None)  # the settings' precision (fp32) is only a default
+    info = target.describe()
+    assert target.precision == "fp16" and info["precision"] == "fp16" and info["precision_recipe"]["plan"] == "as-is"
+    assert info["conversion_check"] is None and any("already holds fp16" in n for n in target.notes)
+    target.close()
+    with pytest.raises(HarnessError, match=r"--precision fp32 does not match what would run \(fp16: the graph holds"):
+        _load(tmp_path, model=path, precision="fp32")  # asked for on the command line: refused, as on every target
+
+
+@pytest.mark.parametrize("graph,expected", [("qdq", "int8"), ("fp16", "fp16")])
+def test_the_precision_contract_holds_on_the_fakes(tmp_path, fakes, monkeypatch, graph, expected):
+    """tests/test_contracts.py's precision rule, run on trt where it skips for want of a GPU."""
+    from tests.test_contracts import test_every_target_labels_precision_from_the_graph as contract
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the default engine cache (~/.cache/harness/trt)
+    fakes("11.4")
+    contract(tmp_path, "trt", graph, expected)
+
+
+def test_implicit_int8_is_refused_on_11_with_one_line(tmp_path, fakes, calib_folder):
+    fakes("11.4")
+    with pytest.raises(HarnessError) as info:
+        _load(tmp_path, precision="int8", int8_mode="implicit", calib=str(calib_folder))
+    message = str(info.value)
+    assert "\n" not in message and "harness quantize --from-trt-cache" in message and "11.4" in message
+
+
+def test_implicit_int8_works_on_10_as_the_labelled_legacy_mode(tmp_path, fakes, calib_folder):
+    trt, _ = fakes("10.16")
+    target = _load(tmp_path, precision="int8", int8_mode="implicit", calib=str(calib_folder), calib_batch_size=2)
+    info = target.describe()
+    # weakly typed network, FP16 + INT8 flags, the calibrator fed real device buffers, cache written
+    assert [n["strongly_typed"] for n in trt._log["networks"]] == [False]
+    assert ("set", "FP16") in trt._log["flags"] and ("set", "INT8") in trt._log["flags"]
+    assert trt._log["calibration"] == [("batches", 2, 2)]  # 4 images, batch 2
+    assert info["int8_mode"].startswith("implicit") and info["calib_cache_reused"] is False
+    assert Path(info["calib_cache"]).is_file() and info["precision"] == "int8"
+    assert info["engine_precision"]["int8"] > 0
+    target.close()
+    # a second load with a new engine cache folder but the same calibration cache skips calibration
+    again = _load(tmp_path, precision="int8", int8_mode="implicit", calib=str(calib_folder), calib_batch_size=2)
+    assert again.describe()["engine_cache"] == "hit"
+    again.close()
+
+
+def test_fp16_engine_without_fp16_layers_is_a_failed_row(tmp_path, fakes):
+    fakes("11.4", force_precision="fp32")  # a TensorRT that silently keeps fp32
+    with pytest.raises(EnginePrecisionError) as info:
+        _load(tmp_path, precision="fp16")
+    assert info.value.requested == "fp16" and info.value.shares["fp16"] == 0.0 and info.value.shares["fp32"] == 1.0
+    assert "0% of its" in str(info.value)
+
+
+def test_engine_cache_hit_and_recipe_fields_split_the_key(tmp_path, fakes):
+    trt, _ = fakes("10.16")
+    first = _load(tmp_path, precision="fp16")
+    assert first.describe()["engine_cache"].startswith("built")
+    first.close()
+    again = _load(tmp_path, precision="fp16")
+    assert again.describe()["engine_cache"] == "hit" and trt._log["builds"] == 1
+    again.close()
+    tf32 = _load(tmp_path, precision="fp16", tf32=True)
+    assert tf32.describe()["engine_cache"].startswith("built (no cached engine") and trt._log["builds"] == 2
+    assert ("set", "TF32") in trt._log["flags"] and tf32.describe()["tf32"] is True
+    tf32.close()
+
+
+@pytest.mark.parametrize("timing,graph", [("serial", False), ("pipelined", False), ("pipelined", True)])
+def test_timing_modes_measure_copies_compute_and_enqueue(tmp_path, fakes, timing, graph):
+    _, cuda = fakes("11.4")
+    target = _load(tmp_path, precision="fp32", timing=timing, cuda_graph=graph)
+    x = _x()
+    stats = target.benchmark(x, seconds=0.0, min_iterations=6, capture=2)
+    extra = stats.extra
+    assert set(extra) <= set(TARGET_FIGURES)  # the runner copies them into the row
+    assert target.describe()["timing_mode"] == timing and target.describe()["cuda_graph"] is graph
+    assert stats.concurrency == (2 if timing == "pipelined" else 1)
+    assert len(stats.latencies_ms) >= 6 and stats.images == 4 * len(stats.latencies_ms)
+    assert len(stats.latencies_ms) % stats.concurrency == 0  # every stream used equally (timed_loop multiple_of)
+    # the first two batches of the loop, copied out after their events: what the engine computed
+    ref = cpu_session(onnx.load(str(demo_model_path()))).run(None, {"image": x})[0]
+    assert len(stats.captured) == 2
+    for outputs in stats.captured:
+        np.testing.assert_allclose(outputs[0], ref, rtol=1e-5, atol=1e-5)
+    # the fake GPU clock: compute = one kernel, copies = bytes / rate
+    assert extra["gpu_compute_ms_p50"] == pytest.approx(KERNEL_MS)
+    assert extra["h2d_ms_p50"] == pytest.approx(x.nbytes / BYTES_PER_MS, abs=1e-4)
+    assert extra["d2h_ms_p50"] == pytest.approx(4 * 756 * 38 * 4 / BYTES_PER_MS, abs=1e-4)
+    assert extra["enqueue_ms_p50"] is not None and extra["gpu_compute_fps"] == pytest.approx(4 * 1e3 / KERNEL_MS)
+    assert (cuda.launches > 0) is graph
+    info = target.describe()
+    assert info["trtexec"].startswith("trtexec --loadEngine=") and "--shapes=image:4x3x192x192" in info["trtexec"]
+    assert ("--infStreams=2" in info["trtexec"]) is (timing == "pipelined")
+    assert ("--useCudaGraph" in info["trtexec"]) is graph
+    assert "11.x" in info["trtexec_compare"] and "without data transfers" in info["trtexec_compare"]
+    # infer after the timing loop still gives the model's outputs
+    np.testing.assert_allclose(target.infer(x)[0], ref, rtol=1e-5, atol=1e-5)
+    target.close()
+    assert cuda.device_mem == {} and cuda.host == {}  # every buffer freed
+
+
+def test_short_last_batch_uses_the_same_buffers(tmp_path, fakes):
+    fakes("10.0")
+    target = _load(tmp_path, precision="fp32", batch=4, sizes=(1, 4))
+    x = _x(3, seed=1)
+    ref = cpu_session(onnx.load(str(demo_model_path()))).run(None, {"image": x})[0]
+    out = target.infer(x)[0]
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    assert "10.x" in target.describe()["trtexec_compare"]
+    target.close()
+
+
+def test_status_line_names_release_binding_and_modes(fakes):
+    from harness.targets.trt import runtime_status, status_line
+
+    fakes("10.16")
+    status = runtime_status()
+    assert status["tensorrt"] == "10.16.1.11" and status["cuda_binding"].startswith("cuda-python")
+    assert any("implicit" in m for m in status["modes"]) and "TensorRT 10.16.1.11" in status_line()
+    fakes("11.4")
+    assert not any("implicit" in m for m in runtime_status()["modes"])
+    ok, why = get_target("trt").availability()
+    assert ok and "Fake GPU" in why and "11.4.0.106" in why
+
+
+def test_11_list_really_lacks_the_weak_typing_api():
+    """The premise of the fakes: checked on the lists themselves."""
+    gone = {"FP16", "int8_calibrator", "set_calibration_profile", "IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator"}
+    assert gone <= names("10.16") and gone <= names("10.0") and not gone & names("11.4")
+    assert {"STRONGLY_TYPED", "TF32", "execute_async_v3", "create_engine_inspector"} <= names("11.4")
+
+
+# -- through harness.runner.run: rows, failed rows, the run's images for the conversion check ------
+
+
+def _run_rows(tmp_path, options, batch_sizes=(2,), target="trt", limit=12):
+    from harness.demo import demo_dataset
+    from harness.results import ResultsStore
+    from harness.runner import RunConfig, run
+
+    images, ann, _ = demo_dataset()
+    options = {"trt_settings": str(_settings(tmp_path)), **options} if target == "trt" else options
+    config = RunConfig(target=target, model=str(demo_model_path()), profile=DEMO, images_dir=images, ann_path=ann,
+                       batch_sizes=list(batch_sizes), options=options, bench_seconds=0.05, warmup_seconds=0.0,
+                       min_iterations=4, limit=limit, keep_going=True)
+    return run(config, ResultsStore(tmp_path / f"out-{target}", env={}))
+
+
+@pytest.mark.parametrize("timing", ["serial", "pipelined"])
+def test_a_run_writes_a_full_row_with_the_tensorrt_figures(tmp_path, fakes, timing):
+    fakes("11.4")
+    (row,) = _run_rows(tmp_path, {"precision": "fp16", "timing": timing, "cuda_graph": timing == "pipelined"})
+    (ref,) = _run_rows(tmp_path, {}, target="ort")
+    assert row.status == "ok" and row.precision == "fp16" and row.images == 12
+    assert abs(row.map - ref.map) <= 0.01, (row.map, ref.map)
+    assert row["gpu_compute_ms_p50"] == pytest.approx(KERNEL_MS) and row["h2d_ms_p50"] > 0
+    assert row["enqueue_ms_p50"] is not None and row["gpu_compute_fps"] > 0
+    assert row.runtime["timing_mode"] == timing and row.runtime["cuda_graph"] is (timing == "pipelined")
+    assert row.bench["concurrency"] == (2 if timing == "pipelined" else 1)
+    # the loop's own outputs (CUDA graph replays included) are what infer() gives
+    assert row.bench["loop_check"]["captured"] == 2 and row.bench["loop_check"]["equal"] is True
+    # the fp16 conversion was checked on the run's first images, not on synthetic ones
+    check = row.runtime["conversion_check"]
+    assert check["passed"] and check["images"] == 3 and check["data"].startswith("the run's first 3 images")
+    assert row.runtime["engine_precision"]["fp16"] > 0.5
+
+
+def test_a_run_records_the_precision_gate_and_a_refused_conversion_as_failed_rows(tmp_path, fakes):
+    fakes("11.4", force_precision="fp32")  # a TensorRT that silently keeps fp32
+    (row,) = _run_rows(tmp_path, {"precision": "fp16"})
+    assert row.status == "failed" and row.precision == "fp16" and row.map is None
+    assert "runs 0% of its" in row.error and "not a fp16 result" in row.error and "\n" not in row.error
+    fakes("11.4")
+    (row,) = _run_rows(tmp_path, {"precision": "fp16", "check_min_sqnr_db": 150.0})
+    assert row.status == "failed" and "breaks the model on ONNX Runtime CPU" in row.error
+    assert "dB < 150 dB" in row.error and "[precision] keep_fp32_nodes" in row.error
+
+
+# -- fixtures: a Q/DQ demo model and a calibration folder ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def qdq_demo(tmp_path_factory):
+    from tests.qdq_util import quantize_demo
+
+    return quantize_demo(tmp_path_factory.mktemp("qdq") / "demo-qdq.onnx", images=8)
+
+
+@pytest.fixture
+def calib_folder(tmp_path):
+    import cv2
+
+    from harness.data.synthetic import generate_image
+
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(folder / f"c{i}.png"), generate_image(3, "calib", i)[0])
+    return folder
