@@ -1,8 +1,9 @@
-"""Files written so that a reader never sees half of one: a temporary file in the same folder,
-flushed to disk, then renamed over the target."""
+"""Files written so that a reader never sees half of one (a temporary file in the same folder,
+flushed to disk, then renamed over the target), and files identified by their content (sha256)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -35,3 +36,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks (models can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -219,9 +219,8 @@ def test_placement_follows_modelopt_rules(tmp_path):
     placement = place(model)
     assert set(placement.quantized) == {"c1", "c2", "c3a", "c3b", "add", "c4"}
     # a 3->34 1x1 conv has no TensorRT int8 kernel (ModelOpt's channel rule) and stays float
-    from tests.tinymodel import write_tiny_model
-
     from harness.quant.prepare import name_unnamed_nodes
+    from tests.tinymodel import write_tiny_model
 
     gfl_model = onnx.load(str(write_tiny_model(tmp_path / "gfl.onnx")))
     assert name_unnamed_nodes(gfl_model) == len(gfl_model.graph.node)
@@ -242,7 +241,7 @@ def test_quant_json_record(tmp_path, calib_dir):
     record = json.loads((out / "quant.json").read_text())
     assert record == outcome.record
     assert sorted(p.name for p in out.iterdir()) == ["model.qdq.onnx", "quant.json"]
-    from harness.targets.trt_engine import sha256_file
+    from harness.fileio import sha256_file
 
     assert record["source_model"]["sha256"] == sha256_file(model)
     assert record["backend"] == "ort" and record["method"] == "percentile" and record["per_channel"] is True
@@ -266,3 +265,40 @@ def test_quant_json_record(tmp_path, calib_dir):
     quantize(QuantizeRequest(model=model, profile=profile, out=out, calib=calib_dir, calib_images=5, overwrite=True))
     assert json.loads((out / "quant.json").read_text())["excluded"]["nodes"] == []
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def write_concat_convnet(path):
+    """image -> c1, c2 (3->16 each) -> Concat -> c3 (32->16) -> output: one Conv reading a Concat."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(3)
+    inits, nodes = [], []
+    for name, cin in (("c1", 3), ("c2", 3), ("c3", 32)):
+        inits.append(numpy_helper.from_array(rng.normal(0, 0.3, (16, cin, 3, 3)).astype(np.float32), f"{name}_w"))
+    nodes += [helper.make_node("Conv", ["image", "c1_w"], ["t1"], name="c1", pads=[1] * 4),
+              helper.make_node("Conv", ["image", "c2_w"], ["t2"], name="c2", pads=[1] * 4),
+              helper.make_node("Concat", ["t1", "t2"], ["cat"], name="cat", axis=1),
+              helper.make_node("Conv", ["cat", "c3_w"], ["output"], name="c3", pads=[1] * 4)]
+    graph = helper.make_graph(nodes, "concat_conv",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 32, 32])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 16, 32, 32])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_conv_reading_a_concat_stays_float_unless_asked_for_tensorrt(tmp_path, calib_dir, spec):
+    """The portable placement keeps Concat -> Conv float (OpenVINO CPU miscomputes it from Q/DQ);
+    write_qdq(concat_convs=True), the CLI's --quantize-concat-convs, quantizes it for TensorRT."""
+    model = write_concat_convnet(tmp_path / "cat.onnx")
+    with calibrate(model, calibration_images(calib_dir, 2), spec, "minmax") as cal:
+        assert cal.placement.quantized == ("c1", "c2") and cal.placement.concat_convs == ("c3",)
+        portable = write_qdq(cal, tmp_path / "portable.onnx")
+        trt_only = write_qdq(cal, tmp_path / "trt.onnx", concat_convs=True)
+        excluded = write_qdq(cal, tmp_path / "excluded.onnx", exclude={"c3"}, concat_convs=True)
+    assert portable.quantized_nodes == ("c1", "c2") and trt_only.quantized_nodes == ("c1", "c2", "c3")
+    assert excluded.quantized_nodes == ("c1", "c2")  # --exclude still wins over the override
+    assert dq_inputs(onnx.load(str(portable.path)))["c3"] == []
+    assert len(dq_inputs(onnx.load(str(trt_only.path)))["c3"]) == 2  # activation and weight

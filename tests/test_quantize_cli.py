@@ -107,3 +107,11 @@ def test_trt_cache_with_unknown_tensor(t):
     cache.write_text("TRT-8601-EntropyCalibration2\nimage: 3c000000\nneck.out: 3c000000\n")
     assert_one_line_error(cli(*args(t, "--from-trt-cache", cache, **{"--calib": None})), "neck.out",
                           "match nothing in the model")
+
+
+def test_calibration_images_need_a_profile(t):
+    assert_one_line_error(cli(*args(t, **{"-p": None})), "--calib needs --profile")
+
+
+def test_concat_conv_override_is_for_the_ort_backend(t):
+    assert_one_line_error(cli(*args(t, "--quantize-concat-convs", "--backend", "nncf")), "--backend ort only")

@@ -177,7 +177,7 @@ def test_conversion_below_the_threshold_is_refused_in_one_line(tmp_path):
 
     settings = TrtSettings(precision="fp16", check_min_sqnr_db=150.0, check_images=2, fp16_converter="onnxconverter-common")
     model = demo_model_path()
-    from harness.targets.trt_engine import sha256_file
+    from harness.fileio import sha256_file
 
     with pytest.raises(ConversionRefused) as info:
         prepare_model(model, sha256_file(model), settings, DEMO, tmp_path)
@@ -195,8 +195,8 @@ def test_conversion_below_the_threshold_is_refused_in_one_line(tmp_path):
 def test_profile_keep_fp32_nodes_and_the_runs_images_reach_the_conversion(tmp_path):
     """[precision] keep_fp32_nodes of the profile is what the conversion keeps; the check runs on the
     sample images it is given (the runner's first images), and both are in the conversion's cache key."""
+    from harness.fileio import sha256_file
     from harness.profiles import profile_from_dict
-    from harness.targets.trt_engine import sha256_file
     from harness.targets.trt_prepare import prepare_model
     from harness.targets.trt_settings import TrtSettings
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from harness.cli.common import main
 from harness.cli.info import profiles_cmd, targets_cmd
 from harness.cli.npu import decode_cmd, emulate_cmd, preprocess_cmd
+from harness.cli.quantize import quantize_cmd
 from harness.cli.report import report_cmd
 from harness.cli.run import demo_cmd, run_cmd
 
@@ -20,5 +21,6 @@ main.add_command(report_cmd)
 main.add_command(preprocess_cmd)
 main.add_command(decode_cmd)
 main.add_command(emulate_cmd)
+main.add_command(quantize_cmd)
 
 __all__ = ["main"]

@@ -1,7 +1,7 @@
 """Calibration images -> model-input batches, exactly as the accuracy pass builds them.
 
-The files and batches come from `harness.targets.trt_calib` (first N images of a folder sorted by
-name, each batch built by `harness.pipeline.prepare_batch` with the profile's InputSpec), so a
+The files and batches come from `harness.precision.calib_images` (first N images of a folder sorted
+by name, each batch built by `harness.preprocess.prepare_batch` with the profile's InputSpec), so a
 quantizer calibrates on the tensors evaluation later feeds. Every image is checked before any
 work starts, so a bad file is named at once instead of failing half-way through calibration.
 """
@@ -9,16 +9,16 @@ work starts, so a bad file is named at once instead of failing half-way through 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.precision.calib_images import CalibrationBatches, calibration_files
 from harness.preprocess import check_image_file
 from harness.profiles import InputSpec
-from harness.targets.trt_calib import CalibrationBatches, calibration_files
 
 
 @dataclass(frozen=True)

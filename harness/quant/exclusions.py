@@ -8,9 +8,9 @@ quantize the layer the user meant to protect.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from harness.errors import HarnessError
 

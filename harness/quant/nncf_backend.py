@@ -13,9 +13,8 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.quant.calib_data import CountingBatches, nncf_dataset
-from harness.quant.prepare import first_line
 
 INSTALL_HINT = "pip install 'harness[quant]' (or: pip install nncf)"
 NNCF_METHODS = ("minmax",)  # None = NNCF's own default range estimators

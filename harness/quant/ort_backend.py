@@ -15,22 +15,22 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import tempfile
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
+from harness.fileio import atomic_write_bytes
 from harness.profiles import InputSpec
 from harness.quant.calib_data import CalibrationImages, CountingBatches, calibration_batches, ort_reader
 from harness.quant.placement import QUANTIZED_OP_TYPES, Placement, ort_extra_options, place
-from harness.quant.prepare import PreparedModel, first_line, prepare_model, quiet_ort_quantization
+from harness.quant.prepare import PreparedModel, prepare_model, quiet_ort_quantization
 from harness.quant.trt_cache import TrtCache, check_cache_matches
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -203,13 +203,14 @@ def calibration_from_trt_cache(model_path: str | Path, cache: TrtCache,
         constants |= {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
         by_name = {node.name: node for node in model.graph.node}
         covered, uncovered = [], {}
-        for name in placement.quantized:
+        for name in (*placement.quantized, *placement.concat_convs):
             missing = [t for t in by_name[name].input if t and t not in constants and t not in data]
             if missing:
                 uncovered[name] = f"no cached scale for {missing[0]}"
             else:
                 covered.append(name)
-        placement = Placement(tuple(covered), {**placement.left_float, **uncovered})
+        left = {**placement.left_float, **uncovered}
+        placement = Placement(tuple(n for n in covered if n not in left), left)
         source = {"trt_cache": str(cache.path), "header": cache.header, "trt_version": cache.trt_version,
                   "calibrator": cache.calibrator, "tensors": len(cache.scales),
                   "trt_internal_skipped": len(cache.internal)}
@@ -221,8 +222,13 @@ def calibration_from_trt_cache(model_path: str | Path, cache: TrtCache,
         raise
 
 
-def write_qdq(cal: Calibration, out_path: str | Path, exclude: Iterable[str] = (), per_channel: bool = True) -> QdqModel:
-    """Write a Q/DQ ONNX from the calibration's ranges; `exclude` names nodes kept entirely in float."""
+def write_qdq(cal: Calibration, out_path: str | Path, exclude: Iterable[str] = (), per_channel: bool = True,
+              concat_convs: bool = False) -> QdqModel:
+    """Write a Q/DQ ONNX from the calibration's ranges; `exclude` names nodes kept entirely in float.
+
+    concat_convs: also quantize the Convs that read a Concat directly (placement.concat_convs), which
+    the portable placement leaves float for OpenVINO's sake; for files meant for TensorRT only.
+    """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     excluded = frozenset(exclude)
@@ -230,7 +236,9 @@ def write_qdq(cal: Calibration, out_path: str | Path, exclude: Iterable[str] = (
     unknown = sorted(excluded - names)
     if unknown:
         raise HarnessError(f"excluded node(s) not in the model: {', '.join(unknown[:5])}")
-    nodes = [name for name in cal.placement.quantized if name not in excluded]
+    candidates = cal.placement.quantized + (cal.placement.concat_convs if concat_convs else ())
+    order = {name: i for i, (name, _) in enumerate(cal.node_types())}
+    nodes = sorted((name for name in candidates if name not in excluded), key=order.__getitem__)
     if not nodes:
         # ORT reads an empty nodes_to_quantize as "quantize everything": never hand it one.
         raise HarnessError(f"model {cal.prepared.source}: nothing left to quantize "
@@ -257,7 +265,7 @@ def write_qdq(cal: Calibration, out_path: str | Path, exclude: Iterable[str] = (
         scratch.unlink(missing_ok=True)
     keep_inputs_float(written, excluded)
     check_symmetric_int8(written)
-    save_model_atomic(written, out_path)
+    atomic_write_bytes(out_path, written.SerializeToString())
     return QdqModel(out_path, tuple(nodes), tuple(sorted(excluded)), count_qdq(written), scale_summary(written))
 
 
@@ -336,15 +344,3 @@ def scale_summary(model: onnx.ModelProto) -> dict:
         return {"count": len(values), "scale_min": float(flat.min()), "scale_max": float(flat.max())}
 
     return {"activations": stats(activations), "weights": {**stats(weights), "per_channel": per_channel}}
-
-
-def save_model_atomic(model: onnx.ModelProto, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

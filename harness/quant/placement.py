@@ -43,10 +43,18 @@ COPY_OP_TYPES = ("Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Ide
                  "Concat", "Resize", "Pad")
 
 
+CONCAT_CONV_REASON = "reads a Concat directly (OpenVINO CPU miscomputes it from Q/DQ)"
+
+
 @dataclass(frozen=True)
 class Placement:
     quantized: tuple[str, ...]  # node names that get Q/DQ on their inputs
     left_float: dict[str, str]  # node name -> why a node of a quantizable type stays float
+
+    @property
+    def concat_convs(self) -> tuple[str, ...]:
+        """Convs left float only by our OpenVINO rule: int8 on TensorRT when --quantize-concat-convs."""
+        return tuple(name for name, why in self.left_float.items() if why.endswith(CONCAT_CONV_REASON))
 
 
 def _constants(model: onnx.ModelProto) -> set[str]:
@@ -103,15 +111,16 @@ def place(model: onnx.ModelProto) -> Placement:
         if node.op_type not in OUTPUT_OK_OP_TYPES and graph_outputs.intersection(node.output):
             left[node.name] = f"{node.op_type} writes a graph output"
             continue
-        if node.op_type in ("Conv", "ConvTranspose") and node.input[0] in producer \
-                and producer[node.input[0]].op_type == "Concat":
-            left[node.name] = f"{node.op_type} reading a Concat directly (OpenVINO CPU miscomputes it from Q/DQ)"
-            continue
         if node.op_type == "Conv":
             why = _conv_unsupported(node, weights, graph_inputs)
             if why:
                 left[node.name] = why
                 continue
+        # after the channel rule, so that every Conv listed here has a TensorRT int8 kernel
+        if node.op_type in ("Conv", "ConvTranspose") and node.input[0] in producer \
+                and producer[node.input[0]].op_type == "Concat":
+            left[node.name] = f"{node.op_type} {CONCAT_CONV_REASON}"
+            continue
         chosen.append(node.name)
 
     # Pooling is quantized only next to quantized compute (looking through copy ops), as in ModelOpt.

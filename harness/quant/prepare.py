@@ -19,12 +19,11 @@ from pathlib import Path
 
 import onnx
 
-from harness.errors import HarnessError
-from harness.targets.base import check_onnx_file
-from harness.targets.trt_engine import sha256_file
+from harness.errors import HarnessError, first_line
+from harness.fileio import sha256_file
+from harness.onnx_model import inspect_model, load_graph, opset_of
 
 MIN_QDQ_OPSET = 13
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 @dataclass(frozen=True)
@@ -37,18 +36,6 @@ class PreparedModel:
     opset_before: int
     opset_after: int
     named_nodes: int  # nodes that had no name and got one
-
-
-def default_opset(model: onnx.ModelProto) -> int:
-    for entry in model.opset_import:
-        if entry.domain in ("", "ai.onnx"):
-            return int(entry.version)
-    raise HarnessError("model has no default-domain opset import")
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of a library's exception message (some span pages), for a one-line error."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 @contextlib.contextmanager
@@ -64,19 +51,20 @@ def quiet_ort_quantization():
 
 
 def image_input(model: onnx.ModelProto, path: Path) -> tuple[str, int]:
-    """The one float32 image input's name and its fixed batch (1 when the batch is dynamic)."""
-    initializers = {init.name for init in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
+    """The one float32 image input's name and its fixed batch (1 when the batch is dynamic); a model
+    that is already int8 (Q/DQ or integer ops, as harness.onnx_model labels it) is refused."""
+    info = inspect_model(model, str(path))
+    if info.precision == "int8":
+        raise HarnessError(f"model {path}: already quantized (its graph holds Q/DQ or integer ops); "
+                           "harness quantize takes the fp32 model")
+    inputs = info.inputs
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs)
         raise HarnessError(f"model {path}: harness quantize needs one image input, the graph has {len(inputs)} ({names})")
-    tensor = inputs[0].type.tensor_type
-    if tensor.elem_type != onnx.TensorProto.FLOAT:
-        raise HarnessError(f"model {path}: input {inputs[0].name} is {onnx.TensorProto.DataType.Name(tensor.elem_type)}, "
-                           "quantization calibrates a float32 input")
-    dims = tensor.shape.dim
-    batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else 1
-    return inputs[0].name, int(batch)
+    image = inputs[0]
+    if image.dtype != "float32":
+        raise HarnessError(f"model {path}: input {image.name} is {image.dtype}, quantization calibrates a float32 input")
+    return image.name, image.fixed_batch or 1
 
 
 def name_unnamed_nodes(model: onnx.ModelProto) -> int:
@@ -96,15 +84,11 @@ def name_unnamed_nodes(model: onnx.ModelProto) -> int:
 def prepare_model(source: str | Path, workdir: Path) -> PreparedModel:
     """Write `workdir/prepared.onnx` from `source`; one clear line for a model that cannot be quantized."""
     source = Path(source)
-    if not source.is_file():
-        raise HarnessError(f"model not found: {source}")
-    check_onnx_file(source)
+    load_graph(source)  # one line for a missing, truncated or non-ONNX file
     model = onnx.load(str(source))
-    if any(node.op_type in QDQ_OPS for node in model.graph.node):
-        raise HarnessError(f"model {source}: already holds QuantizeLinear/DequantizeLinear nodes (already quantized)")
     input_name, batch = image_input(model, source)
     named = name_unnamed_nodes(model)
-    before = default_opset(model)
+    before = opset_of(model)
     if before < MIN_QDQ_OPSET:
         try:
             model = onnx.version_converter.convert_version(model, MIN_QDQ_OPSET)
@@ -126,7 +110,7 @@ def prepare_model(source: str | Path, workdir: Path) -> PreparedModel:
     converted.unlink()
     check_loads_in_ort(prepared, f"model {source}: ONNX Runtime cannot load it after opset/shape preparation")
     return PreparedModel(prepared, source, sha256_file(source), input_name, batch, before,
-                         default_opset(onnx.load(str(prepared), load_external_data=False)), named)
+                         opset_of(load_graph(prepared)), named)
 
 
 def check_loads_in_ort(path: Path, failure: str) -> None:

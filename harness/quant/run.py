@@ -11,19 +11,17 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
-
 from harness.errors import HarnessError
+from harness.fileio import atomic_write_text, sha256_file
+from harness.onnx_model import load_graph
 from harness.profiles import Profile
+from harness.progress import NullProgress
 from harness.quant.calib_data import CountingBatches, calibration_batches, calibration_images
 from harness.quant.exclusions import ExclusionRules, resolve
 from harness.quant.manifest import QUANT_FILE, manifest, to_json
 from harness.quant.ort_backend import DEFAULT_METHOD, METHODS, PERCENTILE, calibrate, calibration_from_trt_cache, write_qdq
 from harness.quant.prepare import check_loads_in_ort, image_input
 from harness.quant.trt_cache import parse_trt_cache
-from harness.results import atomic_write_text
-from harness.targets.base import check_onnx_file
-from harness.targets.trt_engine import sha256_file
 
 BACKENDS = ("ort", "nncf")
 QDQ_FILE = "model.qdq.onnx"
@@ -33,7 +31,7 @@ IR_FILE = "model.xml"
 @dataclass(frozen=True)
 class QuantizeRequest:
     model: Path
-    profile: Profile
+    profile: Profile | None  # its input spec builds the calibration batches; None only with trt_cache
     out: Path
     calib: Path | None = None
     calib_images: int = 300
@@ -43,6 +41,7 @@ class QuantizeRequest:
     backend: str = "ort"
     trt_cache: Path | None = None
     overwrite: bool = False
+    concat_convs: bool = False  # also quantize Convs reading a Concat (TensorRT-only files; see placement.py)
 
 
 @dataclass(frozen=True)
@@ -67,6 +66,10 @@ def check_request(req: QuantizeRequest) -> None:
             raise HarnessError("--method does not apply with --from-trt-cache (the cache's calibrator made the ranges)")
     elif req.calib is None:
         raise HarnessError("no calibration: pass --calib DIR (images) or --from-trt-cache FILE")
+    elif req.profile is None:
+        raise HarnessError("--calib needs --profile (its preprocessing builds the calibration batches)")
+    if req.concat_convs and req.backend != "ort":
+        raise HarnessError("--quantize-concat-convs places Q/DQ for TensorRT: it works with --backend ort only")
     if not isinstance(req.calib_images, int) or req.calib_images <= 0:
         raise HarnessError(f"--calib-images must be a positive integer, got {req.calib_images}")
     if not req.model.is_file():
@@ -81,6 +84,7 @@ def check_request(req: QuantizeRequest) -> None:
 
 def quantize(req: QuantizeRequest, progress=None) -> QuantizeOutcome:
     check_request(req)
+    progress = progress or NullProgress()
     if req.backend == "nncf":
         from harness.quant.nncf_backend import import_nncf
 
@@ -99,39 +103,34 @@ def quantize(req: QuantizeRequest, progress=None) -> QuantizeOutcome:
     return QuantizeOutcome(req.out, req.out / model_file, record)
 
 
-def _advance(progress, description: str, total: int):
-    """A progress context: the CLI's RichProgress task, or nothing."""
-    if progress is None:
-        from contextlib import nullcontext
-
-        return nullcontext(lambda n=1: None)
-    return progress.task(description, total)
-
-
 def _ort(req: QuantizeRequest, staging: Path, progress) -> tuple[str, dict]:
     if req.trt_cache is not None:
         cache = parse_trt_cache(req.trt_cache)
         cal = calibration_from_trt_cache(req.model, cache)
     else:
         images = calibration_images(req.calib, req.calib_images)
-        with _advance(progress, f"calibrating on {len(images.files)} images", len(images.files)) as advance:
+        with progress.task(f"calibrating on {len(images.files)} images", len(images.files)) as advance:
             cal = calibrate(req.model, images, req.profile.input, req.method or DEFAULT_METHOD, advance=advance)
     with cal:
         exclusions = resolve(req.rules, cal.node_types())
-        written = write_qdq(cal, staging / QDQ_FILE, exclusions.nodes, req.per_channel)
+        written = write_qdq(cal, staging / QDQ_FILE, exclusions.nodes, req.per_channel, req.concat_convs)
         check_loads_in_ort(written.path, f"model {req.model}: the Q/DQ model ONNX Runtime wrote does not load")
         prepared = cal.prepared
         placement = {
             "rules": "NVIDIA ModelOpt int8 (TensorRT-friendly), see harness/quant/placement.py",
             "quantized_nodes": len(written.quantized_nodes),
-            "left_float": dict(sorted(cal.placement.left_float.items())),
+            "concat_convs": "int8 (--quantize-concat-convs: for TensorRT only)" if req.concat_convs
+            else "float (portable: OpenVINO CPU miscomputes them from Q/DQ)",
+            "left_float": {name: why for name, why in sorted(cal.placement.left_float.items())
+                           if name not in written.quantized_nodes},
         }
         calibration = ({"images": cal.images, "batches_run": cal.batches_run, "batch_size": prepared.batch,
                         **({"percentile": PERCENTILE} if cal.method == "percentile" else {})}
                        if cal.images is not None else {"trt_cache": cal.source})
         record = manifest(
             backend="ort", model_file=QDQ_FILE, source=req.model, source_sha256=prepared.source_sha256,
-            profile=req.profile.name, method=cal.method, per_channel=req.per_channel, calibration=calibration,
+            profile=req.profile.name if req.profile else None, method=cal.method, per_channel=req.per_channel,
+            calibration=calibration,
             exclusions={**exclusions.to_dict(), "rules": _rules_dict(req.rules)},
             opset={"before": prepared.opset_before, "after": prepared.opset_after},
             details={"qdq_nodes": written.qdq_nodes, "ranges": {"tensors_calibrated": len(cal.ranges.data),
@@ -143,11 +142,10 @@ def _ort(req: QuantizeRequest, staging: Path, progress) -> tuple[str, dict]:
 def _nncf(req: QuantizeRequest, staging: Path, progress) -> tuple[str, dict]:
     from harness.quant.nncf_backend import ov_node_types, quantize_nncf
 
-    check_onnx_file(req.model)
-    _, batch = image_input(onnx.load(str(req.model), load_external_data=False), req.model)
+    _, batch = image_input(load_graph(req.model), req.model)
     exclusions = resolve(req.rules, ov_node_types(req.model))
     images = calibration_images(req.calib, req.calib_images, batch)
-    with _advance(progress, f"NNCF calibration on {len(images.files)} images", len(images.files)) as advance:
+    with progress.task(f"NNCF calibration on {len(images.files)} images", len(images.files)) as advance:
         batches = CountingBatches(calibration_batches(images, req.profile.input, batch), advance)
         result = quantize_nncf(req.model, batches, staging, exclusions.nodes, req.method, req.per_channel)
     record = manifest(

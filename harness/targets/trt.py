@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError, TargetUnavailable
+from harness.fileio import sha256_file
 from harness.onnx_model import OnnxModelInfo, inspect_onnx
 from harness.targets.base import BenchStats, Target, fixed_batch_error
 from harness.targets.trt_engine import (
@@ -35,7 +36,6 @@ from harness.targets.trt_engine import (
     lookup_engine,
     profile_batches,
     profile_shapes,
-    sha256_file,
     store_engine,
 )
 from harness.targets.trt_settings import TrtOptions, TrtSettings, settings_from_options

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.fileio import atomic_write_bytes
+from harness.fileio import atomic_write_bytes, sha256_file
 from harness.targets.trt_settings import OPT_MODES, PRECISIONS
 
 #: bump when the cache layout or the build recipe changes, so old engines are not reused
@@ -33,14 +33,6 @@ PRIVATE_FILE_MODE = 0o600
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def profile_batches(batch_sizes, batch: int, fixed: int | None = None, opt: str = "current") -> tuple[int, int, int]:

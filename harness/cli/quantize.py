@@ -7,12 +7,14 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from harness.cli import RichProgress, out
+from harness.cli.common import RichProgress, out
 
 
 @click.command("quantize")
 @click.option("--model", "-m", required=True, type=click.Path(path_type=Path), help="fp32 ONNX model to quantize.")
-@click.option("--profile", "-p", "profile_name", required=True, help="Built-in profile name or a .toml file.")
+@click.option("--profile", "-p", "profile_name", default=None,
+              help="Built-in profile name or a .toml file (its preprocessing builds the calibration batches); "
+                   "not needed with --from-trt-cache.")
 @click.option("--calib", default=None, type=click.Path(path_type=Path),
               help="Folder of calibration images (not the evaluation images).")
 @click.option("--calib-images", type=int, default=300, show_default=True,
@@ -25,6 +27,9 @@ from harness.cli import RichProgress, out
 @click.option("--exclude-types", default=None, help="Keep these op types in float, e.g. Sigmoid,Softmax.")
 @click.option("--exclude-from", default=None, type=click.Path(path_type=Path),
               help="File of node names to keep in float, one per line (# comments), e.g. from harness sensitivity.")
+@click.option("--quantize-concat-convs", is_flag=True,
+              help="Also quantize Convs that read a Concat directly (TensorRT-only files: OpenVINO CPU "
+                   "miscomputes them; see docs/quantize.md).")
 @click.option("--backend", default="ort", show_default=True,
               help="ort: portable symmetric int8 Q/DQ ONNX (ORT, OpenVINO, TensorRT); nncf: OpenVINO int8 IR.")
 @click.option("--from-trt-cache", "trt_cache", default=None, type=click.Path(path_type=Path),
@@ -32,7 +37,7 @@ from harness.cli import RichProgress, out
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder, e.g. quant/NAME.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
 def quantize_cmd(model, profile_name, calib, calib_images, method, per_channel, patterns, exclude_types, exclude_from,
-                 backend, trt_cache, out_dir, overwrite):
+                 quantize_concat_convs, backend, trt_cache, out_dir, overwrite):
     """Post-training int8 quantization with the harness's own preprocessing; writes the model and quant.json."""
     from harness.profiles import load_profile
     from harness.quant.exclusions import ExclusionRules, parse_op_types, read_exclude_file
@@ -41,9 +46,10 @@ def quantize_cmd(model, profile_name, calib, calib_images, method, per_channel, 
     rules = ExclusionRules(tuple(patterns), parse_op_types(exclude_types),
                            read_exclude_file(exclude_from) if exclude_from else (),
                            str(exclude_from) if exclude_from else "")
-    request = QuantizeRequest(model=model, profile=load_profile(profile_name), out=out_dir, calib=calib,
-                              calib_images=calib_images, method=method, per_channel=per_channel, rules=rules,
-                              backend=backend, trt_cache=trt_cache, overwrite=overwrite)
+    request = QuantizeRequest(model=model, profile=load_profile(profile_name) if profile_name else None, out=out_dir,
+                              calib=calib, calib_images=calib_images, method=method, per_channel=per_channel,
+                              rules=rules, backend=backend, trt_cache=trt_cache, overwrite=overwrite,
+                              concat_convs=quantize_concat_convs)
     with RichProgress() as progress:
         outcome = quantize(request, progress)
     record = outcome.record
@@ -53,4 +59,5 @@ def quantize_cmd(model, profile_name, calib, calib_images, method, per_channel, 
                    f"{excluded} excluded, opset {record['opset']['before']}->{record['opset']['after']}")
     else:
         summary = f"{record['fake_quantize_ops']} FakeQuantize ops, {excluded} excluded (OpenVINO IR, not for TensorRT)"
-    out.print(f"{escape(str(outcome.model_file))}  ({summary})  record: {escape(str(outcome.out / 'quant.json'))}")
+    out.print(f"{escape(str(outcome.model_file))}  ({summary})  record: {escape(str(outcome.out / 'quant.json'))}",
+              highlight=False, soft_wrap=True)
