@@ -1,5 +1,5 @@
-"""Files written so that a reader never sees half of one (a temporary file in the same folder,
-flushed to disk, then renamed over the target), and files identified by their content (sha256)."""
+"""Files written so that a reader never sees half of one: a temporary file in the same folder,
+flushed to disk, then renamed over the target."""
 
 from __future__ import annotations
 
@@ -36,8 +36,14 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks (models can be large)."""
+    """sha256 of a file's bytes, read in 1 MiB blocks (models are hashed into row identities and cache keys)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

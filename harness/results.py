@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from harness import identity as ident
 from harness.errors import HarnessError
 from harness.fileio import atomic_write_text
 from harness.jsonfile import read_json_object
@@ -66,6 +67,23 @@ class ResultsStore:
                     f"{self.path} already holds results; pass --resume to continue that run, "
                     "--overwrite to replace it, or choose another --out"
                 )
+
+    def check_same_measurement(self, identity: dict, target: str, model: str) -> None:
+        """A resumed folder takes rows of the same measurement only: same dataset, profile, --limit,
+        machine and harness version as every row there, the same model bytes as rows of that model file,
+        and the same options and runtime version as rows of that target. One line names what differs."""
+        per_target = ("options", "runtime")
+        fields = [f for f in ident.FIELDS if f != "model_sha256" and f not in per_target]
+        for row in self.rows:
+            if not row.identity:
+                raise HarnessError(f"--resume: {self.path} holds rows written without an identity (an older harness); "
+                                   "their dataset, model and settings cannot be checked: choose another --out")
+            checked = fields + (["model_sha256"] if row.model == model else []) + \
+                (list(per_target) if row.target == target else [])
+            problem = ident.mismatch(row.identity, identity, [f for f in ident.FIELDS if f in checked])
+            if problem:
+                raise HarnessError(f"--resume: {self.path} holds another measurement ({row.target} bs={row.bs}: "
+                                   f"{problem}); choose another --out, or --overwrite")
 
     def done(self, key: tuple) -> bool:
         """Is this measurement already here (and did it run)? A None precision in key matches any

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import __version__
+from harness import identity as ident
 from harness.canvases import CanvasCache
+from harness.config import dump as dump_config
 from harness.data.coco import check_categories, load_dataset
 from harness.decode import decode
 from harness.errors import HarnessError, first_line
@@ -86,15 +89,21 @@ def run(config: RunConfig, store: ResultsStore, progress=None) -> list[ResultRow
     check_categories(dataset.ann, config.profile.category_ids, config.profile.name, config.ann_path)
     images = list(dataset.images)
     skipped: list[str] = list(dataset.skipped)
-    rows = []
-    for bs in config.batch_sizes:
+    measured_on = _identity_parts(config, options, target_cls, dataset, store.env)
+    planned = []
+    for bs in config.batch_sizes:  # every model's identity is checked against a resumed folder first
         model_path, per_batch = model_for_batch(config.model, bs)
+        row_identity = {"model_sha256": ident.model_sha256(model_path), **measured_on}
+        store.check_same_measurement(row_identity, config.target, model_path)
+        planned.append((bs, model_path, per_batch, row_identity))
+    rows = []
+    for bs, model_path, per_batch, row_identity in planned:
         key = (config.target, model_path, config.profile.name, getattr(options, "precision", None), bs)
         if store.done(key):
             progress.message(f"{config.target} bs={bs}: already in {store.path}, skipped (--resume)")
             continue
         context = {"model": model_path, "profile": config.profile.name, "dataset": str(config.images_dir),
-                   "annotations": str(config.ann_path), "notes": list(config.notes)}
+                   "annotations": str(config.ann_path), "notes": list(config.notes), "identity": row_identity}
         try:
             row, images, skipped = _run_one(config, options, bs, model_path, per_batch, images, skipped,
                                             evaluator, progress, context, store.out_dir)
@@ -110,6 +119,15 @@ def run(config: RunConfig, store: ResultsStore, progress=None) -> list[ResultRow
         store.add(row)
         rows.append(row)
     return rows
+
+
+def _identity_parts(config: RunConfig, options, target_cls, dataset, env: dict) -> dict:
+    """Every identity field but the model's hash (which may differ per batch size)."""
+    ok, runtime = target_cls.availability()
+    return {"profile_sha256": config.profile.content_hash,
+            "dataset": ident.dataset_identity(config.ann_path, dataset.images), "limit": config.limit,
+            "options": dump_config(options), "harness": __version__, "runtime": runtime if ok else None,
+            "machine": ident.machine(env)}
 
 
 def _first_batch(images, bs: int, profile: Profile, skip_bad: bool):

@@ -69,7 +69,9 @@ def test_one_failure_does_not_abort_the_sweep(tiny):
     # --resume reruns only what did not run (it fails again, the ok rows are kept as they were)
     again = cli(*run_args(tiny, out, "--resume", **{"--model": model, "--target": "ort,ov", "--bs": "1,4"}))
     assert again.exit_code == 2
-    assert [r["finished"] for r in rows_of(out)][0::2] == [r["finished"] for r in rows][0::2]
+    finished = {(r["target"], r["bs"]): r["finished"] for r in rows_of(out)}
+    assert [finished[(r["target"], r["bs"])] for r in rows if r["status"] == "ok"] == \
+        [r["finished"] for r in rows if r["status"] == "ok"]
 
 
 def test_a_file_of_failed_rows_only_is_replaced_without_overwrite(tiny):
@@ -174,3 +176,68 @@ def test_failed_row_is_refused_by_report_when_nothing_ran(tiny):
     cli(*run_args(tiny, out, **{"--profile": write_tiny_profile(tiny["root"] / "w.toml", size=64)}))
     with pytest.raises(HarnessError, match="nothing to compare"):
         compare([str(out)])
+
+
+def test_resume_refuses_another_measurement(tiny):
+    out = tiny["root"] / "res"
+    assert cli(*run_args(tiny, out, **{"--target": "ort,ov"})).exit_code == 0
+    (first,) = [r for r in rows_of(out) if r["target"] == "ort"]
+    ident = first["identity"]
+    assert len(ident["model_sha256"]) == 64 and ident["dataset"]["images"] == 6 and ident["limit"] is None
+    assert ident["machine"]["cores"] and ident["runtime"].startswith("onnxruntime")
+    other_model = write_tiny_model(tiny["root"] / "other.onnx", seed=99)
+    other_profile = tiny["root"] / "other.toml"
+    other_profile.write_text(tiny["profile"].read_text().replace("score_threshold = 0.05", "score_threshold = 0.1"))
+    cases = [
+        ({"--model": other_model, "--bs": "1,2"}, None),  # another model file: its own rows, nothing to refuse
+        ({"--model": tiny["model"], "--bs": "1,2", "--limit": "4"}, "dataset differs: image_list_sha256="),
+        ({"--profile": other_profile, "--bs": "1,2"}, "profile contents differs"),
+        ({"--target": "ov", "--bs": "1,2", "--threads": "1"},
+         "target options differs: threads=None in the results vs threads=1 now"),
+    ]
+    for over, fragment in cases:
+        before = (out / "results.json").read_text()
+        result = cli(*run_args(tiny, out, "--resume", **over))
+        if fragment is None:
+            assert result.exit_code == 0, result.output
+            continue
+        assert result.exit_code == 2, (over, result.output)
+        line = result.stderr.strip().splitlines()[-1]
+        assert line.startswith("error: --resume:") and fragment in line, (over, line)
+        assert (out / "results.json").read_text() == before
+    # the same file changed on disk under the same name: its bytes differ, so it is another measurement
+    tiny["model"].write_bytes(other_model.read_bytes())
+    result = cli(*run_args(tiny, out, "--resume", **{"--bs": "1,2"}))
+    assert result.exit_code == 2 and "model file contents differs" in result.stderr
+
+
+def test_report_groups_repeats_by_identity_and_counts_a_file_once(tiny):
+    import shutil
+
+    from harness.report.compare import compare
+
+    root = tiny["root"]
+    assert cli(*run_args(tiny, root / "full", **{"--target": "ort,ov"})).exit_code == 0
+    assert cli(*run_args(tiny, root / "four", **{"--target": "ov", "--limit": "4"})).exit_code == 0
+    assert cli(*run_args(tiny, root / "one-thread", **{"--target": "ov", "--threads": "1"})).exit_code == 0
+    shutil.copytree(root / "full", root / "copy")
+    (root / "README.md").write_text("not results")
+    inputs = [str(root / "full"), str(root / "full" / "results.json"), str(root / "copy"), str(root / "four"),
+              str(root / "one-thread"), str(root / "README.md")]
+    comp = compare(inputs)
+    ov = comp.table[comp.table.target == "ov"]
+    assert len(ov) == 3 and set(ov.repeats) == {1}  # full / 4 images / 1 thread: three measurements, no repeats
+    assert comp.duplicates == 2  # the copy's two rows
+    assert any("README.md" in note for note in comp.ignored)
+    assert any("the same file as an earlier input" in note for note in comp.ignored)
+    labels = sorted(ov.variant)
+    assert any("4 images" in label for label in labels) and any("threads=1" in label for label in labels)
+    four = ov[ov.variant.str.contains("4 images")].iloc[0]
+    assert "other dataset" in four["baseline_match"]  # its ΔmAP is against ort on all 6 images: said so
+    full = ov[ov.variant.str.contains("6 images")].iloc[0]
+    assert full["baseline_match"] == "" and full["delta_map"] == pytest.approx(0.0, abs=0.002)
+    result = cli("report", *inputs, "--out", root / "rep.md")
+    assert result.exit_code == 0, result.output
+    assert "note: ignored" in result.stderr and "README.md" in result.stderr
+    page = (root / "rep.md").read_text()
+    assert "counted once" in page and "never averaged as repeats" in page

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from harness.cli.common import console, out
 from harness.errors import HarnessError
@@ -31,6 +32,10 @@ def report_cmd(inputs, out_path, baseline, fmt, top_classes, fidelity, reference
     """Compare results across runs: INPUTS are folders holding results.json, or results.json files."""
     if (reference or fail_if or ann_path) and not fidelity:
         raise HarnessError("--reference, --fail-if and --ann belong to --fidelity; add --fidelity")
+    from harness.report.compare import results_inputs
+
+    for note in results_inputs(list(inputs))[1]:
+        console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     checked = None
     if fidelity:
         from harness.fidelity.pairing import fidelity_report

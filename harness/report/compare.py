@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness import identity as ident
 from harness.errors import HarnessError
 from harness.results import RESULTS_FILE, load_results
 from harness.row import METRIC_NAMES as METRICS
@@ -55,6 +56,8 @@ class Comparison:
     overlaps: list[dict] = field(default_factory=list)        # pairs whose throughput cannot be told apart
     sources: list[str] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)          # rows that did not run: where, what, why
+    duplicates: int = 0                                        # rows met twice (a copied file), counted once
+    ignored: list[str] = field(default_factory=list)          # inputs that were not results, one line each
 
     @property
     def multi_machine(self) -> bool:
@@ -68,17 +71,40 @@ def resolve_input(path: str | Path) -> Path:
     return path / RESULTS_FILE if path.is_dir() else path
 
 
-def load_sources(paths) -> list[Source]:
-    """Load every input (folder or results.json); a bad one is a HarnessError naming the file."""
+def results_inputs(paths) -> tuple[list[Path], list[str]]:
+    """(results.json files to read, one-line notes on inputs ignored). A shell glob such as
+    `results/*` also matches READMEs and folders of other things: those are ignored and said so; a
+    .json file or a folder holding results.json is read (and must be valid). One file given twice,
+    under two spellings or through a link, is read once."""
     if not paths:
         raise HarnessError("no results given: pass folders holding results.json or results.json files")
-    sources = []
-    seen = set()
+    found, ignored, seen = [], [], set()
     for raw in paths:
         path = resolve_input(raw)
-        if str(path) in seen:
+        if not path.exists() and Path(raw).suffix != ".json":
+            raise HarnessError(f"results file not found: {path}")
+        if path.suffix != ".json" or (Path(raw).is_dir() and not path.is_file()):
+            ignored.append(f"ignored {raw}: not a results folder (no {RESULTS_FILE}) or a .json file")
             continue
-        seen.add(str(path))
+        real = path.resolve()
+        if real in seen:
+            ignored.append(f"ignored {raw}: the same file as an earlier input")
+            continue
+        seen.add(real)
+        found.append(path)
+    if not found:
+        raise HarnessError(f"no results among the inputs ({'; '.join(ignored)})")
+    return found, ignored
+
+
+def load_sources(paths, ignored: list[str] | None = None) -> list[Source]:
+    """Load every results input (see results_inputs); a bad one is a HarnessError naming the file.
+    Notes on ignored inputs are appended to `ignored` when given."""
+    files, skipped = results_inputs(paths)
+    if ignored is not None:
+        ignored.extend(skipped)
+    sources = []
+    for path in files:
         data = load_results(path)
         raw = [r for r in data["rows"] if isinstance(r, dict)]
         if not raw:
@@ -104,10 +130,10 @@ def _label_machines(sources: list[Source]) -> None:
     identities = sorted({machine_identity(s.env) for s in sources})
     labels: dict[tuple, str] = {}
     used: dict[str, int] = {}
-    for ident in identities:
-        host = ident[0] if ident[0] not in ("None", "") else "unknown"
+    for machine in identities:
+        host = machine[0] if machine[0] not in ("None", "") else "unknown"
         used[host] = used.get(host, 0) + 1
-        labels[ident] = host if used[host] == 1 else f"{host}#{used[host]}"
+        labels[machine] = host if used[host] == 1 else f"{host}#{used[host]}"
     for source in sources:
         source.machine = labels[machine_identity(source.env)]
 
@@ -160,7 +186,20 @@ def _flat(source: Source, row: ResultRow) -> dict:
         "notes": [str(n) for n in row.notes],
         "per_class_ap": dict(row.per_class_ap),
         "source": source.path,
+        "identity": row.identity,
+        "setup": ident.setup_signature(row.identity) or _legacy_setup(row),
+        "dataset_id": (row.identity.get("dataset") or {}).get("image_list_sha256") or str(row.annotations or "-"),
+        "fingerprint": (ident.setup_signature(row.identity), row.target, row.precision, row.bs, row.finished,
+                        row.fps, row.map),
     }
+
+
+def _legacy_setup(row: ResultRow) -> str:
+    """Rows written before identities: what they do record of their setup (dataset, image count,
+    the runtime settings), so rows of different subsets or settings are still not averaged."""
+    runtime = row.runtime if isinstance(row.runtime, dict) else {}
+    return repr((row.dataset, row.annotations, row.images, runtime.get("hint"), runtime.get("threads"),
+                 runtime.get("nireq")))
 
 
 def _num(value):
@@ -213,6 +252,9 @@ def _aggregate(group: list[dict]) -> dict:
     out["concurrency"] = first["concurrency"]
     for k in ("fallback", "per_batch_model", "padded", "emulated", "suspect"):
         out[k] = any(r[k] for r in group)
+    out["setup"] = first["setup"]
+    out["identity"] = first["identity"]
+    out["dataset_id"] = first["dataset_id"]
     out["flags"] = sorted({f for r in group for f in r["flags"]})
     out["skipped"] = max(r["skipped"] for r in group)
     out["notes"] = list(dict.fromkeys(n for r in group for n in r["notes"]))
@@ -242,7 +284,7 @@ def pick_baseline(table: pd.DataFrame, name: str | None = None) -> tuple[str, st
 
 
 def _match_score(row: dict, cand: dict) -> tuple:
-    return (cand["annotations"] == row["annotations"], cand["machine"] == row["machine"],
+    return (cand["dataset_id"] == row["dataset_id"], cand["machine"] == row["machine"],
             cand["profile"] == row["profile"], cand["model"] == row["model"])
 
 
@@ -258,7 +300,7 @@ def _find_baseline(row: dict, candidates: list[dict], same_bs: bool) -> dict | N
 def _match_label(row: dict, base: dict) -> str:
     """'' for a like-for-like baseline, else what differs (shown as a marker + footnote)."""
     diffs = []
-    if base["annotations"] != row["annotations"]:
+    if base["dataset_id"] != row["dataset_id"]:
         diffs.append("other dataset")
     if base["machine"] != row["machine"]:
         diffs.append("other machine")
@@ -280,17 +322,29 @@ def baseline_label(base: dict, multi_machine: bool) -> str:
 
 def compare(paths, baseline: str | None = None, top_classes: int = 10) -> Comparison:
     """Load inputs and compute the comparison (table, machines, per-class deltas, overlaps)."""
-    sources = load_sources(paths)
+    ignored: list[str] = []
+    sources = load_sources(paths, ignored)
     failed = [{"machine": s.machine, "target": r.target, "precision": r.precision, "bs": r.bs, "model": r.model,
                "profile": r.profile, "error": r.error or "", "source": s.path}
               for s in sources for r in s.rows if r.status == "failed"]
-    flat = [_flat(s, r) for s in sources for r in s.rows if r.status != "failed"]
+    flat, seen, duplicates = [], set(), 0
+    for s in sources:
+        for r in s.rows:
+            if r.status == "failed":
+                continue
+            row = _flat(s, r)
+            if row["fingerprint"] in seen:  # the same row in a copied file: one measurement, counted once
+                duplicates += 1
+                continue
+            seen.add(row["fingerprint"])
+            flat.append(row)
     if not flat:
         raise HarnessError(f"no row of {', '.join(s.path for s in sources)} ran ({len(failed)} failed): nothing to compare")
     groups: dict[tuple, list[dict]] = {}
     for r in flat:
-        groups.setdefault(tuple(r[k] for k in KEY), []).append(r)
+        groups.setdefault((*(r[k] for k in KEY), r["setup"]), []).append(r)
     rows = [_aggregate(g) for g in groups.values()]
+    _label_variants(rows)
     table = pd.DataFrame(rows)
     base_pair = pick_baseline(table, baseline)
     machines = _machines(sources, rows)
@@ -313,12 +367,27 @@ def compare(paths, baseline: str | None = None, top_classes: int = 10) -> Compar
     overlaps = _overlaps(rows)
     table = pd.DataFrame(rows).reset_index(drop=True)
     return Comparison(table=table, machines=machines, baseline=base_pair, per_class=per_class,
-                      overlaps=overlaps, sources=[s.path for s in sources], failed=failed)
+                      overlaps=overlaps, sources=[s.path for s in sources], failed=failed,
+                      duplicates=duplicates, ignored=ignored)
+
+
+def _label_variants(rows: list[dict]) -> None:
+    """Rows that share machine, model, target, precision and bs but not their setup (another image
+    subset, other threads...) are different measurements: each gets a label saying what differs."""
+    by_key: dict[tuple, list[dict]] = {}
+    for r in rows:
+        r["variant"] = ""
+        by_key.setdefault(tuple(r[k] for k in KEY), []).append(r)
+    for group in by_key.values():
+        if len(group) > 1:
+            labels = ident.describe_difference([r["identity"] or {} for r in group])
+            for i, (r, label) in enumerate(zip(group, labels)):
+                r["variant"] = label or f"setup {i + 1}"
 
 
 def _sort_key(r: dict) -> tuple:
     return (r["machine"], r["profile"], r["model"], not r.get("is_baseline", False), r["target"],
-            r["precision"], r["bs"])
+            r["precision"], r["bs"], r["variant"])
 
 
 def _machines(sources: list[Source], rows: list[dict]) -> dict[str, dict]:
@@ -399,7 +468,7 @@ EXPORT_COLUMNS = (
     "speedup", "e2e_fps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "iterations", "bench_seconds",
     "concurrency", "covers", "time_covers", "batch_mode", "flags", "fallback", "per_batch_model", "padded",
     "emulated", "suspect", "skipped",
-    "is_baseline", "baseline", "baseline_match", "speedup_match", "runtime", "dataset", "annotations",
+    "is_baseline", "baseline", "baseline_match", "speedup_match", "variant", "runtime", "dataset", "annotations",
     "evaluator", "detections", "notes", "sources",
 )
 

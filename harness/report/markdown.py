@@ -133,6 +133,8 @@ class _Page:
 
     def name(self, r) -> str:
         text = f"{r['target']} {r['precision']} bs {r['bs']}"
+        if r.get("variant"):
+            text += f" ({r['variant']})"
         if self.multi_model:
             text += f" [{self.model_labels[(r['profile'], r['model'])]}]"
         if self.multi_machine:
@@ -171,6 +173,12 @@ def _header(page: _Page, baseline_asked: str | None) -> list[str]:
     else:
         lines.append("- baseline: none (no `ort` or `ov` fp32 rows; pass --baseline TARGET); Δ and speedup are blank")
     lines.append(f"- dataset: {', '.join(f'`{d}`' for d in datasets)}; images per row in the CSV/JSON export")
+    if comp.duplicates:
+        lines.append(f"- {comp.duplicates} row(s) appeared in more than one input (a copied file): counted once")
+    lines += [f"- {note}" for note in comp.ignored]
+    if any(r["variant"] for r in page.rows):
+        lines.append("- rows with a label in parentheses share target, precision and bs but were measured with another "
+                     "setup (the label says what differs): they are separate rows, never averaged as repeats")
     return lines + [""]
 
 
@@ -192,7 +200,8 @@ def _result_line(page: _Page, r, footnotes: list[str]) -> str:
         speed += " †"
         if r["speedup_match"] != r["baseline_match"]:
             footnotes.append(f"- {page.name(r)}: speedup against the baseline's bs {r['bs']} row ({r['speedup_match']})")
-    cells += [r["target"], r["precision"], str(int(r["bs"])), _f(r["map"], 4), _f(r["map50"], 4), delta, fps,
+    target = f"{r['target']} ({r['variant']})" if r.get("variant") else r["target"]
+    cells += [target, r["precision"], str(int(r["bs"])), _f(r["map"], 4), _f(r["map50"], 4), delta, fps,
               _spread_cell(r), _f(r["latency_ms_p50"]), _f(r["latency_ms_p90"]), _f(r["latency_ms_p99"]), speed,
               _fps(r["e2e_fps"]), r["covers"], _flags(r)]
     return "| " + " | ".join(str(c) for c in cells) + " |"

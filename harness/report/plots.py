@@ -26,6 +26,8 @@ def _pyplot():
 
 def series_label(row, multi_machine: bool, multi_model: bool) -> str:
     label = f"{row['target']} {row['precision']}"
+    if row.get("variant"):
+        label += f" ({row['variant']})"
     if multi_model:
         label += f" [{row['profile']}]"
     if multi_machine:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from harness.errors import TargetUnavailable, first_line
 
 INSTALL_HINT = "pip install 'harness[gpu]' (TensorRT, cuda-python, onnxruntime-gpu; see docs/gpu.md)"
-#: the two `harness quantize` command lines are run as written by tests/test_quantize_trt_e2e.py
+#: tests/test_trt_fakes.py runs the two `harness quantize` command lines as written (placeholders filled in)
 QUANTIZE_HINT = ("TensorRT {version} has no implicit int8 calibration (removed in 11.x); make a Q/DQ model with "
                  "`harness quantize -m MODEL --from-trt-cache CACHE --out DIR` (keeps the scales of a TensorRT "
                  "calibration cache, e.g. a calib-*.cache TensorRT 10 wrote in the engine cache) or "

@@ -15,12 +15,11 @@ and is rebuilt, never reused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.fileio import atomic_write_bytes, sha256_file
+from harness.fileio import atomic_write_bytes, sha256_bytes, sha256_file
 from harness.targets.trt_settings import OPT_MODES, PRECISIONS
 
 #: bump when the cache layout or the build recipe changes, so old engines are not reused
@@ -29,10 +28,6 @@ CACHE_FORMAT = 2
 #: engines, converted ONNX files and calibration caches carry the model's weights (or are made from
 #: them): written readable by their owner only, as a private model file would be; sidecars are plain
 PRIVATE_FILE_MODE = 0o600
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def profile_batches(batch_sizes, batch: int, fixed: int | None = None, opt: str = "current") -> tuple[int, int, int]:

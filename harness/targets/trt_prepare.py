@@ -24,9 +24,9 @@ from pathlib import Path
 import onnx
 
 from harness.errors import HarnessError, first_line
-from harness.fileio import atomic_write_bytes, sha256_file
+from harness.fileio import atomic_write_bytes, sha256_bytes, sha256_file
 from harness.onnx_model import inspect_onnx
-from harness.targets.trt_engine import PRIVATE_FILE_MODE, key_from_fields, sha256_bytes
+from harness.targets.trt_engine import PRIVATE_FILE_MODE, key_from_fields
 
 CHECK_SPLIT = "trt-check"
 
