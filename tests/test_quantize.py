@@ -302,3 +302,20 @@ def test_a_conv_reading_a_concat_stays_float_unless_asked_for_tensorrt(tmp_path,
     assert excluded.quantized_nodes == ("c1", "c2")  # --exclude still wins over the override
     assert dq_inputs(onnx.load(str(portable.path)))["c3"] == []
     assert len(dq_inputs(onnx.load(str(trt_only.path)))["c3"]) == 2  # activation and weight
+
+
+def test_weights_listed_as_graph_inputs_are_not_inputs_of_the_qdq_model(tmp_path, calib_dir, spec):
+    """Older exporters list weights as graph inputs (picodet-s-320-legacy, nanodet-m-416); ORT's quantizer
+    would keep some of them listed and write a model asking for them as inputs."""
+    path = write_tiny_convnet(tmp_path / "t.onnx")
+    model = onnx.load(str(path))
+    weights = [onnx.helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in model.graph.initializer]
+    model.graph.input.extend(weights)
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros(3, np.float32), "unused"))
+    model.graph.input.append(onnx.helper.make_tensor_value_info("unused", onnx.TensorProto.FLOAT, [3]))
+    onnx.save(model, str(path))
+    with calibrate(path, calibration_images(calib_dir, 2), spec, "minmax") as cal:
+        written = write_qdq(cal, tmp_path / "q.onnx")
+    session = ort.InferenceSession(str(written.path))
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    assert "unused" not in {i.name for i in onnx.load(str(written.path)).graph.initializer}

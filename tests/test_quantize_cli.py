@@ -98,7 +98,8 @@ def test_not_an_onnx_file(t):
 
 def test_nothing_quantizable(t):
     gfl = write_tiny_model(t["root"] / "gfl.onnx")  # a 3->34 conv: no TensorRT int8 kernel, so nothing to place
-    assert_one_line_error(cli(*args(t, **{"-m": gfl})), "nothing left to quantize")
+    assert_one_line_error(cli(*args(t, **{"-m": gfl})), "gfl.onnx: nothing to quantize",
+                          "Conv channels 3->34 (group 1): no TensorRT int8 kernel")
     assert not t["out"].exists()  # no half-written output
 
 

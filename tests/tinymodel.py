@@ -156,3 +156,33 @@ def write_tiny_convnet(path: Path, opset: int = 13, batch: int | str = "batch", 
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+HOSTILE_TARGET = "/model/s16/s16.1/s16.1.0/Conv"
+
+
+def write_hostile_demo(path: Path, target: str = HOSTILE_TARGET, factor: float = 1000.0, channel: int = 0) -> Path:
+    """The bundled demo detector with one quantization-hostile node: a 1x1 Conv `hostile_amp` inserted
+    before `target` multiplies one input channel by `factor` and `target`'s weights for that channel are
+    divided by it, so fp32 computes the same detections while `target`'s input activation gets a range
+    `factor` times its other channels'. One per-tensor int8 scale then crushes those channels: with
+    factor 1000 the all-int8 model loses about 0.35 mAP on the demo split, and keeping `target` in float
+    restores it (tensor SQNR hardly notices: the one wide channel holds most of the energy)."""
+    from harness.demo import demo_model_path
+
+    model = onnx.load(str(demo_model_path()))
+    inits = {init.name: init for init in model.graph.initializer}
+    node = next(n for n in model.graph.node if n.name == target)
+    weight = numpy_helper.to_array(inits[node.input[1]]).copy()
+    gain = np.ones(weight.shape[1], np.float32)
+    gain[channel] = factor
+    weight[:, channel] /= factor
+    inits[node.input[1]].CopyFrom(numpy_helper.from_array(weight, node.input[1]))
+    amp_weight = np.diag(gain).reshape(len(gain), len(gain), 1, 1).astype(np.float32)
+    model.graph.initializer.append(numpy_helper.from_array(amp_weight, "hostile_amp_w"))
+    amp = helper.make_node("Conv", [node.input[0], "hostile_amp_w"], ["hostile_amp_out"], name="hostile_amp")
+    model.graph.node.insert(list(model.graph.node).index(node), amp)
+    node.input[0] = "hostile_amp_out"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

@@ -129,19 +129,32 @@ def calibrate(model_path: str | Path, images: CalibrationImages, spec: InputSpec
     folder, holder = _workdir(workdir)
     try:
         prepared = prepare_model(model_path, folder)
+        placement = place(onnx.load(str(prepared.path), load_external_data=False))
+        check_quantizable(placement, prepared.source)  # before the slow part
         batches = CountingBatches(calibration_batches(images, spec, prepared.batch), advance)
         if counter is not None:
             counter.append(batches)
         ranges = _collect_ranges(prepared, batches, ort_method, folder)
         cache = folder / "ranges.json"
         _save_ranges(ranges, cache)
-        model = onnx.load(str(prepared.path), load_external_data=False)
-        return Calibration(prepared, method, ranges, cache, place(model), images.identity(), batches.served,
+        return Calibration(prepared, method, ranges, cache, placement, images.identity(), batches.served,
                            _workdir=holder)
     except BaseException:
         if holder is not None:
             holder.cleanup()
         raise
+
+
+def check_quantizable(placement: Placement, source: Path) -> None:
+    """One line for a model on which the placement rules put no Q/DQ at all, with the reasons."""
+    if placement.quantized:
+        return
+    reasons: dict[str, int] = {}
+    for why in placement.left_float.values():
+        reasons[why] = reasons.get(why, 0) + 1
+    shown = "; ".join(f"{count} x {why}" for why, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
+    raise HarnessError(f"model {source}: nothing to quantize: no node gets Q/DQ under the placement rules "
+                       f"({shown or 'no Conv, Gemm, MatMul, Add, Mul, Clip or pooling node'})")
 
 
 def _collect_ranges(prepared: PreparedModel, batches: CountingBatches, ort_method, folder: Path):

@@ -6,6 +6,8 @@
   and TensorRT's explicit quantization reads opset >= 13 Q/DQ; older graphs (nanodet-m-320 is
   opset 12) are converted with ONNX's version converter. ORT's quantizer does not do this itself
   for int8 and would write per-channel Q/DQ into an opset-12 graph that ORT then refuses to load.
+- Inputs: weights listed as graph inputs (older exporters) are taken out of the inputs; ORT's
+  quantizer would otherwise write a model that asks for some of them as inputs.
 - Shapes: ORT's quant_pre_process (ONNX shape inference, no graph optimisation, so node names
   stay those of the user's file) gives the quantizer the tensor types it needs.
 """
@@ -67,6 +69,24 @@ def image_input(model: onnx.ModelProto, path: Path) -> tuple[str, int]:
     return image.name, image.fixed_batch or 1
 
 
+def drop_weight_inputs(model: onnx.ModelProto) -> int:
+    """Remove weights listed as graph inputs (older exporters did that, e.g. picodet-s-320-legacy,
+    nanodet-m-416): ORT's quantizer renames or folds some of those initializers but leaves them listed,
+    and the Q/DQ model it writes then asks for them as inputs. Returns how many were removed."""
+    weights = {init.name for init in model.graph.initializer}
+    keep = [value for value in model.graph.input if value.name not in weights]
+    dropped = len(model.graph.input) - len(keep)
+    if dropped:
+        del model.graph.input[:]
+        model.graph.input.extend(keep)
+        # such exports also carry weights no node reads (ONNX Runtime warns about each one)
+        read = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+        unread = [init for init in model.graph.initializer if init.name not in read]
+        for init in unread:
+            model.graph.initializer.remove(init)
+    return dropped
+
+
 def name_unnamed_nodes(model: onnx.ModelProto) -> int:
     taken = {node.name for node in model.graph.node if node.name}
     count = 0
@@ -87,6 +107,7 @@ def prepare_model(source: str | Path, workdir: Path) -> PreparedModel:
     load_graph(source)  # one line for a missing, truncated or non-ONNX file
     model = onnx.load(str(source))
     input_name, batch = image_input(model, source)
+    drop_weight_inputs(model)
     named = name_unnamed_nodes(model)
     before = opset_of(model)
     if before < MIN_QDQ_OPSET:

@@ -19,7 +19,16 @@ from harness.progress import NullProgress
 from harness.quant.calib_data import CountingBatches, calibration_batches, calibration_images
 from harness.quant.exclusions import ExclusionRules, resolve
 from harness.quant.manifest import QUANT_FILE, manifest, to_json
-from harness.quant.ort_backend import DEFAULT_METHOD, METHODS, PERCENTILE, calibrate, calibration_from_trt_cache, write_qdq
+from harness.quant.ort_backend import (
+    DEFAULT_METHOD,
+    METHODS,
+    PERCENTILE,
+    Calibration,
+    QdqModel,
+    calibrate,
+    calibration_from_trt_cache,
+    write_qdq,
+)
 from harness.quant.prepare import check_loads_in_ort, image_input
 from harness.quant.trt_cache import parse_trt_cache
 
@@ -115,28 +124,33 @@ def _ort(req: QuantizeRequest, staging: Path, progress) -> tuple[str, dict]:
         exclusions = resolve(req.rules, cal.node_types())
         written = write_qdq(cal, staging / QDQ_FILE, exclusions.nodes, req.per_channel, req.concat_convs)
         check_loads_in_ort(written.path, f"model {req.model}: the Q/DQ model ONNX Runtime wrote does not load")
-        prepared = cal.prepared
-        placement = {
-            "rules": "NVIDIA ModelOpt int8 (TensorRT-friendly), see harness/quant/placement.py",
-            "quantized_nodes": len(written.quantized_nodes),
-            "concat_convs": "int8 (--quantize-concat-convs: for TensorRT only)" if req.concat_convs
-            else "float (portable: OpenVINO CPU miscomputes them from Q/DQ)",
-            "left_float": {name: why for name, why in sorted(cal.placement.left_float.items())
-                           if name not in written.quantized_nodes},
-        }
-        calibration = ({"images": cal.images, "batches_run": cal.batches_run, "batch_size": prepared.batch,
-                        **({"percentile": PERCENTILE} if cal.method == "percentile" else {})}
-                       if cal.images is not None else {"trt_cache": cal.source})
-        record = manifest(
-            backend="ort", model_file=QDQ_FILE, source=req.model, source_sha256=prepared.source_sha256,
-            profile=req.profile.name if req.profile else None, method=cal.method, per_channel=req.per_channel,
-            calibration=calibration,
-            exclusions={**exclusions.to_dict(), "rules": _rules_dict(req.rules)},
-            opset={"before": prepared.opset_before, "after": prepared.opset_after},
-            details={"qdq_nodes": written.qdq_nodes, "ranges": {"tensors_calibrated": len(cal.ranges.data),
-                                                                "written_scales": written.scales},
-                     "placement": placement, "named_unnamed_nodes": prepared.named_nodes})
+        record = qdq_record(cal, written, {**exclusions.to_dict(), "rules": _rules_dict(req.rules)},
+                            req.profile.name if req.profile else None, req.per_channel, req.concat_convs)
     return QDQ_FILE, record
+
+
+def qdq_record(cal: Calibration, written: QdqModel, exclusions: dict, profile: str | None, per_channel: bool,
+               concat_convs: bool = False) -> dict:
+    """quant.json of a Q/DQ model written from `cal` (harness quantize, and harness sensitivity's final model)."""
+    prepared = cal.prepared
+    placement = {
+        "rules": "NVIDIA ModelOpt int8 (TensorRT-friendly), see harness/quant/placement.py",
+        "quantized_nodes": len(written.quantized_nodes),
+        "concat_convs": "int8 (--quantize-concat-convs: for TensorRT only)" if concat_convs
+        else "float (portable: OpenVINO CPU miscomputes them from Q/DQ)",
+        "left_float": {name: why for name, why in sorted(cal.placement.left_float.items())
+                       if name not in written.quantized_nodes},
+    }
+    calibration = ({"images": cal.images, "batches_run": cal.batches_run, "batch_size": prepared.batch,
+                    **({"percentile": PERCENTILE} if cal.method == "percentile" else {})}
+                   if cal.images is not None else {"trt_cache": cal.source})
+    return manifest(
+        backend="ort", model_file=written.path.name, source=prepared.source, source_sha256=prepared.source_sha256,
+        profile=profile, method=cal.method, per_channel=per_channel, calibration=calibration, exclusions=exclusions,
+        opset={"before": prepared.opset_before, "after": prepared.opset_after},
+        details={"qdq_nodes": written.qdq_nodes, "ranges": {"tensors_calibrated": len(cal.ranges.data),
+                                                            "written_scales": written.scales},
+                 "placement": placement, "named_unnamed_nodes": prepared.named_nodes})
 
 
 def _nncf(req: QuantizeRequest, staging: Path, progress) -> tuple[str, dict]:
