@@ -46,3 +46,6 @@ class SkippedImage(str):
         entry = super().__new__(cls, f"{Path(str(path)).name}: {reason}")
         entry.path, entry.reason = str(path), reason
         return entry
+
+    def __reduce__(self):  # copy/deepcopy/pickle (dataclasses.asdict deep-copies rows) rebuild it whole
+        return (SkippedImage, (self.path, self.reason))

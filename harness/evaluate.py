@@ -108,6 +108,7 @@ class CocoEvaluator:
 
 def load_annotations(path: str | Path) -> dict:
     """Read a COCO instances json with checks that name the file and what is wrong."""
+    from harness.data.annotations import check_annotations
     from harness.jsonfile import read_json_object
 
     path = Path(path)
@@ -117,10 +118,5 @@ def load_annotations(path: str | Path) -> dict:
     missing = [k for k in ("images", "annotations", "categories") if k not in data]
     if missing:
         raise HarnessError(f"annotation file {path}: not COCO instances json, missing key(s) {', '.join(missing)}")
-    for key, fields in (("images", ("id", "file_name")), ("annotations", ("image_id", "category_id", "bbox")),
-                        ("categories", ("id", "name"))):
-        for item in data[key][:1]:
-            absent = [f for f in fields if f not in item]
-            if absent:
-                raise HarnessError(f"annotation file {path}: {key} entries lack {', '.join(absent)}")
+    check_annotations(data, path)
     return data

@@ -15,9 +15,12 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Write via a temporary file in the same folder and rename, so readers never see half a file.
-    mode: the file's permissions (default: an ordinary file's, 0666 less the umask; mkstemp makes 0600)."""
+def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None, fsync: bool = True) -> None:
+    """Write via a temporary file in the same folder and rename, so readers never see half a file
+    (and a full disk leaves no truncated one: the temporary file is removed). The rename replaces
+    a symlink at `path` rather than writing through it.
+    mode: the file's permissions (default: an ordinary file's, 0666 less the umask; mkstemp makes 0600).
+    fsync=False for bulk files whose completeness a later fsync'ed file vouches for (prep.json)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -25,7 +28,8 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if fsync:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -49,3 +53,15 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_or_fail(write, path) -> None:
+    """Run a write; an OSError (a full disk, a vanished folder) becomes one line naming the file.
+    Atomic writes leave no partial file behind, so what is on disk stays complete."""
+    from harness.errors import HarnessError
+
+    try:
+        write()
+    except OSError as exc:
+        raise HarnessError(f"cannot write {path} ({exc.strerror or exc}); files written before it are complete, "
+                           "the rest were not written") from None

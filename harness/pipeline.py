@@ -12,12 +12,16 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from harness.decode import decode
+from harness.decode.finite import bad_rows, describe, find_nonfinite
 from harness.decode.types import to_coco_results
-from harness.errors import SkippedImage
+from harness.errors import HarnessError, SkippedImage
 from harness.extra_inputs import extra_inputs
 from harness.preprocess import Batch, prepare_batch
 from harness.timing import StageClock
@@ -51,14 +55,44 @@ class PassResult:
     failed: list[SkippedImage]  # images skipped with skip_bad (path, reason)
     clock: StageClock  # per-stage seconds (see harness.timing.StageClock)
     wall_seconds: float
+    bad_outputs: list[SkippedImage] = field(default_factory=list)  # NaN/Inf outputs skipped with skip_bad
 
 
-def _decode_batch(outputs, metas, profile) -> tuple[list[tuple[int, list[dict]]], float]:
-    """Decode one batch to COCO dicts per image; returns them and the seconds it took."""
+def _image_names(metas, rows) -> str:
+    rows = sorted(rows)
+    shown = ", ".join(f"{Path(metas[r].file).name} (id {metas[r].image_id})" for r in rows[:3])
+    return shown + (f" and {len(rows) - 3} more" if len(rows) > 3 else "")
+
+
+def _drop_nonfinite(outputs, metas, batch_rows: int, skip_bad: bool, names=None):
+    """(outputs, metas, skipped) with the images whose outputs hold NaN/Inf taken out (skip_bad), or
+    a HarnessError naming the output and the images."""
+    found = find_nonfinite(outputs, batch_rows, names)
+    if not found:
+        return outputs, metas, []
+    splittable = all(np.ndim(o) >= 1 and np.shape(o)[0] == batch_rows for o in outputs)
+    rows = bad_rows(found, len(metas)) if splittable else set(range(len(metas)))
+    reason = describe(found)
+    if not skip_bad:
+        raise HarnessError(f"model {reason} for image(s) {_image_names(metas, rows)}; the row is not scored "
+                           "(--skip-bad-images leaves such images out and records them)")
+    which = ", ".join(item.output_label() for item in found)
+    skipped = [SkippedImage(metas[r].file, f"NaN/Inf in model {which}") for r in sorted(rows)]
+    keep = [i for i in range(len(metas)) if i not in rows]
+    if not keep:
+        return None, [], skipped
+    return [np.asarray(o)[keep] for o in outputs], [metas[i] for i in keep], skipped
+
+
+def _decode_batch(outputs, metas, profile, batch_rows: int | None = None, skip_bad: bool = False,
+                  names=None) -> tuple[list[tuple[int, list[dict]]], float, list[SkippedImage]]:
+    """Decode one batch to COCO dicts per image; returns them, the seconds it took and the images
+    skipped for NaN/Inf outputs (checked first: a NaN never reaches the decoder)."""
     t0 = time.perf_counter()
-    done = [(meta.image_id, to_coco_results(dets, meta.image_id, profile.category_ids))
-            for meta, dets in zip(metas, decode(outputs, metas, profile))]
-    return done, time.perf_counter() - t0
+    outputs, metas, skipped = _drop_nonfinite(outputs, metas, batch_rows or len(metas), skip_bad, names)
+    done = [] if not metas else [(meta.image_id, to_coco_results(dets, meta.image_id, profile.category_ids))
+                                 for meta, dets in zip(metas, decode(outputs, metas, profile))]
+    return done, time.perf_counter() - t0, skipped
 
 
 def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, skip_bad: bool = False,
@@ -78,6 +112,8 @@ def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, sk
     detections: list[dict] = []
     counted: list[int] = []
     failed: list[SkippedImage] = []
+    bad_outputs: list[SkippedImage] = []
+    names = _output_names(target)
     start = time.perf_counter()
     batches = iter_batches(images, batch_size, profile.input, pad=target.padded_batch,
                            workers=workers, skip_bad=skip_bad, canvases=canvases)
@@ -97,12 +133,13 @@ def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, sk
                 yield batch.tensor, batch, extra_inputs(profile, batch.metas, batch.tensor.shape[0]) or None
 
     def collect(future) -> None:
-        done, seconds = future.result()
+        done, seconds, skipped = future.result()
         clock.seconds["decode"] += seconds
         for image_id, dicts in done:
             detections.extend(dicts)
             counted.append(image_id)
-        advance(len(done))
+        bad_outputs.extend(skipped)
+        advance(len(done) + len(skipped))
 
     stream = target.infer_stream(feed())
     pending: deque = deque()
@@ -110,7 +147,8 @@ def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, sk
         try:
             for batch, outputs, seconds in stream:
                 clock.seconds["infer"] += seconds
-                pending.append(pool.submit(_decode_batch, outputs, batch.metas, profile))
+                pending.append(pool.submit(_decode_batch, outputs, batch.metas, profile, batch.tensor.shape[0],
+                                           skip_bad, names))
                 while pending and (len(pending) > decode_ahead or pending[0].done()):
                     collect(pending.popleft())
             t0 = time.perf_counter()
@@ -122,7 +160,15 @@ def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, sk
             batches.close()
             for future in pending:
                 future.cancel()
-    return PassResult(detections, counted, failed, clock, time.perf_counter() - start)
+    return PassResult(detections, counted, failed, clock, time.perf_counter() - start, bad_outputs)
+
+
+def _output_names(target) -> list[str] | None:
+    """The model's output names where the target can tell them (for messages), else None."""
+    try:
+        return list(target.output_names()) or None
+    except Exception:  # a name is only for the message; never fail the pass over it
+        return None
 
 
 def _serial_pass(target, images, batch_size, profile, workers, skip_bad, advance, canvases=None) -> PassResult:
@@ -131,6 +177,8 @@ def _serial_pass(target, images, batch_size, profile, workers, skip_bad, advance
     detections: list[dict] = []
     counted: list[int] = []
     failed: list[SkippedImage] = []
+    bad_outputs: list[SkippedImage] = []
+    names = _output_names(target)
     start = time.perf_counter()
     for batch in iter_batches(images, batch_size, profile.input, pad=target.padded_batch,
                               workers=workers, skip_bad=skip_bad, canvases=canvases):
@@ -139,10 +187,12 @@ def _serial_pass(target, images, batch_size, profile, workers, skip_bad, advance
         if batch.metas:
             with clock.stage("infer"):
                 outputs = target.infer(batch.tensor, extra_inputs(profile, batch.metas, batch.tensor.shape[0]) or None)
-            done, seconds = _decode_batch(outputs, batch.metas, profile)
+            done, seconds, skipped = _decode_batch(outputs, batch.metas, profile, batch.tensor.shape[0], skip_bad,
+                                                   names)
+            bad_outputs += skipped
             clock.seconds["decode"] += seconds
             for image_id, dicts in done:
                 detections += dicts
                 counted.append(image_id)
         advance(len(batch.metas) + len(batch.failed))
-    return PassResult(detections, counted, failed, clock, time.perf_counter() - start)
+    return PassResult(detections, counted, failed, clock, time.perf_counter() - start, bad_outputs)

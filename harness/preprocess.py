@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from harness.errors import ImageError, SkippedImage
+from harness.imagefile import check_image_file, read_image  # noqa: F401  (re-exported: the readers' one entry)
 from harness.jit import compiled
 
 if TYPE_CHECKING:
@@ -48,50 +49,6 @@ class ImageMeta:
     @classmethod
     def from_dict(cls, data: dict) -> ImageMeta:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
-
-
-def image_file_problem(path: Path, head: bytes, tail: bytes) -> str | None:
-    """Cheap checks OpenCV does not make: it decodes a truncated JPEG/PNG without complaint
-    (grey fill), which would silently lower mAP. Returns why the file is bad, or None."""
-    if not head:
-        return "empty file"
-    if head[:2] == b"\xff\xd8" and b"\xff\xd9" not in tail:
-        return "truncated JPEG (no end-of-image marker)"
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in tail:
-        return "truncated PNG (no IEND chunk)"
-    return None
-
-
-def check_image_file(path: str | Path) -> str | None:
-    """Read only the first and last bytes of a file to spot missing, empty or truncated images."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(16)
-            handle.seek(0, 2)
-            size = handle.tell()
-            handle.seek(max(0, size - 1024))
-            tail = handle.read()
-    except FileNotFoundError:
-        return "file not found"
-    except OSError as exc:
-        return f"unreadable ({exc.strerror})"
-    return image_file_problem(path, head, tail)
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as OpenCV does (BGR, uint8, HxWx3); a clear error for unreadable files."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(path, "file not found")
-    data = np.fromfile(path, dtype=np.uint8)
-    problem = image_file_problem(path, data[:16].tobytes(), data[-1024:].tobytes())
-    if problem:
-        raise ImageError(path, problem)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ImageError(path, "cannot be decoded (corrupt or not an image)")
-    return image
 
 
 def place_geometry(width: int, height: int, spec: InputSpec) -> tuple[int, int, float, float, int, int]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from harness import identity as ident
 from harness.errors import HarnessError
 from harness.fileio import atomic_write_text
+from harness.folders import FolderLock, probe_writable, safe_target
 from harness.jsonfile import read_json_object
 from harness.row import ResultRow
 
@@ -40,8 +41,9 @@ def row_key(row: ResultRow) -> tuple:
 
 
 class ResultsStore:
-    """The --out folder: checks it up front, then rewrites results.json after every row and calls
-    on_save(rows, env) (e.g. to render report.md)."""
+    """The --out folder: checks it up front and locks it (one command at a time; a context manager,
+    or close()), then rewrites results.json after every row and calls on_save(rows, env) (e.g. to
+    render report.md)."""
 
     def __init__(self, out_dir: str | Path, env: dict, resume: bool = False, overwrite: bool = False,
                  on_save: Callable[[list[ResultRow], dict, Path], None] | None = None):
@@ -50,13 +52,17 @@ class ResultsStore:
         self.env = env
         self.on_save = on_save
         self.rows: list[ResultRow] = []
+        probe_writable(self.out_dir)
+        self.lock = FolderLock(self.out_dir)  # a second command on this --out fails here, at once
         try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.out_dir / ".write-probe"
-            probe.write_bytes(b"\0" * 65536)  # a small real write: fails on a full or read-only disk
-            probe.unlink()
-        except OSError as exc:
-            raise HarnessError(f"output folder {self.out_dir} is not writable ({exc.strerror or exc})") from None
+            self._load(resume, overwrite)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self, resume: bool, overwrite: bool) -> None:
+        for name in (RESULTS_FILE, REPORT_FILE):
+            safe_target(self.out_dir, name)
         if self.path.exists():
             existing = [ResultRow.from_dict(r) for r in load_results(self.path)["rows"] if isinstance(r, dict)]
             if resume:
@@ -85,6 +91,16 @@ class ResultsStore:
                 raise HarnessError(f"--resume: {self.path} holds another measurement ({row.target} bs={row.bs}: "
                                    f"{problem}); choose another --out, or --overwrite")
 
+    def close(self) -> None:
+        """Release the folder's lock (also on exit or crash: the kernel drops it)."""
+        self.lock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def done(self, key: tuple) -> bool:
         """Is this measurement already here (and did it run)? A None precision in key matches any
         precision (the target may take it from its settings file rather than the command line)."""
@@ -101,7 +117,7 @@ class ResultsStore:
     def save(self) -> None:
         text = json.dumps({"rows": [r.to_dict() for r in self.rows], "env": self.env}, indent=2, sort_keys=False)
         try:
-            atomic_write_text(self.path, text + "\n")
+            atomic_write_text(safe_target(self.out_dir, RESULTS_FILE), text + "\n")
             if self.on_save is not None:
                 self.on_save(self.rows, self.env, self.out_dir)
         except OSError as exc:

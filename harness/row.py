@@ -25,7 +25,7 @@ FLAGS = {
     "padded": "a short last batch was padded to the fixed batch size (padding not counted in mAP)",
     "skipped-images": "unreadable images were left out of mAP",
     "reused-images": "the accuracy pass reused an earlier row's resized images (its e2e time excludes JPEG decoding)",
-    "suspect": f"detections but mAP below {SUSPECT_MAP}: the profile likely does not fit the model",
+    "suspect": f"mAP below {SUSPECT_MAP} (with detections, or none at all): the profile likely does not fit the model",
     "emulated": "an NPU tool emulated on this machine's CPU (ONNX Runtime), not a device measurement",
     "loop-mismatch": "outputs computed inside the timing loop differ from a plain inference of the same batch",
 }
@@ -36,6 +36,16 @@ FLAG_LABELS = {"fallback": "FALLBACK", "per-batch-model": "per-batch model"}
 
 def flag_label(flag: str) -> str:
     return FLAG_LABELS.get(flag, flag)
+
+
+def target_label(target: str, source: str, device: str = "") -> str:
+    """The target as tables print it: an emulated NPU row never reads like a device row, and a device
+    row names the device that measured it."""
+    if source == "emulated":
+        return f"{target} (emulated)"
+    if source == "device" and device:
+        return f"{target} @ {device}"
+    return str(target)
 
 
 #: per-target timing figures a row may carry (None when the target has none)
@@ -51,6 +61,9 @@ class ResultRow:
     profile: str = ""
     precision: str = "fp32"
     source: str = "run"
+    #: what measured a device/emulated row (e.g. "Ascend 310P3", from `decode --device` or the tool's
+    #: summary; "emulated: ONNX Runtime CPU on <cpu>"), never the host that ran `harness decode`
+    device: str = ""
     status: str = "ok"
     error: str | None = None
     images: int = 0
@@ -102,11 +115,13 @@ class ResultRow:
             self.add_flag("skipped-images")
         if self.source == "emulated":
             self.add_flag("emulated")
-        if (self.status == "ok" and self.detections > 0 and self.map is not None and self.map < SUSPECT_MAP
-                and "suspect" not in self.flags):
+        if (self.status == "ok" and self.map is not None and self.map < SUSPECT_MAP and "suspect" not in self.flags
+                and (self.detections > 0 or self.images > 0)):
             self.add_flag("suspect")
-            self.notes.append(f"suspect: mAP {self.map:.4f} with {self.detections} detections; the profile likely "
-                              "does not fit the model (check colour order, resize, decoder)")
+            found = (f"with {self.detections} detections" if self.detections else
+                     f"and no detection at all on {self.images} images")
+            self.notes.append(f"suspect: mAP {self.map:.4f} {found}; the profile likely does not fit the model "
+                              "(check colour order, normalisation, resize, decoder)")
 
     def add_flag(self, flag: str) -> None:
         if flag not in FLAGS:

@@ -175,10 +175,11 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
         counted = set(passed.counted)
         ran = [(i, p) for i, p in images if i in counted]  # dataset order, images that failed left out
         outputs = _capture_outputs(config, target, ran, bs)
-    if passed.failed:
+    if passed.failed:  # unreadable images stay out of later rows; NaN outputs are this row's own
         failed_paths = {failure.path for failure in passed.failed}
         images = [(i, p) for i, p in images if str(p) not in failed_paths]
         skipped = skipped + list(passed.failed)
+    row_skipped = skipped + list(passed.bad_outputs)
     if per_batch:
         notes.append(f"per-batch model: {Path(model_path).name}")
         flags.add("per-batch-model")
@@ -188,8 +189,8 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
     if padded:
         notes.append(f"last batch padded from {len(passed.counted) % bs} to {bs} images; padding not counted")
         flags.add("padded")
-    if skipped:
-        notes.append(f"{len(skipped)} image(s) skipped (--skip-bad-images); mAP is over the remaining "
+    if row_skipped:
+        notes.append(f"{len(row_skipped)} image(s) skipped (--skip-bad-images); mAP is over the remaining "
                      f"{len(passed.counted)}")
     if loop_check["equal"] is False:
         notes.append(f"outputs inside the timing loop differ from infer() on the same batch "
@@ -209,7 +210,7 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
     }
     common = dict(target=config.target, bs=bs, precision=precision, images=len(passed.counted),
                   batch_mode=_batch_mode(per_batch, target.model_batch, bs), runtime=describe,
-                  evaluator=evaluator.backend, detections=len(passed.detections), skipped_images=list(skipped),
+                  evaluator=evaluator.backend, detections=len(passed.detections), skipped_images=list(row_skipped),
                   flags=sorted(flags), notes=notes, **context, **timing)
     try:
         metrics = evaluator.evaluate(passed.detections, passed.counted)

@@ -29,3 +29,14 @@ def coco_tiny() -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def nanodet_m_320() -> Path:
     return need_shared("models", "nanodet-m-320.onnx")
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """The tiny real ONNX detector, its profile and a 6-image COCO dataset in tmp_path (tests/tinymodel.py)."""
+    from tests.tinymodel import write_tiny_dataset, write_tiny_model, write_tiny_profile
+
+    model = write_tiny_model(tmp_path / "tiny.onnx")
+    profile = write_tiny_profile(tmp_path / "tiny.toml")
+    images, ann = write_tiny_dataset(tmp_path / "ds")
+    return {"model": model, "profile": profile, "images": images, "ann": ann, "root": tmp_path}

@@ -12,8 +12,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "harness"
 
 #: docs/architecture.md's layers; a module may import its own layer or lower ones
 LAYERS = {
-    0: ("errors", "config", "registry", "jit", "jsonfile", "progress", "fileio"),
-    1: ("preprocess", "onnx_model", "timing", "row", "extra_inputs", "decode", "identity"),
+    0: ("errors", "config", "registry", "jit", "jsonfile", "progress", "fileio", "folders"),
+    1: ("preprocess", "imagefile", "onnx_model", "timing", "row", "extra_inputs", "decode", "identity"),
     2: ("profiles", "evaluate", "data", "targets", "canvases", "results", "precision", "envinfo", "demo"),
     3: ("pipeline", "runner", "npu", "fidelity", "quant", "sensitivity"),
     4: ("report",),

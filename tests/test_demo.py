@@ -57,6 +57,14 @@ def test_demo_cli_matches_readme_map_and_batches_are_real(tmp_path, demo_data, m
     by = {(r["target"], r["bs"]): r for r in rows}
     assert all(by[(t, 8)]["latency_ms_p50"] > by[(t, 1)]["latency_ms_p50"] for t in ("ort", "ov"))
     assert (out / "report.md").read_text().count("| 0.7814 |") == 6
+    # the demo also writes the comparison page with its plots, and the table as CSV
+    import pandas as pd
+
+    for name in ("comparison.md", "comparison-throughput.png", "comparison-map-vs-throughput.png", "results.csv"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 6 and table["map"].round(4).eq(README_DEMO_MAP).all()
+    assert "![" in (out / "comparison.md").read_text()
 
 
 def test_demo_run_never_overwrites_previous_results(tmp_path, monkeypatch):

@@ -148,8 +148,9 @@ def test_pipelined_pass_equals_serial_loop_tiny_model(tmp_path, batch):
 
 def test_pipelined_pass_records_bad_images_like_serial(tmp_path):
     images_dir, ann_path, model, profile = tiny_ort_setup(tmp_path, count=7)
-    (images_dir / "img_003.jpg").write_bytes(b"not a jpeg")
     dataset = load_dataset(images_dir, ann_path)
+    # broken after the up-front check (which would refuse it): the pass itself must record it
+    (images_dir / "img_003.jpg").write_bytes(b"not a jpeg")
     target = get_target("ort")(model, profile, {})
     target.load(2)
     seen = []

@@ -15,15 +15,7 @@ from onnx import numpy_helper
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.row import ResultRow
-from tests.tinymodel import write_tiny_dataset, write_tiny_model, write_tiny_profile
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    model = write_tiny_model(tmp_path / "tiny.onnx")
-    profile = write_tiny_profile(tmp_path / "tiny.toml")
-    images, ann = write_tiny_dataset(tmp_path / "ds")
-    return {"model": model, "profile": profile, "images": images, "ann": ann, "root": tmp_path}
+from tests.tinymodel import write_tiny_model, write_tiny_profile
 
 
 def fixed_batch_model(path):
@@ -112,7 +104,9 @@ def test_loop_mismatch_is_flagged():
 def test_suspect_flag_on_near_zero_map_with_detections():
     row = ResultRow(target="ort", bs=1, map=0.004, detections=120)
     assert "suspect" in row.flags and any("profile likely does not fit" in n for n in row.notes)
-    assert "suspect" not in ResultRow(target="ort", bs=1, map=0.004, detections=0).flags
+    none = ResultRow(target="ort", bs=1, map=0.0, detections=0, images=40)  # e.g. YOLOX fed pixels / 255
+    assert "suspect" in none.flags and any("no detection at all on 40 images" in n for n in none.notes)
+    assert "suspect" not in ResultRow(target="ort", bs=1, map=None, detections=0, images=40).flags  # no ground truth
     assert "suspect" not in ResultRow(target="ort", bs=1, map=0.2, detections=120).flags
     assert "suspect" not in ResultRow(target="ort", bs=1, status="failed", error="x").flags
     again = ResultRow.from_dict(row.to_dict())

@@ -84,7 +84,7 @@ def build_train_set(seed: int, num_images: int, cache_dir: pathlib.Path):
     for i in range(num_images):
         img, objects = generate_image(seed, "train", i)
         __, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
-        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         canvas, (sx, sy), (px, py) = letterbox(img)
         images[i] = canvas
         for cls, (x, y, bw, bh) in objects:
@@ -350,7 +350,7 @@ def evaluate(predict, ann_path: pathlib.Path, images_dir: pathlib.Path, batch: i
         chunk = infos[k : k + batch]
         canv, metas = [], []
         for info in chunk:
-            img = cv2.imread(str(images_dir / info["file_name"]), cv2.IMREAD_COLOR)
+            img = cv2.imread(str(images_dir / info["file_name"]), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
             cv, sc, pad = letterbox(img)
             canv.append(cv)
             metas.append((info, sc, pad))

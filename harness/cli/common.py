@@ -88,6 +88,72 @@ def positive_seconds(name: str, value: float, allow_zero: bool = False) -> float
     return float(value)
 
 
+class _Checked(click.ParamType):
+    """A click type whose bad values are one `error:` line (a HarnessError), like every other user
+    mistake, instead of click's usage block."""
+
+    def flag(self, param) -> str:
+        return param.opts[0] if param is not None and param.opts else self.name
+
+    def convert(self, value, param, ctx):
+        if value is None or not isinstance(value, str):
+            return value if value is None else self.check(value, self.flag(param))
+        return self.check(value.strip(), self.flag(param))
+
+
+class Count(_Checked):
+    """An integer >= minimum (1 unless said): image counts, threads, workers, batch sizes, pixels."""
+
+    name = "integer"
+
+    def __init__(self, minimum: int = 1):
+        self.minimum = minimum
+
+    def check(self, value, flag: str) -> int:
+        try:
+            number = int(value)
+            if isinstance(value, float) or isinstance(value, bool):
+                raise ValueError
+        except (TypeError, ValueError):
+            number = None
+        if number is None or number < self.minimum:
+            wanted = "a positive integer" if self.minimum == 1 else f"an integer >= {self.minimum}"
+            raise HarnessError(f"{flag} {value!r}: expected {wanted}")
+        return number
+
+
+class Seconds(_Checked):
+    """A finite number of seconds > 0 (or >= 0 with allow_zero): NaN or inf would loop forever."""
+
+    name = "seconds"
+
+    def __init__(self, allow_zero: bool = False):
+        self.allow_zero = allow_zero
+
+    def check(self, value, flag: str) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number) or number < 0 or (number == 0 and not self.allow_zero):
+            raise HarnessError(f"{flag} {value!r}: expected a finite number of seconds "
+                               f"{'>= 0' if self.allow_zero else '> 0'}")
+        return number
+
+
+class BatchSizes(_Checked):
+    """'1,4,8' -> [1, 4, 8] (parse_batch_sizes)."""
+
+    name = "sizes"
+
+    def check(self, value, flag: str) -> list[int]:
+        return value if isinstance(value, list) else parse_batch_sizes(value)
+
+
+MAX_PIXELS_HELP = ("Refuse images with more pixels than this, read from the header before decoding "
+                   "(default 50000000: a decompression bomb never reaches the decoder).")
+
+
 ROW_COLUMNS = [("target", "target"), ("precision", "prec"), ("bs", "bs"), ("images", "images"), ("map", "mAP"),
                ("map50", "AP50"), ("fps", "infer img/s"), ("latency_ms_p50", "p50 ms"),
                ("latency_ms_p99", "p99 ms"), ("e2e_fps", "e2e img/s")]
@@ -97,7 +163,7 @@ def print_rows(rows, title: str = "results") -> None:
     """The terminal table: one line per row; a failed row shows ✗ and its reason below the table,
     flagged rows their flags."""
     from harness.report.markdown import fmt
-    from harness.row import flag_label
+    from harness.row import flag_label, target_label
 
     table = Table(title=title)
     for _, heading in ROW_COLUMNS:
@@ -105,8 +171,9 @@ def print_rows(rows, title: str = "results") -> None:
     table.add_column("flags")
     for row in rows:
         data = row.to_dict()
+        data["target"] = target_label(row.target, row.source, row.device)
         if row.status == "failed":
-            table.add_row(row.target, row.precision, str(row.bs), *["✗"] + ["-"] * (len(ROW_COLUMNS) - 4), "failed")
+            table.add_row(data["target"], row.precision, str(row.bs), *["✗"] + ["-"] * (len(ROW_COLUMNS) - 4), "failed")
             continue
         table.add_row(*[fmt(data.get(key), key) for key, _ in ROW_COLUMNS], ", ".join(map(flag_label, row.flags)))
     out.print(table)

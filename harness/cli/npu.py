@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from harness.cli.common import RichProgress, console, out, print_rows
+from harness.cli.common import MAX_PIXELS_HELP, Count, RichProgress, console, out, print_rows
 from harness.errors import HarnessError
 from harness.npu import FILE_TOOLS, formats, tool_for_format
 
@@ -26,28 +26,22 @@ TOOL_NAMES = FILE_TOOLS.names()
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder to write.")
 @click.option("--model", "-m", default=None, type=click.Path(path_type=Path),
               help="ONNX model: checks its input against the profile and records output shapes/dtypes.")
-@click.option("--workers", type=int, default=2, show_default=True, help="Threads (output is identical for any value).")
-@click.option("--limit", type=int, default=None, help="Use only the first N images.")
+@click.option("--workers", type=Count(), default=2, show_default=True, help="Threads (output is identical for any value).")
+@click.option("--limit", type=Count(), default=None, help="Use only the first N images.")
+@click.option("--max-pixels", type=Count(), default=None, help=MAX_PIXELS_HELP)
 @click.option("--skip-bad-images", is_flag=True, help="Skip unreadable images and record them in prep.json.")
 @click.option("--datalist-root", default=None, help="npz: folder prefix written in datalist.txt (the device host's path).")
 @click.option("--overwrite", is_flag=True, help="Replace input files already in --out.")
-def preprocess_cmd(profile_name, images_dir, ann_path, fmt, out_dir, model, workers, limit, skip_bad_images,
-                   datalist_root, overwrite):
+def preprocess_cmd(profile_name, images_dir, ann_path, fmt, out_dir, model, workers, limit, max_pixels,
+                   skip_bad_images, datalist_root, overwrite):
     """Write the dataset as vendor-tool input files plus a prep.json sidecar for `harness decode`."""
-    from harness.data.coco import load_dataset
-    from harness.npu.prepare import prepare
+    from harness.imagefile import pixel_limit
     from harness.profiles import load_profile
 
-    if limit is not None and limit <= 0:
-        raise HarnessError(f"--limit {limit}: expected a positive number of images")
-    if workers <= 0:
-        raise HarnessError(f"--workers {workers}: expected a positive integer")
     profile = load_profile(profile_name)
-    dataset = load_dataset(images_dir, ann_path, limit, skip_bad_images)
-    with RichProgress() as progress:
-        sidecar = prepare(dataset.images, profile, out_dir, fmt, model=model, workers=workers, progress=progress,
-                          dataset=str(images_dir), annotations=str(ann_path), skip_bad=skip_bad_images,
-                          datalist_root=datalist_root, overwrite=overwrite)
+    with pixel_limit(max_pixels):
+        sidecar = _preprocess(profile, images_dir, ann_path, fmt, out_dir, model, workers, limit, skip_bad_images,
+                              datalist_root, overwrite)
     for warning in (sidecar.get("device_preprocess") or {}).get("warnings", []):
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if sidecar["outputs"] is None:
@@ -55,6 +49,19 @@ def preprocess_cmd(profile_name, images_dir, ann_path, fmt, out_dir, model, work
     side = tool_for_format(fmt).side_files
     extra = f"  also: {', '.join(side)}" if side else ""
     out.print(f"{len(sidecar['images'])} {fmt} files in {out_dir}  sidecar: {Path(out_dir) / 'prep.json'}{extra}")
+
+
+def _preprocess(profile, images_dir, ann_path, fmt, out_dir, model, workers, limit, skip_bad_images, datalist_root,
+                overwrite) -> dict:
+    from harness.data.coco import load_dataset
+    from harness.npu.prepare import prepare
+
+    dataset = load_dataset(images_dir, ann_path, limit, skip_bad_images, workers=workers)
+    with RichProgress() as progress:
+        sidecar = prepare(dataset.images, profile, out_dir, fmt, model=model, workers=workers, progress=progress,
+                          dataset=str(images_dir), annotations=str(ann_path), skip_bad=skip_bad_images,
+                          datalist_root=datalist_root, overwrite=overwrite)
+    return sidecar
 
 
 def tool_output_options(fn):
@@ -67,17 +74,32 @@ def tool_output_options(fn):
 
 @click.command("decode")
 @tool_output_options
-@click.option("--prep", "prep_dir", required=True, type=click.Path(path_type=Path), help="The preprocess --out folder.")
+@click.option("--prep", "prep_dir", default=None, type=click.Path(path_type=Path),
+              help="The preprocess --out folder (without it: --datalist, --data and --profile, for npz inputs made "
+                   "by the vendor's image2npz.py).")
 @click.option("--ann", "ann_path", required=True, type=click.Path(path_type=Path), help="COCO instances json.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Results folder.")
 @click.option("--model", "-m", default=None, type=click.Path(path_type=Path),
               help="ONNX model giving output shapes/dtypes (overrides those recorded at preprocess).")
-@click.option("--bs", type=int, default=None, help="Batch size for the row when no ais summary records one (default 1).")
+@click.option("--datalist", default=None, type=click.Path(path_type=Path),
+              help="npz: the list vamp was run with (one .npz path per line); maps output_NNNNNN.npz to images by "
+                   "file stem. Default: the prep folder's own order.")
+@click.option("--profile", "-p", "profile_name", default=None,
+              help="Without --prep: the profile whose resize the device applied.")
+@click.option("--data", "images_dir", default=None, type=click.Path(path_type=Path),
+              help="Without --prep: the original image folder (sizes read from the headers).")
+@click.option("--device", default=None,
+              help="What ran the outputs, recorded in the row, e.g. \"Ascend 310P3\" (default: what the tool's "
+                   "summary says).")
+@click.option("--skip-bad-images", is_flag=True, help="Leave out images whose outputs hold NaN/Inf, and record them.")
+@click.option("--bs", type=Count(), default=None,
+              help="Batch size for the row when no ais summary records one (default 1).")
 @click.option("--precision", default=None, help="Precision the device ran (recorded in the row), e.g. fp16, int8.")
 @click.option("--evaluator", default="auto", show_default=True, help="auto, faster-coco-eval or pycocotools.")
 @click.option("--resume", is_flag=True, help="Add the row to the results already in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace results already in --out.")
-def decode_cmd(prep_dir, ann_path, out_dir, model, bs, precision, evaluator, resume, overwrite, **tool_paths):
+def decode_cmd(prep_dir, ann_path, out_dir, model, datalist, profile_name, images_dir, device, skip_bad_images, bs,
+               precision, evaluator, resume, overwrite, **tool_paths):
     """Decode a vendor tool's output folder with the common decoder and evaluator; write a results row."""
     from harness.envinfo import environment
     from harness.npu.decode_outputs import decode_run
@@ -88,14 +110,13 @@ def decode_cmd(prep_dir, ann_path, out_dir, model, bs, precision, evaluator, res
     if len(given) != 1:
         raise HarnessError("pass exactly one of " + " or ".join(
             f"{tool.decode_flag} ({tool.program} output)" for _, tool in FILE_TOOLS.items()))
-    if bs is not None and bs <= 0:
-        raise HarnessError(f"--bs {bs}: expected a positive integer")
     (tool_name, outputs_path), = given.items()
     store = ResultsStore(out_dir, environment(), resume=resume, overwrite=overwrite, on_save=write_run_report)
-    with RichProgress() as progress:
+    with store, RichProgress() as progress:
         row = decode_run(tool_name, outputs_path, prep_dir, ann_path, model=model, bs=bs, precision=precision,
-                         evaluator=evaluator, progress=progress)
-    store.add(row)
+                         evaluator=evaluator, progress=progress, datalist=datalist, profile=profile_name,
+                         images_dir=images_dir, device=device, skip_bad=skip_bad_images)
+        store.add(row)
     print_rows(store.rows, f"{row.profile} from {outputs_path}")
     for note in row.notes:
         console.print(f"note: {escape(note)}", highlight=False)
@@ -108,16 +129,14 @@ def decode_cmd(prep_dir, ann_path, out_dir, model, bs, precision, evaluator, res
 @click.option("--prep", "prep_dir", required=True, type=click.Path(path_type=Path), help="The preprocess --out folder.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="ais: the --output parent (a timestamped folder is made); vamp: the --path_output folder.")
-@click.option("--batchsize", type=int, default=1, show_default=True,
+@click.option("--batchsize", type=Count(), default=1, show_default=True,
               help="Files per batch (a fixed-batch model runs its own batch, as the tools do).")
 @click.option("--summary-style", type=click.Choice(["new", "old"]), default="new", show_default=True,
               help="ais: new = {folder}_summary.json beside the folder (ais_bench); old = sumary.json inside (ais_infer).")
 @click.option("--output-dirname", default=None, help="ais: a named output folder instead of a timestamp.")
-@click.option("--threads", type=int, default=None, help="ONNX Runtime CPU threads.")
+@click.option("--threads", type=Count(), default=None, help="ONNX Runtime CPU threads.")
 def emulate_cmd(runner, model, prep_dir, out_dir, batchsize, summary_style, output_dirname, threads):
     """Write what ais_bench or vamp would, using ONNX Runtime on this machine (no device needed)."""
-    if batchsize <= 0:
-        raise HarnessError(f"--batchsize {batchsize}: expected a positive integer")
     tool = FILE_TOOLS.get(runner)
     given = {"summary_style": summary_style, "output_dirname": output_dirname}
     extra = {k: v for k, v in given.items() if k in tool.emulate_options}

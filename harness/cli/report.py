@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from harness.cli.common import console, out
+from harness.cli.common import Count, console, out
 from harness.errors import HarnessError
 from harness.report import FORMATS, write_report
 
@@ -19,7 +19,8 @@ from harness.report import FORMATS, write_report
 @click.option("--baseline", default=None, help="Target to compare against (default: ort fp32, else ov fp32).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True,
               help="md: markdown page + PNG plots next to it; csv/json: the merged table only.")
-@click.option("--top-classes", default=10, show_default=True, help="Per-class AP losses listed per target.")
+@click.option("--top-classes", type=Count(minimum=0), default=10, show_default=True,
+              help="Per-class AP losses listed per target.")
 @click.option("--fidelity", is_flag=True,
               help="Compare each row with its reference row from saved detections/outputs (run --save-detections).")
 @click.option("--reference", default=None, metavar="TARGET[:PRECISION][@MODEL]",

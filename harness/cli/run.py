@@ -6,10 +6,20 @@ from pathlib import Path
 
 import click
 
-from harness.cli.common import RichProgress, fail_if_rows_failed, out, parse_batch_sizes, positive_seconds, print_rows
+from harness.cli.common import (
+    MAX_PIXELS_HELP,
+    BatchSizes,
+    Count,
+    RichProgress,
+    Seconds,
+    fail_if_rows_failed,
+    out,
+    print_rows,
+)
 from harness.config import parse_assignments
 from harness.errors import HarnessError
-from harness.report import write_run_report
+from harness.imagefile import pixel_limit
+from harness.report import write_report, write_run_report
 
 #: flags of `run` that map onto target options of the same name (a target that lacks one ignores it,
 #: and the row says so); anything else a target takes is given as --option KEY=VALUE
@@ -19,12 +29,13 @@ TARGET_FLAGS = ("hint", "threads", "precision", "allow_fallback", "calib", "ep",
 def run_options(fn):
     """Flags shared by `run` and `demo`."""
     options = [
-        click.option("--bs", "batch_sizes", default="1", show_default=True, help="Batch sizes, e.g. 1,4,8."),
-        click.option("--seconds", "bench_seconds", default=3.0, show_default=True,
+        click.option("--bs", "batch_sizes", type=BatchSizes(), default="1", show_default=True, help="Batch sizes, e.g. 1,4,8."),
+        click.option("--seconds", "bench_seconds", type=Seconds(), default=3.0, show_default=True,
                      help="Length of the steady-state timing loop per batch size."),
-        click.option("--warmup", "warmup_seconds", default=1.0, show_default=True, help="Warm-up seconds."),
+        click.option("--warmup", "warmup_seconds", type=Seconds(allow_zero=True), default=1.0, show_default=True,
+                     help="Warm-up seconds."),
         click.option("--hint", default=None, help="OpenVINO performance hint: THROUGHPUT (default), LATENCY."),
-        click.option("--threads", type=int, default=None, help="Runtime CPU threads (default: runtime's choice)."),
+        click.option("--threads", type=Count(), default=None, help="Runtime CPU threads (default: runtime's choice)."),
         click.option("--precision", default=None,
                      help="fp32, fp16, bf16, int8 where the target supports it; checked against what really runs."),
         click.option("--allow-fallback", is_flag=True, default=None,
@@ -39,8 +50,9 @@ def run_options(fn):
                           "ort-cuda --ep trt: ~/.cache/harness/ort-trt)."),
         click.option("--option", "-o", "option_pairs", multiple=True, metavar="KEY=VALUE",
                      help="Any other target option (see `harness targets --options`), e.g. -o nireq=4."),
-        click.option("--limit", type=int, default=None, help="Use only the first N images."),
-        click.option("--workers", type=int, default=2, show_default=True, help="Preprocessing threads."),
+        click.option("--limit", type=Count(), default=None, help="Use only the first N images."),
+        click.option("--workers", type=Count(), default=2, show_default=True, help="Preprocessing threads."),
+        click.option("--max-pixels", type=Count(), default=None, help=MAX_PIXELS_HELP),
         click.option("--resume", is_flag=True, help="Continue a run in --out, skipping finished (target, bs) rows."),
         click.option("--overwrite", is_flag=True, help="Replace results already in --out."),
         click.option("--skip-bad-images", is_flag=True, help="Skip unreadable/missing images and record them."),
@@ -79,15 +91,6 @@ def check_option_pairs(names: list[str], pairs: dict) -> None:
                                f"their options: {', '.join(sorted(known)) or 'none'}")
 
 
-def _check_common(kw: dict) -> None:
-    positive_seconds("--seconds", kw["bench_seconds"])
-    positive_seconds("--warmup", kw["warmup_seconds"], allow_zero=True)
-    if kw.get("limit") is not None and kw["limit"] <= 0:
-        raise HarnessError(f"--limit {kw['limit']}: expected a positive number of images")
-    if kw.get("workers") is not None and kw["workers"] <= 0:
-        raise HarnessError(f"--workers {kw['workers']}: expected a positive integer")
-
-
 @click.command("run")
 @click.option("--target", "-t", "target_names", required=True, help="Target(s), comma-separated: ov, ort, ort-cuda, ...")
 @click.option("--model", "-m", required=True, help="Model file; use {bs} for one model per batch size.")
@@ -114,13 +117,12 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
     flags = {k: kw[k] for k in TARGET_FLAGS}
     configured = [(name, *target_options(name, flags, pairs)) for name in names]  # every option checked first
     config_profile = load_profile(profile)
-    batch_sizes = parse_batch_sizes(kw["batch_sizes"])
-    _check_common(kw)
+    batch_sizes = kw["batch_sizes"]
     store = ResultsStore(out_dir, environment(), resume=kw["resume"], overwrite=kw["overwrite"],
                          on_save=write_run_report)
     canvases = None if kw["no_image_cache"] else CanvasCache()
     rows = []
-    with RichProgress() as progress:
+    with store, pixel_limit(kw["max_pixels"]), RichProgress() as progress:
         for name, options, notes in configured:
             config = runner.RunConfig(
                 target=name, model=model, profile=config_profile, images_dir=images_dir, ann_path=ann_path,
@@ -138,7 +140,8 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
 @click.command("demo")
 @click.option("--out", "out_dir", default=None, type=click.Path(path_type=Path),
               help="Output folder (default: results/demo, or results/demo-N if that holds results).")
-@click.option("--seconds", "bench_seconds", default=2.0, show_default=True, help="Timing loop per batch size.")
+@click.option("--seconds", "bench_seconds", type=Seconds(), default=2.0, show_default=True,
+              help="Timing loop per batch size.")
 @click.option("--cache", "cache_dir", default=None, type=click.Path(path_type=Path),
               help="Where the generated demo dataset is cached (default ~/.cache/harness).")
 def demo_cmd(out_dir, bench_seconds, cache_dir):
@@ -151,7 +154,6 @@ def demo_cmd(out_dir, bench_seconds, cache_dir):
     from harness.profiles import load_profile
     from harness.results import ResultsStore
 
-    positive_seconds("--seconds", bench_seconds)
     with console.status("preparing the demo dataset (generated once, then cached)..."):
         images_dir, ann_path, reused = demo_mod.demo_dataset(cache_dir)
     console.print(f"demo dataset: {ann_path.parent} ({demo_mod.DEMO_IMAGES} images, {'cached' if reused else 'generated'})")
@@ -160,7 +162,7 @@ def demo_cmd(out_dir, bench_seconds, cache_dir):
     profile = load_profile(demo_mod.DEMO_PROFILE)
     canvases = CanvasCache()
     rows = []
-    with RichProgress() as progress:
+    with store, pixel_limit(None), RichProgress() as progress:
         for name in demo_mod.DEMO_TARGETS:
             config = runner.RunConfig(target=name, model=str(demo_mod.demo_model_path()), profile=profile,
                                       images_dir=images_dir, ann_path=ann_path,
@@ -168,5 +170,11 @@ def demo_cmd(out_dir, bench_seconds, cache_dir):
                                       warmup_seconds=0.5, canvases=canvases, keep_going=True)
             rows += runner.run(config, store, progress)
     print_rows(store.rows, "harness demo: bundled demo model on the synthetic validation split")
-    out.print(f"report: {store.out_dir / 'report.md'}  results: {store.path}")
+    extra = []
+    if any(r.ok for r in rows):  # the comparison page with its plots, and the table as CSV, as `harness report` writes
+        extra = write_report([str(store.path)], store.out_dir / "comparison.md")
+        extra += write_report([str(store.path)], store.out_dir / "results.csv", "csv")
+    out.print(f"report: {store.out_dir / 'report.md'}  results: {store.path}", highlight=False, soft_wrap=True)
+    if extra:
+        out.print(f"comparison, plots and CSV: {', '.join(str(p) for p in extra)}", highlight=False, soft_wrap=True)
     fail_if_rows_failed(rows)

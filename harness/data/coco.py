@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.evaluate import load_annotations
-from harness.preprocess import check_image_file
+from harness.imagefile import check_image_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -24,9 +25,10 @@ class Dataset:
 
 
 def load_dataset(images_dir: str | Path, ann_path: str | Path, limit: int | None = None,
-                 skip_bad: bool = False) -> Dataset:
-    """Match annotation images to files in images_dir; missing or unexpected files stop the run
-    unless skip_bad, in which case they are recorded."""
+                 skip_bad: bool = False, workers: int = 2) -> Dataset:
+    """Match annotation images to files in images_dir; missing, unexpected or bad files stop the run
+    unless skip_bad, in which case they are recorded. Every image is checked (and JPEGs decoded
+    strictly, in `workers` threads) before any work: see harness.imagefile.check_image_file."""
     images_dir, ann_path = Path(images_dir), Path(ann_path)
     if not images_dir.is_dir():
         raise HarnessError(f"image folder not found: {images_dir}")
@@ -44,8 +46,10 @@ def load_dataset(images_dir: str | Path, ann_path: str | Path, limit: int | None
     images = [(int(img["id"]), images_dir / img["file_name"]) for img in ann["images"] if img["file_name"] in on_disk]
     if limit:
         images = images[:limit]
-    # Unreadable or truncated files are found before any work starts, all at once.
-    bad = [(path, why) for _, path in images if (why := check_image_file(path))]
+    # Unreadable, truncated, oversized or corrupt files are found before any work starts, all at once.
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="image-check") as pool:
+        reasons = list(pool.map(check_image_file, [path for _, path in images]))
+    bad = [(path, why) for (_, path), why in zip(images, reasons) if why]
     if bad and not skip_bad:
         shown = "; ".join(f"{p.name}: {why}" for p, why in bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise HarnessError(f"{len(bad)} bad image file(s) in {images_dir}: {shown} "

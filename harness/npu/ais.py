@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.fileio import atomic_write_bytes, atomic_write_text, write_or_fail
+from harness.folders import FolderLock, plain_name, probe_writable, safe_target
 from harness.jsonfile import read_json_object
 from harness.npu.files import check_array, load_npy, natural_key, read_bin
 from harness.npu.prep import Prep, emulator_target, load_prep
@@ -85,20 +87,25 @@ def _number(value, where: str) -> float:
     return float(value)
 
 
-def batchsize_from_args(args) -> int | None:
-    """--batchsize from the summary's args: the tool's argv list (or a dict in hand-made files)."""
-    value = None
+def arg_value(args, names: tuple[str, ...]):
+    """The value of a flag in the summary's args: the tool's argv list (`--name V` or `--name=V`) or a
+    dict in hand-made files (keyed by the first name without dashes)."""
     if isinstance(args, dict):
-        value = args.get("batchsize")
-    elif isinstance(args, list):
+        return args.get(names[0].lstrip("-"))
+    value = None
+    if isinstance(args, list):
         for i, item in enumerate(args):
             item = str(item)
-            if item in ("--batchsize", "--batch_size") and i + 1 < len(args):
+            if item in names and i + 1 < len(args):
                 value = args[i + 1]
-            elif item.startswith(("--batchsize=", "--batch_size=")):
+            elif item.startswith(tuple(f"{n}=" for n in names)):
                 value = item.split("=", 1)[1]
-    if value is None:
-        return None
+    return value
+
+
+def batchsize_from_args(args) -> int | None:
+    """--batchsize from the summary's args."""
+    value = arg_value(args, ("--batchsize", "--batch_size"))
     try:
         value = int(value)
     except (TypeError, ValueError):
@@ -106,14 +113,17 @@ def batchsize_from_args(args) -> int | None:
     return value if value > 0 else None
 
 
+def device_from_args(args) -> str | None:
+    """The device id(s) ais_bench ran on (its --device)."""
+    value = arg_value(args, ("--device",))
+    return None if value is None else str(value)
+
+
 def model_from_args(args) -> str | None:
     if isinstance(args, dict):
         return args.get("model") or args.get("om_model")
-    if isinstance(args, list):
-        for i, item in enumerate(args):
-            if str(item) in ("--model", "--om-model", "--om_model") and i + 1 < len(args):
-                return str(args[i + 1])
-    return None
+    value = arg_value(args, ("--model", "--om-model", "--om_model"))
+    return None if value is None else str(value)
 
 
 def parse_summary(path: Path) -> AisTiming:
@@ -215,7 +225,7 @@ def read_outputs(folder: Path, prep: Prep, specs: list[dict] | None) -> Iterator
             if path.suffix == ".bin":
                 arrays.append(read_bin(path, spec, what))
             else:
-                arrays.append(check_array(load_npy(path, what), spec, path, what))
+                arrays.append(check_array(load_npy(path, what, spec), spec, path, what))
         yield meta, arrays
 
 
@@ -230,6 +240,17 @@ def _stats(values: list[float]) -> dict:
 def emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize: int = 1,
             summary_style: str = "new", output_dirname: str | None = None, threads: int | None = None,
             progress=None) -> dict:
+    """_emulate, holding the lock on --out (one command at a time on a folder)."""
+    if output_dirname is not None:
+        plain_name(output_dirname, "--output-dirname")  # stays a folder inside --out
+    probe_writable(out, "--out")
+    with FolderLock(out, "--out"):
+        return _emulate(model, prep_dir, out, batchsize, summary_style, output_dirname, threads, progress)
+
+
+def _emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize: int = 1,
+             summary_style: str = "new", output_dirname: str | None = None, threads: int | None = None,
+             progress=None) -> dict:
     """Run the ONNX model with ONNX Runtime over a bin prep folder and write ais_bench's layout.
 
     As the tool does: input files natural-sorted; k files packed per batch where k = model input
@@ -259,10 +280,10 @@ def emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize:
                                    f"needs {per_file} ({prep.profile.input.shape(1)} {prep.profile.input.numpy_dtype})")
         folder_name = output_dirname or time.strftime("%Y_%m_%d-%H_%M_%S")
         out = Path(out)
-        folder = out / folder_name
+        folder = safe_target(out, folder_name, "--out")
         if folder.exists() and any(folder.iterdir()):
             raise HarnessError(f"ais output folder {folder} already exists and is not empty; choose another --out")
-        folder.mkdir(parents=True, exist_ok=True)
+        write_or_fail(lambda: folder.mkdir(parents=True, exist_ok=True), folder)
         dtype = prep.profile.input.numpy_dtype
         sample_shape = prep.profile.input.shape(1)[1:]
 
@@ -290,13 +311,16 @@ def emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize:
                     parts = [output] if batch == 1 else _split(output, batch, i, model)
                     for path, part in zip(real, parts):
                         name = folder / f"{path.stem}_{i}.bin"
-                        np.ascontiguousarray(part).tofile(name)
+                        data = np.ascontiguousarray(part).tobytes()
+                        write_or_fail(lambda n=name, d=data: atomic_write_bytes(n, d, fsync=False), name)
                         written.append(str(name))
                 filesinfo[sample_id] = {"infiles": [str(p) for p in padded], "outfiles": written}
                 advance(len(real))
     finally:
         target.close()
     stats = _stats(compute)
+    from harness.envinfo import cpu_model
+
     summary = {
         "filesinfo": filesinfo,
         "args": ["ais_bench", "--model", str(model), "--input", str(prep.folder), "--output", str(out),
@@ -309,9 +333,11 @@ def emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize:
         "count": len(compute),
         "pid": os.getpid(),
         "emulated_by": "harness emulate --runner ais (ONNX Runtime CPU; times are host times, not NPU times)",
+        "emulated_on": f"ONNX Runtime CPU on {cpu_model()}",
     }
     summary_path = folder / OLD_SUMMARY if summary_style == "old" else out / f"{folder_name}_summary.json"
-    summary_path.write_text(json.dumps(summary), encoding="utf-8")
+    write_or_fail(lambda: atomic_write_text(safe_target(summary_path.parent, summary_path.name), json.dumps(summary)),
+                  summary_path)
     return {"folder": str(folder), "summary": str(summary_path), "batch": batch, "files": len(files), "notes": notes}
 
 
@@ -328,7 +354,7 @@ def write_input(out_dir: Path, stem: str, image_id: int, path: Path, spec) -> Im
     """`<stem>.bin` = the exact model input of one image (1xCxHxW or 1xHxWxC, `ndarray.tofile`),
     made by the same preprocessing as every in-process target."""
     tensor, meta = preprocess_image(path, image_id, spec)
-    np.ascontiguousarray(tensor[None]).tofile(out_dir / f"{stem}.bin")
+    atomic_write_bytes(safe_target(out_dir, f"{stem}.bin"), np.ascontiguousarray(tensor[None]).tobytes(), fsync=False)
     return meta
 
 
@@ -344,6 +370,9 @@ def read_timing(folder: Path) -> DeviceTiming:
                             note=f"no ais summary json beside or inside {folder}: device throughput and latency "
                                  "not recorded")
     timing = parse_summary(path)
+    emulated_on, device_ids = timing.raw.get("emulated_on"), device_from_args(timing.raw.get("args"))
+    device = (str(emulated_on) if emulated_on else
+              f"device id {device_ids} (ais_bench --device {device_ids}, from {path.name})" if device_ids else None)
     note = (f"fps = ais throughput (1000 x batchsize / mean NPU compute ms) from {path.name}; latency per batch call"
             + ("" if timing.p90_ms is not None else "; p90 not reported (no npu_compute_time_list)"))
     return DeviceTiming(source=path, fps=round(timing.throughput, 2),
@@ -351,7 +380,7 @@ def read_timing(folder: Path) -> DeviceTiming:
                         latency_ms_p90=timing.p90_ms,
                         latency_ms_p99=None if timing.p99_ms is None else round(timing.p99_ms, 3),
                         batchsize=timing.batchsize, iterations=timing.count,
-                        device_model=model_from_args(timing.raw.get("args")),
+                        device_model=model_from_args(timing.raw.get("args")), device=device,
                         emulated_by=timing.raw.get("emulated_by"), time_covers=TIME_COVERS, note=note)
 
 

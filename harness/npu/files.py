@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
+from harness.fileio import atomic_write_bytes
 
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same arrays always give the same bytes
 
@@ -26,43 +28,136 @@ def shape_str(shape) -> str:
     return "x".join("?" if d is None else str(d) for d in shape)
 
 
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     """np.savez-compatible archive (stored, one `<key>.npy` per array) with fixed zip timestamps."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
         for key, array in arrays.items():
             buffer = io.BytesIO()
             np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
             info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_TIME)
             info.external_attr = 0o644 << 16
             archive.writestr(info, buffer.getvalue())
+    return out.getvalue()
 
 
-def load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
-    """All arrays of an .npz, loaded with allow_pickle=False; `what` names the image for errors."""
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """npz_bytes written atomically (a full disk leaves no half-written archive)."""
+    atomic_write_bytes(path, npz_bytes(arrays), fsync=False)
+
+
+# ---------------------------------------------------------------- reading: headers before data
+#
+# A .npy header declares shape and dtype; numpy allocates what it declares before reading. A 1 kB
+# file declaring 3.6 TiB, or an npz member that inflates to gigabytes, is refused from its header
+# and the zip directory: nothing is allocated or inflated before the declared size is checked
+# against the file (or the member's uncompressed size) and the expected output spec.
+
+#: without a recorded spec, one output of one image larger than this is refused as implausible
+MAX_UNSPECIFIED_BYTES = 1 << 30
+
+
+def _read_header(stream, path: Path, what: str) -> tuple[tuple, np.dtype, bool, int]:
+    """(shape, dtype, fortran_order, header length) of a .npy stream positioned at its start."""
+    try:
+        version = np.lib.format.read_magic(stream)
+        reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if reader is None:
+            raise ValueError(f"unsupported .npy version {version}")
+        shape, fortran, dtype = reader(stream)
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise HarnessError(f"{what}: {path} is not a readable .npy ({first_line(exc)})") from None
+    return tuple(shape), dtype, fortran, stream.tell()
+
+
+def _declared_bytes(shape: tuple, dtype: np.dtype) -> int:
+    return math.prod(shape) * dtype.itemsize
+
+
+def check_declared(shape: tuple, dtype: np.dtype, spec: dict | None, path: Path, what: str) -> None:
+    """The header's shape and dtype against the expected spec, and a plausibility cap where the spec
+    does not fix the size (no spec, or dynamic dims)."""
+    if dtype.hasobject:
+        raise HarnessError(f"{what}: {path} holds pickled Python objects; refused (allow_pickle=False)")
+    if spec is not None:
+        _check_spec(shape, dtype, spec, path, what)
+    if spec is None or any(d is None for d in spec["shape"]):
+        size = _declared_bytes(shape, dtype)
+        if size > MAX_UNSPECIFIED_BYTES:
+            raise HarnessError(f"{what}: {path} declares {shape_str(shape)} {dtype} ({size} bytes), more than "
+                               f"{MAX_UNSPECIFIED_BYTES} bytes for one image; refused before reading "
+                               "(pass --model so the expected shapes are known)")
+
+
+def _read_data(stream, shape: tuple, dtype: np.dtype, fortran: bool, path: Path, what: str) -> np.ndarray:
+    size = _declared_bytes(shape, dtype)
+    data = stream.read(size)
+    if len(data) != size:
+        raise HarnessError(f"{what}: {path} holds {len(data)} bytes of data, its header declares {size} "
+                           f"({shape_str(shape)} {dtype}): truncated")
+    array = np.frombuffer(data, dtype=dtype)
+    return (array.reshape(shape[::-1]).T if fortran else array.reshape(shape)).copy()
+
+
+def load_npy(path: Path, what: str, spec: dict | None = None) -> np.ndarray:
+    """One .npy: header read and checked (against the file's size and `spec`) before any data."""
+    try:
+        with open(path, "rb") as stream:
+            shape, dtype, fortran, offset = _read_header(stream, path, what)
+            if dtype.hasobject:
+                raise HarnessError(f"{what}: {path} is not a plain .npy array (pickled objects are refused)")
+            declared = _declared_bytes(shape, dtype)
+            actual = os.fstat(stream.fileno()).st_size - offset
+            if declared != actual:
+                raise HarnessError(f"{what}: {path} header declares {shape_str(shape)} {dtype} ({declared} bytes) "
+                                   f"but the file holds {actual} bytes of data; refused before reading")
+            check_declared(shape, dtype, spec, path, what)
+            return _read_data(stream, shape, dtype, fortran, path, what)
+    except OSError as exc:
+        raise HarnessError(f"{what}: {path} is not a readable .npy ({exc.strerror or exc})") from None
+
+
+def load_npz(path: Path, what: str, specs: dict[str, dict | None] | None = None) -> dict[str, np.ndarray]:
+    """All arrays of an .npz (specs: member key -> expected spec). Each member's header is read and
+    checked against the zip directory's uncompressed size and its spec before its data is inflated."""
     if not zipfile.is_zipfile(path):
         raise HarnessError(f"{what}: {path} is not an .npz (zip) archive")
+    specs = specs or {}
+    out = {}
     try:
-        with np.load(path, allow_pickle=False) as data:
-            out = {}
-            for key in data.files:
-                try:
-                    out[key] = data[key]
-                except ValueError:
-                    raise HarnessError(
-                        f"{what}: {path} key {key!r} holds pickled Python objects; refused "
-                        "(.npz files are loaded with allow_pickle=False)") from None
-            return out
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise HarnessError(f"{what}: {path} is not a readable .npz ({exc})") from None
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise HarnessError(f"{what}: {path} member {info.filename!r} is not a .npy array")
+                key = info.filename[:-4]
+                where = f"{path} key {key!r}"
+                with archive.open(info) as stream:
+                    shape, dtype, fortran, offset = _read_header(stream, path, what)
+                    if dtype.hasobject:
+                        raise HarnessError(f"{what}: {where} holds pickled Python objects; refused "
+                                           "(.npz files are loaded with allow_pickle=False)")
+                    declared = offset + _declared_bytes(shape, dtype)
+                    if declared != info.file_size:
+                        raise HarnessError(f"{what}: {where}: its header declares {shape_str(shape)} {dtype} "
+                                           f"({declared} bytes) but the archive lists {info.file_size} bytes "
+                                           "uncompressed; refused before inflating it")
+                    check_declared(shape, dtype, specs.get(key), path, f"{what} {key}")
+                    out[key] = _read_data(stream, shape, dtype, fortran, path, what)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as exc:
+        raise HarnessError(f"{what}: {path} is not a readable .npz ({first_line(exc)})") from None
+    return out
 
 
-def load_npy(path: Path, what: str) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError:
-        raise HarnessError(f"{what}: {path} is not a plain .npy array (pickled objects are refused)") from None
-    except (OSError, EOFError) as exc:
-        raise HarnessError(f"{what}: {path} is not a readable .npy ({exc})") from None
+def _check_spec(shape: tuple, dtype: np.dtype, spec: dict, path: Path, what: str) -> None:
+    expected_dtype = np.dtype(spec["dtype"])
+    if dtype != expected_dtype:
+        raise HarnessError(f"{what}: {path} holds dtype {dtype}, expected {expected_dtype} "
+                           f"(output {spec.get('name')!r} as recorded in prep.json/--model)")
+    expected = tuple(spec["shape"])
+    if not (_shape_matches(shape, expected) or (shape[:1] == (1,) and _shape_matches(shape[1:], expected))
+            or (expected[:1] == (1,) and _shape_matches(shape, expected[1:]))):
+        raise HarnessError(f"{what}: {path} has shape {shape_str(shape)}, expected {shape_str(expected)} "
+                           f"(output {spec.get('name')!r})")
 
 
 def check_array(array: np.ndarray, spec: dict | None, path: Path, what: str) -> np.ndarray:
@@ -72,20 +167,13 @@ def check_array(array: np.ndarray, spec: dict | None, path: Path, what: str) -> 
     """
     if spec is None:
         return array
-    dtype = np.dtype(spec["dtype"])
-    if array.dtype != dtype:
-        raise HarnessError(f"{what}: {path} holds dtype {array.dtype}, expected {dtype} "
-                           f"(output {spec.get('name')!r} as recorded in prep.json/--model)")
-    expected = tuple(spec["shape"])
-    got = tuple(array.shape)
+    _check_spec(tuple(array.shape), array.dtype, spec, path, what)
+    expected, got = tuple(spec["shape"]), tuple(array.shape)
     if _shape_matches(got, expected):
         return array
     if got[:1] == (1,) and _shape_matches(got[1:], expected):
         return array[0]
-    if expected[:1] == (1,) and _shape_matches(got, expected[1:]):
-        return array[None]
-    raise HarnessError(f"{what}: {path} has shape {shape_str(got)}, expected {shape_str(expected)} "
-                       f"(output {spec.get('name')!r})")
+    return array[None]
 
 
 def _shape_matches(got: tuple, expected: tuple) -> bool:

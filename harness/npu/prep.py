@@ -13,6 +13,7 @@ from pathlib import Path
 from harness import config
 from harness.config import setting
 from harness.errors import HarnessError
+from harness.folders import plain_name
 from harness.jsonfile import read_json_object
 from harness.onnx_model import inspect_onnx
 from harness.preprocess import ImageMeta
@@ -106,6 +107,9 @@ def load_prep(path: str | Path) -> Prep:
     if data.get("harness_prep_version") != PREP_VERSION:
         raise HarnessError(f"{file}: not a harness prep.json (version {PREP_VERSION}); rerun `harness preprocess`")
     sidecar = config.load(PrepFile, data, str(file))
+    for index, image in enumerate(sidecar.images):  # names from the file never lead out of --prep
+        plain_name(image.stem, f"{file}: images[{index}].stem")
+        plain_name(image.input_file, f"{file}: images[{index}].input_file")
     profile_data = sidecar.profile
     profile = profile_from_dict(profile_data, name=str(profile_data.get("name") or file.parent.name), source=str(file))
     return Prep(file.parent, sidecar, profile)

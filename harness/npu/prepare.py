@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from harness.errors import HarnessError, ImageError
-from harness.fileio import atomic_write_text
+from harness.fileio import atomic_write_text, write_or_fail
+from harness.folders import LOCK_FILE, FolderLock, probe_writable, safe_target
 from harness.npu import FILE_TOOLS, tool_for_format
 from harness.npu.prep import PREP_FILE, PREP_VERSION, check_model_input, onnx_io, per_image_outputs
 from harness.profiles import Profile
@@ -37,7 +38,7 @@ def _ordered(fn, items, workers: int, lookahead: int):
 
 
 def _clear_previous(out_dir: Path, overwrite: bool, side_files: tuple[str, ...]) -> None:
-    entries = [p for p in out_dir.iterdir()] if out_dir.is_dir() else []
+    entries = [p for p in out_dir.iterdir() if p.name != LOCK_FILE] if out_dir.is_dir() else []
     if not entries:
         return
     if not overwrite:
@@ -68,7 +69,14 @@ def prepare(images: list[tuple[int, Path]], profile: Profile, out_dir: str | Pat
         first_input, raw_outputs = onnx_io(model)
         check_model_input(model, first_input, profile.input, profile.name)
         outputs = per_image_outputs(first_input, raw_outputs)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    probe_writable(out_dir)
+    with FolderLock(out_dir):  # one command at a time on this folder
+        return _write_all(images, profile, out_dir, fmt, tool, model, first_input, outputs, workers, progress,
+                          dataset, annotations, skip_bad, datalist_root, overwrite)
+
+
+def _write_all(images, profile, out_dir, fmt, tool, model, first_input, outputs, workers, progress, dataset,
+               annotations, skip_bad, datalist_root, overwrite) -> dict:
     _clear_previous(out_dir, overwrite, SIDE_FILES + tool.side_files)
 
     def job(item):
@@ -83,7 +91,8 @@ def prepare(images: list[tuple[int, Path]], profile: Profile, out_dir: str | Pat
     records, skipped = [], []
     with progress.task(f"preprocess -> {fmt} ({len(images)} images)", len(images)) as advance:
         for (_, path), future in _ordered(job, images, workers, lookahead=4 * max(1, workers)):
-            result = future.result()
+            target = out_dir / f"{Path(path).stem}.{fmt}"
+            result = _result_or_fail(future, target)
             if isinstance(result, ImageError):
                 skipped.append(str(result.skipped()))
             else:
@@ -108,6 +117,17 @@ def prepare(images: list[tuple[int, Path]], profile: Profile, out_dir: str | Pat
         "images": records,
         "skipped": skipped,
     }
-    sidecar.update(tool.finish_prepare(out_dir, records, spec, datalist_root))
-    atomic_write_text(out_dir / PREP_FILE, json.dumps(sidecar, indent=1) + "\n")
+    write_or_fail(lambda: sidecar.update(tool.finish_prepare(out_dir, records, spec, datalist_root)), out_dir)
+    write_or_fail(lambda: atomic_write_text(safe_target(out_dir, PREP_FILE), json.dumps(sidecar, indent=1) + "\n"),
+                  out_dir / PREP_FILE)
     return sidecar
+
+
+def _result_or_fail(future, target: Path):
+    """A job's result; a failed write (a full disk) is one line, and the folder holds no prep.json, so
+    nothing takes it for complete (every input file written is whole: they are written atomically)."""
+    try:
+        return future.result()
+    except OSError as exc:
+        raise HarnessError(f"cannot write {target} ({exc.strerror or exc}); {target.parent} holds no prep.json "
+                           "and is incomplete: free space and run preprocess again with --overwrite") from None

@@ -25,6 +25,7 @@ class DeviceTiming:
     batchsize: int | None = None
     iterations: int | None = None
     device_model: str | None = None  # the model file the tool ran (from its recorded arguments)
+    device: str | None = None  # what the tool's own files say ran it (e.g. "device id 0 (ais_bench --device 0)")
     emulated_by: str | None = None  # set when `harness emulate` wrote it
     note: str = ""
 
@@ -55,3 +56,5 @@ class FileTool:
     emulate_options: tuple[str, ...] = ()
     #: files besides the inputs that a prepared folder holds for this tool (removed by --overwrite)
     side_files: tuple[str, ...] = ()
+    #: outputs come in the order of the list the tool was run with (`harness decode --datalist`)
+    datalist_order: bool = False

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.fileio import atomic_write_text
+from harness.fileio import atomic_write_text, write_or_fail
+from harness.folders import FolderLock, probe_writable, safe_target
 from harness.jsonfile import read_json_object
 from harness.npu.files import check_array, load_npz, natural_key, write_npz
 from harness.npu.prep import Prep, emulator_target, load_prep
@@ -140,7 +141,7 @@ def read_outputs(folder: Path, prep: Prep, specs: list[dict] | None) -> Iterator
     """(meta, outputs in model order) per image, in datalist order; npz loaded with allow_pickle=False."""
     for index, ((_, meta), path) in enumerate(zip(prep.images, plan_outputs(folder, prep))):
         what = _label(meta, index)
-        arrays = load_npz(path, what)
+        arrays = load_npz(path, what, None if specs is None else {f"output_{k}": s for k, s in enumerate(specs)})
         count = len(specs) if specs is not None else len(arrays)
         keys = [f"output_{k}" for k in range(count)]
         if sorted(arrays, key=natural_key) != keys:
@@ -157,7 +158,12 @@ def emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize:
     if prep.fmt != "npz":
         raise HarnessError(f"{prep.folder} holds {prep.fmt} inputs; `emulate --runner vamp` needs `preprocess --format npz`")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    probe_writable(out, "--out")
+    with FolderLock(out, "--out"):  # one command at a time on this folder
+        return _emulate_into(model, prep, out, batchsize, threads, progress)
+
+
+def _emulate_into(model, prep: Prep, out: Path, batchsize: int, threads: int | None, progress) -> dict:
     stale = [p.name for p in out.iterdir() if OUTPUT_NAME.match(p.name)]
     if stale:
         raise HarnessError(f"vamp output folder {out} already holds {stale[0]}...; choose another --out")
@@ -173,7 +179,7 @@ def emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize:
         what = _label(meta, index)
         if not path.is_file():
             raise HarnessError(f"{what}: input file {path} not found")
-        arrays = load_npz(path, what)
+        arrays = load_npz(path, what, {NPZ_INPUT_KEY: {"name": NPZ_INPUT_KEY, "shape": [3, None, None], "dtype": "uint8"}})
         chw = arrays.get(NPZ_INPUT_KEY)
         if chw is None or chw.dtype != np.uint8 or chw.ndim != 3 or chw.shape[0] != 3:
             raise HarnessError(f"{what}: {path} needs key {NPZ_INPUT_KEY!r} uint8 3xHxW (image2npz layout)")
@@ -195,13 +201,18 @@ def emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize:
                                        f"{tuple(outputs[bad[0]].shape)}: cannot split it into {batch} images")
                 for j, index in enumerate(real):
                     arrays = {f"output_{k}": (o if batch == 1 else o[j:j + 1]) for k, o in enumerate(outputs)}
-                    write_npz(out / output_name(index), arrays)
+                    path = out / output_name(index)
+                    write_or_fail(lambda p=path, a=arrays: write_npz(p, a), path)
                 advance(len(real))
     finally:
         target.close()
+    from harness.envinfo import cpu_model
+
     marker = {"emulated_by": "harness emulate --runner vamp (ONNX Runtime CPU on this machine, not a VACC)",
+              "emulated_on": f"ONNX Runtime CPU on {cpu_model()}",
               "model": str(model), "batch": batch, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    atomic_write_text(out / EMULATED_FILE, json.dumps(marker, indent=1) + "\n")
+    write_or_fail(lambda: atomic_write_text(safe_target(out, EMULATED_FILE, "--out"), json.dumps(marker, indent=1) + "\n"),
+                  out / EMULATED_FILE)
     return {"folder": str(out), "batch": batch, "files": len(prep.images), "notes": notes}
 
 
@@ -212,7 +223,7 @@ def write_input(out_dir: Path, stem: str, image_id: int, path: Path, spec) -> Im
     resized; the meta is what the device's resize will do (the profile's geometry)."""
     image = read_image(path)
     height, width = image.shape[:2]
-    write_npz(out_dir / f"{stem}.npz", {NPZ_INPUT_KEY: image_to_npz_input(image)})
+    write_npz(safe_target(out_dir, f"{stem}.npz"), {NPZ_INPUT_KEY: image_to_npz_input(image)})
     return device_meta(image_id, path, width, height, spec)
 
 
@@ -230,8 +241,10 @@ def finish_prepare(out_dir: Path, records: list[dict], spec, datalist_root: str 
 def read_timing(folder: Path) -> DeviceTiming:
     """vamp writes no timing; an emulated run leaves its marker file, so its row says it was emulated."""
     marker = Path(folder) / EMULATED_FILE
-    emulated_by = read_json_object(marker, "vamp emulation marker").get("emulated_by") if marker.is_file() else None
+    data = read_json_object(marker, "vamp emulation marker") if marker.is_file() else {}
+    emulated_by, emulated_on = data.get("emulated_by"), data.get("emulated_on")
     return DeviceTiming(source=marker if emulated_by else Path(folder), time_covers=TIME_COVERS, emulated_by=emulated_by,
+                        device=str(emulated_on) if emulated_on else None,
                         note="vamp writes no timing file: throughput and latency not recorded (decode only)")
 
 
@@ -240,5 +253,5 @@ TOOL = FileTool(
     summary="VastAI VACC vamp: harness preprocess --format npz, then harness decode --npz",
     write_input=write_input, finish_prepare=finish_prepare, locate_outputs=Path, read_outputs=read_outputs,
     read_timing=read_timing, emulate=emulate, side_files=(DATALIST_FILE, VDSP_FILE),
-    output_help="its --path_output folder",
+    output_help="its --path_output folder", datalist_order=True,
 )

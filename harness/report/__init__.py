@@ -38,6 +38,9 @@ def write_report(inputs, out: Path, fmt: str = "md", baseline: str | None = None
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise HarnessError(f"--out {out}: cannot create its folder ({exc.strerror or exc})") from None
+    from harness.folders import safe_target
+
+    safe_target(out.parent, out.name, "report folder")  # never written through a symlink
     written = []
     try:
         if fmt == "md":
@@ -78,10 +81,11 @@ def write_report(inputs, out: Path, fmt: str = "md", baseline: str | None = None
 def write_run_report(rows, env: dict, out_dir: Path) -> None:
     """report.md of one results folder (a ResultsStore's on_save hook)."""
     from harness.fileio import atomic_write_text
+    from harness.folders import safe_target
     from harness.report.markdown import run_report_markdown
     from harness.results import REPORT_FILE
 
-    atomic_write_text(Path(out_dir) / REPORT_FILE, run_report_markdown(rows, env))
+    atomic_write_text(safe_target(out_dir, REPORT_FILE), run_report_markdown(rows, env))
 
 
 def _plain(value):

@@ -162,6 +162,8 @@ def _flat(source: Source, row: ResultRow) -> dict:
         "profile": str(row.profile or "-"),
         "model": str(row.model or "-"),
         "target": str(row.target),
+        "origin": row.source,
+        "device": row.device or "",
         "precision": str(row.precision or "fp32"),
         "bs": int(row.bs),
         **{k: _num(getattr(row, k)) for k in (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90",
@@ -247,7 +249,8 @@ def _aggregate(group: list[dict]) -> dict:
         out["spread"], out["spread_kind"] = out["latency_p90_p50"] - 1.0, "p90/p50"
     else:
         out["spread"], out["spread_kind"] = math.nan, "-"
-    for k in ("time_covers", "covers", "batch_mode", "runtime", "dataset", "annotations", "evaluator"):
+    for k in ("time_covers", "covers", "batch_mode", "runtime", "dataset", "annotations", "evaluator", "origin",
+              "device"):
         out[k] = _join_unique([r[k] for r in group])
     out["concurrency"] = first["concurrency"]
     for k in ("fallback", "per_batch_model", "padded", "emulated", "suspect"):
@@ -463,7 +466,7 @@ def _overlaps(rows: list[dict]) -> list[dict]:
 # --------------------------------------------------------------------------------------------- export
 
 EXPORT_COLUMNS = (
-    "machine", "host", "profile", "model", "target", "precision", "bs", "images", *METRICS,
+    "machine", "host", "profile", "model", "target", "origin", "device", "precision", "bs", "images", *METRICS,
     "delta_map", "delta_map50", "fps", "fps_std", "repeats", "spread", "spread_kind", "latency_p90_p50",
     "speedup", "e2e_fps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "iterations", "bench_seconds",
     "concurrency", "covers", "time_covers", "batch_mode", "flags", "fallback", "per_batch_model", "padded",

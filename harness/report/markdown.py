@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from harness.report.compare import SPREAD_LARGE
-from harness.row import FLAGS, ResultRow, flag_label
+from harness.row import FLAGS, ResultRow, flag_label, target_label
 
 COLUMNS = [
     ("target", "target"), ("precision", "precision"), ("bs", "bs"), ("images", "images"),
@@ -42,6 +42,7 @@ def _row_dicts(rows) -> list[dict]:
         data = row.to_dict()
         if row.status == "failed":
             data.update({k: "✗" for k in ("images", "map", "map50", "map75")})
+        data["target"] = target_label(row.target, row.source, row.device)
         data["flags"] = ", ".join(flag_label(f) for f in row.flags) or "-"
         data["flag_keys"] = list(row.flags)
         out.append(data)
@@ -132,7 +133,7 @@ class _Page:
         self.multi_model = len(self.model_labels) > 1
 
     def name(self, r) -> str:
-        text = f"{r['target']} {r['precision']} bs {r['bs']}"
+        text = f"{target_label(r['target'], r['origin'], r['device'])} {r['precision']} bs {r['bs']}"
         if r.get("variant"):
             text += f" ({r['variant']})"
         if self.multi_model:
@@ -200,7 +201,8 @@ def _result_line(page: _Page, r, footnotes: list[str]) -> str:
         speed += " †"
         if r["speedup_match"] != r["baseline_match"]:
             footnotes.append(f"- {page.name(r)}: speedup against the baseline's bs {r['bs']} row ({r['speedup_match']})")
-    target = f"{r['target']} ({r['variant']})" if r.get("variant") else r["target"]
+    target = target_label(r["target"], r["origin"], r["device"])
+    target = f"{target} ({r['variant']})" if r.get("variant") else target
     cells += [target, r["precision"], str(int(r["bs"])), _f(r["map"], 4), _f(r["map50"], 4), delta, fps,
               _spread_cell(r), _f(r["latency_ms_p50"]), _f(r["latency_ms_p90"]), _f(r["latency_ms_p99"]), speed,
               _fps(r["e2e_fps"]), r["covers"], _flags(r)]

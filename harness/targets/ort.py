@@ -124,6 +124,10 @@ class OrtTarget(Target):
             self._named_session, self._name = session, session.get_inputs()[0].name
         return self._name
 
+    def output_names(self) -> list[str]:
+        session = self._session_obj
+        return super().output_names() if session is None else [o.name for o in session.get_outputs()]
+
     def infer(self, batch: np.ndarray, extras: dict | None = None) -> list[np.ndarray]:
         feeds = {self._input_name(): batch}
         if extras:

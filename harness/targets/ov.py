@@ -138,6 +138,8 @@ class OpenVinoCpu(Target):
 
     def output_names(self) -> list[str]:
         """From the compiled model (an .xml IR has no ONNX graph to read); unnamed ports are numbered."""
+        if getattr(self, "_compiled", None) is None:
+            return super().output_names()
         return [port.get_any_name() if port.get_names() else f"output_{k}"
                 for k, port in enumerate(self._compiled.outputs)]
 
