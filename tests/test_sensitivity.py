@@ -113,7 +113,11 @@ def test_outputs_hold_the_pareto_table_and_plot(search):
     assert len(steps) == 1 and steps[0]["float"] == [HOSTILE_TARGET] and steps[0]["fps"] > 0
     assert header["identity"]["target"] == "ort"
     variants = [r for r in records if r["kind"] == "variant"]
-    assert len(variants) == 2 * 29 and len({r["key"] for r in variants}) == len(variants)
+    # 29 single nodes and the two type groups (the demo's 4 Adds, 2 MaxPools), both modes, each once
+    assert len(variants) == 2 * (29 + 2) and len({r["key"] for r in variants}) == len(variants)
+    assert {r["node"] for r in variants if r["node"].startswith("type:")} == {"type:Add", "type:MaxPool"}
+    groups = pd.read_csv(out / "sensitivity.csv").set_index("name")
+    assert groups.loc["type:Add", "kind"] == "group of 4" and groups.loc["type:Add", "decision"] == "int8"
 
 
 class Interrupt:
@@ -156,8 +160,9 @@ def test_interrupted_search_resumes_and_refuses_another_identity(data, tmp_path)
     resumed = run_sensitivity(dataclasses.replace(request, resume=True))
     _, records = read_results(out / RESULTS_FILE)
     keys = [r["key"] for r in records if r["kind"] == "variant"]
-    assert len(keys) == 4 and len(set(keys)) == 4 and done <= set(keys)  # the first three were not measured again
-    assert resumed.shortlisted and len(resumed.variants) == 4
+    # 4 shortlisted nodes and 2 type groups, each measured once: the first three were not measured again
+    assert len(keys) == 6 and len(set(keys)) == 6 and done <= set(keys)
+    assert len(resumed.shortlisted) == 4 and len(resumed.variants) == 6
     other = dataclasses.replace(settings, calib_images=6)
     with pytest.raises(HarnessError, match="another search \\(calibration differs"):
         run_sensitivity(dataclasses.replace(request, settings=other, resume=True))
@@ -184,7 +189,8 @@ def test_scoring_runs_on_openvino_and_finds_the_same_node(data, tmp_path):
     header, records = read_results(out / RESULTS_FILE)
     assert header["identity"]["target"] == "ov"
     include = {r["node"]: r for r in records if r["kind"] == "variant"}
-    assert set(include) == {HOSTILE_TARGET, "/model/outs.1/Conv"}  # crushed first, then the worst-SQNR head
+    # crushed first, then the worst-SQNR head; and the type groups
+    assert set(include) == {HOSTILE_TARGET, "/model/outs.1/Conv", "type:Add", "type:MaxPool"}
     assert include[HOSTILE_TARGET]["delta"] < -0.1 and include[HOSTILE_TARGET]["high"] < 0
     listed = [line for line in (out / "exclude.txt").read_text().splitlines() if not line.startswith("#")]
     assert listed == [HOSTILE_TARGET]

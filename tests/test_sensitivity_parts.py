@@ -17,7 +17,7 @@ from harness.quant import calibrate, write_qdq
 from harness.quant.calib_data import calibration_batches, calibration_images
 from harness.sensitivity.agreement import agreement
 from harness.sensitivity.pareto import Point, pareto_front
-from harness.sensitivity.search import cost, drop_holds, float_set, helps, restore_order
+from harness.sensitivity.search import cost, drop_holds, float_set, helps, restore_order, type_groups
 from harness.sensitivity.shortlist import shortlist
 from harness.sensitivity.store import FORMAT, ResultsFile, read_results
 from harness.sensitivity.structure import crushed_share, describe_nodes, head_nodes
@@ -103,7 +103,14 @@ def test_cost_helps_and_restore_order():
     assert cost(groups["a"]) == pytest.approx(0.02) and cost(groups["d"]) == pytest.approx(0.2)
     assert helps(groups["a"]["exclude"]) and not helps(groups["a"]["include"]) and helps(groups["d"]["include"])
     assert restore_order(groups) == ["d", "a", "b"]  # real costs first; c costs nothing and is left out
-    assert float_set("exclude", "a", ("a", "b")) == {"a"} and float_set("include", "a", ("a", "b")) == {"b"}
+    assert float_set("exclude", ("a",), ("a", "b")) == {"a"} and float_set("include", ("a",), ("a", "b")) == {"b"}
+    assert float_set("include", ("a", "b"), ("a", "b", "c")) == {"c"}
+
+
+def test_type_groups_leave_compute_ops_and_single_nodes_out():
+    types = {"c1": "Conv", "m1": "Mul", "c2": "Conv", "m2": "Mul", "a1": "Add", "p1": "MaxPool", "p2": "MaxPool",
+             "g1": "Gemm", "g2": "Gemm"}
+    assert type_groups(tuple(types), types) == {"type:Mul": ("m1", "m2"), "type:MaxPool": ("p1", "p2")}
     assert drop_holds(0.33, 0.3201, 0.01) and not drop_holds(0.33, 0.3199, 0.01) and not drop_holds(0.33, None, 0.01)
 
 

@@ -35,7 +35,6 @@ def sensitivity_cmd(model, profile_name, calib, data, ann_path, per_channel, out
     """Rank nodes by the mAP their int8 quantization costs; write the exclude list that holds --max-drop."""
     from harness import config
     from harness.profiles import load_profile
-    from harness.sensitivity.outputs import write_outputs
     from harness.sensitivity.run import SensitivityRequest, run_sensitivity
     from harness.sensitivity.search import SearchSettings
 
@@ -46,10 +45,9 @@ def sensitivity_cmd(model, profile_name, calib, data, ann_path, per_channel, out
                                  out=out_dir, settings=settings, resume=resume, overwrite=overwrite)
     with RichProgress() as progress:
         result = run_sensitivity(request, progress)
-    files = write_outputs(result)
     fp32, final = (f"{v:.4f}" if v is not None else "-" for v in (result.references["fp32"]["map"], result.final_map))
     verdict = "within" if result.goal_met else "NOT within"
     out.print(f"{len(result.floated)} node(s) in float: subset mAP {final} vs fp32 {fp32} "
               f"({verdict} --max-drop {settings.max_drop}), int8 Convs {result.convs_int8_final}/{result.conv_total}, "
               f"{result.seconds / 60:.1f} min", highlight=False, soft_wrap=True)
-    out.print(f"wrote {escape(', '.join(str(p) for p in files.values()))}", highlight=False, soft_wrap=True)
+    out.print(f"wrote {escape(', '.join(str(p) for p in result.files.values()))}", highlight=False, soft_wrap=True)

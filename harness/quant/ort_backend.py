@@ -30,7 +30,7 @@ from harness.fileio import atomic_write_bytes
 from harness.profiles import InputSpec
 from harness.quant.calib_data import CalibrationImages, CountingBatches, calibration_batches, ort_reader
 from harness.quant.placement import QUANTIZED_OP_TYPES, Placement, ort_extra_options, place
-from harness.quant.prepare import PreparedModel, prepare_model, quiet_ort_quantization
+from harness.quant.prepare import PreparedModel, drop_unread_initializers, prepare_model, quiet_ort_quantization
 from harness.quant.trt_cache import TrtCache, check_cache_matches
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -313,10 +313,7 @@ def _drop_unread_qdq(model: onnx.ModelProto) -> None:
             break
         for node in dead:
             model.graph.node.remove(node)
-    read = {name for node in model.graph.node for name in node.input}
-    for init in list(model.graph.initializer):
-        if init.name not in read and init.name not in outputs:
-            model.graph.initializer.remove(init)
+    drop_unread_initializers(model)
 
 
 def count_qdq(model: onnx.ModelProto) -> int:

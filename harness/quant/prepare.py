@@ -24,6 +24,7 @@ import onnx
 from harness.errors import HarnessError, first_line
 from harness.fileio import sha256_file
 from harness.onnx_model import inspect_model, load_graph, opset_of
+from harness.precision.fp16 import drop_input_initializers
 
 MIN_QDQ_OPSET = 13
 
@@ -69,22 +70,11 @@ def image_input(model: onnx.ModelProto, path: Path) -> tuple[str, int]:
     return image.name, image.fixed_batch or 1
 
 
-def drop_weight_inputs(model: onnx.ModelProto) -> int:
-    """Remove weights listed as graph inputs (older exporters did that, e.g. picodet-s-320-legacy,
-    nanodet-m-416): ORT's quantizer renames or folds some of those initializers but leaves them listed,
-    and the Q/DQ model it writes then asks for them as inputs. Returns how many were removed."""
-    weights = {init.name for init in model.graph.initializer}
-    keep = [value for value in model.graph.input if value.name not in weights]
-    dropped = len(model.graph.input) - len(keep)
-    if dropped:
-        del model.graph.input[:]
-        model.graph.input.extend(keep)
-        # such exports also carry weights no node reads (ONNX Runtime warns about each one)
-        read = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
-        unread = [init for init in model.graph.initializer if init.name not in read]
-        for init in unread:
-            model.graph.initializer.remove(init)
-    return dropped
+def drop_unread_initializers(model: onnx.ModelProto) -> None:
+    """Remove initializers no node reads and no output names (ONNX Runtime warns about each one)."""
+    read = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+    for init in [init for init in model.graph.initializer if init.name not in read]:
+        model.graph.initializer.remove(init)
 
 
 def name_unnamed_nodes(model: onnx.ModelProto) -> int:
@@ -107,7 +97,11 @@ def prepare_model(source: str | Path, workdir: Path) -> PreparedModel:
     load_graph(source)  # one line for a missing, truncated or non-ONNX file
     model = onnx.load(str(source))
     input_name, batch = image_input(model, source)
-    drop_weight_inputs(model)
+    # Weights listed as graph inputs (older exporters: picodet-s-320-legacy, nanodet-m-416): ORT's
+    # quantizer renames or folds some of them but leaves them listed, and the Q/DQ model it writes
+    # then asks for them as inputs. Such exports also carry weights no node reads.
+    if drop_input_initializers(model):
+        drop_unread_initializers(model)
     named = name_unnamed_nodes(model)
     before = opset_of(model)
     if before < MIN_QDQ_OPSET:

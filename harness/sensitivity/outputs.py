@@ -10,7 +10,7 @@ import pandas as pd
 from harness.fileio import atomic_write_text
 from harness.sensitivity.agreement import agreement
 from harness.sensitivity.pareto import Point, pareto_front, plot
-from harness.sensitivity.search import cost, helps
+from harness.sensitivity.search import TYPE_PREFIX, cost, helps
 from harness.sensitivity.structure import CRUSHED_SHARE, CRUSHED_STEPS
 
 CSV_FILE = "sensitivity.csv"
@@ -20,32 +20,44 @@ EXCLUDE_FILE = "exclude.txt"
 
 
 def node_rows(result) -> list[dict]:
-    """One row per quantized node: tensor error, structure, ΔmAP per mode, the step and the decision."""
-    kept_at = {}
+    """One row per quantized node and per type group: tensor error, structure, ΔmAP per mode, the
+    greedy step that put it in float (with the img/s change of that step) and the decision."""
+    restored_at: dict[str, tuple[int, float | None]] = {}
     previous_fps = result.references["int8"].get("fps")
     for number, step in enumerate(result.steps, start=1):
         if step.kept:
             dfps = step.fps - previous_fps if step.fps is not None and previous_fps is not None else None
-            kept_at[step.added] = (number, dfps)
+            restored_at[step.added] = (number, dfps)
             previous_fps = step.fps
     tried = {step.added for step in result.steps}
+    floated = set(result.floated)
+    member_of = {n: g for g, members in result.groups.items() if g not in members for n in members}
     rows = []
     for node in result.nodes:
-        name = node["name"]
         row = {k: node[k] for k in ("name", "op_type", "kind", "head", "crushed", "sqnr_db", "activation_db",
                                     "local_db", "weight_db")}
+        rows.append(row)
+    for group, members in result.groups.items():
+        if group not in members:  # a type group: a row of its own
+            rows.append({"name": group, "op_type": group.removeprefix(TYPE_PREFIX),
+                         "kind": f"group of {len(members)}", "head": None, "crushed": None, "sqnr_db": None,
+                         "activation_db": None, "local_db": None, "weight_db": None})
+    for row in rows:
+        name = row["name"]
+        records = result.variants.get(name, {})
         row["shortlist"] = name in result.variants
         for mode in ("exclude", "include"):
-            record = result.variants.get(name, {}).get(mode)
+            record = records.get(mode)
             row[f"{mode}_dmap"] = record["delta"] if record else None
             row[f"{mode}_low"] = record["low"] if record else None
             row[f"{mode}_high"] = record["high"] if record else None
             row[f"{mode}_verdict"] = _verdict(record)
-        row["map_cost"] = cost(result.variants[name]) if name in result.variants else None
-        row["restore_step"], row["dfps"] = kept_at.get(name, (None, None))
-        row["decision"] = "float" if name in result.floated else \
+        row["map_cost"] = cost(records) if records else None
+        via = name if name in restored_at else member_of.get(name) if member_of.get(name) in restored_at else None
+        row["restore_step"], row["dfps"] = restored_at.get(via, (None, None)) if via else (None, None)
+        in_float = all(n in floated for n in result.groups.get(name, (name,)))
+        row["decision"] = ("float" + (f" (with {via})" if via and via != name else "")) if in_float else \
             ("int8 (tried, no gain)" if name in tried else "int8")
-        rows.append(row)
     ranked = sorted(rows, key=lambda r: (r["map_cost"] is None, -(r["map_cost"] or 0.0), r["name"]))
     for rank, row in enumerate(ranked, start=1):
         row["rank"] = rank if row["map_cost"] is not None else None

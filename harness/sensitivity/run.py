@@ -7,6 +7,8 @@
     greedy restore to --max-drop              mAP and img/s per step; the Pareto table
     outputs                                   sensitivity.csv/.md, pareto.png, exclude.txt, model.qdq.onnx
 
+All of it under a lock on --out (harness.folders), as every command that writes a folder.
+
 Every finished measurement is in the results file (harness.sensitivity.store) before the next
 starts, so Ctrl-C loses at most one and `--resume` picks up the rest.
 """
@@ -24,12 +26,14 @@ from harness import identity as ident
 from harness.data.coco import check_categories, load_dataset
 from harness.errors import HarnessError
 from harness.fileio import atomic_write_text
+from harness.folders import FolderLock, probe_writable
 from harness.profiles import Profile
 from harness.progress import NullProgress
 from harness.quant import calibrate, write_qdq
 from harness.quant.calib_data import calibration_batches, calibration_images
 from harness.quant.manifest import QUANT_FILE, to_json
 from harness.quant.run import QDQ_FILE, qdq_record
+from harness.sensitivity.outputs import write_outputs
 from harness.sensitivity.scoring import Comparison, Scorer
 from harness.sensitivity.search import (
     SearchSettings,
@@ -38,6 +42,7 @@ from harness.sensitivity.search import (
     float_set,
     restore_order,
     step_key,
+    type_groups,
     variant_key,
 )
 from harness.sensitivity.shortlist import shortlist
@@ -67,7 +72,8 @@ class SearchResult:
     references: dict[str, dict]  # fp32 / int8 -> record (map, fps, ...)
     nodes: list[dict]  # every quantized node: name, op type, kind, SQNRs, structure
     shortlisted: list[str]
-    variants: dict[str, dict[str, dict | None]]  # node -> mode -> variant record
+    groups: dict[str, tuple[str, ...]]  # group (a shortlisted node, or type:<op>) -> its nodes
+    variants: dict[str, dict[str, dict | None]]  # group -> mode -> variant record
     steps: list[Step]
     floated: tuple[str, ...]  # the final exclude list, graph order
     conv_total: int
@@ -81,7 +87,7 @@ class SearchResult:
     subset_images: int = 0
     calib_images: int = 0
     model_file: Path | None = None
-    notes: list[str] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)  # what was written to --out
 
 
 def check_request(req: SensitivityRequest) -> None:
@@ -114,13 +120,17 @@ def run_sensitivity(req: SensitivityRequest, progress=None) -> SearchResult:
         "options": {"resamples": settings.resamples, "sqnr_images": settings.sqnr_images},
         "harness": __version__, "runtime": scorer.target_cls.availability()[1],
     }
-    store = ResultsFile.open(req.out, identity, req.resume, req.overwrite)
-    if store.records:
-        progress.message(f"resuming: {len(store.records)} finished measurement(s) in {store.path}")
-    with progress.task(f"calibrating on {len(calib.files)} images", len(calib.files)) as advance:
-        cal = calibrate(req.model, calib, req.profile.input, settings.method, advance=advance)
-    with cal:
-        return _search(req, cal, scorer, store, calib, progress, started)
+    probe_writable(req.out, "--out")
+    with FolderLock(req.out, "--out"):  # one command at a time on this folder
+        store = ResultsFile.open(req.out, identity, req.resume, req.overwrite)
+        if store.records:
+            progress.message(f"resuming: {len(store.records)} finished measurement(s) in {store.path}")
+        with progress.task(f"calibrating on {len(calib.files)} images", len(calib.files)) as advance:
+            cal = calibrate(req.model, calib, req.profile.input, settings.method, advance=advance)
+        with cal:
+            result = _search(req, cal, scorer, store, calib, progress, started)
+        result.files = write_outputs(result)
+    return result
 
 
 def _search(req, cal, scorer: Scorer, store: ResultsFile, calib, progress, started: float) -> SearchResult:
@@ -182,24 +192,33 @@ def _search(req, cal, scorer: Scorer, store: ResultsFile, calib, progress, start
     shortlisted = nodes_record["shortlist"]
 
     # variants ------------------------------------------------------------------------------------
-    plan = [(node, mode) for node in shortlisted for mode in settings.modes]
-    todo = [(n, m) for n, m in plan if store.get(variant_key(m, n)) is None]
-    per_variant = references["int8"]["seconds"] + (float(np.mean(write_seconds)) if write_seconds else 2.0)
-    progress.message(f"{len(plan)} variants ({len(plan) - len(todo)} already measured), then the greedy restore: "
-                     f"about {len(todo) * per_variant / 60:.1f} min for the variants "
-                     f"({per_variant:.1f} s each, as the all-int8 reference took)")
+    op_types = dict(cal.node_types())
+    groups = {name: (name,) for name in shortlisted}
+    if settings.type_groups:
+        groups.update(type_groups(quantized, op_types))
+    plan = [(group, mode) for group in groups for mode in settings.modes]
+    todo = [(g, m) for g, m in plan if store.get(variant_key(m, g)) is None]
+    # an exclude variant is nearly the all-int8 model, an include variant nearly fp32: each costs about
+    # its reference's pass, plus writing the Q/DQ file
+    write_time = float(np.mean(write_seconds)) if write_seconds else 2.0
+    pass_time = {"exclude": references["int8"]["seconds"], "include": references["fp32"]["seconds"]}
+    estimate = sum(pass_time[mode] + write_time for _, mode in todo)
+    progress.message(f"{len(plan)} variants of {len(groups)} groups ({len(plan) - len(todo)} already measured): "
+                     f"about {estimate / 60:.1f} min (as the references took: {pass_time['exclude']:.1f} s per "
+                     f"exclude and {pass_time['include']:.1f} s per include variant, {write_time:.1f} s per Q/DQ "
+                     "file), then the greedy restore")
     with progress.task(f"variants ({settings.mode})", len(plan)) as advance:
         advance(len(plan) - len(todo))
-        for node, mode in todo:
-            path = write(f"{mode}-variant", float_set(mode, node, quantized))
+        for group, mode in todo:
+            path = write(f"{mode}-variant", float_set(mode, groups[group], quantized))
             measured = scorer.measure(path)
             reference = matches["int8"] if mode == "exclude" else matches["fp32"]
             compared = scorer.compare(reference, measured.matches)
-            store.add({"kind": "variant", "key": variant_key(mode, node), "mode": mode, "node": node,
-                       "map": measured.map, "delta": compared.delta, "low": compared.low, "high": compared.high,
-                       "seconds": measured.seconds})
+            store.add({"kind": "variant", "key": variant_key(mode, group), "mode": mode, "node": group,
+                       "members": list(groups[group]), "map": measured.map, "delta": compared.delta,
+                       "low": compared.low, "high": compared.high, "seconds": measured.seconds})
             advance(1)
-    variants = {node: {mode: store.get(variant_key(mode, node)) for mode in settings.modes} for node in shortlisted}
+    variants = {group: {mode: store.get(variant_key(mode, group)) for mode in settings.modes} for group in groups}
 
     # greedy restore ------------------------------------------------------------------------------
     steps: list[Step] = []
@@ -208,19 +227,23 @@ def _search(req, cal, scorer: Scorer, store: ResultsFile, calib, progress, start
     order = restore_order(variants)
     if not drop_holds(fp32_map, current, settings.max_drop) and order:
         with progress.task(f"greedy restore to a drop <= {settings.max_drop}", len(order)) as advance:
-            for node in order:
+            for group in order:
+                new = [n for n in groups[group] if n not in floated]
                 if drop_holds(fp32_map, current, settings.max_drop):
                     break
-                trial = [*floated, node]
+                if not new:  # already in float through a group restored earlier
+                    advance(1)
+                    continue
+                trial = [*floated, *new]
                 record = store.get(step_key(trial))
                 if record is None:
                     measured = scorer.measure(write("step", trial), bench=True)
                     compared = scorer.compare(matches["fp32"], measured.matches)
-                    record = store.add({"kind": "step", "key": step_key(trial), "float": trial, "added": node,
+                    record = store.add({"kind": "step", "key": step_key(trial), "float": trial, "added": group,
                                         "map": measured.map, "fps": measured.fps, "delta": compared.delta,
                                         "low": compared.low, "high": compared.high, "seconds": measured.seconds})
                 kept = record["map"] is not None and (current is None or record["map"] > current)
-                steps.append(Step.from_record(record, node, kept))
+                steps.append(Step.from_record(record, group, kept))
                 if kept:
                     floated, current = trial, record["map"]
                 advance(1)
@@ -233,17 +256,17 @@ def _search(req, cal, scorer: Scorer, store: ResultsFile, calib, progress, start
                   "rules": {"from_file": "exclude.txt"}}
     atomic_write_text(Path(req.out) / QUANT_FILE,
                       to_json(qdq_record(cal, final, exclusions, req.profile.name, settings.per_channel)))
-    types = dict(cal.node_types())
-    convs = [n for n, t in types.items() if t == "Conv"]
+    convs = [n for n, t in op_types.items() if t == "Conv"]
     last = next((s for s in reversed(steps) if s.kept), None)
     final_map = last.map if last else references["int8"]["map"]
     int8_comparison = scorer.compare(matches["fp32"], matches["int8"])
     final_comparison = Comparison(last.delta, last.low, last.high) if last else int8_comparison
     return SearchResult(
-        request=req, references=references, nodes=nodes_record["nodes"], shortlisted=shortlisted, variants=variants,
+        request=req, references=references, nodes=nodes_record["nodes"], shortlisted=shortlisted, groups=groups,
+        variants=variants,
         steps=steps, floated=floated_sorted, conv_total=len(convs),
-        convs_int8_all=sum(1 for n in quantized if types[n] == "Conv"),
-        convs_int8_final=sum(1 for n in final.quantized_nodes if types[n] == "Conv"),
+        convs_int8_all=sum(1 for n in quantized if op_types[n] == "Conv"),
+        convs_int8_final=sum(1 for n in final.quantized_nodes if op_types[n] == "Conv"),
         int8_comparison=int8_comparison, final_map=final_map, final_comparison=final_comparison,
         goal_met=drop_holds(fp32_map, final_map, settings.max_drop), seconds=time.perf_counter() - started,
         subset_images=len(scorer.images), calib_images=len(calib.files), model_file=final.path)

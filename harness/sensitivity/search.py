@@ -1,7 +1,11 @@
 """The search's settings and its pure decisions: which variants to measure, how groups rank by the
 mAP they cost, and the greedy restore's order and stopping rule.
 
-A group is one quantized node. Two directions, each a ΔmAP with a paired 95% interval on the subset:
+A group is one shortlisted node, or every quantized node of one op type that is not a compute op
+(`type:Mul`, `type:Add`, `type:MaxPool`, ...): keeping those in float costs no int8 Conv, and one
+decision over a whole type is steadier on a small subset than many single-node decisions that
+each sit inside noise (measured on picodet-s-320-legacy, docs/sensitivity.md).
+Two directions, each a ΔmAP with a paired 95% interval on the subset:
 - exclude: everything int8 but the group, against the all-int8 model: the mAP the group buys back
   when kept in float (positive = it hurts when quantized);
 - include: only the group int8, against fp32 (PaddleSlim's direction): the mAP quantizing the group
@@ -40,26 +44,41 @@ class SearchSettings:
     resamples: int = setting(1000, ge=100)
     #: seconds of the target's benchmark loop per greedy step (and for fp32 / all-int8)
     bench_seconds: float = setting(1.0, gt=0)
+    #: also score one group per non-compute op type (every Mul, every Add, ...)
+    type_groups: bool = True
 
     @property
     def modes(self) -> tuple[str, ...]:
         return MODES if self.mode == "both" else (self.mode,)
 
 
-def variant_key(mode: str, node: str) -> str:
-    return f"{mode}:{node}"
+COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+TYPE_PREFIX = "type:"
+
+
+def type_groups(quantized: tuple[str, ...], op_types: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """`type:<op>` -> its quantized nodes (graph order), for each non-compute op type with two or more."""
+    groups: dict[str, list[str]] = {}
+    for name in quantized:
+        if op_types[name] not in COMPUTE_OPS:
+            groups.setdefault(TYPE_PREFIX + op_types[name], []).append(name)
+    return {key: tuple(members) for key, members in groups.items() if len(members) >= 2}
+
+
+def variant_key(mode: str, group: str) -> str:
+    return f"{mode}:{group}"
 
 
 def step_key(floated) -> str:
     return "step:" + "\n".join(sorted(floated))
 
 
-def float_set(mode: str, node: str, quantized: tuple[str, ...]) -> frozenset[str]:
-    """The nodes kept in float for one variant."""
+def float_set(mode: str, members, quantized: tuple[str, ...]) -> frozenset[str]:
+    """The nodes kept in float for one variant of a group (its member nodes)."""
     if mode == "exclude":
-        return frozenset({node})
+        return frozenset(members)
     if mode == "include":
-        return frozenset(quantized) - {node}
+        return frozenset(quantized) - frozenset(members)
     raise ValueError(f"unknown mode {mode!r}")
 
 
@@ -95,8 +114,8 @@ def restore_order(groups: dict[str, dict[str, dict | None]]) -> list[str]:
 class Step:
     """One greedy step: a group tried in float on top of the groups kept so far."""
 
-    added: str
-    floated: tuple[str, ...]  # every group in float after the step (if kept)
+    added: str  # the group (a node name or type:<op>)
+    floated: tuple[str, ...]  # every node in float after the step (if kept)
     map: float | None
     fps: float | None
     delta: float | None  # against fp32

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.fidelity.artifacts import read_detections, write_detections
+from harness.folders import LOCK_FILE
 from harness.identity import mismatch
 
 FORMAT = "harness-sensitivity/1"
@@ -44,9 +45,11 @@ class ResultsFile:
         if out.exists() and not out.is_dir():
             raise HarnessError(f"--out {out}: exists and is not a folder")
         existing = out / RESULTS_FILE
-        if out.is_dir() and any(out.iterdir()):
+        entries = [p for p in out.iterdir() if p.name != LOCK_FILE] if out.is_dir() else []
+        if entries:
             if overwrite:
-                shutil.rmtree(out)
+                for entry in entries:  # the folder itself (and the caller's lock in it) stays
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
             elif not resume:
                 raise HarnessError(f"--out {out} is not empty: pass --resume to continue the search it holds, "
                                    "or --overwrite to start again")
