@@ -49,3 +49,49 @@ def extra_inputs(profile, metas: Sequence, batch_size: int) -> dict[str, np.ndar
         raise HarnessError(f"batch size {batch_size} is smaller than the {len(metas)} images given")
     rows = list(metas) + [metas[-1]] * (batch_size - len(metas))
     return {name: np.asarray([EXTRA_INPUTS[name](m) for m in rows], dtype=np.float32) for name in names}
+
+
+def dims_text(shape) -> str:
+    """Dims for a message: fixed sizes as numbers, dynamic ones (None, names, -1) as "?"."""
+    return "[" + ", ".join("?" if not isinstance(d, int) or d <= 0 else str(d) for d in shape) + "]"
+
+
+def check_model_inputs(inputs: Sequence, profile, model_name: str, batch: int) -> None:
+    """Before anything runs: the model's inputs after the image (the first) must be exactly the
+    profile's [input] extras, and an extra input with a fixed batch must fit the batch size.
+
+    inputs: the real model inputs in the model's order, as onnx_model.TensorInfo (`inspect_onnx(path)
+    .inputs`, or a runtime's own ports put that way): a name and a shape of ints for fixed sizes and
+    None (or a name) for dynamic ones. One line naming the model's and the profile's inputs
+    otherwise: a feed the model lacks, or an input nobody feeds, would end in the runtime's own
+    traceback on the first batch."""
+    names = [tensor.name for tensor in inputs]
+    shapes = {tensor.name: tuple(tensor.shape or ()) for tensor in inputs}
+    extras = profile.input.extras
+    have = ", ".join(f"{name} {dims_text(shapes[name])}" for name in names)
+    missing = [name for name in extras if name not in names[1:]]
+    if missing:
+        raise HarnessError(
+            f"model {model_name} has no input {', '.join(missing)} that profile {profile.name} feeds "
+            f"([input] extras = {list(extras)}); the model's inputs: {have}. Use a profile without "
+            f"{'that extra input' if len(missing) == 1 else 'those extra inputs'}"
+        )
+    unfed = [name for name in names[1:] if name not in extras]
+    if unfed:
+        known = [name for name in unfed if name in EXTRA_INPUTS]
+        advice = (f"add [input] extras = {list(extras) + known} to the profile" if len(known) == len(unfed) else
+                  f"the harness feeds the image and [input] extras ({', '.join(sorted(EXTRA_INPUTS))}) only")
+        raise HarnessError(
+            f"model {model_name} takes input {', '.join(f'{n} {dims_text(shapes[n])}' for n in unfed)} that "
+            f"profile {profile.name} does not feed (its [input] extras = {list(extras)}); {advice}"
+        )
+    image_batch = shapes[names[0]][0] if names and shapes[names[0]] else None
+    for name in extras:
+        dims = shapes[name]
+        fixed = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else None
+        if fixed is not None and fixed != batch and not (isinstance(image_batch, int) and image_batch > 0):
+            raise HarnessError(
+                f"model {model_name} declares input {name} as {dims_text(dims)}, a fixed batch of {fixed}, "
+                f"while its image input's batch is dynamic: it cannot run batch {batch}; run --bs {fixed}, or "
+                f"export it with a dynamic batch axis on {name} too"
+            )

@@ -68,7 +68,8 @@ class OnnxModelInfo:
         return [t.name for t in self.inputs]
 
 
-def _tensor(value) -> TensorInfo:
+def tensor_info(value) -> TensorInfo:
+    """A graph input, output or value_info as a TensorInfo."""
     from onnx.helper import tensor_dtype_to_np_dtype
 
     tensor = value.type.tensor_type
@@ -126,10 +127,10 @@ def inspect_model(model, path: str = "") -> OnnxModelInfo:
 
     graph = model.graph
     weights = {init.name for init in graph.initializer}
-    inputs = tuple(_tensor(v) for v in graph.input if v.name not in weights)
+    inputs = tuple(tensor_info(v) for v in graph.input if v.name not in weights)
     if not inputs:
         raise HarnessError(f"model {path}: the ONNX graph has no inputs (only weights)")
-    outputs = tuple(_tensor(v) for v in graph.output)
+    outputs = tuple(tensor_info(v) for v in graph.output)
     opset = opset_of(model)
     op_types = frozenset(n.op_type for n in graph.node)
     qdq = sum(1 for n in graph.node if n.op_type in QDQ_OPS)
@@ -142,14 +143,12 @@ def inspect_model(model, path: str = "") -> OnnxModelInfo:
                          outputs=outputs, op_types=op_types, qdq_nodes=qdq, float16_tensors=fp16)
 
 
-def with_symbolic_batch(path: str | Path) -> bytes:
-    """The model's bytes with its image input's batch dim (and every output's first dim) made symbolic,
+def make_batch_symbolic(model) -> None:
+    """In place: a ModelProto's image input batch dim (and every output's first dim) made symbolic,
     to try a batch-1 export at a larger batch."""
-    model = load_graph(path)
     weights = {init.name for init in model.graph.initializer}
     image = next(v for v in model.graph.input if v.name not in weights)
     for value in [image, *model.graph.output]:
         dims = value.type.tensor_type.shape.dim
         if dims:
             dims[0].dim_param = "batch"
-    return model.SerializeToString()

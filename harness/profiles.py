@@ -62,7 +62,7 @@ class PostprocessSpec:
 
     score_threshold: float = setting(0.05, ge=0, lt=1)
     iou_threshold: float = setting(0.6, gt=0, le=1)
-    max_detections: int = setting(100, gt=0)
+    max_detections: int = setting(100, ge=0)  # per image, best first; 0 = keep every box NMS keeps (YOLOX)
     pre_nms_top_k: int = setting(0, ge=0)  # 0 = keep all
 
 
@@ -140,6 +140,24 @@ class Profile:
         """sha256 of everything that changes what the profile does (its name and source left out)."""
         body = {k: v for k, v in self.to_dict().items() if k not in ("name", "description")}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+    def builtin_alternatives(self, kind: str, strides: tuple[int, ...] = ()) -> list[str]:
+        """Built-in profiles other than this one that feed the same input tensor (size, layout, dtype:
+        the model took this one's) and decode with `kind`, at these strides when given: what a decoder's
+        refusal suggests when the outputs fit another family (the decoders sit a layer below the
+        built-in profiles, so they ask the profile). An error path: loads every built-in profile."""
+        spec = self.input
+        names = []
+        for name in builtin_profiles():
+            other = load_profile(name)
+            same_input = (other.input.width, other.input.height, other.input.layout, other.input.dtype) == (
+                spec.width, spec.height, spec.layout, spec.dtype)
+            if name == self.name or other.decoder.kind != kind or not same_input:
+                continue
+            if strides and tuple(getattr(other.decoder.params, "strides", strides)) != tuple(strides):
+                continue
+            names.append(name)
+        return names
 
 
 def _builtin_dir():

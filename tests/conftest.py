@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,12 @@ def need_shared(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"needs ../shared/{'/'.join(parts)} (project's shared data/models; absent on this machine)")
     return path
+
+
+def with_decoder_params(profile, **changes):
+    """The profile with some of its typed [decoder] parameters changed."""
+    params = dataclasses.replace(profile.decoder.params, **changes)
+    return dataclasses.replace(profile, decoder=dataclasses.replace(profile.decoder, params=params))
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "harness"
 #: docs/architecture.md's layers; a module may import its own layer or lower ones
 LAYERS = {
     0: ("errors", "config", "registry", "jit", "jsonfile", "progress", "fileio", "folders"),
-    1: ("preprocess", "imagefile", "onnx_model", "timing", "row", "extra_inputs", "decode", "identity"),
+    1: ("preprocess", "imagefile", "onnx_model", "declared_shapes", "timing", "row", "extra_inputs", "decode", "identity"),
     2: ("profiles", "evaluate", "data", "targets", "canvases", "results", "precision", "envinfo", "demo"),
     3: ("pipeline", "runner", "npu", "fidelity", "quant", "sensitivity"),
     4: ("report",),

@@ -65,7 +65,7 @@ def test_profile_typos_and_bad_values_are_one_line(tmp_path):
         "colour": (good.replace("[input]", "[input]\ncolour = \"rgb\""), "unknown key '[input] colour' (did you mean 'color'?)"),
         "postproces": (good.replace("[postprocess]", "[postproces]"), "'postproces' (did you mean 'postprocess'?)"),
         "max_detections": (good.replace("score_threshold = 0.05", "max_detections = -3"),
-                           "[postprocess] max_detections = -3: expected an integer (> 0)"),
+                           "[postprocess] max_detections = -3: expected an integer (>= 0)"),
         "nan std": (good.replace("std = [64.0, 64.0, 64.0]", "std = [64.0, nan, 64.0]"), "[input] std"),
         "iou": (good.replace("score_threshold = 0.05", "iou_threshold = 2"), "[postprocess] iou_threshold = 2"),
         "kind": (good.replace('kind = "gfl"', 'kind = "gfll"'), "[decoder] kind = 'gfll': expected one of"),

@@ -25,12 +25,14 @@ import pytest
 
 from harness.decode import decode
 from harness.decode.effdet import feature_sizes, make_anchors
-from harness.decode.paddle import _per_class_top_k, model_original_to_original
+from harness.decode.nms import per_class_top_k
+from harness.decode.paddle import model_original_to_original
 from harness.decode.types import Detections
 from harness.errors import HarnessError
 from harness.extra_inputs import extra_inputs
 from harness.preprocess import ImageMeta, place_geometry
 from harness.profiles import load_profile, profile_from_dict
+from tests.conftest import with_decoder_params
 
 try:  # only the oracle tests use torch; module-level so TorchScript can compile the NMS below
     import torch
@@ -52,6 +54,18 @@ def with_post(profile, **changes):
 
 def logit(p):
     return float(np.log(p / (1 - p)))
+
+
+def full_rows(pred: np.ndarray, rows: int, axis: int = 1) -> np.ndarray:
+    """pred padded with zero rows along axis to the row count the head's geometry gives (decoders
+    refuse other counts); zero rows score 0 and never become detections."""
+    pad = [(0, 0)] * pred.ndim
+    pad[axis] = (0, rows - pred.shape[axis])
+    return np.pad(pred, pad)
+
+
+V5_ROWS = 25200  # 3 anchors x (80x80 + 40x40 + 20x20) at 640
+V8_ROWS = 8400   # one per grid cell at 640
 
 
 # ----------------------------------------------------------------------------------------------
@@ -166,7 +180,7 @@ def test_yolov5_objectness_times_class_and_letterbox_mapping():
     pred[0, 1, 5] = 1.0
     meta = meta_for(1280, 640, V5)  # scale 0.5, centred: pad_y = (640 - 320) / 2 = 160
     assert (meta.scale_x, meta.pad_x, meta.pad_y) == (0.5, 0.0, 160.0)
-    (dets,) = decode([pred], [meta], V5)
+    (dets,) = decode([full_rows(pred, V5_ROWS)], [meta], V5)
     np.testing.assert_array_equal(dets.labels, [2, 7])
     np.testing.assert_allclose(dets.scores, [0.4, 0.05], rtol=1e-6)
     box = np.array([270, 175, 370, 225], np.float32)  # xyxy in input pixels
@@ -183,12 +197,17 @@ def test_yolov8_both_orientations_and_class_aware_nms():
     pred[0, 4 + 0, 1] = 0.8
     pred[0, :4, 2] = [102, 100, 40, 40]  # other class: kept
     pred[0, 4 + 5, 2] = 0.7
+    pred = full_rows(pred, V8_ROWS, axis=2)
     meta = ImageMeta(1, "a.jpg", 640, 640, 1.0, 1.0, 0.0, 0.0)
     (dets,) = decode([pred], [meta], V8)
     np.testing.assert_array_equal(dets.labels, [0, 5])
     np.testing.assert_allclose(dets.scores, [0.9, 0.7], rtol=1e-6)
     np.testing.assert_allclose(dets.boxes, [[80, 80, 120, 120], [82, 80, 122, 120]], atol=TOL_PX)
-    (transposed,) = decode([pred.transpose(0, 2, 1)], [meta], V8)
+    # [B, N, 4 + C] only where the profile says so: PP-YOLOE's raw output has that shape too
+    with pytest.raises(HarnessError, match=r"yolov8 profile \(none fits\)"):
+        decode([pred.transpose(0, 2, 1)], [meta], V8)
+    rows_first = with_decoder_params(V8, rows_first=True)
+    (transposed,) = decode([pred.transpose(0, 2, 1)], [meta], rows_first)
     np.testing.assert_allclose(transposed.boxes, dets.boxes)
 
 
@@ -198,7 +217,7 @@ def test_yolo_shape_mismatch_messages():
         decode([np.zeros((1, 10, 84), np.float32)], [meta], V5)
     with pytest.raises(HarnessError, match=r"yolov8 profile.*\[B, 84, N\]"):
         decode([np.zeros((1, 85, 10), np.float32)], [meta], V8)
-    with pytest.raises(HarnessError, match=r"yolov8 profile: 10 predictions.*8400 grid cells"):
+    with pytest.raises(HarnessError, match=r"yolov8 profile \(10 rows\).*N = 8400 \(one per grid cell at strides 8/16/32"):
         decode([np.zeros((1, 84, 10), np.float32)], [meta], V8)
     with pytest.raises(HarnessError, match=r"yolo-nms profile.*class ids \[B, N, 1\]"):
         decode([np.zeros((1, 10, 1)), np.zeros((1, 10, 4))], [meta], VACC)
@@ -210,7 +229,7 @@ def test_yolov5_ignores_raw_per_level_maps_of_old_exports():
     pred[0, 0, 5 + 3] = 0.5
     raw = [np.zeros((1, 3, s, s, 85), np.float32) for s in (80, 40, 20)]
     meta = ImageMeta(1, "a.jpg", 640, 640, 1.0, 1.0, 0.0, 0.0)
-    (dets,) = decode([pred, *raw], [meta], V5)
+    (dets,) = decode([full_rows(pred, V5_ROWS), *raw], [meta], V5)
     np.testing.assert_array_equal(dets.labels, [3])
 
 
@@ -286,9 +305,9 @@ def test_paddle_scale_factor_mapping_with_letterbox_padding():
 
 def test_paddle_raw_layouts_input_and_original_frames():
     meta = meta_for(832, 832, PICO)  # stretch: scale 0.5
-    boxes = np.zeros((1, 3, 4), np.float32)
+    boxes = np.zeros((1, 3598, 4), np.float32)  # one per grid cell at strides 8/16/32/64 of 416
     boxes[0, 0] = [10, 20, 110, 220]
-    scores = np.zeros((1, 80, 3), np.float32)
+    scores = np.zeros((1, 80, 3598), np.float32)
     scores[0, 4, 0] = 0.6
     (dets,) = decode([boxes, scores], [meta], PICO)  # PicoDet: input pixels
     np.testing.assert_array_equal(dets.labels, [4])
@@ -296,7 +315,8 @@ def test_paddle_raw_layouts_input_and_original_frames():
     (single,) = decode([np.concatenate([boxes, scores.transpose(0, 2, 1)], axis=2)], [meta], PICO)
     np.testing.assert_allclose(single.boxes, dets.boxes)
     meta640 = meta_for(1280, 1280, PPYOLOE)
-    (orig,) = decode([scores[:, :, :3], boxes * 2], [meta640], PPYOLOE)  # PP-YOLOE exclude_nms: original pixels
+    boxes, scores = full_rows(boxes[:, :3], 8400), full_rows(scores[:, :, :3], 8400, axis=2)  # strides 8/16/32 of 640
+    (orig,) = decode([scores, boxes * 2], [meta640], PPYOLOE)  # PP-YOLOE exclude_nms: original pixels
     np.testing.assert_allclose(orig.boxes, [[20, 40, 220, 440]], atol=TOL_PX)
     (single640,) = decode([np.concatenate([boxes, scores.transpose(0, 2, 1)], axis=2)], [meta640], PPYOLOE)
     np.testing.assert_allclose(single640.boxes, [[20, 40, 220, 440]], atol=TOL_PX)  # one tensor: input pixels
@@ -305,7 +325,7 @@ def test_paddle_raw_layouts_input_and_original_frames():
 def test_paddle_per_class_top_k():
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.95, 0.5], np.float32)
     labels = np.array([0, 0, 0, 1, 1, 1])
-    np.testing.assert_array_equal(_per_class_top_k(scores, labels, 2), [1, 1, 0, 1, 1, 0])
+    np.testing.assert_array_equal(per_class_top_k(scores, labels, 2), [1, 1, 0, 1, 1, 0])
 
 
 def test_paddle_shape_mismatch_message():
@@ -588,7 +608,7 @@ def test_yolov5_matches_yolov5_nms_port():
     """YOLOv5 raw output [B, N, 85] (random but shaped like one) vs the port of yolov5's NMS."""
     pytest.importorskip("torch", reason="YOLOv5 oracle runs yolov5's NMS code in torch")
     rng = np.random.default_rng(0)
-    n = 6000
+    n = V5_ROWS
     pred = np.empty((2, n, 85), np.float32)
     pred[..., 0:2] = rng.uniform(0, 640, (2, n, 2))
     pred[..., 2:4] = rng.uniform(8, 200, (2, n, 2))

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from harness.decode.geometry import OutputLayoutError, likely_family
 from harness.decode.types import Detections
 from harness.registry import Registry
 
@@ -21,9 +22,15 @@ DECODERS = Registry("decoder kind", {
     "yolo-nms": "harness.decode.yolo:YOLO_NMS",
     "yolov5": "harness.decode.yolo:YOLOV5",
     "yolov8": "harness.decode.yolo:YOLOV8",
+    "yolox": "harness.decode.yolox:FAMILY",
 })
 
 
 def decode(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
-    """Decode one batch: outputs in the model's output order, metas for the real images only."""
-    return DECODERS.get(profile.decoder.kind).decode(outputs, metas, profile)
+    """Decode one batch: outputs in the model's output order, metas for the real images only.
+    Outputs that fit no layout of the profile's decoder fail with the heads they would fit."""
+    try:
+        return DECODERS.get(profile.decoder.kind).decode(outputs, metas, profile)
+    except OutputLayoutError as exc:
+        hint = likely_family(outputs, profile)
+        raise OutputLayoutError(f"{exc}; {hint}" if hint else str(exc)) from None

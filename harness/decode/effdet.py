@@ -28,9 +28,9 @@ from typing import Literal
 import numpy as np
 
 from harness.config import Invalid, setting
+from harness.decode.geometry import OutputLayoutError
 from harness.decode.nms import multiclass_nms, top_k_indices
 from harness.decode.types import DecoderFamily, Detections, check_batch, output_shapes
-from harness.errors import HarnessError
 from harness.preprocess import input_to_original
 
 DEFAULT_ASPECTS = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))
@@ -118,14 +118,14 @@ def _map_rows(array: np.ndarray, size: tuple[int, int], channels: int, per_ancho
 
 
 def arrange_outputs(outputs: Sequence[np.ndarray], num_classes: int, num_anchors: int, sizes: list[tuple[int, int]]):
-    """(class logits [B, N, C], box codes [B, N, 4]) from any supported layout, or a HarnessError."""
+    """(class logits [B, N, C], box codes [B, N, 4]) from any supported layout, or an OutputLayoutError."""
     arrays = [np.asarray(o) for o in outputs]
     total = sum(r * c for r, c in sizes) * num_anchors
     cls_ch, box_ch = num_anchors * num_classes, num_anchors * 4
 
     def fail(why: str):
         shapes = output_shapes(arrays)
-        raise HarnessError(
+        raise OutputLayoutError(
             f"model outputs [{shapes}] do not fit the EfficientDet profile ({why}): expected "
             f"{len(sizes)} class maps [B, {cls_ch}, H, W] and {len(sizes)} box maps [B, {box_ch}, H, W] "
             f"with (H, W) = {', '.join(f'{r}x{c}' for r, c in sizes)} ({num_anchors} anchors x "

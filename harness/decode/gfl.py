@@ -7,6 +7,12 @@ this out, so outputs are matched by shape, never by name (real exports carry wro
 - per-level score maps [B, n_l, C] and box maps [B, n_l, R], in any order,
 - per-level combined maps [B, n_l, C + R] or channel-first maps [B, C + R, H_l, W_l],
 and a batch dimension may be missing where the export baked batch 1 in.
+
+Post-processing: candidates above score_threshold, the pre_nms_top_k best kept per level (NanoDet's
+nms_pre; `top_k_scope = "level"`) or per class (PaddleDetection's MultiClassNMS nms_top_k, which
+PicoDet's published mAP used; `top_k_scope = "class"`), boxes clipped to the input before NMS
+(NanoDet's distance2bbox max_shape; `clip_before_nms = false` for PicoDet, whose head does not),
+class-aware NMS, max_detections best.
 """
 
 from __future__ import annotations
@@ -19,10 +25,10 @@ from typing import Literal
 
 import numpy as np
 
-from harness.config import Invalid, setting
-from harness.decode.nms import above_threshold, descending_order, multiclass_nms
+from harness.config import setting
+from harness.decode.geometry import OutputLayoutError, check_strides
+from harness.decode.nms import above_threshold, descending_order, multiclass_nms, per_class_top_k
 from harness.decode.types import DecoderFamily, Detections, check_batch, output_shapes
-from harness.errors import HarnessError
 from harness.jit import compiled
 from harness.preprocess import input_to_original
 
@@ -35,10 +41,12 @@ class Params:
     reg_max: int = setting(7, ge=1, le=64)  # box bins per side - 1
     prior_offset: float = setting(0.0, ge=0, le=1)  # prior centre = (col + offset) * stride
     scores: Literal["sigmoid", "logits"] = "sigmoid"  # "sigmoid": already applied in the graph
+    # pre_nms_top_k per level (NanoDet's nms_pre) or per class (Paddle MultiClassNMS's nms_top_k)
+    top_k_scope: Literal["level", "class"] = "level"
+    clip_before_nms: bool = True  # boxes clipped to the input before NMS (NanoDet); PicoHead does not
 
     def __post_init__(self):
-        if list(self.strides) != sorted(set(self.strides)):
-            raise Invalid("strides", f"{list(self.strides)} must be increasing (level order of the outputs)")
+        check_strides(self.strides)
 
 
 def level_sizes(width: int, height: int, strides: Sequence[int]) -> list[tuple[int, int]]:
@@ -81,7 +89,7 @@ def arrange_outputs(outputs: Sequence[np.ndarray], num_classes: int, reg_bins: i
 
     def fail(why: str):
         shapes = output_shapes(outputs)
-        raise HarnessError(
+        raise OutputLayoutError(
             f"model outputs [{shapes}] do not fit the GFL profile ({why}): expected one tensor "
             f"[B, {total}, {both}] or per-level tensors with {level_counts} priors and "
             f"{num_classes} score / {reg_bins} box channels ({num_classes} classes, reg_max {reg_bins // 4 - 1})"
@@ -148,9 +156,9 @@ def _centred_logits(bins, rows, size):  # pragma: no cover - compiled
 
 
 @compiled
-def _boxes_from_weights(weights, priors, rows, centres, prior_strides, width, height):  # pragma: no cover
+def _boxes_from_weights(weights, priors, rows, centres, prior_strides, low, width, height):  # pragma: no cover
     """Softmax expectation per side (weights = exp(centred logits)), then each candidate's xyxy box
-    in input pixels, clipped to the input."""
+    in input pixels, clipped to [low, width] x [low, height] (the input, or nothing with infinities)."""
     size = weights.shape[2]
     prior_boxes = np.empty((priors.shape[0], 4), np.float32)
     for p in range(priors.shape[0]):
@@ -165,7 +173,7 @@ def _boxes_from_weights(weights, priors, rows, centres, prior_strides, width, he
             distance = weighted / total * stride
             centre = centres[prior, side % 2]
             edge = centre - distance if side < 2 else centre + distance
-            prior_boxes[p, side] = min(max(edge, np.float32(0.0)), width if side % 2 == 0 else height)
+            prior_boxes[p, side] = min(max(edge, low), width if side % 2 == 0 else height)
     boxes = np.empty((rows.shape[0], 4), np.float32)
     p = -1
     for k in range(rows.shape[0]):
@@ -176,14 +184,16 @@ def _boxes_from_weights(weights, priors, rows, centres, prior_strides, width, he
 
 
 def candidate_boxes(bins: np.ndarray, rows: np.ndarray, reg_max: int, centres, prior_strides,
-                    width: int, height: int) -> np.ndarray:
-    """xyxy box in input pixels, clipped to the input, of each candidate's prior (rows: sorted prior
-    indices, repeated for multi-class candidates). Distance to each side = stride * E[softmax(bins)],
-    computed once per distinct prior; compiled loops around numpy's SIMD exp (scalar exp in a
-    compiled loop was the slow part)."""
+                    width: int, height: int, clip: bool = True) -> np.ndarray:
+    """xyxy box in input pixels, clipped to the input unless clip is False, of each candidate's
+    prior (rows: sorted prior indices, repeated for multi-class candidates). Distance to each side =
+    stride * E[softmax(bins)], computed once per distinct prior; compiled loops around numpy's SIMD
+    exp (scalar exp in a compiled loop was the slow part)."""
     priors, logits = _centred_logits(bins, rows, reg_max + 1)
     weights = np.exp(logits, out=logits)
-    return _boxes_from_weights(weights, priors, rows, centres, prior_strides, np.float32(width), np.float32(height))
+    low, high_x, high_y = (np.float32(0.0), np.float32(width), np.float32(height)) if clip else (
+        np.float32(-np.inf), np.float32(np.inf), np.float32(np.inf))
+    return _boxes_from_weights(weights, priors, rows, centres, prior_strides, low, high_x, high_y)
 
 
 def _top_k_per_level(rows: np.ndarray, values: np.ndarray, level_counts: list[int], k: int) -> np.ndarray:
@@ -213,6 +223,7 @@ def _top_k_per_level(rows: np.ndarray, values: np.ndarray, level_counts: list[in
 def decode_gfl(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
     spec, dec, post = profile.input, profile.decoder.params, profile.postprocess
     strides, reg_max, offset, score_mode = list(dec.strides), dec.reg_max, dec.prior_offset, dec.scores
+    top_k_scope = dec.top_k_scope if post.pre_nms_top_k > 0 else None
     level_counts = [r * c for r, c in level_sizes(spec.width, spec.height, strides)]
     groups = arrange_outputs(outputs, profile.num_classes, 4 * (reg_max + 1), level_counts)
     check_batch(groups[0][0].shape[0], metas)
@@ -225,7 +236,7 @@ def decode_gfl(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[
             if score_mode == "logits":
                 image_scores = 1.0 / (1.0 + np.exp(-image_scores))
             rows, classes, values = above_threshold(image_scores, post.score_threshold)
-            if post.pre_nms_top_k > 0:
+            if top_k_scope == "level":
                 keep = _top_k_per_level(rows, values, counts, post.pre_nms_top_k)
                 rows, classes, values = rows[keep], classes[keep], values[keep]
             if rows.size == 0:
@@ -236,7 +247,7 @@ def decode_gfl(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[
             if image_bins.dtype not in (np.float32, np.float64):
                 image_bins = image_bins.astype(np.float32)  # e.g. fp16 outputs
             boxes.append(candidate_boxes(image_bins, rows, reg_max, centres[span], prior_strides[span],
-                                         spec.width, spec.height))
+                                         spec.width, spec.height, dec.clip_before_nms))
             scores.append(values)
             labels.append(classes)
         if not scores:
@@ -246,6 +257,9 @@ def decode_gfl(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[
             boxes, scores, labels = np.concatenate(boxes), np.concatenate(scores), np.concatenate(labels)
         else:
             boxes, scores, labels = boxes[0], scores[0], labels[0]
+        if top_k_scope == "class":
+            keep = per_class_top_k(scores, labels, post.pre_nms_top_k)
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         dets = multiclass_nms(boxes, scores, labels, post.score_threshold, post.iou_threshold, post.max_detections)
         dets.boxes = input_to_original(dets.boxes, meta)
         results.append(dets)

@@ -154,6 +154,26 @@ def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
     return np.arange(scores.size)
 
 
+def at_most(order: np.ndarray, max_detections: int) -> np.ndarray:
+    """The first max_detections of an order, or all of it when max_detections <= 0 ([postprocess]
+    max_detections = 0 keeps everything, as YOLOX's evaluation does)."""
+    return order[:max_detections] if max_detections > 0 else order
+
+
+def per_class_top_k(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Mask keeping at most k highest scores per class (Paddle MultiClassNMS's nms_top_k), vectorised."""
+    if k <= 0 or scores.size <= k:
+        return np.ones(scores.size, dtype=bool)
+    order = np.lexsort((-scores, labels))  # by class, then score descending
+    sorted_labels = labels[order]
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+    counts = np.diff(np.r_[starts, sorted_labels.size])
+    rank = np.arange(sorted_labels.size) - np.repeat(starts, counts)
+    keep = np.zeros(scores.size, dtype=bool)
+    keep[order[rank < k]] = True
+    return keep
+
+
 def multiclass_nms(
     boxes: np.ndarray,
     scores: np.ndarray,

@@ -13,6 +13,8 @@ boxes by it. Outputs are matched by count and shape, never by name:
 - without NMS, one output [B, N, 4 + C] = boxes in input pixels then scores (PP-YOLOE
   `exclude_post_process=True`).
 
+Raw layouts hold one box per grid cell at the profile's `[decoder] strides` (PicoDet 8/16/32/64,
+the default: 3598 at 416; PP-YOLOE 8/16/32: 8400 at 640); other counts are refused.
 Scores are probabilities (the heads apply sigmoid in the graph; `[decoder] scores = "logits"` if not).
 Non-NMS layouts go through the shared class-aware NMS with Paddle's MultiClassNMS semantics:
 score > score_threshold, at most pre_nms_top_k candidates per class (Paddle's nms_top_k), then
@@ -28,7 +30,9 @@ from typing import Literal
 
 import numpy as np
 
-from harness.decode.nms import above_threshold, multiclass_nms
+from harness.config import setting
+from harness.decode.geometry import OutputLayoutError, check_strides, grid_cells, strides_text
+from harness.decode.nms import above_threshold, at_most, multiclass_nms, per_class_top_k
 from harness.decode.types import DecoderFamily, Detections, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original
@@ -40,6 +44,11 @@ class Params:
 
     boxes: Literal["input", "original"] = "input"  # frame of the boxes of non-NMS layouts
     scores: Literal["sigmoid", "logits"] = "sigmoid"
+    # raw layouts: one box per grid cell at these strides (PicoDet 8/16/32/64; PP-YOLOE 8/16/32)
+    strides: tuple[int, ...] = setting((8, 16, 32, 64), gt=0, nonempty=True)
+
+    def __post_init__(self):
+        check_strides(self.strides)
 
 
 def model_original_to_original(boxes: np.ndarray, meta) -> np.ndarray:
@@ -51,7 +60,7 @@ def model_original_to_original(boxes: np.ndarray, meta) -> np.ndarray:
 
 
 def _fail(outputs, num_classes: int, why: str):
-    raise HarnessError(
+    raise OutputLayoutError(
         f"model outputs [{output_shapes(outputs)}] do not fit the Paddle profile ({why}): expected "
         f"bbox [M, 6] + bbox_num [B] (NMS in the graph), or boxes [B, N, 4] + scores [B, {num_classes}, N], "
         f"or one tensor [B, N, {4 + num_classes}] (no NMS; {num_classes} classes)"
@@ -84,20 +93,6 @@ def arrange_outputs(outputs: Sequence[np.ndarray], num_classes: int):
     _fail(outputs, num_classes, f"{len(arrays)} outputs")
 
 
-def _per_class_top_k(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Mask keeping at most k highest scores per class (Paddle's nms_top_k), vectorised."""
-    if k <= 0 or scores.size <= k:
-        return np.ones(scores.size, dtype=bool)
-    order = np.lexsort((-scores, labels))  # by class, then score descending
-    sorted_labels = labels[order]
-    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
-    counts = np.diff(np.r_[starts, sorted_labels.size])
-    rank = np.arange(sorted_labels.size) - np.repeat(starts, counts)
-    keep = np.zeros(scores.size, dtype=bool)
-    keep[order[rank < k]] = True
-    return keep
-
-
 def _decode_nms(bbox, bbox_num, metas, profile) -> list[Detections]:
     post, nc = profile.postprocess, profile.num_classes
     counts = np.asarray(bbox_num).astype(np.int64).reshape(-1)
@@ -115,7 +110,7 @@ def _decode_nms(bbox, bbox_num, metas, profile) -> list[Detections]:
             raise HarnessError(
                 f"model returned class id {int(labels[keep].max())} but profile {profile.name} has {nc} classes"
             )
-        keep = keep[np.lexsort((keep, -scores[keep]))][: post.max_detections]
+        keep = at_most(keep[np.lexsort((keep, -scores[keep]))], post.max_detections)
         boxes = model_original_to_original(rows[keep, 2:6].astype(np.float32), meta)
         results.append(Detections(boxes, scores[keep], labels[keep]))
     return results
@@ -128,6 +123,10 @@ def decode_paddle(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
     if arranged[0] == "nms":
         return _decode_nms(arranged[1], arranged[2], metas, profile)
     _, boxes, scores, single = arranged
+    cells = sum(grid_cells(profile.input.width, profile.input.height, dec.strides))
+    if boxes.shape[1] != cells:
+        _fail(outputs, nc, f"{boxes.shape[1]} boxes; expected N = {cells}, one per grid cell at strides "
+                           f"{strides_text(dec.strides)} of a {profile.input.width}x{profile.input.height} input")
     check_batch(boxes.shape[0], metas)
     in_input_pixels = single or frame == "input"
     results = []
@@ -136,7 +135,7 @@ def decode_paddle(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
         if score_mode == "logits":
             image_scores = 1.0 / (1.0 + np.exp(-image_scores))
         rows, labels, cand_scores = above_threshold(image_scores, post.score_threshold)
-        keep = _per_class_top_k(cand_scores, labels, post.pre_nms_top_k)
+        keep = per_class_top_k(cand_scores, labels, post.pre_nms_top_k)
         rows, labels, cand_scores = rows[keep], labels[keep], cand_scores[keep]
         dets = multiclass_nms(boxes[b, rows].astype(np.float32), cand_scores, labels,
                               post.score_threshold, post.iou_threshold, post.max_detections)

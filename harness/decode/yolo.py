@@ -5,9 +5,11 @@ centre x, centre y, width, height in model-input pixels. Outputs are matched by 
 
 - kind "yolov5": one output [B, N, 5 + C] = (cx, cy, w, h, objectness, C class probabilities);
   score = objectness * class probability (yolov5's non_max_suppression). Extra 5-D per-level raw maps
-  that older exports also return ([B, 3, H, W, 5 + C]) are ignored.
-- kind "yolov8": one output [B, 4 + C, N] (ultralytics' export) or its transpose [B, N, 4 + C];
-  class probabilities, no objectness.
+  that older exports also return ([B, 3, H, W, 5 + C]) are ignored. N must be anchors_per_cell (3) x
+  the grid cells at the profile's strides (8/16/32): 25200 at 640.
+- kind "yolov8": one output [B, 4 + C, N] (ultralytics' export), or [B, N, 4 + C] where the profile
+  says `rows_first = true` (a transposed export; PP-YOLOE's raw output has that shape too, so it is
+  never assumed); class probabilities, no objectness. N = one per grid cell (8400 at 640).
 - kind "yolo-nms": a graph with NMS inside, e.g. YOLOv5 compiled for VastAI VACC with its NMS op:
   class ids [B, N, 1], scores [B, N, 1] (in that output order) and xyxy boxes [B, N, 4] in
   letterboxed input pixels; unused rows hold -1 and are dropped.
@@ -19,17 +21,28 @@ max_detections are kept. A missing batch dimension is added back.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from harness.config import setting
-from harness.decode.nms import above_threshold, multiclass_nms, top_k_indices
+from harness.decode.geometry import OutputLayoutError, check_strides, grid_cells, strides_text
+from harness.decode.nms import above_threshold, at_most, multiclass_nms, top_k_indices
 from harness.decode.types import DecoderFamily, Detections, NoParams, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original
+
+
+@dataclass(frozen=True)
+class AnchorParams:
+    """[decoder] of kind "yolov5": anchors_per_cell predictions per grid cell at these strides."""
+
+    strides: tuple[int, ...] = setting((8, 16, 32), gt=0, nonempty=True)
+    anchors_per_cell: int = setting(3, ge=1, le=16)
+
+    def __post_init__(self):
+        check_strides(self.strides)
 
 
 @dataclass(frozen=True)
@@ -37,11 +50,10 @@ class AnchorFreeParams:
     """[decoder] of kind "yolov8": one prediction per grid cell at these strides."""
 
     strides: tuple[int, ...] = setting((8, 16, 32), gt=0, nonempty=True)
+    rows_first: bool = False  # [B, N, 4 + C] (a transposed export) instead of ultralytics' [B, 4 + C, N]
 
-
-def grid_cells(width: int, height: int, strides) -> int:
-    """Prediction rows of an anchor-free head: one per cell of each stride's grid (ceil division)."""
-    return sum(math.ceil(height / s) * math.ceil(width / s) for s in strides)
+    def __post_init__(self):
+        check_strides(self.strides)
 
 
 def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
@@ -66,8 +78,12 @@ def _candidates_nms(xywh: np.ndarray, cls: np.ndarray, meta, post) -> Detections
     return _nms_and_map(boxes, scores.astype(np.float32), labels, meta, post)
 
 
-def _single_prediction(outputs: Sequence[np.ndarray], channels: int, kind: str, allow_transposed: bool) -> np.ndarray:
-    """The one [B, N, channels] prediction tensor (or [B, channels, N] when allowed), as (B, N, channels)."""
+def single_prediction(outputs: Sequence[np.ndarray], channels: int, kind: str, rows: int, rows_text: str,
+                      transposed: bool = False) -> np.ndarray:
+    """The one [B, N, channels] prediction tensor (or [B, channels, N] when transposed), as
+    (B, N, channels), with N = rows (rows_text says why, e.g. "3 anchors x 8400 grid cells at
+    strides 8/16/32"). Anything else raises OutputLayoutError: a head of another family has the
+    same channels but another row count for the same input (YOLOX: one row per cell, YOLOv5: three)."""
     candidates = []
     for o in outputs:
         a = np.asarray(o)
@@ -75,25 +91,36 @@ def _single_prediction(outputs: Sequence[np.ndarray], channels: int, kind: str, 
             a = a[None]
         if a.ndim != 3:
             continue
-        if a.shape[2] == channels:
+        if not transposed and a.shape[2] == channels:
             candidates.append(a)
-        elif allow_transposed and a.shape[1] == channels:
+        elif transposed and a.shape[1] == channels:
             candidates.append(a.transpose(0, 2, 1))
+    expected = f"[B, {channels}, N]" if transposed else f"[B, N, {channels}]"
+    objectness = kind in ("yolov5", "yolox")
+    what = (f"expected one prediction tensor {expected} with {channels} = "
+            + ("4 box + 1 objectness + " if objectness else "4 box + ")
+            + f"{channels - (5 if objectness else 4)} class channels and N = {rows} ({rows_text})")
     if len(candidates) != 1:
-        expected = (f"[B, {channels}, N] (or [B, N, {channels}])" if allow_transposed else f"[B, N, {channels}]")
         why = "none fits" if not candidates else f"{len(candidates)} fit"
-        raise HarnessError(
-            f"model outputs [{output_shapes(outputs)}] do not fit the {kind} profile ({why}): expected one "
-            f"prediction tensor {expected} with {channels} = "
-            + ("4 box + 1 objectness + " if kind == "yolov5" else "4 box + ")
-            + f"{channels - (5 if kind == 'yolov5' else 4)} class channels"
-        )
+        raise OutputLayoutError(f"model outputs [{output_shapes(outputs)}] do not fit the {kind} profile ({why}): {what}")
+    if candidates[0].shape[1] != rows:
+        raise OutputLayoutError(f"model outputs [{output_shapes(outputs)}] do not fit the {kind} profile "
+                                f"({candidates[0].shape[1]} rows): {what}")
     return candidates[0]
+
+
+def grid_rows(profile, per_cell: int) -> tuple[int, str]:
+    """Rows a YOLO-style head returns for the profile's input: per_cell x the grid cells at the
+    [decoder] strides, and the words for an error message."""
+    spec, strides = profile.input, profile.decoder.params.strides
+    cells = sum(grid_cells(spec.width, spec.height, strides))
+    per = f"{per_cell} anchors x {cells} grid cells" if per_cell > 1 else "one per grid cell"
+    return per_cell * cells, f"{per} at strides {strides_text(strides)} of a {spec.width}x{spec.height} input"
 
 
 def decode_yolov5(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
     post, nc = profile.postprocess, profile.num_classes
-    pred = _single_prediction(outputs, 5 + nc, "yolov5", allow_transposed=False)
+    pred = single_prediction(outputs, 5 + nc, "yolov5", *grid_rows(profile, profile.decoder.params.anchors_per_cell))
     check_batch(pred.shape[0], metas)
     thr = post.score_threshold
     results = []
@@ -107,15 +134,9 @@ def decode_yolov5(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
 
 def decode_yolov8(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
     post, nc = profile.postprocess, profile.num_classes
-    pred = _single_prediction(outputs, 4 + nc, "yolov8", allow_transposed=True)
+    pred = single_prediction(outputs, 4 + nc, "yolov8", *grid_rows(profile, 1),
+                             transposed=not profile.decoder.params.rows_first)
     check_batch(pred.shape[0], metas)
-    strides = profile.decoder.params.strides
-    expected = grid_cells(profile.input.width, profile.input.height, strides)
-    if pred.shape[1] != expected:
-        raise HarnessError(
-            f"model outputs [{output_shapes(outputs)}] do not fit the yolov8 profile: {pred.shape[1]} predictions, "
-            f"but a {profile.input.width}x{profile.input.height} input at strides {list(strides)} has {expected} "
-            "grid cells (one prediction per cell)")
     return [_candidates_nms(pred[b, :, :4], pred[b, :, 4:], meta, post) for b, meta in enumerate(metas)]
 
 
@@ -128,7 +149,7 @@ def arrange_nms_outputs(outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.n
     ones = [a for a in arrays if a.ndim == 3 and a.shape[2] == 1]
     fours = [a for a in arrays if a.ndim == 3 and a.shape[2] == 4]
     if len(arrays) != 3 or len(ones) != 2 or len(fours) != 1 or len({a.shape[:2] for a in arrays}) != 1:
-        raise HarnessError(
+        raise OutputLayoutError(
             f"model outputs [{output_shapes(outputs)}] do not fit the yolo-nms profile: expected class ids "
             "[B, N, 1], scores [B, N, 1] (in that order) and xyxy boxes [B, N, 4] in input pixels, "
             "unused rows -1 (YOLO with NMS inside the graph, e.g. VACC output_0..output_2)"
@@ -148,13 +169,13 @@ def decode_yolo_nms(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> 
             raise HarnessError(
                 f"model returned class id {int(labels[keep].max())} but profile {profile.name} has {nc} classes"
             )
-        order = keep[np.lexsort((keep, -scores[b, keep]))][: post.max_detections]
+        order = at_most(keep[np.lexsort((keep, -scores[b, keep]))], post.max_detections)
         dets = Detections(boxes[b, order].astype(np.float32), scores[b, order].astype(np.float32), labels[order])
         dets.boxes = input_to_original(dets.boxes, meta)
         results.append(dets)
     return results
 
 
-YOLOV5 = DecoderFamily("yolov5", NoParams, decode_yolov5, "YOLOv5 (boxes decoded in the graph, objectness x class)")
+YOLOV5 = DecoderFamily("yolov5", AnchorParams, decode_yolov5, "YOLOv5 (boxes decoded in the graph, objectness x class)")
 YOLOV8 = DecoderFamily("yolov8", AnchorFreeParams, decode_yolov8, "YOLOv8 (anchor-free, boxes decoded in the graph)")
 YOLO_NMS = DecoderFamily("yolo-nms", NoParams, decode_yolo_nms, "YOLO with NMS in the graph (e.g. VACC output_0..2)")

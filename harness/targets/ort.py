@@ -10,8 +10,10 @@ from typing import Literal
 import numpy as np
 
 from harness.config import setting
+from harness.declared_shapes import model_for_onnx_runtime
 from harness.errors import HarnessError, TargetUnavailable, first_line
-from harness.onnx_model import inspect_onnx, with_symbolic_batch
+from harness.extra_inputs import check_model_inputs
+from harness.onnx_model import inspect_onnx
 from harness.targets.base import BenchStats, Target, fixed_batch_error
 from harness.timing import timed_loop
 
@@ -80,8 +82,9 @@ class OrtTarget(Target):
         if self.model_path.suffix.lower() != ".onnx":
             raise HarnessError(f"model {self.model_path}: target {self.name} needs an .onnx file")
         graph = inspect_onnx(self.model_path)
+        check_model_inputs(graph.inputs, self.profile, self.model_path.name, batch)
         if self._session_obj is None:
-            self._session_obj = self._session(str(self.model_path))
+            self._session_obj = self._session(self._model_source())
         self.precision = self.resolve_precision(graph.precision, self._precision_request(), self._runs_precision())
         session = self._session_obj
         first = session.get_inputs()[0]
@@ -96,7 +99,7 @@ class OrtTarget(Target):
             raise fixed_batch_error(self.model_path, fixed, batch, "only batch-1 graphs are tried with a symbolic batch")
         # A fixed batch-1 graph: try it with a symbolic batch and check every output follows.
         try:
-            candidate = self._session(with_symbolic_batch(self.model_path))
+            candidate = self._session(self._model_source(symbolic_batch=True))
             probe = np.zeros(self.profile.input.shape(batch), dtype=self.profile.input.numpy_dtype)
             outs = candidate.run(None, {first.name: probe})
         except Exception as exc:
@@ -108,6 +111,15 @@ class OrtTarget(Target):
         self._session_obj = candidate
         self.padded_batch = False
         self.notes.append(f"batch made symbolic in the ONNX graph to run batch {batch}")
+
+    def _model_source(self, symbolic_batch: bool = False):
+        """The path, or the model's bytes with the output sizes its graph does not compute made
+        symbolic (harness.declared_shapes: else constant folding trusts them) and, when asked, a
+        symbolic batch; what was changed goes into the row's notes."""
+        source, notes = model_for_onnx_runtime(self.model_path, symbolic_batch)
+        for note in notes:
+            self.note(note)
+        return source
 
     def _precision_request(self) -> str | None:
         """The --precision to hold the run to (None: label it with what runs)."""

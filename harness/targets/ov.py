@@ -10,7 +10,8 @@ import numpy as np
 
 from harness.config import setting
 from harness.errors import HarnessError, TargetUnavailable, first_line
-from harness.onnx_model import inspect_onnx
+from harness.extra_inputs import check_model_inputs, dims_text
+from harness.onnx_model import TensorInfo, inspect_onnx
 from harness.targets.base import BenchStats, Target, fixed_batch_error
 from harness.targets.cpu_isa import guard_amx
 from harness.timing import timed_loop
@@ -40,6 +41,11 @@ def _import_ov():
 
 def _dims(partial_shape) -> tuple:
     return tuple(d.get_length() if d.is_static else None for d in partial_shape)
+
+
+def _tensor(port) -> TensorInfo:
+    """A model input port as the ONNX inspector describes an input (an .xml IR has no ONNX graph)."""
+    return TensorInfo(port.get_any_name(), _dims(port.get_partial_shape()), str(port.get_element_type().to_dtype()))
 
 
 class OpenVinoCpu(Target):
@@ -76,14 +82,17 @@ class OpenVinoCpu(Target):
         port = model.inputs[0]
         dims = _dims(port.get_partial_shape())
         self.check_input(dims, str(port.get_element_type().to_dtype()), batch)
+        check_model_inputs([_tensor(p) for p in model.inputs], self.profile, self.model_path.name, batch)
         fixed = dims[0] if dims and dims[0] is not None else None
         self.model_batch = fixed
         self.padded_batch = False
-        if fixed != batch:
-            # Static shapes compile to faster code; try the requested batch for dynamic and fixed graphs.
+        dynamic_size = any(d is None for d in dims[1:])
+        if fixed != batch or dynamic_size:
+            # Static shapes compile to faster code; try the requested batch for dynamic and fixed graphs,
+            # and the profile's size for dynamic height/width (check_input matched the fixed dims to it).
             try:
                 # Extra inputs (e.g. scale_factor [B, 2]) that share the batch axis follow it.
-                shapes = {port: ov.PartialShape([batch, *dims[1:]])}
+                shapes = {port: ov.PartialShape(list(self.profile.input.shape(batch)))}
                 for other in model.inputs[1:]:
                     odims = _dims(other.get_partial_shape())
                     if odims and odims[0] in (None, fixed) and all(d is not None for d in odims[1:]):
@@ -92,8 +101,10 @@ class OpenVinoCpu(Target):
             except Exception as exc:
                 raise fixed_batch_error(self.model_path, fixed, batch,
                                         f"OpenVINO reshape fails: {first_line(exc, 160)}") from None
-            if fixed is not None:
+            if fixed is not None and fixed != batch:
                 self.notes.append(f"reshaped from batch {fixed} to {batch}")
+            if dynamic_size:
+                self.note(f"dynamic input dims {dims_text(dims)} set to the profile's {list(self.profile.input.shape(batch))}")
         for out in model.outputs:
             odims = _dims(out.get_partial_shape())
             if odims and odims[0] not in (batch, None) and batch > 1:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError, TargetUnavailable
+from harness.extra_inputs import check_model_inputs
 from harness.fileio import sha256_file
 from harness.onnx_model import OnnxModelInfo, inspect_onnx
 from harness.targets.base import BenchStats, Target, fixed_batch_error
@@ -158,6 +159,7 @@ class TensorRtTarget(Target):
         graph = inspect_onnx(self.model_path)
         first = graph.image_input
         self.check_input(first.dims(), first.dtype, batch)
+        check_model_inputs(graph.inputs, self.profile, self.model_path.name, batch)
         fixed = first.fixed_batch
         if fixed is not None and fixed != batch:
             raise fixed_batch_error(self.model_path, fixed, batch, "TensorRT builds a static engine for a fixed-batch graph")
