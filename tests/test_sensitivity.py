@@ -194,3 +194,11 @@ def test_scoring_runs_on_openvino_and_finds_the_same_node(data, tmp_path):
     assert include[HOSTILE_TARGET]["delta"] < -0.1 and include[HOSTILE_TARGET]["high"] < 0
     listed = [line for line in (out / "exclude.txt").read_text().splitlines() if not line.startswith("#")]
     assert listed == [HOSTILE_TARGET]
+
+
+def test_no_type_groups_scores_only_the_shortlist(data, tmp_path):
+    out = tmp_path / "nogroups"
+    result = cli(*sens_args(data, out, "--no-type-groups", **{"--mode": "include", "--top-k": 1, "--max-drop": 0.02}))
+    assert result.exit_code == 0, (result.output, result.stderr)
+    _, records = read_results(out / RESULTS_FILE)
+    assert [r["key"] for r in records if r["kind"] == "variant"] == [f"include:{HOSTILE_TARGET}"]

@@ -25,13 +25,16 @@ from harness.cli.common import RichProgress, out
 @click.option("--top-k", default=None, help="Nodes on the shortlist scored by ΔmAP. [40]")
 @click.option("--method", default=None, help="Calibration ranges: percentile, minmax or entropy. [percentile]")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Conv weight scales.")
+@click.option("--type-groups/--no-type-groups", default=True, show_default=True,
+              help="Also score one group per non-compute op type (every Mul, every Add, ...).")
 @click.option("--sqnr-images", default=None, help="Calibration images the tensor-error probe runs. [8]")
 @click.option("--resamples", default=None, help="Bootstrap resamples per interval. [1000]")
 @click.option("--bench-seconds", default=None, help="Benchmark loop per greedy step, seconds. [1.0]")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder, e.g. sens/NAME.")
 @click.option("--resume", is_flag=True, help="Continue the search in --out (its finished variants are reused).")
 @click.option("--overwrite", is_flag=True, help="Start again in a non-empty --out.")
-def sensitivity_cmd(model, profile_name, calib, data, ann_path, per_channel, out_dir, resume, overwrite, **flags):
+def sensitivity_cmd(model, profile_name, calib, data, ann_path, per_channel, type_groups, out_dir, resume, overwrite,
+                    **flags):
     """Rank nodes by the mAP their int8 quantization costs; write the exclude list that holds --max-drop."""
     from harness import config
     from harness.profiles import load_profile
@@ -39,8 +42,8 @@ def sensitivity_cmd(model, profile_name, calib, data, ann_path, per_channel, out
     from harness.sensitivity.search import SearchSettings
 
     given = {key: value for key, value in flags.items() if value is not None}
-    settings = config.load(SearchSettings, {**given, "per_channel": per_channel}, "harness sensitivity",
-                           config.FLAGS, from_text=True)
+    settings = config.load(SearchSettings, {**given, "per_channel": per_channel, "type_groups": type_groups},
+                           "harness sensitivity", config.FLAGS, from_text=True)
     request = SensitivityRequest(model=model, profile=load_profile(profile_name), calib=calib, data=data, ann=ann_path,
                                  out=out_dir, settings=settings, resume=resume, overwrite=overwrite)
     with RichProgress() as progress:

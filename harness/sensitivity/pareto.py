@@ -44,8 +44,8 @@ def plot(points: list[Point], front: set[int], title: str, path: Path) -> Path:
         colour = "tab:blue" if p.label == "fp32" else "tab:red" if p.label == "int8" else \
             ("tab:green" if p.kept else "lightgrey")
         ax.scatter(p.fps, p.map, color=colour, zorder=3, s=36 if i in front else 18)
-        if p.label in ("fp32", "int8") or i in front:
-            ax.annotate(p.label, (p.fps, p.map), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if p.kept:
+            ax.annotate(p.label, (p.fps, p.map), textcoords="offset points", xytext=(4, 4), fontsize=6)
     line = sorted((points[i].fps, points[i].map) for i in front)
     if len(line) > 1:
         ax.plot([x for x, _ in line], [y for _, y in line], color="tab:green", linewidth=1, zorder=2)
