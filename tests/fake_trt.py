@@ -10,7 +10,8 @@ exist, exactly as in the real bindings, and every failed lookup is logged with i
 Behaviour, kept to what the harness relies on:
 - the builder parses the ONNX with the `onnx` package, refuses precision flags on a strongly typed
   network (TensorRT 10 does), needs an optimisation profile for dynamic inputs, and runs TensorRT 10's
-  calibrator protocol (get_batch_size / get_batch / read/write_calibration_cache) for INT8;
+  calibrator protocol (get_batch_size / get_batch / read/write_calibration_cache) for INT8, writing a
+  cache in TensorRT's text format from the batches it was fed (max-abs ranges of every tensor);
 - layer precisions: strongly typed = the ONNX tensor types (a layer fed by DequantizeLinear is int8;
   Q/DQ nodes are fused into the layers they feed, else they are layers of their own, as in TensorRT);
   weakly typed = fp32, fp16 with FP16, int8 for Conv/MatMul with INT8. `force_precision` overrides it
@@ -66,6 +67,33 @@ class Val:
 
     def __repr__(self):
         return f"{self.owner}.{self.name}"
+
+
+def calibration_cache(model: onnx.ModelProto, batches: list[np.ndarray], header: str) -> bytes:
+    """A calibration cache in TensorRT's format from the fed batches: the header, then per network
+    tensor `name: <big-endian float32 bits of amax / 127>` (max-abs ranges: the fake does not run
+    TensorRT's entropy search, only its file format matters here), plus one name TensorRT makes itself."""
+    import struct
+
+    import onnxruntime as ort
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(inferred)
+    known = {o.name for o in probe.graph.output}
+    for value in inferred.graph.value_info:
+        if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT and value.name not in known:
+            probe.graph.output.append(value)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    amax = dict.fromkeys([model.graph.input[0].name, *names], 0.0)
+    for batch in batches:
+        amax[model.graph.input[0].name] = max(amax[model.graph.input[0].name], float(np.abs(batch).max()))
+        for name, value in zip(names, session.run(names, {model.graph.input[0].name: batch})):
+            amax[name] = max(amax[name], float(np.abs(value).max()) if value.size else 0.0)
+    lines = [header] + [f"{name}: {struct.pack('!f', top / 127.0).hex()}" for name, top in amax.items()]
+    lines.append(f"(Unnamed Layer* 3) [Shuffle]_output: {struct.pack('!f', 0.01).hex()}")
+    return ("\n".join(lines) + "\n").encode()
 
 
 def make_fake_tensorrt(release: str, cuda, force_precision: str | None = None):
@@ -259,14 +287,20 @@ def make_fake_tensorrt(release: str, cuda, force_precision: str | None = None):
         batch_size = calibrator.get_batch_size()
         fed = 0
         name = model.graph.input[0].name
+        shape = (batch_size, *(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]))
+        batches = []
         while True:
             pointers = calibrator.get_batch([name])
             if pointers is None:
                 break
             fed += 1
-            cuda.read(int(pointers[0]), 1)  # a real device address
+            data = cuda.read(int(pointers[0]), int(np.prod(shape)) * 4)  # the bytes at the device address
+            batches.append(np.frombuffer(data, np.float32).reshape(shape))
         log["calibration"].append(("batches", fed, batch_size))
-        calibrator.write_calibration_cache(f"fake calibration {fed} batches of {batch_size}".encode())
+        kind = "EntropyCalibration2" if isinstance(calibrator, module_attrs["IInt8EntropyCalibrator2"]) \
+            else "MinMaxCalibration"
+        header = f"TRT-{major}{VERSIONS[release].split('.')[1]:0>2}00-{kind}"  # e.g. TRT-101600-EntropyCalibration2
+        calibrator.write_calibration_cache(calibration_cache(model, batches, header))
 
     class Builder(Guarded, metaclass=GuardedMeta):
         _owner = "Builder"

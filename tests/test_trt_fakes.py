@@ -152,7 +152,7 @@ def test_implicit_int8_is_refused_on_11_with_one_line(tmp_path, fakes, calib_fol
     with pytest.raises(HarnessError) as info:
         _load(tmp_path, precision="int8", int8_mode="implicit", calib=str(calib_folder))
     message = str(info.value)
-    assert "\n" not in message and "harness quantize --from-trt-cache" in message and "11.4" in message
+    assert "\n" not in message and "--from-trt-cache CACHE" in message and "11.4" in message
 
 
 def test_implicit_int8_works_on_10_as_the_labelled_legacy_mode(tmp_path, fakes, calib_folder):
@@ -171,6 +171,62 @@ def test_implicit_int8_works_on_10_as_the_labelled_legacy_mode(tmp_path, fakes, 
     again = _load(tmp_path, precision="int8", int8_mode="implicit", calib=str(calib_folder), calib_batch_size=2)
     assert again.describe()["engine_cache"] == "hit"
     again.close()
+
+
+def _quantize_commands(message: str) -> list[str]:
+    """The `harness quantize ...` command lines a message tells the user to run."""
+    import re
+
+    return re.findall(r"`(harness quantize [^`]*)`", message)
+
+
+def test_a_trt10_cache_becomes_the_qdq_model_trt11_runs_with_the_commands_the_messages_give(tmp_path, fakes,
+                                                                                            calib_folder):
+    """TensorRT 10's implicit calibration writes its cache; on 11.x the refusal names `harness quantize`
+    command lines; run as written (placeholders filled in) they make Q/DQ models that 11.x builds int8."""
+    import shlex
+
+    from harness.onnx_model import inspect_onnx
+    from harness.quant.trt_cache import parse_trt_cache
+    from harness.targets.trt_prepare import build_plan
+    from tests.test_cli_errors import cli
+
+    fakes("10.16")
+    legacy = _load(tmp_path, precision="int8", int8_mode="implicit", calib=str(calib_folder), calib_batch_size=2)
+    cache = Path(legacy.describe()["calib_cache"])
+    legacy.close()
+    cache_scales = parse_trt_cache(cache).scales
+    assert cache.read_text().startswith("TRT-101600-EntropyCalibration2\n") and "image" in cache_scales
+    fakes("11.4")
+    with pytest.raises(HarnessError) as refused:
+        _load(tmp_path, precision="int8", int8_mode="implicit", calib=str(calib_folder))
+    commands = _quantize_commands(str(refused.value))
+    assert len(commands) == 2 and any("--from-trt-cache" in c for c in commands)
+    with pytest.raises(HarnessError) as no_qdq:
+        build_plan("int8", "fp32", False, "qdq", "model.onnx")
+    assert sorted(_quantize_commands(str(no_qdq.value))) == sorted(commands)  # both messages say the same
+    for n, command in enumerate(commands):
+        out = tmp_path / f"quant{n}"
+        values = {"MODEL": demo_model_path(), "CACHE": cache, "PROFILE": "demo", "IMAGES": calib_folder, "DIR": out}
+        result = cli(*[values.get(word, word) for word in shlex.split(command)[1:]])
+        assert result.exit_code == 0, (command, result.output, result.stderr)
+        model = out / "model.qdq.onnx"
+        assert inspect_onnx(model).precision == "int8"
+        target = _load(tmp_path, model=model, precision="int8")
+        info = target.describe()
+        assert info["precision"] == "int8" and info["precision_recipe"]["plan"] == "qdq-fp16"
+        assert info["engine_precision"]["int8"] > 0
+        target.close()
+        record = json.loads((out / "quant.json").read_text())
+        if "--from-trt-cache" in command:
+            graph = onnx.load(str(model)).graph
+            inits = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+            image_q = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "image")
+            assert float(inits[image_q.input[1]]) == cache_scales["image"]  # the cache's scale, bit for bit
+            assert record["calibration"]["trt_cache"]["header"] == "TRT-101600-EntropyCalibration2"
+            assert record["profile"] is None
+        else:
+            assert record["calibration"]["images"]["count"] == 4
 
 
 def test_fp16_engine_without_fp16_layers_is_a_failed_row(tmp_path, fakes):

@@ -117,3 +117,72 @@ def tiny_ort_setup(tmp_path: Path, count: int = 6):
     model = write_tiny_model(tmp_path / "tiny.onnx")
     profile = load_profile(write_tiny_profile(tmp_path / "tiny.toml"))
     return images_dir, ann_path, model, profile
+
+
+def write_tiny_convnet(path: Path, opset: int = 13, batch: int | str = "batch", size: int = SIZE, seed: int = 11) -> Path:
+    """A small conv net whose every Conv has a TensorRT int8 kernel (channels 16), for quantization tests.
+
+    image -> c1 (3->16, 3x3) -> relu1 -> c2 (16->16) -> relu2 -+-> c3a -+-> add -> c4 -> sigmoid -> output
+                                                               +-> c3b -+
+    relu2 fans out to two convs, so one Q/DQ pair is shared between them (ModelOpt's placement).
+    """
+    rng = np.random.default_rng(seed)
+
+    def conv(name, cin, cout, k, src, dst):
+        inits.append(numpy_helper.from_array(rng.normal(0, 0.3, (cout, cin, k, k)).astype(np.float32), f"{name}_w"))
+        inits.append(numpy_helper.from_array(rng.normal(0, 0.1, cout).astype(np.float32), f"{name}_b"))
+        nodes.append(helper.make_node("Conv", [src, f"{name}_w", f"{name}_b"], [dst], name=name,
+                                      kernel_shape=[k, k], pads=[k // 2] * 4))
+
+    nodes: list = []
+    inits: list = []
+    conv("c1", 3, 16, 3, "image", "t1")
+    nodes.append(helper.make_node("Relu", ["t1"], ["r1"], name="relu1"))
+    conv("c2", 16, 16, 1, "r1", "t2")
+    nodes.append(helper.make_node("Relu", ["t2"], ["r2"], name="relu2"))
+    conv("c3a", 16, 16, 3, "r2", "t3a")
+    conv("c3b", 16, 16, 1, "r2", "t3b")
+    nodes.append(helper.make_node("Add", ["t3a", "t3b"], ["s"], name="add"))
+    conv("c4", 16, 16, 1, "s", "t4")
+    nodes.append(helper.make_node("Sigmoid", ["t4"], ["output"], name="sigmoid"))
+    graph = helper.make_graph(
+        nodes, "tiny_convnet",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, 16, size, size])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7 if opset <= 12 else 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+HOSTILE_TARGET = "/model/s16/s16.1/s16.1.0/Conv"
+
+
+def write_hostile_demo(path: Path, target: str = HOSTILE_TARGET, factor: float = 1000.0, channel: int = 0) -> Path:
+    """The bundled demo detector with one quantization-hostile node: a 1x1 Conv `hostile_amp` inserted
+    before `target` multiplies one input channel by `factor` and `target`'s weights for that channel are
+    divided by it, so fp32 computes the same detections while `target`'s input activation gets a range
+    `factor` times its other channels'. One per-tensor int8 scale then crushes those channels: with
+    factor 1000 the all-int8 model loses about 0.35 mAP on the demo split, and keeping `target` in float
+    restores it (tensor SQNR hardly notices: the one wide channel holds most of the energy)."""
+    from harness.demo import demo_model_path
+
+    model = onnx.load(str(demo_model_path()))
+    inits = {init.name: init for init in model.graph.initializer}
+    node = next(n for n in model.graph.node if n.name == target)
+    weight = numpy_helper.to_array(inits[node.input[1]]).copy()
+    gain = np.ones(weight.shape[1], np.float32)
+    gain[channel] = factor
+    weight[:, channel] /= factor
+    inits[node.input[1]].CopyFrom(numpy_helper.from_array(weight, node.input[1]))
+    amp_weight = np.diag(gain).reshape(len(gain), len(gain), 1, 1).astype(np.float32)
+    model.graph.initializer.append(numpy_helper.from_array(amp_weight, "hostile_amp_w"))
+    amp = helper.make_node("Conv", [node.input[0], "hostile_amp_w"], ["hostile_amp_out"], name="hostile_amp")
+    model.graph.node.insert(list(model.graph.node).index(node), amp)
+    node.input[0] = "hostile_amp_out"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

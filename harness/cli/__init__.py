@@ -9,8 +9,10 @@ from __future__ import annotations
 from harness.cli.common import main
 from harness.cli.info import profiles_cmd, targets_cmd
 from harness.cli.npu import decode_cmd, emulate_cmd, preprocess_cmd
+from harness.cli.quantize import quantize_cmd
 from harness.cli.report import report_cmd
 from harness.cli.run import demo_cmd, run_cmd
+from harness.cli.sensitivity import sensitivity_cmd
 
 main.add_command(run_cmd)
 main.add_command(demo_cmd)
@@ -20,5 +22,7 @@ main.add_command(report_cmd)
 main.add_command(preprocess_cmd)
 main.add_command(decode_cmd)
 main.add_command(emulate_cmd)
+main.add_command(quantize_cmd)
+main.add_command(sensitivity_cmd)
 
 __all__ = ["main"]

@@ -17,9 +17,12 @@ from dataclasses import dataclass
 from harness.errors import TargetUnavailable, first_line
 
 INSTALL_HINT = "pip install 'harness[gpu]' (TensorRT, cuda-python, onnxruntime-gpu; see docs/gpu.md)"
+#: tests/test_trt_fakes.py runs the two `harness quantize` command lines as written (placeholders filled in)
 QUANTIZE_HINT = ("TensorRT {version} has no implicit int8 calibration (removed in 11.x); make a Q/DQ model with "
-                 "`harness quantize --from-trt-cache CACHE` (reuses a TensorRT calibration cache as Q/DQ scales) or "
-                 "`harness quantize`, then run it with int8_mode = \"qdq\"")
+                 "`harness quantize -m MODEL --from-trt-cache CACHE --out DIR` (keeps the scales of a TensorRT "
+                 "calibration cache, e.g. a calib-*.cache TensorRT 10 wrote in the engine cache) or "
+                 "`harness quantize -m MODEL -p PROFILE --calib IMAGES --out DIR`, then run DIR/model.qdq.onnx "
+                 "with --precision int8 and int8_mode = \"qdq\" (the default)")
 
 
 @dataclass(frozen=True)

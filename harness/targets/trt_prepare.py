@@ -56,8 +56,10 @@ def build_plan(requested: str, graph_label: str, has_fp16: bool, int8_mode: str,
     if int8_mode == "implicit":
         return "as-is"
     raise HarnessError(f"model {model_name} holds no Q/DQ nodes: int8 on TensorRT comes from a Q/DQ model "
-                       "(make one with `harness quantize`, or bring your own), or set int8_mode = \"implicit\" "
-                       "in targets/trt.toml for TensorRT 10's legacy calibration")
+                       "(make one with `harness quantize -m MODEL -p PROFILE --calib IMAGES --out DIR`, or "
+                       "`harness quantize -m MODEL --from-trt-cache CACHE --out DIR` from a TensorRT calibration "
+                       "cache, or bring your own), or set int8_mode = \"implicit\" in targets/trt.toml for "
+                       "TensorRT 10's legacy calibration")
 
 
 def synthetic_check_images(folder: Path, count: int) -> list[tuple[int, Path]]:

@@ -1,0 +1,114 @@
+"""Calibration images -> model-input batches, exactly as the accuracy pass builds them.
+
+The files and batches come from `harness.precision.calib_images` (first N images of a folder sorted
+by name, each batch built by `harness.preprocess.prepare_batch` with the profile's InputSpec), so a
+quantizer calibrates on the tensors evaluation later feeds. Every image is checked before any
+work starts, so a bad file is named at once instead of failing half-way through calibration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.precision.calib_images import CalibrationBatches, calibration_files
+from harness.preprocess import check_image_file
+from harness.profiles import InputSpec
+
+
+@dataclass(frozen=True)
+class CalibrationImages:
+    """The calibration image list and what identifies it in quant.json."""
+
+    folder: Path
+    files: tuple[Path, ...]
+
+    def identity(self) -> dict:
+        """count + sha256 over the sorted (file name, size) pairs: the same images give the same digest
+        wherever the folder lives (mtime and path are left out on purpose)."""
+        digest = hashlib.sha256()
+        for path in sorted(self.files, key=lambda p: p.name):
+            digest.update(f"{path.name}\t{path.stat().st_size}\n".encode())
+        return {"folder": str(self.folder), "count": len(self.files), "sha256": digest.hexdigest()}
+
+
+def calibration_images(folder: str | Path, limit: int | None, batch_size: int = 1) -> CalibrationImages:
+    """The first `limit` images of `folder` (sorted by name), each checked readable; one clear line otherwise."""
+    files = calibration_files(folder, limit)
+    for path in files:
+        problem = check_image_file(path)
+        if problem:
+            raise HarnessError(f"calibration image {path}: {problem}")
+    if len(files) < batch_size:
+        raise HarnessError(f"calibration folder {folder}: {len(files)} image(s) cannot fill one batch of "
+                           f"{batch_size} (the model's fixed batch); add images or raise --calib-images")
+    return CalibrationImages(Path(folder), tuple(files))
+
+
+def calibration_batches(images: CalibrationImages, spec: InputSpec, batch_size: int = 1) -> CalibrationBatches:
+    """Full batches only (a short last batch is left out rather than padded with repeats)."""
+    return CalibrationBatches(list(images.files), spec, batch_size, partial="drop")
+
+
+class CountingBatches:
+    """Iterates batches once per pass and counts them, so callers (and tests) can see how often the
+    images were really run; `advance(images)` drives a progress bar."""
+
+    def __init__(self, batches: CalibrationBatches, advance: Callable[[int], None] = lambda n=1: None):
+        self.batches = batches
+        self.advance = advance
+        self.served = 0  # batches handed out over the object's life
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for tensor in self.batches:
+            self.served += 1
+            if self.served <= len(self.batches):  # NNCF may pass over the data twice; the bar shows one pass
+                self.advance(self.batches.batch_size)
+            yield tensor
+
+
+def ort_reader(batches: CountingBatches, input_name: str, chunk: int):
+    """An ONNX Runtime CalibrationDataReader over the batches that stops every `chunk` batches.
+
+    ORT's calibrators hold every intermediate tensor of one collect_data() call in memory; calling
+    collect_data() once per chunk (the reader returns None at each chunk end, `next_chunk()` opens
+    the next) keeps memory flat with the number of images, and the ranges merge across calls.
+    """
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class HarnessReader(CalibrationDataReader):
+        def __init__(self):
+            self._iter = iter(batches)
+            self._total = len(batches)
+            self._read = 0
+            self._left = chunk
+
+        def get_next(self):
+            if self._left <= 0 or self._read >= self._total:
+                return None
+            tensor = next(self._iter)
+            self._read += 1
+            self._left -= 1
+            return {input_name: tensor}
+
+        def next_chunk(self) -> bool:
+            """Open the next chunk; False when every batch has been served."""
+            self._left = chunk
+            return self._read < self._total
+
+    return HarnessReader()
+
+
+def nncf_dataset(batches: CountingBatches):
+    """The same batches as an `nncf.Dataset` (NNCF feeds each item to the model as its input)."""
+    import nncf
+
+    return nncf.Dataset(batches)

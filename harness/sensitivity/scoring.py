@@ -1,0 +1,114 @@
+"""One model on the target runtime: mAP on the search subset, its COCO matches, and (when asked) img/s.
+
+The harness's own accuracy pass does the work (preprocessing, the target's infer_stream, the
+profile's decoder), with the subset's resized images kept in memory after the first pass
+(harness.canvases), so a variant costs its model load and inference. The matches
+(harness.fidelity.cocomatch, on the "all" area range only) are what the paired bootstrap
+re-weights: ΔmAP between two variants with a 95% interval in well under a second each.
+Throughput is the target's own benchmark() loop on one preprocessed subset image, short.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.canvases import CanvasCache
+from harness.errors import HarnessError
+from harness.extra_inputs import extra_inputs
+from harness.fidelity.bootstrap import AREAS, BootstrapResult, paired_bootstrap
+from harness.fidelity.cocomatch import CocoMatches, coco_matches, ground_truth
+from harness.fidelity.weighted import summary_stats
+from harness.pipeline import accuracy_pass
+from harness.preprocess import prepare_batch
+from harness.targets import get_target
+from harness.timing import warm_up
+
+BATCH = 1
+
+
+@dataclass
+class Measured:
+    map: float | None  # COCO AP over the subset (None: no ground truth to score)
+    matches: CocoMatches
+    detections: list[dict]
+    fps: float | None  # images/s of the target's benchmark loop, when measured
+    seconds: float  # wall time of the model load and the accuracy pass (the benchmark left out)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Candidate minus reference on the subset, with the paired bootstrap's interval."""
+
+    delta: float | None
+    low: float | None
+    high: float | None
+
+    @property
+    def inside_noise(self) -> bool | None:
+        """True when the interval holds 0 (the two cannot be told apart on the subset)."""
+        if self.low is None or self.high is None:
+            return None
+        return self.low <= 0.0 <= self.high
+
+    @property
+    def verdict(self) -> str:
+        noise = self.inside_noise
+        return "no interval" if noise is None else ("inside noise" if noise else "real")
+
+    @classmethod
+    def of(cls, result: BootstrapResult) -> Comparison:
+        low, high = result.interval["map"]
+        return cls(result.delta["map"], low, high)
+
+
+def map_of(matches: CocoMatches) -> float | None:
+    stat = float(summary_stats(matches, np.ones((1, len(matches.image_ids)), np.int64))[0, 0])
+    return stat if stat >= 0 else None
+
+
+class Scorer:
+    """Scores model files on one target over one image subset (the same images, in the same order)."""
+
+    def __init__(self, target: str, profile, images: list[tuple[int, Path]], ann: dict, resamples: int,
+                 bench_seconds: float, options=None):
+        self.target_cls = get_target(target)
+        ok, why = self.target_cls.availability()
+        if not ok:
+            raise HarnessError(f"target {target} cannot run here: {why}")
+        self.target = target
+        self.profile = profile
+        self.images = list(images)
+        self.image_ids = sorted(i for i, _ in self.images)
+        self.gt = ground_truth(ann)
+        self.resamples = resamples
+        self.bench_seconds = bench_seconds
+        self.options = options
+        self.canvases = CanvasCache().store_for(profile.input, len(self.images))
+        sample = prepare_batch(self.images[:BATCH], profile.input, BATCH, skip_bad=False)
+        self.sample = sample.tensor
+        self.sample_extras = extra_inputs(profile, sample.metas, BATCH) or None
+
+    def measure(self, model_path: Path, bench: bool = False) -> Measured:
+        start = time.perf_counter()
+        target = self.target_cls(model_path, self.profile, self.options, (BATCH,))
+        fps = None
+        with target.loaded(BATCH):
+            passed = accuracy_pass(target, self.images, BATCH, self.profile, canvases=self.canvases)
+            if passed.failed:
+                raise HarnessError(f"subset image {passed.failed[0].path}: {passed.failed[0].reason}")
+            seconds = time.perf_counter() - start
+            if bench:
+                warm_up(lambda: target.infer(self.sample, self.sample_extras), min(0.5, self.bench_seconds))
+                fps = target.benchmark(self.sample, self.bench_seconds, 5, self.sample_extras).fps
+        matches = coco_matches(self.gt, passed.detections, self.image_ids, areas=AREAS)
+        return Measured(map_of(matches), matches, passed.detections, fps, seconds)
+
+    def matches_of(self, detections: list[dict]) -> CocoMatches:
+        return coco_matches(self.gt, detections, self.image_ids, areas=AREAS)
+
+    def compare(self, reference: CocoMatches, candidate: CocoMatches) -> Comparison:
+        return Comparison.of(paired_bootstrap(reference, candidate, resamples=self.resamples))
