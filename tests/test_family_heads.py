@@ -170,7 +170,8 @@ def test_builtin_profile_runs_end_to_end_on_both_targets(tmp_path, profile_name,
     rows = []
     for target in ("ort", "ov"):
         config = RunConfig(target=target, model=str(model), profile=profile, images_dir=images, ann_path=ann,
-                           batch_sizes=[1], bench_seconds=0.05, warmup_seconds=0.01, min_iterations=1)
+                           batch_sizes=[1], bench_seconds=0.05, max_seconds=0.05, warmup_seconds=0.01,
+                           min_iterations=1)
         rows += run(config, ResultsStore(tmp_path / target, env={}))
     assert [r["profile"] for r in rows] == [profile_name, profile_name]
     assert rows[0]["detections"] > 0

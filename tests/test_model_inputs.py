@@ -39,7 +39,8 @@ def need(target: str):
 
 def run_rows(tmp_path, target, model, profile, images, ann, bs=(1,)):
     config = RunConfig(target=target, model=str(model), profile=profile, images_dir=images, ann_path=ann,
-                       batch_sizes=list(bs), bench_seconds=0.05, warmup_seconds=0.01, min_iterations=1)
+                       batch_sizes=list(bs), bench_seconds=0.05, max_seconds=0.05, warmup_seconds=0.01,
+                       min_iterations=1)
     return run(config, ResultsStore(tmp_path / f"out-{target}", env={}))
 
 

@@ -32,7 +32,8 @@ def demo_data(tmp_path_factory):
 
 def run_rows(data, model, out, targets="ort,ov"):
     result = cli("run", "--target", targets, "-m", model, "-p", DEMO_PROFILE, "--data", data["images"],
-                 "--ann", data["ann"], "--bs", "1", "--seconds", "0.1", "--warmup", "0.05", "--out", out)
+                 "--ann", data["ann"], "--bs", "1", "--seconds", "0.1", "--max-seconds", "0.1", "--warmup", "0.05",
+                 "--out", out)
     assert result.exit_code == 0, (result.output, result.stderr)
     return {row["target"]: row for row in json.loads((out / "results.json").read_text())["rows"]}
 

@@ -194,7 +194,7 @@ def npu(tmp_path):
                      "--out", tmp_path / f"prep_{fmt}", "--model", model)
         assert result.exit_code == 0, result.output
     run = cli("run", "--target", "ort", "--model", model, "--profile", t["profile"], "--data", images, "--ann", ann,
-              "--seconds", "0.05", "--warmup", "0", "--out", tmp_path / "inproc")
+              "--seconds", "0.05", "--max-seconds", "0.05", "--warmup", "0", "--out", tmp_path / "inproc")
     assert run.exit_code == 0, run.output
     t["map"] = json.loads((tmp_path / "inproc" / "results.json").read_text())["rows"][0]["map"]
     assert t["map"] > 0.05
