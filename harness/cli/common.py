@@ -16,9 +16,10 @@ from rich.table import Table
 
 from harness.errors import HarnessError
 
-# Wide enough for the results table when output goes to a file or pipe (rich assumes 80 there).
+# Wide enough for the results table when output goes to a file or pipe (rich assumes 80 there); the
+# table of a run with trt rows has two more columns (the GPU stage split), hence 200 on stdout.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-out = Console(width=None if sys.stdout.isatty() else 160)
+out = Console(width=None if sys.stdout.isatty() else 200)
 
 
 class HarnessGroup(click.Group):
@@ -176,7 +177,7 @@ def results_table(rows, title: str = "results") -> Table:
     table = Table(title=title)
     for _, heading in ROW_COLUMNS:
         table.add_column(heading, justify="right")
-    for heading, _ in extra:
+    for heading, _ in extra:  # a narrow terminal wraps the split at its " / ", never inside a number
         table.add_column(heading, justify="right")
     table.add_column("flags")
     for row, data in zip(rows, datas):
