@@ -85,8 +85,13 @@ def test_terminal_table_shows_the_split_for_trt_rows_only():
 
 def test_failed_trt_row_gets_dashes_in_the_split_columns():
     failed = ResultRow(target="trt", bs=8, status="failed", error="no GPU")
-    split = cells_of(render([trt_row(), failed]), SPLIT_HEAD)
-    assert split["trt"] in ("0.150 / 2.00 / 0.046", "-") and list(split.values()).count("-") == 1
+    lines = render([failed, trt_row()])
+    assert cells_of(lines, SPLIT_HEAD) == {"trt": "0.150 / 2.00 / 0.046"}  # the last trt line: the ok row
+    assert cells_of(render([failed]), "images") == {"trt": "✗"}
+    assert SPLIT_HEAD not in "\n".join(render([failed]))  # a failed row alone has no split to show
+    head = [c.strip() for c in next(ln for ln in lines if SPLIT_HEAD in ln).split("┃")]
+    failed_line = [c.strip() for c in next(ln for ln in lines if "failed" in ln).split("│")]
+    assert failed_line[head.index(SPLIT_HEAD)] == "-" and failed_line[head.index("enqueue ms p50")] == "-"
 
 
 def test_run_report_has_the_split_section_with_its_explanation():
