@@ -323,6 +323,32 @@ def test_status_line_names_release_binding_and_modes(fakes):
     assert ok and "Fake GPU" in why and "11.4.0.106" in why
 
 
+@pytest.mark.parametrize("release,implicit", [("10.16", True), ("11.4", False)])
+def test_harness_targets_names_release_binding_and_modes(fakes, monkeypatch, release, implicit):
+    """`harness targets` itself (issue 18): which TensorRT, which CUDA binding, which build and timing modes."""
+    import io
+
+    from click.testing import CliRunner
+    from rich.console import Console
+
+    from harness.cli import info, main
+    from tests.fake_trt import VERSIONS
+
+    fakes(release)
+    buffer = io.StringIO()
+    monkeypatch.setattr(info, "out", Console(file=buffer, width=600, color_system=None))  # no cell wraps
+    result = CliRunner().invoke(main, ["targets"])
+    assert result.exit_code == 0, result.output
+    rows = {cells[0]: cells for cells in ([c.strip() for c in line.split("│")[1:-1]]
+                                          for line in buffer.getvalue().splitlines() if line.startswith("│"))}
+    assert rows["trt"][1] == "yes" and f"tensorrt {VERSIONS[release]}" in rows["trt"][2] and "Fake GPU" in rows["trt"][2]
+    details = rows["trt details"][2]
+    assert details.startswith(f"TensorRT {VERSIONS[release]}; CUDA binding cuda-python ")
+    assert "builds: fp32 (strongly typed, tf32 setting); fp16 (fp16 ONNX); int8 (Q/DQ ONNX)" in details
+    assert ("int8 implicit calibration" in details) is implicit
+    assert details.endswith("timing: serial, pipelined, CUDA graphs")
+
+
 def test_11_list_really_lacks_the_weak_typing_api():
     """The premise of the fakes: checked on the lists themselves."""
     gone = {"FP16", "int8_calibrator", "set_calibration_profile", "IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator"}

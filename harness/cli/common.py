@@ -16,9 +16,10 @@ from rich.table import Table
 
 from harness.errors import HarnessError
 
-# Wide enough for the results table when output goes to a file or pipe (rich assumes 80 there).
+# Wide enough for the results table when output goes to a file or pipe (rich assumes 80 there); the
+# table of a run with trt rows has two more columns (the GPU stage split), hence 200 on stdout.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-out = Console(width=None if sys.stdout.isatty() else 160)
+out = Console(width=None if sys.stdout.isatty() else 200)
 
 
 class HarnessGroup(click.Group):
@@ -159,25 +160,40 @@ ROW_COLUMNS = [("target", "target"), ("precision", "prec"), ("mode", "mode"), ("
                ("latency_ms_p50", "p50 ms"), ("latency_ms_p99", "p99 ms"), ("e2e_fps", "e2e img/s")]
 
 
-def print_rows(rows, title: str = "results") -> None:
-    """The terminal table: one line per row; a failed row shows ✗ and its reason below the table,
-    flagged rows their flags. Percentiles only where the row's latency count supports them."""
+def results_table(rows, title: str = "results") -> Table:
+    """The terminal table: one line per row; a failed row shows ✗, flagged rows their flags.
+    Percentiles only where the row's latency count supports them. The GPU stage split (trt) and the
+    enqueue time get a column only when some row has them, so CPU-only tables stay as they were."""
+    from harness.report.gpu_split import ENQUEUE_HEADING, SPLIT_HEADING, has_enqueue, has_split, ms, split_cell
     from harness.report.markdown import cell
     from harness.row import flag_label, target_label
 
+    datas = [row.to_dict() for row in rows]
+    extra = []  # (heading, cell of a row dict)
+    if any(has_split(d) for d in datas):
+        extra.append((SPLIT_HEADING, split_cell))
+    if any(has_enqueue(d) for d in datas):
+        extra.append((ENQUEUE_HEADING, lambda d: ms(d.get("enqueue_ms_p50"))))
     table = Table(title=title)
     for _, heading in ROW_COLUMNS:
         table.add_column(heading, justify="right")
+    for heading, _ in extra:  # a narrow terminal wraps the split at its " / ", never inside a number
+        table.add_column(heading, justify="right")
     table.add_column("flags")
-    for row in rows:
-        data = row.to_dict()
+    for row, data in zip(rows, datas):
         data["target"] = target_label(row.target, row.source, row.device)
         if row.status == "failed":
             known = {"target": data["target"], "precision": row.precision, "bs": str(row.bs), "images": "✗"}
-            table.add_row(*[known.get(key, "-") for key, _ in ROW_COLUMNS], "failed")
+            table.add_row(*[known.get(key, "-") for key, _ in ROW_COLUMNS], *("-" for _ in extra), "failed")
             continue
-        table.add_row(*[cell(data, key) for key, _ in ROW_COLUMNS], ", ".join(map(flag_label, row.flags)))
-    out.print(table)
+        table.add_row(*[cell(data, key) for key, _ in ROW_COLUMNS], *(show(data) for _, show in extra),
+                      ", ".join(map(flag_label, row.flags)))
+    return table
+
+
+def print_rows(rows, title: str = "results") -> None:
+    """The terminal table (results_table); a failed row's reason and a suspect row's note below it."""
+    out.print(results_table(rows, title))
     for row in rows:
         if row.status != "ok":
             console.print(f"[red]✗[/] {escape(row.target)} bs={row.bs}: {escape(row.error or '')}", highlight=False)

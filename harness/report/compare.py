@@ -28,13 +28,14 @@ import pandas as pd
 
 from harness import identity as ident
 from harness.errors import HarnessError
+from harness.report.gpu_split import SPLIT_FIGURES
 from harness.results import RESULTS_FILE, load_results
 from harness.row import METRIC_NAMES as METRICS
 from harness.row import ResultRow
 
 BASELINE_PREFERENCE = (("ort", "fp32"), ("ov", "fp32"))
 NUMERIC = (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "images",
-           "detections", "iterations", "bench_seconds")
+           "detections", "iterations", "bench_seconds", *SPLIT_FIGURES)
 COUNTS = ("images", "detections", "iterations")
 KEY = ("machine", "profile", "model", "target", "precision", "mode", "bs")
 MACHINE_FIELDS = ("host", "cpu", "cores", "gpu", "os")
@@ -174,6 +175,7 @@ def _flat(source: Source, row: ResultRow) -> dict:
         "bs": int(row.bs),
         **{k: _num(getattr(row, k)) for k in (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90",
                                               "latency_ms_p99", "images", "detections")},
+        **{k: _num(row.target_figures.get(k)) for k in SPLIT_FIGURES},  # the GPU stage split (trt rows)
         "iterations": _num(bench.get("iterations")),
         "bench_seconds": _num(bench.get("seconds")),
         "concurrency": bench.get("concurrency"),
@@ -510,12 +512,15 @@ EXPORT_COLUMNS = (
     "is_baseline", "baseline", "baseline_match", "speedup_match", "variant", "runtime", "dataset", "annotations",
     "evaluator", "detections", "notes", "sources",
 )
+#: exported only when some row has them (a CPU-only table gets no empty GPU columns)
+EXPORT_IF_PRESENT = SPLIT_FIGURES
 
 
 def export_frame(comparison: Comparison) -> pd.DataFrame:
     """The merged table for CSV/JSON: flat columns, full-precision values (no rounding)."""
     table = comparison.table
-    frame = table[[c for c in EXPORT_COLUMNS if c in table.columns]].copy()
+    present = [c for c in EXPORT_IF_PRESENT if c in table.columns and table[c].notna().any()]
+    frame = table[[c for c in (*EXPORT_COLUMNS, *present) if c in table.columns]].copy()
     frame["fps_values"] = table["fps_values"].map(lambda v: " ".join(repr(x) for x in v))
     frame["notes"] = table["notes"].map(lambda v: " | ".join(v))
     frame["flags"] = table["flags"].map(lambda v: " ".join(v))

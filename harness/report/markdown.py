@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from harness.report.compare import SPREAD_LARGE
+from harness.report.gpu_split import split_markdown
 from harness.row import FLAGS, ResultRow, flag_label, target_label
 from harness.timing import PERCENTILE_MIN_SAMPLES, percentile_supported
 
@@ -132,6 +133,9 @@ def run_report_markdown(rows, env: dict) -> str:
         lines += ["Notes:"] + [f"- {r['target']} bs={r['bs']}: {n}" for r, n in notes] + [""]
     lines += ["Per-stage time over the full pass (ms per image, summed over stages that may overlap):", ""]
     lines += [_stage_table(rows), ""]
+    split = split_markdown(rows, _run_row_name)
+    if split:
+        lines += ["GPU time per batch by stage (timing loop, ms):", "", *split, ""]
     if env:
         lines += ["Environment:", ""]
         lines += [f"- {k}: {v}" for k, v in env.items() if k != "packages"]
@@ -140,6 +144,12 @@ def run_report_markdown(rows, env: dict) -> str:
             lines.append(f"- packages: {pkgs}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _run_row_name(r: dict) -> str:
+    """'trt fp16 throughput ×2 bs 4': a row of one run's page, named as its table shows it."""
+    mode = f" {mode_cell(r.get('mode'), r.get('requests'))}" if r.get("mode") else ""
+    return f"{r['target']} {r.get('precision')}{mode} bs {r['bs']}"
 
 
 def _stage_table(rows: list[dict]) -> str:
@@ -310,6 +320,12 @@ def _how_to_read(page: _Page) -> list[str]:
     return lines
 
 
+def _gpu_split_section(page: _Page) -> list[str]:
+    """Rows that timed their GPU stages (trt): h2d / compute / d2h and enqueue; none: no section."""
+    split = split_markdown(page.rows, page.name)
+    return ["## GPU time per stage", "", *split, ""] if split else []
+
+
 def _failed_section(page: _Page) -> list[str]:
     failed = page.comp.failed
     if not failed:
@@ -402,7 +418,8 @@ def _environment_section(page: _Page) -> list[str]:
 def comparison_markdown(comp, plots: list[tuple[str, str]] | None = None, baseline_asked: str | None = None) -> str:
     """The comparison page; same Comparison + same plot names -> byte-identical text."""
     page = _Page(comp)
-    sections = (_header(page, baseline_asked), _results_section(page), _failed_section(page), _spread_section(page),
+    sections = (_header(page, baseline_asked), _results_section(page), _gpu_split_section(page), _failed_section(page),
+                _spread_section(page),
                 _per_class_section(page), _plots_section(plots), _notes_section(page), _environment_section(page))
     return "\n".join(line for section in sections for line in section)
 
