@@ -25,7 +25,7 @@ from harness.fidelity.weighted import summary_stats
 from harness.pipeline import accuracy_pass
 from harness.preprocess import prepare_batch
 from harness.targets import get_target
-from harness.timing import warm_up
+from harness.timing import LoopRule, warm_up
 
 BATCH = 1
 
@@ -103,7 +103,7 @@ class Scorer:
             seconds = time.perf_counter() - start
             if bench:
                 warm_up(lambda: target.infer(self.sample, self.sample_extras), min(0.5, self.bench_seconds))
-                fps = target.benchmark(self.sample, self.bench_seconds, 5, self.sample_extras).fps
+                fps = target.benchmark(self.sample, LoopRule.fixed(self.bench_seconds, 5), self.sample_extras).fps
         matches = coco_matches(self.gt, passed.detections, self.image_ids, areas=AREAS)
         return Measured(map_of(matches), matches, passed.detections, fps, seconds)
 
