@@ -59,7 +59,7 @@ def test_unreadable_calibration_image_is_named(t):
 
 
 def test_exclude_pattern_matching_nothing(t):
-    assert_one_line_error(cli(*args(t, "--exclude", "^head\\.")), "--exclude '^head\\\\.' matches no node name")
+    assert_one_line_error(cli(*args(t, "--exclude", "^head\\.")), "--exclude '^head\\.' matches no node name")
 
 
 def test_exclude_type_not_in_model(t):

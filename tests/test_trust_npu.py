@@ -106,8 +106,9 @@ def test_zip_bomb_builder_makes_a_real_npz(tmp_path):
 def test_npz_member_inflating_far_beyond_its_header_is_refused_without_inflating(tmp_path):
     size = zip_bomb_npz(tmp_path / "output_000000.npz", (1, 84, 34), 2_000_000_000)  # 2 GB of zeros inside
     assert size < 3_000_000
-    with pytest.raises(HarnessError, match=r"key 'output_0': its header declares 1x84x34 float32 \(11552 bytes\) but "
-                                           r"the archive lists 2000000128 bytes uncompressed; refused before inflating"):
+    with pytest.raises(HarnessError, match=r"key 'output_0': its header declares 1x84x34 float32 \(11552 bytes with its "
+                                           r"128-byte header\) but the archive lists 2000000128 bytes uncompressed; "
+                                           r"refused before inflating"):
         load_npz(tmp_path / "output_000000.npz", "image img_0.png", {"output_0": SPEC})
 
 

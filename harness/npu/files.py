@@ -139,7 +139,8 @@ def load_npz(path: Path, what: str, specs: dict[str, dict | None] | None = None)
                     declared = offset + _declared_bytes(shape, dtype)
                     if declared != info.file_size:
                         raise HarnessError(f"{what}: {where}: its header declares {shape_str(shape)} {dtype} "
-                                           f"({declared} bytes) but the archive lists {info.file_size} bytes "
+                                           f"({declared} bytes with its {offset}-byte header) but the archive lists "
+                                           f"{info.file_size} bytes "
                                            "uncompressed; refused before inflating it")
                     check_declared(shape, dtype, specs.get(key), path, f"{what} {key}")
                     out[key] = _read_data(stream, shape, dtype, fortran, path, what)

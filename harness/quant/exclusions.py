@@ -66,10 +66,10 @@ def resolve(rules: ExclusionRules, nodes: Iterable[tuple[str, str]]) -> Exclusio
         try:
             regex = re.compile(pattern)
         except re.error as exc:
-            raise HarnessError(f"--exclude {pattern!r}: not a valid regular expression ({exc})") from None
+            raise HarnessError(f"--exclude '{pattern}': not a valid regular expression ({exc})") from None
         hits = [name for name, _ in nodes if regex.search(name)]
         if not hits:
-            raise HarnessError(f"--exclude {pattern!r} matches no node name in the model "
+            raise HarnessError(f"--exclude '{pattern}' matches no node name in the model "
                                f"(e.g. {', '.join(sorted(names)[:3])})")
         by_rule[f"pattern:{pattern}"] = hits
     present = sorted({op for _, op in nodes})

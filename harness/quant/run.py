@@ -13,6 +13,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.fileio import atomic_write_text, sha256_file
+from harness.folders import LOCK_FILE, FolderLock
 from harness.onnx_model import load_graph
 from harness.profiles import Profile
 from harness.progress import NullProgress
@@ -93,12 +94,19 @@ def check_request(req: QuantizeRequest) -> None:
 
 def quantize(req: QuantizeRequest, progress=None) -> QuantizeOutcome:
     check_request(req)
-    progress = progress or NullProgress()
+    req.out.parent.mkdir(parents=True, exist_ok=True)
+    # --out is replaced whole at the end, so its lock lives beside it: a second quantize into the same
+    # --out fails at once instead of replacing the first one's model when it finishes
+    with FolderLock(req.out, lock_file=req.out.parent / f".{req.out.name}{LOCK_FILE}"):
+        check_request(req)  # again under the lock: another command may have filled --out meanwhile
+        return _quantize(req, progress or NullProgress())
+
+
+def _quantize(req: QuantizeRequest, progress) -> QuantizeOutcome:
     if req.backend == "nncf":
         from harness.quant.nncf_backend import import_nncf
 
         import_nncf()
-    req.out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{req.out.name}.staging-", dir=req.out.parent))
     try:
         if req.backend == "nncf":
