@@ -239,6 +239,7 @@ def test_emulated_rows_are_marked_in_every_table(npu):
     assert result.exit_code == 0, result.output
     (row,) = json.loads((root / "dev" / "results.json").read_text())["rows"]
     assert row["source"] == "emulated" and row["device"].startswith("ONNX Runtime CPU on ")
+    assert row["time_covers"].startswith("host inference only") and "device compute" not in row["time_covers"]
     assert "ascend (emulated)" in result.output  # the terminal table
     assert "| ascend (emulated) |" in (root / "dev" / "report.md").read_text()
     page = root / "cmp.md"
@@ -249,6 +250,7 @@ def test_emulated_rows_are_marked_in_every_table(npu):
     records = json.loads((root / "cmp.json").read_text())
     ascend = next(r for r in records if r["target"] == "ascend")
     assert ascend["origin"] == "emulated" and ascend["emulated"] is True
+    assert "device compute" not in page.read_text().split("ascend (emulated)", 1)[1].splitlines()[0]
     assert "emulated" in (root / "cmp.csv").read_text().splitlines()[0]
 
 

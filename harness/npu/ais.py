@@ -34,6 +34,7 @@ OLD_SUMMARY = "sumary.json"
 TIMESTAMP = re.compile(r"^\d{4}_\d{2}_\d{2}-\d{2}_\d{2}_\d{2}$")
 OUTPUT_FILE = re.compile(r"^.+_\d+\.(bin|npy|txt)$")
 TIME_COVERS = "device compute only (NPU_compute_time from the ais summary)"
+EMULATED_TIME_COVERS = "host inference only (harness emulate: ONNX Runtime on this CPU stood in for the NPU; not device time)"
 
 
 # ---------------------------------------------------------------- locating the output folder
@@ -381,7 +382,8 @@ def read_timing(folder: Path) -> DeviceTiming:
                         latency_ms_p99=None if timing.p99_ms is None else round(timing.p99_ms, 3),
                         batchsize=timing.batchsize, iterations=timing.count,
                         device_model=model_from_args(timing.raw.get("args")), device=device,
-                        emulated_by=timing.raw.get("emulated_by"), time_covers=TIME_COVERS, note=note,
+                        emulated_by=timing.raw.get("emulated_by"),
+                        time_covers=EMULATED_TIME_COVERS if timing.raw.get("emulated_by") else TIME_COVERS, note=note,
                         mode="latency")  # ais_bench (and its emulation) runs one batch at a time
 
 

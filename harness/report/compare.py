@@ -154,6 +154,8 @@ def _covers_short(text: str | None) -> str:
         return "-"
     if "end to end" in t or "end-to-end" in t or "e2e" in t:
         return "end to end"
+    if "emulate" in t:
+        return "host (emulated)"
     if "device" in t and ("only" in t or "compute" in t):
         return "device compute"
     return "inference call"
