@@ -164,7 +164,7 @@ def results_table(rows, title: str = "results") -> Table:
     """The terminal table: one line per row; a failed row shows ✗, flagged rows their flags.
     Percentiles only where the row's latency count supports them. The GPU stage split (trt) and the
     enqueue time get a column only when some row has them, so CPU-only tables stay as they were."""
-    from harness.report.gpu_split import ENQUEUE_HEADING, SPLIT_HEADING, has_enqueue, has_split, ms, split_cell
+    from harness.report.gpu_split import ENQUEUE, ENQUEUE_HEADING, SPLIT_HEADING, figure_cell, has_enqueue, has_split, split_cell
     from harness.report.markdown import cell
     from harness.row import flag_label, target_label
 
@@ -173,7 +173,7 @@ def results_table(rows, title: str = "results") -> Table:
     if any(has_split(d) for d in datas):
         extra.append((SPLIT_HEADING, split_cell))
     if any(has_enqueue(d) for d in datas):
-        extra.append((ENQUEUE_HEADING, lambda d: ms(d.get("enqueue_ms_p50"))))
+        extra.append((ENQUEUE_HEADING, lambda d: figure_cell(d, ENQUEUE)))
     table = Table(title=title)
     for _, heading in ROW_COLUMNS:
         table.add_column(heading, justify="right")

@@ -372,6 +372,7 @@ def read_timing(folder: Path) -> DeviceTiming:
                                  "not recorded")
     timing = parse_summary(path)
     emulated_on, device_ids = timing.raw.get("emulated_on"), device_from_args(timing.raw.get("args"))
+    emulated_by = timing.raw.get("emulated_by")
     device = (str(emulated_on) if emulated_on else
               f"device id {device_ids} (ais_bench --device {device_ids}, from {path.name})" if device_ids else None)
     note = (f"fps = ais throughput (1000 x batchsize / mean NPU compute ms) from {path.name}; latency per batch call"
@@ -382,8 +383,7 @@ def read_timing(folder: Path) -> DeviceTiming:
                         latency_ms_p99=None if timing.p99_ms is None else round(timing.p99_ms, 3),
                         batchsize=timing.batchsize, iterations=timing.count,
                         device_model=model_from_args(timing.raw.get("args")), device=device,
-                        emulated_by=timing.raw.get("emulated_by"),
-                        time_covers=EMULATED_TIME_COVERS if timing.raw.get("emulated_by") else TIME_COVERS, note=note,
+                        emulated_by=emulated_by, time_covers=EMULATED_TIME_COVERS if emulated_by else TIME_COVERS, note=note,
                         mode="latency")  # ais_bench (and its emulation) runs one batch at a time
 
 
