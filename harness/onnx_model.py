@@ -18,6 +18,8 @@ import numpy as np
 from harness.errors import HarnessError, first_line
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+#: the pair a static Q/DQ graph (ONNX Runtime's quantize_static, ModelOpt, NNCF's ONNX) is made of
+QDQ_PAIR = ("QuantizeLinear", "DequantizeLinear")
 INT8_OPS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm"})
 
 

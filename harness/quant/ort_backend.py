@@ -27,9 +27,10 @@ from onnx import numpy_helper
 
 from harness.errors import HarnessError, first_line
 from harness.fileio import atomic_write_bytes
+from harness.onnx_model import QDQ_PAIR
 from harness.profiles import InputSpec
 from harness.quant.calib_data import CalibrationImages, CountingBatches, calibration_batches, ort_reader
-from harness.quant.placement import QUANTIZED_OP_TYPES, Placement, ort_extra_options, place
+from harness.quant.placement import QUANTIZED_OP_TYPES, Placement, constants, ort_extra_options, place
 from harness.quant.prepare import PreparedModel, drop_unread_initializers, prepare_model, quiet_ort_quantization
 from harness.quant.trt_cache import TrtCache, check_cache_matches
 
@@ -212,18 +213,15 @@ def calibration_from_trt_cache(model_path: str | Path, cache: TrtCache,
         path = folder / "ranges.json"
         _save_ranges(ranges, path)
         placement = place(model)
-        constants = {init.name for init in model.graph.initializer}
-        constants |= {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
+        known_constants = constants(model)
         by_name = {node.name: node for node in model.graph.node}
-        covered, uncovered = [], {}
+        uncovered = {}  # nodes with an input the cache has no scale for stay float, with that reason
         for name in (*placement.quantized, *placement.concat_convs):
-            missing = [t for t in by_name[name].input if t and t not in constants and t not in data]
+            missing = [t for t in by_name[name].input if t and t not in known_constants and t not in data]
             if missing:
                 uncovered[name] = f"no cached scale for {missing[0]}"
-            else:
-                covered.append(name)
-        left = {**placement.left_float, **uncovered}
-        placement = Placement(tuple(n for n in covered if n not in left), left)
+        placement = Placement(tuple(n for n in placement.quantized if n not in uncovered),
+                              {**placement.left_float, **uncovered})
         source = {"trt_cache": str(cache.path), "header": cache.header, "trt_version": cache.trt_version,
                   "calibrator": cache.calibrator, "tensors": len(cache.scales),
                   "trt_internal_skipped": len(cache.internal)}
@@ -259,7 +257,6 @@ def write_qdq(cal: Calibration, out_path: str | Path, exclude: Iterable[str] = (
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     scratch = cal.cache_path.parent / f"qdq-{uuid.uuid4().hex}.onnx"
-    model = onnx.load(str(cal.prepared.path), load_external_data=False)
     try:
         with quiet_ort_quantization():
             quantize_static(str(cal.prepared.path), str(scratch), None, quant_format=QuantFormat.QDQ,
@@ -267,7 +264,8 @@ def write_qdq(cal: Calibration, out_path: str | Path, exclude: Iterable[str] = (
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             nodes_to_quantize=nodes, nodes_to_exclude=sorted(excluded),
                             calibrate_method=cal.ort_method,
-                            extra_options={**ort_extra_options(model), "TensorQuantOverrides": cal.overrides},
+                            extra_options={**ort_extra_options({op for _, op in cal.node_types()}),
+                                           "TensorQuantOverrides": cal.overrides},
                             calibration_cache_path=str(cal.cache_path))
         written = onnx.load(str(scratch))
     except HarnessError:
@@ -308,7 +306,7 @@ def _drop_unread_qdq(model: onnx.ModelProto) -> None:
     while True:
         read = {name for node in model.graph.node for name in node.input} | outputs
         dead = [node for node in model.graph.node
-                if node.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(o in read for o in node.output)]
+                if node.op_type in QDQ_PAIR and not any(o in read for o in node.output)]
         if not dead:
             break
         for node in dead:
@@ -317,14 +315,14 @@ def _drop_unread_qdq(model: onnx.ModelProto) -> None:
 
 
 def count_qdq(model: onnx.ModelProto) -> int:
-    return sum(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node)
+    return sum(node.op_type in QDQ_PAIR for node in model.graph.node)
 
 
 def check_symmetric_int8(model: onnx.ModelProto) -> None:
     """Every Q/DQ must be int8 with zero point 0 (TensorRT refuses anything else); a bug otherwise."""
     inits = {init.name: init for init in model.graph.initializer}
     for node in model.graph.node:
-        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+        if node.op_type not in QDQ_PAIR:
             continue
         if len(node.input) < 3 or node.input[2] not in inits:
             raise HarnessError(f"quantized model: {node.name} has no constant zero point (expected int8 0)")

@@ -57,7 +57,8 @@ class Placement:
         return tuple(name for name, why in self.left_float.items() if why.endswith(CONCAT_CONV_REASON))
 
 
-def _constants(model: onnx.ModelProto) -> set[str]:
+def constants(model: onnx.ModelProto) -> set[str]:
+    """Names of the tensors that are initializers or Constant outputs (not activations)."""
     names = {init.name for init in model.graph.initializer}
     names |= {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
     return names
@@ -86,7 +87,7 @@ def _conv_unsupported(node: onnx.NodeProto, weights: dict, graph_inputs: set[str
 def place(model: onnx.ModelProto) -> Placement:
     """ModelOpt's node selection on a prepared (named, shape-inferred) model."""
     graph = model.graph
-    constants = _constants(model)
+    known_constants = constants(model)
     weights = {init.name: init for init in graph.initializer}
     graph_inputs = {i.name for i in graph.input}
     graph_outputs = {o.name for o in graph.output}
@@ -105,7 +106,7 @@ def place(model: onnx.ModelProto) -> Placement:
         if node.op_type in POOLING_OP_TYPES:
             pooling.append(node)
             continue
-        if node.op_type in POINTWISE_OP_TYPES and any(name in constants for name in node.input if name):
+        if node.op_type in POINTWISE_OP_TYPES and any(name in known_constants for name in node.input if name):
             left[node.name] = f"{node.op_type} with a constant input"
             continue
         if node.op_type not in OUTPUT_OK_OP_TYPES and graph_outputs.intersection(node.output):
@@ -145,13 +146,14 @@ def place(model: onnx.ModelProto) -> Placement:
     return Placement(tuple(sorted(chosen, key=order.__getitem__)), left)
 
 
-def ort_extra_options(model: onnx.ModelProto) -> dict:
-    """ModelOpt's `trt_guided_options` for ORT's quantize_static (less its own ORT patches)."""
+def ort_extra_options(op_types: set[str]) -> dict:
+    """ModelOpt's `trt_guided_options` for ORT's quantize_static (less its own ORT patches);
+    op_types: every op type of the model."""
     return {
         "ActivationSymmetric": True,
         "WeightSymmetric": True,
         "QuantizeBias": False,
-        "OpTypesToExcludeOutputQuantization": sorted({node.op_type for node in model.graph.node}),
+        "OpTypesToExcludeOutputQuantization": sorted(op_types),
         "AddQDQPairToWeight": True,
         "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1},
         "DedicatedQDQPair": False,

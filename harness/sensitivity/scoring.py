@@ -47,18 +47,6 @@ class Comparison:
     low: float | None
     high: float | None
 
-    @property
-    def inside_noise(self) -> bool | None:
-        """True when the interval holds 0 (the two cannot be told apart on the subset)."""
-        if self.low is None or self.high is None:
-            return None
-        return self.low <= 0.0 <= self.high
-
-    @property
-    def verdict(self) -> str:
-        noise = self.inside_noise
-        return "no interval" if noise is None else ("inside noise" if noise else "real")
-
     @classmethod
     def of(cls, result: BootstrapResult) -> Comparison:
         low, high = result.interval["map"]
@@ -104,7 +92,7 @@ class Scorer:
             if bench:
                 warm_up(lambda: target.infer(self.sample, self.sample_extras), min(0.5, self.bench_seconds))
                 fps = target.benchmark(self.sample, LoopRule.fixed(self.bench_seconds, 5), self.sample_extras).fps
-        matches = coco_matches(self.gt, passed.detections, self.image_ids, areas=AREAS)
+        matches = self.matches_of(passed.detections)
         return Measured(map_of(matches), matches, passed.detections, fps, seconds)
 
     def matches_of(self, detections: list[dict]) -> CocoMatches:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from harness.config import setting
+from harness.sensitivity.structure import COMPUTE_OPS
 
 MODES = ("exclude", "include")
 
@@ -52,7 +53,6 @@ class SearchSettings:
         return MODES if self.mode == "both" else (self.mode,)
 
 
-COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 TYPE_PREFIX = "type:"
 
 

@@ -20,9 +20,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from harness.onnx_model import QDQ_PAIR
 from harness.quant.placement import QUANTIZED_OP_TYPES
-
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,7 @@ def probe(fp32_path: Path, qdq_path: Path, batches: list[np.ndarray], input_name
     from onnxruntime.quantization.qdq_loss_debug import compute_activation_error, create_activation_matching
 
     float_acts = _collect(fp32_path, workdir / "probe-fp32.onnx", list(QUANTIZED_OP_TYPES), feeds)
-    qdq_acts = _collect(qdq_path, workdir / "probe-int8.onnx", list(QDQ_OPS), feeds)
+    qdq_acts = _collect(qdq_path, workdir / "probe-int8.onnx", list(QDQ_PAIR), feeds)
     matched = create_activation_matching(qdq_acts, float_acts)
     activation = compute_activation_error({k: {"float": [], **v} for k, v in matched.items()})
     weights = weight_errors(qdq)
@@ -112,7 +111,7 @@ def probe(fp32_path: Path, qdq_path: Path, batches: list[np.ndarray], input_name
     inits = {init.name: init for init in qdq.graph.initializer}
     errors, activation_inputs, scales = {}, {}, {}
     for node in qdq.graph.node:
-        if node.op_type in QDQ_OPS:
+        if node.op_type in QDQ_PAIR:
             continue
         act_x, act_local, weight = [], [], []
         for name in node.input:
