@@ -38,10 +38,6 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _max_pixels = DEFAULT_MAX_PIXELS
 
 
-def max_pixels() -> int:
-    return _max_pixels
-
-
 def set_max_pixels(limit: int | None) -> None:
     """Set the process's pixel limit (None: the default, 50 MP)."""
     global _max_pixels

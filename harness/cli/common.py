@@ -82,13 +82,6 @@ def parse_batch_sizes(text: str) -> list[int]:
     return list(dict.fromkeys(sizes))
 
 
-def positive_seconds(name: str, value: float, allow_zero: bool = False) -> float:
-    """A time flag must be a finite number > 0 (or >= 0): NaN would loop forever."""
-    if value is None or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise HarnessError(f"{name} {value}: expected a finite number of seconds {'>= 0' if allow_zero else '> 0'}")
-    return float(value)
-
-
 class _Checked(click.ParamType):
     """A click type whose bad values are one `error:` line (a HarnessError), like every other user
     mistake, instead of click's usage block."""

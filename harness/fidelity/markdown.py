@@ -178,15 +178,6 @@ def row_plain(r: RowFidelity) -> dict:
     }
 
 
-def fidelity_plain(report: FidelityReport) -> dict:
-    """Everything the section shows, as JSON-ready data."""
-    spec = report.reference
-    return {"reference": {"target": spec.target, "precision": spec.precision, "model": spec.model},
-            "gate": report.gate, "gate_failed": report.gate_failed,
-            "rows": [row_plain(r) for r in report.rows],
-            "not_compared": [{"row": _row_id(row), "reason": why} for row, why in report.not_compared]}
-
-
 FLAT_FIGURES = ("dmap", "dmap_lo", "dmap_hi", "agreement", "missed", "extra", "flips", "mean_iou", "dscore", "sqnr",
                 "cosine")
 

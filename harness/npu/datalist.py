@@ -16,11 +16,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from harness.data.coco import IMAGE_SUFFIXES
 from harness.errors import HarnessError
 from harness.imagefile import check_image_file, exif_orientation, header_size, read_regular_file
 from harness.npu.prep import PREP_FILE, Prep, PrepFile, PrepImage
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def read_datalist(path: str | Path) -> list[str]:

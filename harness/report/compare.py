@@ -38,7 +38,6 @@ NUMERIC = (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90", "late
            "detections", "iterations", "bench_seconds", *SPLIT_FIGURES)
 COUNTS = ("images", "detections", "iterations")
 KEY = ("machine", "profile", "model", "target", "precision", "mode", "bs")
-MACHINE_FIELDS = ("host", "cpu", "cores", "gpu", "os")
 SPREAD_LARGE = 0.10  # relative spread above which a row's throughput is called noisy
 
 
@@ -129,7 +128,7 @@ def load_sources(paths, ignored: list[str] | None = None) -> list[Source]:
 
 
 def machine_identity(env: dict) -> tuple:
-    return tuple(str(env.get(k)) for k in MACHINE_FIELDS)
+    return tuple(str(env.get(k)) for k in ident.MACHINE_FIELDS)
 
 
 def _label_machines(sources: list[Source]) -> None:
