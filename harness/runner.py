@@ -18,7 +18,7 @@ from harness import __version__
 from harness import identity as ident
 from harness.canvases import CanvasCache
 from harness.config import dump as dump_config
-from harness.data.coco import check_categories, load_dataset
+from harness.data.coco import DatasetCache, check_categories, load_dataset
 from harness.decode import decode
 from harness.errors import HarnessError, first_line
 from harness.evaluate import CocoEvaluator
@@ -55,6 +55,7 @@ class RunConfig:
     workers: int = 2
     evaluator: str = "auto"
     canvases: CanvasCache | None = None  # shared by the runs of one command: later rows skip JPEG decoding
+    datasets: DatasetCache | None = None  # shared by the runs of one command: the images are checked once
     notes: list[str] = field(default_factory=list)  # said of every row (e.g. options this target ignored)
     keep_going: bool = False  # a row that cannot run is recorded and the sweep goes on (else: recorded, then raised)
     save_detections: bool = False  # ok rows write their COCO result dicts next to results.json (report --fidelity)
@@ -95,16 +96,19 @@ def run(config: RunConfig, store: ResultsStore, progress=None) -> list[ResultRow
         target_cls.parse_options(config.options or {})
     check_model_paths(config)
     loop_rule(config)
-    dataset = load_dataset(config.images_dir, config.ann_path, config.limit, config.skip_bad_images)
+    load = config.datasets.load if config.datasets else load_dataset
+    dataset = load(config.images_dir, config.ann_path, config.limit, config.skip_bad_images)
     evaluator = CocoEvaluator(dataset.ann, config.evaluator)
     check_categories(dataset.ann, config.profile.category_ids, config.profile.name, config.ann_path)
     images = list(dataset.images)
     skipped: list[str] = list(dataset.skipped)
     measured_on = _identity_parts(config, options, target_cls, dataset, store.env)
-    planned = []
+    planned, model_shas = [], {}
     for bs in config.batch_sizes:  # every model's identity is checked against a resumed folder first
         model_path, per_batch = model_for_batch(config.model, bs)
-        row_identity = {"model_sha256": ident.model_sha256(model_path), **measured_on}
+        if model_path not in model_shas:  # one file serves every batch size unless given per batch
+            model_shas[model_path] = ident.model_sha256(model_path)
+        row_identity = {"model_sha256": model_shas[model_path], **measured_on}
         store.check_same_measurement(row_identity, config.target, model_path)
         planned.append((bs, model_path, per_batch, row_identity))
     rows = []

@@ -66,3 +66,21 @@ def test_run_notes_reuse_and_keeps_map(tiny, tmp_path):
     plain = json.loads((tmp_path / "plain" / "results.json").read_text())["rows"]
     assert [r["map"] for r in plain] == [r["map"] for r in rows]
     assert not any("reused" in n for r in plain for n in r["notes"])
+
+
+def test_one_command_checks_each_image_once_across_targets(tiny, tmp_path, monkeypatch):
+    """`run -t ort,ov` runs the runner twice; the dataset (strict decode of every image) is loaded once."""
+    import harness.data.coco as coco
+
+    images_dir, ann_path, model, profile = tiny
+    checked = []
+    real_check = coco.check_image_file
+    monkeypatch.setattr(coco, "check_image_file", lambda path: checked.append(path) or real_check(path))
+    args = ["run", "--target", "ort,ov", "--model", str(model), "--profile", profile.source, "--data", str(images_dir),
+            "--ann", str(ann_path), "--bs", "1", "--seconds", "0.1", "--max-seconds", "0.1", "--warmup", "0.05",
+            "--out", str(tmp_path / "two")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "two" / "results.json").read_text())["rows"]
+    assert [r["target"] for r in rows] == ["ort", "ov"] and rows[0]["map"] == rows[1]["map"]
+    assert sorted(checked) == sorted(images_dir.glob("*.jpg"))  # each file once, not once per target

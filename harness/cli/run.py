@@ -132,6 +132,7 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
     """Run targets over a dataset at each batch size; write results.json and report.md."""
     from harness import runner
     from harness.canvases import CanvasCache
+    from harness.data.coco import DatasetCache
     from harness.envinfo import environment
     from harness.profiles import load_profile
     from harness.results import ResultsStore
@@ -147,6 +148,7 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
     store = ResultsStore(out_dir, environment(), resume=kw["resume"], overwrite=kw["overwrite"],
                          on_save=write_run_report)
     canvases = None if kw["no_image_cache"] else CanvasCache()
+    datasets = DatasetCache()
     rows = []
     with store, pixel_limit(kw["max_pixels"]), RichProgress() as progress:
         for name, options, notes in configured:
@@ -155,7 +157,7 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
                 batch_sizes=batch_sizes, options=options, bench_seconds=kw["bench_seconds"],
                 max_seconds=kw["max_seconds"], target_ci=kw["target_ci"], warmup_seconds=kw["warmup_seconds"],
                 limit=kw["limit"], skip_bad_images=kw["skip_bad_images"],
-                workers=kw["workers"], canvases=canvases, notes=notes, keep_going=True,
+                workers=kw["workers"], canvases=canvases, datasets=datasets, notes=notes, keep_going=True,
                 save_detections=save_detections, save_outputs=save_outputs,
             )
             rows += runner.run(config, store, progress)
@@ -180,6 +182,7 @@ def demo_cmd(out_dir, mode, bench_seconds, max_seconds, cache_dir):
     from harness import runner
     from harness.canvases import CanvasCache
     from harness.cli.common import console
+    from harness.data.coco import DatasetCache
     from harness.envinfo import environment
     from harness.profiles import load_profile
     from harness.results import ResultsStore
@@ -192,14 +195,15 @@ def demo_cmd(out_dir, mode, bench_seconds, max_seconds, cache_dir):
     out_dir = out_dir or demo_mod.free_out_dir(Path("results") / "demo")
     store = ResultsStore(out_dir, environment(), on_save=write_run_report)
     profile = load_profile(demo_mod.DEMO_PROFILE)
-    canvases = CanvasCache()
+    canvases, datasets = CanvasCache(), DatasetCache()
     rows = []
     with store, pixel_limit(None), RichProgress() as progress:
         for name, options, notes in configured:
             config = runner.RunConfig(target=name, model=str(demo_mod.demo_model_path()), profile=profile,
                                       images_dir=images_dir, ann_path=ann_path, options=options, notes=notes,
                                       batch_sizes=list(demo_mod.DEMO_BATCH_SIZES), bench_seconds=bench_seconds,
-                                      max_seconds=max_seconds, warmup_seconds=0.5, canvases=canvases, keep_going=True)
+                                      max_seconds=max_seconds, warmup_seconds=0.5, canvases=canvases, datasets=datasets,
+                                      keep_going=True)
             rows += runner.run(config, store, progress)
     print_rows(store.rows, "harness demo: bundled demo model on the synthetic validation split")
     extra = []

@@ -74,3 +74,18 @@ def check_categories(ann: dict, category_ids, profile_name: str, ann_path: Path)
             f"{ann_path}: category id(s) {shown}{more} have boxes but no class in profile {profile_name} "
             f"(its ids: {list(category_ids)[:8]}...); fix [classes] category_ids in the profile"
         )
+
+
+class DatasetCache:
+    """The datasets of one command: `harness run -t ort,ov,trt` runs the runner once per target, and
+    each would otherwise check (and strictly decode) every image again before its first row."""
+
+    def __init__(self):
+        self._loaded: dict[tuple, Dataset] = {}
+
+    def load(self, images_dir: str | Path, ann_path: str | Path, limit: int | None = None,
+             skip_bad: bool = False) -> Dataset:
+        key = (str(images_dir), str(ann_path), limit, skip_bad)
+        if key not in self._loaded:
+            self._loaded[key] = load_dataset(images_dir, ann_path, limit, skip_bad)
+        return self._loaded[key]
