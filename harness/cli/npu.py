@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from harness.cli.common import MAX_PIXELS_HELP, Count, RichProgress, console, out, print_rows
+from harness.cli.common import MAX_PIXELS_HELP, Count, LazyChoice, RichProgress, console, out, print_rows
 from harness.errors import HarnessError
 from harness.npu import FILE_TOOLS, formats, tool_for_format
 
@@ -21,7 +21,7 @@ TOOL_NAMES = FILE_TOOLS.names()
 @click.option("--profile", "-p", "profile_name", required=True, help="Built-in profile name or a .toml file.")
 @click.option("--data", "images_dir", required=True, type=click.Path(path_type=Path), help="Image folder.")
 @click.option("--ann", "ann_path", required=True, type=click.Path(path_type=Path), help="COCO instances json.")
-@click.option("--format", "fmt", required=True, type=click.Choice(formats()),
+@click.option("--format", "fmt", required=True, type=LazyChoice(formats),
               help="bin: Ascend ais_bench input; npz: VastAI vamp input (+ datalist.txt, vdsp_params.json).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder to write.")
 @click.option("--model", "-m", default=None, type=click.Path(path_type=Path),

@@ -18,7 +18,6 @@ from harness.cli.common import (
 )
 from harness.config import parse_assignments
 from harness.errors import HarnessError
-from harness.imagefile import pixel_limit
 from harness.report import write_report, write_run_report
 
 #: flags of `run` that map onto target options of the same name (a target that lacks one ignores it,
@@ -134,6 +133,7 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
     from harness.canvases import CanvasCache
     from harness.data.coco import DatasetCache
     from harness.envinfo import environment
+    from harness.imagefile import pixel_limit
     from harness.profiles import load_profile
     from harness.results import ResultsStore
 
@@ -184,6 +184,7 @@ def demo_cmd(out_dir, mode, bench_seconds, max_seconds, cache_dir):
     from harness.cli.common import console
     from harness.data.coco import DatasetCache
     from harness.envinfo import environment
+    from harness.imagefile import pixel_limit
     from harness.profiles import load_profile
     from harness.results import ResultsStore
 

@@ -235,6 +235,24 @@ def call_loop(call: Callable[[int], object], rule: LoopRule, images_per_call: in
                                 iterations=loop.iterations + len(drained))
 
 
+def installed_version(module: str, distributions: tuple[str, ...]) -> tuple[str, str] | None:
+    """(distribution, version) of an installed runtime, read from its package metadata without
+    importing it (`harness targets` lists what runs here without loading OpenVINO or ONNX Runtime);
+    None when the module cannot be found. A module found without metadata is imported for its version."""
+    import importlib
+    import importlib.metadata
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        return None
+    for name in distributions:
+        try:
+            return name, importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return module, str(getattr(importlib.import_module(module), "__version__", "(version unknown)"))
+
+
 def fixed_batch_error(model_path: Path, fixed: int, batch: int, why: str) -> HarnessError:
     return HarnessError(
         f"model {model_path.name} has a fixed batch of {fixed} and cannot run batch {batch} ({why}); "

@@ -14,12 +14,17 @@ from harness.errors import HarnessError, TargetUnavailable, first_line
 from harness.extra_inputs import check_model_inputs
 from harness.modes import Mode, RunMode, resolve_mode, split_cores, usable_cores
 from harness.onnx_model import inspect_onnx
-from harness.targets.base import BenchStats, Target, call_loop, fixed_batch_error
+from harness.targets.base import BenchStats, Target, call_loop, fixed_batch_error, installed_version
 from harness.targets.inflight import ordered_stream
 from harness.timing import LoopRule
 
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16",
                "tensor(int64)": "int64", "tensor(int32)": "int32"}
+
+
+#: distributions that install the `onnxruntime` module, the plain CPU build first
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml",
+                     "onnxruntime-qnn", "onnxruntime-training")
 
 
 def _import_ort():
@@ -70,11 +75,10 @@ class OrtTarget(Target):
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        try:
-            ort = _import_ort()
-        except TargetUnavailable as exc:
-            return False, str(exc)
-        return True, f"onnxruntime {ort.__version__}"
+        found = installed_version("onnxruntime", ORT_DISTRIBUTIONS)
+        if found is None:
+            return False, "onnxruntime is not installed: pip install 'harness[ort]'"
+        return True, f"onnxruntime {found[1]}"
 
     def _session(self, model):
         ort = _import_ort()
@@ -233,9 +237,13 @@ class OrtCuda(OrtTarget):
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        ok, why = super().availability()  # onnxruntime importable at all
+        ok, why = super().availability()  # onnxruntime installed at all
         if not ok:
             return ok, why
+        distribution, version = installed_version("onnxruntime", ORT_DISTRIBUTIONS)
+        if distribution == "onnxruntime":  # PyPI's plain build is CPU-only: no need to load it to know
+            return False, (f"onnxruntime {version} has no CUDAExecutionProvider "
+                           "(install onnxruntime-gpu: pip install 'harness[gpu]', and an NVIDIA driver)")
         ort = _import_ort()
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             return False, (f"onnxruntime {ort.__version__} has no CUDAExecutionProvider "

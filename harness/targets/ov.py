@@ -13,7 +13,7 @@ from harness.errors import HarnessError, TargetUnavailable, first_line
 from harness.extra_inputs import check_model_inputs, dims_text
 from harness.modes import Mode, RunMode, check_mode, resolve_mode
 from harness.onnx_model import TensorInfo, inspect_onnx
-from harness.targets.base import BenchStats, Target, fixed_batch_error
+from harness.targets.base import BenchStats, Target, fixed_batch_error, installed_version
 from harness.targets.cpu_isa import guard_amx
 from harness.timing import LoopRule, timed_loop
 
@@ -76,11 +76,10 @@ class OpenVinoCpu(Target):
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        try:
-            ov = _import_ov()
-        except TargetUnavailable as exc:
-            return False, str(exc)
-        return True, f"openvino {ov.__version__}"
+        found = installed_version("openvino", ("openvino",))
+        if found is None:
+            return False, "openvino is not installed: pip install 'harness[ov]'"
+        return True, f"openvino {found[1]}"
 
     def _read(self):
         ov = _import_ov()
