@@ -39,13 +39,6 @@ def test_every_runnable_harness_block_is_an_sh_block():
             f"README block runs harness without a CAPITALS placeholder; fence it as sh so it is tested:\n{body}")
 
 
-def test_readme_test_command_is_what_ci_runs():
-    fenced = [body.strip() for _, body in blocks()]
-    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    command = next(body for body in fenced if "python -m pytest" in body)
-    assert command in ci
-
-
 @pytest.mark.slow
 def test_sh_blocks_run_verbatim_in_order(tmp_path):
     """The demo, then the NPU round trip with emulate, then the report over results/*."""
