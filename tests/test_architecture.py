@@ -4,6 +4,9 @@ the layers of docs/architecture.md. Read from the source with ast, so it needs n
 from __future__ import annotations
 
 import ast
+import re
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -138,13 +141,94 @@ def test_imports_point_down_the_layers():
     assert upward == [], f"modules importing a higher layer: {upward}"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("module", sorted(m for m in import_graph() if not m.endswith("__main__")))  # __main__ runs the CLI
-def test_every_module_imports_alone(module):
-    """In a fresh interpreter each module imports by itself (no order-dependent imports)."""
-    import subprocess
-    import sys
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
-    proc = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120,
-                          cwd=PACKAGE.parent)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+
+def base_distributions() -> set[str]:
+    """The distributions the base install brings: pyproject's [project].dependencies and, recursively,
+    what each of them requires (markers evaluated here, extras only where a requirement asks for them)."""
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+
+    roots = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    todo = [Requirement(r) for r in roots]
+    seen: set[str] = {"harness"}
+    while todo:
+        requirement = todo.pop()
+        name = _canonical(requirement.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = importlib.metadata.distribution(requirement.name).requires or []
+        except importlib.metadata.PackageNotFoundError:
+            continue  # not installed here: importing it fails anyway
+        for text in requires:
+            needed = Requirement(text)
+            extras = [""] + sorted(requirement.extras)
+            if needed.marker is None or any(needed.marker.evaluate({"extra": e}) for e in extras):
+                todo.append(needed)
+    return seen
+
+
+def outside_base_install() -> list[str]:
+    """Top-level import names installed here (extras, test tools) that no base-install distribution provides."""
+    import importlib.metadata
+
+    base = base_distributions()
+    names = importlib.metadata.packages_distributions()
+    return sorted(name for name, dists in names.items()
+                  if not any(_canonical(d) in base for d in dists) and name not in sys.stdlib_module_names)
+
+
+#: a fresh interpreter where modules installed here but outside the base install raise ModuleNotFoundError
+BASE_ONLY = """
+import importlib, importlib.abc, sys
+blocked = set(sys.argv[1].split(","))
+
+class OutsideBaseInstall(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in blocked:
+            raise ModuleNotFoundError(f"No module named {name!r} in the base install (installed here by an extra)",
+                                      name=name)
+        return None
+
+sys.meta_path.insert(0, OutsideBaseInstall())
+importlib.import_module(sys.argv[2])
+"""
+
+
+@pytest.mark.slow
+def test_every_module_imports_alone_in_the_base_install():
+    """Each module under harness/ imports by itself in a fresh interpreter (no order-dependent imports),
+    with only the base install's packages importable: what an extra (nncf, TensorRT, cuda-python,
+    faster-coco-eval, ...) or the test tools provide must be imported inside the function that needs it.
+    The subprocesses run side by side, one per core."""
+    import os
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    blocked = ",".join(outside_base_install())
+    modules = sorted(m for m in import_graph() if not m.endswith("__main__"))  # __main__ runs the CLI
+
+    def imports(module: str) -> str | None:
+        proc = subprocess.run([sys.executable, "-c", BASE_ONLY, blocked, module], capture_output=True, text=True,
+                              timeout=120, cwd=PACKAGE.parent)
+        return None if proc.returncode == 0 else f"{module}: {proc.stderr.strip().splitlines()[-1]}"
+
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        failures = [f for f in pool.map(imports, modules) if f]
+    assert failures == [], "\n".join(failures)
+
+
+def test_the_base_install_check_refuses_an_extras_module():
+    """The check can fail: a module of an extra installed here is refused in the base-install interpreter."""
+    import subprocess
+
+    blocked = outside_base_install()
+    assert "pytest" in blocked and "numpy" not in blocked and "cv2" not in blocked
+    proc = subprocess.run([sys.executable, "-c", BASE_ONLY, ",".join(blocked), "pytest"], capture_output=True,
+                          text=True, timeout=120, cwd=PACKAGE.parent)
+    assert proc.returncode != 0 and "ModuleNotFoundError" in proc.stderr and "base install" in proc.stderr
