@@ -245,6 +245,58 @@ def paddle_nms_rows(bbox: np.ndarray, bbox_num: np.ndarray):
     return rows[:, 2:6].astype(np.float64), rows[:, 1].astype(np.float32), rows[:, 0].astype(np.int64)
 
 
+# ---------------------------------------------------------------------------------------- whole pipeline
+
+def letterbox(image: np.ndarray, input_hw: tuple[int, int], pad_value: int = 0):
+    """Centred letterbox (NanoDet/YOLOX demos): one scale keeping the aspect ratio, the resized size
+    rounded, the padding split with the floor on the left/top. Returns (canvas, (sx, sy, pad_x, pad_y))."""
+    import cv2
+
+    height, width = image.shape[:2]
+    ratio = min(input_hw[1] / width, input_hw[0] / height)
+    new_w, new_h = int(round(width * ratio)), int(round(height * ratio))
+    pad_x, pad_y = (input_hw[1] - new_w) // 2, (input_hw[0] - new_h) // 2
+    canvas = np.full((*input_hw, 3), pad_value, np.uint8)
+    canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    return canvas, (new_w / width, new_h / height, pad_x, pad_y)
+
+
+def unletterbox(boxes: np.ndarray, geometry, original_hw: tuple[int, int]) -> np.ndarray:
+    """Input-pixel boxes back to the original image: minus the padding, over the scale, clipped."""
+    scale_x, scale_y, pad_x, pad_y = geometry
+    out = np.asarray(boxes, np.float64).reshape(-1, 4).copy()
+    out[:, [0, 2]] = ((out[:, [0, 2]] - pad_x) / scale_x).clip(0, original_hw[1])
+    out[:, [1, 3]] = ((out[:, [1, 3]] - pad_y) / scale_y).clip(0, original_hw[0])
+    return out
+
+
+def nanodet_letterbox_map(model_path, images_dir, ann_path, input_hw: tuple[int, int], mean, std, strides,
+                          category_ids) -> float:
+    """COCO mAP of a NanoDet-Plus-style ONNX model (one [1, N, C + 32] output, sigmoid-ed scores) with
+    nothing of the harness: OpenCV reads and letterboxes each image, numpy normalises it (BGR, NCHW),
+    plain ONNX Runtime runs it, nanodet_plus_eval decodes, unletterbox maps back, pycocotools scores."""
+    import json
+    from pathlib import Path
+
+    import cv2
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    images = json.loads(Path(ann_path).read_text())["images"]
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    results = []
+    for info in images:
+        image = cv2.imread(str(Path(images_dir) / info["file_name"]), cv2.IMREAD_COLOR)
+        canvas, geometry = letterbox(image, input_hw)
+        tensor = ((canvas.astype(np.float32) - mean) / std).transpose(2, 0, 1)[None]
+        (output,) = session.run(None, {name: np.ascontiguousarray(tensor)})
+        boxes, scores, labels = nanodet_plus_eval(output[0], input_hw, input_hw, num_classes=len(category_ids),
+                                                  strides=tuple(strides))
+        results += coco_dicts(info["id"], unletterbox(boxes, geometry, image.shape[:2]), scores, labels, category_ids)
+    return coco_map(ann_path, results, [info["id"] for info in images])
+
+
 # ---------------------------------------------------------------------------------------- COCO
 
 def coco_dicts(image_id: int, boxes, scores, labels, category_ids) -> list[dict]:
