@@ -71,22 +71,26 @@ def batched_nms_offsets(boxes: np.ndarray, scores: np.ndarray, idxs: np.ndarray,
     return torchvision_nms(shifted, scores, iou_threshold)
 
 
+def _jaccard_matrix(boxes: np.ndarray) -> np.ndarray:
+    """JaccardOverlap (normalized) of every pair of boxes, in float32 as the kernel's T = float: 0 for
+    boxes apart (b.x1 > a.x2 or b.x2 < a.x1 or b.y1 > a.y2 or b.y2 < a.y1), BBoxArea 0 for an
+    inverted box, else inter / (area a + area b - inter). Symmetric, so one matrix serves NMSFast."""
+    boxes = boxes.astype(np.float32)
+    x1, y1, x2, y2 = boxes.T
+    apart = ((x1[None, :] > x2[:, None]) | (x2[None, :] < x1[:, None]) | (y1[None, :] > y2[:, None])
+             | (y2[None, :] < y1[:, None]))
+    inter = ((np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :]))
+             * (np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :])))
+    area = np.where((x2 < x1) | (y2 < y1), np.float32(0), (x2 - x1) * (y2 - y1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        overlap = inter / (area[:, None] + area[None, :] - inter)
+    return np.where(apart, np.float32(0), overlap)
+
+
 def paddle_multiclass_nms(boxes: np.ndarray, scores: np.ndarray, score_threshold: float, nms_top_k: int,
                           keep_top_k: int, nms_threshold: float) -> list[tuple[int, int, float]]:
     """Paddle's MultiClassNMS (multiclass_nms3 CPU kernel) for one image, boxes [N, 4] shared by
     classes, scores [C, N], normalized=True, eta 1, no background label: [(label, box index, score)]."""
-
-    def jaccard(a, b):  # JaccardOverlap, normalized
-        if b[0] > a[2] or b[2] < a[0] or b[1] > a[3] or b[3] < a[1]:
-            return 0.0
-        iw, ih = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
-        inter = iw * ih
-
-        def area(box):  # BBoxArea
-            return 0.0 if box[2] < box[0] or box[3] < box[1] else (box[2] - box[0]) * (box[3] - box[1])
-
-        return inter / (area(a) + area(b) - inter)
-
     selected: dict[int, list[int]] = {}
     for c in range(scores.shape[0]):
         column = scores[c]
@@ -94,10 +98,14 @@ def paddle_multiclass_nms(boxes: np.ndarray, scores: np.ndarray, score_threshold
         candidates = candidates[np.argsort(-column[candidates], kind="stable")]
         if nms_top_k > -1:
             candidates = candidates[:nms_top_k]
+        # NMSFast: a candidate is kept when its overlap with every kept box is <= the threshold
+        overlap = _jaccard_matrix(boxes[candidates])
+        standing = np.ones(len(candidates), bool)
         kept: list[int] = []
-        for idx in candidates:  # NMSFast
-            if all(jaccard(boxes[idx], boxes[k]) <= nms_threshold for k in kept):
+        for position, idx in enumerate(candidates):
+            if standing[position]:
                 kept.append(int(idx))
+                standing &= overlap[position] <= nms_threshold  # NaN overlaps suppress, as `<=` is False
         selected[c] = kept
     triples = [(c, idx, float(scores[c, idx])) for c in sorted(selected) for idx in selected[c]]
     if keep_top_k > -1 and len(triples) > keep_top_k:

@@ -26,6 +26,7 @@ def run(tmp_path, model, profile, images, ann, bs, target="ort", out="out"):
     return json.loads((tmp_path / out / "results.json").read_text())["rows"]
 
 
+@pytest.mark.slow
 def test_per_batch_model_template_and_padding(tiny):
     tmp_path, profile, images, ann = tiny
     write_tiny_model(tmp_path / "tiny_bs1.onnx", batch=1)

@@ -21,7 +21,7 @@ from harness.targets import get_target
 from tests import oracles
 from tests.conftest import need_shared
 
-pytestmark = pytest.mark.shared
+pytestmark = [pytest.mark.shared, pytest.mark.slow]  # 12 real models x 80 images, each decoded twice
 TOLERANCE = 0.002
 
 
