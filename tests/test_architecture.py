@@ -4,6 +4,7 @@ the layers of docs/architecture.md. Read from the source with ast, so it needs n
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 import tomllib
@@ -173,14 +174,16 @@ def base_distributions() -> set[str]:
     return seen
 
 
-def outside_base_install() -> list[str]:
-    """Top-level import names installed here (extras, test tools) that no base-install distribution provides."""
+@functools.cache
+def outside_base_install() -> tuple[str, ...]:
+    """Top-level import names installed here (extras, test tools) that no base-install distribution provides
+    (cached: reading every installed distribution's file list takes about a second)."""
     import importlib.metadata
 
     base = base_distributions()
     names = importlib.metadata.packages_distributions()
-    return sorted(name for name, dists in names.items()
-                  if not any(_canonical(d) in base for d in dists) and name not in sys.stdlib_module_names)
+    return tuple(sorted(name for name, dists in names.items()
+                        if not any(_canonical(d) in base for d in dists) and name not in sys.stdlib_module_names))
 
 
 #: a fresh interpreter where modules installed here but outside the base install raise ModuleNotFoundError
