@@ -97,6 +97,9 @@ class ResultRow:
     bench: dict | None = None
     time_covers: str = ""
     batch_mode: str = ""
+    #: a fixed-batch-1 ONNX rewritten to batch N (harness.batch_rewrite.BatchModel.row_field): the
+    #: largest abs difference of its outputs from N batch-1 runs, what it was checked on, the file
+    batch_rewrite: dict | None = None
     runtime: dict = field(default_factory=dict)
     dataset: str = ""
     annotations: str = ""

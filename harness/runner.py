@@ -235,7 +235,8 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
         "target_figures": dict(stats.extra),
     }
     common = dict(target=config.target, bs=bs, precision=precision, images=len(passed.counted),
-                  batch_mode=_batch_mode(per_batch, target.model_batch, bs), runtime=describe,
+                  batch_mode=_batch_mode(per_batch, target.model_batch, bs, target.batch_rewrite), runtime=describe,
+                  batch_rewrite=target.batch_rewrite,
                   evaluator=evaluator.backend, detections=len(passed.detections), skipped_images=list(row_skipped),
                   flags=sorted(flags), notes=notes, **context, **timing)
     try:
@@ -260,11 +261,13 @@ def _capture_outputs(config: RunConfig, target, images, bs: int):
     return capture_outputs(target, images, config.save_outputs, bs, config.profile, target.output_names())
 
 
-def _batch_mode(per_batch: bool, model_batch: int | None, bs: int) -> str:
+def _batch_mode(per_batch: bool, model_batch: int | None, bs: int, rewrite: dict | None = None) -> str:
     """How the batch size was obtained: one model per size, a dynamic axis, the model's fixed
-    batch, or a fixed batch-1 graph reshaped (OpenVINO) / made symbolic (ONNX Runtime)."""
+    batch, a fixed batch-1 graph reshaped (OpenVINO) or rewritten to batch N (harness.batch_rewrite)."""
     if per_batch:
         return "per-batch model"
+    if rewrite:
+        return "rewritten"
     if model_batch is None:
         return "dynamic"
     return "fixed" if model_batch == bs else "reshaped"
