@@ -31,8 +31,15 @@ class InputSpec:
 
     width: int = setting(gt=0, le=16384)
     height: int = setting(gt=0, le=16384)
-    resize: Literal["stretch", "letterbox", "letterbox-topleft"] = "letterbox"
-    interpolation: Literal["nearest", "linear", "cubic", "area"] = "linear"
+    #: stretch | letterbox (centred: the top/left pad is the smaller half, as YOLOv5/8's round(d/2 - 0.1))
+    #: | letterbox-topleft (YOLOX) | warp (NanoDet's keep-ratio warp: scaled by the ratio and centred with
+    #: the exact, fractional offset, cv2.warpPerspective) | warp-stretch (NanoDet-Plus's keep_ratio false)
+    resize: Literal["stretch", "letterbox", "letterbox-topleft", "warp", "warp-stretch"] = "letterbox"
+    #: how a letterbox's resized size is rounded from size x ratio: round (YOLOv5/8 detect), floor
+    #: (YOLOX's int()), ceil (YOLOv5 val.py's load_image)
+    rounding: Literal["round", "floor", "ceil"] = "round"
+    #: area-linear: INTER_AREA when the image shrinks, INTER_LINEAR when it grows (YOLOv5 val.py)
+    interpolation: Literal["nearest", "linear", "cubic", "area", "area-linear"] = "linear"
     pad_value: float | tuple[float, float, float] = setting(0.0, ge=0, le=255)  # one value, or 3 in the model's colour order
     color: Literal["bgr", "rgb"] = "bgr"
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
