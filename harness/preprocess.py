@@ -144,6 +144,10 @@ def to_model_layout(canvas: np.ndarray, spec: InputSpec, out: np.ndarray | None 
         return out
     mean = np.asarray(spec.mean, dtype=np.float32)
     inv_std = np.float32(1.0) / np.asarray(spec.std, dtype=np.float32)
+    if spec.dtype == "f16":  # normalised in float32 (as for f32), then rounded once to float16
+        out[...] = _normalise(np.ascontiguousarray(canvas), mean, inv_std, spec.color == "rgb", channels_first,
+                              np.empty(shape, np.float32))
+        return out
     return _normalise(np.ascontiguousarray(canvas), mean, inv_std, spec.color == "rgb", channels_first, out)
 
 

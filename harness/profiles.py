@@ -45,7 +45,8 @@ class InputSpec:
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = setting((1.0, 1.0, 1.0), gt=0)
     layout: Literal["NCHW", "NHWC"] = "NCHW"
-    dtype: Literal["f32", "u8"] = "f32"
+    #: f32 | f16 (a model whose image input is float16) | u8 (raw pixels, normalisation inside the model)
+    dtype: Literal["f32", "f16", "u8"] = "f32"
     extras: tuple[str, ...] = setting((), expects="a list of model input names")  # built by harness.extra_inputs
 
     def __post_init__(self):
@@ -60,7 +61,7 @@ class InputSpec:
 
     @property
     def numpy_dtype(self) -> str:
-        return "float32" if self.dtype == "f32" else "uint8"
+        return {"f32": "float32", "f16": "float16", "u8": "uint8"}[self.dtype]
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class DecoderSpec:
     params: object
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, **config.dump(self.params)}
+        return {"kind": self.kind, **(config.dump(self.params) if self.params is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,28 @@ class Profile:
                 continue
             names.append(name)
         return names
+
+
+#: the decoder kind of a profile that only describes the input (harness bench without --profile)
+NO_DECODER = "none"
+
+
+def input_profile(shape: tuple, dtype: str, name: str = "") -> Profile:
+    """A profile that only says what the model takes: [B, 3, H, W] (NCHW) or [B, H, W, 3] (NHWC) of
+    float32/float16/uint8; for timing without a dataset (nothing is decoded)."""
+    if len(shape) != 4 or 3 not in (shape[1], shape[3]):
+        raise HarnessError(f"input {list(shape)}: expected [batch, 3, height, width] or [batch, height, width, 3]; "
+                           "pass --profile")
+    layout = "NCHW" if shape[1] == 3 else "NHWC"
+    height, width = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
+    codes = {"float32": "f32", "float16": "f16", "uint8": "u8"}
+    if dtype not in codes:
+        raise HarnessError(f"input type {dtype}: random input is made for float32, float16 and uint8; pass --profile")
+    spec = config.load(InputSpec, {"width": width, "height": height, "layout": layout, "dtype": codes[dtype]},
+                       "model input", "input")
+    return Profile(name=name or f"input {layout} {height}x{width} {codes[dtype]}", description="model input only",
+                   input=spec, decoder=DecoderSpec(NO_DECODER, None), postprocess=PostprocessSpec(),
+                   class_names=(), category_ids=())
 
 
 def _builtin_dir():

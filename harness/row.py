@@ -30,6 +30,7 @@ FLAGS = {
     "suspect": f"mAP below {SUSPECT_MAP} (with detections, or none at all): the profile likely does not fit the model",
     "emulated": "an NPU tool emulated on this machine's CPU (ONNX Runtime), not a device measurement",
     "loop-mismatch": "outputs computed inside the timing loop differ from a plain inference of the same batch",
+    "no-accuracy": "timing only (harness bench): no dataset, so no accuracy was measured",
     "unconverged": "the timing loop reached its time cap before the throughput's 95% confidence interval got under "
                    "its target (fps_ci95 says how wide it was)",
 }

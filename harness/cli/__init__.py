@@ -6,6 +6,7 @@ surfaces as a HarnessError and is printed as one line (exit 2), no traceback.
 
 from __future__ import annotations
 
+from harness.cli.bench import bench_cmd
 from harness.cli.common import main
 from harness.cli.info import profiles_cmd, targets_cmd
 from harness.cli.npu import decode_cmd, emulate_cmd, preprocess_cmd
@@ -15,6 +16,7 @@ from harness.cli.run import demo_cmd, run_cmd
 from harness.cli.sensitivity import sensitivity_cmd
 
 main.add_command(run_cmd)
+main.add_command(bench_cmd)
 main.add_command(demo_cmd)
 main.add_command(profiles_cmd)
 main.add_command(targets_cmd)
