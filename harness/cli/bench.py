@@ -56,12 +56,13 @@ def model_input(path: str) -> tuple[tuple, str]:
 
 def bench_profile(profile: str | None, model: str, shape: tuple[int, int] | None):
     """The profile given, or one made from the model's input (--shape for its dynamic height/width)."""
-    from harness.profiles import input_profile, load_profile
+    from harness.profile_match import resolve
+    from harness.profiles import input_profile
 
     if profile:
         if shape:
             raise HarnessError("--shape is for models without --profile (the profile gives the input size)")
-        return load_profile(profile)
+        return resolve(profile, model, out.print)
     first = model.replace("{bs}", "1")
     if not Path(first).is_file():
         raise HarnessError(f"model file not found: {first}")
@@ -81,7 +82,8 @@ def bench_profile(profile: str | None, model: str, shape: tuple[int, int] | None
 @click.option("--shape", default=None, metavar="HxW",
               help="Input height x width for a model whose input size is dynamic (without --profile).")
 @click.option("--profile", "-p", default=None,
-              help="Profile (built-in name or .toml): feeds --images as `run` would; without it the input is random.")
+              help="Profile (built-in name, .toml or auto): feeds --images as `run` would; without it the input is "
+                   "random.")
 @click.option("--images", "images_dir", default=None, type=click.Path(path_type=Path),
               help="Folder of images to time on (needs --profile); default: seeded random input.")
 @click.option("--out", "out_dir", default="results/bench", show_default=True, type=click.Path(path_type=Path))

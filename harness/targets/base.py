@@ -206,19 +206,7 @@ class Target:
 
     def check_input(self, shape: tuple, dtype: str, batch: int) -> None:
         """Fail before the run when the model's input does not fit the profile."""
-        spec = self.profile.input
-        expected = spec.shape(batch)
-        dims = tuple(shape)
-        if len(dims) != 4 or any(isinstance(d, int) and d > 0 and d != e for d, e in zip(dims[1:], expected[1:])):
-            raise HarnessError(
-                f"model {self.model_path.name} input {dims} does not fit profile {self.profile.name} "
-                f"(expects {spec.layout} {expected[1:]} {spec.dtype}); check --profile"
-            )
-        if dtype and dtype != spec.numpy_dtype:
-            raise HarnessError(
-                f"model {self.model_path.name} input dtype {dtype} does not fit profile {self.profile.name} "
-                f"(dtype = {spec.dtype!r}); check --profile"
-            )
+        check_image_input(self.model_path.name, self.profile, shape, dtype, batch)
 
     def resolve_precision(self, graph_precision: str, requested: str | None, runs: str | None = None) -> str:
         """The precision a row is labelled with: the graph's own when it holds int8 (Q/DQ, FakeQuantize)
@@ -270,6 +258,24 @@ def call_loop(call: Callable[[int], object], rule: LoopRule, images_per_call: in
         loops.stop()
     return BenchStats.from_loop(loop, images_per_call, concurrency=threads, captured=captured,
                                 iterations=loop.iterations + len(drained))
+
+
+def check_image_input(model_name: str, profile, shape: tuple, dtype: str, batch: int) -> None:
+    """The model's image input (dims, None/names for dynamic ones; numpy dtype name) must take what the
+    profile feeds: its layout and size, and its type (f32, f16 or u8); one line naming both otherwise."""
+    spec = profile.input
+    expected = spec.shape(batch)
+    dims = tuple(shape)
+    if len(dims) != 4 or any(isinstance(d, int) and d > 0 and d != e for d, e in zip(dims[1:], expected[1:])):
+        raise HarnessError(
+            f"model {model_name} input {dims} does not fit profile {profile.name} "
+            f"(expects {spec.layout} {expected[1:]} {spec.dtype}); check --profile"
+        )
+    if dtype and dtype != spec.numpy_dtype:
+        raise HarnessError(
+            f"model {model_name} input dtype {dtype} does not fit profile {profile.name} "
+            f"(dtype = {spec.dtype!r}); check --profile"
+        )
 
 
 def fixed_batch_error(model_path: Path, fixed: int, batch: int, why: str) -> HarnessError:
