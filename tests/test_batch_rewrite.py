@@ -169,3 +169,24 @@ def test_real_export_without_batch_axis_is_refused(tmp_path):
     model = need_shared("models", "nanodet-m-320.onnx")
     with pytest.raises(BatchRewriteError, match="output cls_score0 has no batch axis"):
         batch_model(model, 4, None, folder=tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", REAL)
+def test_run_at_batch_4_gives_batch_1_map_on_both_cpu_targets(tmp_path, coco_tiny, name):
+    """The rows a user gets from `run -t ort,ov --bs 1,4` on a fixed-batch-1 export (4 coco-tiny images;
+    the 80-image figures for bs 1, 4, 8 are in docs/models.md)."""
+    from harness.results import ResultsStore
+    from harness.runner import RunConfig, run
+
+    model = need_shared("models", f"{name}.onnx")
+    images, ann = coco_tiny
+    for target in ("ort", "ov"):
+        config = RunConfig(target=target, model=str(model), profile=load_profile(name), images_dir=images,
+                           ann_path=ann, batch_sizes=[1, 4], limit=4, bench_seconds=0.05, max_seconds=0.1,
+                           warmup_seconds=0.0, min_iterations=2)
+        one, four = run(config, ResultsStore(tmp_path / target, env={}))
+        assert one.ok and four.ok, (one.error, four.error)
+        assert (one.batch_mode, four.batch_mode) == ("fixed", "rewritten")
+        assert four.batch_rewrite["max_abs_diff"] <= 1e-3 and four.batch_rewrite["checked_on"] == "4 real images"
+        assert four.map == pytest.approx(one.map, abs=0.001) and one.images == four.images == 4
