@@ -120,9 +120,8 @@ def choose(model: str | Path) -> tuple[str, str]:
     fitting = [c for c in found if c.fits]
     name = Path(model).name
     if not fitting:
-        raise HarnessError(f"--profile auto: no built-in profile fits model {name} (closest by name: "
-                           f"{found[0].name}: {found[0].why}); pass --profile FILE.toml "
-                           f"(`harness profiles --model {name}` lists each profile's reason)")
+        raise HarnessError(f"--profile auto: no built-in profile fits model {name}; pass --profile FILE.toml "
+                           f"('harness profiles --model {name}' says why each does not fit)")
     if len(fitting) == 1:
         return fitting[0].name, f"{fitting[0].why}; the only one of {len(found)} built-in profiles that fits"
     best, runner_up = fitting[0], fitting[1]
