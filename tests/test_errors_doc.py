@@ -557,6 +557,7 @@ CASES: dict[str, Callable[[], list[str]]] = {
     "bench-shape-bad": lambda: ["bench", "-t", "ort", "-m", "tiny.onnx", "--shape", "32"],
     "bench-dynamic-size": _bench_dynamic_size,
     "profile-auto-nothing-fits": lambda: with_flags(RUN, p="auto"),
+    "preprocess-auto-without-model": lambda: [a for a in with_flags(PREP, p="auto") if a not in ("--model", "tiny.onnx")],
     "quantize-exclude-nothing": _quant_exclude_matches_nothing,
     "quantize-exclude-type-absent": lambda: (calib_images(), [*QUANT, "--exclude-types", "Softmax"])[1],
     "quantize-exclude-from-missing": lambda: (calib_images(), [*QUANT, "--exclude-from", "none.txt"])[1],
