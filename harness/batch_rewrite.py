@@ -9,6 +9,9 @@ carries it, replaces that 1 by 0 (Reshape: "copy the input's dimension", allowed
 by N. A tensor carries the batch when it is computed from the image input and its leading dimension
 is 1 at batch 1 (ONNX shape inference on the original).
 
+(Tile needs no change: a repeat of 1 on the batch axis keeps whatever batch comes in; an Expand or
+ConstantOfShape that builds a batch-1 tensor feeding a batch-carrying one gets N.)
+
 It is checked twice before anything uses it: ONNX shape inference (strict) must give every output
 [N, ...] with the batch-1 output's other dimensions, and ONNX Runtime must give, on N real images
 (or seeded random input where none are given), the same outputs as N runs of the original at batch 1;
