@@ -181,11 +181,9 @@ def rewrite_batch(model, batch: int, name: str = "model") -> tuple[object, list[
     out.CopyFrom(model)
     new_graph = out.graph
     del new_graph.value_info[:]  # batch-1 shapes; inferred again below
-    for value in [*_real_inputs(new_graph), *new_graph.output]:
+    for value in [*_real_inputs(new_graph), *new_graph.output]:  # extra inputs ([1, 2] scale_factor) follow too
         dims = value.type.tensor_type.shape.dim
         if dims and dims[0].HasField("dim_value") and dims[0].dim_value == 1:
-            if value in new_graph.input and value.name != image and shapes.get(value.name, (None,))[0] != 1:
-                continue
             dims[0].dim_value = batch
     changed, made = [], {}
     for node in new_graph.node:

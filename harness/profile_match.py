@@ -54,17 +54,19 @@ def _target_for(model: Path):
     return get_target("ov" if model.suffix.lower() == ".xml" else "ort")
 
 
-def _probe_outputs(model: Path, profile, cache: dict):
-    """The model's outputs on one mid-grey image fed as `profile` feeds it (cached per input spec)."""
+def _probe_outputs(model: Path, profile, batch: int, cache: dict):
+    """The model's outputs on mid-grey images fed as `profile` feeds them, at the model's own batch
+    (1 where it is dynamic), and their metas (cached per input spec)."""
     spec = profile.input
     key = (spec.width, spec.height, spec.layout, spec.dtype, spec.extras)
     if key not in cache:
         target = _target_for(model)(model, profile, {"mode": "latency"})
-        meta = ImageMeta(0, "", spec.width, spec.height, 1.0, 1.0, 0.0, 0.0)
+        metas = [ImageMeta(i, "", spec.width, spec.height, 1.0, 1.0, 0.0, 0.0) for i in range(batch)]
         with target:
-            target.load(1)
-            grey = np.full(spec.shape(1), 114 if spec.dtype == "u8" else 0.5, spec.numpy_dtype)
-            cache[key] = ([np.asarray(o) for o in target.infer(grey, extra_inputs(profile, [meta], 1) or None)], meta)
+            target.load(batch)
+            grey = np.full(spec.shape(batch), 114 if spec.dtype == "u8" else 0.5, spec.numpy_dtype)
+            outputs = target.infer(grey, extra_inputs(profile, metas, batch) or None)
+            cache[key] = ([np.asarray(o) for o in outputs], metas)
     return cache[key]
 
 
@@ -80,6 +82,7 @@ def candidates(model: str | Path) -> list[Candidate]:
     if model.suffix.lower() not in (".onnx", ".xml"):
         raise HarnessError(f"model {model.name}: --profile auto reads .onnx and OpenVINO .xml models")
     dims, dtype, inputs = _signature(model)
+    batch = dims[0] if dims and isinstance(dims[0], int) else 1
     outputs_cache: dict = {}
     found = []
     for name in builtin_profiles():
@@ -87,10 +90,10 @@ def candidates(model: str | Path) -> list[Candidate]:
         if profile.decoder.kind == NO_DECODER:
             continue
         try:
-            check_image_input(model.name, profile, dims, dtype, 1)
-            check_model_inputs(inputs, profile, model.name, 1)
-            outputs, meta = _probe_outputs(model, profile, outputs_cache)
-            decode(outputs, [meta], profile)
+            check_image_input(model.name, profile, dims, dtype, batch)
+            check_model_inputs(inputs, profile, model.name, batch)
+            outputs, metas = _probe_outputs(model, profile, batch, outputs_cache)
+            decode(outputs, metas, profile)
         except HarnessError as exc:
             found.append(Candidate(name, False, first_line(exc, 200), _name_score(model, name)))
             continue
@@ -139,8 +142,9 @@ def resolve(profile: str, model: str, say=None):
 
     if profile != AUTO:
         return load_profile(profile)
-    if "{bs}" in model:
-        model = model.replace("{bs}", "1")
+    if "{bs}" in model:  # one model per batch size: any of them shows the family
+        model = next((str(p) for p in sorted(Path(model).parent.glob(Path(model).name.replace("{bs}", "*")))),
+                     model.replace("{bs}", "1"))
     name, why = choose(model)
     if say is not None:
         say(f"profile auto: {name} ({why})")

@@ -70,3 +70,14 @@ def test_an_ambiguous_model_is_refused_with_the_candidates(tmp_path):
     assert message.startswith("--profile auto: 2 built-in profiles fit model detector.onnx and its file name does "
                               "not tell them apart: ")
     assert "yolov5n-640 (" in message and "yolov5s-640 (" in message and message.endswith("pass one with --profile")
+
+
+def test_a_model_fixed_at_batch_4_is_probed_at_its_own_batch(tmp_path):
+    import onnx
+
+    model = onnx.load(str(demo_model_path()))
+    for value in [model.graph.input[0], *model.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_value = 4
+    fixed = tmp_path / "demo-b4.onnx"
+    onnx.save(model, str(fixed))
+    assert choose(fixed)[0] == "demo"
