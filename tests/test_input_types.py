@@ -61,6 +61,7 @@ def _run(tiny, model, profile, out, targets="ort,ov", bs="1,2"):
     return result, (json.loads((out / "results.json").read_text())["rows"] if (out / "results.json").exists() else [])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["nhwc-u8", "fp16"])
 def test_layout_and_type_variants_give_the_plain_models_detections(tiny, variant):
     root = tiny["root"]
