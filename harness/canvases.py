@@ -15,7 +15,7 @@ import os
 from harness.profiles import InputSpec
 
 # What the canvas depends on; mean/std, dtype and layout are applied after it (to_model_layout).
-GEOMETRY = ("width", "height", "resize", "interpolation", "pad_value", "color")
+GEOMETRY = ("width", "height", "resize", "rounding", "interpolation", "pad_value", "color")
 
 
 def default_budget() -> int:

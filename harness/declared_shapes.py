@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.extra_inputs import dims_text
-from harness.onnx_model import inspect_onnx, load_graph, make_batch_symbolic, tensor_info
+from harness.onnx_model import inspect_onnx, load_graph, tensor_info
 
 
 def _dims(value) -> tuple | None:
@@ -76,21 +76,19 @@ def drop_unconfirmed_output_dims(model, unconfirmed: dict) -> list[str]:
             "ONNX Runtime loaded the model, so it uses the sizes the graph computes"]
 
 
-def model_for_onnx_runtime(path: str | Path, symbolic_batch: bool = False) -> tuple[str | bytes, list[str]]:
+def model_for_onnx_runtime(path: str | Path) -> tuple[str | bytes, list[str]]:
     """What to hand to onnxruntime.InferenceSession, and the notes for the row: the path when nothing
     needs changing, else the model's bytes (parsed once) with the unconfirmed output sizes made
-    symbolic and, with symbolic_batch, its batch made symbolic (onnx_model.make_batch_symbolic)."""
+    symbolic."""
     import onnx
 
     declared = inspect_onnx(path).outputs  # cached: most files declare no fixed size to doubt
-    if not symbolic_batch and not any(d is not None for t in declared for d in t.dims()):
+    if not any(d is not None for t in declared for d in t.dims()):
         return str(path), []
     model = load_graph(path)
     unconfirmed = unconfirmed_output_dims(model)
-    if not unconfirmed and not symbolic_batch:
+    if not unconfirmed:
         return str(path), []
     notes = drop_unconfirmed_output_dims(model, unconfirmed)
-    if symbolic_batch:
-        make_batch_symbolic(model)
     onnx.load_external_data_for_model(model, str(Path(path).parent))
     return model.SerializeToString(), notes

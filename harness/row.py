@@ -30,6 +30,7 @@ FLAGS = {
     "suspect": f"mAP below {SUSPECT_MAP} (with detections, or none at all): the profile likely does not fit the model",
     "emulated": "an NPU tool emulated on this machine's CPU (ONNX Runtime), not a device measurement",
     "loop-mismatch": "outputs computed inside the timing loop differ from a plain inference of the same batch",
+    "no-accuracy": "timing only (harness bench): no dataset, so no accuracy was measured",
     "unconverged": "the timing loop reached its time cap before the throughput's 95% confidence interval got under "
                    "its target (fps_ci95 says how wide it was)",
 }
@@ -97,6 +98,9 @@ class ResultRow:
     bench: dict | None = None
     time_covers: str = ""
     batch_mode: str = ""
+    #: a fixed-batch-1 ONNX rewritten to batch N (harness.batch_rewrite.BatchModel.row_field): the
+    #: largest abs difference of its outputs from N batch-1 runs, what it was checked on, the file
+    batch_rewrite: dict | None = None
     runtime: dict = field(default_factory=dict)
     dataset: str = ""
     annotations: str = ""

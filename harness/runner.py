@@ -171,14 +171,7 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
         sample, sample_metas = _first_batch(images, bs, profile, config.skip_bad_images)
         sample_extras = extra_inputs(profile, sample_metas, bs) or None
         reference = _check_outputs(target, sample, sample_metas, model_path, sample_extras)
-        rule = loop_rule(config)
-        with progress.task(f"{config.target} bs={bs}: timing, {target.run_mode.summary()} ({rule.min_seconds:g}-"
-                           f"{rule.max_seconds:g}s, to ±{rule.target_ci:.1%})", 1) as advance:
-            warm_up(lambda: target.infer(sample, sample_extras), config.warmup_seconds)
-            stats = target.benchmark(sample, rule, sample_extras, capture=LOOP_CHECK_ITERATIONS)
-            advance(1)
-        run_mode = target.run_mode
-        loop_check = _loop_check(reference, stats.captured)
+        stats, rule, loop_check = measure(target, sample, sample_extras, reference, config, progress, bs)
         store = config.canvases.store_for(profile.input, len(images)) if config.canvases else None
         reused = bool(store)  # filled by an earlier row (this row's pass fills an empty one)
         with progress.task(f"{config.target} bs={bs}: accuracy pass", len(images)) as advance:
@@ -209,33 +202,14 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
     if row_skipped:
         notes.append(f"{len(row_skipped)} image(s) skipped (--skip-bad-images); mAP is over the remaining "
                      f"{len(passed.counted)}")
-    if stats.converged is False:
-        ci = "undefined (too few iterations)" if stats.ci95 is None else f"±{stats.ci95:.1%}"
-        notes.append(f"timing did not converge: throughput {ci} (95% CI) when the loop stopped after "
-                     f"{stats.seconds:.0f}s, target ±{rule.target_ci:.1%}; the machine was busy or the speed drifts")
-        flags.add("unconverged")
-    if loop_check["equal"] is False:
-        notes.append(f"outputs inside the timing loop differ from infer() on the same batch "
-                     f"(max abs difference {loop_check['max_abs_diff']:.3g})")
-        flags.add("loop-mismatch")
+    timing_notes(stats, rule, loop_check, notes, flags)
     wall = passed.wall_seconds
-    timing = {
-        "fps": round(stats.fps, 2),
-        "e2e_fps": round(len(passed.counted) / wall, 2) if wall > 0 else None,
-        **percentiles_ms(stats.latencies_ms),
-        "fps_ci95": None if stats.ci95 is None else round(stats.ci95, 5),
-        "fps_converged": stats.converged,
-        "mode": run_mode.mode, "requests": run_mode.requests, "streams": run_mode.streams, "threads": run_mode.threads,
-        "stage_ms": passed.clock.per_image_ms(len(passed.counted)),
-        "bench": {"iterations": len(stats.latencies_ms), "seconds": round(stats.seconds, 3),
-                  "concurrency": stats.concurrency, "warmup_seconds": config.warmup_seconds,
-                  "min_seconds": rule.min_seconds, "max_seconds": rule.max_seconds, "target_ci": rule.target_ci,
-                  "loop_check": loop_check},
-        "time_covers": target.time_covers,
-        "target_figures": dict(stats.extra),
-    }
+    timing = {**timing_fields(stats, rule, loop_check, target, config.warmup_seconds),
+              "e2e_fps": round(len(passed.counted) / wall, 2) if wall > 0 else None,
+              "stage_ms": passed.clock.per_image_ms(len(passed.counted))}
     common = dict(target=config.target, bs=bs, precision=precision, images=len(passed.counted),
-                  batch_mode=_batch_mode(per_batch, target.model_batch, bs), runtime=describe,
+                  batch_mode=describe_batch_mode(per_batch, target.model_batch, bs, target.batch_rewrite), runtime=describe,
+                  batch_rewrite=target.batch_rewrite,
                   evaluator=evaluator.backend, detections=len(passed.detections), skipped_images=list(row_skipped),
                   flags=sorted(flags), notes=notes, **context, **timing)
     try:
@@ -251,6 +225,50 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
     return row, images, skipped
 
 
+def measure(target, sample: np.ndarray, extras: dict | None, reference: list, config, progress, bs: int):
+    """Warm up and run the target's steady-state timing loop on one batch, checking the loop's own
+    outputs against `reference` (infer() on the same batch); (stats, rule, loop check). `config`:
+    a RunConfig or anything with its timing fields (harness.bench.BenchConfig)."""
+    rule = loop_rule(config)
+    with progress.task(f"{config.target} bs={bs}: timing, {target.run_mode.summary()} ({rule.min_seconds:g}-"
+                       f"{rule.max_seconds:g}s, to ±{rule.target_ci:.1%})", 1) as advance:
+        warm_up(lambda: target.infer(sample, extras), config.warmup_seconds)
+        stats = target.benchmark(sample, rule, extras, capture=LOOP_CHECK_ITERATIONS)
+        advance(1)
+    return stats, rule, _loop_check(reference, stats.captured)
+
+
+def timing_fields(stats, rule: LoopRule, loop_check: dict, target, warmup_seconds: float) -> dict:
+    """The row's timing fields from one timing loop (the same for `run` and `bench` rows)."""
+    run_mode = target.run_mode
+    return {
+        "fps": round(stats.fps, 2),
+        **percentiles_ms(stats.latencies_ms),
+        "fps_ci95": None if stats.ci95 is None else round(stats.ci95, 5),
+        "fps_converged": stats.converged,
+        "mode": run_mode.mode, "requests": run_mode.requests, "streams": run_mode.streams, "threads": run_mode.threads,
+        "bench": {"iterations": len(stats.latencies_ms), "seconds": round(stats.seconds, 3),
+                  "concurrency": stats.concurrency, "warmup_seconds": warmup_seconds,
+                  "min_seconds": rule.min_seconds, "max_seconds": rule.max_seconds, "target_ci": rule.target_ci,
+                  "loop_check": loop_check},
+        "time_covers": target.time_covers,
+        "target_figures": dict(stats.extra),
+    }
+
+
+def timing_notes(stats, rule: LoopRule, loop_check: dict, notes: list, flags: set) -> None:
+    """What the row must say about its timing loop (not converged, outputs differing inside it)."""
+    if stats.converged is False:
+        ci = "undefined (too few iterations)" if stats.ci95 is None else f"±{stats.ci95:.1%}"
+        notes.append(f"timing did not converge: throughput {ci} (95% CI) when the loop stopped after "
+                     f"{stats.seconds:.0f}s, target ±{rule.target_ci:.1%}; the machine was busy or the speed drifts")
+        flags.add("unconverged")
+    if loop_check["equal"] is False:
+        notes.append(f"outputs inside the timing loop differ from infer() on the same batch "
+                     f"(max abs difference {loop_check['max_abs_diff']:.3g})")
+        flags.add("loop-mismatch")
+
+
 def _capture_outputs(config: RunConfig, target, images, bs: int):
     """--save-outputs N: the raw outputs of the first N images (None when not asked for)."""
     if not config.save_outputs:
@@ -260,11 +278,13 @@ def _capture_outputs(config: RunConfig, target, images, bs: int):
     return capture_outputs(target, images, config.save_outputs, bs, config.profile, target.output_names())
 
 
-def _batch_mode(per_batch: bool, model_batch: int | None, bs: int) -> str:
+def describe_batch_mode(per_batch: bool, model_batch: int | None, bs: int, rewrite: dict | None = None) -> str:
     """How the batch size was obtained: one model per size, a dynamic axis, the model's fixed
-    batch, or a fixed batch-1 graph reshaped (OpenVINO) / made symbolic (ONNX Runtime)."""
+    batch, a fixed batch-1 graph reshaped (OpenVINO) or rewritten to batch N (harness.batch_rewrite)."""
     if per_batch:
         return "per-batch model"
+    if rewrite:
+        return "rewritten"
     if model_batch is None:
         return "dynamic"
     return "fixed" if model_batch == bs else "reshaped"

@@ -27,6 +27,12 @@ Sources (read from these commits):
   06dc365f6add7e54f6cc70769db8e8400103fda4 paddle/phi/kernels/cpu/multiclass_nms3_kernel.cc
   (NMSFast, JaccardOverlap with normalized=True, keep_top_k by stable sort).
   https://github.com/PaddlePaddle/PaddleDetection/blob/666f597fd00d3157e84dd9fb2dd3f40bf9918ebc/ppdet/modeling/heads/pico_head.py
+
+Preprocessing ports (the model-input image each upstream's evaluation builds, before normalisation):
+- YOLOX yolox/data/data_augment.py preproc (int() of size x ratio, pasted top-left on 114) @ 6ddff48.
+- YOLOv5 utils/dataloaders.py LoadImagesAndLabels.load_image (ceil, INTER_AREA when shrinking) and
+  utils/augmentations.py letterbox (auto=False, scaleup=False as val.py calls it) @ 5081342.
+- NanoDet nanodet/data/transform/warp.py get_resize_matrix + cv2.warpPerspective (ShapeTransform) @ be9b4a9.
 """
 
 from __future__ import annotations
@@ -34,6 +40,66 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+# ---------------------------------------------------------------------------------------- preprocessing
+
+def yolox_preproc(img: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """YOLOX's preproc without its transpose/float cast: (padded HWC uint8 image, r)."""
+    import cv2
+
+    padded_img = np.ones((input_size[0], input_size[1], 3), dtype=np.uint8) * 114
+    r = min(input_size[0] / img.shape[0], input_size[1] / img.shape[1])
+    resized_img = cv2.resize(img, (int(img.shape[1] * r), int(img.shape[0] * r)),
+                             interpolation=cv2.INTER_LINEAR).astype(np.uint8)
+    padded_img[: int(img.shape[0] * r), : int(img.shape[1] * r)] = resized_img
+    return padded_img, r
+
+
+def yolov5_val_image(im: np.ndarray, img_size: int = 640, color=(114, 114, 114)) -> np.ndarray:
+    """YOLOv5 val.py's model-input image of a square img_size ONNX (rect=False): load_image then letterbox."""
+    import cv2
+
+    h0, w0 = im.shape[:2]
+    r = img_size / max(h0, w0)
+    if r != 1:
+        interp = cv2.INTER_LINEAR if r > 1 else cv2.INTER_AREA
+        im = cv2.resize(im, (math.ceil(w0 * r), math.ceil(h0 * r)), interpolation=interp)
+    shape = im.shape[:2]
+    r = min(img_size / shape[0], img_size / shape[1], 1.0)  # scaleup=False
+    new_unpad = round(shape[1] * r), round(shape[0] * r)
+    dw, dh = (img_size - new_unpad[0]) / 2, (img_size - new_unpad[1]) / 2
+    if shape[::-1] != new_unpad:
+        im = cv2.resize(im, new_unpad, interpolation=cv2.INTER_LINEAR)
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
+    return cv2.copyMakeBorder(im, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
+
+
+def nanodet_warp(raw_img: np.ndarray, dst_shape: tuple[int, int], keep_ratio: bool) -> np.ndarray:
+    """NanoDet's ShapeTransform at evaluation: get_resize_matrix, then cv2.warpPerspective."""
+    import cv2
+
+    height, width = raw_img.shape[:2]
+    r_w, r_h = width, height
+    d_w, d_h = dst_shape
+    Rs = np.eye(3)
+    if keep_ratio:
+        C = np.eye(3)
+        C[0, 2] = -r_w / 2
+        C[1, 2] = -r_h / 2
+        ratio = d_h / r_h if r_w / r_h < d_w / d_h else d_w / r_w
+        Rs[0, 0] *= ratio
+        Rs[1, 1] *= ratio
+        T = np.eye(3)
+        T[0, 2] = 0.5 * d_w
+        T[1, 2] = 0.5 * d_h
+        M = T @ Rs @ C
+    else:
+        Rs[0, 0] *= d_w / r_w
+        Rs[1, 1] *= d_h / r_h
+        M = Rs
+    return cv2.warpPerspective(raw_img, M @ np.eye(3), dsize=tuple(dst_shape))
+
 
 # ---------------------------------------------------------------------------------------- NMS ports
 

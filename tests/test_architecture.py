@@ -17,10 +17,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "harness"
 #: docs/architecture.md's layers; a module may import its own layer or lower ones
 LAYERS = {
     0: ("errors", "config", "registry", "jit", "jsonfile", "progress", "fileio", "folders"),
-    1: ("preprocess", "imagefile", "onnx_model", "declared_shapes", "timing", "modes", "row", "extra_inputs", "decode",
-        "identity"),
+    1: ("preprocess", "imagefile", "onnx_model", "declared_shapes", "batch_rewrite", "timing", "modes", "row",
+        "extra_inputs", "decode", "identity"),
     2: ("profiles", "evaluate", "data", "targets", "canvases", "results", "precision", "envinfo", "demo"),
-    3: ("pipeline", "runner", "npu", "fidelity", "quant", "sensitivity"),
+    3: ("pipeline", "runner", "bench", "profile_match", "npu", "fidelity", "quant", "sensitivity"),
     4: ("report",),
     5: ("cli", "__main__"),
 }

@@ -12,6 +12,7 @@ from harness.cli.common import main
 
 main.add_lazy_commands({
     "run": "harness.cli.run:run_cmd",
+    "bench": "harness.cli.bench:bench_cmd",
     "demo": "harness.cli.run:demo_cmd",
     "profiles": "harness.cli.info:profiles_cmd",
     "targets": "harness.cli.info:targets_cmd",

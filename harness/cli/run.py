@@ -118,7 +118,8 @@ def check_loop_flags(seconds: float, max_seconds: float, target_ci: float) -> No
 @click.command("run")
 @click.option("--target", "-t", "target_names", required=True, help="Target(s), comma-separated: ov, ort, ort-cuda, ...")
 @click.option("--model", "-m", required=True, help="Model file; use {bs} for one model per batch size.")
-@click.option("--profile", "-p", required=True, help="Built-in profile name or a .toml file.")
+@click.option("--profile", "-p", required=True,
+              help="Built-in profile name, a .toml file, or auto (the built-in profile that fits the model).")
 @click.option("--data", "images_dir", required=True, type=click.Path(path_type=Path), help="Image folder.")
 @click.option("--ann", "ann_path", required=True, type=click.Path(path_type=Path), help="COCO instances json.")
 @click.option("--out", "out_dir", default="results/run", show_default=True, type=click.Path(path_type=Path))
@@ -134,7 +135,7 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
     from harness.data.coco import DatasetCache
     from harness.envinfo import environment
     from harness.imagefile import pixel_limit
-    from harness.profiles import load_profile
+    from harness.profile_match import resolve as resolve_profile
     from harness.results import ResultsStore
 
     names = list(dict.fromkeys(t.strip() for t in target_names.split(",") if t.strip()))
@@ -142,7 +143,7 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
     check_option_pairs(names, pairs)
     flags = {k: kw[k] for k in TARGET_FLAGS}
     configured = [(name, *target_options(name, flags, pairs)) for name in names]  # every option checked first
-    config_profile = load_profile(profile)
+    config_profile = resolve_profile(profile, model, out.print)
     batch_sizes = kw["batch_sizes"]
     check_loop_flags(kw["bench_seconds"], kw["max_seconds"], kw["target_ci"])
     store = ResultsStore(out_dir, environment(), resume=kw["resume"], overwrite=kw["overwrite"],

@@ -143,27 +143,15 @@ class OrtTarget(Target):
         if fixed is None or fixed == batch:
             return
         if fixed != 1:
-            raise fixed_batch_error(self.model_path, fixed, batch, "only batch-1 graphs are tried with a symbolic batch")
-        # A fixed batch-1 graph: try it with a symbolic batch and check every output follows.
-        try:
-            candidate = self._session(self._model_source(symbolic_batch=True))
-            probe = np.zeros(self.profile.input.shape(batch), dtype=self.profile.input.numpy_dtype)
-            outs = candidate.run(None, {first.name: probe})
-        except Exception as exc:
-            raise fixed_batch_error(self.model_path, fixed, batch,
-                                    f"the graph fails at batch {batch}: {first_line(exc, 160)}") from None
-        bad = [o.shape for o in outs if o.ndim < 1 or o.shape[0] != batch]
-        if bad:
-            raise fixed_batch_error(self.model_path, fixed, batch, f"an output keeps shape {tuple(bad[0])}")
-        self._session_obj = candidate
-        self.padded_batch = False
-        self.notes.append(f"batch made symbolic in the ONNX graph to run batch {batch}")
+            raise fixed_batch_error(self.model_path, fixed, batch, "only batch-1 graphs are rewritten to another batch")
+        # A fixed batch-1 graph: its checked batch-N rewrite (harness.batch_rewrite), fixed at N.
+        self._session_obj = self._session(self._model_source(self.rewritten_for_batch(batch)))
 
-    def _model_source(self, symbolic_batch: bool = False):
+    def _model_source(self, path: str | Path | None = None):
         """The path, or the model's bytes with the output sizes its graph does not compute made
-        symbolic (harness.declared_shapes: else constant folding trusts them) and, when asked, a
-        symbolic batch; what was changed goes into the row's notes."""
-        source, notes = model_for_onnx_runtime(self.model_path, symbolic_batch)
+        symbolic (harness.declared_shapes: else constant folding trusts them); what was changed goes
+        into the row's notes. `path`: another file to load (a batch rewrite of the model)."""
+        source, notes = model_for_onnx_runtime(path or self.model_path)
         for note in notes:
             self.note(note)
         return source
