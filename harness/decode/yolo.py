@@ -10,6 +10,9 @@ centre x, centre y, width, height in model-input pixels. Outputs are matched by 
 - kind "yolov8": one output [B, 4 + C, N] (ultralytics' export), or [B, N, 4 + C] where the profile
   says `rows_first = true` (a transposed export; PP-YOLOE's raw output has that shape too, so it is
   never assumed); class probabilities, no objectness. N = one per grid cell (8400 at 640).
+- kind "yolov8-tflite": Ultralytics' TFLite exports (YOLOv8, YOLO11; `format=tflite`, also int8): the
+  yolov8 layout [B, 4 + C, N], but cx, cy, w, h are normalized to the input size (Ultralytics divides
+  them by the image size in TFLite exports to limit the int8 error); they are multiplied back here.
 - kind "yolo-nms": a graph with NMS inside, e.g. YOLOv5 compiled for VastAI VACC with its NMS op:
   class ids [B, N, 1], scores [B, N, 1] (in that output order) and xyxy boxes [B, N, 4] in
   letterboxed input pixels; unused rows hold -1 and are dropped.
@@ -140,6 +143,16 @@ def decode_yolov8(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
     return [_candidates_nms(pred[b, :, :4], pred[b, :, 4:], meta, post) for b, meta in enumerate(metas)]
 
 
+def decode_yolov8_tflite(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
+    post, nc, spec = profile.postprocess, profile.num_classes, profile.input
+    pred = single_prediction(outputs, 4 + nc, "yolov8-tflite", *grid_rows(profile, 1),
+                             transposed=not profile.decoder.params.rows_first)
+    check_batch(pred.shape[0], metas)
+    size = np.array([spec.width, spec.height, spec.width, spec.height], np.float32)
+    return [_candidates_nms(pred[b, :, :4].astype(np.float32) * size, pred[b, :, 4:], meta, post)
+            for b, meta in enumerate(metas)]
+
+
 def arrange_nms_outputs(outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(class ids [B, N], scores [B, N], boxes [B, N, 4]) of a graph with NMS inside."""
     arrays = []
@@ -178,4 +191,6 @@ def decode_yolo_nms(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> 
 
 YOLOV5 = DecoderFamily("yolov5", AnchorParams, decode_yolov5, "YOLOv5 (boxes decoded in the graph, objectness x class)")
 YOLOV8 = DecoderFamily("yolov8", AnchorFreeParams, decode_yolov8, "YOLOv8 (anchor-free, boxes decoded in the graph)")
+YOLOV8_TFLITE = DecoderFamily("yolov8-tflite", AnchorFreeParams, decode_yolov8_tflite,
+                              "Ultralytics TFLite export (YOLOv8/YOLO11 layout, boxes normalized to the input)")
 YOLO_NMS = DecoderFamily("yolo-nms", NoParams, decode_yolo_nms, "YOLO with NMS in the graph (e.g. VACC output_0..2)")

@@ -75,6 +75,8 @@ class Target:
     time_covers: ClassVar[str] = "inference call (host tensors in, host tensors out)"
     #: the options dataclass this target takes (harness.config rules); CLI flags map onto its fields
     Options: ClassVar[type] = NoOptions
+    #: `harness run` flags this target takes under another option name (e.g. litert: threads -> num_threads)
+    run_flags: ClassVar[dict] = {}
     #: (image id, path) pairs of the first few images of the run, set by the runner before load(): for
     #: targets that verify a conversion on real inputs (e.g. trt's fp16 check) instead of synthetic ones
     sample_images: tuple = ()
@@ -238,5 +240,6 @@ def call_loop(call: Callable[[int], object], rule: LoopRule, images_per_call: in
 def fixed_batch_error(model_path: Path, fixed: int, batch: int, why: str) -> HarnessError:
     return HarnessError(
         f"model {model_path.name} has a fixed batch of {fixed} and cannot run batch {batch} ({why}); "
-        f"export it with a dynamic batch axis, or pass one model per batch size as --model 'name_bs{{bs}}.onnx'"
+        f"export it with a dynamic batch axis, or pass one model per batch size as --model "
+        f"'name_bs{{bs}}{model_path.suffix or '.onnx'}'"
     )
