@@ -217,12 +217,15 @@ def ultralytics_val(prediction: np.ndarray, size: int, r: float, left_top: tuple
 
 
 def tflite_ssd(boxes: np.ndarray, classes: np.ndarray, scores: np.ndarray, count: float,
-               original_hw: tuple[int, int]):
+               original_hw: tuple[int, int], clip: bool = False):
     """One image's TFLite_Detection_PostProcess rows (boxes ymin, xmin, ymax, xmax normalized; 0-based
-    classes) on a stretched input -> boxes in original pixels (y times height, x times width)."""
+    classes) on a stretched input -> boxes in original pixels (y times height, x times width). The op
+    does not clip (its boxes may reach past 0..1); clip=True clips to the image, as TF OD API's eval does."""
     n = int(count)
     h, w = original_hw
     b = boxes[:n].astype(np.float64)
+    if clip:
+        b = b.clip(0, 1)
     xyxy = np.stack([b[:, 1] * w, b[:, 0] * h, b[:, 3] * w, b[:, 2] * h], axis=1)
     return xyxy, scores[:n].astype(np.float32), classes[:n].astype(np.int64)
 

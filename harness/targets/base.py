@@ -75,6 +75,8 @@ class Target:
     time_covers: ClassVar[str] = "inference call (host tensors in, host tensors out)"
     #: the options dataclass this target takes (harness.config rules); CLI flags map onto its fields
     Options: ClassVar[type] = NoOptions
+    #: model file suffixes the target loads (the contract tests write their test graphs in the first)
+    model_formats: ClassVar[tuple[str, ...]] = (".onnx",)
     #: `harness run` flags this target takes under another option name (e.g. litert: threads -> num_threads)
     run_flags: ClassVar[dict] = {}
     #: (image id, path) pairs of the first few images of the run, set by the runner before load(): for

@@ -60,6 +60,7 @@ class LiteRtTarget(Target):
     name = "litert"
     description = "LiteRT (TFLite) interpreter: .tflite fp32/int8/uint8, default CPU delegate or an external one"
     Options = LiteRtOptions
+    model_formats: ClassVar[tuple[str, ...]] = (".tflite",)
     #: `harness run --threads N` sets num_threads (the interpreter's own name for it)
     run_flags: ClassVar[dict] = {"threads": "num_threads"}
 
@@ -118,7 +119,7 @@ class LiteRtTarget(Target):
             raise fixed_batch_error(self.model_path, shape[0], batch, f"an output keeps shape {bad[0]} after resizing")
 
     def load(self, batch: int) -> None:
-        if self.model_path.suffix.lower() != ".tflite":
+        if self.model_path.suffix.lower() not in self.model_formats:
             raise HarnessError(f"model {self.model_path}: target litert needs a .tflite file")
         module = _module()
         self.run_mode = self.resolve_run_mode()
