@@ -10,7 +10,6 @@ from pathlib import Path
 
 import flatbuffers
 import numpy as np
-
 from ai_edge_litert import schema_py_generated as schema
 
 
