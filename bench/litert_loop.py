@@ -15,7 +15,9 @@ figure beside an fp32 one. ../shared has no fp32 YOLO11n; the nearest fp32 640 m
 Each round times every contender once for the same seconds on the same input (the first coco-tiny image,
 preprocessed by the harness and quantized with the model's own parameters), in an order that rotates
 from round to round; the ratio harness / plain loop is taken within each round and the median and range
-printed. The machine may be shared: only these ratios mean something, not the absolute images/s.
+printed, of img/s and of images per CPU-second of this process (getrusage over the timed part: on a
+shared machine img/s swings with the neighbours' load, the CPU cost per image much less). Only these
+ratios mean something, not the absolute figures.
 
 Usage (repo root, ../shared present):
   python bench/litert_loop.py                                 # 3 rounds, 5 s, the three shared TFLite models
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import threading
 import time
 
@@ -48,7 +51,13 @@ def first_image(profile):
     return x[None]
 
 
-def plain_loop(model, feed: np.ndarray, seconds: float, interpreters: int, threads: int) -> float:
+def cpu_seconds() -> float:
+    """CPU time of this process, all threads (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def plain_loop(model, feed: np.ndarray, seconds: float, interpreters: int, threads: int) -> tuple[float, float]:
     """benchmark_model's loop: set the input once, invoke() back to back; N interpreters on N threads."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -74,23 +83,26 @@ def plain_loop(model, feed: np.ndarray, seconds: float, interpreters: int, threa
     workers = [threading.Thread(target=work, args=(k,)) for k in range(interpreters)]
     for w in workers:
         w.start()
-    t0 = time.perf_counter()
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
     stop[0] = t0 + seconds
     barrier.wait()
     for w in workers:
         w.join()
-    return sum(counts) * feed.shape[0] / (time.perf_counter() - t0)
+    images = sum(counts) * feed.shape[0]
+    return images / (time.perf_counter() - t0), images / (cpu_seconds() - cpu0)
 
 
-def harness_fps(target_name, model, profile, x, seconds: float, options: dict) -> tuple[float, str]:
+def harness_fps(target_name, model, profile, x, seconds: float, options: dict) -> tuple[float, float]:
+    """(img/s, images per CPU-second) of the target's benchmark() as `harness run` calls it."""
     from harness.targets import get_target
     from harness.timing import LoopRule, warm_up
 
     with get_target(target_name)(model, profile, options) as target:
         target.load(1)
         warm_up(lambda: target.infer(x), 1.0)
+        cpu0 = cpu_seconds()
         stats = target.benchmark(x, LoopRule(seconds, 10, seconds, 0.0001))
-        return stats.fps, target.run_mode.summary()
+        return stats.fps, stats.images / (cpu_seconds() - cpu0)
 
 
 def bench_model(stem: str, args, cores: int, requests: int, each: int) -> None:
@@ -109,9 +121,9 @@ def bench_model(stem: str, args, cores: int, requests: int, each: int) -> None:
     contenders = {
         "plain latency": lambda: plain_loop(model, feed, args.seconds, 1, cores),
         "harness latency": lambda: harness_fps("litert", model, profile, x, args.seconds,
-                                               {"mode": "latency", "num_threads": cores})[0],
+                                               {"mode": "latency", "num_threads": cores}),
         "plain throughput": lambda: plain_loop(model, feed, args.seconds, requests, each),
-        "harness throughput": lambda: harness_fps("litert", model, profile, x, args.seconds, {"mode": "throughput"})[0],
+        "harness throughput": lambda: harness_fps("litert", model, profile, x, args.seconds, {"mode": "throughput"}),
     }
     ort_profile = load_profile(args.ort_model) if args.ort_model else None
     same_size = ort_profile is not None and ort_profile.input.width == profile.input.width
@@ -119,26 +131,28 @@ def bench_model(stem: str, args, cores: int, requests: int, each: int) -> None:
         onnx = SHARED / "models" / f"{args.ort_model}.onnx"
         ox = first_image(ort_profile)
         contenders["ort fp32 latency"] = lambda: harness_fps("ort", onnx, ort_profile, ox, args.seconds,
-                                                             {"mode": "latency", "threads": cores})[0]
+                                                             {"mode": "latency", "threads": cores})
         contenders["ort fp32 throughput"] = lambda: harness_fps("ort", onnx, ort_profile, ox, args.seconds,
-                                                                {"mode": "throughput"})[0]
+                                                                {"mode": "throughput"})
     names = list(contenders)
-    fps = {name: [] for name in names}
+    fps, per_cpu = {name: [] for name in names}, {name: [] for name in names}
     for r in range(args.rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
-            fps[name].append(contenders[name]())
-        out(f"  round {r + 1}: " + ", ".join(f"{n} {fps[n][-1]:.1f}" for n in names)
+            rate, cpu_rate = contenders[name]()
+            fps[name].append(rate)
+            per_cpu[name].append(cpu_rate)
+        out(f"  round {r + 1}: " + ", ".join(f"{n} {fps[n][-1]:.1f} ({per_cpu[n][-1]:.1f}/cpu-s)" for n in names)
             + f"  (load {os.getloadavg()[0]:.1f})")
     out(f"## {stem} ({profile.name}), batch 1: latency = 1 interpreter x {cores} threads, "
         f"throughput = {requests} interpreters x {each} thread(s)")
-    for mode in ("latency", "throughput"):
-        ratios = [h / p for h, p in zip(fps[f"harness {mode}"], fps[f"plain {mode}"])]
-        out(f"  harness / plain invoke loop, {mode}: {med(ratios)}")
+    pairs = [(f"harness {m}", f"plain {m}", f"harness / plain invoke loop, {m}") for m in ("latency", "throughput")]
     if same_size:
-        for mode in ("latency", "throughput"):
-            ratios = [h / o for h, o in zip(fps[f"harness {mode}"], fps[f"ort fp32 {mode}"])]
-            out(f"  litert int8 {stem} / ort fp32 {args.ort_model}, {mode}: {med(ratios)}")
+        pairs += [(f"harness {m}", f"ort fp32 {m}", f"litert int8 {stem} / ort fp32 {args.ort_model}, {m}")
+                  for m in ("latency", "throughput")]
+    for a, b, label in pairs:
+        out(f"  {label}: img/s {med([x / y for x, y in zip(fps[a], fps[b])])}; "
+            f"images per CPU-second {med([x / y for x, y in zip(per_cpu[a], per_cpu[b])])}")
 
 
 def main():

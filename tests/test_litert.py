@@ -90,6 +90,46 @@ def test_delegation_counts_the_nodes_inside_each_partition():
     assert (info["nodes"], info["delegated_nodes"], info["cpu_nodes"], info["cpu_ops"]) == (3, 2, 1, {"CUSTOM_POST": 1})
 
 
+def test_ultralytics_letterbox_rounding_places_pixels_as_ultralytics_does():
+    """[input] letterbox_rounding = "ultralytics": the same canvas, pixel for pixel, and the same (r, left,
+    top) as Ultralytics' LetterBox (tests/oracles.py), on sizes whose padding is odd, even, or none."""
+    from harness.preprocess import resize_image
+
+    spec = load_profile("yolo11n-416-tflite").input
+    rng = np.random.default_rng(0)
+    for height, width in ((480, 640), (427, 640), (640, 427), (333, 500), (416, 416), (100, 37), (1000, 999)):
+        image = rng.integers(0, 256, (height, width, 3)).astype(np.uint8)
+        canvas, (scale_x, scale_y, left, top) = resize_image(image, spec)
+        expected, r, (exp_left, exp_top) = oracles.ultralytics_letterbox(image, 416)
+        assert np.array_equal(canvas, expected), (height, width)
+        assert (scale_x, scale_y, left, top) == (r, r, exp_left, exp_top)
+
+
+def test_letterbox_rounding_applies_to_letterbox_only(tmp_path):
+    from harness.profiles import profile_text
+
+    text = profile_text("ssd-mobilenet-v1-300-tflite")[1].replace('resize = "stretch"', 'resize = "stretch"\nletterbox_rounding = "ultralytics"')
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(HarnessError, match=r"\[input\] letterbox_rounding.*applies to resize = \"letterbox\" only"):
+        load_profile(path)
+
+
+def test_availability_says_how_to_install(monkeypatch):
+    from harness.targets.litert import runtime
+
+    monkeypatch.setattr(runtime, "MODULES", (("no_such_litert_module", "no-such-dist"),))
+    assert LiteRt.availability() == (False, "neither ai-edge-litert nor tflite-runtime is installed: "
+                                            "pip install 'harness[litert]'")
+
+
+def test_run_threads_flag_is_the_interpreters_num_threads():
+    from harness.cli.run import target_options
+
+    options, notes = target_options("litert", {"threads": 3, "streams": None}, {})
+    assert options.num_threads == 3 and notes == []
+
+
 # ------------------------------------------------------------------------------------ the target on real files
 
 
@@ -162,9 +202,25 @@ def test_external_delegate_errors_are_one_line(tmp_path):
 
 @needs_litert
 def test_profile_and_model_input_types_must_fit(tmp_path):
-    """The uint8 SSD with a float profile is quantized; the int8 YOLO with a u8 profile is refused."""
-    text = (load_profile("yolo11n-416-tflite").source and
-            __import__("harness.profiles", fromlist=["profile_text"]).profile_text("yolo11n-416-tflite")[1])
+    """The uint8 SSD with a float profile is quantized with its own (1/128, 128), which gives back the very
+    bytes the u8 profile feeds; the int8 YOLO with a u8 profile is refused."""
+    from harness.preprocess import preprocess_image
+    from harness.profiles import profile_text
+
+    model, u8 = tflite("ssd_mobilenet_v1_quant_300.tflite"), load_profile("ssd-mobilenet-v1-300-tflite")
+    as_float = tmp_path / "f32.toml"
+    as_float.write_text(profile_text(u8.name)[1].replace('dtype = "u8"', 'dtype = "f32"\nmean = [128.0, 128.0, 128.0]\n'
+                                                                         'std = [128.0, 128.0, 128.0]'))
+    f32 = load_profile(as_float)
+    image = sorted(need_shared("data", "coco-tiny", "val2017").iterdir())[0]
+    outputs = []
+    for profile in (u8, f32):
+        with LiteRt(model, profile, {"mode": "latency"}) as target:
+            target.load(1)
+            assert target.describe()["input"] == ("as is" if profile is u8 else "quantize")
+            outputs.append(target.infer(preprocess_image(image, 1, profile.input)[0][None]))
+    assert all(np.array_equal(a, b) for a, b in zip(*outputs))
+    text = profile_text("yolo11n-416-tflite")[1]
     wrong = tmp_path / "u8.toml"
     wrong.write_text(text.replace('dtype = "f32"', 'dtype = "u8"'))
     with pytest.raises(HarnessError, match=r"input is int8 \(scale 0.00392157, zero point -128\) but profile u8 gives uint8"):
