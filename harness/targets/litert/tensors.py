@@ -57,7 +57,10 @@ def dequantize_output(q: np.ndarray, detail: dict) -> np.ndarray:
         scales, zeros = scales.reshape(shape), zeros.reshape(shape)
     else:
         scales, zeros = scales.reshape(()), zeros.reshape(())
-    return (q.astype(np.float32) - zeros) * scales
+    out = q.astype(np.float32)  # one new array, then in place: the [1, 84, 8400] output is 0.7 M values
+    out -= zeros
+    out *= scales
+    return out
 
 
 def delegation(ops: list[dict]) -> dict:
