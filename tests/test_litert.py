@@ -8,9 +8,9 @@ harness.preprocess, harness.decode or the target is used on that side.
 
 from __future__ import annotations
 
-import ctypes.util
 import json
 import re
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,7 +21,7 @@ from harness.cli import main
 from harness.errors import HarnessError
 from harness.profiles import load_profile
 from harness.targets import get_target
-from harness.targets.litert.runtime import parse_delegate_options
+from harness.targets.litert.runtime import interpreter_module, parse_delegate_options
 from harness.targets.litert.tensors import delegation, dequantize_output, quantize_input
 from tests import oracles
 from tests.conftest import need_shared
@@ -108,7 +108,8 @@ def test_ultralytics_letterbox_rounding_places_pixels_as_ultralytics_does():
 def test_letterbox_rounding_applies_to_letterbox_only(tmp_path):
     from harness.profiles import profile_text
 
-    text = profile_text("ssd-mobilenet-v1-300-tflite")[1].replace('resize = "stretch"', 'resize = "stretch"\nletterbox_rounding = "ultralytics"')
+    text = profile_text("ssd-mobilenet-v1-300-tflite")[1].replace(
+        'resize = "stretch"', 'resize = "stretch"\nletterbox_rounding = "ultralytics"')
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(HarnessError, match=r"\[input\] letterbox_rounding.*applies to resize = \"letterbox\" only"):
@@ -188,14 +189,12 @@ def test_external_delegate_errors_are_one_line(tmp_path):
     with pytest.raises(HarnessError, match=r"-o delegate=.*nope\.so: file not found"):
         with LiteRt(model, profile, {"delegate": str(tmp_path / "nope.so")}) as target:
             target.load(1)
-    libm = ctypes.util.find_library("m")  # a real shared library that is no delegate
-    if libm:
-        path = next((p for p in ("/lib/x86_64-linux-gnu/" + libm, "/usr/lib/x86_64-linux-gnu/" + libm,
-                                 "/lib/aarch64-linux-gnu/" + libm, "/usr/lib/" + libm) if __import__("os").path.exists(p)), None)
-        if path:
-            with pytest.raises(HarnessError, match="cannot load it as an external delegate"):
-                with LiteRt(model, profile, {"delegate": path}) as target:
-                    target.load(1)
+    # a real shared library that is no delegate: the interpreter's own native module
+    folder = Path(interpreter_module()[0].__file__).parent
+    not_a_delegate = (sorted(folder.glob("_pywrap_string_util*.so")) or sorted(folder.glob("_pywrap*.so")))[0]
+    with pytest.raises(HarnessError, match="cannot load it as an external delegate"):
+        with LiteRt(model, profile, {"delegate": str(not_a_delegate)}) as target:
+            target.load(1)
     with pytest.raises(HarnessError, match="--delegate-options: given without -o delegate="):
         LiteRt.parse_options({"delegate_options": "a=1"})
 
