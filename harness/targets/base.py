@@ -77,7 +77,7 @@ class Target:
     Options: ClassVar[type] = NoOptions
     #: model file suffixes the target loads (the contract tests write their test graphs in the first)
     model_formats: ClassVar[tuple[str, ...]] = (".onnx",)
-    #: `harness run` flags this target takes under another option name (e.g. litert: threads -> num_threads)
+    #: `harness run` flags this target takes under another option name (e.g. {"threads": "num_threads"})
     run_flags: ClassVar[dict] = {}
     #: (image id, path) pairs of the first few images of the run, set by the runner before load(): for
     #: targets that verify a conversion on real inputs (e.g. trt's fp16 check) instead of synthetic ones
