@@ -71,6 +71,9 @@ def place_geometry(width: int, height: int, spec: InputSpec) -> tuple[int, int, 
     rounding = _ROUNDING[spec.rounding]
     new_w = max(1, min(spec.width, int(rounding(width * ratio))))
     new_h = max(1, min(spec.height, int(rounding(height * ratio))))
+    if spec.letterbox_rounding == "ultralytics":  # ultralytics/data/augment.py LetterBox, predict mode
+        dw, dh = (spec.width - new_w) / 2, (spec.height - new_h) / 2
+        return new_w, new_h, ratio, ratio, int(round(dw - 0.1)), int(round(dh - 0.1))
     if spec.resize == "letterbox":
         pad_x, pad_y = (spec.width - new_w) // 2, (spec.height - new_h) // 2
     else:  # letterbox-topleft

@@ -48,11 +48,18 @@ class InputSpec:
     #: f32 | f16 (a model whose image input is float16) | u8 (raw pixels, normalisation inside the model)
     dtype: Literal["f32", "f16", "u8"] = "f32"
     extras: tuple[str, ...] = setting((), expects="a list of model input names")  # built by harness.extra_inputs
+    #: resize = "letterbox" only. None: the resized size rounds, the padding is split with the odd pixel
+    #: at the end, and boxes map back by each axis's own scale (new size / original size). "ultralytics":
+    #: Ultralytics' predict LetterBox step for step (new size round(w*r), round(h*r); top = round(dh - 0.1),
+    #: left = round(dw - 0.1)), and boxes map back by dividing by r, as its scale_boxes does
+    letterbox_rounding: Literal["ultralytics"] | None = None
 
     def __post_init__(self):
         unknown = [name for name in self.extras if name not in EXTRA_INPUT_NAMES]
         if unknown:
             raise Invalid("extras", f"{unknown} unknown; known: {', '.join(sorted(EXTRA_INPUT_NAMES))}")
+        if self.letterbox_rounding is not None and self.resize != "letterbox":
+            raise Invalid("letterbox_rounding", f"applies to resize = \"letterbox\" only, not {self.resize!r}")
 
     def shape(self, batch: int) -> tuple[int, int, int, int]:
         if self.layout == "NCHW":

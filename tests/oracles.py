@@ -245,6 +245,65 @@ def yolov5_val(prediction: np.ndarray, input_hw: tuple[int, int], original_hw: t
     return boxes, det[:, 4], det[:, 5].astype(np.int64)
 
 
+# ---------------------------------------------------------------------------------------- Ultralytics / TFLite
+
+def ultralytics_letterbox(image: np.ndarray, size: int):
+    """ultralytics/data/augment.py LetterBox (predict: auto=False, scaleup=True, center=True, pad 114):
+    (padded image, r, (left, top))."""
+    import cv2
+
+    shape = image.shape[:2]
+    r = min(size / shape[0], size / shape[1])
+    new_unpad = int(round(shape[1] * r)), int(round(shape[0] * r))
+    dw, dh = (size - new_unpad[0]) / 2, (size - new_unpad[1]) / 2
+    if shape[::-1] != new_unpad:
+        image = cv2.resize(image, new_unpad, interpolation=cv2.INTER_LINEAR)
+    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
+    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(114, 114, 114))
+    return image, r, (left, top)
+
+
+def ultralytics_val(prediction: np.ndarray, size: int, r: float, left_top: tuple[int, int],
+                    original_hw: tuple[int, int], conf_thres: float = 0.001, iou_thres: float = 0.7,
+                    max_det: int = 300):
+    """One image's [84, N] TFLite output (boxes normalized to the input) -> ultralytics/utils/ops.py
+    non_max_suppression(multi_label=True, max_nms=30000, max_wh=7680) -> boxes back to the image by
+    subtracting (left, top) and dividing by r, clipped."""
+    max_wh, max_nms = 7680, 30000
+    x = prediction.T.astype(np.float32)
+    box = x[:, :4] * size
+    box = np.concatenate([box[:, :2] - box[:, 2:4] / 2, box[:, :2] + box[:, 2:4] / 2], axis=1)  # xywh2xyxy
+    i, j = np.nonzero(x[:, 4:] > conf_thres)
+    det = np.concatenate([box[i], x[i, 4 + j, None], j[:, None].astype(np.float32)], axis=1)
+    if not len(det):
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    det = det[np.argsort(-det[:, 4], kind="stable")[:max_nms]]
+    keep = torchvision_nms(det[:, :4] + det[:, 5:6] * max_wh, det[:, 4], iou_thres)[:max_det]
+    det = det[keep]
+    boxes = det[:, :4].copy()
+    boxes[:, [0, 2]] -= left_top[0]
+    boxes[:, [1, 3]] -= left_top[1]
+    boxes /= r
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, original_hw[1])
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, original_hw[0])
+    return boxes, det[:, 4], det[:, 5].astype(np.int64)
+
+
+def tflite_ssd(boxes: np.ndarray, classes: np.ndarray, scores: np.ndarray, count: float,
+               original_hw: tuple[int, int], clip: bool = False):
+    """One image's TFLite_Detection_PostProcess rows (boxes ymin, xmin, ymax, xmax normalized; 0-based
+    classes) on a stretched input -> boxes in original pixels (y times height, x times width). The op
+    does not clip (its boxes may reach past 0..1); clip=True clips to the image, as TF OD API's eval does."""
+    n = int(count)
+    h, w = original_hw
+    b = boxes[:n].astype(np.float64)
+    if clip:
+        b = b.clip(0, 1)
+    xyxy = np.stack([b[:, 1] * w, b[:, 0] * h, b[:, 3] * w, b[:, 2] * h], axis=1)
+    return xyxy, scores[:n].astype(np.float32), classes[:n].astype(np.int64)
+
+
 # ---------------------------------------------------------------------------------------- GFL heads
 
 def _integral(bins: np.ndarray, reg_max: int) -> np.ndarray:

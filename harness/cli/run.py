@@ -85,7 +85,8 @@ def target_options(name: str, flags: dict, pairs: dict):
 
     cls = get_target(name)
     keys = cls.option_names()
-    given = {k: v for k, v in flags.items() if v is not None}
+    # a target may take a run flag under its runtime's own option name (Target.run_flags)
+    given = {cls.run_flags.get(k, k): v for k, v in flags.items() if v is not None}
     if isinstance(given.get("hint"), str):
         given["hint"] = given["hint"].upper()
     data = {k: v for k, v in {**given, **pairs}.items() if k in keys}

@@ -75,6 +75,10 @@ class Target:
     time_covers: ClassVar[str] = "inference call (host tensors in, host tensors out)"
     #: the options dataclass this target takes (harness.config rules); CLI flags map onto its fields
     Options: ClassVar[type] = NoOptions
+    #: model file suffixes the target loads (the contract tests write their test graphs in the first)
+    model_formats: ClassVar[tuple[str, ...]] = (".onnx",)
+    #: `harness run` flags this target takes under another option name (e.g. {"threads": "num_threads"})
+    run_flags: ClassVar[dict] = {}
     #: (image id, path) pairs of the first few images of the run, set by the runner before load(): for
     #: targets that verify a conversion on real inputs (e.g. trt's fp16 check) instead of synthetic ones
     sample_images: tuple = ()
@@ -299,5 +303,6 @@ def check_image_input(model_name: str, profile, shape: tuple, dtype: str, batch:
 def fixed_batch_error(model_path: Path, fixed: int, batch: int, why: str) -> HarnessError:
     return HarnessError(
         f"model {model_path.name} has a fixed batch of {fixed} and cannot run batch {batch} ({why}); "
-        f"export it with a dynamic batch axis, or pass one model per batch size as --model 'name_bs{{bs}}.onnx'"
+        f"export it with a dynamic batch axis, or pass one model per batch size as --model "
+        f"'name_bs{{bs}}{model_path.suffix or '.onnx'}'"
     )
