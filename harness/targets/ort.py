@@ -22,9 +22,10 @@ _ORT_DTYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(flo
                "tensor(int64)": "int64", "tensor(int32)": "int32"}
 
 
-#: distributions that install the `onnxruntime` module, the plain CPU build first
-ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml",
-                     "onnxruntime-qnn", "onnxruntime-training")
+#: distributions that install the `onnxruntime` module; the plain CPU build last, so that where a GPU build
+#: was installed over it (both leave metadata behind) the module is loaded and asked for its providers
+ORT_DISTRIBUTIONS = ("onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml", "onnxruntime-qnn",
+                     "onnxruntime-training", "onnxruntime")
 
 
 def _import_ort():
@@ -229,7 +230,7 @@ class OrtCuda(OrtTarget):
         if not ok:
             return ok, why
         distribution, version = installed_version("onnxruntime", ORT_DISTRIBUTIONS)
-        if distribution == "onnxruntime":  # PyPI's plain build is CPU-only: no need to load it to know
+        if distribution == "onnxruntime":  # only PyPI's plain build, which is CPU-only: no need to load it to know
             return False, (f"onnxruntime {version} has no CUDAExecutionProvider "
                            "(install onnxruntime-gpu: pip install 'harness[gpu]', and an NVIDIA driver)")
         ort = _import_ort()
