@@ -23,6 +23,8 @@ from harness.decode import decode
 from harness.errors import HarnessError, first_line
 from harness.evaluate import CocoEvaluator
 from harness.extra_inputs import extra_inputs
+from harness.machine.state import busy_note, busy_windows, e2e_above_infer_note, energy_figures
+from harness.machine.watch import RowWatch
 from harness.pipeline import accuracy_pass
 from harness.preprocess import prepare_batch
 from harness.profiles import Profile
@@ -161,8 +163,19 @@ def _first_batch(images, bs: int, profile: Profile, skip_bad: bool):
 
 
 def _run_one(config, options, bs, model_path, per_batch, images, skipped, evaluator, progress, context, out_dir):
+    target_cls = get_target(config.target)
+    watch = RowWatch(energy=target_cls.device_kind).start()  # memory peak from here: load, timing, accuracy
+    try:
+        return _run_watched(config, options, bs, model_path, per_batch, images, skipped, evaluator, progress,
+                            context, out_dir, target_cls, watch)
+    finally:
+        watch.stop()
+
+
+def _run_watched(config, options, bs, model_path, per_batch, images, skipped, evaluator, progress, context, out_dir,
+                 target_cls, watch):
     profile = config.profile
-    target = get_target(config.target)(model_path, profile, options, config.batch_sizes)
+    target = target_cls(model_path, profile, options, config.batch_sizes)
     target.sample_images = tuple(images[:SAMPLE_IMAGES])
     with target:
         with progress.task(f"{config.target} bs={bs}: loading {Path(model_path).name}", 1) as advance:
@@ -175,13 +188,15 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
         with progress.task(f"{config.target} bs={bs}: timing, {target.run_mode.summary()} ({rule.min_seconds:g}-"
                            f"{rule.max_seconds:g}s, to ±{rule.target_ci:.1%})", 1) as advance:
             warm_up(lambda: target.infer(sample, sample_extras), config.warmup_seconds)
-            stats = target.benchmark(sample, rule, sample_extras, capture=LOOP_CHECK_ITERATIONS)
+            with watch.window("timing"):
+                stats = target.benchmark(sample, rule, sample_extras, capture=LOOP_CHECK_ITERATIONS)
             advance(1)
         run_mode = target.run_mode
         loop_check = _loop_check(reference, stats.captured)
         store = config.canvases.store_for(profile.input, len(images)) if config.canvases else None
         reused = bool(store)  # filled by an earlier row (this row's pass fills an empty one)
-        with progress.task(f"{config.target} bs={bs}: accuracy pass", len(images)) as advance:
+        with progress.task(f"{config.target} bs={bs}: accuracy pass", len(images)) as advance, \
+                watch.window("accuracy"):
             passed = accuracy_pass(target, images, bs, profile, workers=config.workers,
                                    skip_bad=config.skip_bad_images, advance=advance, canvases=store)
         describe = target.describe()
@@ -192,6 +207,7 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
         counted = set(passed.counted)
         ran = [(i, p) for i, p in images if i in counted]  # dataset order, images that failed left out
         outputs = _capture_outputs(config, target, ran, bs)
+    machine = watch.finish(ident.model_bytes(model_path), config.canvases.held_bytes() if config.canvases else None)
     if passed.failed:  # unreadable images stay out of later rows; NaN outputs are this row's own
         failed_paths = {failure.path for failure in passed.failed}
         images = [(i, p) for i, p in images if str(p) not in failed_paths]
@@ -219,9 +235,11 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
                      f"(max abs difference {loop_check['max_abs_diff']:.3g})")
         flags.add("loop-mismatch")
     wall = passed.wall_seconds
+    e2e_fps = round(len(passed.counted) / wall, 2) if wall > 0 else None
+    notes += _machine_notes(machine, stats.fps, e2e_fps, flags)
     timing = {
         "fps": round(stats.fps, 2),
-        "e2e_fps": round(len(passed.counted) / wall, 2) if wall > 0 else None,
+        "e2e_fps": e2e_fps,
         **percentiles_ms(stats.latencies_ms),
         "fps_ci95": None if stats.ci95 is None else round(stats.ci95, 5),
         "fps_converged": stats.converged,
@@ -233,6 +251,7 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
                   "loop_check": loop_check},
         "time_covers": target.time_covers,
         "target_figures": dict(stats.extra),
+        "machine_state": machine,
     }
     common = dict(target=config.target, bs=bs, precision=precision, images=len(passed.counted),
                   batch_mode=_batch_mode(per_batch, target.model_batch, bs), runtime=describe,
@@ -249,6 +268,25 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
         row.artifacts = save_row_artifacts(out_dir, row, passed.detections if config.save_detections else None,
                                            {i: Path(p).name for i, p in ran}, outputs)
     return row, images, skipped
+
+
+def _machine_notes(machine, fps: float, e2e_fps: float | None, flags: set) -> list[str]:
+    """Energy per image from the timing loop's counter; the busy-machine flag and note; why e2e img/s
+    may read above infer img/s. Sets the flag in `flags`, returns the notes."""
+    notes = []
+    if machine.timing is not None:
+        _, machine.joules_per_image, machine.fps_per_watt = energy_figures(machine.timing.energy_j,
+                                                                           machine.timing.seconds, fps)
+        machine.joules_per_image = None if machine.joules_per_image is None else round(machine.joules_per_image, 5)
+        machine.fps_per_watt = None if machine.fps_per_watt is None else round(machine.fps_per_watt, 3)
+    busy = busy_windows({"timing": machine.timing, "accuracy": machine.accuracy}, machine.busy_share)
+    if busy:
+        flags.add("busy-machine")
+        notes.append(busy_note(busy, machine.busy_share))
+    above = e2e_above_infer_note(fps, e2e_fps, machine.timing, machine.accuracy)
+    if above:
+        notes.append(above)
+    return notes
 
 
 def _capture_outputs(config: RunConfig, target, images, bs: int):

@@ -1,0 +1,165 @@
+"""The row's `machine_state` group and the pure summaries over the numbers harness.machine.watch
+samples. Nothing here reads a clock or a file: every function takes the sampled numbers.
+
+A field the machine does not show is None with its `*_na` reason beside it ("n/a" in tables);
+nothing is estimated.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, fields
+
+#: other processes (and the hypervisor's steal) above this share of all CPUs' time, during a row's
+#: timing loop or accuracy pass, mark the row `busy-machine`
+BUSY_SHARE = 0.10
+MIB = 1024 * 1024
+
+
+@dataclass
+class Window:
+    """One timed part of a row (the timing loop behind fps/latency, or the accuracy pass behind
+    e2e_fps): what this process and everything else did on the CPUs meanwhile."""
+
+    seconds: float = 0.0
+    self_cpu_share: float | None = None  # this process's CPU time / all CPUs' time in the window
+    other_cpu_share: float | None = None  # other processes' CPU time / all CPUs' time
+    steal_share: float | None = None  # the hypervisor's steal / all CPUs' time (a VM's neighbours)
+    load_before: list | None = None  # 1, 5, 15 min load average
+    load_after: list | None = None
+    cpu_mhz: dict | None = None  # {min, median, max, samples} over the window's samples
+    energy_j: float | None = None
+    watts: float | None = None  # energy_j / seconds
+    gpu: dict | None = None  # NVML over the window (harness.machine.nvml.summarise)
+
+    @classmethod
+    def from_dict(cls, data) -> Window | None:
+        return _from_dict(cls, data)
+
+
+@dataclass
+class MachineState:
+    busy: bool | None = None  # other_cpu_share + steal_share above busy_share in a window
+    busy_share: float = BUSY_SHARE
+    timing: Window | None = None
+    accuracy: Window | None = None
+    cpu_mhz_source: str = ""  # "scaling_cur_freq", or "/proc/cpuinfo (...)"
+    cpu_mhz_na: str = ""
+    governor: str | None = None
+    throttle: dict | None = None  # thermal throttle counter increases over the row
+    throttle_na: str = ""
+    rss_peak_mib: float | None = None
+    rss_source: str = ""
+    image_cache_mib: float | None = None  # resized images held for later rows (part of the RSS)
+    image_cache_share: float | None = None  # image_cache_mib / rss_peak_mib
+    model_file_mib: float | None = None
+    gpu_memory_mib: float | None = None  # NVML: the GPU's memory in use at its peak over the row
+    energy_source: str = ""
+    energy_na: str = ""
+    joules_per_image: float | None = None  # timing loop: mean power / img/s
+    fps_per_watt: float | None = None  # timing loop: img/s / mean power
+    npu: dict | None = None  # `npu-smi info`, parsed (harness.machine.npusmi)
+    npu_na: str = ""
+
+    @classmethod
+    def from_dict(cls, data) -> MachineState | None:
+        state = _from_dict(cls, data)
+        if state is not None:
+            state.timing = Window.from_dict(state.timing)
+            state.accuracy = Window.from_dict(state.accuracy)
+        return state
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _from_dict(cls, data):
+    if data is None or isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        return None
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def cpu_shares(busy_ticks: int, steal_ticks: int, total_ticks: int, self_seconds: float, ticks_per_s: float,
+               ) -> tuple[float, float, float] | None:
+    """(self, others, steal) as shares of all CPUs' time over a window, from the machine's busy,
+    steal and total tick increases (/proc/stat) and this process's CPU seconds (its user + system
+    time, every thread). Others = the machine's busy time not spent by this process."""
+    if total_ticks <= 0:
+        return None
+    capacity = total_ticks / ticks_per_s
+    machine_busy = busy_ticks / ticks_per_s
+    others = max(0.0, machine_busy - self_seconds)
+    return (min(1.0, self_seconds / capacity), min(1.0, others / capacity), steal_ticks / total_ticks)
+
+
+def spread(values) -> dict | None:
+    """{min, median, max, samples} of sampled values (None without any)."""
+    values = [float(v) for v in values]
+    if not values:
+        return None
+    return {"min": round(min(values), 1), "median": round(statistics.median(values), 1),
+            "max": round(max(values), 1), "samples": len(values)}
+
+
+def counter_delta(before: int, after: int, max_range: int) -> int:
+    """Increase of an energy counter that wraps to 0 after max_range (RAPL's energy_uj)."""
+    return after - before if after >= before else max_range - before + after
+
+
+def energy_figures(energy_j: float | None, seconds: float, fps: float | None) -> tuple[float | None, float | None,
+                                                                                     float | None]:
+    """(mean watts, joules per image, img/s per watt) of a timing loop from its measured energy."""
+    if energy_j is None or seconds <= 0 or energy_j <= 0:
+        return None, None, None
+    watts = energy_j / seconds
+    if not fps:
+        return watts, None, None
+    return watts, watts / fps, fps / watts
+
+
+def busy_windows(windows: dict[str, Window | None], threshold: float = BUSY_SHARE) -> dict[str, float]:
+    """{window name: others + steal share} for the windows where that share exceeded threshold."""
+    out = {}
+    for name, window in windows.items():
+        if window is None or window.other_cpu_share is None:
+            continue
+        taken = window.other_cpu_share + (window.steal_share or 0.0)
+        if taken > threshold:
+            out[name] = taken
+    return out
+
+
+WINDOW_WORDS = {"timing": "timing loop (img/s, latency)", "accuracy": "accuracy pass (e2e img/s)"}
+
+
+def busy_note(busy: dict[str, float], threshold: float = BUSY_SHARE) -> str:
+    parts = ", ".join(f"{share:.0%} of the CPU during the {WINDOW_WORDS.get(name, name)}" for name, share in busy.items())
+    return (f"busy machine: other processes took {parts} (more than {threshold:.0%}); its figures are lower and "
+            "noisier than on a quiet machine")
+
+
+def e2e_above_infer_note(fps: float | None, e2e_fps: float | None, timing: Window | None,
+                         accuracy: Window | None) -> str | None:
+    """Why e2e img/s can exceed infer img/s: they are two measurements at two times. Says which
+    window had more of the CPU taken by others where that is known."""
+    if not fps or not e2e_fps or e2e_fps <= fps:
+        return None
+    text = (f"e2e img/s {e2e_fps:.1f} is above infer img/s {fps:.1f}: the two are separate measurements (infer: the "
+            "timing loop on one batch; e2e: the accuracy pass over every image, later)")
+    if timing and accuracy and timing.other_cpu_share is not None and accuracy.other_cpu_share is not None:
+        text += (f"; other processes took {timing.other_cpu_share:.0%} of the CPU during the timing loop and "
+                 f"{accuracy.other_cpu_share:.0%} during the accuracy pass")
+    return text
+
+
+def share_of(part_bytes: int | None, whole_mib: float | None) -> float | None:
+    if part_bytes is None or not whole_mib:
+        return None
+    return round(part_bytes / MIB / whole_mib, 4)
+
+
+def mib(nbytes: int | float | None) -> float | None:
+    return None if nbytes is None else round(nbytes / MIB, 2)
