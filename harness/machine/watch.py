@@ -68,6 +68,7 @@ class RowWatch:
             self.rapl, self.rapl_na = procfs.rapl_packages()
         self._peak_reset = False
         self._throttle_start = None
+        self._closed = False
 
     # - lifecycle ----------------------------------------------------------------------------------
 
@@ -84,8 +85,9 @@ class RowWatch:
             self._stop.set()
             self._thread.join()
             self._thread = None
-        if self.gpu is not None:
+        if self.gpu is not None and not self._closed:
             self.gpu.close()
+            self._closed = True
 
     def __enter__(self) -> RowWatch:
         return self.start()
@@ -98,6 +100,8 @@ class RowWatch:
             self._sample()
 
     def _sample(self) -> None:
+        if self._closed:
+            return
         mhz = procfs.cpu_mhz_now(self._freq_files) if self._freq_files else procfs.cpuinfo_mhz_now()
         gpu = self.gpu.sample() if self.gpu is not None else None
         with self._lock:
@@ -153,7 +157,8 @@ class RowWatch:
 
     def finish(self, model_bytes: int | None = None, cache_bytes: int | None = None) -> MachineState:
         """The row's MachineState (call after the row's last window; stops the sampler)."""
-        self._sample()
+        if self._thread is not None:
+            self._sample()
         self.stop()
         state = MachineState(busy_share=BUSY_SHARE, timing=self.windows.get("timing"),
                              accuracy=self.windows.get("accuracy"))
