@@ -163,3 +163,43 @@ def share_of(part_bytes: int | None, whole_mib: float | None) -> float | None:
 
 def mib(nbytes: int | float | None) -> float | None:
     return None if nbytes is None else round(nbytes / MIB, 2)
+
+
+#: the flat columns of a row's machine state in tables and CSV/JSON exports (harness.report)
+NUMERIC_COLUMNS = ("other_cpu_share", "e2e_other_cpu_share", "steal_share", "load_before", "load_after",
+                   "cpu_mhz_min", "cpu_mhz_median", "cpu_mhz_max", "rss_peak_mib", "image_cache_mib",
+                   "image_cache_share", "model_file_mib", "gpu_memory_mib", "gpu_sm_mhz_median", "gpu_temp_c_max",
+                   "energy_j", "watts", "joules_per_image", "fps_per_watt")
+TEXT_COLUMNS = ("governor", "throttle", "gpu_throttle_reasons", "energy_na", "cpu_mhz_na")
+COLUMNS = ("busy", *NUMERIC_COLUMNS, *TEXT_COLUMNS)
+
+
+def flat_fields(state: MachineState | dict | None) -> dict:
+    """A row's machine state as flat columns (COLUMNS): the timing loop's window, e2e's other share,
+    memory, energy; None / '' where the row has none."""
+    state = MachineState.from_dict(state) if not isinstance(state, MachineState) else state
+    out: dict = {k: None for k in (*NUMERIC_COLUMNS, "busy")} | {k: "" for k in TEXT_COLUMNS}
+    if state is None:
+        return out
+    timing, accuracy = state.timing, state.accuracy
+    gpu = (timing.gpu if timing else None) or {}
+    out.update({
+        "busy": state.busy,
+        "other_cpu_share": timing.other_cpu_share if timing else None,
+        "e2e_other_cpu_share": accuracy.other_cpu_share if accuracy else None,
+        "steal_share": timing.steal_share if timing else None,
+        "load_before": (timing.load_before or [None])[0] if timing else None,
+        "load_after": (timing.load_after or [None])[0] if timing else None,
+        **{f"cpu_mhz_{k}": ((timing.cpu_mhz or {}).get(k) if timing else None) for k in ("min", "median", "max")},
+        "rss_peak_mib": state.rss_peak_mib, "image_cache_mib": state.image_cache_mib,
+        "image_cache_share": state.image_cache_share, "model_file_mib": state.model_file_mib,
+        "gpu_memory_mib": state.gpu_memory_mib,
+        "gpu_sm_mhz_median": (gpu.get("sm_mhz") or {}).get("median"), "gpu_temp_c_max": gpu.get("temp_c_max"),
+        "energy_j": timing.energy_j if timing else None, "watts": timing.watts if timing else None,
+        "joules_per_image": state.joules_per_image, "fps_per_watt": state.fps_per_watt,
+        "governor": state.governor or "",
+        "throttle": " ".join(f"{k}+{v}" for k, v in sorted((state.throttle or {}).items()) if v) or "",
+        "gpu_throttle_reasons": " ".join(gpu.get("throttle_reasons") or []),
+        "energy_na": state.energy_na, "cpu_mhz_na": state.cpu_mhz_na,
+    })
+    return out
