@@ -124,7 +124,9 @@ def run_report_markdown(rows, env: dict) -> str:
         ("- **mode**: latency (one batch in flight) or throughput (×N: batches in flight); compare speed only "
          "between rows of the same mode."),
         ("- **e2e img/s**: the full accuracy pass, wall clock from the first image read to the last batch decoded "
-        "(read + preprocess + infer + decode; evaluation excluded)."),
+        "(read + preprocess + infer + decode; evaluation excluded). It is measured after the timing loop, in a "
+        "window of its own: where other load changed between them it can read above infer img/s (the row's note "
+        "and the machine table give each window's other load)."),
         "",
     ]
     flags = sorted({f for r in rows for f in r["flag_keys"]})
@@ -369,7 +371,8 @@ def _how_to_read(page: _Page) -> list[str]:
          "same row was measured in several results files); **speedup** = img/s ÷ baseline img/s at the same "
          "batch size and mode (a row of a mode the baseline lacks gets none: ‡). **p50/p90/p99 ms**: latency per "
          f"batch call in that loop; {PERCENTILE_NOTE}. **e2e img/s**: the whole accuracy pass, read + preprocess "
-         "+ infer + decode."),
+         "+ infer + decode, timed after the loop in a window of its own (it can read above img/s where other load "
+         "changed between the two: see the machine table)."),
         "- **time covers** (what the img/s and latency figures time):",
     ]
     for short, full in sorted(set(zip(table["covers"], table["time_covers"]))):
