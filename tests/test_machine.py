@@ -219,6 +219,9 @@ def test_row_carries_real_machine_figures(tiny):
         assert timing["cpu_mhz"]["min"] > 0 and state["cpu_mhz_source"]
     else:
         assert timing["cpu_mhz"] is None and state["cpu_mhz_na"]
+    report = (tiny["root"] / "state" / "report.md").read_text()
+    line = next(x for x in report.splitlines() if x.startswith("| ort fp32"))
+    assert "Machine state per row" in report and f"| {state['rss_peak_mib']:.0f}" in line
     domains, why = procfs.rapl_packages()
     if domains:
         assert timing["energy_j"] > 0 and state["joules_per_image"] > 0
@@ -304,3 +307,18 @@ def test_shares_agree_with_every_process_own_counters():
     assert window.self_cpu_share == pytest.approx(own, abs=0.05)
     assert window.other_cpu_share >= others - 0.05
     assert window.self_cpu_share + window.other_cpu_share + window.steal_share <= 1.0 + 0.02
+
+
+def test_comparison_page_says_when_rows_ran_under_different_conditions():
+    from harness.report.markdown import timing_conditions
+
+    quiet = {"busy": False, "cpu_mhz_median": 2600.0, "governor": "performance", "throttle": "",
+             "gpu_throttle_reasons": ""}
+    assert timing_conditions([quiet, dict(quiet)]) == []
+    busy = {**quiet, "busy": True}
+    said = timing_conditions([quiet, busy])
+    assert len(said) == 1 and said[0].startswith("rows were timed under different conditions: 1 of 2")
+    slow = {**quiet, "cpu_mhz_median": 2400.0, "governor": "powersave", "gpu_throttle_reasons": "SwThermalSlowdown"}
+    said = " | ".join(timing_conditions([quiet, slow]))
+    assert "2400 to 2600 MHz" in said and "performance, powersave" in said and "1 row(s) saw thermal" in said
+    assert timing_conditions([quiet, {**quiet, "gpu_throttle_reasons": "GpuIdle"}]) == []  # idle is no throttle
