@@ -207,6 +207,10 @@ def _run_watched(config, options, bs, model_path, per_batch, images, skipped, ev
         counted = set(passed.counted)
         ran = [(i, p) for i, p in images if i in counted]  # dataset order, images that failed left out
         outputs = _capture_outputs(config, target, ran, bs)
+    try:  # inside the row's memory watch: the evaluation is part of its peak
+        metrics, late_failure = evaluator.evaluate(passed.detections, passed.counted), None
+    except Exception as exc:  # a late failure never loses the finished timing
+        metrics, late_failure = None, exc
     machine = watch.finish(ident.model_bytes(model_path), config.canvases.held_bytes() if config.canvases else None)
     if passed.failed:  # unreadable images stay out of later rows; NaN outputs are this row's own
         failed_paths = {failure.path for failure in passed.failed}
@@ -257,10 +261,9 @@ def _run_watched(config, options, bs, model_path, per_batch, images, skipped, ev
                   batch_mode=_batch_mode(per_batch, target.model_batch, bs), runtime=describe,
                   evaluator=evaluator.backend, detections=len(passed.detections), skipped_images=list(row_skipped),
                   flags=sorted(flags), notes=notes, **context, **timing)
-    try:
-        metrics = evaluator.evaluate(passed.detections, passed.counted)
-    except Exception as exc:  # a late failure never loses the finished timing
-        return ResultRow(status="partial", error=f"evaluation failed: {first_line(exc)}", **common), images, skipped
+    if late_failure is not None:
+        return ResultRow(status="partial", error=f"evaluation failed: {first_line(late_failure)}", **common), images, \
+            skipped
     row = ResultRow(**common, **metric_fields(metrics))
     if config.save_detections or outputs is not None:
         from harness.fidelity.artifacts import save_row_artifacts
