@@ -107,8 +107,8 @@ class CocoEvaluator:
     def __init__(self, ann_data: dict, backend: str = "auto"):
         self.backend, self._coco_cls, self._eval_cls = _backend(backend)
         gt = self._coco_cls()
-        # bbox evaluation reads no polygon: copies of the annotations without them (the segmentation
-        # lists are most of a COCO file's bytes, and they scaled the memory of every run with its images)
+        # bbox evaluation reads no polygon: copies of the annotations without them (load_annotations
+        # already drops them; other callers may not), as they scaled every run's memory with its images
         gt.dataset = {**{k: copy.deepcopy(v) for k, v in ann_data.items() if k != "annotations"},
                       "annotations": [{k: copy.deepcopy(v) for k, v in a.items() if k != "segmentation"}
                                       for a in ann_data["annotations"]]}
@@ -185,4 +185,6 @@ def load_annotations(path: str | Path) -> dict:
     if missing:
         raise HarnessError(f"annotation file {path}: not COCO instances json, missing key(s) {', '.join(missing)}")
     check_annotations(data, path)
+    for box in data["annotations"]:  # bbox evaluation reads no polygon; they are most of a COCO file's memory
+        box.pop("segmentation", None)
     return data
