@@ -7,6 +7,7 @@ its peak RSS is that child's ru_maxrss (os.wait4). `decode` reads the outputs of
 the growth per image between the smallest and largest size.
 
 Usage: python bench/memory_scaling.py [--sizes 80,320,1280] [--model M --profile P]
+(it measures the harness of the checkout it lives in: every child runs from that checkout's root)
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def replicate(images_dir: Path, ann_path: Path, count: int, out: Path) -> tuple[
 def peak_rss_mib(args: list[str]) -> float:
     """Run `python -m harness ARGS` in a child; its peak RSS in MiB (Linux ru_maxrss is in KiB)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "harness", *args], env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "harness", *args], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
@@ -83,7 +84,7 @@ def main() -> None:
                          ["emulate", "--runner", "ais", "-m", opts.model, "--prep", str(prep), "--out", str(outs),
                           "--output-dirname", "out"]):
                 subprocess.run([sys.executable, "-m", "harness", *args], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                               check=True, stdout=subprocess.DEVNULL)
+                               cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
             decode = peak_rss_mib(["decode", "--bin", str(outs / "out"), "--prep", str(prep), "--ann", str(ann),
                                    "--out", str(root / "decode")])
             results.append((size, run, decode))

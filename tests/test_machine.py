@@ -188,6 +188,12 @@ def test_gpu_row_reads_nvml_energy_clocks_and_memory():
     assert timing.gpu["power_w_median"] == 250.5 and timing.gpu["throttle_reasons"] == ["GpuIdle", "SwThermalSlowdown"]
     assert state.gpu_memory_mib == 3072.0 and state.energy_source == "NVML total energy (GPU 0)" and not state.energy_na
     assert summarise([], fake) is None
+    from harness.machine.state import flat_fields
+    from harness.report.markdown import machine_head, machine_line
+
+    fields = flat_fields(state)
+    assert machine_head([fields])[-1].startswith("GPU SM MHz")
+    assert machine_line("trt fp16 bs 1", fields, gpu=True).endswith("| 1980 / 61 / GpuIdle SwThermalSlowdown |")
 
 
 def test_gpu_row_without_nvml_says_why():

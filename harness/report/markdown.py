@@ -161,7 +161,19 @@ MACHINE_HEAD = ["row", "other CPU % (timing / e2e)", "load 1 min (before → aft
                 "peak RSS MiB (image cache)", "model MiB", "GPU mem MiB", "J / image", "img/s per W"]
 
 
-def machine_line(name: str, m: dict) -> str:
+GPU_HEAD = "GPU SM MHz / max °C / throttle"
+
+
+def machine_head(fields: list[dict]) -> list[str]:
+    """The machine table's columns; the GPU one only where some row has NVML readings."""
+    return MACHINE_HEAD + ([GPU_HEAD] if _has_gpu(fields) else [])
+
+
+def _has_gpu(fields: list[dict]) -> bool:
+    return any(not _is_nan(m.get("gpu_sm_mhz_median")) or not _is_nan(m.get("gpu_temp_c_max")) for m in fields)
+
+
+def machine_line(name: str, m: dict, gpu: bool = False) -> str:
     """One row of the machine table from flat machine columns (harness.machine.state.flat_fields)."""
     others = f"{_num_cell(m['other_cpu_share'], 0, 100)} / {_num_cell(m['e2e_other_cpu_share'], 0, 100)}"
     if m.get("busy"):
@@ -177,6 +189,9 @@ def machine_line(name: str, m: dict) -> str:
     per_watt = _num_cell(m["fps_per_watt"], 2) if not _is_nan(m["fps_per_watt"]) else energy_na
     cells = [name, others, load, mhz, rss, _num_cell(m["model_file_mib"], 1), _num_cell(m["gpu_memory_mib"], 0),
              joules, per_watt]
+    if gpu:
+        cells.append(f"{_num_cell(m.get('gpu_sm_mhz_median'), 0)} / {_num_cell(m.get('gpu_temp_c_max'), 0)} / "
+                     f"{m.get('gpu_throttle_reasons') or '-'}")
     return "| " + " | ".join(cells) + " |"
 
 
@@ -203,9 +218,9 @@ def _machine_rows_section(rows: list[dict]) -> list[str]:
     if not ran:
         return []
     fields = [machine_fields(r["machine_state"]) for r in ran]
-    lines = ["Machine state per row:", "", "| " + " | ".join(MACHINE_HEAD) + " |",
-             "|" + "|".join("---" for _ in MACHINE_HEAD) + "|"]
-    lines += [machine_line(_run_row_name(r), m) for r, m in zip(ran, fields)]
+    head = machine_head(fields)
+    lines = ["Machine state per row:", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += [machine_line(_run_row_name(r), m, _has_gpu(fields)) for r, m in zip(ran, fields)]
     return lines + ["", *machine_legend(fields), ""]
 
 
@@ -401,8 +416,9 @@ def _machine_section(page: _Page) -> list[str]:
     lines += [f"⚠ {c}" for c in timing_conditions(fields)]
     if lines[-1] != "":
         lines.append("")
-    lines += ["| " + " | ".join(MACHINE_HEAD) + " |", "|" + "|".join("---" for _ in MACHINE_HEAD) + "|"]
-    lines += [machine_line(page.name(r), m) for r, m in zip(rows, fields)]
+    head = machine_head(fields)
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += [machine_line(page.name(r), m, _has_gpu(fields)) for r, m in zip(rows, fields)]
     return lines + ["", *machine_legend(fields), ""]
 
 
