@@ -79,9 +79,12 @@ def test_summaries_against_plain_recomputation():
 
 
 def test_busy_windows_and_the_e2e_note_say_which_window():
-    quiet, busy = Window(other_cpu_share=0.02, steal_share=0.0), Window(other_cpu_share=0.3, steal_share=0.05)
+    quiet, busy = (Window(seconds=3.0, other_cpu_share=0.02, steal_share=0.0),
+                   Window(seconds=1.0, other_cpu_share=0.3, steal_share=0.05))
     assert busy_windows({"timing": quiet, "accuracy": busy}) == {"accuracy": pytest.approx(0.35)}
-    assert busy_windows({"timing": Window(other_cpu_share=BUSY_SHARE)}) == {}  # "more than" the share
+    assert busy_windows({"timing": Window(seconds=3.0, other_cpu_share=BUSY_SHARE)}) == {}  # "more than" the share
+    # a window of a few clock ticks is not judged: its shares are mostly rounding
+    assert busy_windows({"accuracy": Window(seconds=0.05, other_cpu_share=0.5)}) == {}
     note = e2e_above_infer_note(50.0, 80.0, busy, quiet)
     assert "above infer img/s" in note and "30% of the CPU during the timing loop and 2% during the accuracy" in note
     assert e2e_above_infer_note(80.0, 50.0, busy, quiet) is None
@@ -257,7 +260,9 @@ def test_two_cpu_bound_processes_beside_a_run_flag_it_busy(tiny):
     # the spinners' own CPU time over the run (from their /proc/<pid>/stat), as a share of all CPUs' time
     spun = (sum(ticks1) - sum(ticks0)) / procfs.clock_ticks() / ((t1 - t0) * procfs.cpu_times().cpus)
     timing = row["machine_state"]["timing"]
-    assert spun > BUSY_SHARE, f"the spinners took only {spun:.0%} of the CPU"  # they did run
+    # they ran (on a quiet machine about half of it; where other work saturates the CPUs, less, and the others'
+    # share is high anyway)
+    assert spun > 0.02, f"the spinners took only {spun:.0%} of the CPU"
     assert timing["other_cpu_share"] >= 0.7 * spun, (timing, spun)  # the others' share holds at least the spinners'
     assert "busy-machine" in row["flags"] and row["machine_state"]["busy"] is True
     assert any(n.startswith("busy machine: other processes took") for n in row["notes"])

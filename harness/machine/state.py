@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass, fields
 #: other processes (and the hypervisor's steal) above this share of all CPUs' time, during a row's
 #: timing loop or accuracy pass, mark the row `busy-machine`
 BUSY_SHARE = 0.10
+#: shorter windows are recorded but not judged: /proc/stat counts in clock ticks (10 ms), so a window of
+#: a few ticks per CPU cannot tell 10% apart from rounding
+BUSY_MIN_SECONDS = 0.5
 MIB = 1024 * 1024
 
 
@@ -121,10 +124,11 @@ def energy_figures(energy_j: float | None, seconds: float, fps: float | None) ->
 
 
 def busy_windows(windows: dict[str, Window | None], threshold: float = BUSY_SHARE) -> dict[str, float]:
-    """{window name: others + steal share} for the windows where that share exceeded threshold."""
+    """{window name: others + steal share} for the windows (of BUSY_MIN_SECONDS or more) where that
+    share exceeded threshold."""
     out = {}
     for name, window in windows.items():
-        if window is None or window.other_cpu_share is None:
+        if window is None or window.other_cpu_share is None or window.seconds < BUSY_MIN_SECONDS:
             continue
         taken = window.other_cpu_share + (window.steal_share or 0.0)
         if taken > threshold:

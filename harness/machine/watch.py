@@ -9,7 +9,7 @@ turns it all into the row's MachineState (harness.machine.state), whose summarie
 
 from __future__ import annotations
 
-import os
+import resource
 import threading
 import time
 from contextlib import contextmanager
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from harness.machine import procfs
 from harness.machine.state import (
+    BUSY_MIN_SECONDS,
     BUSY_SHARE,
     MachineState,
     Window,
@@ -110,8 +111,8 @@ class RowWatch:
     # - windows ------------------------------------------------------------------------------------
 
     def _mark(self) -> _Mark:
-        times = os.times()
-        return _Mark(time.perf_counter(), times.user + times.system, procfs.cpu_times(), procfs.loadavg(),
+        usage = resource.getrusage(resource.RUSAGE_SELF)  # microseconds (os.times counts clock ticks)
+        return _Mark(time.perf_counter(), usage.ru_utime + usage.ru_stime, procfs.cpu_times(), procfs.loadavg(),
                      procfs.rapl_read(self.rapl) if self.rapl else None,
                      self.gpu.energy_mj() if self.gpu is not None else None)
 
@@ -163,7 +164,8 @@ class RowWatch:
         state = MachineState(busy_share=BUSY_SHARE, timing=self.windows.get("timing"),
                              accuracy=self.windows.get("accuracy"))
         busy = busy_windows(self.windows)
-        state.busy = bool(busy) if any(w.other_cpu_share is not None for w in self.windows.values()) else None
+        judged = [w for w in self.windows.values() if w.other_cpu_share is not None and w.seconds >= BUSY_MIN_SECONDS]
+        state.busy = bool(busy) if judged else None
         if self._freq_files:
             state.cpu_mhz_source = "scaling_cur_freq"
         elif any(s[1] for s in self._samples):
