@@ -160,7 +160,8 @@ def fake_pynvml(energy_mj=(1_000_000, 1_012_500), reasons=0x1 | 0x20):
         nvmlClocksEventReasonGpuIdle=0x1, nvmlClocksEventReasonSwPowerCap=0x4,
         nvmlClocksEventReasonSwThermalSlowdown=0x20, nvmlClocksEventReasonAll=0x1FF, nvmlClocksEventReasonNone=0,
         nvmlInit=lambda: None, nvmlShutdown=lambda: None,
-        nvmlDeviceGetHandleByIndex=lambda i: f"gpu{i}", nvmlDeviceGetName=lambda h: b"NVIDIA Fake 100",
+        nvmlDeviceGetHandleByIndex=lambda i: f"gpu{i}", nvmlDeviceGetHandleByUUID=lambda u: u,
+        nvmlDeviceGetName=lambda h: b"NVIDIA Fake 100",
         nvmlDeviceGetClockInfo=lambda h, kind: 1980 if kind == 1 else 2619,
         nvmlDeviceGetTemperature=lambda h, kind: 61, nvmlDeviceGetPowerUsage=lambda h: 250_500,
         nvmlDeviceGetMemoryInfo=lambda h: SimpleNamespace(used=3 * 1024 ** 3, total=80 * 1024 ** 3),
@@ -197,6 +198,13 @@ def test_gpu_row_reads_nvml_energy_clocks_and_memory():
     fields = flat_fields(state)
     assert machine_head([fields])[-1].startswith("GPU SM MHz")
     assert machine_line("trt fp16 bs 1", fields, gpu=True).endswith("| 1980 / 61 / GpuIdle SwThermalSlowdown |")
+
+
+def test_the_gpu_read_is_the_one_cuda_targets_use():
+    from harness.machine.nvml import visible_gpu
+
+    assert visible_gpu({}) == 0 and visible_gpu({"CUDA_VISIBLE_DEVICES": "2,0"}) == 2
+    assert visible_gpu({"CUDA_VISIBLE_DEVICES": "GPU-8f6c1a2b-0000"}) == "GPU-8f6c1a2b-0000"
 
 
 def test_gpu_row_without_nvml_says_why():

@@ -24,13 +24,25 @@ def reason_names(mask: int, module) -> list[str]:
     return [table[bit] for bit in sorted(table) if mask & bit]
 
 
+def visible_gpu(environ: dict) -> int | str:
+    """The GPU the CUDA targets use (their device 0) as NVML can find it: the first entry of
+    CUDA_VISIBLE_DEVICES (an index, or a GPU-... UUID), else index 0. (CUDA orders unlisted GPUs
+    fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID, NVML by bus: with several GPUs and no list, set
+    CUDA_VISIBLE_DEVICES to be sure which one is read.)"""
+    first = (environ.get("CUDA_VISIBLE_DEVICES") or "").split(",")[0].strip()
+    if first.isdigit():
+        return int(first)
+    return first if first.startswith(("GPU-", "MIG-")) else 0
+
+
 class Gpu:
     """One GPU's NVML handle; every reading returns None where the driver does not support it."""
 
-    def __init__(self, index: int = 0, module=None):
+    def __init__(self, index: int | str = 0, module=None):
         self.nvml = module or importlib.import_module("pynvml")
         self.nvml.nvmlInit()
-        self.handle = self.nvml.nvmlDeviceGetHandleByIndex(index)
+        self.handle = (self.nvml.nvmlDeviceGetHandleByUUID(index) if isinstance(index, str)
+                       else self.nvml.nvmlDeviceGetHandleByIndex(index))
         self.index = index
         name = self.nvml.nvmlDeviceGetName(self.handle)
         self.name = name.decode() if isinstance(name, bytes) else str(name)
@@ -66,7 +78,7 @@ class Gpu:
             pass
 
 
-def open_gpu(index: int = 0, module=None) -> tuple[Gpu | None, str]:
+def open_gpu(index: int | str = 0, module=None) -> tuple[Gpu | None, str]:
     """(Gpu, '') or (None, why not): nvidia-ml-py missing, no driver, no such GPU."""
     try:
         return Gpu(index, module), ""

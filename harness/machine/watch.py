@@ -9,6 +9,7 @@ turns it all into the row's MachineState (harness.machine.state), whose summarie
 
 from __future__ import annotations
 
+import os
 import resource
 import threading
 import time
@@ -49,7 +50,8 @@ class RowWatch:
     energy: "cpu" reads RAPL, "gpu" NVML's energy counter of GPU `gpu_index` (also its clocks and
     memory), None reads neither (the row's figures come from elsewhere)."""
 
-    def __init__(self, energy: str | None = "cpu", gpu_index: int = 0, interval: float = INTERVAL, gpu_module=None):
+    def __init__(self, energy: str | None = "cpu", gpu_index: int | str | None = None, interval: float = INTERVAL,
+                 gpu_module=None):
         self.energy = energy
         self.interval = interval
         self.windows: dict[str, Window] = {}
@@ -61,9 +63,9 @@ class RowWatch:
         self._ticks = procfs.clock_ticks()
         self.gpu, self.gpu_na = (None, "not a GPU row")
         if energy == "gpu":
-            from harness.machine.nvml import open_gpu
+            from harness.machine.nvml import open_gpu, visible_gpu
 
-            self.gpu, self.gpu_na = open_gpu(gpu_index, gpu_module)
+            self.gpu, self.gpu_na = open_gpu(visible_gpu(os.environ) if gpu_index is None else gpu_index, gpu_module)
         self.rapl, self.rapl_na = ([], "not a CPU row")
         if energy == "cpu":
             self.rapl, self.rapl_na = procfs.rapl_packages()
