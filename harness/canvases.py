@@ -45,3 +45,7 @@ class CanvasCache:
             self._reserved += size
             self._stores[key] = {}
         return self._stores[key]
+
+    def held_bytes(self) -> int:
+        """Bytes of the canvases held now (the image cache's share of this process's memory)."""
+        return sum(canvas.nbytes for store in self._stores.values() for canvas, _ in list(store.values()))

@@ -9,6 +9,8 @@ row could survive (dataset, model file missing) stop before any work.
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from harness.decode import decode
 from harness.errors import HarnessError, first_line
 from harness.evaluate import CocoEvaluator
 from harness.extra_inputs import extra_inputs
+from harness.machine.state import busy_note, busy_windows, e2e_above_infer_note, energy_figures
+from harness.machine.watch import RowWatch
 from harness.pipeline import accuracy_pass
 from harness.preprocess import prepare_batch
 from harness.profiles import Profile
@@ -161,8 +165,19 @@ def _first_batch(images, bs: int, profile: Profile, skip_bad: bool):
 
 
 def _run_one(config, options, bs, model_path, per_batch, images, skipped, evaluator, progress, context, out_dir):
+    target_cls = get_target(config.target)
+    watch = RowWatch(energy=target_cls.device_kind).start()  # memory peak from here: load, timing, accuracy
+    try:
+        return _run_watched(config, options, bs, model_path, per_batch, images, skipped, evaluator, progress,
+                            context, out_dir, target_cls, watch)
+    finally:
+        watch.stop()
+
+
+def _run_watched(config, options, bs, model_path, per_batch, images, skipped, evaluator, progress, context, out_dir,
+                 target_cls, watch):
     profile = config.profile
-    target = get_target(config.target)(model_path, profile, options, config.batch_sizes)
+    target = target_cls(model_path, profile, options, config.batch_sizes)
     target.sample_images = tuple(images[:SAMPLE_IMAGES])
     with target:
         with progress.task(f"{config.target} bs={bs}: loading {Path(model_path).name}", 1) as advance:
@@ -171,10 +186,11 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
         sample, sample_metas = _first_batch(images, bs, profile, config.skip_bad_images)
         sample_extras = extra_inputs(profile, sample_metas, bs) or None
         reference = _check_outputs(target, sample, sample_metas, model_path, sample_extras)
-        stats, rule, loop_check = measure(target, sample, sample_extras, reference, config, progress, bs)
+        stats, rule, loop_check = measure(target, sample, sample_extras, reference, config, progress, bs, watch=watch)
         store = config.canvases.store_for(profile.input, len(images)) if config.canvases else None
         reused = bool(store)  # filled by an earlier row (this row's pass fills an empty one)
-        with progress.task(f"{config.target} bs={bs}: accuracy pass", len(images)) as advance:
+        with progress.task(f"{config.target} bs={bs}: accuracy pass", len(images)) as advance, \
+                watch.window("accuracy"):
             passed = accuracy_pass(target, images, bs, profile, workers=config.workers,
                                    skip_bad=config.skip_bad_images, advance=advance, canvases=store)
         describe = target.describe()
@@ -185,6 +201,11 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
         counted = set(passed.counted)
         ran = [(i, p) for i, p in images if i in counted]  # dataset order, images that failed left out
         outputs = _capture_outputs(config, target, ran, bs)
+    try:  # inside the row's memory watch: the evaluation is part of its peak
+        metrics, late_failure = evaluator.evaluate(passed.detections, passed.counted), None
+    except Exception as exc:  # a late failure never loses the finished timing
+        metrics, late_failure = None, exc
+    machine = watch.finish(ident.model_bytes(model_path), config.canvases.held_bytes() if config.canvases else None)
     if passed.failed:  # unreadable images stay out of later rows; NaN outputs are this row's own
         failed_paths = {failure.path for failure in passed.failed}
         images = [(i, p) for i, p in images if str(p) not in failed_paths]
@@ -204,18 +225,20 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
                      f"{len(passed.counted)}")
     timing_notes(stats, rule, loop_check, notes, flags)
     wall = passed.wall_seconds
+    e2e_fps = round(len(passed.counted) / wall, 2) if wall > 0 else None
+    notes += _machine_notes(machine, stats.fps, e2e_fps, flags)
     timing = {**timing_fields(stats, rule, loop_check, target, config.warmup_seconds),
-              "e2e_fps": round(len(passed.counted) / wall, 2) if wall > 0 else None,
-              "stage_ms": passed.clock.per_image_ms(len(passed.counted))}
+              "e2e_fps": e2e_fps,
+              "stage_ms": passed.clock.per_image_ms(len(passed.counted)),
+              "machine_state": machine}
     common = dict(target=config.target, bs=bs, precision=precision, images=len(passed.counted),
                   batch_mode=describe_batch_mode(per_batch, target.model_batch, bs, target.batch_rewrite), runtime=describe,
                   batch_rewrite=target.batch_rewrite,
                   evaluator=evaluator.backend, detections=len(passed.detections), skipped_images=list(row_skipped),
                   flags=sorted(flags), notes=notes, **context, **timing)
-    try:
-        metrics = evaluator.evaluate(passed.detections, passed.counted)
-    except Exception as exc:  # a late failure never loses the finished timing
-        return ResultRow(status="partial", error=f"evaluation failed: {first_line(exc)}", **common), images, skipped
+    if late_failure is not None:
+        return ResultRow(status="partial", error=f"evaluation failed: {first_line(late_failure)}", **common), images, \
+            skipped
     row = ResultRow(**common, **metric_fields(metrics))
     if config.save_detections or outputs is not None:
         from harness.fidelity.artifacts import save_row_artifacts
@@ -225,15 +248,17 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
     return row, images, skipped
 
 
-def measure(target, sample: np.ndarray, extras: dict | None, reference: list, config, progress, bs: int):
+def measure(target, sample: np.ndarray, extras: dict | None, reference: list, config, progress, bs: int, watch=None):
     """Warm up and run the target's steady-state timing loop on one batch, checking the loop's own
     outputs against `reference` (infer() on the same batch); (stats, rule, loop check). `config`:
-    a RunConfig or anything with its timing fields (harness.bench.BenchConfig)."""
+    a RunConfig or anything with its timing fields (harness.bench.BenchConfig); `watch`: the row's
+    machine watcher, whose "timing" window covers the loop."""
     rule = loop_rule(config)
     with progress.task(f"{config.target} bs={bs}: timing, {target.run_mode.summary()} ({rule.min_seconds:g}-"
                        f"{rule.max_seconds:g}s, to ±{rule.target_ci:.1%})", 1) as advance:
         warm_up(lambda: target.infer(sample, extras), config.warmup_seconds)
-        stats = target.benchmark(sample, rule, extras, capture=LOOP_CHECK_ITERATIONS)
+        with watch.window("timing") if watch is not None else contextlib.nullcontext():
+            stats = target.benchmark(sample, rule, extras, capture=LOOP_CHECK_ITERATIONS)
         advance(1)
     return stats, rule, _loop_check(reference, stats.captured)
 
@@ -267,6 +292,25 @@ def timing_notes(stats, rule: LoopRule, loop_check: dict, notes: list, flags: se
         notes.append(f"outputs inside the timing loop differ from infer() on the same batch "
                      f"(max abs difference {loop_check['max_abs_diff']:.3g})")
         flags.add("loop-mismatch")
+
+
+def _machine_notes(machine, fps: float, e2e_fps: float | None, flags: set) -> list[str]:
+    """Energy per image from the timing loop's counter; the busy-machine flag and note; why e2e img/s
+    may read above infer img/s. Sets the flag in `flags`, returns the notes."""
+    notes = []
+    if machine.timing is not None:
+        _, machine.joules_per_image, machine.fps_per_watt = energy_figures(machine.timing.energy_j,
+                                                                           machine.timing.seconds, fps)
+        machine.joules_per_image = None if machine.joules_per_image is None else round(machine.joules_per_image, 5)
+        machine.fps_per_watt = None if machine.fps_per_watt is None else round(machine.fps_per_watt, 3)
+    busy = busy_windows({"timing": machine.timing, "accuracy": machine.accuracy}, machine.busy_share)
+    if busy:
+        flags.add("busy-machine")
+        notes.append(busy_note(busy, machine.busy_share))
+    above = e2e_above_infer_note(fps, e2e_fps, machine.timing, machine.accuracy)
+    if above:
+        notes.append(above)
+    return notes
 
 
 def _capture_outputs(config: RunConfig, target, images, bs: int):

@@ -18,7 +18,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "harness"
 LAYERS = {
     0: ("errors", "config", "registry", "jit", "jsonfile", "progress", "fileio", "folders"),
     1: ("preprocess", "imagefile", "onnx_model", "declared_shapes", "batch_rewrite", "timing", "modes", "row",
-        "extra_inputs", "decode", "identity"),
+        "extra_inputs", "decode", "identity",
+        "machine"),
     2: ("profiles", "evaluate", "data", "targets", "canvases", "results", "precision", "envinfo", "demo"),
     3: ("pipeline", "runner", "bench", "profile_match", "npu", "fidelity", "quant", "sensitivity"),
     4: ("report",),

@@ -149,7 +149,9 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
     check_loop_flags(kw["bench_seconds"], kw["max_seconds"], kw["target_ci"])
     store = ResultsStore(out_dir, environment(), resume=kw["resume"], overwrite=kw["overwrite"],
                          on_save=write_run_report)
-    canvases = None if kw["no_image_cache"] else CanvasCache()
+    # a single row has no later row to reuse the resized images: holding them would only grow its memory
+    one_row = len(configured) * len(batch_sizes) == 1
+    canvases = None if kw["no_image_cache"] or one_row else CanvasCache()
     datasets = DatasetCache()
     rows = []
     with store, pixel_limit(kw["max_pixels"]), RichProgress() as progress:

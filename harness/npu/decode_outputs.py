@@ -9,12 +9,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+
 from harness.data.coco import check_categories
 from harness.decode import decode
 from harness.decode.finite import describe, find_nonfinite
-from harness.decode.types import to_coco_results
+from harness.decode.types import to_coco_array
 from harness.errors import HarnessError, SkippedImage
 from harness.evaluate import CocoEvaluator, load_annotations
+from harness.machine import npusmi
+from harness.machine.watch import RowWatch
 from harness.npu import FILE_TOOLS
 from harness.npu.datalist import order_by_datalist, prep_from_images
 from harness.npu.prep import Prep, load_prep, output_specs
@@ -54,13 +58,15 @@ def evaluate_outputs(items, prep: Prep, evaluator: CocoEvaluator, progress=None,
                 (dets,) = decode(outputs, [meta], prep.profile)
             except HarnessError as exc:
                 raise HarnessError(f"{label}: {exc}") from None
-            detections += to_coco_results(dets, meta.image_id, prep.profile.category_ids)
+            detections.append(to_coco_array(dets, meta.image_id, prep.profile.category_ids))
             seconds += time.perf_counter() - t0
             counted.append(meta.image_id)
             advance(1)
     if not counted:
         raise HarnessError(f"no image left to score: all {len(skipped)} had NaN/Inf outputs; first: {skipped[0]}")
-    return evaluator.evaluate(detections, counted), len(detections), counted, seconds, skipped
+    found = np.concatenate(detections) if detections else np.empty((0, 7))
+    del detections
+    return evaluator.evaluate(found, counted), len(found), counted, seconds, skipped
 
 
 def _load_images(tool, prep_dir, datalist, profile_name, images_dir, ann: dict, ann_path: Path) -> tuple[Prep, list[str]]:
@@ -121,12 +127,26 @@ def decode_run(tool_name: str, outputs_path: str | Path, prep_dir: str | Path | 
                profile: str | None = None, images_dir: str | Path | None = None, device: str | None = None,
                skip_bad: bool = False) -> ResultRow:
     """One results row for a vendor output folder (tool_name: a FILE_TOOLS name, e.g. 'ais' or 'vamp')."""
+    with RowWatch(energy=None) as watch:  # this command's own memory; the device's figures come from its files
+        row = _decode_run(tool_name, outputs_path, prep_dir, ann_path, model, bs, precision, evaluator, progress,
+                          datalist, profile, images_dir, device, skip_bad)
+    row.machine_state = watch.finish()
+    row.machine_state.energy_na = "measured by the device's own tool: the harness reads no device energy counter"
+    row.machine_state.npu, row.machine_state.npu_na = npusmi.query()
+    if row.machine_state.npu is not None:
+        row.machine_state.npu_na = "npu-smi read when `harness decode` ran, not during the device's run"
+    return row
+
+
+def _decode_run(tool_name, outputs_path, prep_dir, ann_path, model, bs, precision, evaluator, progress, datalist,
+                profile, images_dir, device, skip_bad) -> ResultRow:
     tool = FILE_TOOLS.get(tool_name)
     ann_path = Path(ann_path)
     ann = load_annotations(ann_path)
     prep, notes = _load_images(tool, prep_dir, datalist, profile, images_dir, ann, ann_path)
     specs = output_specs(prep, model)
     scorer = CocoEvaluator(ann, evaluator)
+    del ann  # the evaluator holds what it needs
     folder = tool.locate_outputs(outputs_path)
     timing = tool.read_timing(folder)
     items = tool.read_outputs(folder, prep, specs)

@@ -73,6 +73,8 @@ class Target:
     description: ClassVar[str] = ""
     #: what the latency/throughput figures cover, shown in reports
     time_covers: ClassVar[str] = "inference call (host tensors in, host tensors out)"
+    #: where inference runs: "cpu" rows read RAPL energy, "gpu" rows NVML (GPU 0: clocks, memory, energy)
+    device_kind: ClassVar[str] = "cpu"
     #: the options dataclass this target takes (harness.config rules); CLI flags map onto its fields
     Options: ClassVar[type] = NoOptions
     #: model file suffixes the target loads (the contract tests write their test graphs in the first)

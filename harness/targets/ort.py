@@ -219,6 +219,7 @@ class OrtCuda(OrtTarget):
 
     name = "ort-cuda"
     Options = OrtCudaOptions
+    device_kind = "gpu"
     description = "ONNX Runtime, CUDA execution provider (or TensorRT EP with --ep trt); needs onnxruntime-gpu and an NVIDIA GPU"
     time_covers = ("benchmark: IO binding with the input kept on the GPU as an OrtValue and outputs left on the GPU "
                    "(session run only, no H2D/D2H copies; throughput mode: one binding per request in flight, each "

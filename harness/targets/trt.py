@@ -97,6 +97,7 @@ def status_line() -> str:
 
 class TensorRtTarget(Target):
     name = "trt"
+    device_kind = "gpu"
     description = ("NVIDIA TensorRT 10/11 engine from ONNX, strongly typed fp32/fp16/int8 "
                    "(needs tensorrt, a CUDA binding, an NVIDIA GPU)")
     time_covers = ("per batch, CUDA events: H2D copy from pinned host memory + execute + D2H copy (serial: one batch "
