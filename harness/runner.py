@@ -10,7 +10,6 @@ row could survive (dataset, model file missing) stop before any work.
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass, field
 from pathlib import Path
 
