@@ -57,7 +57,9 @@ def test_bench_with_a_profile_times_real_images_and_report_merges_it_with_run(ti
     page = tiny["root"] / "cmp.md"
     merged = cli("report", bench_out / "results.json", run_out / "results.json", "--out", page)
     assert merged.exit_code == 0, merged.output + merged.stderr
-    table = [line for line in page.read_text().splitlines() if line.startswith("| ort")]
+    # the comparison table's rows (the machine table below it names its rows "ort fp32 bs 1 (...)")
+    table = [line for line in page.read_text().splitlines()
+             if line.startswith("| ort") and line.split("|")[2].strip() == "fp32"]
     assert len(table) == 2 and sum("no-accuracy" in line for line in table) == 1
     assert "*no-accuracy* timing only (harness bench)" in page.read_text()
 
