@@ -1,5 +1,11 @@
 """Files written so that a reader never sees half of one: a temporary file in the same folder,
-flushed to disk, then renamed over the target."""
+flushed to disk, then renamed over the target.
+
+Every file and folder the harness makes goes through `atomic_write_bytes` or `make_dirs`, which first
+announce it to the watchers (harness.folders.OutputFolder): that is how the output folder's manifest
+learns what the harness wrote, and where a write into --out that would replace a user's file or
+follow a link is refused, in one place for every writer.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,40 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+
+#: callables(path, kind) told of each file ("file") or folder ("dir") before it is written; they may
+#: raise a HarnessError to refuse the write (registered by harness.folders.OutputFolder)
+_WATCHERS: list = []
+
+
+def watch_writes(watcher) -> None:
+    _WATCHERS.append(watcher)
+
+
+def unwatch_writes(watcher) -> None:
+    if watcher in _WATCHERS:
+        _WATCHERS.remove(watcher)
+
+
+def announce(path: str | Path, kind: str = "file") -> None:
+    """Tell the watchers a file or folder is about to be written (writers that cannot use
+    atomic_write_bytes, such as an append-only log or a runtime's own save, call this first)."""
+    for watcher in list(_WATCHERS):
+        watcher(Path(path), kind)
+
+
+def make_dirs(path: str | Path) -> Path:
+    """mkdir -p, announcing each folder it creates (so --overwrite may remove them again)."""
+    path = Path(path)
+    missing = []
+    probe = path
+    while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for folder in reversed(missing):
+        announce(folder, "dir")
+        folder.mkdir(exist_ok=True)
+    return path
 
 
 def _umask() -> int:
@@ -22,6 +62,7 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None, fsync: 
     mode: the file's permissions (default: an ordinary file's, 0666 less the umask; mkstemp makes 0600).
     fsync=False for bulk files whose completeness a later fsync'ed file vouches for (prep.json)."""
     path = Path(path)
+    announce(path, "file")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, (0o666 & ~_umask()) if mode is None else mode)
@@ -40,6 +81,33 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def save_figure(fig, path: Path, **savefig) -> None:
+    """A matplotlib figure rendered in memory, then written atomically (never through a link)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", **savefig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def strict_json(data, **kwargs) -> str:
+    """json.dumps that refuses NaN/Infinity (not JSON: other readers reject the file); a non-finite
+    float is written as null, which every reader takes as 'no value'."""
+    import json
+
+    return json.dumps(_finite(data), allow_nan=False, **kwargs)
+
+
+def _finite(value):
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -1,5 +1,13 @@
 """Output folders the harness writes into: one command at a time, a writability probe that cannot be
-redirected, and no write that follows a symlink out of the folder.
+redirected, no write that follows a symlink out of the folder, and a manifest of what it wrote.
+
+- Every writer (run, demo, decode, preprocess, emulate, quantize, sensitivity) opens its --out as an
+  `OutputFolder`: the same probe, the same lock (always inside the folder) and the same manifest.
+- The manifest `.harness-manifest.jsonl` lists, one JSON line each, every file and folder the harness
+  wrote there, announced before the write (harness.fileio.announce), so an interrupted command is
+  covered too. `--overwrite` removes only what it lists: never an input, a user's file, or a folder
+  the harness did not make. A write that would replace a file the manifest does not list, or go
+  through a symlinked folder, is refused before it happens.
 
 - The lock is `fcntl.flock` on `.harness.lock` inside the folder: the kernel drops it when the
   holder exits or crashes, so a stale file never blocks anyone; the file keeps the holder's pid and
@@ -13,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import sys
 import tempfile
@@ -21,6 +30,8 @@ from pathlib import Path
 from harness.errors import HarnessError
 
 LOCK_FILE = ".harness.lock"
+MANIFEST_FILE = ".harness-manifest.jsonl"
+OWN_FILES = (LOCK_FILE, MANIFEST_FILE)  # the folder's bookkeeping: never listed, never removed
 PROBE_BYTES = 65536  # a small real write: fails on a full or read-only disk
 
 
@@ -75,7 +86,10 @@ class FolderLock:
         self.close()
 
     def __del__(self):
-        self.close()
+        try:
+            self.close()
+        except BaseException:  # noqa: S110 - a second Ctrl-C during interpreter exit: the kernel drops the lock
+            pass
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -130,3 +144,147 @@ def plain_name(value: str, what: str) -> str:
             or os.path.isabs(text)):
         raise HarnessError(f"{what} {text!r}: expected a plain file or folder name (no path separators or '..')")
     return text
+
+
+class OutputFolder:
+    """The --out of one command: created, probed, locked (inside), and watched: each file or folder
+    the harness writes in it is listed in the manifest first (see the module docstring)."""
+
+    def __init__(self, folder: str | Path, what: str = "output folder"):
+        self.path = Path(folder)
+        self.what = what
+        if self.path.exists() and not self.path.is_dir():
+            raise HarnessError(f"{what} {self.path}: exists and is not a folder")
+        probe_writable(self.path, what)
+        self.lock = FolderLock(self.path, what)
+        self._root = os.path.abspath(self.path)
+        self._manifest = self.path / MANIFEST_FILE
+        try:
+            self.listed: dict[str, str] = self._read_manifest()
+        except BaseException:
+            self.lock.close()
+            raise
+        from harness.fileio import watch_writes
+
+        watch_writes(self._saw)
+
+    def close(self) -> None:
+        from harness.fileio import unwatch_writes
+
+        unwatch_writes(self._saw)
+        self.lock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------------ what is in the folder
+
+    def entries(self) -> list[Path]:
+        """Everything in the folder but its bookkeeping files."""
+        return sorted(p for p in self.path.iterdir() if p.name not in OWN_FILES)
+
+    def foreign(self) -> list[Path]:
+        """Entries the harness did not write (a folder counts as its own when the manifest lists it)."""
+        return [p for p in self.entries() if p.name not in self.listed]
+
+    def adopt(self, name: str) -> None:
+        """List an existing file as the harness's own: a file the command has just read and recognised
+        as its own output (a results.json with rows, written before manifests existed)."""
+        self._list(name, "file")
+
+    def clear(self) -> list[str]:
+        """--overwrite: remove every listed file, then every listed folder left empty; everything else
+        stays. Returns the names removed."""
+        removed = []
+        files = [n for n, kind in self.listed.items() if kind == "file"]
+        dirs = sorted((n for n, kind in self.listed.items() if kind == "dir"), key=lambda n: -n.count("/"))
+        for name in files:
+            path = self.path / name
+            if self._inside_without_links(name) and path.is_file() and not path.is_symlink():
+                path.unlink()
+                removed.append(name)
+        for name in dirs:
+            path = self.path / name
+            if self._inside_without_links(name) and path.is_dir() and not path.is_symlink():
+                try:
+                    path.rmdir()  # only when empty: a user's file put inside keeps the folder
+                    removed.append(name)
+                except OSError:
+                    continue
+        kept = {n: k for n, k in self.listed.items() if (self.path / n).exists() or (self.path / n).is_symlink()}
+        self.listed = kept
+        from harness.fileio import atomic_write_text
+
+        atomic_write_text(self._manifest, "".join(json.dumps({"name": n, "kind": k}) + "\n" for n, k in kept.items()))
+        return removed
+
+    # ------------------------------------------------------------------ the watcher
+
+    def _relative(self, path: Path) -> str | None:
+        """path relative to the folder, lexically (links are not resolved); None when outside."""
+        absolute = os.path.abspath(path)
+        if absolute == self._root or not absolute.startswith(self._root.rstrip(os.sep) + os.sep):
+            return None
+        return os.path.relpath(absolute, self._root).replace(os.sep, "/")
+
+    def _inside_without_links(self, name: str) -> bool:
+        parts = name.split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            return False
+        probe = self.path
+        for part in parts[:-1]:
+            probe = probe / part
+            if probe.is_symlink():
+                return False
+        return True
+
+    def _saw(self, path: Path, kind: str) -> None:
+        name = self._relative(path)
+        if name is None or name in OWN_FILES:
+            return
+        parent = self.path
+        for part in name.split("/")[:-1]:
+            parent = parent / part
+            if parent.is_symlink():
+                raise HarnessError(f"{self.what} {self.path}: {parent.relative_to(self.path)} is a symlink "
+                                   f"(to {os.readlink(parent)}); refusing to write through it: remove it or "
+                                   "choose another folder")
+        if name in self.listed:
+            return
+        target = self.path / name
+        if kind == "file" and (target.exists() or target.is_symlink()) and not name.startswith(".staging-"):
+            raise HarnessError(f"{self.what} {self.path}: {name} exists and was not written by the harness; "
+                               "refusing to replace it: move it away or choose another folder")
+        self._list(name, kind)
+
+    def _list(self, name: str, kind: str) -> None:
+        self.listed[name] = kind
+        try:
+            with open(self._manifest, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"name": name, "kind": kind}) + "\n")
+                handle.flush()
+        except OSError as exc:
+            raise HarnessError(f"cannot write {self._manifest} ({exc.strerror or exc})") from None
+
+    def _read_manifest(self) -> dict[str, str]:
+        if self._manifest.is_symlink():
+            raise HarnessError(f"{self.what} {self.path}: {MANIFEST_FILE} is a symlink; refusing to follow it")
+        try:
+            text = self._manifest.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise HarnessError(f"{self.what} {self.path}: cannot read {MANIFEST_FILE} ({exc.strerror or exc})") from None
+        listed = {}
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+                name, kind = str(entry["name"]), str(entry["kind"])
+            except (ValueError, TypeError, KeyError):
+                continue  # a torn last line (killed while appending): that write had not started
+            if kind in ("file", "dir") and self._inside_without_links(name):
+                listed[name] = kind
+        return listed

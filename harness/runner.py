@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import __version__
+from harness import __version__, interrupts
 from harness import identity as ident
 from harness.canvases import CanvasCache
 from harness.config import dump as dump_config
@@ -123,6 +123,7 @@ def run(config: RunConfig, store: ResultsStore, progress=None) -> list[ResultRow
             row, images, skipped = _run_one(config, options, bs, model_path, per_batch, images, skipped,
                                             evaluator, progress, context, store.out_dir)
         except HarnessError as exc:
+            interrupts.check()  # an error caused by Ctrl-C (an import or a request cut short) is not the row's
             row = failed_row(config.target, bs, str(exc), precision=getattr(options, "precision", None) or "-",
                              **context)
             store.add(row)

@@ -574,7 +574,7 @@ CASES: dict[str, Callable[[], list[str]]] = {
 # another process holding the lock, as a second command on the same --out would
 HOLDS_LOCK = {
     "out-locked": "from harness.results import ResultsStore; s = ResultsStore('out', env={})",
-    "quantize-out-locked": "from harness.folders import FolderLock; s = FolderLock('quant', lock_file='.quant.harness.lock')",
+    "quantize-out-locked": "from harness.folders import FolderLock; import os; os.makedirs('quant'); s = FolderLock('quant')",
 }
 # A late failure (evaluation after the whole timing and accuracy pass) has no bad input left that
 # reaches it: annotations are checked up front. The one fault injected here stands for what remains

@@ -3,10 +3,13 @@ the results table and the shared flag parsers."""
 
 from __future__ import annotations
 
+import errno
+import io
 import math
-import signal
+import os
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -23,22 +26,85 @@ out = Console(width=None if sys.stdout.isatty() else 200)
 
 
 class HarnessGroup(click.Group):
-    """Turns HarnessError into `error: ...` and SIGTERM into the same path as Ctrl-C."""
+    """Turns HarnessError into `error: ...` (exit 2), the first Ctrl-C or SIGTERM into a clean stop
+    (harness.interrupts; exit 130), and an OSError nobody caught (a full disk, a closed or full
+    stdout) into one line: never a traceback."""
 
     def invoke(self, ctx):
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        from harness import interrupts
+
+        previous = interrupts.install()
+        owns = _owns_process()
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            _flush_stdout()
+            return result
         except HarnessError as exc:
-            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            sys.exit(2)
+            _fail(str(exc))
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/]: finished rows are saved; rerun with --resume to continue")
-            sys.exit(130)
+            resumable = any(p.name == "resume" for p in _subcommand_params(self, ctx))
+            console.print("[yellow]interrupted[/]: " + (
+                "finished rows are saved; rerun with --resume to continue" if resumable else
+                "nothing was left half-written; run the command again"), highlight=False)
+            sys.exit(interrupts.EXIT_STATUS)
+        except OSError as exc:  # a writer without its own message: say which file and why, in one line
+            if exc.errno == errno.EPIPE:  # the reader went away (`harness targets | head`): nothing to say
+                _quiet_stdout()
+                sys.exit(0)
+            on_stdout = _is_stdout_error(exc) or (exc.filename is None and not _stdout_flushes())
+            where = f" {exc.filename}" if exc.filename else (" to standard output" if on_stdout else "")
+            if on_stdout:
+                _quiet_stdout()
+            _fail(f"cannot write{where} ({exc.strerror or exc}); files written before it are complete")
+        finally:
+            interrupts.restore(previous, finished=owns)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+def _fail(message: str):
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
+def _subcommand_params(group: click.Group, ctx) -> list:
+    name = (ctx.protected_args or [None])[0] if hasattr(ctx, "protected_args") else None
+    command = group.commands.get(name) if name else None
+    return list(command.params) if command is not None else []
+
+
+def _owns_process() -> bool:
+    """True when this process is the `harness` command itself (not a test calling it in-process)."""
+    main_module = sys.modules.get("__main__")
+    spec = getattr(main_module, "__spec__", None)
+    return (spec is not None and spec.name == "harness.__main__") or Path(sys.argv[0]).name == "harness"
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        exc.harness_stdout = True
+        raise
+
+
+def _stdout_flushes() -> bool:
+    try:
+        sys.stdout.flush()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _is_stdout_error(exc: OSError) -> bool:
+    return getattr(exc, "harness_stdout", False)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush has nowhere to fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
 
 
 @click.group(cls=HarnessGroup)

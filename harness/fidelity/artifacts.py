@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.fileio import atomic_write_bytes
+from harness.fileio import atomic_write_bytes, make_dirs
 from harness.row import ResultRow
 
 DETECTIONS_FORMAT = "harness-detections/1"
@@ -64,7 +64,7 @@ def write_detections(path: Path, images: dict[int, str], detections: list[dict])
     doc = {"format": DETECTIONS_FORMAT,
            "images": [{"id": int(i), "file_name": str(name)} for i, name in images.items()],
            "detections": detections}
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     text = json.dumps(doc, separators=(",", ":"))
     atomic_write_bytes(path, gzip.compress(text.encode("utf-8"), mtime=0))
 
@@ -132,7 +132,7 @@ def write_outputs(path: Path, saved: SavedOutputs) -> None:
             if arr.dtype == object:
                 raise ValueError(f"image {i} output {k}: object arrays cannot be saved without pickle")
             arrays[_key(i, k)] = arr
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())

@@ -15,7 +15,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.fileio import atomic_write_text, write_or_fail
-from harness.folders import FolderLock, probe_writable, safe_target
+from harness.folders import OutputFolder, safe_target
 from harness.jsonfile import read_json_object
 from harness.npu.files import check_array, load_npz, natural_key, write_npz
 from harness.npu.prep import Prep, emulator_target, load_prep
@@ -158,8 +158,7 @@ def emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize:
     if prep.fmt != "npz":
         raise HarnessError(f"{prep.folder} holds {prep.fmt} inputs; `emulate --runner vamp` needs `preprocess --format npz`")
     out = Path(out)
-    probe_writable(out, "--out")
-    with FolderLock(out, "--out"):  # one command at a time on this folder
+    with OutputFolder(out, "--out"):  # one command at a time on this folder
         return _emulate_into(model, prep, out, batchsize, threads, progress)
 
 

@@ -48,14 +48,10 @@ def _each_series(table: pd.DataFrame):
 
 def _save(fig, path: Path) -> None:
     """Rendered in memory, then written atomically and never through a symlink."""
-    import io
-
-    from harness.fileio import atomic_write_bytes
+    from harness.fileio import save_figure
     from harness.folders import safe_target
 
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, metadata=PNG_METADATA)
-    atomic_write_bytes(safe_target(path.parent, path.name, "report folder"), buffer.getvalue())
+    save_figure(fig, safe_target(path.parent, path.name, "report folder"), dpi=100, metadata=PNG_METADATA)
 
 
 def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:

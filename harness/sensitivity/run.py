@@ -26,7 +26,7 @@ from harness import identity as ident
 from harness.data.coco import check_categories, load_dataset
 from harness.errors import HarnessError
 from harness.fileio import atomic_write_text
-from harness.folders import FolderLock, probe_writable
+from harness.folders import OutputFolder
 from harness.profiles import Profile
 from harness.progress import NullProgress
 from harness.quant import calibrate, write_qdq
@@ -120,9 +120,8 @@ def run_sensitivity(req: SensitivityRequest, progress=None) -> SearchResult:
         "options": {"resamples": settings.resamples, "sqnr_images": settings.sqnr_images},
         "harness": __version__, "runtime": scorer.target_cls.availability()[1],
     }
-    probe_writable(req.out, "--out")
-    with FolderLock(req.out, "--out"):  # one command at a time on this folder
-        store = ResultsFile.open(req.out, identity, req.resume, req.overwrite)
+    with OutputFolder(req.out, "--out") as folder:  # one command at a time on this folder
+        store = ResultsFile.open(folder, identity, req.resume, req.overwrite)
         if store.records:
             progress.message(f"resuming: {len(store.records)} finished measurement(s) in {store.path}")
         with progress.task(f"calibrating on {len(calib.files)} images", len(calib.files)) as advance:

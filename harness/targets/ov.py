@@ -226,7 +226,10 @@ class OpenVinoCpu(Target):
             queue.wait_all()
             return [queue[i].latency for i in in_flight]
 
-        loop = timed_loop(step, rule, multiple_of=nireq, finish=finish)
+        try:
+            loop = timed_loop(step, rule, multiple_of=nireq, finish=finish)
+        finally:
+            queue.wait_all()  # never leave requests running (Ctrl-C, an error): the runtime is torn down next
         return BenchStats.from_loop(loop, batch.shape[0], concurrency=nireq, captured=captured)
 
     def infer_stream(self, items, depth: int | None = None):
