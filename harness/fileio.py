@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -72,13 +73,16 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None, fsync: 
             if fsync:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write says which file (a full disk: one line naming it)
         raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """UTF-8; a file name that is not UTF-8 (a surrogate escape) is written escaped, not an error."""
+    atomic_write_bytes(path, text.encode("utf-8", "backslashreplace"))
 
 
 def save_figure(fig, path: Path, **savefig) -> None:
@@ -133,3 +137,35 @@ def write_or_fail(write, path) -> None:
     except OSError as exc:
         raise HarnessError(f"cannot write {path} ({exc.strerror or exc}); files written before it are complete, "
                            "the rest were not written") from None
+
+
+def file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a plain file"
+
+
+def regular_file_problem(path: str | Path) -> str | None:
+    """Why a path is not a readable regular file (stat only: never opens, so never blocks)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "file not found"
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+        return f"unreadable ({getattr(exc, 'strerror', None) or exc})"
+    return None if stat.S_ISREG(mode) else f"not a regular file ({file_kind(mode)})"
+
+
+def input_file(path: str | Path, what: str) -> Path:
+    """A file the user named as input (a model, annotations): one line when it is missing
+    (`WHAT not found: PATH`) or not a regular file (a FIFO is never opened: reading would block)."""
+    from harness.errors import HarnessError
+
+    problem = regular_file_problem(path)
+    if problem == "file not found":
+        raise HarnessError(f"{what} not found: {path}")
+    if problem:
+        raise HarnessError(f"{what} {path}: {problem}")
+    return Path(path)

@@ -43,11 +43,6 @@ def _first(signum, frame):
     raise KeyboardInterrupt
 
 
-def _ignore(signum, frame):
-    global _received
-    _received = _received or signum
-
-
 def install() -> dict:
     """Handle both signals for the life of one command; returns the previous handlers (restore())."""
     global _received
@@ -66,7 +61,7 @@ def restore(previous: dict, finished: bool) -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     for sig in SIGNALS:
-        if finished:
-            signal.signal(sig, _ignore)
+        if finished:  # SIG_IGN, not a Python handler: the interpreter resets those to the default at exit
+            signal.signal(sig, signal.SIG_IGN)
         elif sig in previous and previous[sig] is not None:
             signal.signal(sig, previous[sig])

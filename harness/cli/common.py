@@ -7,7 +7,9 @@ import errno
 import io
 import math
 import os
+import re
 import sys
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,6 +37,9 @@ class HarnessGroup(click.Group):
 
         previous = interrupts.install()
         owns = _owns_process()
+        words = [*getattr(ctx, "_protected_args", []), *ctx.args]  # the command's name, before click consumes it
+        command = self.commands.get(words[0]) if words else None
+        _tolerate_any_file_name()
         try:
             result = super().invoke(ctx)
             _flush_stdout()
@@ -42,7 +47,7 @@ class HarnessGroup(click.Group):
         except HarnessError as exc:
             _fail(str(exc))
         except KeyboardInterrupt:
-            resumable = any(p.name == "resume" for p in _subcommand_params(self, ctx))
+            resumable = command is not None and any(p.name == "resume" for p in command.params)
             console.print("[yellow]interrupted[/]: " + (
                 "finished rows are saved; rerun with --resume to continue" if resumable else
                 "nothing was left half-written; run the command again"), highlight=False)
@@ -65,10 +70,14 @@ def _fail(message: str):
     sys.exit(2)
 
 
-def _subcommand_params(group: click.Group, ctx) -> list:
-    name = (ctx.protected_args or [None])[0] if hasattr(ctx, "protected_args") else None
-    command = group.commands.get(name) if name else None
-    return list(command.params) if command is not None else []
+def _tolerate_any_file_name() -> None:
+    """A file name that is not UTF-8 (a surrogate escape from the file system) is shown escaped,
+    never a UnicodeEncodeError half-way through a table."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, io.UnsupportedOperation):
+            pass
 
 
 def _owns_process() -> bool:
@@ -95,7 +104,12 @@ def _stdout_flushes() -> bool:
 
 
 def _is_stdout_error(exc: OSError) -> bool:
-    return getattr(exc, "harness_stdout", False)
+    """Raised while printing (the terminal table, a printer command) rather than writing a file."""
+    if getattr(exc, "harness_stdout", False):
+        return True
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and exc.filename is None and any("/rich/" in f.filename or "/click/" in f.filename
+                                                          for f in frames[-4:])
 
 
 def _quiet_stdout() -> None:
@@ -136,16 +150,31 @@ class RichProgress:
         self._progress.console.print(escape(text), highlight=False)
 
 
-def parse_batch_sizes(text: str) -> list[int]:
-    """'1,4,8' -> [1, 4, 8]; empty items, zero, negatives and non-numbers are one clear line."""
+_PLAIN_INTEGER = re.compile(r"[+]?[0-9]+")  # ASCII digits only: int() would also take '1_0' and '１'
+
+
+def parse_batch_sizes(text: str, flag: str = "--bs") -> list[int]:
+    """'1,4,8' -> [1, 4, 8]; empty items, zero, negatives, non-integers ('1.5'), sizes above
+    MAX_BATCH and repeats are one clear line (a repeat would silently merge two rows into one)."""
+    from harness.modes import MAX_BATCH
+
     parts = [part.strip() for part in str(text).split(",")]
-    try:
-        sizes = [int(part) for part in parts]
-    except ValueError:
-        sizes = []
-    if not sizes or any(s <= 0 for s in sizes):
-        raise HarnessError(f"--bs {text!r}: expected comma-separated positive integers, e.g. 1,4,8")
-    return list(dict.fromkeys(sizes))
+    sizes = [int(part) for part in parts if _PLAIN_INTEGER.fullmatch(part)]
+    if len(sizes) != len(parts) or not sizes or any(s <= 0 for s in sizes):
+        raise HarnessError(f"{flag} {text!r}: expected comma-separated positive integers, e.g. 1,4,8")
+    if max(sizes) > MAX_BATCH:
+        raise HarnessError(f"{flag} {text!r}: batch sizes above {MAX_BATCH} are refused")
+    if len(set(sizes)) != len(sizes):
+        raise HarnessError(f"{flag} {text!r}: a batch size is given twice")
+    return sizes
+
+
+def parse_names(text: str, flag: str) -> list[str]:
+    """'ort,ov' -> ['ort', 'ov']; an empty list (`-t ,`) or an empty item is one clear line."""
+    parts = [part.strip() for part in str(text).split(",")]
+    if not parts or any(not part for part in parts):
+        raise HarnessError(f"{flag} {text!r}: expected comma-separated names, e.g. ort,ov")
+    return list(dict.fromkeys(parts))
 
 
 class _Checked(click.ParamType):
@@ -162,23 +191,26 @@ class _Checked(click.ParamType):
 
 
 class Count(_Checked):
-    """An integer >= minimum (1 unless said): image counts, threads, workers, batch sizes, pixels."""
+    """An integer >= minimum (1 unless said) and <= maximum where one is given: image counts,
+    threads, workers, batch sizes, pixels."""
 
     name = "integer"
 
-    def __init__(self, minimum: int = 1):
+    def __init__(self, minimum: int = 1, maximum: int | None = None):
         self.minimum = minimum
+        self.maximum = maximum
 
     def check(self, value, flag: str) -> int:
-        try:
-            number = int(value)
-            if isinstance(value, float) or isinstance(value, bool):
-                raise ValueError
-        except (TypeError, ValueError):
-            number = None
+        number = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and _PLAIN_INTEGER.fullmatch(value.strip().lstrip("-")):
+            number = int(value.strip())
         if number is None or number < self.minimum:
             wanted = "a positive integer" if self.minimum == 1 else f"an integer >= {self.minimum}"
             raise HarnessError(f"{flag} {value!r}: expected {wanted}")
+        if self.maximum is not None and number > self.maximum:
+            raise HarnessError(f"{flag} {value!r}: at most {self.maximum}")
         return number
 
 
@@ -207,7 +239,7 @@ class BatchSizes(_Checked):
     name = "sizes"
 
     def check(self, value, flag: str) -> list[int]:
-        return value if isinstance(value, list) else parse_batch_sizes(value)
+        return value if isinstance(value, list) else parse_batch_sizes(value, flag)
 
 
 MAX_PIXELS_HELP = ("Refuse images with more pixels than this, read from the header before decoding "

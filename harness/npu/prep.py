@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from harness import config
 from harness.config import setting
 from harness.errors import HarnessError
@@ -170,8 +172,15 @@ def emulator_target(model: str | Path, prep: Prep, batchsize: int, threads: int 
 
     The batch is the model's own fixed batch where it has one (a device packs input files by the
     model's input size), else batchsize. The target is created, not loaded."""
+    from harness.bounds import check_batch_memory
     from harness.targets import get_target
 
     fixed = inspect_onnx(model).image_input.fixed_batch
+    if fixed is None and batchsize > len(prep.images):
+        raise HarnessError(f"--batchsize {batchsize}: larger than the {len(prep.images)} image(s) in {prep.folder}; "
+                           f"use at most {len(prep.images)}")
+    batch = fixed if fixed is not None else batchsize
+    spec = prep.profile.input  # the batch, its copy for the runtime and the outputs: about 3 in memory
+    check_batch_memory(spec.shape(batch), np.dtype(spec.numpy_dtype).itemsize, 3, f"--batchsize {batch}")
     target = get_target("ort")(model, prep.profile, {"threads": threads} if threads else {})
-    return target, (fixed if fixed is not None else batchsize), fixed
+    return target, batch, fixed

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.fileio import announce, atomic_write_text, sha256_file
+from harness.fileio import announce, atomic_write_text, input_file, sha256_file
 from harness.folders import OutputFolder
 from harness.onnx_model import load_graph
 from harness.profiles import Profile
@@ -85,8 +85,7 @@ def check_request(req: QuantizeRequest) -> None:
         raise HarnessError("--quantize-concat-convs places Q/DQ for TensorRT: it works with --backend ort only")
     if not isinstance(req.calib_images, int) or req.calib_images <= 0:
         raise HarnessError(f"--calib-images must be a positive integer, got {req.calib_images}")
-    if not req.model.is_file():
-        raise HarnessError(f"model not found: {req.model}")
+    input_file(req.model, "model")
     if req.model.suffix.lower() != ".onnx":
         raise HarnessError(f"model {req.model}: harness quantize takes an .onnx file")
     if req.out.exists() and not req.out.is_dir():
@@ -128,6 +127,8 @@ def _ort(req: QuantizeRequest, staging: Path, progress) -> tuple[str, dict]:
         cal = calibration_from_trt_cache(req.model, cache)
     else:
         images = calibration_images(req.calib, req.calib_images)
+        for warning in images.warnings:
+            progress.message(f"warning: {warning}")
         with progress.task(f"calibrating on {len(images.files)} images", len(images.files)) as advance:
             cal = calibrate(req.model, images, req.profile.input, req.method or DEFAULT_METHOD, advance=advance)
     with cal:
@@ -169,6 +170,8 @@ def _nncf(req: QuantizeRequest, staging: Path, progress) -> tuple[str, dict]:
     _, batch = image_input(load_graph(req.model), req.model)
     exclusions = resolve(req.rules, ov_node_types(req.model))
     images = calibration_images(req.calib, req.calib_images, batch)
+    for warning in images.warnings:
+        progress.message(f"warning: {warning}")
     with progress.task(f"NNCF calibration on {len(images.files)} images", len(images.files)) as advance:
         batches = CountingBatches(calibration_batches(images, req.profile.input, batch), advance)
         result = quantize_nncf(req.model, batches, staging, exclusions.nodes, req.method, req.per_channel)

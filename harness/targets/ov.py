@@ -11,7 +11,7 @@ import numpy as np
 from harness.config import Invalid, setting
 from harness.errors import HarnessError, TargetUnavailable, first_line
 from harness.extra_inputs import check_model_inputs, dims_text
-from harness.modes import Mode, RunMode, check_mode, resolve_mode
+from harness.modes import MAX_PARALLEL, Mode, RunMode, check_mode, resolve_mode
 from harness.onnx_model import TensorInfo, inspect_onnx
 from harness.targets.base import BenchStats, Target, fixed_batch_error
 from harness.targets.cpu_isa import guard_amx
@@ -29,9 +29,9 @@ class OvOptions:
     mode: Mode | None = None  # latency | throughput (default): sets PERFORMANCE_HINT unless --hint does
     # PERFORMANCE_HINT, the lower-level setting; default: the mode's (THROUGHPUT, LATENCY)
     hint: Literal["THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"] | None = None
-    streams: int | None = setting(None, ge=1)  # NUM_STREAMS; default: the hint's choice
-    threads: int | None = setting(None, ge=1)  # INFERENCE_NUM_THREADS; default: OpenVINO's choice
-    nireq: int | None = setting(None, ge=1)  # infer requests in flight; default: OPTIMAL_NUMBER_OF_INFER_REQUESTS
+    streams: int | None = setting(None, ge=1, le=MAX_PARALLEL)  # NUM_STREAMS; default: the hint's choice
+    threads: int | None = setting(None, ge=1, le=MAX_PARALLEL)  # INFERENCE_NUM_THREADS; default: OpenVINO's choice
+    nireq: int | None = setting(None, ge=1, le=MAX_PARALLEL)  # requests in flight; default: OPTIMAL_NUMBER_OF_INFER_REQUESTS
     # fp32 / bf16 / fp16 set INFERENCE_PRECISION_HINT; int8 only labels a quantized graph (checked at load)
     precision: Literal["fp32", "bf16", "fp16", "int8"] | None = None
 
