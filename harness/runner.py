@@ -146,8 +146,13 @@ def run(config: RunConfig, store: ResultsStore, progress=None) -> list[ResultRow
         context = {"model": model_path, "profile": config.profile.name, "dataset": str(config.images_dir),
                    "annotations": str(config.ann_path), "notes": list(config.notes), "identity": row_identity}
         try:
-            row, images, skipped = _run_one(config, options, bs, model_path, per_batch, images, skipped,
-                                            evaluator, progress, context, store.out_dir)
+            try:
+                row, images, skipped = _run_one(config, options, bs, model_path, per_batch, images, skipped,
+                                                evaluator, progress, context, store.out_dir)
+            except HarnessError:
+                raise
+            except Exception as exc:  # a runtime's own error (in any batch, the last too): this row fails, the rest stay
+                raise HarnessError(f"the runtime failed: {type(exc).__name__}: {first_line(exc)}") from None
         except HarnessError as exc:
             interrupts.check()  # an error caused by Ctrl-C (an import or a request cut short) is not the row's
             row = failed_row(config.target, bs, str(exc), precision=getattr(options, "precision", None) or "-",

@@ -459,3 +459,25 @@ def test_printers_on_a_full_stdout_are_one_line():
         lines = done.stderr.strip().splitlines()
         assert lines == ["error: cannot write to standard output (No space left on device); files written before it "
                          "are complete"], lines
+
+
+def test_a_runtime_error_in_the_last_batch_is_a_failed_row(tiny, monkeypatch):
+    """No bad input makes ONNX Runtime fail on the last batch only (a graph that needs batch 4 is padded
+    to it), so the fault is injected where the runtime's error would surface: the real stream runs
+    every batch but the last, which raises as onnxruntime does. The other target's rows stay."""
+    from harness.targets.ort import OrtTarget
+
+    real = OrtTarget.infer_stream
+
+    def failing_last(self, items):
+        items = list(items)
+        yield from real(self, items[:-1])
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running "
+                           "Conv node.\nStacktrace: ...")
+
+    monkeypatch.setattr(OrtTarget, "infer_stream", failing_last)
+    result = cli(*run_args(tiny, **{"--target": "ov,ort", "--bs": "4"}))
+    assert_one_line_error(result, "1 of 2 row(s) failed; first: ort bs=4: the runtime failed: RuntimeError: "
+                                  "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION")
+    rows = {r["target"]: r for r in json.loads((tiny["root"] / "out" / "results.json").read_text())["rows"]}
+    assert rows["ov"]["status"] == "ok" and rows["ort"]["status"] == "failed"

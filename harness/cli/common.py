@@ -46,6 +46,8 @@ class HarnessGroup(click.Group):
             return result
         except HarnessError as exc:
             _fail(str(exc))
+        except click.UsageError as exc:  # a flag click itself refused: the same one line, not the usage block
+            _fail(exc.format_message())
         except KeyboardInterrupt:
             resumable = command is not None and any(p.name == "resume" for p in command.params)
             console.print("[yellow]interrupted[/]: " + (
