@@ -69,6 +69,9 @@ class PrepFile:
     outputs: tuple[OutputSpec, ...] | None = None
     skipped: tuple[str, ...] = ()
     device_preprocess: dict | None = None
+    #: sha256 of the datalist written beside the inputs (npz): its order maps outputs to images, so a
+    #: re-sorted list is refused instead of scoring every output against another image
+    datalist_sha256: str | None = None
 
 
 @dataclass
