@@ -648,6 +648,8 @@ CASES: dict[str, Callable[[], list[str]]] = {
     "report-artifact-outside": _report_artifact_outside,
     "quantize-calib-identical": _calib_identical,
     "decode-datalist-resorted": _vamp_datalist_resorted,
+    "quantize-input-mismatch": lambda: (calib_images(), write_tiny_profile(Path("w64.toml"), size=64),
+                                        with_flags(QUANT, p="w64.toml"))[2],
 }
 # another process holding the lock, as a second command on the same --out would
 HOLDS_LOCK = {

@@ -18,26 +18,8 @@ from pathlib import Path
 
 from harness.data.coco import IMAGE_SUFFIXES
 from harness.errors import HarnessError
-from harness.fileio import sha256_file
 from harness.imagefile import check_image_file, exif_orientation, header_size, read_regular_file
 from harness.npu.prep import PREP_FILE, Prep, PrepFile, PrepImage
-
-#: the list `harness preprocess --format npz` writes into the prep folder, which the device runs
-PREP_DATALIST = "datalist.txt"
-
-
-def check_prep_datalist(prep: Prep) -> None:
-    """The datalist inside the prep folder is the one preprocess wrote (prep.json records its sha256):
-    its order is what maps output N to image N, so a list re-sorted after preprocessing (before the
-    device or the emulator ran it, or after) would score every output against another image."""
-    recorded = prep.sidecar.datalist_sha256
-    path = prep.folder / PREP_DATALIST
-    if recorded is None or not path.is_file():
-        return
-    if sha256_file(path) != recorded:
-        raise HarnessError(f"{path} differs from the list `harness preprocess` wrote (its sha256 is in "
-                           f"{PREP_FILE}); its order maps outputs to images: restore it, or pass the list the device "
-                           "really ran as --datalist")
 
 
 def read_datalist(path: str | Path) -> list[str]:

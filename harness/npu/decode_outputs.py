@@ -16,8 +16,8 @@ from harness.decode.types import to_coco_results
 from harness.errors import HarnessError, SkippedImage
 from harness.evaluate import CocoEvaluator, load_annotations
 from harness.npu import FILE_TOOLS
-from harness.npu.datalist import check_prep_datalist, order_by_datalist, prep_from_images
-from harness.npu.prep import Prep, load_prep, output_specs
+from harness.npu.datalist import order_by_datalist, prep_from_images
+from harness.npu.prep import Prep, check_prep_datalist, load_prep, output_specs
 from harness.progress import NullProgress
 from harness.row import ResultRow, metric_fields
 

@@ -15,6 +15,7 @@ import numpy as np
 from harness import config
 from harness.config import setting
 from harness.errors import HarnessError
+from harness.fileio import sha256_file
 from harness.folders import plain_name
 from harness.jsonfile import read_json_object
 from harness.onnx_model import inspect_onnx
@@ -118,6 +119,24 @@ def load_prep(path: str | Path) -> Prep:
     profile_data = sidecar.profile
     profile = profile_from_dict(profile_data, name=str(profile_data.get("name") or file.parent.name), source=str(file))
     return Prep(file.parent, sidecar, profile)
+
+
+#: the list `harness preprocess --format npz` writes into the prep folder, which the device runs
+PREP_DATALIST = "datalist.txt"
+
+
+def check_prep_datalist(prep: Prep) -> None:
+    """The datalist inside the prep folder is the one preprocess wrote (prep.json records its sha256):
+    its order is what maps output N to image N, so a list re-sorted after preprocessing (before the
+    device or the emulator ran it, or after) would score every output against another image."""
+    recorded = prep.sidecar.datalist_sha256
+    path = prep.folder / PREP_DATALIST
+    if recorded is None or not path.is_file():
+        return
+    if sha256_file(path) != recorded:
+        raise HarnessError(f"{path} differs from the list `harness preprocess` wrote (its sha256 is in "
+                           f"{PREP_FILE}); its order maps outputs to images: restore it, or pass the list the device "
+                           "really ran as --datalist")
 
 
 # ---------------------------------------------------------------- model I/O, read without running

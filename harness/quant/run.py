@@ -94,6 +94,10 @@ def check_request(req: QuantizeRequest) -> None:
 
 def quantize(req: QuantizeRequest, progress=None) -> QuantizeOutcome:
     check_request(req)
+    if req.profile is not None:  # the calibration batches must fit the model's input, before any work
+        from harness.npu.prep import check_model_input, onnx_io
+
+        check_model_input(req.model, onnx_io(req.model)[0], req.profile.input, req.profile.name)
     with OutputFolder(req.out, "--out") as folder:  # the lock every writer takes, inside --out
         if folder.entries():
             if not req.overwrite:

@@ -95,6 +95,9 @@ def check_request(req: SensitivityRequest) -> None:
     input_file(req.model, "model")
     if Path(req.model).suffix.lower() != ".onnx":
         raise HarnessError(f"model {req.model}: harness sensitivity takes an fp32 .onnx file")
+    from harness.npu.prep import check_model_input, onnx_io
+
+    check_model_input(req.model, onnx_io(req.model)[0], req.profile.input, req.profile.name)
 
 
 def run_sensitivity(req: SensitivityRequest, progress=None) -> SearchResult:
