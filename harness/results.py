@@ -88,7 +88,9 @@ class ResultsStore:
                     f"{self.path} already holds results; pass --resume to continue that run, "
                     "--overwrite to replace it, or choose another --out"
                 )
-            self.folder.adopt(RESULTS_FILE)  # read and recognised as a results file: ours to rewrite
+            for name in (RESULTS_FILE, REPORT_FILE):  # recognised as a results folder: its two files are ours
+                if (self.out_dir / name).is_file() and name not in self.folder.listed:
+                    self.folder.adopt(name)
         if overwrite and not resume:
             self.folder.clear()  # what an earlier harness command wrote here, nothing else
 

@@ -95,7 +95,7 @@ class Case:
 
 junk_numbers = st.one_of(
     st.sampled_from(["0", "-1", "1.5", "1e9", "nan", "inf", "", " ", ",", "1,,2", "1_0", "１", "0x10", "+1",
-                     "100000", "4097", "9" * 30, "1,1", "-0", "2 3"]),
+                     "100000", "4097", "9" * 30, "1,1", "-0", "2 3", "-+1", "+-2"]),
     st.text(alphabet="0123456789,.-+_e x", max_size=8),
 )
 junk_words = st.one_of(st.sampled_from(["", ",", " ", "ort,", ",ov", "tpu", "ORT", "ort,ort", "..", "../x", "\x00"]),

@@ -251,7 +251,7 @@ def test_quant_json_record(tmp_path, calib_dir):
     names = sorted(p.name for p in calib_dir.iterdir())[:5]
     import hashlib
 
-    digest = hashlib.sha256("".join(f"{n}\t{(calib_dir / n).stat().st_size}\n" for n in names).encode()).hexdigest()
+    digest = hashlib.sha256("".join(f"{n}\t{sha256_file(calib_dir / n)}\n" for n in names).encode()).hexdigest()
     assert record["calibration"]["images"]["sha256"] == digest
     assert record["excluded"]["nodes"] == ["c4"]
     assert record["opset"] == {"before": 13, "after": 13}

@@ -153,6 +153,7 @@ class RichProgress:
 
 
 _PLAIN_INTEGER = re.compile(r"[+]?[0-9]+")  # ASCII digits only: int() would also take '1_0' and '１'
+_SIGNED_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def parse_batch_sizes(text: str, flag: str = "--bs") -> list[int]:
@@ -206,7 +207,7 @@ class Count(_Checked):
         number = None
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
-        elif isinstance(value, str) and _PLAIN_INTEGER.fullmatch(value.strip().lstrip("-")):
+        elif isinstance(value, str) and _SIGNED_INTEGER.fullmatch(value.strip()):
             number = int(value.strip())
         if number is None or number < self.minimum:
             wanted = "a positive integer" if self.minimum == 1 else f"an integer >= {self.minimum}"
