@@ -38,13 +38,10 @@ PROBE_BYTES = 65536  # a small real write: fails on a full or read-only disk
 class FolderLock:
     """An exclusive lock on an output folder for the life of one command (a context manager)."""
 
-    def __init__(self, folder: str | Path, what: str = "output folder", lock_file: str | Path | None = None):
-        """lock_file: where the lock lives when not inside the folder (a command that replaces the
-        whole folder at the end, as quantize does, locks a file beside it, and removes it on close)."""
+    def __init__(self, folder: str | Path, what: str = "output folder"):
         self.folder = Path(folder)
         self._fd = None
-        path = Path(lock_file) if lock_file is not None else self.folder / LOCK_FILE
-        self._remove = path if lock_file is not None else None
+        path = self.folder / LOCK_FILE
         if path.is_symlink():
             raise HarnessError(f"{what} {self.folder}: {path.name} is a symlink; refusing to follow it")
         try:
@@ -53,14 +50,10 @@ class FolderLock:
             raise HarnessError(f"{what} {self.folder} is not writable ({exc.strerror or exc})") from None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if self._remove is not None and not _same_file(self._fd, path):
-                # the holder removed it between our open and our flock: a new holder may lock a new file
-                raise BlockingIOError(errno.EWOULDBLOCK, "lock file replaced")
         except OSError as exc:
             holder = _read_holder(self._fd)
             os.close(self._fd)
             self._fd = None
-            self._remove = None
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise HarnessError(f"{what} {self.folder} is in use by another harness command ({holder}); "
                                    "wait for it to finish or choose another --out") from None
@@ -73,9 +66,6 @@ class FolderLock:
 
     def close(self) -> None:
         if self._fd is not None:
-            if self._remove is not None:  # unlinked while still locked, so nobody locks a file we delete
-                self._remove.unlink(missing_ok=True)
-                self._remove = None
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
 
@@ -90,13 +80,6 @@ class FolderLock:
             self.close()
         except BaseException:  # noqa: S110 - a second Ctrl-C during interpreter exit: the kernel drops the lock
             pass
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        return os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
-    except OSError:
-        return False
 
 
 def _read_holder(fd: int) -> str:

@@ -218,9 +218,11 @@ class Count(_Checked):
 
 
 class Seconds(_Checked):
-    """A finite number of seconds > 0 (or >= 0 with allow_zero): NaN or inf would loop forever."""
+    """A finite number of seconds > 0 (or >= 0 with allow_zero), at most a day: NaN or inf would loop
+    forever, and so, for any practical purpose, would 1e9."""
 
     name = "seconds"
+    maximum = 86400.0
 
     def __init__(self, allow_zero: bool = False):
         self.allow_zero = allow_zero
@@ -233,6 +235,8 @@ class Seconds(_Checked):
         if not math.isfinite(number) or number < 0 or (number == 0 and not self.allow_zero):
             raise HarnessError(f"{flag} {value!r}: expected a finite number of seconds "
                                f"{'>= 0' if self.allow_zero else '> 0'}")
+        if number > self.maximum:
+            raise HarnessError(f"{flag} {value!r}: at most {self.maximum:g} seconds (a day)")
         return number
 
 
