@@ -21,18 +21,26 @@ _WATCHERS: list = []
 
 
 def watch_writes(watcher) -> None:
-    _WATCHERS.append(watcher)
+    """Register a watcher; a bound method is held weakly, so a folder object dropped without close()
+    neither stays alive (holding its lock) nor keeps watching."""
+    import weakref
+
+    _WATCHERS.append(weakref.WeakMethod(watcher) if hasattr(watcher, "__self__") else (lambda: watcher))
 
 
 def unwatch_writes(watcher) -> None:
-    if watcher in _WATCHERS:
-        _WATCHERS.remove(watcher)
+    _WATCHERS[:] = [ref for ref in _WATCHERS if ref() is not None and ref() != watcher]
 
 
 def announce(path: str | Path, kind: str = "file") -> None:
     """Tell the watchers a file or folder is about to be written (writers that cannot use
     atomic_write_bytes, such as an append-only log or a runtime's own save, call this first)."""
-    for watcher in list(_WATCHERS):
+    for ref in list(_WATCHERS):
+        watcher = ref()
+        if watcher is None:
+            if ref in _WATCHERS:
+                _WATCHERS.remove(ref)
+            continue
         watcher(Path(path), kind)
 
 

@@ -225,6 +225,8 @@ class OutputFolder:
         return True
 
     def _saw(self, path: Path, kind: str) -> None:
+        if self.lock._fd is None:  # closed (or never closed, and the lock released): no longer ours
+            return
         name = self._relative(path)
         if name is None or name in OWN_FILES:
             return
