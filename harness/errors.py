@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class HarnessError(Exception):
     """A problem the user can fix (bad path, bad file, mismatched model/profile...)."""
@@ -11,13 +13,20 @@ class TargetUnavailable(HarnessError):
     """A target cannot run on this machine (runtime not installed, no GPU...)."""
 
 
+#: a line that only says where in a runtime's C++ sources an exception passed (OpenVINO writes one
+#: per frame, "Exception from src/inference/src/cpp/core.cpp:84:"), never the reason
+_SOURCE_LOCATION = re.compile(r"^(Exception from )?\S+\.(cpp|cc|hpp|h|c):\d+:?$")
+
+
 def first_line(exc: BaseException, limit: int = 200) -> str:
-    """The first non-empty line of an exception's message (runtimes raise pages of C++ context),
-    cut to `limit` characters; the exception's type name when the message is empty."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()[:limit]
-    return type(exc).__name__
+    """The first line of an exception's message that says something (runtimes raise pages of C++
+    context, and OpenVINO opens with source locations), cut to `limit` characters; the exception's
+    type name when the message is empty."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if not _SOURCE_LOCATION.match(line):
+            return line[:limit]
+    return lines[0][:limit] if lines else type(exc).__name__
 
 
 class ImageError(HarnessError):

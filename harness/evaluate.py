@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.fileio import input_file
 from harness.row import METRIC_NAMES
 
 
@@ -177,9 +178,7 @@ def load_annotations(path: str | Path) -> dict:
     from harness.data.annotations import check_annotations
     from harness.jsonfile import read_json_object
 
-    path = Path(path)
-    if not path.is_file():
-        raise HarnessError(f"annotation file not found: {path}")
+    path = input_file(path, "annotation file")
     data = read_json_object(path, "annotation file", "a COCO object with images, annotations, categories")
     missing = [k for k in ("images", "annotations", "categories") if k not in data]
     if missing:

@@ -1,5 +1,13 @@
 """Output folders the harness writes into: one command at a time, a writability probe that cannot be
-redirected, and no write that follows a symlink out of the folder.
+redirected, no write that follows a symlink out of the folder, and a manifest of what it wrote.
+
+- Every writer (run, demo, decode, preprocess, emulate, quantize, sensitivity) opens its --out as an
+  `OutputFolder`: the same probe, the same lock (always inside the folder) and the same manifest.
+- The manifest `.harness-manifest.jsonl` lists, one JSON line each, every file and folder the harness
+  wrote there, announced before the write (harness.fileio.announce), so an interrupted command is
+  covered too. `--overwrite` removes only what it lists: never an input, a user's file, or a folder
+  the harness did not make. A write that would replace a file the manifest does not list, or go
+  through a symlinked folder, is refused before it happens.
 
 - The lock is `fcntl.flock` on `.harness.lock` inside the folder: the kernel drops it when the
   holder exits or crashes, so a stale file never blocks anyone; the file keeps the holder's pid and
@@ -13,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import sys
 import tempfile
@@ -21,19 +30,18 @@ from pathlib import Path
 from harness.errors import HarnessError
 
 LOCK_FILE = ".harness.lock"
+MANIFEST_FILE = ".harness-manifest.jsonl"
+OWN_FILES = (LOCK_FILE, MANIFEST_FILE)  # the folder's bookkeeping: never listed, never removed
 PROBE_BYTES = 65536  # a small real write: fails on a full or read-only disk
 
 
 class FolderLock:
     """An exclusive lock on an output folder for the life of one command (a context manager)."""
 
-    def __init__(self, folder: str | Path, what: str = "output folder", lock_file: str | Path | None = None):
-        """lock_file: where the lock lives when not inside the folder (a command that replaces the
-        whole folder at the end, as quantize does, locks a file beside it, and removes it on close)."""
+    def __init__(self, folder: str | Path, what: str = "output folder"):
         self.folder = Path(folder)
         self._fd = None
-        path = Path(lock_file) if lock_file is not None else self.folder / LOCK_FILE
-        self._remove = path if lock_file is not None else None
+        path = self.folder / LOCK_FILE
         if path.is_symlink():
             raise HarnessError(f"{what} {self.folder}: {path.name} is a symlink; refusing to follow it")
         try:
@@ -42,14 +50,10 @@ class FolderLock:
             raise HarnessError(f"{what} {self.folder} is not writable ({exc.strerror or exc})") from None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if self._remove is not None and not _same_file(self._fd, path):
-                # the holder removed it between our open and our flock: a new holder may lock a new file
-                raise BlockingIOError(errno.EWOULDBLOCK, "lock file replaced")
         except OSError as exc:
             holder = _read_holder(self._fd)
             os.close(self._fd)
             self._fd = None
-            self._remove = None
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise HarnessError(f"{what} {self.folder} is in use by another harness command ({holder}); "
                                    "wait for it to finish or choose another --out") from None
@@ -62,9 +66,6 @@ class FolderLock:
 
     def close(self) -> None:
         if self._fd is not None:
-            if self._remove is not None:  # unlinked while still locked, so nobody locks a file we delete
-                self._remove.unlink(missing_ok=True)
-                self._remove = None
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
 
@@ -75,14 +76,10 @@ class FolderLock:
         self.close()
 
     def __del__(self):
-        self.close()
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        return os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
-    except OSError:
-        return False
+        try:
+            self.close()
+        except BaseException:  # noqa: S110 - a second Ctrl-C during interpreter exit: the kernel drops the lock
+            pass
 
 
 def _read_holder(fd: int) -> str:
@@ -137,3 +134,149 @@ def cache_root() -> Path:
     if os.environ.get("HARNESS_CACHE"):
         return Path(os.environ["HARNESS_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "harness"
+
+
+class OutputFolder:
+    """The --out of one command: created, probed, locked (inside), and watched: each file or folder
+    the harness writes in it is listed in the manifest first (see the module docstring)."""
+
+    def __init__(self, folder: str | Path, what: str = "output folder"):
+        self.path = Path(folder)
+        self.what = what
+        if self.path.exists() and not self.path.is_dir():
+            raise HarnessError(f"{what} {self.path}: exists and is not a folder")
+        probe_writable(self.path, what)
+        self.lock = FolderLock(self.path, what)
+        self._root = os.path.abspath(self.path)
+        self._manifest = self.path / MANIFEST_FILE
+        try:
+            self.listed: dict[str, str] = self._read_manifest()
+        except BaseException:
+            self.lock.close()
+            raise
+        from harness.fileio import watch_writes
+
+        watch_writes(self._saw)
+
+    def close(self) -> None:
+        from harness.fileio import unwatch_writes
+
+        unwatch_writes(self._saw)
+        self.lock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------------ what is in the folder
+
+    def entries(self) -> list[Path]:
+        """Everything in the folder but its bookkeeping files."""
+        return sorted(p for p in self.path.iterdir() if p.name not in OWN_FILES)
+
+    def foreign(self) -> list[Path]:
+        """Entries the harness did not write (a folder counts as its own when the manifest lists it)."""
+        return [p for p in self.entries() if p.name not in self.listed]
+
+    def adopt(self, name: str) -> None:
+        """List an existing file as the harness's own: a file the command has just read and recognised
+        as its own output (a results.json with rows, written before manifests existed)."""
+        self._list(name, "file")
+
+    def clear(self) -> list[str]:
+        """--overwrite: remove every listed file, then every listed folder left empty; everything else
+        stays. Returns the names removed."""
+        removed = []
+        files = [n for n, kind in self.listed.items() if kind == "file"]
+        dirs = sorted((n for n, kind in self.listed.items() if kind == "dir"), key=lambda n: -n.count("/"))
+        for name in files:
+            path = self.path / name
+            if self._inside_without_links(name) and path.is_file() and not path.is_symlink():
+                path.unlink()
+                removed.append(name)
+        for name in dirs:
+            path = self.path / name
+            if self._inside_without_links(name) and path.is_dir() and not path.is_symlink():
+                try:
+                    path.rmdir()  # only when empty: a user's file put inside keeps the folder
+                    removed.append(name)
+                except OSError:
+                    continue
+        kept = {n: k for n, k in self.listed.items() if (self.path / n).exists() or (self.path / n).is_symlink()}
+        self.listed = kept
+        from harness.fileio import atomic_write_text
+
+        atomic_write_text(self._manifest, "".join(json.dumps({"name": n, "kind": k}) + "\n" for n, k in kept.items()))
+        return removed
+
+    # ------------------------------------------------------------------ the watcher
+
+    def _relative(self, path: Path) -> str | None:
+        """path relative to the folder, lexically (links are not resolved); None when outside."""
+        absolute = os.path.abspath(path)
+        if absolute == self._root or not absolute.startswith(self._root.rstrip(os.sep) + os.sep):
+            return None
+        return os.path.relpath(absolute, self._root).replace(os.sep, "/")
+
+    def _inside_without_links(self, name: str) -> bool:
+        parts = name.split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            return False
+        probe = self.path
+        for part in parts[:-1]:
+            probe = probe / part
+            if probe.is_symlink():
+                return False
+        return True
+
+    def _saw(self, path: Path, kind: str) -> None:
+        if self.lock._fd is None:  # closed (or never closed, and the lock released): no longer ours
+            return
+        name = self._relative(path)
+        if name is None or name in OWN_FILES:
+            return
+        parent = self.path
+        for part in name.split("/")[:-1]:
+            parent = parent / part
+            if parent.is_symlink():
+                raise HarnessError(f"{self.what} {self.path}: {parent.relative_to(self.path)} is a symlink "
+                                   f"(to {os.readlink(parent)}); refusing to write through it: remove it or "
+                                   "choose another folder")
+        if name in self.listed:
+            return
+        target = self.path / name
+        if kind == "file" and (target.exists() or target.is_symlink()) and not name.startswith(".staging-"):
+            raise HarnessError(f"{self.what} {self.path}: {name} exists and was not written by the harness; "
+                               "refusing to replace it: move it away or choose another folder")
+        self._list(name, kind)
+
+    def _list(self, name: str, kind: str) -> None:
+        self.listed[name] = kind
+        try:
+            with open(self._manifest, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"name": name, "kind": kind}) + "\n")
+                handle.flush()
+        except OSError as exc:
+            raise HarnessError(f"cannot write {self._manifest} ({exc.strerror or exc})") from None
+
+    def _read_manifest(self) -> dict[str, str]:
+        if self._manifest.is_symlink():
+            raise HarnessError(f"{self.what} {self.path}: {MANIFEST_FILE} is a symlink; refusing to follow it")
+        try:
+            text = self._manifest.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise HarnessError(f"{self.what} {self.path}: cannot read {MANIFEST_FILE} ({exc.strerror or exc})") from None
+        listed = {}
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+                name, kind = str(entry["name"]), str(entry["kind"])
+            except (ValueError, TypeError, KeyError):
+                continue  # a torn last line (killed while appending): that write had not started
+            if kind in ("file", "dir") and self._inside_without_links(name):
+                listed[name] = kind
+        return listed

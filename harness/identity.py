@@ -25,9 +25,30 @@ WORDS = {"model_sha256": "model file contents", "profile_sha256": "profile conte
          "machine": "machine"}
 
 
-def model_files(path: str | Path) -> list[Path]:
-    """The files a model is: an OpenVINO IR is its .xml and its .bin together."""
+def resolve_model(path: str | Path, what: str = "model file") -> Path:
+    """The model file a --model names: a file, or a folder holding one model (an OpenVINO IR .xml
+    with its .bin, or one .onnx), whatever the folder's name (`x.onnx/` too). One line otherwise
+    (missing, a FIFO, a folder without exactly one model)."""
+    from harness.errors import HarnessError
+    from harness.fileio import input_file
+
     path = Path(path)
+    if path.is_dir():
+        irs = sorted(p for p in path.glob("*.xml") if p.with_suffix(".bin").is_file())
+        onnx = sorted(path.glob("*.onnx"))
+        found = irs or onnx
+        if len(found) != 1:
+            held = f"{len(found)} models ({', '.join(p.name for p in found[:3])})" if found else "no model"
+            raise HarnessError(f"{what} {path}: a folder holding {held}; give one .onnx file, an OpenVINO .xml "
+                               "(its .bin beside it), or a folder holding exactly one of them")
+        return found[0]
+    return input_file(path, what)
+
+
+def model_files(path: str | Path) -> list[Path]:
+    """The files a model is (a folder: the model it holds, see resolve_model): an OpenVINO IR is its
+    .xml and its .bin together."""
+    path = resolve_model(path)
     if path.suffix.lower() == ".xml" and path.with_suffix(".bin").is_file():
         return [path, path.with_suffix(".bin")]
     return [path]
@@ -42,17 +63,23 @@ def model_sha256(path: str | Path) -> str:
 
 
 def model_bytes(path: str | Path) -> int | None:
+    from harness.errors import HarnessError
+
     try:
         return sum(f.stat().st_size for f in model_files(path))
-    except OSError:
+    except (OSError, HarnessError):
         return None
 
 
-def dataset_identity(ann_path: str | Path, images) -> dict:
-    """Annotation file bytes, and the images the run was asked to use (id + file name, in order)."""
+def dataset_identity(ann_path: str | Path, images, content: list[str] | None = None) -> dict:
+    """Annotation file bytes, the images the run was asked to use (id + file name, in order) and,
+    given their sha256s (Dataset.content), the images' bytes: same names, other pixels differ."""
     listed = "\n".join(f"{int(image_id)}:{Path(path).name}" for image_id, path in images)
-    return {"annotations_sha256": sha256_file(ann_path), "images": len(images),
-            "image_list_sha256": hashlib.sha256(listed.encode()).hexdigest()}
+    identity = {"annotations_sha256": sha256_file(ann_path), "images": len(images),
+                "image_list_sha256": hashlib.sha256(listed.encode()).hexdigest()}
+    if content is not None:
+        identity["image_bytes_sha256"] = hashlib.sha256("\n".join(content).encode()).hexdigest()
+    return identity
 
 
 def machine(env: dict) -> dict:

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError, ImageError
+from harness.fileio import file_kind as _kind
+from harness.fileio import regular_file_problem
 
 DEFAULT_MAX_PIXELS = 50_000_000
 _JPEG_MAGIC = b"\xff\xd8"
@@ -74,25 +76,6 @@ def read_regular_file(path: str | Path) -> bytes:
         raise ImageError(path, f"unreadable ({exc.strerror or exc})") from None
     finally:
         os.close(fd)
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "not a plain file"
-
-
-def regular_file_problem(path: str | Path) -> str | None:
-    """Why a path is not a readable regular file (stat only: never opens, so never blocks)."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return "file not found"
-    except OSError as exc:
-        return f"unreadable ({exc.strerror or exc})"
-    return None if stat.S_ISREG(mode) else f"not a regular file ({_kind(mode)})"
 
 
 def marker_problem(head: bytes, tail: bytes) -> str | None:

@@ -66,6 +66,13 @@ def resolve_mode(mode: str | None, implied: str | None) -> str:
     return mode or implied or DEFAULT_MODE
 
 
+#: the most runtime threads, streams or requests in flight a flag may ask for: far above any CPU
+#: this runs on, far below what makes thread creation itself hang (--threads 100000 used to)
+MAX_PARALLEL = 1024
+#: the largest batch size a flag may ask for (the memory check then refuses what does not fit)
+MAX_BATCH = 4096
+
+
 def usable_cores() -> int:
     """CPUs this process may run on (its affinity mask: a container's cpuset, taskset), else os.cpu_count()."""
     try:

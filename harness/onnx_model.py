@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError, first_line
+from harness.fileio import input_file
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 #: the pair a static Q/DQ graph (ONNX Runtime's quantize_static, ModelOpt, NNCF's ONNX) is made of
@@ -91,9 +92,7 @@ def load_graph(path: str | Path):
     import onnx
     from google.protobuf.message import DecodeError
 
-    path = Path(path)
-    if not path.is_file():
-        raise HarnessError(f"model file not found: {path}")
+    path = input_file(path, "model file")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, OSError, RuntimeError) as exc:
@@ -105,7 +104,7 @@ def load_graph(path: str | Path):
 
 def inspect_onnx(path: str | Path) -> OnnxModelInfo:
     """The model's signature and graph precision (cached per file path, size and mtime)."""
-    path = Path(path)
+    path = input_file(path, "model file")
     try:
         stat = path.stat()
     except OSError:

@@ -7,14 +7,14 @@ module depends on nothing above it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 from harness import identity as ident
+from harness import interrupts
 from harness.errors import HarnessError
-from harness.fileio import atomic_write_text
-from harness.folders import FolderLock, probe_writable, safe_target
+from harness.fileio import atomic_write_text, strict_json
+from harness.folders import OutputFolder, safe_target
 from harness.jsonfile import read_json_object
 from harness.row import ResultRow
 
@@ -35,6 +35,22 @@ def load_results(path: str | Path) -> dict:
     return data
 
 
+def load_rows(path: str | Path) -> list[ResultRow]:
+    """The rows of a results file, each checked as it is read: one line names the row and the field."""
+    path = Path(path)
+    rows = []
+    for number, data in enumerate(load_results(path)["rows"]):
+        if not isinstance(data, dict):
+            raise HarnessError(f"results file {path}: row {number + 1} is not an object")
+        try:
+            rows.append(ResultRow.from_dict(data))
+        except HarnessError as exc:
+            raise HarnessError(f"results file {path}: row {number + 1}: {exc}") from None
+        except (TypeError, ValueError, KeyError) as exc:
+            raise HarnessError(f"results file {path}: row {number + 1}: {exc}") from None
+    return rows
+
+
 def row_key(row: ResultRow) -> tuple:
     """What makes two rows the same measurement, for --resume."""
     return (row.target, row.model, row.profile, row.precision, int(row.bs))
@@ -52,8 +68,7 @@ class ResultsStore:
         self.env = env
         self.on_save = on_save
         self.rows: list[ResultRow] = []
-        probe_writable(self.out_dir)
-        self.lock = FolderLock(self.out_dir)  # a second command on this --out fails here, at once
+        self.folder = OutputFolder(self.out_dir)  # a second command on this --out fails here, at once
         try:
             self._load(resume, overwrite)
         except BaseException:
@@ -64,7 +79,7 @@ class ResultsStore:
         for name in (RESULTS_FILE, REPORT_FILE):
             safe_target(self.out_dir, name)
         if self.path.exists():
-            existing = [ResultRow.from_dict(r) for r in load_results(self.path)["rows"] if isinstance(r, dict)]
+            existing = load_rows(self.path)
             if resume:
                 self.rows = existing
             elif not overwrite and any(r.status != "failed" for r in existing):
@@ -73,6 +88,11 @@ class ResultsStore:
                     f"{self.path} already holds results; pass --resume to continue that run, "
                     "--overwrite to replace it, or choose another --out"
                 )
+            for name in (RESULTS_FILE, REPORT_FILE):  # recognised as a results folder: its two files are ours
+                if (self.out_dir / name).is_file() and name not in self.folder.listed:
+                    self.folder.adopt(name)
+        if overwrite and not resume:
+            self.folder.clear()  # what an earlier harness command wrote here, nothing else
 
     def check_same_measurement(self, identity: dict, target: str, model: str) -> None:
         """A resumed folder takes rows of the same measurement only: same dataset, profile, --limit,
@@ -93,7 +113,7 @@ class ResultsStore:
 
     def close(self) -> None:
         """Release the folder's lock (also on exit or crash: the kernel drops it)."""
-        self.lock.close()
+        self.folder.close()
 
     def __enter__(self):
         return self
@@ -111,11 +131,13 @@ class ResultsStore:
     def add(self, row: ResultRow | dict) -> None:
         if isinstance(row, dict):
             row = ResultRow.from_dict(row)
+        if row.status != "ok":
+            interrupts.check()  # a failure recorded after Ctrl-C would be the interrupt's, not the row's
         self.rows = [r for r in self.rows if row_key(r) != row_key(row)] + [row]
         self.save()
 
     def save(self) -> None:
-        text = json.dumps({"rows": [r.to_dict() for r in self.rows], "env": self.env}, indent=2, sort_keys=False)
+        text = strict_json({"rows": [r.to_dict() for r in self.rows], "env": self.env}, indent=2, sort_keys=False)
         try:
             atomic_write_text(safe_target(self.out_dir, RESULTS_FILE), text + "\n")
             if self.on_save is not None:

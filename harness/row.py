@@ -181,6 +181,10 @@ class ResultRow:
         values["target_figures"] = {k: data[k] for k in TARGET_FIGURES if data.get(k) is not None}
         values["extra"] = {k: v for k, v in data.items() if k not in names and k not in TARGET_FIGURES}
         values.setdefault("bs", 0)
+        for key in ("notes", "skipped_images", "flags"):  # one string is one entry, never one per character
+            if isinstance(values.get(key), str):
+                values[key] = [values[key]]
+        check_row_values(values)
         values["notes"] = list(values.get("notes") or [])
         values["machine_state"] = MachineState.from_dict(values.get("machine_state"))
         values["skipped_images"] = list(values.get("skipped_images") or [])
@@ -199,6 +203,54 @@ class ResultRow:
         if values.get("status") not in STATUSES:
             values["status"] = "ok"
         return cls(**values)
+
+
+#: the largest magnitude a row number may have: beyond it a table or plot would only mislead
+ROW_NUMBER_LIMIT = 1e12
+_KINDS = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,), "list": (list,)}
+
+
+def check_row_values(values: dict) -> None:
+    """Every known field of a row read from a file has its declared type, and every number is finite
+    and of a sane size (results files are user input: a NaN, Infinity, a string or 1e308 would reach
+    tables and plots). Raises ValueError naming the field."""
+    declared = {f.name: str(f.type) for f in fields(ResultRow)}
+    for name, value in values.items():
+        if name in ("target_figures", "extra") or name not in declared:
+            continue
+        kinds = [k.strip() for k in declared[name].split("|")]
+        if value is None:
+            if "None" in kinds:
+                continue
+            raise ValueError(f"field {name!r} is null, expected {declared[name]}")
+        allowed = tuple(t for k in kinds for t in _KINDS.get(k, ()))
+        if not isinstance(value, allowed) or (isinstance(value, bool) and "bool" not in kinds):
+            raise ValueError(f"field {name!r} = {_short(value)}: expected {declared[name]}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            _check_number(name, value)
+        if name == "per_class_ap":
+            for cls_name, ap in value.items():
+                if ap is not None:
+                    if not isinstance(ap, (int, float)) or isinstance(ap, bool):
+                        raise ValueError(f"field 'per_class_ap' [{_short(cls_name)}] = {_short(ap)}: expected a number")
+                    _check_number(f"per_class_ap[{cls_name!r}]", ap)
+    for name, value in (values.get("target_figures") or {}).items():
+        if not isinstance(value, (int, float, str)) or isinstance(value, bool):
+            raise ValueError(f"field {name!r} = {_short(value)}: expected a number")
+        if not isinstance(value, str):
+            _check_number(name, value)
+
+
+def _check_number(name: str, value) -> None:
+    import math
+
+    if not math.isfinite(value) or abs(value) > ROW_NUMBER_LIMIT:
+        raise ValueError(f"field {name!r} = {_short(value)}: expected a finite number of magnitude <= {ROW_NUMBER_LIMIT:g}")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _flags_from_schema1(data: dict) -> list[str]:

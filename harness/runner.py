@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import __version__
+from harness import __version__, interrupts
 from harness import identity as ident
+from harness.bounds import check_batch_memory
 from harness.canvases import CanvasCache
 from harness.config import dump as dump_config
 from harness.data.coco import DatasetCache, check_categories, load_dataset
@@ -26,6 +27,7 @@ from harness.evaluate import CocoEvaluator
 from harness.extra_inputs import extra_inputs
 from harness.machine.state import busy_note, busy_windows, e2e_above_infer_note, energy_figures
 from harness.machine.watch import RowWatch
+from harness.modes import usable_cores
 from harness.pipeline import accuracy_pass
 from harness.preprocess import prepare_batch
 from harness.profiles import Profile
@@ -80,15 +82,37 @@ def model_for_batch(model: str, batch: int) -> tuple[str, bool]:
     return model, False
 
 
-def check_model_paths(config: RunConfig) -> None:
-    """Every model file must exist before anything runs (one per batch size for templates)."""
-    missing = []
+def check_model_paths(config: RunConfig) -> dict[str, str]:
+    """Every model file must exist before anything runs (one per batch size for templates); returns
+    each one's resolved file (an OpenVINO IR folder -> its .xml; identity.resolve_model)."""
+    missing, resolved = [], {}
     for bs in config.batch_sizes:
         path, _ = model_for_batch(config.model, bs)
-        if not Path(path).exists():
+        if not Path(path).exists() and not Path(path).is_symlink():
             missing.append(path)
+        elif path not in resolved:
+            resolved[path] = str(ident.resolve_model(path))
     if missing:
         raise HarnessError(f"model file not found: {', '.join(missing)}")
+    return resolved
+
+
+#: batches of input alive at once in a row besides the runtime's requests: the timing sample, the
+#: preprocessing lookahead (pipeline.iter_batches) and the decoder's queue
+BATCHES_BESIDES_REQUESTS = 1 + 4 + 2
+
+
+def check_batch_sizes(config: RunConfig, options, images: int) -> None:
+    """Before any work: no batch larger than the dataset (it would be padding or repeats), and the
+    batches in flight fit in memory (harness.bounds), each refused with one line."""
+    spec = config.profile.input
+    for bs in config.batch_sizes:
+        if bs > images:
+            raise HarnessError(f"--bs {bs}: larger than the {images} image(s) of the dataset; a batch would be "
+                               f"mostly padding or repeats: use at most {images}")
+        requests = getattr(options, "streams", None) or getattr(options, "nireq", None) or usable_cores()
+        check_batch_memory(spec.shape(bs), np.dtype(spec.numpy_dtype).itemsize, requests + BATCHES_BESIDES_REQUESTS,
+                           f"--bs {bs}")
 
 
 def run(config: RunConfig, store: ResultsStore, progress=None) -> list[ResultRow]:
@@ -97,7 +121,7 @@ def run(config: RunConfig, store: ResultsStore, progress=None) -> list[ResultRow
     target_cls = get_target(config.target)  # unknown target: fail before touching data
     options = config.options if isinstance(config.options, target_cls.Options) else \
         target_cls.parse_options(config.options or {})
-    check_model_paths(config)
+    resolved = check_model_paths(config)
     loop_rule(config)
     load = config.datasets.load if config.datasets else load_dataset
     dataset = load(config.images_dir, config.ann_path, config.limit, config.skip_bad_images)
@@ -105,10 +129,12 @@ def run(config: RunConfig, store: ResultsStore, progress=None) -> list[ResultRow
     check_categories(dataset.ann, config.profile.category_ids, config.profile.name, config.ann_path)
     images = list(dataset.images)
     skipped: list[str] = list(dataset.skipped)
+    check_batch_sizes(config, options, len(images))
     measured_on = _identity_parts(config, options, target_cls, dataset, store.env)
     planned, model_shas = [], {}
     for bs in config.batch_sizes:  # every model's identity is checked against a resumed folder first
         model_path, per_batch = model_for_batch(config.model, bs)
+        model_path = resolved[model_path]
         if model_path not in model_shas:  # one file serves every batch size unless given per batch
             model_shas[model_path] = ident.model_sha256(model_path)
         row_identity = {"model_sha256": model_shas[model_path], **measured_on}
@@ -123,9 +149,15 @@ def run(config: RunConfig, store: ResultsStore, progress=None) -> list[ResultRow
         context = {"model": model_path, "profile": config.profile.name, "dataset": str(config.images_dir),
                    "annotations": str(config.ann_path), "notes": list(config.notes), "identity": row_identity}
         try:
-            row, images, skipped = _run_one(config, options, bs, model_path, per_batch, images, skipped,
-                                            evaluator, progress, context, store.out_dir)
+            try:
+                row, images, skipped = _run_one(config, options, bs, model_path, per_batch, images, skipped,
+                                                evaluator, progress, context, store.out_dir)
+            except HarnessError:
+                raise
+            except Exception as exc:  # a runtime's own error (in any batch, the last too): this row fails, the rest stay
+                raise HarnessError(f"the runtime failed: {type(exc).__name__}: {first_line(exc)}") from None
         except HarnessError as exc:
+            interrupts.check()  # an error caused by Ctrl-C (an import or a request cut short) is not the row's
             row = failed_row(config.target, bs, str(exc), precision=getattr(options, "precision", None) or "-",
                              **context)
             store.add(row)
@@ -143,7 +175,7 @@ def _identity_parts(config: RunConfig, options, target_cls, dataset, env: dict) 
     """Every identity field but the model's hash (which may differ per batch size)."""
     ok, runtime = target_cls.availability()
     return {"profile_sha256": config.profile.content_hash,
-            "dataset": ident.dataset_identity(config.ann_path, dataset.images), "limit": config.limit,
+            "dataset": ident.dataset_identity(config.ann_path, dataset.images, dataset.content), "limit": config.limit,
             "options": dump_config(options), "harness": __version__, "runtime": runtime if ok else None,
             "machine": ident.machine(env)}
 

@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "harness"
 
 #: docs/architecture.md's layers; a module may import its own layer or lower ones
 LAYERS = {
-    0: ("errors", "config", "registry", "jit", "jsonfile", "progress", "fileio", "folders"),
+    0: ("errors", "config", "registry", "jit", "jsonfile", "progress", "fileio", "folders", "interrupts",
+        "bounds"),
     1: ("preprocess", "imagefile", "onnx_model", "declared_shapes", "batch_rewrite", "timing", "modes", "row",
         "extra_inputs", "decode", "identity",
         "machine"),

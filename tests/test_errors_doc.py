@@ -481,6 +481,70 @@ def _vamp_prep_of_other_format():
     return ["decode", "--bin", "vamp", "--prep", "prep", "--ann", "ds/instances.json", "--out", "r"]
 
 
+# ------------------------------------------------------------------ issue 30 (trust, round 3)
+
+def _quant_users_file():
+    calib_images()
+    Path("quant").mkdir()
+    Path("quant/model.qdq.onnx").write_bytes(b"the user's own model")
+    return [*QUANT, "--overwrite"]
+
+
+def _model_fifo():
+    os.mkfifo("pipe.onnx")
+    return with_flags(RUN, m="pipe.onnx")
+
+
+def _model_empty_folder():
+    Path("x.onnx").mkdir()
+    return with_flags(RUN, m="x.onnx")
+
+
+def _scores_out_of_range():
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load("tiny.onnx")
+    out = model.graph.output[0].name
+    for node in model.graph.node:
+        node.output[:] = [o + "_raw" if o == out else o for o in node.output]
+    model.graph.initializer.append(numpy_helper.from_array(np.array(140, np.float32), "k140"))
+    model.graph.node.append(helper.make_node("Mul", [out + "_raw", "k140"], [out]))
+    onnx.save(model, "x140.onnx")
+    return with_flags(RUN, m="x140.onnx")
+
+
+def _report_row_nan():
+    Path("bad").mkdir()
+    row = {"target": "ort", "bs": 1, "map": "@"}
+    Path("bad/results.json").write_text(json.dumps({"rows": [row]}).replace('"@"', "NaN"))
+    return ["report", "bad", "--out", "r.md"]
+
+
+def _report_artifact_outside():
+    result = CliRunner().invoke(main, [*with_flags(RUN, t="ort,ov"), "--save-detections"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(Path("out/results.json").read_text())
+    data["rows"][1]["artifacts"]["detections"] = "../../x.json.gz"
+    Path("out/results.json").write_text(json.dumps(data))
+    return ["report", "out", "--fidelity", "--out", "r.md"]
+
+
+def _calib_identical():
+    write_tiny_convnet(Path("conv.onnx"))
+    Path("calib/images").mkdir(parents=True)
+    for i in range(3):
+        cv2.imwrite(f"calib/images/c{i}.png", np.zeros((40, 40, 3), np.uint8))
+    return QUANT
+
+
+def _vamp_datalist_resorted():
+    _emulated("vamp")
+    lines = Path("prep/datalist.txt").read_text().splitlines()
+    Path("prep/datalist.txt").write_text("\n".join(sorted(lines, reverse=True)) + "\n")
+    return DECODE_VAMP
+
+
 def _lock_held():
     return RUN  # the holder is started by the test (see HOLDS_LOCK)
 
@@ -586,11 +650,27 @@ CASES: dict[str, Callable[[], list[str]]] = {
     "quantize-not-onnx": _quant_not_onnx,
     "sensitivity-target-trt": _sens_bad_target,
     "sensitivity-negative-drop": _sens_negative_drop,
+    "quantize-users-file": _quant_users_file,
+    "model-fifo": _model_fifo,
+    "model-folder-without-model": _model_empty_folder,
+    "scores-out-of-range": _scores_out_of_range,
+    "bs-fraction": lambda: with_flags(RUN, bs="1.5"),
+    "bs-above-dataset": lambda: with_flags(RUN, bs="512"),
+    "threads-too-many": lambda: with_flags(RUN, threads="100000"),
+    "target-empty": lambda: with_flags(RUN, t=","),
+    "target-ci-empty": lambda: with_flags(RUN, target_ci=""),
+    "report-fail-if-empty": lambda: ["report", ".", "--fidelity", "--fail-if", ""],
+    "report-row-nan": _report_row_nan,
+    "report-artifact-outside": _report_artifact_outside,
+    "quantize-calib-identical": _calib_identical,
+    "decode-datalist-resorted": _vamp_datalist_resorted,
+    "quantize-input-mismatch": lambda: (calib_images(), write_tiny_profile(Path("w64.toml"), size=64),
+                                        with_flags(QUANT, p="w64.toml"))[2],
 }
 # another process holding the lock, as a second command on the same --out would
 HOLDS_LOCK = {
     "out-locked": "from harness.results import ResultsStore; s = ResultsStore('out', env={})",
-    "quantize-out-locked": "from harness.folders import FolderLock; s = FolderLock('quant', lock_file='.quant.harness.lock')",
+    "quantize-out-locked": "from harness.folders import FolderLock; import os; os.makedirs('quant'); s = FolderLock('quant')",
 }
 # A late failure (evaluation after the whole timing and accuracy pass) has no bad input left that
 # reaches it: annotations are checked up front. The one fault injected here stands for what remains

@@ -179,7 +179,8 @@ def test_failed_rows_save_nothing_and_are_not_compared(tmp_path, coco_tiny, nano
                  "--save-outputs", "2", "--out", out)
     assert result.exit_code == 2, result.output  # a failed row makes the run exit 2 (after saving the rest)
     rows = {r["bs"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
-    assert rows[1]["status"] == "ok" and set(rows[1]["artifacts"]) == {"detections", "outputs"}
+    assert rows[1]["status"] == "ok"
+    assert set(rows[1]["artifacts"]) == {"detections", "outputs", "detections_sha256", "outputs_sha256"}
     assert rows[2]["status"] == "failed" and rows[2]["artifacts"] == {}
     assert sorted(p.name for p in (out / "artifacts").iterdir()) == [
         "ort-fp32-bs1-nanodet-m-320.detections.json.gz", "ort-fp32-bs1-nanodet-m-320.outputs.npz"]

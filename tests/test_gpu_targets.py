@@ -464,7 +464,7 @@ def _error_lines(result) -> list[str]:
 def test_cli_run_trt_fails_in_one_line(tmp_path, coco_tiny, nanodet_m_320):
     images, ann = coco_tiny
     result = _run_cli(["run", "--target", "trt", "--model", nanodet_m_320, "--profile", "nanodet-m-320",
-                       "--data", images, "--ann", ann, "--bs", "1,4,8", "--limit", "2", "--out", tmp_path / "out"])
+                       "--data", images, "--ann", ann, "--bs", "1,4,8", "--limit", "8", "--out", tmp_path / "out"])
     assert result.exit_code == 2, result.output
     errors = _error_lines(result)
     assert len(errors) == 1, result.output

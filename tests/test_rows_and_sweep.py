@@ -198,7 +198,7 @@ def test_resume_refuses_another_measurement(tiny):
     other_profile.write_text(tiny["profile"].read_text().replace("score_threshold = 0.05", "score_threshold = 0.1"))
     cases = [
         ({"--model": other_model, "--bs": "1,2"}, None),  # another model file: its own rows, nothing to refuse
-        ({"--model": tiny["model"], "--bs": "1,2", "--limit": "4"}, "dataset differs: image_list_sha256="),
+        ({"--model": tiny["model"], "--bs": "1,2", "--limit": "4"}, "dataset differs: image_bytes_sha256="),
         ({"--profile": other_profile, "--bs": "1,2"}, "profile contents differs"),
         ({"--target": "ov", "--bs": "1,2", "--threads": "1"},
          "target options differs: threads=None in the results vs threads=1 now"),

@@ -12,6 +12,7 @@ import pytest
 from harness.data.synthetic import generate_dataset
 from harness.demo import DEMO_PROFILE, DEMO_SEED
 from harness.errors import HarnessError
+from harness.folders import OutputFolder
 from harness.profiles import load_profile
 from harness.quant import calibrate, write_qdq
 from harness.quant.calib_data import calibration_batches, calibration_images
@@ -135,25 +136,27 @@ def test_pareto_front():
 def test_results_file_resume_rules(tmp_path):
     out = tmp_path / "s"
     identity = {"model_sha256": "a" * 64, "calibration": {"count": 8, "method": "percentile"}, "target": "ort"}
-    store = ResultsFile.open(out, identity, resume=False, overwrite=False)
+    folder = OutputFolder(out)
+    store = ResultsFile.open(folder, identity, resume=False, overwrite=False)
     store.add({"kind": "variant", "key": "exclude:x", "map": 0.3})
     with open(store.path, "a") as handle:
         handle.write('{"kind": "variant", "key": "exclude:y", "ma')  # killed mid-line
     header, records = read_results(store.path)
     assert header["format"] == FORMAT and [r["key"] for r in records] == ["exclude:x"]
-    again = ResultsFile.open(out, identity, resume=True, overwrite=False)
+    again = ResultsFile.open(folder, identity, resume=True, overwrite=False)
     assert again.get("exclude:x")["map"] == 0.3 and again.get("exclude:y") is None
     with pytest.raises(HarnessError, match="is not empty: pass --resume"):
-        ResultsFile.open(out, identity, resume=False, overwrite=False)
+        ResultsFile.open(folder, identity, resume=False, overwrite=False)
     other = {**identity, "calibration": {"count": 6, "method": "percentile"}}
     with pytest.raises(HarnessError, match=r"another search \(calibration differs: count=8 in the results vs count=6"):
-        ResultsFile.open(out, other, resume=True, overwrite=False)
+        ResultsFile.open(folder, other, resume=True, overwrite=False)
     lines = store.path.read_text().splitlines()
     store.path.write_text("\n".join([lines[0], "not json", *lines[1:]]) + "\n")
     with pytest.raises(HarnessError, match="line 2 is not JSON"):
-        ResultsFile.open(out, identity, resume=True, overwrite=False)
-    fresh = ResultsFile.open(out, other, resume=False, overwrite=True)
+        ResultsFile.open(folder, identity, resume=True, overwrite=False)
+    fresh = ResultsFile.open(folder, other, resume=False, overwrite=True)
     assert fresh.records == {} and json.loads(fresh.path.read_text())["identity"] == other
+    folder.close()
 
 
 def test_average_ranks_share_ties():

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
+from harness.folders import OWN_FILES
 from harness.results import ResultsStore
 from tests.test_cli_errors import assert_one_line_error, cli, run_args
 from tests.test_npu import TINY_PROFILE, build_tiny_dataset, build_tiny_model
@@ -166,7 +167,7 @@ def test_full_disk_during_preprocess(npu, small_disk):
     result = cli("preprocess", "-p", npu["profile"], "--data", npu["images"], "--ann", npu["ann"], "--format", "bin",
                  "--out", out, "--model", npu["model"], "--workers", "1")
     assert_one_line_error(result, "cannot write", "No space left on device", "holds no prep.json")
-    left = sorted(p for p in out.iterdir() if p.name != ".harness.lock")
+    left = sorted(p for p in out.iterdir() if p.name not in OWN_FILES)
     assert left, "the disk filled before anything was written: the test proves nothing"
     assert all(p.suffix == ".bin" and p.stat().st_size == 64 * 64 * 3 * 4 for p in left), \
         [(p.name, p.stat().st_size) for p in left]  # no truncated file, no temp file, no prep.json
@@ -180,4 +181,4 @@ def test_full_disk_during_emulate(npu, small_disk):
     assert_one_line_error(result, "cannot write", "No space left on device")
     written = [p for p in out.rglob("*.bin")]
     assert all(p.stat().st_size == 84 * 34 * 4 for p in written), [(p.name, p.stat().st_size) for p in written]
-    assert not [p for p in out.rglob(".*") if p.name != ".harness.lock"]  # no temp file left
+    assert not [p for p in out.rglob(".*") if p.name not in OWN_FILES]  # no temp file left

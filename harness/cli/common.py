@@ -3,11 +3,16 @@ the results table and the shared flag parsers."""
 
 from __future__ import annotations
 
+import errno
 import importlib
+import io
 import math
-import signal
+import os
+import re
 import sys
+import traceback
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -24,9 +29,11 @@ out = Console(width=None if sys.stdout.isatty() else 200)
 
 
 class HarnessGroup(click.Group):
-    """Turns HarnessError into `error: ...` and SIGTERM into the same path as Ctrl-C. Commands are
-    registered lazily (click's LazyGroup pattern): a command's module is imported only when that
-    command is looked up, so `harness targets` never loads what `harness run` needs."""
+    """Turns HarnessError into `error: ...` (exit 2), the first Ctrl-C or SIGTERM into a clean stop
+    (harness.interrupts; exit 130), and an OSError nobody caught (a full disk, a closed or full
+    stdout) into one line: never a traceback. Commands are registered lazily (click's LazyGroup
+    pattern): a command's module is imported only when that command is looked up, so `harness
+    targets` never loads what `harness run` needs."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -45,19 +52,94 @@ class HarnessGroup(click.Group):
         return super().get_command(ctx, name)
 
     def invoke(self, ctx):
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        from harness import interrupts
+
+        previous = interrupts.install()
+        owns = _owns_process()
+        words = [*getattr(ctx, "_protected_args", []), *ctx.args]  # the command's name, before click consumes it
+        command = self.get_command(ctx, words[0]) if words else None  # a lazy one is loaded here, as click would
+        _tolerate_any_file_name()
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            _flush_stdout()
+            return result
         except HarnessError as exc:
-            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            sys.exit(2)
+            _fail(str(exc))
+        except click.UsageError as exc:  # a flag click itself refused: the same one line, not the usage block
+            _fail(exc.format_message())
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/]: finished rows are saved; rerun with --resume to continue")
-            sys.exit(130)
+            resumable = command is not None and any(p.name == "resume" for p in command.params)
+            console.print("[yellow]interrupted[/]: " + (
+                "finished rows are saved; rerun with --resume to continue" if resumable else
+                "nothing was left half-written; run the command again"), highlight=False)
+            sys.exit(interrupts.EXIT_STATUS)
+        except OSError as exc:  # a writer without its own message: say which file and why, in one line
+            if exc.errno == errno.EPIPE:  # the reader went away (`harness targets | head`): nothing to say
+                _quiet_stdout()
+                sys.exit(0)
+            on_stdout = _is_stdout_error(exc) or (exc.filename is None and not _stdout_flushes())
+            where = f" {exc.filename}" if exc.filename else (" to standard output" if on_stdout else "")
+            if on_stdout:
+                _quiet_stdout()
+            _fail(f"cannot write{where} ({exc.strerror or exc}); files written before it are complete")
+        finally:
+            interrupts.restore(previous, finished=owns)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+def _fail(message: str):
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
+def _tolerate_any_file_name() -> None:
+    """A file name that is not UTF-8 (a surrogate escape from the file system) is shown escaped,
+    never a UnicodeEncodeError half-way through a table."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, io.UnsupportedOperation):
+            pass
+
+
+def _owns_process() -> bool:
+    """True when this process is the `harness` command itself (not a test calling it in-process)."""
+    main_module = sys.modules.get("__main__")
+    spec = getattr(main_module, "__spec__", None)
+    return (spec is not None and spec.name == "harness.__main__") or Path(sys.argv[0]).name == "harness"
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        exc.harness_stdout = True
+        raise
+
+
+def _stdout_flushes() -> bool:
+    try:
+        sys.stdout.flush()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _is_stdout_error(exc: OSError) -> bool:
+    """Raised while printing (the terminal table, a printer command) rather than writing a file."""
+    if getattr(exc, "harness_stdout", False):
+        return True
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and exc.filename is None and any("/rich/" in f.filename or "/click/" in f.filename
+                                                          for f in frames[-4:])
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush has nowhere to fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
 
 
 @click.group(cls=HarnessGroup)
@@ -89,16 +171,32 @@ class RichProgress:
         self._progress.console.print(escape(text), highlight=False)
 
 
-def parse_batch_sizes(text: str) -> list[int]:
-    """'1,4,8' -> [1, 4, 8]; empty items, zero, negatives and non-numbers are one clear line."""
+_PLAIN_INTEGER = re.compile(r"[+]?[0-9]+")  # ASCII digits only: int() would also take '1_0' and '１'
+_SIGNED_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_batch_sizes(text: str, flag: str = "--bs") -> list[int]:
+    """'1,4,8' -> [1, 4, 8]; empty items, zero, negatives, non-integers ('1.5'), sizes above
+    MAX_BATCH and repeats are one clear line (a repeat would silently merge two rows into one)."""
+    from harness.modes import MAX_BATCH
+
     parts = [part.strip() for part in str(text).split(",")]
-    try:
-        sizes = [int(part) for part in parts]
-    except ValueError:
-        sizes = []
-    if not sizes or any(s <= 0 for s in sizes):
-        raise HarnessError(f"--bs {text!r}: expected comma-separated positive integers, e.g. 1,4,8")
-    return list(dict.fromkeys(sizes))
+    sizes = [int(part) for part in parts if _PLAIN_INTEGER.fullmatch(part)]
+    if len(sizes) != len(parts) or not sizes or any(s <= 0 for s in sizes):
+        raise HarnessError(f"{flag} {text!r}: expected comma-separated positive integers, e.g. 1,4,8")
+    if max(sizes) > MAX_BATCH:
+        raise HarnessError(f"{flag} {text!r}: batch sizes above {MAX_BATCH} are refused")
+    if len(set(sizes)) != len(sizes):
+        raise HarnessError(f"{flag} {text!r}: a batch size is given twice")
+    return sizes
+
+
+def parse_names(text: str, flag: str) -> list[str]:
+    """'ort,ov' -> ['ort', 'ov']; an empty list (`-t ,`) or an empty item is one clear line."""
+    parts = [part.strip() for part in str(text).split(",")]
+    if not parts or any(not part for part in parts):
+        raise HarnessError(f"{flag} {text!r}: expected comma-separated names, e.g. ort,ov")
+    return list(dict.fromkeys(parts))
 
 
 class _Checked(click.ParamType):
@@ -115,30 +213,35 @@ class _Checked(click.ParamType):
 
 
 class Count(_Checked):
-    """An integer >= minimum (1 unless said): image counts, threads, workers, batch sizes, pixels."""
+    """An integer >= minimum (1 unless said) and <= maximum where one is given: image counts,
+    threads, workers, batch sizes, pixels."""
 
     name = "integer"
 
-    def __init__(self, minimum: int = 1):
+    def __init__(self, minimum: int = 1, maximum: int | None = None):
         self.minimum = minimum
+        self.maximum = maximum
 
     def check(self, value, flag: str) -> int:
-        try:
-            number = int(value)
-            if isinstance(value, float) or isinstance(value, bool):
-                raise ValueError
-        except (TypeError, ValueError):
-            number = None
+        number = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and _SIGNED_INTEGER.fullmatch(value.strip()):
+            number = int(value.strip())
         if number is None or number < self.minimum:
             wanted = "a positive integer" if self.minimum == 1 else f"an integer >= {self.minimum}"
             raise HarnessError(f"{flag} {value!r}: expected {wanted}")
+        if self.maximum is not None and number > self.maximum:
+            raise HarnessError(f"{flag} {value!r}: at most {self.maximum}")
         return number
 
 
 class Seconds(_Checked):
-    """A finite number of seconds > 0 (or >= 0 with allow_zero): NaN or inf would loop forever."""
+    """A finite number of seconds > 0 (or >= 0 with allow_zero), at most a day: NaN or inf would loop
+    forever, and so, for any practical purpose, would 1e9."""
 
     name = "seconds"
+    maximum = 86400.0
 
     def __init__(self, allow_zero: bool = False):
         self.allow_zero = allow_zero
@@ -151,6 +254,8 @@ class Seconds(_Checked):
         if not math.isfinite(number) or number < 0 or (number == 0 and not self.allow_zero):
             raise HarnessError(f"{flag} {value!r}: expected a finite number of seconds "
                                f"{'>= 0' if self.allow_zero else '> 0'}")
+        if number > self.maximum:
+            raise HarnessError(f"{flag} {value!r}: at most {self.maximum:g} seconds (a day)")
         return number
 
 
@@ -176,7 +281,7 @@ class BatchSizes(_Checked):
     name = "sizes"
 
     def check(self, value, flag: str) -> list[int]:
-        return value if isinstance(value, list) else parse_batch_sizes(value)
+        return value if isinstance(value, list) else parse_batch_sizes(value, flag)
 
 
 MAX_PIXELS_HELP = ("Refuse images with more pixels than this, read from the header before decoding "

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from harness.cli.common import MAX_PIXELS_HELP, Count, LazyChoice, RichProgress, console, out, print_rows
 from harness.errors import HarnessError
+from harness.modes import MAX_BATCH, MAX_PARALLEL
 from harness.npu import FILE_TOOLS, formats, tool_for_format
 
 TOOL_NAMES = FILE_TOOLS.names()
@@ -96,7 +97,7 @@ def tool_output_options(fn):
               help="What ran the outputs, recorded in the row, e.g. \"Ascend 310P3\" (default: what the tool's "
                    "summary says).")
 @click.option("--skip-bad-images", is_flag=True, help="Leave out images whose outputs hold NaN/Inf, and record them.")
-@click.option("--bs", type=Count(), default=None,
+@click.option("--bs", type=Count(maximum=MAX_BATCH), default=None,
               help="Batch size for the row when no ais summary records one (default 1).")
 @click.option("--precision", default=None, help="Precision the device ran (recorded in the row), e.g. fp16, int8.")
 @click.option("--evaluator", default="auto", show_default=True, help="auto, faster-coco-eval or pycocotools.")
@@ -133,12 +134,12 @@ def decode_cmd(prep_dir, ann_path, out_dir, model, datalist, profile_name, image
 @click.option("--prep", "prep_dir", required=True, type=click.Path(path_type=Path), help="The preprocess --out folder.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="ais: the --output parent (a timestamped folder is made); vamp: the --path_output folder.")
-@click.option("--batchsize", type=Count(), default=1, show_default=True,
+@click.option("--batchsize", type=Count(maximum=MAX_BATCH), default=1, show_default=True,
               help="Files per batch (a fixed-batch model runs its own batch, as the tools do).")
 @click.option("--summary-style", type=click.Choice(["new", "old"]), default="new", show_default=True,
               help="ais: new = {folder}_summary.json beside the folder (ais_bench); old = sumary.json inside (ais_infer).")
 @click.option("--output-dirname", default=None, help="ais: a named output folder instead of a timestamp.")
-@click.option("--threads", type=Count(), default=None, help="ONNX Runtime CPU threads.")
+@click.option("--threads", type=Count(maximum=MAX_PARALLEL), default=None, help="ONNX Runtime CPU threads.")
 def emulate_cmd(runner, model, prep_dir, out_dir, batchsize, summary_style, output_dirname, threads):
     """Write what ais_bench or vamp would, using ONNX Runtime on this machine (no device needed)."""
     tool = FILE_TOOLS.get(runner)

@@ -31,8 +31,12 @@ from harness.report import FORMATS, write_report
               help="With --fidelity: the annotation file, when the one the rows recorded has moved.")
 def report_cmd(inputs, out_path, baseline, fmt, top_classes, fidelity, reference, fail_if, ann_path):
     """Compare results across runs: INPUTS are folders holding results.json, or results.json files."""
-    if (reference or fail_if or ann_path) and not fidelity:
+    if (reference is not None or fail_if is not None or ann_path is not None) and not fidelity:
         raise HarnessError("--reference, --fail-if and --ann belong to --fidelity; add --fidelity")
+    if fail_if is not None:  # a bad gate fails before anything is read
+        from harness.fidelity.gate import parse_gate
+
+        parse_gate(fail_if)
     from harness.report.compare import results_inputs
 
     for note in results_inputs(list(inputs))[1]:

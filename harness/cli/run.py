@@ -14,10 +14,12 @@ from harness.cli.common import (
     Seconds,
     fail_if_rows_failed,
     out,
+    parse_names,
     print_rows,
 )
 from harness.config import parse_assignments
 from harness.errors import HarnessError
+from harness.modes import MAX_PARALLEL
 from harness.report import write_report, write_run_report
 
 #: flags of `run` that map onto target options of the same name (a target that lacks one ignores it,
@@ -44,10 +46,10 @@ def run_options(fn):
                      help="Warm-up seconds."),
         click.option("--hint", default=None,
                      help="OpenVINO performance hint THROUGHPUT, LATENCY, CUMULATIVE_THROUGHPUT (default: --mode's)."),
-        click.option("--streams", type=Count(), default=None,
+        click.option("--streams", type=Count(maximum=MAX_PARALLEL), default=None,
                      help="Parallel streams: ort requests in flight (throughput mode; default cores / threads), "
                           "ov NUM_STREAMS (default: the hint's)."),
-        click.option("--threads", type=Count(), default=None,
+        click.option("--threads", type=Count(maximum=MAX_PARALLEL), default=None,
                      help="Runtime CPU threads: ort intra-op threads per request, ov INFERENCE_NUM_THREADS "
                           "(default: the runtime's choice; ort throughput mode: cores / streams)."),
         click.option("--precision", default=None,
@@ -139,7 +141,7 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
     from harness.profile_match import resolve as resolve_profile
     from harness.results import ResultsStore
 
-    names = list(dict.fromkeys(t.strip() for t in target_names.split(",") if t.strip()))
+    names = parse_names(target_names, "--target")
     pairs = parse_assignments(kw["option_pairs"])
     check_option_pairs(names, pairs)
     flags = {k: kw[k] for k in TARGET_FLAGS}

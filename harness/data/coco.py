@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.evaluate import load_annotations
+from harness.fileio import sha256_file
 from harness.imagefile import check_image_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -19,6 +20,9 @@ class Dataset:
     ann_path: Path
     ann: dict
     skipped: list[str]  # files left out with --skip-bad-images (name: reason)
+    #: sha256 of each image's bytes, in `images` order (read while the files are checked, so the run's
+    #: identity covers the pixels: images replaced under the same names are another dataset)
+    content: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -48,7 +52,9 @@ def load_dataset(images_dir: str | Path, ann_path: str | Path, limit: int | None
         images = images[:limit]
     # Unreadable, truncated, oversized or corrupt files are found before any work starts, all at once.
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="image-check") as pool:
-        reasons = list(pool.map(check_image_file, [path for _, path in images]))
+        checked = list(pool.map(_check_and_hash, [path for _, path in images]))
+    reasons = [why for why, _ in checked]
+    digests = {path: digest for (_, path), (_, digest) in zip(images, checked)}
     bad = [(path, why) for (_, path), why in zip(images, reasons) if why]
     if bad and not skip_bad:
         shown = "; ".join(f"{p.name}: {why}" for p, why in bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
@@ -59,7 +65,14 @@ def load_dataset(images_dir: str | Path, ann_path: str | Path, limit: int | None
     problems += [f"{p.name}: {why}" for p, why in bad]
     if not images:
         raise HarnessError(f"no images to run: {images_dir} holds none of the images in {ann_path}")
-    return Dataset(images, ann_path, ann, problems if skip_bad else [])
+    return Dataset(images, ann_path, ann, problems if skip_bad else [], [digests[p] for _, p in images])
+
+
+def _check_and_hash(path: Path) -> tuple[str | None, str | None]:
+    """(why the image cannot be used or None, sha256 of its bytes); the hash reads the file the check
+    has just read, from the page cache."""
+    why = check_image_file(path)
+    return why, (None if why else sha256_file(path))
 
 
 def check_categories(ann: dict, category_ids, profile_name: str, ann_path: Path) -> None:

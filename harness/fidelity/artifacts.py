@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.fileio import atomic_write_bytes
+from harness.fileio import atomic_write_bytes, make_dirs, sha256_bytes, sha256_file
 from harness.row import ResultRow
 
 DETECTIONS_FORMAT = "harness-detections/1"
@@ -59,14 +59,16 @@ def artifact_stem(row: ResultRow) -> str:
 
 # ------------------------------------------------------------------------------------------ detections
 
-def write_detections(path: Path, images: dict[int, str], detections: list[dict]) -> None:
+def write_detections(path: Path, images: dict[int, str], detections: list[dict]) -> str:
     """gzip JSON: {"format", "images": [{"id", "file_name"}], "detections": [COCO result dicts]}."""
     doc = {"format": DETECTIONS_FORMAT,
            "images": [{"id": int(i), "file_name": str(name)} for i, name in images.items()],
            "detections": detections}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(doc, separators=(",", ":"))
-    atomic_write_bytes(path, gzip.compress(text.encode("utf-8"), mtime=0))
+    make_dirs(path.parent)
+    text = json.dumps(doc, separators=(",", ":"), allow_nan=False)
+    data = gzip.compress(text.encode("utf-8"), mtime=0)
+    atomic_write_bytes(path, data)
+    return sha256_bytes(data)
 
 
 def read_detections(path: Path) -> SavedDetections:
@@ -118,7 +120,7 @@ def _key(image: int, output: int) -> str:
     return f"img{image}_out{output}"
 
 
-def write_outputs(path: Path, saved: SavedOutputs) -> None:
+def write_outputs(path: Path, saved: SavedOutputs) -> str:
     """npz of plain arrays only (readable with allow_pickle=False): per-image outputs under
     img{i}_out{k}, plus image_ids, file_names and output_names."""
     arrays = {"format": np.array(OUTPUTS_FORMAT), "image_ids": np.asarray(saved.image_ids, np.int64),
@@ -132,10 +134,11 @@ def write_outputs(path: Path, saved: SavedOutputs) -> None:
             if arr.dtype == object:
                 raise ValueError(f"image {i} output {k}: object arrays cannot be saved without pickle")
             arrays[_key(i, k)] = arr
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
+    return sha256_bytes(buffer.getvalue())
 
 
 def read_outputs(path: Path) -> SavedOutputs:
@@ -181,11 +184,11 @@ def save_row_artifacts(out_dir: Path, row: ResultRow, detections: list[dict] | N
     try:
         if detections is not None:
             rel = Path(ARTIFACTS_DIR) / f"{stem}.detections.json.gz"
-            write_detections(out_dir / rel, images, detections)
+            written["detections_sha256"] = write_detections(out_dir / rel, images, detections)
             written["detections"] = rel.as_posix()
         if outputs is not None:
             rel = Path(ARTIFACTS_DIR) / f"{stem}.outputs.npz"
-            write_outputs(out_dir / rel, outputs)
+            written["outputs_sha256"] = write_outputs(out_dir / rel, outputs)
             written["outputs"] = rel.as_posix()
     except OSError as exc:
         raise HarnessError(f"cannot write the artefacts of row {stem} in {out_dir / ARTIFACTS_DIR} "
@@ -194,6 +197,35 @@ def save_row_artifacts(out_dir: Path, row: ResultRow, detections: list[dict] | N
 
 
 def row_artifact_path(results_path: Path, row: ResultRow, kind: str) -> Path | None:
-    """Where a row's saved `kind` ('detections' or 'outputs') lies, or None when it saved none."""
+    """Where a row's saved `kind` ('detections' or 'outputs') lies, or None when it saved none. The
+    path comes from a results.json, which is user input: it must resolve inside that file's folder
+    (no absolute path, no '..', no link leading out), or it is refused with one line."""
     rel = row.artifacts.get(kind) if isinstance(row.artifacts, dict) else None
-    return Path(results_path).parent / str(rel) if rel else None
+    if not rel:
+        return None
+    folder = Path(results_path).parent
+    path = folder / str(rel)
+    if (not isinstance(rel, str) or Path(rel).is_absolute() or ".." in Path(rel).parts
+            or not path.resolve().is_relative_to(folder.resolve())):
+        raise HarnessError(f"results file {results_path}: row {row.target} bs={row.bs} names its {kind} file "
+                           f"{rel!r}, outside the results folder; refused")
+    return path
+
+
+def check_row_file(path: Path, row: ResultRow, kind: str, where: str) -> None:
+    """The saved file is the one the row wrote: its sha256 where the row recorded one."""
+    recorded = row.artifacts.get(f"{kind}_sha256") if isinstance(row.artifacts, dict) else None
+    if recorded and sha256_file(path) != recorded:
+        raise HarnessError(f"{where}: {path} is not the file this row saved (sha256 differs from the one recorded "
+                           "in results.json); was it replaced or swapped with another row's?")
+
+
+def check_row_detections(saved: SavedDetections, path: Path, row: ResultRow, where: str) -> None:
+    """Saved detections belong to their row: the recorded hash, the row's image and detection counts."""
+    check_row_file(path, row, "detections", where)
+    if row.images and len(saved.images) != row.images:
+        raise HarnessError(f"{where}: {path} covers {len(saved.images)} image(s), the row ran {row.images}; "
+                           "it is another row's file")
+    if row.detections and len(saved.detections) != row.detections:
+        raise HarnessError(f"{where}: {path} holds {len(saved.detections)} detection(s), the row recorded "
+                           f"{row.detections}; it is another row's file")

@@ -34,6 +34,7 @@ GATE_FIGURES = {
 }
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
        "!=": operator.ne}
+MAX_DEPTH = 32  # nested parentheses: far beyond any real gate, far below Python's recursion limit
 _TOKEN = re.compile(r"\s*(?:(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|(?P<op><=|>=|==|!=|<|>)"
                     r"|(?P<word>[A-Za-z_][A-Za-z0-9_]*)|(?P<paren>[()]))")
 
@@ -84,6 +85,7 @@ class _Parser:
         self.text = text
         self.tokens = _tokens(text)
         self.pos = 0
+        self.depth = 0
 
     def fail(self, what: str):
         got = self.tokens[self.pos][1] if self.pos < len(self.tokens) else "the end"
@@ -119,7 +121,11 @@ class _Parser:
     def factor(self):
         if self.peek("paren", "("):
             self.pos += 1
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise HarnessError(f"--fail-if: parentheses nested deeper than {MAX_DEPTH}; write a flatter expression")
             inner = self.expr()
+            self.depth -= 1
             if not self.peek("paren", ")"):
                 self.fail("')'")
             self.pos += 1
@@ -128,7 +134,11 @@ class _Parser:
         if name not in GATE_FIGURES:
             raise HarnessError(f"--fail-if {self.text!r}: unknown figure {name!r}; known: {', '.join(GATE_FIGURES)}")
         op = self.take("op", "a comparison (<, <=, >, >=, ==, !=)")
-        return Comparison(name, op, float(self.take("num", "a number")))
+        value = float(self.take("num", "a number"))
+        if not math.isfinite(value):
+            self.pos -= 1
+            self.fail("a finite number")
+        return Comparison(name, op, value)
 
 
 def parse_gate(text: str):

@@ -18,7 +18,15 @@ from typing import Protocol
 
 from harness.errors import HarnessError
 from harness.fidelity.agreement import Agreement, agreement
-from harness.fidelity.artifacts import SavedDetections, SavedOutputs, read_detections, read_outputs, row_artifact_path
+from harness.fidelity.artifacts import (
+    SavedDetections,
+    SavedOutputs,
+    check_row_detections,
+    check_row_file,
+    read_detections,
+    read_outputs,
+    row_artifact_path,
+)
 from harness.fidelity.bootstrap import AREAS, RESAMPLES, SEED, BootstrapResult, paired_bootstrap
 from harness.fidelity.cocomatch import CocoMatches, coco_matches, ground_truth
 from harness.fidelity.delta_ap import DeltaAP, delta_ap
@@ -210,6 +218,8 @@ def compare_row(row: RowRef, ref: RowRef, cache: _Cache, resamples: int = RESAMP
         raise HarnessError(f"reference row {ref.where} has no saved detections; rerun it with --save-detections")
     cand_det_path = row_artifact_path(row.results, row.row, "detections")
     ref_dets, cand_dets = cache.read_detections(ref_det_path), cache.read_detections(cand_det_path)
+    check_row_detections(ref_dets, ref_det_path, ref.row, f"reference row {ref.where}")
+    check_row_detections(cand_dets, cand_det_path, row.row, f"row {row.where}")
     _check_same_images(ref_dets, cand_dets, ref, row)
     ann_key, ann = cache.annotations(ref)
     known = {int(im["id"]) for im in ann["images"]}
@@ -232,6 +242,8 @@ def compare_row(row: RowRef, ref: RowRef, cache: _Cache, resamples: int = RESAMP
                            "rerun the reference with --save-outputs N")
     else:
         ref_out, cand_out = cache.read_outputs(ref_out_path), cache.read_outputs(cand_out_path)
+        check_row_file(ref_out_path, ref.row, "outputs", f"reference row {ref.where}")
+        check_row_file(cand_out_path, row.row, "outputs", f"row {row.where}")
         result.tensors = tensor_errors(ref_out, cand_out, ref.label, row.label)
         result.tensor_images = len(ref_out.image_ids)
     return result
@@ -241,7 +253,7 @@ def fidelity_report(sources: Iterable[RowSource], reference: str | None = None, 
                     ann_path: str | Path | None = None, resamples: int = RESAMPLES, seed: int = SEED) -> FidelityReport:
     """Compare every non-reference row of the sources (harness.report.compare.load_sources) with its
     reference row."""
-    gate = parse_gate(fail_if) if fail_if else None  # a bad expression fails before any work
+    gate = parse_gate(fail_if) if fail_if is not None else None  # a bad expression fails before any work
     rows = [RowRef(Path(s.path), r, s.machine) for s in sources for r in s.rows]
     finished = [r for r in rows if r.row.ok]  # failed and partial rows saved no artefacts
     spec = parse_reference(reference, finished)

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.fileio import atomic_write_bytes, atomic_write_text, write_or_fail
-from harness.folders import FolderLock, plain_name, probe_writable, safe_target
+from harness.fileio import atomic_write_bytes, atomic_write_text, make_dirs, write_or_fail
+from harness.folders import OutputFolder, plain_name, safe_target
 from harness.jsonfile import read_json_object
 from harness.npu.files import check_array, load_npy, natural_key, read_bin
 from harness.npu.prep import Prep, emulator_target, load_prep
@@ -244,8 +244,7 @@ def emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize:
     """_emulate, holding the lock on --out (one command at a time on a folder)."""
     if output_dirname is not None:
         plain_name(output_dirname, "--output-dirname")  # stays a folder inside --out
-    probe_writable(out, "--out")
-    with FolderLock(out, "--out"):
+    with OutputFolder(out, "--out"):
         return _emulate(model, prep_dir, out, batchsize, summary_style, output_dirname, threads, progress)
 
 
@@ -284,7 +283,7 @@ def _emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize
         folder = safe_target(out, folder_name, "--out")
         if folder.exists() and any(folder.iterdir()):
             raise HarnessError(f"ais output folder {folder} already exists and is not empty; choose another --out")
-        write_or_fail(lambda: folder.mkdir(parents=True, exist_ok=True), folder)
+        write_or_fail(lambda: make_dirs(folder), folder)
         dtype = prep.profile.input.numpy_dtype
         sample_shape = prep.profile.input.shape(1)[1:]
 

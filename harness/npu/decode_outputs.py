@@ -21,7 +21,7 @@ from harness.machine import npusmi
 from harness.machine.watch import RowWatch
 from harness.npu import FILE_TOOLS
 from harness.npu.datalist import order_by_datalist, prep_from_images
-from harness.npu.prep import Prep, load_prep, output_specs
+from harness.npu.prep import Prep, check_prep_datalist, load_prep, output_specs
 from harness.progress import NullProgress
 from harness.row import ResultRow, metric_fields
 
@@ -87,6 +87,7 @@ def _load_images(tool, prep_dir, datalist, profile_name, images_dir, ann: dict, 
         if datalist is not None:
             return order_by_datalist(prep, datalist)
         if tool.datalist_order:
+            check_prep_datalist(prep)
             return prep, [f"outputs mapped to images in prep.json order (the list `harness preprocess` wrote); if "
                           f"{tool.program} ran another list, pass it as --datalist"]
         return prep, []

@@ -10,9 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from harness import config
 from harness.config import setting
 from harness.errors import HarnessError
+from harness.fileio import sha256_file
 from harness.folders import plain_name
 from harness.jsonfile import read_json_object
 from harness.onnx_model import inspect_onnx
@@ -67,6 +70,9 @@ class PrepFile:
     outputs: tuple[OutputSpec, ...] | None = None
     skipped: tuple[str, ...] = ()
     device_preprocess: dict | None = None
+    #: sha256 of the datalist written beside the inputs (npz): its order maps outputs to images, so a
+    #: re-sorted list is refused instead of scoring every output against another image
+    datalist_sha256: str | None = None
 
 
 @dataclass
@@ -113,6 +119,24 @@ def load_prep(path: str | Path) -> Prep:
     profile_data = sidecar.profile
     profile = profile_from_dict(profile_data, name=str(profile_data.get("name") or file.parent.name), source=str(file))
     return Prep(file.parent, sidecar, profile)
+
+
+#: the list `harness preprocess --format npz` writes into the prep folder, which the device runs
+PREP_DATALIST = "datalist.txt"
+
+
+def check_prep_datalist(prep: Prep) -> None:
+    """The datalist inside the prep folder is the one preprocess wrote (prep.json records its sha256):
+    its order is what maps output N to image N, so a list re-sorted after preprocessing (before the
+    device or the emulator ran it, or after) would score every output against another image."""
+    recorded = prep.sidecar.datalist_sha256
+    path = prep.folder / PREP_DATALIST
+    if recorded is None or not path.is_file():
+        return
+    if sha256_file(path) != recorded:
+        raise HarnessError(f"{path} differs from the list `harness preprocess` wrote (its sha256 is in "
+                           f"{PREP_FILE}); its order maps outputs to images: restore it, or pass the list the device "
+                           "really ran as --datalist")
 
 
 # ---------------------------------------------------------------- model I/O, read without running
@@ -170,8 +194,15 @@ def emulator_target(model: str | Path, prep: Prep, batchsize: int, threads: int 
 
     The batch is the model's own fixed batch where it has one (a device packs input files by the
     model's input size), else batchsize. The target is created, not loaded."""
+    from harness.bounds import check_batch_memory
     from harness.targets import get_target
 
     fixed = inspect_onnx(model).image_input.fixed_batch
+    if fixed is None and batchsize > len(prep.images):
+        raise HarnessError(f"--batchsize {batchsize}: larger than the {len(prep.images)} image(s) in {prep.folder}; "
+                           f"use at most {len(prep.images)}")
+    batch = fixed if fixed is not None else batchsize
+    spec = prep.profile.input  # the batch, its copy for the runtime and the outputs: about 3 in memory
+    check_batch_memory(spec.shape(batch), np.dtype(spec.numpy_dtype).itemsize, 3, f"--batchsize {batch}")
     target = get_target("ort")(model, prep.profile, {"threads": threads} if threads else {})
-    return target, (fixed if fixed is not None else batchsize), fixed
+    return target, batch, fixed

@@ -14,14 +14,11 @@ from pathlib import Path
 
 from harness.errors import HarnessError, ImageError
 from harness.fileio import atomic_write_text, write_or_fail
-from harness.folders import LOCK_FILE, FolderLock, probe_writable, safe_target
-from harness.npu import FILE_TOOLS, tool_for_format
+from harness.folders import OutputFolder, safe_target
+from harness.npu import tool_for_format
 from harness.npu.prep import PREP_FILE, PREP_VERSION, check_model_input, onnx_io, per_image_outputs
 from harness.profiles import Profile
 from harness.progress import NullProgress
-
-#: files of a prepared folder that --overwrite may remove (besides the input files themselves)
-SIDE_FILES = (PREP_FILE,)
 
 
 def _ordered(fn, items, workers: int, lookahead: int):
@@ -37,17 +34,16 @@ def _ordered(fn, items, workers: int, lookahead: int):
             yield pending.popleft()
 
 
-def _clear_previous(out_dir: Path, overwrite: bool, side_files: tuple[str, ...]) -> None:
-    entries = [p for p in out_dir.iterdir() if p.name != LOCK_FILE] if out_dir.is_dir() else []
+def _clear_previous(folder: OutputFolder, overwrite: bool) -> None:
+    """A prepared folder is written into an empty --out; --overwrite removes what the harness wrote
+    there before (the manifest's files), never a user's file of the same suffix."""
+    entries = folder.entries()
     if not entries:
         return
     if not overwrite:
-        raise HarnessError(f"output folder {out_dir} is not empty ({len(entries)} entries); "
+        raise HarnessError(f"output folder {folder.path} is not empty ({len(entries)} entries); "
                            "choose an empty folder or pass --overwrite")
-    suffixes = {f".{tool.input_format}" for _, tool in FILE_TOOLS.items()}
-    for entry in entries:
-        if entry.is_file() and not entry.is_symlink() and (entry.suffix in suffixes or entry.name in side_files):
-            entry.unlink()
+    folder.clear()
 
 
 def prepare(images: list[tuple[int, Path]], profile: Profile, out_dir: str | Path, fmt: str,
@@ -69,15 +65,14 @@ def prepare(images: list[tuple[int, Path]], profile: Profile, out_dir: str | Pat
         first_input, raw_outputs = onnx_io(model)
         check_model_input(model, first_input, profile.input, profile.name)
         outputs = per_image_outputs(first_input, raw_outputs)
-    probe_writable(out_dir)
-    with FolderLock(out_dir):  # one command at a time on this folder
+    with OutputFolder(out_dir) as folder:  # one command at a time on this folder
+        _clear_previous(folder, overwrite)
         return _write_all(images, profile, out_dir, fmt, tool, model, first_input, outputs, workers, progress,
-                          dataset, annotations, skip_bad, datalist_root, overwrite)
+                          dataset, annotations, skip_bad, datalist_root)
 
 
 def _write_all(images, profile, out_dir, fmt, tool, model, first_input, outputs, workers, progress, dataset,
-               annotations, skip_bad, datalist_root, overwrite) -> dict:
-    _clear_previous(out_dir, overwrite, SIDE_FILES + tool.side_files)
+               annotations, skip_bad, datalist_root) -> dict:
 
     def job(item):
         image_id, path = item

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.fileio import atomic_write_text, write_or_fail
-from harness.folders import FolderLock, probe_writable, safe_target
+from harness.fileio import atomic_write_text, sha256_bytes, write_or_fail
+from harness.folders import OutputFolder, safe_target
 from harness.jsonfile import read_json_object
 from harness.npu.files import check_array, load_npz, natural_key, write_npz
-from harness.npu.prep import Prep, emulator_target, load_prep
+from harness.npu.prep import PREP_DATALIST, Prep, check_prep_datalist, emulator_target, load_prep
 from harness.npu.tool import DeviceTiming, FileTool
 from harness.preprocess import ImageMeta, place_geometry, read_image, resize_image, to_model_layout
 from harness.profiles import InputSpec
@@ -26,7 +26,7 @@ from harness.progress import NullProgress
 
 OUTPUT_NAME = re.compile(r"^output_\d{6}\.npz$")
 TIME_COVERS = "not measured (vamp writes no timing file)"
-DATALIST_FILE = "datalist.txt"
+DATALIST_FILE = PREP_DATALIST
 VDSP_FILE = "vdsp_params.json"
 EMULATED_FILE = "harness-emulated.json"  # written by `harness emulate --runner vamp` beside its outputs
 NPZ_INPUT_KEY = "input_0"
@@ -161,9 +161,9 @@ def emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize:
     prep = load_prep(prep_dir)
     if prep.fmt != "npz":
         raise HarnessError(f"{prep.folder} holds {prep.fmt} inputs; `emulate --runner vamp` needs `preprocess --format npz`")
+    check_prep_datalist(prep)  # the emulator runs prep.json's order: the list must still say the same
     out = Path(out)
-    probe_writable(out, "--out")
-    with FolderLock(out, "--out"):  # one command at a time on this folder
+    with OutputFolder(out, "--out"):  # one command at a time on this folder
         return _emulate_into(model, prep, out, batchsize, threads, progress)
 
 
@@ -236,10 +236,12 @@ def finish_prepare(out_dir: Path, records: list[dict], spec, datalist_root: str 
     preprocessing (with its warnings) goes into prep.json."""
     root = datalist_root or str(Path(out_dir).resolve())
     lines = [f"{root.rstrip('/')}/{r['input_file']}" for r in records]
-    atomic_write_text(Path(out_dir) / DATALIST_FILE, "\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(Path(out_dir) / DATALIST_FILE, text)
     atomic_write_text(Path(out_dir) / VDSP_FILE, json.dumps(vdsp_params(spec), indent=4) + "\n")
     return {"input": {"key": NPZ_INPUT_KEY, "dtype": "uint8", "layout": "CHW", "color": "rgb", "resized": False},
-            "device_preprocess": device_preprocess(spec)}
+            "device_preprocess": device_preprocess(spec),
+            "datalist_sha256": sha256_bytes(text.encode("utf-8", "backslashreplace"))}
 
 
 def read_timing(folder: Path) -> DeviceTiming:

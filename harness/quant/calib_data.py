@@ -15,39 +15,64 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, ImageError
+from harness.fileio import regular_file_problem, sha256_file
 from harness.precision.calib_images import CalibrationBatches, calibration_files
-from harness.preprocess import check_image_file
+from harness.preprocess import read_image
 from harness.profiles import InputSpec
 
 
 @dataclass(frozen=True)
 class CalibrationImages:
-    """The calibration image list and what identifies it in quant.json."""
+    """The calibration image list, what identifies it in quant.json, and what was found odd about it."""
 
     folder: Path
     files: tuple[Path, ...]
+    digests: tuple[str, ...] = ()  # sha256 of each file's bytes, in `files` order
+    warnings: tuple[str, ...] = ()  # shown by the command and kept in quant.json
 
     def identity(self) -> dict:
-        """count + sha256 over the sorted (file name, size) pairs: the same images give the same digest
-        wherever the folder lives (mtime and path are left out on purpose)."""
+        """count + sha256 over the sorted (file name, content sha256) pairs: the same images give the
+        same digest wherever the folder lives, and other pixels under the same names do not."""
         digest = hashlib.sha256()
-        for path in sorted(self.files, key=lambda p: p.name):
-            digest.update(f"{path.name}\t{path.stat().st_size}\n".encode())
+        pairs = zip(self.files, self.digests or [None] * len(self.files))
+        for path, content in sorted(pairs, key=lambda pair: pair[0].name):
+            digest.update(f"{path.name}\t{content or sha256_file(path)}\n".encode())
         return {"folder": str(self.folder), "count": len(self.files), "sha256": digest.hexdigest()}
 
 
 def calibration_images(folder: str | Path, limit: int | None, batch_size: int = 1) -> CalibrationImages:
-    """The first `limit` images of `folder` (sorted by name), each checked readable; one clear line otherwise."""
+    """The first `limit` images of `folder` (sorted by name), each checked readable (one clear line
+    otherwise) and looked at: flat images (one colour, e.g. all black) are warned about, and a set
+    whose images all have the same pixels is refused (its ranges would describe one picture)."""
     files = calibration_files(folder, limit)
+    digests, pixel_digests, flat = [], set(), []
     for path in files:
-        problem = check_image_file(path)
-        if problem:
-            raise HarnessError(f"calibration image {path}: {problem}")
+        problem = regular_file_problem(path)
+        try:
+            if problem:
+                raise ImageError(path, problem)
+            pixels = read_image(path)
+        except ImageError as exc:
+            raise HarnessError(f"calibration image {path}: {exc.reason}") from None
+        digests.append(sha256_file(path))
+        pixel_digests.add(hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest())
+        if pixels.size and int(pixels.min()) == int(pixels.max()):
+            flat.append(path.name)
     if len(files) < batch_size:
         raise HarnessError(f"calibration folder {folder}: {len(files)} image(s) cannot fill one batch of "
                            f"{batch_size} (the model's fixed batch); add images or raise --calib-images")
-    return CalibrationImages(Path(folder), tuple(files))
+    if len(files) > 1 and len(pixel_digests) == 1:
+        raise HarnessError(f"calibration folder {folder}: all {len(files)} images have the same pixels; "
+                           "calibrate on varied real images like the ones the model will see")
+    if len(flat) == len(files):
+        raise HarnessError(f"calibration folder {folder}: every image is one flat colour (e.g. all black: "
+                           f"{flat[0]}); calibrate on real images like the ones the model will see")
+    warnings = ()
+    if flat:
+        warnings = (f"{len(flat)} of {len(files)} calibration image(s) are one flat colour (e.g. {flat[0]}): "
+                    "they narrow the activation ranges; remove them unless the model will see such images",)
+    return CalibrationImages(Path(folder), tuple(files), tuple(digests), warnings)
 
 
 def calibration_batches(images: CalibrationImages, spec: InputSpec, batch_size: int = 1) -> CalibrationBatches:

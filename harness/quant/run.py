@@ -1,7 +1,10 @@
 """The `harness quantize` flow: check every input, calibrate, write the model and quant.json.
 
-Everything is written into a staging folder beside --out and moved into place at the end, so an
-interrupted or failed run never leaves a half-written model where a finished one is expected.
+--out is an OutputFolder (harness.folders: the lock inside it, the manifest of what the harness
+wrote). Everything is written into a staging folder inside --out and moved into place at the end,
+quant.json last, so an interrupted or failed run never leaves a half-written model where a finished
+one is expected; --overwrite removes only what an earlier command listed in the manifest (never the
+source model or anything else of the user's, even with --out the model's own folder).
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.fileio import atomic_write_text, sha256_file
-from harness.folders import LOCK_FILE, FolderLock
+from harness.fileio import announce, atomic_write_text, input_file, sha256_file
+from harness.folders import OutputFolder
 from harness.onnx_model import load_graph
 from harness.profiles import Profile
 from harness.progress import NullProgress
@@ -82,23 +85,24 @@ def check_request(req: QuantizeRequest) -> None:
         raise HarnessError("--quantize-concat-convs places Q/DQ for TensorRT: it works with --backend ort only")
     if not isinstance(req.calib_images, int) or req.calib_images <= 0:
         raise HarnessError(f"--calib-images must be a positive integer, got {req.calib_images}")
-    if not req.model.is_file():
-        raise HarnessError(f"model not found: {req.model}")
+    input_file(req.model, "model")
     if req.model.suffix.lower() != ".onnx":
         raise HarnessError(f"model {req.model}: harness quantize takes an .onnx file")
     if req.out.exists() and not req.out.is_dir():
         raise HarnessError(f"--out {req.out}: exists and is not a folder")
-    if req.out.is_dir() and any(req.out.iterdir()) and not req.overwrite:
-        raise HarnessError(f"--out {req.out} is not empty (pass --overwrite to replace it)")
 
 
 def quantize(req: QuantizeRequest, progress=None) -> QuantizeOutcome:
     check_request(req)
-    req.out.parent.mkdir(parents=True, exist_ok=True)
-    # --out is replaced whole at the end, so its lock lives beside it: a second quantize into the same
-    # --out fails at once instead of replacing the first one's model when it finishes
-    with FolderLock(req.out, lock_file=req.out.parent / f".{req.out.name}{LOCK_FILE}"):
-        check_request(req)  # again under the lock: another command may have filled --out meanwhile
+    if req.profile is not None:  # the calibration batches must fit the model's input, before any work
+        from harness.npu.prep import check_model_input, onnx_io
+
+        check_model_input(req.model, onnx_io(req.model)[0], req.profile.input, req.profile.name)
+    with OutputFolder(req.out, "--out") as folder:  # the lock every writer takes, inside --out
+        if folder.entries():
+            if not req.overwrite:
+                raise HarnessError(f"--out {req.out} is not empty (pass --overwrite to replace it)")
+            folder.clear()  # only what the harness wrote there before
         return _quantize(req, progress or NullProgress())
 
 
@@ -107,7 +111,8 @@ def _quantize(req: QuantizeRequest, progress) -> QuantizeOutcome:
         from harness.quant.nncf_backend import import_nncf
 
         import_nncf()
-    staging = Path(tempfile.mkdtemp(prefix=f".{req.out.name}.staging-", dir=req.out.parent))
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=req.out))
+    announce(staging, "dir")  # listed, so --overwrite clears one left by a killed run
     try:
         if req.backend == "nncf":
             model_file, record = _nncf(req, staging, progress)
@@ -126,6 +131,8 @@ def _ort(req: QuantizeRequest, staging: Path, progress) -> tuple[str, dict]:
         cal = calibration_from_trt_cache(req.model, cache)
     else:
         images = calibration_images(req.calib, req.calib_images)
+        for warning in images.warnings:
+            progress.message(f"warning: {warning}")
         with progress.task(f"calibrating on {len(images.files)} images", len(images.files)) as advance:
             cal = calibrate(req.model, images, req.profile.input, req.method or DEFAULT_METHOD, advance=advance)
     with cal:
@@ -167,6 +174,8 @@ def _nncf(req: QuantizeRequest, staging: Path, progress) -> tuple[str, dict]:
     _, batch = image_input(load_graph(req.model), req.model)
     exclusions = resolve(req.rules, ov_node_types(req.model))
     images = calibration_images(req.calib, req.calib_images, batch)
+    for warning in images.warnings:
+        progress.message(f"warning: {warning}")
     with progress.task(f"NNCF calibration on {len(images.files)} images", len(images.files)) as advance:
         batches = CountingBatches(calibration_batches(images, req.profile.input, batch), advance)
         result = quantize_nncf(req.model, batches, staging, exclusions.nodes, req.method, req.per_channel)
@@ -187,12 +196,10 @@ def _rules_dict(rules: ExclusionRules) -> dict:
 
 
 def _publish(staging: Path, out: Path) -> None:
-    """Move the staging folder to --out; an existing --out (allowed by --overwrite) is replaced whole."""
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        old.rmdir()
-        out.rename(old)
-        staging.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(out)
+    """Move the staged files into --out, quant.json last (its presence marks a finished model). Each is
+    announced first, so the manifest lists it and a user's file of the same name is never replaced."""
+    files = sorted((p for p in staging.iterdir() if p.is_file()), key=lambda p: p.name == QUANT_FILE)
+    for path in files:
+        announce(out / path.name)
+    for path in files:
+        path.replace(out / path.name)

@@ -32,7 +32,7 @@ from harness.machine.state import NUMERIC_COLUMNS as MACHINE_NUMERIC
 from harness.machine.state import TEXT_COLUMNS as MACHINE_TEXT
 from harness.machine.state import flat_fields as machine_fields
 from harness.report.gpu_split import SPLIT_FIGURES
-from harness.results import RESULTS_FILE, load_results
+from harness.results import RESULTS_FILE, load_results, load_rows
 from harness.row import METRIC_NAMES as METRICS
 from harness.row import ResultRow
 
@@ -115,14 +115,14 @@ def load_sources(paths, ignored: list[str] | None = None) -> list[Source]:
     sources = []
     for path in files:
         data = load_results(path)
-        raw = [r for r in data["rows"] if isinstance(r, dict)]
+        raw = data["rows"]
         if not raw:
             raise HarnessError(f"results file {path}: holds no rows (did the run finish any batch size?)")
         for i, row in enumerate(raw):
-            missing = [k for k in ("target", "bs") if row.get(k) is None]
+            missing = [k for k in ("target", "bs") if not isinstance(row, dict) or row.get(k) is None]
             if missing:
                 raise HarnessError(f"results file {path}: row {i + 1} lacks {', '.join(missing)}")
-        rows = [ResultRow.from_dict(r) for r in raw]
+        rows = load_rows(path)
         env = data.get("env") if isinstance(data.get("env"), dict) else {}
         sources.append(Source(path=str(path), rows=rows, env=env))
     sources.sort(key=lambda s: s.path)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from harness.machine.state import BUSY_SHARE
@@ -23,6 +24,16 @@ COLUMNS = [
 PERCENTILE_NOTE = ("percentiles only where the loop's latency count supports them (" +
                    ", ".join(f"p{p} needs {n}" for p, n in PERCENTILE_MIN_SAMPLES.items() if n > 1) +
                    "); else '-' with the count")
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\|*_`<>\[\]#])")
+
+
+def md_text(value) -> str:
+    """Text from a results file (class names, model names, notes) as one table cell or line: its
+    markdown characters escaped, so a class named `a|b` or `*x*` can neither split nor format the table."""
+    text = " ".join(str(value).splitlines())
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
 def fmt(value, key: str = "") -> str:
@@ -82,7 +93,7 @@ def cell(row: dict, key: str) -> str:
 def markdown_table(rows: list[dict], columns=COLUMNS) -> str:
     head = "| " + " | ".join(title for _, title in columns) + " |"
     rule = "|" + "|".join("---" for _ in columns) + "|"
-    body = ["| " + " | ".join(cell(row, key) for key, _ in columns) + " |" for row in rows]
+    body = ["| " + " | ".join(md_text(cell(row, key)) for key, _ in columns) + " |" for row in rows]
     return "\n".join([head, rule, *body])
 
 
@@ -355,7 +366,7 @@ def _result_line(page: _Page, r, footnotes: list[str]) -> str:
     cells += [target, r["precision"], mode_cell(r["mode"], r["requests"]), str(int(r["bs"])), _f(r["map"], 4),
               _f(r["map50"], 4), delta, fps, _spread_cell(r), *percentiles, speed, _fps(r["e2e_fps"]), r["covers"],
               _flags(r)]
-    return "| " + " | ".join(str(c) for c in cells) + " |"
+    return "| " + " | ".join(md_text(c) for c in cells) + " |"
 
 
 def _results_section(page: _Page) -> list[str]:
@@ -505,7 +516,7 @@ def _per_class_section(page: _Page) -> list[str]:
         if entry["worst"]:
             lines += ["", "| class | baseline AP | AP | ΔAP |", "|---|---|---|---|"]
         for d in entry["worst"]:
-            lines.append(f"| {d['class']} | {_f(d['baseline_ap'], 4)} | {_f(d['ap'], 4)} | {_f(d['delta'], 4, True)} |")
+            lines.append(f"| {md_text(d['class'])} | {_f(d['baseline_ap'], 4)} | {_f(d['ap'], 4)} | {_f(d['delta'], 4, True)} |")
         lines.append("")
     return lines
 

@@ -44,14 +44,11 @@ def _each_series(table: pd.DataFrame):
 
 def _save(fig, path: Path) -> None:
     """Rendered in memory, then written atomically and never through a symlink."""
-    import io
-
-    from harness.fileio import atomic_write_bytes
+    from harness.fileio import save_figure
     from harness.folders import safe_target
 
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, metadata=PNG_METADATA, bbox_inches="tight")
-    atomic_write_bytes(safe_target(path.parent, path.name, "report folder"), buffer.getvalue())
+    save_figure(fig, safe_target(path.parent, path.name, "report folder"), dpi=DPI, metadata=PNG_METADATA,
+                bbox_inches="tight")
 
 
 def _finish(ax, xlabel: str, ylabel: str, title: str, legend: bool = True) -> None:

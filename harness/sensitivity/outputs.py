@@ -110,7 +110,7 @@ def _interval(low, high) -> str:
 def write_outputs(result) -> dict[str, Path]:
     out = Path(result.request.out)
     rows = node_rows(result)
-    pd.DataFrame(rows).to_csv(out / CSV_FILE, index=False, float_format="%.6g")
+    atomic_write_text(out / CSV_FILE, pd.DataFrame(rows).to_csv(index=False, float_format="%.6g", lineterminator="\n"))
     pts = points(result)
     front = pareto_front(pts)
     req = result.request

@@ -25,8 +25,8 @@ from harness import __version__
 from harness import identity as ident
 from harness.data.coco import check_categories, load_dataset
 from harness.errors import HarnessError
-from harness.fileio import atomic_write_text
-from harness.folders import FolderLock, probe_writable
+from harness.fileio import atomic_write_text, input_file
+from harness.folders import OutputFolder
 from harness.profiles import Profile
 from harness.progress import NullProgress
 from harness.quant import calibrate, write_qdq
@@ -92,10 +92,12 @@ class SearchResult:
 
 def check_request(req: SensitivityRequest) -> None:
     """Cheap checks before any slow work, one clear line each (settings are checked by harness.config)."""
-    if not Path(req.model).is_file():
-        raise HarnessError(f"model not found: {req.model}")
+    input_file(req.model, "model")
     if Path(req.model).suffix.lower() != ".onnx":
         raise HarnessError(f"model {req.model}: harness sensitivity takes an fp32 .onnx file")
+    from harness.npu.prep import check_model_input, onnx_io
+
+    check_model_input(req.model, onnx_io(req.model)[0], req.profile.input, req.profile.name)
 
 
 def run_sensitivity(req: SensitivityRequest, progress=None) -> SearchResult:
@@ -106,6 +108,8 @@ def run_sensitivity(req: SensitivityRequest, progress=None) -> SearchResult:
     dataset = load_dataset(req.data, req.ann, settings.subset)
     check_categories(dataset.ann, req.profile.category_ids, req.profile.name, Path(req.ann))
     calib = calibration_images(req.calib, settings.calib_images)
+    for warning in calib.warnings:
+        progress.message(f"warning: {warning}")
     overlap = {p.name for _, p in dataset.images} & {p.name for p in calib.files}
     if overlap:
         progress.message(f"note: {len(overlap)} subset image(s) are also calibration images (e.g. {min(overlap)}); "
@@ -116,13 +120,13 @@ def run_sensitivity(req: SensitivityRequest, progress=None) -> SearchResult:
         "model_sha256": ident.model_sha256(req.model), "profile_sha256": req.profile.content_hash,
         "calibration": {**calib.identity(), "folder": None, "method": settings.method,
                         "per_channel": settings.per_channel},
-        "dataset": ident.dataset_identity(req.ann, dataset.images), "target": settings.target,
-        "options": {"resamples": settings.resamples, "sqnr_images": settings.sqnr_images},
+        "dataset": ident.dataset_identity(req.ann, dataset.images, dataset.content), "target": settings.target,
+        "options": {"resamples": settings.resamples, "sqnr_images": settings.sqnr_images, "top_k": settings.top_k,
+                    "type_groups": settings.type_groups},
         "harness": __version__, "runtime": scorer.target_cls.availability()[1],
     }
-    probe_writable(req.out, "--out")
-    with FolderLock(req.out, "--out"):  # one command at a time on this folder
-        store = ResultsFile.open(req.out, identity, req.resume, req.overwrite)
+    with OutputFolder(req.out, "--out") as folder:  # one command at a time on this folder
+        store = ResultsFile.open(folder, identity, req.resume, req.overwrite)
         if store.records:
             progress.message(f"resuming: {len(store.records)} finished measurement(s) in {store.path}")
         with progress.task(f"calibrating on {len(calib.files)} images", len(calib.files)) as advance:

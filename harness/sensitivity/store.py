@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.fidelity.artifacts import read_detections, write_detections
-from harness.folders import LOCK_FILE
+from harness.fileio import announce
+from harness.folders import OutputFolder
 from harness.identity import mismatch
 
 FORMAT = "harness-sensitivity/1"
@@ -39,17 +39,14 @@ class ResultsFile:
         self.records: dict[str, dict] = {r["key"]: r for r in records}
 
     @classmethod
-    def open(cls, out: Path, identity: dict, resume: bool, overwrite: bool) -> ResultsFile:
-        """A new file in an empty --out, or the existing one (--resume) when its identity matches."""
-        out = Path(out)
-        if out.exists() and not out.is_dir():
-            raise HarnessError(f"--out {out}: exists and is not a folder")
+    def open(cls, folder: OutputFolder, identity: dict, resume: bool, overwrite: bool) -> ResultsFile:
+        """A new file in an empty --out, or the existing one (--resume) when its identity matches.
+        --overwrite removes what the harness wrote there (the manifest's files), nothing else."""
+        out = folder.path
         existing = out / RESULTS_FILE
-        entries = [p for p in out.iterdir() if p.name != LOCK_FILE] if out.is_dir() else []
-        if entries:
+        if folder.entries():
             if overwrite:
-                for entry in entries:  # the folder itself (and the caller's lock in it) stays
-                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                folder.clear()
             elif not resume:
                 raise HarnessError(f"--out {out} is not empty: pass --resume to continue the search it holds, "
                                    "or --overwrite to start again")
@@ -61,8 +58,8 @@ class ResultsFile:
                 if differs:
                     raise HarnessError(f"--resume: {existing} is another search ({differs}); "
                                        "use another --out, or --overwrite to start again")
+                folder.adopt(RESULTS_FILE)
                 return cls(out, identity, records)
-        out.mkdir(parents=True, exist_ok=True)
         store = cls(out, identity, [])
         store._append({"format": FORMAT, "identity": identity})
         return store
@@ -79,6 +76,7 @@ class ResultsFile:
 
     def _append(self, record: dict) -> None:
         line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
+        announce(self.path)  # listed in --out's manifest (once)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line)
             handle.flush()

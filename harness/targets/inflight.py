@@ -67,6 +67,10 @@ class ThreadLoops:
             self._ready.wait()
         except threading.BrokenBarrierError:
             self._raise_first_error()
+        except BaseException:  # Ctrl-C while the warm-up calls run: they end before anything else does
+            self._ready.abort()
+            self.stop()
+            raise
         return self
 
     def next_completion(self) -> tuple[float, object]:

@@ -12,7 +12,7 @@ from harness.config import Invalid, setting
 from harness.declared_shapes import model_for_onnx_runtime
 from harness.errors import HarnessError, TargetUnavailable, first_line
 from harness.extra_inputs import check_model_inputs
-from harness.modes import Mode, RunMode, resolve_mode, split_cores, usable_cores
+from harness.modes import MAX_PARALLEL, Mode, RunMode, resolve_mode, split_cores, usable_cores
 from harness.onnx_model import inspect_onnx
 from harness.targets.base import BenchStats, Target, call_loop, fixed_batch_error, installed_version
 from harness.targets.inflight import ordered_stream
@@ -44,10 +44,10 @@ class OrtOptions:
     #: own thread, all on one session (ONNX Runtime's thread-safe pattern)
     mode: Mode | None = None
     #: requests in flight in throughput mode; default: the usable cores / threads
-    streams: int | None = setting(None, ge=1)
+    streams: int | None = setting(None, ge=1, le=MAX_PARALLEL)
     #: intra-op threads of each request; default: latency mode ONNX Runtime's choice, throughput mode
     #: the usable cores / streams (1 thread per request when neither is given)
-    threads: int | None = setting(None, ge=1)
+    threads: int | None = setting(None, ge=1, le=MAX_PARALLEL)
     # ONNX Runtime runs the graph as it is: a precision asked for must be the graph's own (checked at load)
     precision: Literal["fp32", "fp16", "int8"] | None = None
 

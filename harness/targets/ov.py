@@ -12,7 +12,7 @@ import numpy as np
 from harness.config import Invalid, setting
 from harness.errors import HarnessError, TargetUnavailable, first_line
 from harness.extra_inputs import check_model_inputs, dims_text
-from harness.modes import Mode, RunMode, check_mode, resolve_mode
+from harness.modes import MAX_PARALLEL, Mode, RunMode, check_mode, resolve_mode
 from harness.onnx_model import TensorInfo, inspect_onnx
 from harness.targets.base import BenchStats, Target, fixed_batch_error, installed_version
 from harness.targets.cpu_isa import guard_amx
@@ -30,9 +30,9 @@ class OvOptions:
     mode: Mode | None = None  # latency | throughput (default): sets PERFORMANCE_HINT unless --hint does
     # PERFORMANCE_HINT, the lower-level setting; default: the mode's (THROUGHPUT, LATENCY)
     hint: Literal["THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"] | None = None
-    streams: int | None = setting(None, ge=1)  # NUM_STREAMS; default: the hint's choice
-    threads: int | None = setting(None, ge=1)  # INFERENCE_NUM_THREADS; default: OpenVINO's choice
-    nireq: int | None = setting(None, ge=1)  # infer requests in flight; default: OPTIMAL_NUMBER_OF_INFER_REQUESTS
+    streams: int | None = setting(None, ge=1, le=MAX_PARALLEL)  # NUM_STREAMS; default: the hint's choice
+    threads: int | None = setting(None, ge=1, le=MAX_PARALLEL)  # INFERENCE_NUM_THREADS; default: OpenVINO's choice
+    nireq: int | None = setting(None, ge=1, le=MAX_PARALLEL)  # requests in flight; default: OPTIMAL_NUMBER_OF_INFER_REQUESTS
     # fp32 / bf16 / fp16 set INFERENCE_PRECISION_HINT; int8 only labels a quantized graph (checked at load)
     precision: Literal["fp32", "bf16", "fp16", "int8"] | None = None
 
@@ -244,7 +244,10 @@ class OpenVinoCpu(Target):
             queue.wait_all()
             return [queue[i].latency for i in in_flight]
 
-        loop = timed_loop(step, rule, multiple_of=nireq, finish=finish)
+        try:
+            loop = timed_loop(step, rule, multiple_of=nireq, finish=finish)
+        finally:
+            queue.wait_all()  # never leave requests running (Ctrl-C, an error): the runtime is torn down next
         return BenchStats.from_loop(loop, batch.shape[0], concurrency=nireq, captured=captured)
 
     def infer_stream(self, items, depth: int | None = None):
