@@ -207,7 +207,8 @@ class ResultRow:
 
 #: the largest magnitude a row number may have: beyond it a table or plot would only mislead
 ROW_NUMBER_LIMIT = 1e12
-_KINDS = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,), "list": (list,)}
+_KINDS = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,), "list": (list,),
+          "MachineState": (dict,)}  # a nested group is a mapping in the file (MachineState.from_dict reads it)
 
 
 def check_row_values(values: dict) -> None:
