@@ -130,9 +130,9 @@ def prepare_model(source: str | Path, workdir: Path) -> PreparedModel:
 
 def check_loads_in_ort(path: Path, failure: str) -> None:
     """Open `path` in ONNX Runtime; `failure (first line of ORT's reason)` as a HarnessError if it cannot."""
-    import onnxruntime as ort
+    from harness.declared_shapes import open_session
 
     try:
-        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        open_session(path)
     except Exception as exc:
         raise HarnessError(f"{failure} ({first_line(exc)})") from None
