@@ -20,15 +20,16 @@ from harness.canvases import CanvasCache
 from harness.config import dump as dump_config
 from harness.data.coco import DatasetCache, check_categories, load_dataset
 from harness.decode import decode
-from harness.errors import HarnessError, first_line
+from harness.errors import HarnessError
 from harness.evaluate import CocoEvaluator
 from harness.extra_inputs import extra_inputs
+from harness.measurement import Measured, Saving, build_row
 from harness.pipeline import accuracy_pass
 from harness.preprocess import prepare_batch
 from harness.profiles import Profile
 from harness.progress import NullProgress
 from harness.results import ResultsStore
-from harness.row import ResultRow, failed_row, metric_fields
+from harness.row import ResultRow, failed_row
 from harness.targets import get_target
 from harness.timing import LoopRule, percentiles_ms, warm_up
 
@@ -226,7 +227,6 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
         "fps_ci95": None if stats.ci95 is None else round(stats.ci95, 5),
         "fps_converged": stats.converged,
         "mode": run_mode.mode, "requests": run_mode.requests, "streams": run_mode.streams, "threads": run_mode.threads,
-        "stage_ms": passed.clock.per_image_ms(len(passed.counted)),
         "bench": {"iterations": len(stats.latencies_ms), "seconds": round(stats.seconds, 3),
                   "concurrency": stats.concurrency, "warmup_seconds": config.warmup_seconds,
                   "min_seconds": rule.min_seconds, "max_seconds": rule.max_seconds, "target_ci": rule.target_ci,
@@ -234,21 +234,11 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
         "time_covers": target.time_covers,
         "target_figures": dict(stats.extra),
     }
-    common = dict(target=config.target, bs=bs, precision=precision, images=len(passed.counted),
-                  batch_mode=_batch_mode(per_batch, target.model_batch, bs), runtime=describe,
-                  evaluator=evaluator.backend, detections=len(passed.detections), skipped_images=list(row_skipped),
-                  flags=sorted(flags), notes=notes, **context, **timing)
-    try:
-        metrics = evaluator.evaluate(passed.detections, passed.counted)
-    except Exception as exc:  # a late failure never loses the finished timing
-        return ResultRow(status="partial", error=f"evaluation failed: {first_line(exc)}", **common), images, skipped
-    row = ResultRow(**common, **metric_fields(metrics))
-    if config.save_detections or outputs is not None:
-        from harness.fidelity.artifacts import save_row_artifacts
-
-        row.artifacts = save_row_artifacts(out_dir, row, passed.detections if config.save_detections else None,
-                                           {i: Path(p).name for i, p in ran}, outputs)
-    return row, images, skipped
+    measured = Measured(dict(target=config.target, bs=bs, precision=precision,
+                             batch_mode=_batch_mode(per_batch, target.model_batch, bs), runtime=describe, **context),
+                        notes, flags, list(row_skipped))
+    saving = Saving(out_dir, config.save_detections, outputs)
+    return build_row(measured, timing, passed, evaluator, saving), images, skipped
 
 
 def _capture_outputs(config: RunConfig, target, images, bs: int):

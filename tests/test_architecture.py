@@ -16,7 +16,7 @@ LAYERS = {
     1: ("preprocess", "imagefile", "onnx_model", "declared_shapes", "timing", "modes", "row", "extra_inputs", "decode",
         "identity"),
     2: ("profiles", "evaluate", "data", "targets", "canvases", "results", "precision", "envinfo", "demo"),
-    3: ("pipeline", "runner", "npu", "fidelity", "quant", "sensitivity"),
+    3: ("pipeline", "measurement", "runner", "npu", "fidelity", "quant", "sensitivity"),
     4: ("report",),
     5: ("cli", "__main__"),
 }

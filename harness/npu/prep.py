@@ -7,6 +7,8 @@ ONNX Runtime stand-in the emulators run.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +69,8 @@ class PrepFile:
     outputs: tuple[OutputSpec, ...] | None = None
     skipped: tuple[str, ...] = ()
     device_preprocess: dict | None = None
+    model_sha256: str | None = None  # of --model (the ONNX the device model is made from)
+    limit: int | None = None  # preprocess --limit
 
 
 @dataclass
@@ -74,6 +78,9 @@ class Prep:
     folder: Path
     sidecar: PrepFile
     profile: Profile
+    #: the preparation's identity: what the device is given (format, profile, every image's input file and
+    #: geometry), not the model or output specs recorded beside them; "" for inputs made outside the harness
+    sha256: str = ""
 
     @property
     def fmt(self) -> str:
@@ -112,7 +119,30 @@ def load_prep(path: str | Path) -> Prep:
         plain_name(image.input_file, f"{file}: images[{index}].input_file")
     profile_data = sidecar.profile
     profile = profile_from_dict(profile_data, name=str(profile_data.get("name") or file.parent.name), source=str(file))
-    return Prep(file.parent, sidecar, profile)
+    return Prep(file.parent, sidecar, profile, prep_identity(data))
+
+
+def prep_identity(data: dict) -> str:
+    """sha256 of what a prepared folder gives the device (see Prep.sha256), from prep.json's content."""
+    given = {key: data.get(key) for key in ("format", "profile", "images", "device_preprocess")}
+    for key in ("input", "model_input"):  # the tensor's name comes from --model, the bytes do not
+        given[key] = {k: v for k, v in (data.get(key) or {}).items() if k != "name"}
+    return hashlib.sha256(json.dumps(given, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def emulation_record(model: str | Path, prep: Prep) -> dict:
+    """What `harness emulate` writes beside its outputs about what made them (read back into DeviceTiming)."""
+    import onnxruntime
+
+    from harness.identity import model_sha256
+
+    return {"model_sha256": model_sha256(model), "prep_sha256": prep.sha256,
+            "tool_version": f"onnxruntime {onnxruntime.__version__}"}
+
+
+def recorded_origin(raw: dict) -> dict:
+    """The DeviceTiming fields of an emulation_record found in a tool's file (absent keys stay None)."""
+    return {key: (str(raw[key]) if raw.get(key) else None) for key in ("model_sha256", "prep_sha256", "tool_version")}
 
 
 # ---------------------------------------------------------------- model I/O, read without running

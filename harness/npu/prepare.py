@@ -15,6 +15,7 @@ from pathlib import Path
 from harness.errors import HarnessError, ImageError
 from harness.fileio import atomic_write_text, write_or_fail
 from harness.folders import LOCK_FILE, FolderLock, probe_writable, safe_target
+from harness.identity import model_sha256
 from harness.npu import FILE_TOOLS, tool_for_format
 from harness.npu.prep import PREP_FILE, PREP_VERSION, check_model_input, onnx_io, per_image_outputs
 from harness.profiles import Profile
@@ -53,7 +54,7 @@ def _clear_previous(out_dir: Path, overwrite: bool, side_files: tuple[str, ...])
 def prepare(images: list[tuple[int, Path]], profile: Profile, out_dir: str | Path, fmt: str,
             model: str | Path | None = None, workers: int = 2, progress=None, dataset: str = "",
             annotations: str = "", skip_bad: bool = False, datalist_root: str | None = None,
-            overwrite: bool = False) -> dict:
+            overwrite: bool = False, limit: int | None = None) -> dict:
     """Write every image's input file in dataset order, then prep.json (its presence marks a complete folder)."""
     tool = tool_for_format(fmt)
     progress = progress or NullProgress()
@@ -72,11 +73,11 @@ def prepare(images: list[tuple[int, Path]], profile: Profile, out_dir: str | Pat
     probe_writable(out_dir)
     with FolderLock(out_dir):  # one command at a time on this folder
         return _write_all(images, profile, out_dir, fmt, tool, model, first_input, outputs, workers, progress,
-                          dataset, annotations, skip_bad, datalist_root, overwrite)
+                          dataset, annotations, skip_bad, datalist_root, overwrite, limit)
 
 
 def _write_all(images, profile, out_dir, fmt, tool, model, first_input, outputs, workers, progress, dataset,
-               annotations, skip_bad, datalist_root, overwrite) -> dict:
+               annotations, skip_bad, datalist_root, overwrite, limit=None) -> dict:
     _clear_previous(out_dir, overwrite, SIDE_FILES + tool.side_files)
 
     def job(item):
@@ -109,6 +110,8 @@ def _write_all(images, profile, out_dir, fmt, tool, model, first_input, outputs,
         "tool": tool.program,
         "profile": profile.to_dict(),
         "model": str(model) if model is not None else None,
+        "model_sha256": model_sha256(model) if model is not None else None,
+        "limit": limit,
         "dataset": dataset,
         "annotations": annotations,
         "input": model_input,
