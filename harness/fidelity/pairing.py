@@ -26,8 +26,6 @@ from harness.fidelity.gate import failing_comparisons, gate_names, parse_gate
 from harness.fidelity.tensors import OutputError, tensor_errors
 from harness.row import ResultRow
 
-DEFAULT_REFERENCES = (("ort", "fp32"), ("ov", "fp32"))
-
 
 class RowSource(Protocol):
     """What fidelity needs of one input file (harness.report.compare.Source has it)."""
@@ -123,12 +121,15 @@ def parse_reference(text: str | None, rows: list[RowRef]) -> ReferenceSpec:
                                       for r in rows}))
             raise HarnessError(f"--reference {text}: no such row finished in the inputs (rows that did: {shown or 'none'})")
         return spec
-    for target, precision in DEFAULT_REFERENCES:
-        spec = ReferenceSpec(target, precision)
+    from harness.targets import reference_order
+
+    order = reference_order()  # the targets' declared reference_rank
+    for target in order:
+        spec = ReferenceSpec(target, "fp32")
         if any(spec.matches(r.row) for r in rows):
             return spec
-    raise HarnessError("--fidelity: no finished ort fp32 or ov fp32 row to use as the reference; "
-                       "pass --reference TARGET[:PRECISION][@MODEL]")
+    raise HarnessError(f"--fidelity: no finished {' or '.join(f'{t} fp32' for t in order)} row to use as the "
+                       "reference; pass --reference TARGET[:PRECISION][@MODEL]")
 
 
 def _pick_reference(row: RowRef, refs: list[RowRef]) -> RowRef | None:

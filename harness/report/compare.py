@@ -33,7 +33,6 @@ from harness.results import RESULTS_FILE, load_results
 from harness.row import METRIC_NAMES as METRICS
 from harness.row import ResultRow
 
-BASELINE_PREFERENCE = (("ort", "fp32"), ("ov", "fp32"))
 NUMERIC = (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "images",
            "detections", "iterations", "bench_seconds", *SPLIT_FIGURES)
 COUNTS = ("images", "detections", "iterations")
@@ -176,7 +175,8 @@ def _flat(source: Source, row: ResultRow) -> dict:
         "bs": int(row.bs),
         **{k: _num(getattr(row, k)) for k in (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90",
                                               "latency_ms_p99", "images", "detections")},
-        **{k: _num(row.target_figures.get(k)) for k in SPLIT_FIGURES},  # the GPU stage split (trt rows)
+        # the GPU stage split (trt rows; read back as extra where the trt target was not imported)
+        **{k: _num(row.target_figures.get(k, row.extra.get(k))) for k in SPLIT_FIGURES},
         "iterations": _num(bench.get("iterations")),
         "bench_seconds": _num(bench.get("seconds")),
         "concurrency": bench.get("concurrency"),
@@ -303,7 +303,9 @@ def pick_baseline(table: pd.DataFrame, name: str | None = None) -> tuple[str, st
             targets = ", ".join(sorted({t for t, _ in present}))
             raise HarnessError(f"--baseline {name}: no rows for that target in the inputs (targets: {targets})")
         return (name, "fp32" if "fp32" in precisions else precisions[0])
-    for pair in BASELINE_PREFERENCE:
+    from harness.targets import reference_order
+
+    for pair in ((name, "fp32") for name in reference_order()):  # the targets' declared reference_rank
         if pair in present:
             return pair
     return None

@@ -96,6 +96,13 @@ def check_request(req: SensitivityRequest) -> None:
         raise HarnessError(f"model not found: {req.model}")
     if Path(req.model).suffix.lower() != ".onnx":
         raise HarnessError(f"model {req.model}: harness sensitivity takes an fp32 .onnx file")
+    from harness.config import did_you_mean
+    from harness.targets import TARGETS
+
+    able = [name for name, cls in TARGETS.items() if cls.runs_qdq_onnx]  # the targets that declare it
+    if req.settings.target not in able:
+        raise HarnessError(f"harness sensitivity: --target = {req.settings.target!r}: expected one of "
+                           f"{', '.join(able)}{did_you_mean(req.settings.target, able)}")
 
 
 def run_sensitivity(req: SensitivityRequest, progress=None) -> SearchResult:

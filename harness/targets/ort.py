@@ -63,6 +63,7 @@ class OrtCudaOptions(OrtOptions):
 
 class OrtTarget(Target):
     name = "ort"
+    packages = ("onnxruntime", "onnxruntime-gpu")
     description = "ONNX Runtime, CPU execution provider"
     providers = ["CPUExecutionProvider"]
     Options = OrtOptions
@@ -214,6 +215,8 @@ class OrtTarget(Target):
 
 class OrtCpu(OrtTarget):
     name = "ort"
+    reference_rank = 0
+    runs_qdq_onnx = True
 
 
 class OrtCuda(OrtTarget):
@@ -225,6 +228,7 @@ class OrtCuda(OrtTarget):
     """
 
     name = "ort-cuda"
+    figures = {"ort_device": "the device ONNX Runtime placed the graph on (CUDA, or CPU after a fallback)"}
     Options = OrtCudaOptions
     description = "ONNX Runtime, CUDA execution provider (or TensorRT EP with --ep trt); needs onnxruntime-gpu and an NVIDIA GPU"
     time_covers = ("benchmark: IO binding with the input kept on the GPU as an OrtValue and outputs left on the GPU "

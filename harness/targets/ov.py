@@ -70,6 +70,9 @@ def _tensor(port) -> TensorInfo:
 
 class OpenVinoCpu(Target):
     name = "ov"
+    reference_rank = 1
+    runs_qdq_onnx = True
+    packages = ("openvino",)
     description = "OpenVINO, CPU device, async infer requests"
     time_covers = "inference (host tensors, async infer requests in flight together)"
     Options = OvOptions
