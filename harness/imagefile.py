@@ -7,7 +7,7 @@ the stored pixel orientation kept (EXIF orientation ignored, as COCO's boxes are
 - JPEGs are decoded with libjpeg-turbo through `simplejpeg` in strict mode: libjpeg's recoverable
   warnings ("Corrupt JPEG data: premature end of data segment", "N extraneous bytes before marker")
   become errors. OpenCV's decoder prints the same warnings to stderr and returns the damaged
-  pixels; its output is otherwise identical (tests/test_trust_images.py compares them).
+  pixels; its output is otherwise identical (tests/test_trust_inputs.py compares them).
 - Everything else (PNG, BMP, WebP, CMYK JPEGs) is decoded by OpenCV with
   IMREAD_IGNORE_ORIENTATION.
 
@@ -28,6 +28,11 @@ import cv2
 import numpy as np
 
 from harness.errors import HarnessError, ImageError
+
+#: the image files the harness reads (imagesize reads their headers, simplejpeg/OpenCV decode them): the
+#: one list the dataset check, calibration folders and NPU datalists use
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+SUFFIXES_TEXT = ", ".join(s.lstrip(".") for s in IMAGE_SUFFIXES)
 
 DEFAULT_MAX_PIXELS = 50_000_000
 #: OpenCV's flags for every image the harness reads: colour, stored pixel orientation

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.jsonfile import read_json_object
 
 REQUIRED = {"images": ("id", "file_name"), "annotations": ("id", "image_id", "category_id", "bbox", "area"),
             "categories": ("id", "name")}
@@ -92,3 +93,16 @@ def check_annotations(data: dict, path: Path) -> None:
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise HarnessError(f"annotation file {path}: {problems[0]}{more}")
+
+
+def load_annotations(path: str | Path) -> dict:
+    """Read a COCO instances json with checks that name the file and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"annotation file not found: {path}")
+    data = read_json_object(path, "annotation file", "a COCO object with images, annotations, categories")
+    missing = [k for k in ("images", "annotations", "categories") if k not in data]
+    if missing:
+        raise HarnessError(f"annotation file {path}: not COCO instances json, missing key(s) {', '.join(missing)}")
+    check_annotations(data, path)
+    return data

@@ -167,7 +167,7 @@ class _Cache:
         return self.outputs[path]
 
     def annotations(self, ref: RowRef) -> tuple[str, dict]:
-        from harness.evaluate import load_annotations
+        from harness.data.annotations import load_annotations
 
         path = str(self.ann_override or ref.row.annotations or "")
         if not path:

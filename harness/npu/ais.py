@@ -31,7 +31,6 @@ from harness.preprocess import ImageMeta, preprocess_image
 from harness.progress import NullProgress
 
 OLD_SUMMARY = "sumary.json"
-TIMESTAMP = re.compile(r"^\d{4}_\d{2}_\d{2}-\d{2}_\d{2}_\d{2}$")
 OUTPUT_FILE = re.compile(r"^.+_\d+\.(bin|npy|txt)$")
 TIME_COVERS = "device compute only (NPU_compute_time from the ais summary)"
 EMULATED_TIME_COVERS = "host inference only (harness emulate: ONNX Runtime on this CPU stood in for the NPU; not device time)"

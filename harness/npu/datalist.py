@@ -16,9 +16,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from harness.data.coco import IMAGE_SUFFIXES
 from harness.errors import HarnessError
-from harness.imagefile import check_image_file, exif_orientation, header_size, read_regular_file
+from harness.imagefile import IMAGE_SUFFIXES, SUFFIXES_TEXT, check_image_file, exif_orientation, header_size, read_regular_file
 from harness.npu.prep import PREP_FILE, Prep, PrepFile, PrepImage
 
 
@@ -95,7 +94,7 @@ def prep_from_images(datalist: str | Path, images_dir: str | Path, ann: dict, an
         where = f"--datalist {datalist} line {number}"
         path = files.get(stem)
         if path is None:
-            raise HarnessError(f"{where}: {stem!r} matches no image in {images_dir} (jpg, png, bmp, webp)")
+            raise HarnessError(f"{where}: {stem!r} matches no image in {images_dir} ({SUFFIXES_TEXT})")
         if path.name not in ids:
             raise HarnessError(f"{where}: image {path.name} is not in {ann_path}")
         problem = check_image_file(path, verify=False)

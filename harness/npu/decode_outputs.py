@@ -13,9 +13,10 @@ import numpy as np
 
 from harness import __version__
 from harness import identity as ident
+from harness.data.annotations import load_annotations
 from harness.data.coco import check_categories
 from harness.errors import HarnessError
-from harness.evaluate import CocoEvaluator, load_annotations
+from harness.evaluate import CocoEvaluator
 from harness.measurement import Measured, Saving, build_row
 from harness.npu import FILE_TOOLS
 from harness.npu.datalist import order_by_datalist, prep_from_images

@@ -10,6 +10,7 @@ scales, and the point is to run the graph as written, which is what TensorRT wil
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -24,20 +25,22 @@ AGREEMENT_IOU = 0.5
 
 
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    """Signal-to-quantisation-noise ratio in dB (inf when identical)."""
+    """Signal-to-quantisation-noise ratio in dB, 10 log10(Σ ref² / Σ (ref - test)²) in float64: inf when
+    identical, -inf for a zero reference with noise, NaN (undefined) when either side holds NaN/Inf.
+    The one SQNR of the project (harness.fidelity.tensors uses it too)."""
     ref = np.asarray(reference, dtype=np.float64).ravel()
     out = np.asarray(test, dtype=np.float64).ravel()
     if ref.shape != out.shape:
         raise HarnessError(f"cannot compare outputs of shapes {np.shape(reference)} and {np.shape(test)}")
-    noise = float(np.sum((ref - out) ** 2))
-    if not np.isfinite(noise):
-        return float("-inf")
-    signal = float(np.sum(ref ** 2))
+    if not (np.isfinite(ref).all() and np.isfinite(out).all()):
+        return math.nan
+    noise = float(np.sum(np.square(ref - out)))
     if noise == 0.0:
-        return float("inf")
+        return math.inf
+    signal = float(np.sum(np.square(ref)))
     if signal == 0.0:
-        return float("-inf")
-    return 10.0 * np.log10(signal / noise)
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:

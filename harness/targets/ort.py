@@ -8,11 +8,11 @@ from typing import Literal
 
 import numpy as np
 
-from harness.config import Invalid, setting
+from harness.config import setting
 from harness.declared_shapes import model_for_onnx_runtime
 from harness.errors import HarnessError, TargetUnavailable, first_line
 from harness.extra_inputs import check_model_inputs
-from harness.modes import Mode, RunMode, resolve_mode, split_cores, usable_cores
+from harness.modes import Mode, RunMode, check_streams, resolve_mode, split_cores, streams_mode, usable_cores
 from harness.onnx_model import inspect_onnx
 from harness.targets.base import BenchStats, Target, call_loop, fixed_batch_error
 from harness.targets.inflight import ordered_stream
@@ -46,9 +46,7 @@ class OrtOptions:
     precision: Literal["fp32", "fp16", "int8"] | None = None
 
     def __post_init__(self):
-        if self.mode == "latency" and (self.streams or 1) > 1:
-            raise Invalid("mode", f"latency contradicts --streams {self.streams} (several requests in flight is "
-                                  "throughput mode); give one of the two")
+        check_streams(self.mode, self.streams, "requests in flight")
 
 
 @dataclass(frozen=True)
@@ -98,7 +96,7 @@ class OrtTarget(Target):
     def resolve_run_mode(self) -> RunMode:
         """latency: one request, the threads asked for (None: ONNX Runtime's choice); throughput:
         requests x threads filling the usable cores (split_cores). RunMode.threads counts all of them."""
-        mode = resolve_mode(self.options.mode, "throughput" if (self.options.streams or 1) > 1 else None)
+        mode = resolve_mode(self.options.mode, streams_mode(self.options.streams))
         if mode == "latency":
             return RunMode("latency", 1, 1, self.options.threads)
         requests, threads = split_cores(usable_cores(), self.options.streams, self.options.threads)
@@ -257,7 +255,7 @@ class OrtCuda(OrtTarget):
         """latency: one request; throughput: --streams requests (default 2), each its own thread and IO
         binding on one session; threads (None) is not a GPU figure, --threads sets the intra-op pool
         of nodes left on the CPU."""
-        mode = resolve_mode(self.options.mode, "throughput" if (self.options.streams or 1) > 1 else None)
+        mode = resolve_mode(self.options.mode, streams_mode(self.options.streams))
         requests = 1 if mode == "latency" else (self.options.streams or self.THROUGHPUT_REQUESTS)
         return RunMode(mode, requests, requests, None)
 
@@ -415,8 +413,6 @@ class OrtCuda(OrtTarget):
             info["trt_engine_cache"] = str(self._engine_cache_dir())
         return info
 
-
-ORT_CUDA_EPS = ("cuda", "trt")
 
 
 def trt_ep_options(precision: str, cache_dir, device_id: int = 0, profile_shapes: dict | None = None,
