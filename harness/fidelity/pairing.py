@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from harness.errors import HarnessError
-from harness.fidelity.agreement import Agreement, agreement
+from harness.fidelity.agreement import DetectionAgreement, agreement
 from harness.fidelity.artifacts import SavedDetections, SavedOutputs, read_detections, read_outputs, row_artifact_path
 from harness.fidelity.bootstrap import AREAS, RESAMPLES, SEED, BootstrapResult, paired_bootstrap
 from harness.fidelity.cocomatch import CocoMatches, coco_matches, ground_truth
@@ -57,7 +57,7 @@ class RowFidelity:
     reference: RowRef
     images: int
     bootstrap: BootstrapResult
-    agreement: Agreement
+    agreement: DetectionAgreement
     delta_ap: DeltaAP
     tensors: list[OutputError] | None  # None when the candidate saved no outputs
     tensor_images: int = 0
@@ -155,6 +155,7 @@ class _Cache:
         self.evaluators: dict[str, object] = {}
         self.ground_truths: dict[str, object] = {}
         self.matches: dict[tuple, CocoMatches] = {}
+        self.metrics: dict[tuple, dict] = {}
 
     def read_detections(self, path: Path) -> SavedDetections:
         if path not in self.detections:
@@ -185,6 +186,13 @@ class _Cache:
         if key not in self.evaluators:
             self.evaluators[key] = CocoEvaluator(ann)
         return self.evaluators[key]
+
+    def reference_metrics(self, ann_key: str, ann: dict, det_path: Path, dets: SavedDetections, ids) -> dict:
+        """The evaluator's metrics of a reference's detections, once per (annotations, file, images)."""
+        key = (ann_key, det_path, tuple(ids))
+        if key not in self.metrics:
+            self.metrics[key] = self.evaluator(ann_key, ann).evaluate(dets.detections, sorted(int(i) for i in ids))
+        return self.metrics[key]
 
     def coco_matches(self, ann_key: str, ann: dict, det_path: Path, dets: SavedDetections, ids) -> CocoMatches:
         key = (ann_key, det_path, tuple(ids))
@@ -222,7 +230,8 @@ def compare_row(row: RowRef, ref: RowRef, cache: _Cache, resamples: int = RESAMP
     cand_m = cache.coco_matches(ann_key, ann, cand_det_path, cand_dets, ids)
     boot = paired_bootstrap(ref_m, cand_m, resamples=resamples, seed=seed)
     agree = agreement(ref_dets, cand_dets)
-    dap = delta_ap(cache.evaluator(ann_key, ann), ref_dets.detections, cand_dets.detections, ids)
+    dap = delta_ap(cache.evaluator(ann_key, ann), ref_dets.detections, cand_dets.detections, ids,
+                   cache.reference_metrics(ann_key, ann, ref_det_path, ref_dets, ids))
     result = RowFidelity(row, ref, len(ids), boot, agree, dap, None)
     cand_out_path = row_artifact_path(row.results, row.row, "outputs")
     ref_out_path = row_artifact_path(ref.results, ref.row, "outputs")

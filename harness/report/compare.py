@@ -51,7 +51,7 @@ class Source:
 
 
 @dataclass
-class Comparison:
+class ComparisonPage:
     """Everything the comparison page shows, already computed and in display order."""
 
     table: pd.DataFrame                      # one row per key, sorted; full-precision values
@@ -348,7 +348,7 @@ def baseline_label(base: dict, multi_machine: bool) -> str:
 
 # --------------------------------------------------------------------------------------------- build
 
-def compare(paths, baseline: str | None = None, top_classes: int = 10) -> Comparison:
+def compare(paths, baseline: str | None = None, top_classes: int = 10) -> ComparisonPage:
     """Load inputs and compute the comparison (table, machines, per-class deltas, overlaps)."""
     ignored: list[str] = []
     sources = load_sources(paths, ignored)
@@ -395,7 +395,7 @@ def compare(paths, baseline: str | None = None, top_classes: int = 10) -> Compar
     per_class = _per_class(rows, candidates, top_classes) if base_pair else []
     overlaps = _overlaps(rows)
     table = pd.DataFrame(rows).reset_index(drop=True)
-    return Comparison(table=table, machines=machines, baseline=base_pair, per_class=per_class,
+    return ComparisonPage(table=table, machines=machines, baseline=base_pair, per_class=per_class,
                       overlaps=overlaps, sources=[s.path for s in sources], failed=failed,
                       duplicates=duplicates, ignored=ignored)
 
@@ -519,7 +519,7 @@ EXPORT_COLUMNS = (
 EXPORT_IF_PRESENT = SPLIT_FIGURES
 
 
-def export_frame(comparison: Comparison) -> pd.DataFrame:
+def export_frame(comparison: ComparisonPage) -> pd.DataFrame:
     """The merged table for CSV/JSON: flat columns, full-precision values (no rounding)."""
     table = comparison.table
     present = [c for c in EXPORT_IF_PRESENT if c in table.columns and table[c].notna().any()]
