@@ -27,10 +27,9 @@ import numpy as np
 
 from harness.config import setting
 from harness.decode.geometry import OutputLayoutError, check_strides
-from harness.decode.nms import above_threshold, descending_order, multiclass_nms, per_class_top_k
+from harness.decode.nms import above_threshold, descending_order, nms_to_original, per_class_top_k
 from harness.decode.types import DecoderFamily, Detections, check_batch, output_shapes
 from harness.jit import compiled
-from harness.preprocess import input_to_original
 
 
 @dataclass(frozen=True)
@@ -260,9 +259,7 @@ def decode_gfl(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[
         if top_k_scope == "class":
             keep = per_class_top_k(scores, labels, post.pre_nms_top_k)
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        dets = multiclass_nms(boxes, scores, labels, post.score_threshold, post.iou_threshold, post.max_detections)
-        dets.boxes = input_to_original(dets.boxes, meta)
-        results.append(dets)
+        results.append(nms_to_original(boxes, scores, labels, meta, post))
     return results
 
 

@@ -22,10 +22,9 @@ import numpy as np
 
 from harness.config import setting
 from harness.decode.geometry import YOLO_STRIDES, check_strides
-from harness.decode.nms import above_threshold, multiclass_nms, top_k_indices
+from harness.decode.nms import above_threshold, nms_to_original, top_k_indices
 from harness.decode.types import DecoderFamily, Detections, check_batch
 from harness.decode.yolo import grid_rows, single_prediction
-from harness.preprocess import input_to_original
 
 
 @dataclass(frozen=True)
@@ -88,10 +87,7 @@ def decode_yolox(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> lis
             continue
         keep = top_k_indices(scores, post.pre_nms_top_k)
         rows, labels, scores = rows[keep], labels[keep], scores[keep]
-        dets = multiclass_nms(grid_boxes(raw, rows, grid, grid_strides), scores, labels,
-                              post.score_threshold, post.iou_threshold, post.max_detections)
-        dets.boxes = input_to_original(dets.boxes, meta)
-        results.append(dets)
+        results.append(nms_to_original(grid_boxes(raw, rows, grid, grid_strides), scores, labels, meta, post))
     return results
 
 
