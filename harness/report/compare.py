@@ -348,10 +348,15 @@ def baseline_label(base: dict, multi_machine: bool) -> str:
 
 # --------------------------------------------------------------------------------------------- build
 
-def compare(paths, baseline: str | None = None, top_classes: int = 10) -> ComparisonPage:
-    """Load inputs and compute the comparison (table, machines, per-class deltas, overlaps)."""
-    ignored: list[str] = []
-    sources = load_sources(paths, ignored)
+def compare(paths, baseline: str | None = None, top_classes: int = 10,
+            loaded: tuple[list[Source], list[str]] | None = None) -> ComparisonPage:
+    """Load inputs and compute the comparison (table, machines, per-class deltas, overlaps). loaded:
+    (sources, notes on ignored inputs) the caller already read with load_sources (each file is read once)."""
+    if loaded is not None:
+        sources, ignored = loaded[0], list(loaded[1])
+    else:
+        ignored = []
+        sources = load_sources(paths, ignored)
     failed = [{"machine": s.machine, "target": r.target, "precision": r.precision, "bs": r.bs, "model": r.model,
                "profile": r.profile, "error": r.error or "", "source": s.path}
               for s in sources for r in s.rows if r.status == "failed"]
