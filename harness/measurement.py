@@ -25,8 +25,9 @@ class Saving:
 
 
 @dataclass
-class Measured:
-    """The identity side of a row: who measured what (every ResultRow field that is not timing or accuracy)."""
+class RowContext:
+    """What a row says besides its timing and accuracy: who measured what, on what (ResultRow fields), its notes,
+    flags and the images left out."""
 
     fields: dict  # target, bs, model, profile, precision, source, device, runtime, batch_mode, dataset, ...
     notes: list[str] = field(default_factory=list)
@@ -34,15 +35,15 @@ class Measured:
     skipped: list = field(default_factory=list)  # SkippedImage of every image left out of the mAP
 
 
-def build_row(measured: Measured, timing: dict, passed: PassResult, evaluator, saving: Saving | None = None,
+def build_row(context: RowContext, timing: dict, passed: PassResult, evaluator, saving: Saving | None = None,
               unmeasured_stages: tuple[str, ...] = ()) -> ResultRow:
     """The row of one accuracy pass. timing: the row's timing fields (fps, latency percentiles, mode, bench,
     time_covers, target_figures, ...). A failing evaluation keeps the timing as a `partial` row."""
     stage_ms = passed.clock.per_image_ms(len(passed.counted))
     stage_ms.update(dict.fromkeys(unmeasured_stages))
-    common = dict(**measured.fields, **timing, images=len(passed.counted), stage_ms=stage_ms,
+    common = dict(**context.fields, **timing, images=len(passed.counted), stage_ms=stage_ms,
                   evaluator=evaluator.backend, detections=len(passed.detections),
-                  skipped_images=list(measured.skipped), flags=sorted(measured.flags), notes=list(measured.notes))
+                  skipped_images=list(context.skipped), flags=sorted(context.flags), notes=list(context.notes))
     try:
         metrics = evaluator.evaluate(passed.detections, passed.counted)
     except Exception as exc:  # a late failure never loses the finished timing

@@ -23,7 +23,7 @@ from harness.decode import decode
 from harness.errors import HarnessError
 from harness.evaluate import CocoEvaluator
 from harness.extra_inputs import extra_inputs
-from harness.measurement import Measured, Saving, build_row
+from harness.measurement import RowContext, Saving, build_row
 from harness.pipeline import accuracy_pass
 from harness.preprocess import prepare_batch
 from harness.profiles import Profile
@@ -234,7 +234,7 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
         "time_covers": target.time_covers,
         "target_figures": dict(stats.extra),
     }
-    measured = Measured(dict(target=config.target, bs=bs, precision=precision,
+    measured = RowContext(dict(target=config.target, bs=bs, precision=precision,
                              batch_mode=_batch_mode(per_batch, target.model_batch, bs), runtime=describe, **context),
                         notes, flags, list(row_skipped))
     saving = Saving(out_dir, config.save_detections, outputs)

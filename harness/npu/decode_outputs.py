@@ -17,7 +17,7 @@ from harness.data.annotations import load_annotations
 from harness.data.coco import check_categories
 from harness.errors import HarnessError
 from harness.evaluate import CocoEvaluator
-from harness.measurement import Measured, Saving, build_row
+from harness.measurement import RowContext, Saving, build_row
 from harness.npu import FILE_TOOLS
 from harness.npu.datalist import order_by_datalist, prep_from_images
 from harness.npu.prep import Prep, load_prep, output_specs
@@ -186,7 +186,7 @@ def decode_run(tool_name: str, outputs_path: str | Path, prep_dir: str | Path | 
                      f"over the remaining {len(counted)}")
     for warning in (prep.sidecar.device_preprocess or {}).get("warnings", []):
         notes.append(f"device preprocessing: {warning}")
-    measured = Measured(dict(
+    measured = RowContext(dict(
         target=tool.device, bs=row_bs, model=model_name, profile=prep.profile.name,
         precision=precision or "unspecified", source="emulated" if timing.emulated_by else "device",
         device=measured_by, batch_mode=f"file-based ({tool.program})",
