@@ -178,19 +178,25 @@ def check_image_file(path: str | Path, verify: bool = True) -> str | None:
         if verify:
             read_image(path)
         else:
-            data = read_regular_file(path)
-            return marker_problem(data[:16], data[-1024:]) or size_problem(header_size(data))
+            return header_problem(read_regular_file(path))
     except ImageError as exc:
         return exc.reason
     return None
 
 
-def exif_orientation(path: str | Path) -> int:
-    """The EXIF orientation tag (1 = as stored) of an image, read from its header with Pillow."""
+def header_problem(data: bytes) -> str | None:
+    """Why an image's bytes cannot be used, judged without decoding (end markers, header size within the
+    pixel limit), or None."""
+    return marker_problem(data[:16], data[-1024:]) or size_problem(header_size(data))
+
+
+def exif_orientation(source: str | Path | bytes) -> int:
+    """The EXIF orientation tag (1 = as stored) of an image (a path, or its bytes already read), read
+    from its header with Pillow."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             return int(image.getexif().get(0x0112, 1) or 1)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return 1

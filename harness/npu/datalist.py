@@ -16,8 +16,15 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from harness.errors import HarnessError
-from harness.imagefile import IMAGE_SUFFIXES, SUFFIXES_TEXT, check_image_file, exif_orientation, header_size, read_regular_file
+from harness.errors import HarnessError, ImageError
+from harness.imagefile import (
+    IMAGE_SUFFIXES,
+    SUFFIXES_TEXT,
+    exif_orientation,
+    header_problem,
+    header_size,
+    read_regular_file,
+)
 from harness.npu.prep import PREP_FILE, Prep, PrepFile, PrepImage
 
 
@@ -97,11 +104,15 @@ def prep_from_images(datalist: str | Path, images_dir: str | Path, ann: dict, an
             raise HarnessError(f"{where}: {stem!r} matches no image in {images_dir} ({SUFFIXES_TEXT})")
         if path.name not in ids:
             raise HarnessError(f"{where}: image {path.name} is not in {ann_path}")
-        problem = check_image_file(path, verify=False)
-        size = None if problem else header_size(read_regular_file(path))
+        try:  # the file is read once: its checks, header size and EXIF tag all come from these bytes
+            data = read_regular_file(path)
+            problem = header_problem(data)
+        except ImageError as exc:
+            data, problem = b"", exc.reason
+        size = None if problem else header_size(data)
         if problem or size is None:
             raise HarnessError(f"{where}: image {path}: {problem or 'no size in its header'}")
-        orientation = exif_orientation(path)
+        orientation = exif_orientation(data)
         if orientation != 1:
             raise HarnessError(f"{where}: image {path.name} has EXIF orientation {orientation}: image2npz.py "
                                "(cv2.imread) rotates it, so its outputs cannot be mapped to the annotations' "
