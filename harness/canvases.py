@@ -15,7 +15,7 @@ import os
 from harness.profiles import InputSpec
 
 # What the canvas depends on; mean/std, dtype and layout are applied after it (to_model_layout).
-GEOMETRY = ("width", "height", "resize", "interpolation", "pad_value", "color")
+GEOMETRY = ("width", "height", "resize", "rounding", "interpolation", "pad_value", "color")
 
 
 def default_budget() -> int:
@@ -45,3 +45,7 @@ class CanvasCache:
             self._reserved += size
             self._stores[key] = {}
         return self._stores[key]
+
+    def held_bytes(self) -> int:
+        """Bytes of the canvases held now (the image cache's share of this process's memory)."""
+        return sum(canvas.nbytes for store in self._stores.values() for canvas, _ in list(store.values()))

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.extra_inputs import dims_text
-from harness.onnx_model import inspect_onnx, load_graph, make_batch_symbolic, tensor_info
+from harness.onnx_model import inspect_onnx, load_graph, tensor_info
 
 
 def _dims(value) -> tuple | None:
@@ -80,11 +80,10 @@ def drop_unconfirmed_output_dims(model, unconfirmed: dict) -> list[str]:
             "ONNX Runtime loaded the model, so it uses the sizes the graph computes"]
 
 
-def model_for_onnx_runtime(model, symbolic_batch: bool = False) -> tuple[str | bytes, list[str]]:
+def model_for_onnx_runtime(model) -> tuple[str | bytes, list[str]]:
     """What to hand to onnxruntime.InferenceSession, and the notes for the row. `model` is a path, a
     ModelProto (left unchanged) or serialized bytes. A path comes back as it is when nothing needs
-    changing; otherwise the model's bytes with the unconfirmed output sizes made symbolic and, with
-    symbolic_batch, its batch made symbolic (onnx_model.make_batch_symbolic)."""
+    changing; otherwise the model's bytes (parsed once) with the unconfirmed output sizes made symbolic."""
     import onnx
 
     if isinstance(model, (bytes, onnx.ModelProto)):
@@ -94,30 +93,26 @@ def model_for_onnx_runtime(model, symbolic_batch: bool = False) -> tuple[str | b
         else:
             proto.CopyFrom(model)
         notes = drop_unconfirmed_output_dims(proto, unconfirmed_output_dims(proto))
-        if symbolic_batch:
-            make_batch_symbolic(proto)
-        if not notes and not symbolic_batch and isinstance(model, bytes):
+        if not notes and isinstance(model, bytes):
             return model, []
         return proto.SerializeToString(), notes
     path = model
     declared = inspect_onnx(path).outputs  # cached: most files declare no fixed size to doubt
-    if not symbolic_batch and not any(d is not None for t in declared for d in t.dims()):
+    if not any(d is not None for t in declared for d in t.dims()):
         return str(path), []
     graph = load_graph(path)
     unconfirmed = unconfirmed_output_dims(graph)
-    if not unconfirmed and not symbolic_batch:
+    if not unconfirmed:
         return str(path), []
     notes = drop_unconfirmed_output_dims(graph, unconfirmed)
-    if symbolic_batch:
-        make_batch_symbolic(graph)
     onnx.load_external_data_for_model(graph, str(Path(path).parent))
     return graph.SerializeToString(), notes
 
 
-def open_session(model, options=None, providers=("CPUExecutionProvider",), symbolic_batch: bool = False):
+def open_session(model, options=None, providers=("CPUExecutionProvider",)):
     """(onnxruntime.InferenceSession, notes): every ONNX Runtime session the harness opens goes through
     here, so no session trusts an output size its graph does not compute (see the module's why)."""
     import onnxruntime as ort
 
-    source, notes = model_for_onnx_runtime(model, symbolic_batch)
+    source, notes = model_for_onnx_runtime(model)
     return ort.InferenceSession(source, sess_options=options, providers=list(providers)), notes

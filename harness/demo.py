@@ -6,10 +6,11 @@ generated deterministically on first use, then cached.
 
 from __future__ import annotations
 
-import os
 import shutil
 from importlib import resources
 from pathlib import Path
+
+from harness.folders import cache_root
 
 DEMO_PROFILE = "demo"
 DEMO_IMAGES = 200
@@ -20,13 +21,6 @@ DEMO_BATCH_SIZES = (1, 4, 8)
 
 def demo_model_path() -> Path:
     return Path(str(resources.files("harness") / "assets" / "demo" / "demo-nanodet.onnx"))
-
-
-def cache_root() -> Path:
-    """$HARNESS_CACHE, else $XDG_CACHE_HOME/harness, else ~/.cache/harness."""
-    if os.environ.get("HARNESS_CACHE"):
-        return Path(os.environ["HARNESS_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "harness"
 
 
 def demo_dataset(cache_dir: Path | None = None) -> tuple[Path, Path, bool]:

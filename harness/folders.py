@@ -130,3 +130,10 @@ def plain_name(value: str, what: str) -> str:
             or os.path.isabs(text)):
         raise HarnessError(f"{what} {text!r}: expected a plain file or folder name (no path separators or '..')")
     return text
+
+
+def cache_root() -> Path:
+    """$HARNESS_CACHE, else $XDG_CACHE_HOME/harness, else ~/.cache/harness."""
+    if os.environ.get("HARNESS_CACHE"):
+        return Path(os.environ["HARNESS_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "harness"

@@ -25,12 +25,27 @@ WORDS = {"model_sha256": "model file contents", "profile_sha256": "profile conte
          "machine": "machine"}
 
 
-def model_sha256(path: str | Path) -> str:
-    """sha256 of the model's bytes; an OpenVINO IR is its .xml and its .bin together."""
+def model_files(path: str | Path) -> list[Path]:
+    """The files a model is: an OpenVINO IR is its .xml and its .bin together."""
     path = Path(path)
     if path.suffix.lower() == ".xml" and path.with_suffix(".bin").is_file():
-        return hashlib.sha256((sha256_file(path) + sha256_file(path.with_suffix(".bin"))).encode()).hexdigest()
-    return sha256_file(path)
+        return [path, path.with_suffix(".bin")]
+    return [path]
+
+
+def model_sha256(path: str | Path) -> str:
+    """sha256 of the model's bytes (of its files together, harness.identity.model_files)."""
+    files = model_files(path)
+    if len(files) > 1:
+        return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()
+    return sha256_file(files[0])
+
+
+def model_bytes(path: str | Path) -> int | None:
+    try:
+        return sum(f.stat().st_size for f in model_files(path))
+    except OSError:
+        return None
 
 
 def dataset_identity(ann_path: str | Path, images) -> dict:

@@ -24,7 +24,6 @@ import stat
 from contextlib import contextmanager
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from harness.errors import HarnessError, ImageError
@@ -35,8 +34,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SUFFIXES_TEXT = ", ".join(s.lstrip(".") for s in IMAGE_SUFFIXES)
 
 DEFAULT_MAX_PIXELS = 50_000_000
-#: OpenCV's flags for every image the harness reads: colour, stored pixel orientation
-IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 _JPEG_MAGIC = b"\xff\xd8"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -151,7 +148,10 @@ def decode(data: bytes, path: Path) -> np.ndarray:
                 pass  # not for libjpeg-turbo's simple API (e.g. CMYK): OpenCV below
             else:
                 raise ImageError(path, f"corrupt JPEG data ({str(strict).strip()})") from None
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), IMREAD_FLAGS)
+    import cv2  # on first use: commands that read no image do not load OpenCV
+
+    # colour, pixels in their stored orientation (EXIF ignored: COCO boxes are in stored pixels)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         raise ImageError(path, "cannot be decoded (corrupt or not an image)")
     return image

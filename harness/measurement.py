@@ -35,20 +35,36 @@ class RowContext:
     skipped: list = field(default_factory=list)  # SkippedImage of every image left out of the mAP
 
 
-def build_row(context: RowContext, timing: dict, passed: PassResult, evaluator, saving: Saving | None = None,
-              unmeasured_stages: tuple[str, ...] = ()) -> ResultRow:
+@dataclass
+class Evaluation:
+    """One accuracy pass scored: its metrics, or the exception that stopped the evaluation."""
+
+    backend: str  # the evaluator's backend (faster-coco-eval or pycocotools)
+    metrics: dict | None = None
+    failure: Exception | None = None
+
+
+def evaluate_pass(evaluator, passed: PassResult) -> Evaluation:
+    """Score a pass; a failure is kept, not raised (the row keeps its timing as `partial`). Called inside
+    the row's machine watch (harness.machine.watch.RowWatch): the evaluation is part of the row's memory peak."""
+    try:
+        return Evaluation(evaluator.backend, evaluator.evaluate(passed.detections, passed.counted))
+    except Exception as exc:  # a late failure never loses the finished timing
+        return Evaluation(evaluator.backend, failure=exc)
+
+
+def build_row(context: RowContext, timing: dict, passed: PassResult, evaluation: Evaluation,
+              saving: Saving | None = None, unmeasured_stages: tuple[str, ...] = ()) -> ResultRow:
     """The row of one accuracy pass. timing: the row's timing fields (fps, latency percentiles, mode, bench,
-    time_covers, target_figures, ...). A failing evaluation keeps the timing as a `partial` row."""
+    time_covers, target_figures, machine_state, ...). A failed evaluation keeps the timing as a `partial` row."""
     stage_ms = passed.clock.per_image_ms(len(passed.counted))
     stage_ms.update(dict.fromkeys(unmeasured_stages))
     common = dict(**context.fields, **timing, images=len(passed.counted), stage_ms=stage_ms,
-                  evaluator=evaluator.backend, detections=len(passed.detections),
+                  evaluator=evaluation.backend, detections=len(passed.detections),
                   skipped_images=list(context.skipped), flags=sorted(context.flags), notes=list(context.notes))
-    try:
-        metrics = evaluator.evaluate(passed.detections, passed.counted)
-    except Exception as exc:  # a late failure never loses the finished timing
-        return ResultRow(status="partial", error=f"evaluation failed: {first_line(exc)}", **common)
-    row = ResultRow(**common, **metric_fields(metrics))
+    if evaluation.failure is not None:
+        return ResultRow(status="partial", error=f"evaluation failed: {first_line(evaluation.failure)}", **common)
+    row = ResultRow(**common, **metric_fields(evaluation.metrics))
     saving = saving or Saving()
     if saving.detections or saving.outputs is not None:
         from harness.fidelity.artifacts import save_row_artifacts

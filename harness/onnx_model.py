@@ -144,13 +144,3 @@ def inspect_model(model, path: str = "") -> OnnxModelInfo:
     return OnnxModelInfo(path=os.fspath(path), opset=int(opset), ir_version=int(model.ir_version), inputs=inputs,
                          outputs=outputs, op_types=op_types, qdq_nodes=qdq, float16_tensors=fp16)
 
-
-def make_batch_symbolic(model) -> None:
-    """In place: a ModelProto's image input batch dim (and every output's first dim) made symbolic,
-    to try a batch-1 export at a larger batch."""
-    weights = {init.name for init in model.graph.initializer}
-    image = next(v for v in model.graph.input if v.name not in weights)
-    for value in [image, *model.graph.output]:
-        dims = value.type.tensor_type.shape.dim
-        if dims:
-            dims[0].dim_param = "batch"

@@ -25,7 +25,7 @@ import numpy as np
 
 from harness.decode import decode
 from harness.decode.finite import bad_rows, describe, find_nonfinite
-from harness.decode.types import to_coco_results
+from harness.decode.types import COCO_ARRAY_COLUMNS, to_coco_array, to_coco_results
 from harness.errors import HarnessError, SkippedImage
 from harness.extra_inputs import extra_inputs
 from harness.preprocess import Batch, prepare_batch
@@ -55,7 +55,7 @@ def iter_batches(images: Sequence[tuple[int, object]], batch_size: int, spec: In
 
 @dataclass
 class PassResult:
-    detections: list[dict]  # COCO result dicts
+    detections: list[dict] | np.ndarray  # COCO result dicts; file_pass: one compact array (decode.types.to_coco_array)
     counted: list[int]  # image ids that ran
     failed: list[SkippedImage]  # images skipped with skip_bad (path, reason)
     clock: StageClock  # per-stage seconds (see harness.timing.StageClock)
@@ -63,11 +63,14 @@ class PassResult:
     bad_outputs: list[SkippedImage] = field(default_factory=list)  # NaN/Inf outputs skipped with skip_bad
     names: dict[int, str] = field(default_factory=dict)  # image id -> file name, of the counted images
 
-    def add(self, done: list[tuple[int, list[dict]]], metas) -> None:
-        """One decoded batch: its detections, and its images as counted."""
+    def add(self, done: list[tuple[int, list[dict]]], metas, parts: list | None = None) -> None:
+        """One decoded batch: its detections (compact arrays go to `parts`), and its images as counted."""
         files = {meta.image_id: Path(meta.file).name for meta in metas}
-        for image_id, dicts in done:
-            self.detections.extend(dicts)
+        for image_id, found in done:
+            if parts is None:
+                self.detections.extend(found)
+            else:
+                parts.append(found)
             self.counted.append(image_id)
             self.names[image_id] = files[image_id]
 
@@ -103,10 +106,12 @@ def _drop_nonfinite(outputs, metas, batch_rows: int, skip_bad: bool, names=None,
 
 
 def _decode_batch(outputs, metas, profile, batch_rows: int | None = None, skip_bad: bool = False,
-                  names=None, who: str = "model") -> tuple[list[tuple[int, list[dict]]], float, list[SkippedImage]]:
+                  names=None, who: str = "model", compact: bool = False) -> tuple[list[tuple[int, list[dict]]], float,
+                                                                                 list[SkippedImage]]:
     """The sinks of one batch, from any source: the finite filter, then the decoder, then COCO dicts per
-    image; returns them, the seconds it took and the images skipped for NaN/Inf outputs (checked first:
-    a NaN never reaches the decoder). A file source's decode errors name the image."""
+    image (compact: one to_coco_array array per image, the same values); returns them, the seconds it took
+    and the images skipped for NaN/Inf outputs (checked first: a NaN never reaches the decoder). A file
+    source's decode errors name the image."""
     t0 = time.perf_counter()
     outputs, metas, skipped = _drop_nonfinite(outputs, metas, batch_rows or len(metas), skip_bad, names, who)
     if not metas:
@@ -117,22 +122,28 @@ def _decode_batch(outputs, metas, profile, batch_rows: int | None = None, skip_b
         if who == "model":
             raise
         raise HarnessError(f"image {_image_names(metas, range(len(metas)))}: {exc}") from None
-    done = [(meta.image_id, to_coco_results(dets, meta.image_id, profile.category_ids))
-            for meta, dets in zip(metas, decoded)]
+    convert = to_coco_array if compact else to_coco_results
+    done = [(meta.image_id, convert(dets, meta.image_id, profile.category_ids)) for meta, dets in zip(metas, decoded)]
     return done, time.perf_counter() - t0, skipped
 
 
 def file_pass(items, profile, skip_bad: bool = False, names=None, advance=lambda n=1: None) -> PassResult:
     """A file set as the source: (ImageMeta, outputs of that image) in the tool's order (FileTool.read_outputs,
-    which checks every file against the prep.json it was made from) through the same sinks as accuracy_pass."""
+    which checks every file against the prep.json it was made from) through the same sinks as accuracy_pass.
+    Its detections are one compact array (decode.types.to_coco_array; the evaluator makes dicts a few
+    categories at a time): a whole validation set's detections as dicts would dominate the decode's memory."""
     passed = PassResult([], [], [], StageClock(), 0.0)
+    parts: list[np.ndarray] = []
     start = time.perf_counter()
     for meta, outputs in items:
-        done, seconds, skipped = _decode_batch(outputs, [meta], profile, 1, skip_bad, names, who="device")
+        done, seconds, skipped = _decode_batch(outputs, [meta], profile, 1, skip_bad, names, who="device",
+                                               compact=True)
         passed.clock.seconds["decode"] += seconds
-        passed.add(done, [meta])
+        passed.add(done, [meta], parts)
         passed.bad_outputs += skipped
         advance(1)
+    passed.detections = np.concatenate(parts) if parts else np.empty((0, len(COCO_ARRAY_COLUMNS)))
+    del parts
     passed.wall_seconds = time.perf_counter() - start
     return passed
 

@@ -6,13 +6,13 @@ Geometry convention: input_xy = original_xy * scale + pad (per axis); boxes map 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
 from harness.errors import ImageError, SkippedImage
@@ -22,11 +22,13 @@ from harness.jit import compiled
 if TYPE_CHECKING:
     from harness.profiles import InputSpec
 
+#: cv2.INTER_* values (OpenCV's stable enum; tests compare them with cv2's), so importing this module
+#: does not load OpenCV: commands that never resize (`harness targets`, `--help`) start faster
 _INTERPOLATION = {
-    "nearest": cv2.INTER_NEAREST,
-    "linear": cv2.INTER_LINEAR,
-    "cubic": cv2.INTER_CUBIC,
-    "area": cv2.INTER_AREA,
+    "nearest": 0,  # cv2.INTER_NEAREST
+    "linear": 1,  # cv2.INTER_LINEAR
+    "cubic": 2,  # cv2.INTER_CUBIC
+    "area": 3,  # cv2.INTER_AREA
 }
 
 
@@ -51,13 +53,27 @@ class ImageMeta:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 
-def place_geometry(width: int, height: int, spec: InputSpec) -> tuple[int, int, float, float, int, int]:
-    """Resized size, per-axis scale and integer padding for an image of width x height."""
+_ROUNDING = {"round": round, "floor": math.floor, "ceil": math.ceil}
+
+
+def place_geometry(width: int, height: int, spec: InputSpec) -> tuple[int, int, float, float, float, float]:
+    """Resized size, per-axis scale and padding (input_xy = original_xy * scale + pad) for an image of
+    width x height. Letterbox pads are whole pixels; a warp's are the exact fractional offsets."""
     if spec.resize == "stretch":
         return spec.width, spec.height, spec.width / width, spec.height / height, 0, 0
+    if spec.resize == "warp-stretch":
+        return spec.width, spec.height, spec.width / width, spec.height / height, 0.0, 0.0
+    if spec.resize == "warp":  # NanoDet's get_resize_matrix(keep_ratio=True): T @ Rs @ C
+        ratio = spec.height / height if width / height < spec.width / spec.height else spec.width / width
+        return (spec.width, spec.height, ratio, ratio,
+                0.5 * spec.width - ratio * width / 2, 0.5 * spec.height - ratio * height / 2)
     ratio = min(spec.width / width, spec.height / height)
-    new_w = max(1, min(spec.width, int(round(width * ratio))))
-    new_h = max(1, min(spec.height, int(round(height * ratio))))
+    rounding = _ROUNDING[spec.rounding]
+    new_w = max(1, min(spec.width, int(rounding(width * ratio))))
+    new_h = max(1, min(spec.height, int(rounding(height * ratio))))
+    if spec.letterbox_rounding == "ultralytics":  # ultralytics/data/augment.py LetterBox, predict mode
+        dw, dh = (spec.width - new_w) / 2, (spec.height - new_h) / 2
+        return new_w, new_h, ratio, ratio, int(round(dw - 0.1)), int(round(dh - 0.1))
     if spec.resize == "letterbox":
         pad_x, pad_y = (spec.width - new_w) // 2, (spec.height - new_h) // 2
     else:  # letterbox-topleft
@@ -65,17 +81,37 @@ def place_geometry(width: int, height: int, spec: InputSpec) -> tuple[int, int, 
     return new_w, new_h, new_w / width, new_h / height, pad_x, pad_y
 
 
-def resize_image(image: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, tuple[float, float, int, int]]:
-    """Resize (and pad) a BGR image to the model's input size; returns canvas and (sx, sy, px, py)."""
-    height, width = image.shape[:2]
-    new_w, new_h, scale_x, scale_y, pad_x, pad_y = place_geometry(width, height, spec)
-    resized = cv2.resize(image, (new_w, new_h), interpolation=_INTERPOLATION[spec.interpolation])
-    if spec.resize == "stretch":
-        return resized, (scale_x, scale_y, 0, 0)
+def _interpolation(spec: InputSpec, shrinks: bool) -> int:
+    if spec.interpolation == "area-linear":
+        return _INTERPOLATION["area"] if shrinks else _INTERPOLATION["linear"]
+    return _INTERPOLATION[spec.interpolation]
+
+
+def _fill(spec: InputSpec):
     fill = spec.pad_value
     if isinstance(fill, tuple) and spec.color == "rgb":
         fill = fill[::-1]  # the canvas is BGR until to_model_layout
-    canvas = np.full((spec.height, spec.width, 3), fill, dtype=np.uint8)
+    return fill
+
+
+def resize_image(image: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """Resize (and pad) a BGR image to the model's input size; returns canvas and (sx, sy, px, py)."""
+    import cv2
+
+    height, width = image.shape[:2]
+    new_w, new_h, scale_x, scale_y, pad_x, pad_y = place_geometry(width, height, spec)
+    if spec.resize in ("warp", "warp-stretch"):
+        # NanoDet's ShapeTransform: cv2.warpPerspective with its 3x3 matrix (linear, constant border)
+        matrix = np.array([[scale_x, 0, pad_x], [0, scale_y, pad_y], [0, 0, 1]], np.float64)
+        fill = _fill(spec)
+        border = tuple(float(v) for v in fill) if isinstance(fill, tuple) else (float(fill),) * 3
+        canvas = cv2.warpPerspective(image, matrix, (spec.width, spec.height), flags=_interpolation(spec, scale_x < 1),
+                                     borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+        return canvas, (scale_x, scale_y, pad_x, pad_y)
+    resized = cv2.resize(image, (new_w, new_h), interpolation=_interpolation(spec, new_w < width or new_h < height))
+    if spec.resize == "stretch":
+        return resized, (scale_x, scale_y, 0, 0)
+    canvas = np.full((spec.height, spec.width, 3), _fill(spec), dtype=np.uint8)
     canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
     return canvas, (scale_x, scale_y, pad_x, pad_y)
 
@@ -114,6 +150,10 @@ def to_model_layout(canvas: np.ndarray, spec: InputSpec, out: np.ndarray | None 
         return out
     mean = np.asarray(spec.mean, dtype=np.float32)
     inv_std = np.float32(1.0) / np.asarray(spec.std, dtype=np.float32)
+    if spec.dtype == "f16":  # normalised in float32 (as for f32), then rounded once to float16
+        out[...] = _normalise(np.ascontiguousarray(canvas), mean, inv_std, spec.color == "rgb", channels_first,
+                              np.empty(shape, np.float32))
+        return out
     return _normalise(np.ascontiguousarray(canvas), mean, inv_std, spec.color == "rgb", channels_first, out)
 
 

@@ -31,20 +31,35 @@ class InputSpec:
 
     width: int = setting(gt=0, le=16384)
     height: int = setting(gt=0, le=16384)
-    resize: Literal["stretch", "letterbox", "letterbox-topleft"] = "letterbox"
-    interpolation: Literal["nearest", "linear", "cubic", "area"] = "linear"
+    #: stretch | letterbox (centred: the top/left pad is the smaller half, as YOLOv5/8's round(d/2 - 0.1))
+    #: | letterbox-topleft (YOLOX) | warp (NanoDet's keep-ratio warp: scaled by the ratio and centred with
+    #: the exact, fractional offset, cv2.warpPerspective) | warp-stretch (NanoDet-Plus's keep_ratio false)
+    resize: Literal["stretch", "letterbox", "letterbox-topleft", "warp", "warp-stretch"] = "letterbox"
+    #: how a letterbox's resized size is rounded from size x ratio: round (YOLOv5/8 detect), floor
+    #: (YOLOX's int()), ceil (YOLOv5 val.py's load_image)
+    rounding: Literal["round", "floor", "ceil"] = "round"
+    #: area-linear: INTER_AREA when the image shrinks, INTER_LINEAR when it grows (YOLOv5 val.py)
+    interpolation: Literal["nearest", "linear", "cubic", "area", "area-linear"] = "linear"
     pad_value: float | tuple[float, float, float] = setting(0.0, ge=0, le=255)  # one value, or 3 in the model's colour order
     color: Literal["bgr", "rgb"] = "bgr"
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = setting((1.0, 1.0, 1.0), gt=0)
     layout: Literal["NCHW", "NHWC"] = "NCHW"
-    dtype: Literal["f32", "u8"] = "f32"
+    #: f32 | f16 (a model whose image input is float16) | u8 (raw pixels, normalisation inside the model)
+    dtype: Literal["f32", "f16", "u8"] = "f32"
     extras: tuple[str, ...] = setting((), expects="a list of model input names")  # built by harness.extra_inputs
+    #: resize = "letterbox" only. None: the resized size rounds, the padding is split with the odd pixel
+    #: at the end, and boxes map back by each axis's own scale (new size / original size). "ultralytics":
+    #: Ultralytics' predict LetterBox step for step (new size round(w*r), round(h*r); top = round(dh - 0.1),
+    #: left = round(dw - 0.1)), and boxes map back by dividing by r, as its scale_boxes does
+    letterbox_rounding: Literal["ultralytics"] | None = None
 
     def __post_init__(self):
         unknown = [name for name in self.extras if name not in EXTRA_INPUT_NAMES]
         if unknown:
             raise Invalid("extras", f"{unknown} unknown; known: {', '.join(sorted(EXTRA_INPUT_NAMES))}")
+        if self.letterbox_rounding is not None and self.resize != "letterbox":
+            raise Invalid("letterbox_rounding", f"applies to resize = \"letterbox\" only, not {self.resize!r}")
 
     def shape(self, batch: int) -> tuple[int, int, int, int]:
         if self.layout == "NCHW":
@@ -53,7 +68,7 @@ class InputSpec:
 
     @property
     def numpy_dtype(self) -> str:
-        return "float32" if self.dtype == "f32" else "uint8"
+        return {"f32": "float32", "f16": "float16", "u8": "uint8"}[self.dtype]
 
 
 @dataclass(frozen=True)
@@ -104,7 +119,7 @@ class DecoderSpec:
     params: object
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, **config.dump(self.params)}
+        return {"kind": self.kind, **(config.dump(self.params) if self.params is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -158,6 +173,28 @@ class Profile:
                 continue
             names.append(name)
         return names
+
+
+#: the decoder kind of a profile that only describes the input (harness bench without --profile)
+NO_DECODER = "none"
+
+
+def input_profile(shape: tuple, dtype: str, name: str = "") -> Profile:
+    """A profile that only says what the model takes: [B, 3, H, W] (NCHW) or [B, H, W, 3] (NHWC) of
+    float32/float16/uint8; for timing without a dataset (nothing is decoded)."""
+    if len(shape) != 4 or 3 not in (shape[1], shape[3]):
+        raise HarnessError(f"input {list(shape)}: expected [batch, 3, height, width] or [batch, height, width, 3]; "
+                           "pass --profile")
+    layout = "NCHW" if shape[1] == 3 else "NHWC"
+    height, width = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
+    codes = {"float32": "f32", "float16": "f16", "uint8": "u8"}
+    if dtype not in codes:
+        raise HarnessError(f"input type {dtype}: random input is made for float32, float16 and uint8; pass --profile")
+    spec = config.load(InputSpec, {"width": width, "height": height, "layout": layout, "dtype": codes[dtype]},
+                       "model input", "input")
+    return Profile(name=name or f"input {layout} {height}x{width} {codes[dtype]}", description="model input only",
+                   input=spec, decoder=DecoderSpec(NO_DECODER, None), postprocess=PostprocessSpec(),
+                   class_names=(), category_ids=())
 
 
 def _builtin_dir():

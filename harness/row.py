@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, fields
 
+from harness.machine.state import BUSY_SHARE, MachineState
 from harness.modes import MODES
 
 SCHEMA_VERSION = 3  # 3: mode, requests, streams, threads, latency_samples, fps_ci95, fps_converged
@@ -30,6 +31,9 @@ FLAGS = {
     "suspect": f"mAP below {SUSPECT_MAP} (with detections, or none at all): the profile likely does not fit the model",
     "emulated": "an NPU tool emulated on this machine's CPU (ONNX Runtime), not a device measurement",
     "loop-mismatch": "outputs computed inside the timing loop differ from a plain inference of the same batch",
+    "no-accuracy": "timing only (harness bench): no dataset, so no accuracy was measured",
+    "busy-machine": f"other processes took more than {BUSY_SHARE:.0%} of the CPU while the row was timed "
+                    "(its machine state and notes say how much, in which window)",
     "unconverged": "the timing loop reached its time cap before the throughput's 95% confidence interval got under "
                    "its target (fps_ci95 says how wide it was)",
 }
@@ -105,6 +109,9 @@ class ResultRow:
     bench: dict | None = None
     time_covers: str = ""
     batch_mode: str = ""
+    #: a fixed-batch-1 ONNX rewritten to batch N (harness.batch_rewrite.BatchModel.row_field): the
+    #: largest abs difference of its outputs from N batch-1 runs, what it was checked on, the file
+    batch_rewrite: dict | None = None
     runtime: dict = field(default_factory=dict)
     dataset: str = ""
     annotations: str = ""
@@ -121,6 +128,8 @@ class ResultRow:
     #: files the row saved next to its results.json, paths relative to it: {"detections": ..., "outputs": ...}
     #: (run --save-detections / --save-outputs N; read by report --fidelity)
     artifacts: dict = field(default_factory=dict)
+    #: what the machine did while the row ran: other load, clocks, memory, energy (harness.machine)
+    machine_state: MachineState | None = None
     extra: dict = field(default_factory=dict)  # keys of a row this version does not know, kept as they were
 
     def __post_init__(self):
@@ -181,6 +190,7 @@ class ResultRow:
         values["extra"] = {k: v for k, v in data.items() if k not in names and k not in TARGET_FIGURES}
         values.setdefault("bs", 0)
         values["notes"] = list(values.get("notes") or [])
+        values["machine_state"] = MachineState.from_dict(values.get("machine_state"))
         values["skipped_images"] = list(values.get("skipped_images") or [])
         values["flags"] = [f for f in (values.get("flags") or []) if f in FLAGS]
         if data.get("schema") is None:

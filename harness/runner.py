@@ -9,6 +9,7 @@ row could survive (dataset, model file missing) stop before any work.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from harness.decode import decode
 from harness.errors import HarnessError
 from harness.evaluate import CocoEvaluator
 from harness.extra_inputs import extra_inputs
-from harness.measurement import RowContext, Saving, build_row
+from harness.machine.state import busy_note, busy_windows, e2e_above_infer_note, energy_figures
+from harness.machine.watch import RowWatch
+from harness.measurement import RowContext, Saving, build_row, evaluate_pass
 from harness.pipeline import accuracy_pass
 from harness.preprocess import prepare_batch
 from harness.profiles import Profile
@@ -162,8 +165,19 @@ def _first_batch(images, bs: int, profile: Profile, skip_bad: bool):
 
 
 def _run_one(config, options, bs, model_path, per_batch, images, skipped, evaluator, progress, context, out_dir):
+    target_cls = get_target(config.target)
+    watch = RowWatch(energy=target_cls.device_kind).start()  # memory peak from here: load, timing, accuracy
+    try:
+        return _run_watched(config, options, bs, model_path, per_batch, images, skipped, evaluator, progress,
+                            context, out_dir, target_cls, watch)
+    finally:
+        watch.stop()
+
+
+def _run_watched(config, options, bs, model_path, per_batch, images, skipped, evaluator, progress, context, out_dir,
+                 target_cls, watch):
     profile = config.profile
-    target = get_target(config.target)(model_path, profile, options, config.batch_sizes)
+    target = target_cls(model_path, profile, options, config.batch_sizes)
     target.sample_images = tuple(images[:SAMPLE_IMAGES])
     with target:
         with progress.task(f"{config.target} bs={bs}: loading {Path(model_path).name}", 1) as advance:
@@ -172,17 +186,11 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
         sample, sample_metas = _first_batch(images, bs, profile, config.skip_bad_images)
         sample_extras = extra_inputs(profile, sample_metas, bs) or None
         reference = _check_outputs(target, sample, sample_metas, model_path, sample_extras)
-        rule = loop_rule(config)
-        with progress.task(f"{config.target} bs={bs}: timing, {target.run_mode.summary()} ({rule.min_seconds:g}-"
-                           f"{rule.max_seconds:g}s, to ±{rule.target_ci:.1%})", 1) as advance:
-            warm_up(lambda: target.infer(sample, sample_extras), config.warmup_seconds)
-            stats = target.benchmark(sample, rule, sample_extras, capture=LOOP_CHECK_ITERATIONS)
-            advance(1)
-        run_mode = target.run_mode
-        loop_check = _loop_check(reference, stats.captured)
+        stats, rule, loop_check = measure(target, sample, sample_extras, reference, config, progress, bs, watch=watch)
         store = config.canvases.store_for(profile.input, len(images)) if config.canvases else None
         reused = bool(store)  # filled by an earlier row (this row's pass fills an empty one)
-        with progress.task(f"{config.target} bs={bs}: accuracy pass", len(images)) as advance:
+        with progress.task(f"{config.target} bs={bs}: accuracy pass", len(images)) as advance, \
+                watch.window("accuracy"):
             passed = accuracy_pass(target, images, bs, profile, workers=config.workers,
                                    skip_bad=config.skip_bad_images, advance=advance, canvases=store)
         describe = target.describe()
@@ -193,6 +201,8 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
         counted = set(passed.counted)
         ran = [(i, p) for i, p in images if i in counted]  # dataset order, images that failed left out
         outputs = _capture_outputs(config, target, ran, bs)
+    evaluation = evaluate_pass(evaluator, passed)  # inside the row's memory watch: part of its peak
+    machine = watch.finish(ident.model_bytes(model_path), config.canvases.held_bytes() if config.canvases else None)
     if passed.failed:  # unreadable images stay out of later rows; NaN outputs are this row's own
         failed_paths = {failure.path for failure in passed.failed}
         images = [(i, p) for i, p in images if str(p) not in failed_paths]
@@ -210,6 +220,55 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
     if row_skipped:
         notes.append(f"{len(row_skipped)} image(s) skipped (--skip-bad-images); mAP is over the remaining "
                      f"{len(passed.counted)}")
+    timing_notes(stats, rule, loop_check, notes, flags)
+    wall = passed.wall_seconds
+    e2e_fps = round(len(passed.counted) / wall, 2) if wall > 0 else None
+    notes += _machine_notes(machine, stats.fps, e2e_fps, flags)
+    timing = {**timing_fields(stats, rule, loop_check, target, config.warmup_seconds),
+              "e2e_fps": e2e_fps, "machine_state": machine}
+    measured = RowContext(dict(target=config.target, bs=bs, precision=precision,
+                               batch_mode=describe_batch_mode(per_batch, target.model_batch, bs, target.batch_rewrite),
+                               runtime=describe, batch_rewrite=target.batch_rewrite, **context),
+                          notes, flags, list(row_skipped))
+    saving = Saving(out_dir, config.save_detections, outputs)
+    return build_row(measured, timing, passed, evaluation, saving), images, skipped
+
+
+def measure(target, sample: np.ndarray, extras: dict | None, reference: list, config, progress, bs: int, watch=None):
+    """Warm up and run the target's steady-state timing loop on one batch, checking the loop's own
+    outputs against `reference` (infer() on the same batch); (stats, rule, loop check). `config`:
+    a RunConfig or anything with its timing fields (harness.bench.BenchConfig); `watch`: the row's
+    machine watcher, whose "timing" window covers the loop."""
+    rule = loop_rule(config)
+    with progress.task(f"{config.target} bs={bs}: timing, {target.run_mode.summary()} ({rule.min_seconds:g}-"
+                       f"{rule.max_seconds:g}s, to ±{rule.target_ci:.1%})", 1) as advance:
+        warm_up(lambda: target.infer(sample, extras), config.warmup_seconds)
+        with watch.window("timing") if watch is not None else contextlib.nullcontext():
+            stats = target.benchmark(sample, rule, extras, capture=LOOP_CHECK_ITERATIONS)
+        advance(1)
+    return stats, rule, _loop_check(reference, stats.captured)
+
+
+def timing_fields(stats, rule: LoopRule, loop_check: dict, target, warmup_seconds: float) -> dict:
+    """The row's timing fields from one timing loop (the same for `run` and `bench` rows)."""
+    run_mode = target.run_mode
+    return {
+        "fps": round(stats.fps, 2),
+        **percentiles_ms(stats.latencies_ms),
+        "fps_ci95": None if stats.ci95 is None else round(stats.ci95, 5),
+        "fps_converged": stats.converged,
+        "mode": run_mode.mode, "requests": run_mode.requests, "streams": run_mode.streams, "threads": run_mode.threads,
+        "bench": {"iterations": len(stats.latencies_ms), "seconds": round(stats.seconds, 3),
+                  "concurrency": stats.concurrency, "warmup_seconds": warmup_seconds,
+                  "min_seconds": rule.min_seconds, "max_seconds": rule.max_seconds, "target_ci": rule.target_ci,
+                  "loop_check": loop_check},
+        "time_covers": target.time_covers,
+        "target_figures": dict(stats.extra),
+    }
+
+
+def timing_notes(stats, rule: LoopRule, loop_check: dict, notes: list, flags: set) -> None:
+    """What the row must say about its timing loop (not converged, outputs differing inside it)."""
     if stats.converged is False:
         ci = "undefined (too few iterations)" if stats.ci95 is None else f"±{stats.ci95:.1%}"
         notes.append(f"timing did not converge: throughput {ci} (95% CI) when the loop stopped after "
@@ -219,26 +278,25 @@ def _run_one(config, options, bs, model_path, per_batch, images, skipped, evalua
         notes.append(f"outputs inside the timing loop differ from infer() on the same batch "
                      f"(max abs difference {loop_check['max_abs_diff']:.3g})")
         flags.add("loop-mismatch")
-    wall = passed.wall_seconds
-    timing = {
-        "fps": round(stats.fps, 2),
-        "e2e_fps": round(len(passed.counted) / wall, 2) if wall > 0 else None,
-        **percentiles_ms(stats.latencies_ms),
-        "fps_ci95": None if stats.ci95 is None else round(stats.ci95, 5),
-        "fps_converged": stats.converged,
-        "mode": run_mode.mode, "requests": run_mode.requests, "streams": run_mode.streams, "threads": run_mode.threads,
-        "bench": {"iterations": len(stats.latencies_ms), "seconds": round(stats.seconds, 3),
-                  "concurrency": stats.concurrency, "warmup_seconds": config.warmup_seconds,
-                  "min_seconds": rule.min_seconds, "max_seconds": rule.max_seconds, "target_ci": rule.target_ci,
-                  "loop_check": loop_check},
-        "time_covers": target.time_covers,
-        "target_figures": dict(stats.extra),
-    }
-    measured = RowContext(dict(target=config.target, bs=bs, precision=precision,
-                             batch_mode=_batch_mode(per_batch, target.model_batch, bs), runtime=describe, **context),
-                        notes, flags, list(row_skipped))
-    saving = Saving(out_dir, config.save_detections, outputs)
-    return build_row(measured, timing, passed, evaluator, saving), images, skipped
+
+
+def _machine_notes(machine, fps: float, e2e_fps: float | None, flags: set) -> list[str]:
+    """Energy per image from the timing loop's counter; the busy-machine flag and note; why e2e img/s
+    may read above infer img/s. Sets the flag in `flags`, returns the notes."""
+    notes = []
+    if machine.timing is not None:
+        _, machine.joules_per_image, machine.fps_per_watt = energy_figures(machine.timing.energy_j,
+                                                                           machine.timing.seconds, fps)
+        machine.joules_per_image = None if machine.joules_per_image is None else round(machine.joules_per_image, 5)
+        machine.fps_per_watt = None if machine.fps_per_watt is None else round(machine.fps_per_watt, 3)
+    busy = busy_windows({"timing": machine.timing, "accuracy": machine.accuracy}, machine.busy_share)
+    if busy:
+        flags.add("busy-machine")
+        notes.append(busy_note(busy, machine.busy_share))
+    above = e2e_above_infer_note(fps, e2e_fps, machine.timing, machine.accuracy)
+    if above:
+        notes.append(above)
+    return notes
 
 
 def _capture_outputs(config: RunConfig, target, images, bs: int):
@@ -250,11 +308,13 @@ def _capture_outputs(config: RunConfig, target, images, bs: int):
     return capture_outputs(target, images, config.save_outputs, bs, config.profile, target.output_names())
 
 
-def _batch_mode(per_batch: bool, model_batch: int | None, bs: int) -> str:
+def describe_batch_mode(per_batch: bool, model_batch: int | None, bs: int, rewrite: dict | None = None) -> str:
     """How the batch size was obtained: one model per size, a dynamic axis, the model's fixed
-    batch, or a fixed batch-1 graph reshaped (OpenVINO) / made symbolic (ONNX Runtime)."""
+    batch, a fixed batch-1 graph reshaped (OpenVINO) or rewritten to batch N (harness.batch_rewrite)."""
     if per_batch:
         return "per-batch model"
+    if rewrite:
+        return "rewritten"
     if model_batch is None:
         return "dynamic"
     return "fixed" if model_batch == bs else "reshaped"

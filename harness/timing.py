@@ -40,6 +40,17 @@ def percentiles_ms(latencies_ms) -> dict:
     return {**percentiles(values, prefix="latency_ms_"), "latency_samples": len(values)}
 
 
+def summary_ms(latencies_ms, digits: int = 3) -> dict:
+    """Per-request latency as benchmark_app prints it (min, median, mean, max) with the gated
+    percentiles, in ms; {} without samples."""
+    arr = np.asarray(list(latencies_ms), dtype=np.float64)
+    if not arr.size:
+        return {}
+    return {"min": round(float(arr.min()), digits), "median": round(float(np.median(arr)), digits),
+            "mean": round(float(arr.mean()), digits), "max": round(float(arr.max()), digits),
+            **percentiles(arr, digits), "samples": int(arr.size)}
+
+
 def percentile_supported(name: str, samples: int | None) -> bool:
     """Is `samples` enough for percentile `name` ('p99', 'latency_ms_p90', ...)? Unknown counts pass."""
     p = int(name.rsplit("p", 1)[-1])

@@ -1,8 +1,17 @@
-"""Shared fixtures: paths to ../shared (skipped with a reason where absent) and the demo assets."""
+"""Shared fixtures: paths to ../shared (skipped with a reason where absent) and the demo assets.
+
+Tests that need ../shared (real COCO images, published models, the TensorRT name lists the fakes are
+built from) skip with a reason saying so where it is absent, and one line at the end of the run says
+how many did and what they need. Under HARNESS_REQUIRE_SHARED=1 (set by .ci/run) a missing ../shared
+stops the run before any test, and any skip whose reason names ../shared is a failure: CI cannot pass
+while the real-data and TensorRT-fake tests quietly did not run.
+"""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -11,13 +20,51 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 COCO_TINY = SHARED / "data" / "coco-tiny"
 MODELS = SHARED / "models"
+#: set by .ci/run: a skip for missing shared data is a failure
+REQUIRE_SHARED = os.environ.get("HARNESS_REQUIRE_SHARED", "") not in ("", "0")
+#: every skip for missing shared data says this (need_shared, and the skipif reasons of the TensorRT fakes)
+SHARED_SKIP = "needs ../shared"
 
 
 def need_shared(*parts: str) -> Path:
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"needs ../shared/{'/'.join(parts)} (project's shared data/models; absent on this machine)")
+        pytest.skip(f"{SHARED_SKIP}/{'/'.join(parts)} (project's shared data/models; absent on this machine)")
     return path
+
+
+def pytest_sessionstart(session):
+    if REQUIRE_SHARED and not SHARED.is_dir():
+        raise pytest.UsageError(f"HARNESS_REQUIRE_SHARED is set but {SHARED} does not exist: place the project's "
+                                "shared data beside the checkout (or unset it to skip those tests)")
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    return longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under HARNESS_REQUIRE_SHARED, a skip for missing ../shared data becomes a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_SHARED and report.skipped and SHARED_SKIP in _skip_reason(report):
+        report.outcome = "failed"
+        report.longrepr = f"HARNESS_REQUIRE_SHARED is set and this test skipped: {_skip_reason(report)}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line: how many tests skipped and what they need (the reasons counted, most common first)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    shared = sum(SHARED_SKIP in _skip_reason(r) for r in skipped)
+    others = collections.Counter(_skip_reason(r).removeprefix("Skipped: ") for r in skipped
+                                 if SHARED_SKIP not in _skip_reason(r))
+    parts = [f"{shared} need ../shared (real COCO images, published models, TensorRT name lists)"] if shared else []
+    parts += [f"{count} {reason}" for reason, count in others.most_common()]
+    terminalreporter.write_line(f"skipped {len(skipped)}: " + "; ".join(parts))
 
 
 def with_decoder_params(profile, **changes):
@@ -36,6 +83,29 @@ def coco_tiny() -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def nanodet_m_320() -> Path:
     return need_shared("models", "nanodet-m-320.onnx")
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> tuple[Path, Path]:
+    """(images, annotations) of the demo's generated validation split, generated once per session."""
+    from harness.demo import demo_dataset
+
+    images, ann, _ = demo_dataset(tmp_path_factory.mktemp("demo-cache"))
+    return images, ann
+
+
+@pytest.fixture(scope="session")
+def demo_oracle_map(demo_data) -> float:
+    """The bundled demo model's mAP on the demo split computed without the harness (tests/oracles.py:
+    OpenCV letterbox, plain ONNX Runtime, the NanoDet-Plus decode port, pycocotools)."""
+    from harness.demo import DEMO_PROFILE, demo_model_path
+    from harness.profiles import load_profile
+    from tests.oracles import nanodet_letterbox_map
+
+    profile = load_profile(DEMO_PROFILE)
+    return nanodet_letterbox_map(demo_model_path(), *demo_data, (profile.input.height, profile.input.width),
+                                 profile.input.mean, profile.input.std, profile.decoder.params.strides,
+                                 profile.category_ids)
 
 
 @pytest.fixture

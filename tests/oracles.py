@@ -27,6 +27,12 @@ Sources (read from these commits):
   06dc365f6add7e54f6cc70769db8e8400103fda4 paddle/phi/kernels/cpu/multiclass_nms3_kernel.cc
   (NMSFast, JaccardOverlap with normalized=True, keep_top_k by stable sort).
   https://github.com/PaddlePaddle/PaddleDetection/blob/666f597fd00d3157e84dd9fb2dd3f40bf9918ebc/ppdet/modeling/heads/pico_head.py
+
+Preprocessing ports (the model-input image each upstream's evaluation builds, before normalisation):
+- YOLOX yolox/data/data_augment.py preproc (int() of size x ratio, pasted top-left on 114) @ 6ddff48.
+- YOLOv5 utils/dataloaders.py LoadImagesAndLabels.load_image (ceil, INTER_AREA when shrinking) and
+  utils/augmentations.py letterbox (auto=False, scaleup=False as val.py calls it) @ 5081342.
+- NanoDet nanodet/data/transform/warp.py get_resize_matrix + cv2.warpPerspective (ShapeTransform) @ be9b4a9.
 """
 
 from __future__ import annotations
@@ -34,6 +40,66 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+# ---------------------------------------------------------------------------------------- preprocessing
+
+def yolox_preproc(img: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """YOLOX's preproc without its transpose/float cast: (padded HWC uint8 image, r)."""
+    import cv2
+
+    padded_img = np.ones((input_size[0], input_size[1], 3), dtype=np.uint8) * 114
+    r = min(input_size[0] / img.shape[0], input_size[1] / img.shape[1])
+    resized_img = cv2.resize(img, (int(img.shape[1] * r), int(img.shape[0] * r)),
+                             interpolation=cv2.INTER_LINEAR).astype(np.uint8)
+    padded_img[: int(img.shape[0] * r), : int(img.shape[1] * r)] = resized_img
+    return padded_img, r
+
+
+def yolov5_val_image(im: np.ndarray, img_size: int = 640, color=(114, 114, 114)) -> np.ndarray:
+    """YOLOv5 val.py's model-input image of a square img_size ONNX (rect=False): load_image then letterbox."""
+    import cv2
+
+    h0, w0 = im.shape[:2]
+    r = img_size / max(h0, w0)
+    if r != 1:
+        interp = cv2.INTER_LINEAR if r > 1 else cv2.INTER_AREA
+        im = cv2.resize(im, (math.ceil(w0 * r), math.ceil(h0 * r)), interpolation=interp)
+    shape = im.shape[:2]
+    r = min(img_size / shape[0], img_size / shape[1], 1.0)  # scaleup=False
+    new_unpad = round(shape[1] * r), round(shape[0] * r)
+    dw, dh = (img_size - new_unpad[0]) / 2, (img_size - new_unpad[1]) / 2
+    if shape[::-1] != new_unpad:
+        im = cv2.resize(im, new_unpad, interpolation=cv2.INTER_LINEAR)
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
+    return cv2.copyMakeBorder(im, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
+
+
+def nanodet_warp(raw_img: np.ndarray, dst_shape: tuple[int, int], keep_ratio: bool) -> np.ndarray:
+    """NanoDet's ShapeTransform at evaluation: get_resize_matrix, then cv2.warpPerspective."""
+    import cv2
+
+    height, width = raw_img.shape[:2]
+    r_w, r_h = width, height
+    d_w, d_h = dst_shape
+    Rs = np.eye(3)
+    if keep_ratio:
+        C = np.eye(3)
+        C[0, 2] = -r_w / 2
+        C[1, 2] = -r_h / 2
+        ratio = d_h / r_h if r_w / r_h < d_w / d_h else d_w / r_w
+        Rs[0, 0] *= ratio
+        Rs[1, 1] *= ratio
+        T = np.eye(3)
+        T[0, 2] = 0.5 * d_w
+        T[1, 2] = 0.5 * d_h
+        M = T @ Rs @ C
+    else:
+        Rs[0, 0] *= d_w / r_w
+        Rs[1, 1] *= d_h / r_h
+        M = Rs
+    return cv2.warpPerspective(raw_img, M @ np.eye(3), dsize=tuple(dst_shape))
+
 
 # ---------------------------------------------------------------------------------------- NMS ports
 
@@ -71,22 +137,26 @@ def batched_nms_offsets(boxes: np.ndarray, scores: np.ndarray, idxs: np.ndarray,
     return torchvision_nms(shifted, scores, iou_threshold)
 
 
+def _jaccard_matrix(boxes: np.ndarray) -> np.ndarray:
+    """JaccardOverlap (normalized) of every pair of boxes, in float32 as the kernel's T = float: 0 for
+    boxes apart (b.x1 > a.x2 or b.x2 < a.x1 or b.y1 > a.y2 or b.y2 < a.y1), BBoxArea 0 for an
+    inverted box, else inter / (area a + area b - inter). Symmetric, so one matrix serves NMSFast."""
+    boxes = boxes.astype(np.float32)
+    x1, y1, x2, y2 = boxes.T
+    apart = ((x1[None, :] > x2[:, None]) | (x2[None, :] < x1[:, None]) | (y1[None, :] > y2[:, None])
+             | (y2[None, :] < y1[:, None]))
+    inter = ((np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :]))
+             * (np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :])))
+    area = np.where((x2 < x1) | (y2 < y1), np.float32(0), (x2 - x1) * (y2 - y1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        overlap = inter / (area[:, None] + area[None, :] - inter)
+    return np.where(apart, np.float32(0), overlap)
+
+
 def paddle_multiclass_nms(boxes: np.ndarray, scores: np.ndarray, score_threshold: float, nms_top_k: int,
                           keep_top_k: int, nms_threshold: float) -> list[tuple[int, int, float]]:
     """Paddle's MultiClassNMS (multiclass_nms3 CPU kernel) for one image, boxes [N, 4] shared by
     classes, scores [C, N], normalized=True, eta 1, no background label: [(label, box index, score)]."""
-
-    def jaccard(a, b):  # JaccardOverlap, normalized
-        if b[0] > a[2] or b[2] < a[0] or b[1] > a[3] or b[3] < a[1]:
-            return 0.0
-        iw, ih = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
-        inter = iw * ih
-
-        def area(box):  # BBoxArea
-            return 0.0 if box[2] < box[0] or box[3] < box[1] else (box[2] - box[0]) * (box[3] - box[1])
-
-        return inter / (area(a) + area(b) - inter)
-
     selected: dict[int, list[int]] = {}
     for c in range(scores.shape[0]):
         column = scores[c]
@@ -94,10 +164,14 @@ def paddle_multiclass_nms(boxes: np.ndarray, scores: np.ndarray, score_threshold
         candidates = candidates[np.argsort(-column[candidates], kind="stable")]
         if nms_top_k > -1:
             candidates = candidates[:nms_top_k]
+        # NMSFast: a candidate is kept when its overlap with every kept box is <= the threshold
+        overlap = _jaccard_matrix(boxes[candidates])
+        standing = np.ones(len(candidates), bool)
         kept: list[int] = []
-        for idx in candidates:  # NMSFast
-            if all(jaccard(boxes[idx], boxes[k]) <= nms_threshold for k in kept):
+        for position, idx in enumerate(candidates):
+            if standing[position]:
                 kept.append(int(idx))
+                standing &= overlap[position] <= nms_threshold  # NaN overlaps suppress, as `<=` is False
         selected[c] = kept
     triples = [(c, idx, float(scores[c, idx])) for c in sorted(selected) for idx in selected[c]]
     if keep_top_k > -1 and len(triples) > keep_top_k:
@@ -169,6 +243,65 @@ def yolov5_val(prediction: np.ndarray, input_hw: tuple[int, int], original_hw: t
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, original_hw[1])
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, original_hw[0])
     return boxes, det[:, 4], det[:, 5].astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------- Ultralytics / TFLite
+
+def ultralytics_letterbox(image: np.ndarray, size: int):
+    """ultralytics/data/augment.py LetterBox (predict: auto=False, scaleup=True, center=True, pad 114):
+    (padded image, r, (left, top))."""
+    import cv2
+
+    shape = image.shape[:2]
+    r = min(size / shape[0], size / shape[1])
+    new_unpad = int(round(shape[1] * r)), int(round(shape[0] * r))
+    dw, dh = (size - new_unpad[0]) / 2, (size - new_unpad[1]) / 2
+    if shape[::-1] != new_unpad:
+        image = cv2.resize(image, new_unpad, interpolation=cv2.INTER_LINEAR)
+    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
+    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(114, 114, 114))
+    return image, r, (left, top)
+
+
+def ultralytics_val(prediction: np.ndarray, size: int, r: float, left_top: tuple[int, int],
+                    original_hw: tuple[int, int], conf_thres: float = 0.001, iou_thres: float = 0.7,
+                    max_det: int = 300):
+    """One image's [84, N] TFLite output (boxes normalized to the input) -> ultralytics/utils/ops.py
+    non_max_suppression(multi_label=True, max_nms=30000, max_wh=7680) -> boxes back to the image by
+    subtracting (left, top) and dividing by r, clipped."""
+    max_wh, max_nms = 7680, 30000
+    x = prediction.T.astype(np.float32)
+    box = x[:, :4] * size
+    box = np.concatenate([box[:, :2] - box[:, 2:4] / 2, box[:, :2] + box[:, 2:4] / 2], axis=1)  # xywh2xyxy
+    i, j = np.nonzero(x[:, 4:] > conf_thres)
+    det = np.concatenate([box[i], x[i, 4 + j, None], j[:, None].astype(np.float32)], axis=1)
+    if not len(det):
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    det = det[np.argsort(-det[:, 4], kind="stable")[:max_nms]]
+    keep = torchvision_nms(det[:, :4] + det[:, 5:6] * max_wh, det[:, 4], iou_thres)[:max_det]
+    det = det[keep]
+    boxes = det[:, :4].copy()
+    boxes[:, [0, 2]] -= left_top[0]
+    boxes[:, [1, 3]] -= left_top[1]
+    boxes /= r
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, original_hw[1])
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, original_hw[0])
+    return boxes, det[:, 4], det[:, 5].astype(np.int64)
+
+
+def tflite_ssd(boxes: np.ndarray, classes: np.ndarray, scores: np.ndarray, count: float,
+               original_hw: tuple[int, int], clip: bool = False):
+    """One image's TFLite_Detection_PostProcess rows (boxes ymin, xmin, ymax, xmax normalized; 0-based
+    classes) on a stretched input -> boxes in original pixels (y times height, x times width). The op
+    does not clip (its boxes may reach past 0..1); clip=True clips to the image, as TF OD API's eval does."""
+    n = int(count)
+    h, w = original_hw
+    b = boxes[:n].astype(np.float64)
+    if clip:
+        b = b.clip(0, 1)
+    xyxy = np.stack([b[:, 1] * w, b[:, 0] * h, b[:, 3] * w, b[:, 2] * h], axis=1)
+    return xyxy, scores[:n].astype(np.float32), classes[:n].astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------- GFL heads
@@ -243,6 +376,58 @@ def paddle_nms_rows(bbox: np.ndarray, bbox_num: np.ndarray):
     rows = bbox[: int(np.asarray(bbox_num).reshape(-1)[0])]
     rows = rows[rows[:, 0].astype(np.int64) >= 0]
     return rows[:, 2:6].astype(np.float64), rows[:, 1].astype(np.float32), rows[:, 0].astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------- whole pipeline
+
+def letterbox(image: np.ndarray, input_hw: tuple[int, int], pad_value: int = 0):
+    """Centred letterbox (NanoDet/YOLOX demos): one scale keeping the aspect ratio, the resized size
+    rounded, the padding split with the floor on the left/top. Returns (canvas, (sx, sy, pad_x, pad_y))."""
+    import cv2
+
+    height, width = image.shape[:2]
+    ratio = min(input_hw[1] / width, input_hw[0] / height)
+    new_w, new_h = int(round(width * ratio)), int(round(height * ratio))
+    pad_x, pad_y = (input_hw[1] - new_w) // 2, (input_hw[0] - new_h) // 2
+    canvas = np.full((*input_hw, 3), pad_value, np.uint8)
+    canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    return canvas, (new_w / width, new_h / height, pad_x, pad_y)
+
+
+def unletterbox(boxes: np.ndarray, geometry, original_hw: tuple[int, int]) -> np.ndarray:
+    """Input-pixel boxes back to the original image: minus the padding, over the scale, clipped."""
+    scale_x, scale_y, pad_x, pad_y = geometry
+    out = np.asarray(boxes, np.float64).reshape(-1, 4).copy()
+    out[:, [0, 2]] = ((out[:, [0, 2]] - pad_x) / scale_x).clip(0, original_hw[1])
+    out[:, [1, 3]] = ((out[:, [1, 3]] - pad_y) / scale_y).clip(0, original_hw[0])
+    return out
+
+
+def nanodet_letterbox_map(model_path, images_dir, ann_path, input_hw: tuple[int, int], mean, std, strides,
+                          category_ids) -> float:
+    """COCO mAP of a NanoDet-Plus-style ONNX model (one [1, N, C + 32] output, sigmoid-ed scores) with
+    nothing of the harness: OpenCV reads and letterboxes each image, numpy normalises it (BGR, NCHW),
+    plain ONNX Runtime runs it, nanodet_plus_eval decodes, unletterbox maps back, pycocotools scores."""
+    import json
+    from pathlib import Path
+
+    import cv2
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    images = json.loads(Path(ann_path).read_text())["images"]
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    results = []
+    for info in images:
+        image = cv2.imread(str(Path(images_dir) / info["file_name"]), cv2.IMREAD_COLOR)
+        canvas, geometry = letterbox(image, input_hw)
+        tensor = ((canvas.astype(np.float32) - mean) / std).transpose(2, 0, 1)[None]
+        (output,) = session.run(None, {name: np.ascontiguousarray(tensor)})
+        boxes, scores, labels = nanodet_plus_eval(output[0], input_hw, input_hw, num_classes=len(category_ids),
+                                                  strides=tuple(strides))
+        results += coco_dicts(info["id"], unletterbox(boxes, geometry, image.shape[:2]), scores, labels, category_ids)
+    return coco_map(ann_path, results, [info["id"] for info in images])
 
 
 # ---------------------------------------------------------------------------------------- COCO

@@ -4,6 +4,10 @@ the layers of docs/architecture.md. Read from the source with ast, so it needs n
 from __future__ import annotations
 
 import ast
+import functools
+import re
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,10 +17,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "harness"
 #: docs/architecture.md's layers; a module may import its own layer or lower ones
 LAYERS = {
     0: ("errors", "config", "registry", "jit", "jsonfile", "progress", "fileio", "folders"),
-    1: ("preprocess", "imagefile", "onnx_model", "declared_shapes", "timing", "modes", "row", "extra_inputs", "decode",
-        "identity"),
+    1: ("preprocess", "imagefile", "onnx_model", "declared_shapes", "batch_rewrite", "timing", "modes", "row",
+        "extra_inputs", "decode", "identity",
+        "machine"),
     2: ("profiles", "evaluate", "data", "targets", "canvases", "results", "precision", "envinfo", "demo"),
-    3: ("pipeline", "measurement", "runner", "npu", "fidelity", "quant", "sensitivity"),
+    3: ("pipeline", "measurement", "runner", "bench", "profile_match", "npu", "fidelity", "quant", "sensitivity"),
     4: ("report",),
     5: ("cli", "__main__"),
 }
@@ -138,13 +143,123 @@ def test_imports_point_down_the_layers():
     assert upward == [], f"modules importing a higher layer: {upward}"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("module", sorted(m for m in import_graph() if not m.endswith("__main__")))  # __main__ runs the CLI
-def test_every_module_imports_alone(module):
-    """In a fresh interpreter each module imports by itself (no order-dependent imports)."""
-    import subprocess
-    import sys
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
-    proc = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120,
-                          cwd=PACKAGE.parent)
+
+def base_distributions() -> set[str]:
+    """The distributions the base install brings: pyproject's [project].dependencies and, recursively,
+    what each of them requires (markers evaluated here, extras only where a requirement asks for them)."""
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+
+    roots = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    todo = [Requirement(r) for r in roots]
+    seen: set[str] = {"harness"}
+    while todo:
+        requirement = todo.pop()
+        name = _canonical(requirement.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = importlib.metadata.distribution(requirement.name).requires or []
+        except importlib.metadata.PackageNotFoundError:
+            continue  # not installed here: importing it fails anyway
+        for text in requires:
+            needed = Requirement(text)
+            extras = [""] + sorted(requirement.extras)
+            if needed.marker is None or any(needed.marker.evaluate({"extra": e}) for e in extras):
+                todo.append(needed)
+    return seen
+
+
+@functools.cache
+def outside_base_install() -> tuple[str, ...]:
+    """Top-level import names installed here (extras, test tools) that no base-install distribution provides
+    (cached: reading every installed distribution's file list takes about a second)."""
+    import importlib.metadata
+
+    base = base_distributions()
+    names = importlib.metadata.packages_distributions()
+    return tuple(sorted(name for name, dists in names.items()
+                        if not any(_canonical(d) in base for d in dists) and name not in sys.stdlib_module_names))
+
+
+#: third-party packages of the base install imported once before the forks (top-level names only, so
+#: no submodule a harness module forgot to import is there by accident); harness modules never are
+PRELOADED = ("numpy", "onnx", "pandas", "matplotlib", "openvino", "onnxruntime", "pycocotools", "rich", "click", "PIL")
+
+#: one interpreter where modules installed here but outside the base install raise ModuleNotFoundError;
+#: it imports PRELOADED, then forks one child per harness module, so each child imports its module alone
+#: (nothing of harness loaded before it) without paying the third-party imports again. Prints
+#: {module: error} as JSON.
+BASE_ONLY = """
+import importlib, importlib.abc, json, os, sys
+blocked, modules, preloaded = (a.split(",") if a else [] for a in sys.argv[1:4])
+blocked = set(blocked)
+
+class OutsideBaseInstall(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in blocked:
+            raise ModuleNotFoundError(f"No module named {name!r} in the base install (installed here by an extra)",
+                                      name=name)
+        return None
+
+sys.meta_path.insert(0, OutsideBaseInstall())
+for name in preloaded:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        pass  # then the child that needs it reports it
+failures = {}
+for module in modules:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        try:
+            importlib.import_module(module)
+            message = ""
+        except BaseException as exc:
+            message = f"{type(exc).__name__}: {exc}"
+        os.write(write, message.encode()[:4000])
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        message = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    if message or status:
+        failures[module] = message or f"the importing process died (status {status})"
+print(json.dumps(failures))
+"""
+
+
+def import_failures(modules, preloaded=PRELOADED) -> dict[str, str]:
+    import json
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", BASE_ONLY, ",".join(outside_base_install()), ",".join(modules),
+                           ",".join(preloaded)], capture_output=True, text=True, timeout=600, cwd=PACKAGE.parent)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_every_module_imports_alone_in_the_base_install():
+    """Each module under harness/ imports by itself in a fresh process (no order-dependent imports), with
+    only the base install's packages importable: what an extra (nncf, TensorRT, cuda-python,
+    faster-coco-eval, ...) or the test tools provide must be imported inside the function that needs it."""
+    modules = sorted(m for m in import_graph() if not m.endswith("__main__"))  # __main__ runs the CLI
+    failures = import_failures(modules)
+    assert failures == {}, "\n".join(f"{m}: {e}" for m, e in failures.items())
+
+
+def test_the_base_install_check_refuses_an_extras_module():
+    """The check can fail: a module of an extra installed here is refused in the base-install interpreter,
+    and a module of the base install is not."""
+    blocked = outside_base_install()
+    assert "pytest" in blocked and "numpy" not in blocked and "cv2" not in blocked
+    failures = import_failures(["pytest", "harness.errors"], preloaded=())
+    assert list(failures) == ["pytest"] and "ModuleNotFoundError" in failures["pytest"] and "base install" in failures["pytest"]

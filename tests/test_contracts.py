@@ -133,6 +133,19 @@ def _input_profile():
                               "classes": {"names": ["a"]}}, name="contract")
 
 
+def _tflite(graph: str):
+    def write(path):
+        from tests import tflite_writer  # needs ai-edge-litert's schema: only imported for a target that takes .tflite
+
+        return (tflite_writer.qdq_model if graph == "qdq" else tflite_writer.fp16_model)(path)
+    return write
+
+
+#: the same two graphs in each model format a target loads (Target.model_formats)
+GRAPH_WRITERS = {".onnx": {"qdq": _qdq_model, "fp16": _fp16_model},
+                 ".tflite": {"qdq": _tflite("qdq"), "fp16": _tflite("fp16")}}
+
+
 @pytest.mark.parametrize("name", TARGETS.names())
 @pytest.mark.parametrize("graph,expected", [("qdq", "int8"), ("fp16", "fp16")])
 def test_every_target_labels_precision_from_the_graph(tmp_path, name, graph, expected):
@@ -141,7 +154,8 @@ def test_every_target_labels_precision_from_the_graph(tmp_path, name, graph, exp
     ok, why = cls.availability()
     if not ok:
         pytest.skip(f"target {name} cannot run here: {why}")
-    model = (_qdq_model if graph == "qdq" else _fp16_model)(tmp_path / f"{graph}.onnx")
+    suffix = cls.model_formats[0]
+    model = GRAPH_WRITERS[suffix][graph](tmp_path / f"{graph}{suffix}")
     with cls(model, _input_profile(), {}) as target:
         target.load(1)
         assert target.precision == expected

@@ -39,6 +39,8 @@ PROFILES = {
     "paddle": load_profile("picodet-s-416"),
     "yolo-nms": at_416("yolov5s-640-vacc-nms"),
     "effdet": at_416("efficientdet-d0"),
+    "yolov8-tflite": at_416("yolo11n-640-tflite"),
+    "ssd-postprocess": at_416("ssd-mobilenet-v1-300-tflite"),
 }
 
 # family -> (decoder kind that reads it, tiny ONNX head writer or None for numpy outputs)
@@ -52,6 +54,8 @@ FAMILIES = {
     "paddle nms": ("paddle", lambda path: tinyheads.write_paddle_nms_head(path, size=SIZE)),
     "yolo-nms (VACC npz)": ("yolo-nms", None),
     "effdet (Ascend om)": ("effdet", None),
+    "yolov8 tflite (normalized boxes)": ("yolov8-tflite", None),
+    "ssd (TFLite_Detection_PostProcess)": ("ssd-postprocess", None),
 }
 PICO_NO_EXTRAS = load_profile("picodet-s-416").to_dict()
 PICO_NO_EXTRAS["input"]["extras"] = []
@@ -65,6 +69,14 @@ def _numpy_outputs(family: str) -> list[np.ndarray]:
         classes, scores, boxes = np.full((1, 8, 1), -1.0), np.full((1, 8, 1), -1.0), np.full((1, 8, 4), -1.0)
         classes[0, :2, 0], scores[0, :2, 0], boxes[0, :2] = [3, 7], [0.9, 0.4], [[10, 10, 50, 60], [100, 90, 200, 210]]
         return [classes.astype(np.float32), scores.astype(np.float32), boxes.astype(np.float32)]
+    if family.startswith("yolov8 tflite"):  # the yolov8 layout with cx, cy, w, h as fractions of the input
+        n = sum(grid_cells(SIZE, SIZE, (8, 16, 32)))
+        boxes = np.r_[rng.uniform(0, 1, (2, n)), rng.uniform(0, 0.25, (2, n))]
+        return [np.r_[boxes, 1 / (1 + np.exp(-rng.normal(-6, 1, (80, n))))][None].astype(np.float32)]
+    if family.startswith("ssd"):  # TFLite_Detection_PostProcess: boxes, classes, scores, count
+        boxes = np.sort(rng.uniform(0, 1, (1, 10, 2, 2)), axis=2).transpose(0, 1, 3, 2).reshape(1, 10, 4)
+        return [boxes.astype(np.float32), rng.integers(0, 80, (1, 10)).astype(np.float32),
+                np.sort(rng.uniform(0.1, 0.9, (1, 10)))[:, ::-1].astype(np.float32), np.array([10.0], np.float32)]
     sizes = feature_sizes(SIZE, SIZE, 3, 7)  # effdet: 9 anchors x 80 classes, 36 box codes per cell
     return ([(rng.normal(-6, 1, (1, 720, h, w))).astype(np.float32) for h, w in sizes]
             + [rng.normal(0, 0.1, (1, 36, h, w)).astype(np.float32) for h, w in sizes])

@@ -12,13 +12,11 @@ from harness.profiles import load_profile
 from harness.results import ResultsStore
 from harness.runner import RunConfig, run
 
-README_DEMO_MAP = 0.7814  # stated in README.md and datasets/demo/README.md
-
-
-@pytest.fixture(scope="module")
-def demo_data(tmp_path_factory):
-    images, ann, _ = demo_dataset(tmp_path_factory.mktemp("cache"))
-    return images, ann
+#: the demo's mAP as README.md and datasets/demo/README.md state it: a regression pin on the bundled model
+#: (the READMEs must say what the demo prints); the rows' correctness is checked against demo_oracle_map
+README_DEMO_MAP = 0.7814
+#: harness mAP vs the independent computation (decoder, NMS and evaluator written apart)
+ORACLE_TOLERANCE = 0.003
 
 
 def test_generator_is_deterministic(tmp_path):
@@ -42,7 +40,9 @@ def test_demo_dataset_is_cached_and_complete(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_cli_matches_readme_map_and_batches_are_real(tmp_path, demo_data, monkeypatch):
+def test_demo_cli_matches_an_independent_decode_and_the_readme(tmp_path, demo_data, demo_oracle_map, monkeypatch):
+    """Every row's mAP agrees with demo_oracle_map (no harness code) within ORACLE_TOLERANCE; the READMEs'
+    figure is a regression pin on the bundled model."""
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
     result = CliRunner().invoke(main, ["demo", "--out", str(out), "--seconds", "0.3", "--max-seconds", "0.3"])
@@ -52,7 +52,8 @@ def test_demo_cli_matches_readme_map_and_batches_are_real(tmp_path, demo_data, m
     assert [(r["target"], r["bs"]) for r in rows] == [(t, b) for t in ("ort", "ov") for b in (1, 4, 8)]
     for row in rows:
         assert row["images"] == DEMO_IMAGES and row["batch_mode"] == "dynamic"
-        assert row["map"] == pytest.approx(README_DEMO_MAP, abs=0.0005)
+        assert row["map"] == pytest.approx(demo_oracle_map, abs=ORACLE_TOLERANCE)
+        assert round(row["map"], 4) == README_DEMO_MAP  # regression pin: README.md states this figure
     # Batched runs are real: a batch of 8 takes longer per call than a batch of 1.
     by = {(r["target"], r["bs"]): r for r in rows}
     assert all(by[(t, 8)]["latency_ms_p50"] > by[(t, 1)]["latency_ms_p50"] for t in ("ort", "ov"))

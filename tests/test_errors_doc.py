@@ -330,6 +330,16 @@ def _fixed_batch():
     return with_flags(RUN, m="fixed.onnx", bs="4")
 
 
+def _bench_dynamic_size():
+    import onnx
+
+    model = onnx.load("tiny.onnx")
+    for dim in model.graph.input[0].type.tensor_type.shape.dim[2:]:
+        dim.dim_param = "size"
+    onnx.save(model, "dyn.onnx")
+    return ["bench", "-t", "ort", "-m", "dyn.onnx", "--out", "b"]
+
+
 def _gpu_target():
     from harness.targets import get_target
 
@@ -542,6 +552,12 @@ CASES: dict[str, Callable[[], list[str]]] = {
     "decode-npz-no-mapping": _vamp_without_prep_or_datalist,
     "decode-datalist-stranger": _vamp_datalist_stranger,
     "output-dirname-escapes": _output_dirname_escapes,
+    "bench-images-without-profile": lambda: ["bench", "-t", "ort", "-m", "tiny.onnx", "--images", "ds/images"],
+    "bench-shape-with-profile": lambda: ["bench", "-t", "ort", "-m", "tiny.onnx", "-p", "tiny.toml", "--shape", "32x32"],
+    "bench-shape-bad": lambda: ["bench", "-t", "ort", "-m", "tiny.onnx", "--shape", "32"],
+    "bench-dynamic-size": _bench_dynamic_size,
+    "profile-auto-nothing-fits": lambda: with_flags(RUN, p="auto"),
+    "preprocess-auto-without-model": lambda: [a for a in with_flags(PREP, p="auto") if a not in ("--model", "tiny.onnx")],
     "quantize-exclude-nothing": _quant_exclude_matches_nothing,
     "quantize-exclude-type-absent": lambda: (calib_images(), [*QUANT, "--exclude-types", "Softmax"])[1],
     "quantize-exclude-from-missing": lambda: (calib_images(), [*QUANT, "--exclude-from", "none.txt"])[1],

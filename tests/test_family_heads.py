@@ -175,7 +175,9 @@ def test_builtin_profile_runs_end_to_end_on_both_targets(tmp_path, profile_name,
         rows += run(config, ResultsStore(tmp_path / target, env={}))
     assert [r["profile"] for r in rows] == [profile_name, profile_name]
     assert rows[0]["detections"] > 0
-    assert abs(rows[0]["detections"] - rows[1]["detections"]) <= 2
+    # a random head puts thousands of scores near the threshold: the two runtimes' last-bit differences
+    # may flip a few of them (0.03% of 9000 with YOLOX's floored resize); more would be a real disagreement
+    assert abs(rows[0]["detections"] - rows[1]["detections"]) <= max(2, rows[0]["detections"] // 1000)
     assert rows[0]["map"] == pytest.approx(rows[1]["map"], abs=0.01)
 
 

@@ -191,6 +191,7 @@ def test_failed_rows_save_nothing_and_are_not_compared(tmp_path, coco_tiny, nano
         in page.read_text()
 
 
+@pytest.mark.slow
 def test_nanodet_ort_and_ov_cannot_be_told_apart(tmp_path, coco_tiny, nanodet_m_320):
     images, ann = coco_tiny
     out = tmp_path / "n320"

@@ -208,3 +208,67 @@ def test_openvino_benchmark_and_stream_shapes(nanodet_m_320):
         for a, b in zip(outputs, expected):
             np.testing.assert_array_equal(a, b)
     target.close()
+
+
+# ------------------------------------------------------------------ category chunks == one COCOeval
+
+def _one_cocoeval(backend: str, ann: dict, results: list[dict], image_ids) -> tuple[list[float], np.ndarray]:
+    """COCOeval as its own documentation runs it: every category at once, then summarize()."""
+    import contextlib
+    import copy
+    import io
+
+    from harness.evaluate import _backend
+
+    _, coco_cls, eval_cls = _backend(backend)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = coco_cls()
+        gt.dataset = copy.deepcopy(ann)
+        gt.createIndex()
+        ev = eval_cls(gt, gt.loadRes(copy.deepcopy(results)), "bbox")
+        ev.params.imgIds = sorted(image_ids)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return [float(s) for s in ev.stats[:6]], np.asarray(ev.eval["precision"])
+
+
+@pytest.mark.parametrize("backend", ["faster-coco-eval", "pycocotools"])
+@pytest.mark.parametrize("chunk", [1, 2, 8])
+def test_category_chunks_give_cocoevals_numbers(monkeypatch, backend, chunk):
+    """The chunked evaluation (its memory stays flat with dataset size) gives what one COCOeval over
+    every category gives, for the six figures and per class; a compact result array gives the same."""
+    if backend not in available_backends():
+        pytest.skip(f"{backend} is not installed")
+    import harness.evaluate as evaluate
+    from harness.decode.types import COCO_ARRAY_COLUMNS
+
+    monkeypatch.setattr(evaluate, "CATEGORY_CHUNK", chunk)
+    ann, results = _synthetic_coco()
+    ann["categories"].append({"id": 12, "name": "c12"})  # a category with no detection and no box
+    ids = [img["id"] for img in ann["images"]]
+    stats, precision = _one_cocoeval(backend, ann, results, ids)
+    got = CocoEvaluator(ann, backend).evaluate(results, ids)
+    expected = {k: (None if v < 0 else v) for k, v in zip(METRIC_NAMES, stats)}
+    for name in METRIC_NAMES:
+        assert got[name] == pytest.approx(expected[name], abs=1e-12) if expected[name] is not None \
+            else got[name] is None, name
+    for k, cat in enumerate(sorted(c["id"] for c in ann["categories"])):
+        p = precision[:, :, k, 0, -1]
+        p = p[p > -1]
+        assert got["per_class_ap"].get(f"c{cat}") == (pytest.approx(float(p.mean()), abs=1e-12) if p.size else None)
+    rows = np.array([[r["image_id"], *r["bbox"], r["score"], r["category_id"]] for r in results])
+    assert len(COCO_ARRAY_COLUMNS) == rows.shape[1]
+    assert CocoEvaluator(ann, backend).evaluate(rows, ids) == got
+
+
+def test_compact_result_array_holds_the_result_dicts():
+    from harness.decode.types import Detections, coco_dicts, to_coco_array, to_coco_results
+
+    rng = np.random.default_rng(1)
+    boxes = np.sort(rng.uniform(0, 500, (40, 4)).astype(np.float32).reshape(40, 2, 2), axis=1).reshape(40, 4)
+    boxes = boxes[:, [0, 2, 1, 3]]  # x1, y1, x2, y2 with x1 <= x2, y1 <= y2
+    dets = Detections(boxes=boxes, scores=rng.uniform(0, 1, 40).astype(np.float32),
+                      labels=rng.integers(0, 80, 40))
+    category_ids = list(range(1, 81))
+    assert coco_dicts(to_coco_array(dets, 123, category_ids)) == to_coco_results(dets, 123, category_ids)

@@ -42,6 +42,7 @@ def sqnr(reference: np.ndarray, test: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / np.sum((reference - test) ** 2.0)))
 
 
+@pytest.mark.slow
 def test_demo_model_int8_holds_map_on_ort_and_ov(demo_data):
     root = demo_data["root"]
     result = cli("quantize", "-m", demo_model_path(), "-p", DEMO_PROFILE, "--calib", demo_data["calib"],
@@ -60,6 +61,7 @@ def test_demo_model_int8_holds_map_on_ort_and_ov(demo_data):
     assert int8["ort"]["map"] != fp32["ort"]["map"] or int8["ort"]["map50"] != fp32["ort"]["map50"]
 
 
+@pytest.mark.slow
 def test_nncf_backend_writes_an_ir_that_ov_runs(demo_data):
     pytest.importorskip("nncf", reason="nncf is not installed (pip install 'harness[quant]')")
     root = demo_data["root"]
@@ -111,6 +113,7 @@ def coco_calib(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_nanodet_m_320_opset12_is_upgraded_and_runs_in_ort_and_ov(coco_calib, tmp_path):
     import openvino as ov
@@ -128,6 +131,7 @@ def test_nanodet_m_320_opset12_is_upgraded_and_runs_in_ort_and_ov(coco_calib, tm
         assert sqnr(ref, a) > 6 and sqnr(ref, b) > 6  # a broken graph gives 0-2 dB
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_nanodet_plus_concat_convs_stay_float_so_ov_agrees_with_ort(coco_calib, tmp_path):
     """OpenVINO 2026.4 miscomputes Concat -> Q/DQ -> Conv (GhostPAN); the placement keeps those convs float."""

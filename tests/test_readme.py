@@ -39,16 +39,15 @@ def test_every_runnable_harness_block_is_an_sh_block():
             f"README block runs harness without a CAPITALS placeholder; fence it as sh so it is tested:\n{body}")
 
 
-def test_readme_test_command_is_what_ci_runs():
-    fenced = [body.strip() for _, body in blocks()]
-    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    command = next(body for body in fenced if "python -m pytest" in body)
-    assert command in ci
+#: the demo's timing loops, shortened for the test (the README's `harness demo` times each of its six
+#: rows for 2-10 s); everything else in the blocks runs as written
+DEMO_TIMING = "--seconds 0.2 --max-seconds 0.5"
 
 
 @pytest.mark.slow
-def test_sh_blocks_run_verbatim_in_order(tmp_path):
-    """The demo, then the NPU round trip with emulate, then the report over results/*."""
+def test_sh_blocks_run_verbatim_in_order(tmp_path, demo_oracle_map):
+    """The demo, then the NPU round trip with emulate, then the report over results/*. The mAPs are
+    checked against the demo model's mAP computed without the harness (conftest demo_oracle_map)."""
     runnable = [body for lang, body in blocks() if lang == "sh"]
     assert len(runnable) >= 3, "README lost its runnable examples"
     work = tmp_path / "work"
@@ -58,7 +57,8 @@ def test_sh_blocks_run_verbatim_in_order(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     launcher = bin_dir / "harness"
-    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m harness "$@"\n')
+    launcher.write_text(f'#!/bin/sh\nif [ "$1" = demo ]; then shift; set -- demo {DEMO_TIMING} "$@"; fi\n'
+                        f'exec "{sys.executable}" -m harness "$@"\n')
     launcher.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(ROOT),
            "HOME": str(tmp_path / "home"), "MPLCONFIGDIR": str(tmp_path / "mpl")}
@@ -71,9 +71,10 @@ def test_sh_blocks_run_verbatim_in_order(tmp_path):
     # what the blocks promise: the demo's rows, the emulated Ascend row, and one page over all of them
     demo_rows = json.loads((work / "results" / "demo" / "results.json").read_text())["rows"]
     assert {(r["target"], r["bs"]) for r in demo_rows} == {(t, b) for t in ("ort", "ov") for b in (1, 4, 8)}
-    assert {round(r["map"], 4) for r in demo_rows} == {0.7814}
+    assert all(r["map"] == pytest.approx(demo_oracle_map, abs=0.003) for r in demo_rows), demo_rows
     ascend = json.loads((work / "results" / "ascend-emulated" / "results.json").read_text())["rows"]
-    assert [(r["target"], r["source"], round(r["map"], 4)) for r in ascend] == [("ascend", "emulated", 0.7814)]
+    assert [(r["target"], r["source"]) for r in ascend] == [("ascend", "emulated")]
+    assert ascend[0]["map"] == pytest.approx(demo_oracle_map, abs=0.003)
     page = (work / "report.md").read_text()
     assert "ascend (emulated)" in page
     assert re.search(r"\|\s*ov\s*\|", page) and re.search(r"\|\s*ort\s*\|", page)

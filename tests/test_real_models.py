@@ -25,14 +25,15 @@ def run_rows(tmp_path, target, model, profile, coco_tiny, bs=(1,), **options):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["nanodet-m-320", "nanodet-m-416"])
-def test_ort_and_ov_agree_and_match_independent_decoder(tmp_path, coco_tiny, name):
+def test_ort_and_ov_agree_and_regression_pin_map_band(tmp_path, coco_tiny, name):
     model = need_shared("models", f"{name}.onnx")
     (ort_row,) = run_rows(tmp_path, "ort", model, name, coco_tiny)
     (ov_row,) = run_rows(tmp_path, "ov", model, name, coco_tiny)
     assert ort_row["images"] == ov_row["images"] == 80
     assert abs(ort_row["map"] - ov_row["map"]) <= 0.002
-    # An independently written NanoDet decoder gives about 0.26 (320) on coco-tiny; a wrong prior
-    # offset or colour order costs 0.05-0.15, so this band catches those bugs.
+    # Regression pin (no port of NanoDet-m's own post-processing in tests/oracles.py yet): an independently
+    # written NanoDet decoder gave about 0.26 (320) on coco-tiny; a wrong prior offset or colour order
+    # costs 0.05-0.15, so this band catches those bugs.
     assert 0.24 <= ort_row["map"] <= 0.30
     saved = json.loads((tmp_path / f"ort-{name}" / "results.json").read_text())
     assert saved["rows"][0]["map"] == ort_row["map"]
@@ -51,11 +52,19 @@ def test_wrong_prior_offset_costs_map(tmp_path, coco_tiny):
     assert row["map"] < 0.22
 
 
+@pytest.mark.slow
 def test_int8_ir_runs_through_ov_with_its_profile(tmp_path, coco_tiny):
+    """The int8 IR's row (harness pipeline and evaluator) against NanoDet-Plus's own decode of the same
+    model's outputs (tests/oracles.py), scored by plain pycocotools."""
+    from tests.test_real_families import harness_and_oracle_map, oracle_nanodet_plus
+
     model = need_shared("models", "nanodet-plus-m-320-int8-ov", "model.xml")
     (row,) = run_rows(tmp_path, "ov", model, "nanodet-plus-m-320-int8-ov", coco_tiny)
     assert row["precision"] == "int8" and row["images"] == 80
-    assert row["map"] > 0.08
+    _, upstream, _ = harness_and_oracle_map("ov", model, load_profile("nanodet-plus-m-320-int8-ov"), oracle_nanodet_plus,
+                                            coco_tiny)
+    assert upstream > 0.05  # the oracle itself saw detections: an empty comparison proves nothing
+    assert row["map"] == pytest.approx(upstream, abs=0.003)
 
 
 def test_fixed_batch_model_refuses_batch_4_with_advice(tmp_path, coco_tiny):

@@ -93,7 +93,7 @@ def tiny_runs(tmp_path_factory):
 
 def parse_table(markdown: str) -> list[dict]:
     """The '## Results' table as a list of {column title: cell text}."""
-    block = markdown.split("## Results", 1)[1].strip().splitlines()
+    block = markdown.split("## Results", 1)[1].split("\n## ", 1)[0].strip().splitlines()
     lines = [ln for ln in block if ln.startswith("|")]
     head = [c.strip() for c in lines[0].strip("|").split("|")]
     return [dict(zip(head, (c.strip() for c in ln.strip("|").split("|")))) for ln in lines[2:]]
@@ -193,7 +193,8 @@ def test_markdown_and_pngs_are_deterministic_and_referenced(tiny_runs, tmp_path)
     first, second = tiny_runs
     a = write_report([str(first), str(second)], tmp_path / "a" / "report.md")
     b = write_report([str(second), str(first)], tmp_path / "b" / "report.md")  # input order must not matter
-    assert [p.name for p in a] == ["report.md", "report-throughput.png", "report-map-vs-throughput.png"]
+    assert [p.name for p in a] == ["report.md", "report-throughput.png", "report-map-vs-throughput.png",
+                                   "report-latency.png"]
     text = a[0].read_text(encoding="utf-8")
     assert a[0].read_bytes() == b[0].read_bytes()
     for pa, pb in zip(a[1:], b[1:]):
@@ -438,3 +439,59 @@ def test_percentiles_need_their_sample_counts_also_in_old_results(tmp_path):
     run_rows = [line for line in text.splitlines() if line.startswith("| ort") or line.startswith("| ov")]
     assert "- (n=26)" in run_rows[0] and run_rows[1].count("- (n=9)") == 2
     assert "±0.5%" in run_rows[1] and "throughput ×2" in run_rows[1]
+
+
+def test_every_plotted_figure_is_in_the_csv(tiny_runs, tmp_path):
+    """Read the drawn artists back (error bars, Pareto points, latency marks) and find each value in the
+    exported CSV row it belongs to; the error bar is the row's own 95% interval (fps x fps_ci95)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    from harness.report import plots
+
+    inputs = [str(p) for p in tiny_runs]
+    csv_path, = write_report(inputs, tmp_path / "t.csv", fmt="csv")
+    csv = pd.read_csv(csv_path)
+    table = compare(inputs).table
+    assert (csv["fps_err95"] - csv["fps"] * csv["fps_ci95"]).abs().max() < 1e-9
+
+    fig, ax = plt.subplots()
+    plots.draw_throughput(table, ax)
+    for container in ax.containers:  # one errorbar per series
+        series = container.get_label()
+        line = container.lines[0]
+        part = csv[csv["series"] == series].sort_values("bs")
+        xs = np.asarray(line.get_xdata(), dtype=float)
+        assert np.round(np.log2(xs)).tolist() == np.log2(part["bs"].to_numpy(float)).tolist()  # dodged sideways
+        assert list(line.get_ydata()) == pytest.approx(part["fps"].tolist())
+        (bars,) = [c for c in container.lines[2] if isinstance(c, LineCollection)]
+        halves = [abs(seg[1][1] - seg[0][1]) / 2 for seg in bars.get_segments()]
+        assert halves == pytest.approx(part["fps_err95"].fillna(0.0).tolist())
+    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_xticklabels()] == \
+        [str(b) for b in sorted(csv["bs"].unique())]
+    plt.close(fig)
+
+    fig, ax = plt.subplots()
+    plots.draw_pareto(table, ax)
+    drawn = {(round(x, 9), round(y, 9)) for c in ax.collections for x, y in c.get_offsets()}
+    assert drawn == {(round(f, 9), round(m, 9)) for f, m in zip(csv["fps"], csv["map"])}
+    points = list(zip(csv["fps"], csv["map"]))
+    for (f, m), on_front in zip(points, csv["pareto"]):  # the front, recomputed by brute force
+        beaten = any(a >= f and b >= m and (a > f or b > m) for a, b in points)
+        assert bool(on_front) is (not beaten)
+    boxes = [t.get_window_extent(fig.canvas.get_renderer()) for t in ax.texts]
+    assert len(boxes) == len(csv) and not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close(fig)
+
+    fig, ax = plt.subplots()
+    plots.draw_latency(table, ax)
+    at = {round(y): t.get_text() for y, t in zip(ax.get_yticks(), ax.get_yticklabels())}
+    assert [at[y] for y in sorted(at, reverse=True)] == csv["point_label"].tolist()  # top-down in table order
+    for collection, key in zip(ax.collections, ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99")):
+        got = {at[round(y)]: x for x, y in collection.get_offsets()}
+        expected = {lab: v for lab, v in zip(csv["point_label"], csv[key]) if not math.isnan(v)}
+        assert got == pytest.approx(expected), key
+    plt.close(fig)

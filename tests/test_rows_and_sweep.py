@@ -19,11 +19,17 @@ from tests.tinymodel import write_tiny_model, write_tiny_profile
 
 
 def fixed_batch_model(path):
-    """The tiny model with batch 1 baked into its Reshape: neither runtime can run it at batch 4."""
+    """The tiny model at batch 1 with the batch folded out of its output ([N, 34], as nanodet-m-320's
+    export does): neither runtime nor the batch rewrite can run it at batch 4."""
     model_path = write_tiny_model(path, batch=1)
     model = onnx.load(str(model_path))
-    shape = next(i for i in model.graph.initializer if i.name == "shape")
-    shape.CopyFrom(numpy_helper.from_array(np.array([1, 34, -1], np.int64), "shape"))
+    graph = model.graph
+    output = graph.output[0]
+    rows = output.type.tensor_type.shape.dim[1].dim_value
+    graph.node[-1].output[0] = "scores"
+    graph.initializer.append(numpy_helper.from_array(np.array([-1, 34], np.int64), "flat_shape"))
+    graph.node.append(onnx.helper.make_node("Reshape", ["scores", "flat_shape"], [output.name]))
+    output.CopyFrom(onnx.helper.make_tensor_value_info(output.name, onnx.TensorProto.FLOAT, [rows, 34]))
     onnx.save(model, str(model_path))
     return model_path
 

@@ -60,6 +60,7 @@ def search(data):
     return {"out": out, "result": result, "csv": pd.read_csv(out / "sensitivity.csv")}
 
 
+@pytest.mark.slow
 def test_the_hostile_node_is_ranked_first_and_ends_up_in_exclude_txt(search):
     table = search["csv"]
     first = table.sort_values("rank").iloc[0]
@@ -76,6 +77,7 @@ def test_the_hostile_node_is_ranked_first_and_ends_up_in_exclude_txt(search):
     assert "within --max-drop 0.02" in search["result"].stdout
 
 
+@pytest.mark.slow
 def test_tensor_sqnr_does_not_single_it_out(search):
     """The reason to rank by mAP: the hostile node's own SQNR is not among the worst few."""
     table = search["csv"].sort_values("sqnr_db")
@@ -84,6 +86,7 @@ def test_tensor_sqnr_does_not_single_it_out(search):
     assert "## Tensor error vs mAP" in md and "Spearman" in md and "top-5:" in md
 
 
+@pytest.mark.slow
 def test_the_final_model_is_what_quantize_exclude_from_writes(search, data, tmp_path):
     out = search["out"]
     final = onnx.load(str(out / "model.qdq.onnx"))
@@ -103,6 +106,7 @@ def test_the_final_model_is_what_quantize_exclude_from_writes(search, data, tmp_
         np.testing.assert_array_equal(onnx.numpy_helper.to_array(init), inits[init.name])
 
 
+@pytest.mark.slow
 def test_outputs_hold_the_pareto_table_and_plot(search):
     out = search["out"]
     md = (out / "sensitivity.md").read_text()
@@ -144,6 +148,7 @@ class Interrupt:
         pass
 
 
+@pytest.mark.slow
 def test_interrupted_search_resumes_and_refuses_another_identity(data, tmp_path):
     profile = load_profile(DEMO_PROFILE)
     settings = SearchSettings(subset=8, mode="exclude", top_k=4, max_drop=0.02, resamples=100, bench_seconds=0.1,
@@ -182,6 +187,7 @@ def test_bad_input_is_one_line(data, tmp_path):
     assert not (tmp_path / "e" / "model.qdq.onnx").exists()
 
 
+@pytest.mark.slow
 def test_scoring_runs_on_openvino_and_finds_the_same_node(data, tmp_path):
     out = tmp_path / "ov"
     result = cli(*sens_args(data, out, **{"--target": "ov", "--mode": "include", "--top-k": 2, "--max-drop": 0.02}))
@@ -196,6 +202,7 @@ def test_scoring_runs_on_openvino_and_finds_the_same_node(data, tmp_path):
     assert listed == [HOSTILE_TARGET]
 
 
+@pytest.mark.slow
 def test_no_type_groups_scores_only_the_shortlist(data, tmp_path):
     out = tmp_path / "nogroups"
     result = cli(*sens_args(data, out, "--no-type-groups", **{"--mode": "include", "--top-k": 1, "--max-drop": 0.02}))

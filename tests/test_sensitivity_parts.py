@@ -15,7 +15,7 @@ from harness.errors import HarnessError
 from harness.profiles import load_profile
 from harness.quant import calibrate, write_qdq
 from harness.quant.calib_data import calibration_batches, calibration_images
-from harness.sensitivity.agreement import agreement
+from harness.sensitivity.agreement import agreement, average_ranks, spearman
 from harness.sensitivity.pareto import Point, pareto_front
 from harness.sensitivity.search import cost, drop_holds, float_set, helps, restore_order, type_groups
 from harness.sensitivity.shortlist import shortlist
@@ -154,3 +154,17 @@ def test_results_file_resume_rules(tmp_path):
         ResultsFile.open(out, identity, resume=True, overwrite=False)
     fresh = ResultsFile.open(out, other, resume=False, overwrite=True)
     assert fresh.records == {} and json.loads(fresh.path.read_text())["identity"] == other
+
+
+def test_average_ranks_share_ties():
+    assert average_ranks([10.0, 20.0, 20.0, 5.0, 20.0]).tolist() == [2.0, 4.0, 4.0, 1.0, 4.0]
+
+
+def test_spearman_matches_a_hand_computation_with_ties():
+    """x = [1, 2, 2, 3], y = [4, 1, 3, 2]: ranks x = [1, 2.5, 2.5, 4], y = [4, 1, 3, 2], both with mean 2.5;
+    deviations [-1.5, 0, 0, 1.5] and [1.5, -1.5, 0.5, -0.5]: sum of products -3, sums of squares 4.5 and 5,
+    so rho = -3 / sqrt(22.5)."""
+    assert spearman([1, 2, 2, 3], [4, 1, 3, 2]) == pytest.approx(-3 / np.sqrt(22.5), abs=1e-12)
+    assert spearman([1, 1, 1], [1, 2, 3]) is None  # no spread on one side: undefined, not 0
+    tied = agreement({"a": 1.0, "b": 1.0, "c": 1.0}, {"a": 0.1, "b": 0.2, "c": 0.3})
+    assert tied.nodes == 3 and tied.spearman is None

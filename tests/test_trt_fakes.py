@@ -425,3 +425,34 @@ def calib_folder(tmp_path):
     for i in range(4):
         cv2.imwrite(str(folder / f"c{i}.png"), generate_image(3, "calib", i)[0])
     return folder
+
+
+def test_fixed_batch_one_model_builds_its_engine_from_the_batch_rewrite(tmp_path, fakes, monkeypatch):
+    """A batch-1 export with the batch baked into a Reshape: trt --bs 4 builds a static batch-4 engine
+    from the checked rewrite (its optimization profile is the rewritten file's batch), and the engine's
+    outputs are the original's batch-1 outputs stacked."""
+    from onnx import numpy_helper
+
+    from harness.batch_rewrite import cache_dir
+    from tests.tinymodel import write_tiny_model, write_tiny_profile
+
+    fakes("11.4")
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    model_path = write_tiny_model(tmp_path / "baked.onnx", batch=1)
+    model = onnx.load(str(model_path))
+    shape = next(i for i in model.graph.initializer if i.name == "shape")
+    shape.CopyFrom(numpy_helper.from_array(np.array([1, 34, -1], np.int64), "shape"))
+    onnx.save(model, str(model_path))
+    profile = load_profile(write_tiny_profile(tmp_path / "tiny.toml"))
+    options = {"trt_settings": str(_settings(tmp_path)), "precision": "fp32"}
+    target = get_target("trt")(model_path, profile, options, batch_sizes=(1, 4))
+    target.load(4)
+    assert target.built_from.parent == cache_dir() and target.built_from.name.endswith("-bs4.onnx")
+    assert target.batch_rewrite["nodes"] == 1 and target.batch_rewrite["checked_on"] == "seeded random input"
+    assert target.describe()["profile_batch"] == {"min": 4, "opt": 4, "max": 4}
+    assert target.model_batch == 1 and target.padded_batch
+    x = np.random.default_rng(3).normal(size=(4, 3, 32, 32)).astype(np.float32)
+    session = cpu_session(model)
+    want = np.concatenate([session.run(None, {"image": x[i:i + 1]})[0] for i in range(4)])
+    np.testing.assert_allclose(target.infer(x)[0], want, rtol=1e-5, atol=1e-6)
+    target.close()

@@ -103,6 +103,7 @@ def test_demo_fp16_keeps_its_fidelity_on_ort_and_openvino(tmp_path, demo_eval):
         assert sqnr >= 40 and agreement >= 0.98, (sqnr, agreement)
 
 
+@pytest.mark.slow
 def test_demo_qdq_with_fp16_rest_keeps_its_fidelity_on_ort_and_openvino(tmp_path, demo_eval):
     qdq = onnx.load(str(quantize_demo(tmp_path / "demo-qdq.onnx", images=16)))
     assert inspect_model(qdq).precision == "int8"
@@ -121,6 +122,7 @@ SHARED_FP16 = [("nanodet-m-320", "nanodet-m-320"), ("nanodet-m-416", "nanodet-m-
                ("nanodet-plus-m-416", "nanodet-plus-m-416"), ("yolov5n-640-dynamic", "yolov5s-640")]
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 @pytest.mark.parametrize("model_name,profile_name", SHARED_FP16)
 def test_shared_models_fp16_fidelity_on_ort_and_openvino(tmp_path, coco_split, model_name, profile_name):
@@ -139,6 +141,7 @@ def test_shared_models_fp16_fidelity_on_ort_and_openvino(tmp_path, coco_split, m
         assert sqnr >= 40 and agreement >= 0.95, (sqnr, agreement)
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_shared_nanodet_qdq_with_fp16_rest_on_ort_and_openvino(tmp_path, coco_split):
     """An opset-12 model: raising it to opset 19 for fp16 scales needs the Resize mend."""

@@ -3,6 +3,7 @@ the results table and the shared flag parsers."""
 
 from __future__ import annotations
 
+import importlib
 import math
 import signal
 import sys
@@ -23,7 +24,25 @@ out = Console(width=None if sys.stdout.isatty() else 200)
 
 
 class HarnessGroup(click.Group):
-    """Turns HarnessError into `error: ...` and SIGTERM into the same path as Ctrl-C."""
+    """Turns HarnessError into `error: ...` and SIGTERM into the same path as Ctrl-C. Commands are
+    registered lazily (click's LazyGroup pattern): a command's module is imported only when that
+    command is looked up, so `harness targets` never loads what `harness run` needs."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands: dict[str, str] = {}  # name -> "module:attribute"
+
+    def add_lazy_commands(self, commands: dict[str, str]) -> None:
+        self.lazy_commands.update(commands)
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx, name):
+        if name in self.lazy_commands and name not in self.commands:
+            module, _, attribute = self.lazy_commands[name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx):
         signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -133,6 +152,22 @@ class Seconds(_Checked):
             raise HarnessError(f"{flag} {value!r}: expected a finite number of seconds "
                                f"{'>= 0' if self.allow_zero else '> 0'}")
         return number
+
+
+class LazyChoice(click.Choice):
+    """click.Choice whose choices come from `choices_of()` on first use: a registry's names that need
+    its modules imported (file formats) cost nothing until the command runs or shows its --help."""
+
+    def __init__(self, choices_of, case_sensitive: bool = True):
+        self._choices_of = choices_of
+        self._choices = None
+        self.case_sensitive = case_sensitive
+
+    @property
+    def choices(self):
+        if self._choices is None:
+            self._choices = tuple(self._choices_of())
+        return self._choices
 
 
 class BatchSizes(_Checked):

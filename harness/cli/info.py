@@ -10,10 +10,15 @@ from harness.cli.common import out
 
 
 @click.group("profiles", invoke_without_command=True)
+@click.option("--model", "-m", default=None, help="Check every built-in profile against this model (.onnx or .xml): "
+                                                  "which fit, their scores, and what `--profile auto` picks.")
 @click.pass_context
-def profiles_cmd(ctx):
+def profiles_cmd(ctx, model):
     """List the built-in model profiles (`harness profiles show NAME` prints one)."""
     if ctx.invoked_subcommand is not None:
+        return
+    if model is not None:
+        _profiles_for_model(model)
         return
     from harness.profiles import builtin_profiles
 
@@ -23,6 +28,24 @@ def profiles_cmd(ctx):
     for name, description in builtin_profiles().items():
         table.add_row(name, escape(description))
     out.print(table)
+
+
+def _profiles_for_model(model: str) -> None:
+    from harness.errors import HarnessError
+    from harness.profile_match import candidates, choose
+
+    found = candidates(model)
+    table = Table(title=f"built-in profiles for {model} (score: 1 + file-name match when the graph fits, else 0)")
+    for column in ("profile", "fits", "score", "why"):
+        table.add_column(column)
+    for candidate in found:
+        table.add_row(candidate.name, "yes" if candidate.fits else "no", f"{candidate.score:g}", escape(candidate.why))
+    out.print(table)
+    try:
+        name, why = choose(model)
+        out.print(f"--profile auto picks {name}: {escape(why)}", highlight=False)
+    except HarnessError as exc:
+        out.print(escape(str(exc)), highlight=False)
 
 
 @profiles_cmd.command("show")

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from harness.cli.common import MAX_PIXELS_HELP, Count, RichProgress, console, out, print_rows
+from harness.cli.common import MAX_PIXELS_HELP, Count, LazyChoice, RichProgress, console, out, print_rows
 from harness.errors import HarnessError
 from harness.npu import FILE_TOOLS, formats, tool_for_format
 
@@ -18,10 +18,11 @@ TOOL_NAMES = FILE_TOOLS.names()
 
 
 @click.command("preprocess")
-@click.option("--profile", "-p", "profile_name", required=True, help="Built-in profile name or a .toml file.")
+@click.option("--profile", "-p", "profile_name", required=True,
+              help="Built-in profile name, a .toml file, or auto (found from the model).")
 @click.option("--data", "images_dir", required=True, type=click.Path(path_type=Path), help="Image folder.")
 @click.option("--ann", "ann_path", required=True, type=click.Path(path_type=Path), help="COCO instances json.")
-@click.option("--format", "fmt", required=True, type=click.Choice(formats()),
+@click.option("--format", "fmt", required=True, type=LazyChoice(formats),
               help="bin: Ascend ais_bench input; npz: VastAI vamp input (+ datalist.txt, vdsp_params.json).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder to write.")
 @click.option("--model", "-m", default=None, type=click.Path(path_type=Path),
@@ -36,9 +37,12 @@ def preprocess_cmd(profile_name, images_dir, ann_path, fmt, out_dir, model, work
                    skip_bad_images, datalist_root, overwrite):
     """Write the dataset as vendor-tool input files plus a prep.json sidecar for `harness decode`."""
     from harness.imagefile import pixel_limit
+    from harness.profile_match import resolve as resolve_profile
     from harness.profiles import load_profile
 
-    profile = load_profile(profile_name)
+    if profile_name == "auto" and not model:
+        raise HarnessError("--profile auto needs --model (the profile is found from the model)")
+    profile = resolve_profile(profile_name, model, console.print) if model else load_profile(profile_name)
     with pixel_limit(max_pixels):
         sidecar = _preprocess(profile, images_dir, ann_path, fmt, out_dir, model, workers, limit, skip_bad_images,
                               datalist_root, overwrite)

@@ -39,14 +39,15 @@ from harness.cli.common import RichProgress, out
 def quantize_cmd(model, profile_name, calib, calib_images, method, per_channel, patterns, exclude_types, exclude_from,
                  quantize_concat_convs, backend, trt_cache, out_dir, overwrite):
     """Post-training int8 quantization with the harness's own preprocessing; writes the model and quant.json."""
-    from harness.profiles import load_profile
+    from harness.profile_match import resolve as resolve_profile
     from harness.quant.exclusions import ExclusionRules, parse_op_types, read_exclude_file
     from harness.quant.run import QuantizeRequest, quantize
 
     rules = ExclusionRules(tuple(patterns), parse_op_types(exclude_types),
                            read_exclude_file(exclude_from) if exclude_from else (),
                            str(exclude_from) if exclude_from else "")
-    request = QuantizeRequest(model=model, profile=load_profile(profile_name) if profile_name else None, out=out_dir,
+    profile = resolve_profile(profile_name, model, out.print) if profile_name else None
+    request = QuantizeRequest(model=model, profile=profile, out=out_dir,
                               calib=calib, calib_images=calib_images, method=method, per_channel=per_channel,
                               rules=rules, backend=backend, trt_cache=trt_cache, overwrite=overwrite,
                               concat_convs=quantize_concat_convs)

@@ -18,7 +18,6 @@ from harness.cli.common import (
 )
 from harness.config import parse_assignments
 from harness.errors import HarnessError
-from harness.imagefile import pixel_limit
 from harness.report import write_report, write_run_report
 
 #: flags of `run` that map onto target options of the same name (a target that lacks one ignores it,
@@ -86,7 +85,8 @@ def target_options(name: str, flags: dict, pairs: dict):
 
     cls = get_target(name)
     keys = cls.option_names()
-    given = {k: v for k, v in flags.items() if v is not None}
+    # a target may take a run flag under its runtime's own option name (Target.run_flags)
+    given = {cls.run_flags.get(k, k): v for k, v in flags.items() if v is not None}
     if isinstance(given.get("hint"), str):
         given["hint"] = given["hint"].upper()
     data = {k: v for k, v in {**given, **pairs}.items() if k in keys}
@@ -119,7 +119,8 @@ def check_loop_flags(seconds: float, max_seconds: float, target_ci: float) -> No
 @click.command("run")
 @click.option("--target", "-t", "target_names", required=True, help="Target(s), comma-separated: ov, ort, ort-cuda, ...")
 @click.option("--model", "-m", required=True, help="Model file; use {bs} for one model per batch size.")
-@click.option("--profile", "-p", required=True, help="Built-in profile name or a .toml file.")
+@click.option("--profile", "-p", required=True,
+              help="Built-in profile name, a .toml file, or auto (the built-in profile that fits the model).")
 @click.option("--data", "images_dir", required=True, type=click.Path(path_type=Path), help="Image folder.")
 @click.option("--ann", "ann_path", required=True, type=click.Path(path_type=Path), help="COCO instances json.")
 @click.option("--out", "out_dir", default="results/run", show_default=True, type=click.Path(path_type=Path))
@@ -134,7 +135,8 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
     from harness.canvases import CanvasCache
     from harness.data.coco import DatasetCache
     from harness.envinfo import environment
-    from harness.profiles import load_profile
+    from harness.imagefile import pixel_limit
+    from harness.profile_match import resolve as resolve_profile
     from harness.results import ResultsStore
 
     names = list(dict.fromkeys(t.strip() for t in target_names.split(",") if t.strip()))
@@ -142,12 +144,14 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
     check_option_pairs(names, pairs)
     flags = {k: kw[k] for k in TARGET_FLAGS}
     configured = [(name, *target_options(name, flags, pairs)) for name in names]  # every option checked first
-    config_profile = load_profile(profile)
+    config_profile = resolve_profile(profile, model, out.print)
     batch_sizes = kw["batch_sizes"]
     check_loop_flags(kw["bench_seconds"], kw["max_seconds"], kw["target_ci"])
     store = ResultsStore(out_dir, environment(), resume=kw["resume"], overwrite=kw["overwrite"],
                          on_save=write_run_report)
-    canvases = None if kw["no_image_cache"] else CanvasCache()
+    # a single row has no later row to reuse the resized images: holding them would only grow its memory
+    one_row = len(configured) * len(batch_sizes) == 1
+    canvases = None if kw["no_image_cache"] or one_row else CanvasCache()
     datasets = DatasetCache()
     rows = []
     with store, pixel_limit(kw["max_pixels"]), RichProgress() as progress:
@@ -186,6 +190,7 @@ def demo_cmd(out_dir, mode, bench_seconds, max_seconds, cache_dir, save_detectio
     from harness.cli.common import console
     from harness.data.coco import DatasetCache
     from harness.envinfo import environment
+    from harness.imagefile import pixel_limit
     from harness.profiles import load_profile
     from harness.results import ResultsStore
 

@@ -12,7 +12,8 @@ from harness.cli.common import RichProgress, out
 
 @click.command("sensitivity")
 @click.option("--model", "-m", required=True, type=click.Path(path_type=Path), help="fp32 ONNX model.")
-@click.option("--profile", "-p", "profile_name", required=True, help="Built-in profile name or a .toml file.")
+@click.option("--profile", "-p", "profile_name", required=True,
+              help="Built-in profile name, a .toml file, or auto (found from the model).")
 @click.option("--calib", required=True, type=click.Path(path_type=Path),
               help="Folder of calibration images (not the images the final rows are evaluated on).")
 @click.option("--calib-images", default=None, help="Use the first N calibration images (sorted by name). [300]")
@@ -38,14 +39,15 @@ def sensitivity_cmd(model, profile_name, calib, data, ann_path, per_channel, typ
                     **flags):
     """Rank nodes by the mAP their int8 quantization costs; write the exclude list that holds --max-drop."""
     from harness import config
-    from harness.profiles import load_profile
+    from harness.profile_match import resolve as resolve_profile
     from harness.sensitivity.run import SensitivityRequest, run_sensitivity
     from harness.sensitivity.search import SearchSettings
 
     given = {key: value for key, value in flags.items() if value is not None}
     settings = config.load(SearchSettings, {**given, "per_channel": per_channel, "type_groups": type_groups},
                            "harness sensitivity", config.FLAGS, from_text=True)
-    request = SensitivityRequest(model=model, profile=load_profile(profile_name), calib=calib, data=data, ann=ann_path,
+    profile = resolve_profile(profile_name, model, out.print)
+    request = SensitivityRequest(model=model, profile=profile, calib=calib, data=data, ann=ann_path,
                                  out=out_dir, settings=settings, resume=resume, overwrite=overwrite)
     with RichProgress() as progress:
         result = run_sensitivity(request, progress)

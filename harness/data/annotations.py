@@ -105,4 +105,6 @@ def load_annotations(path: str | Path) -> dict:
     if missing:
         raise HarnessError(f"annotation file {path}: not COCO instances json, missing key(s) {', '.join(missing)}")
     check_annotations(data, path)
+    for box in data["annotations"]:  # bbox evaluation reads no polygon; they are most of a COCO file's memory
+        box.pop("segmentation", None)
     return data

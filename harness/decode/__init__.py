@@ -19,9 +19,11 @@ DECODERS = Registry("decoder kind", {
     "effdet": "harness.decode.effdet:FAMILY",
     "gfl": "harness.decode.gfl:FAMILY",
     "paddle": "harness.decode.paddle:FAMILY",
+    "ssd-postprocess": "harness.decode.ssd:FAMILY",
     "yolo-nms": "harness.decode.yolo:YOLO_NMS",
     "yolov5": "harness.decode.yolo:YOLOV5",
     "yolov8": "harness.decode.yolo:YOLOV8",
+    "yolov8-tflite": "harness.decode.yolo:YOLOV8_TFLITE",
     "yolox": "harness.decode.yolox:FAMILY",
 })
 

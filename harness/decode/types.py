@@ -57,6 +57,31 @@ class Detections:
         return int(self.scores.shape[0])
 
 
+#: columns of a compact result array (to_coco_array): what a COCO result dict holds, one row per detection
+COCO_ARRAY_COLUMNS = ("image_id", "x", "y", "w", "h", "score", "category_id")
+
+
+def to_coco_array(dets: Detections, image_id: int, category_ids) -> np.ndarray:
+    """The result dicts of to_coco_results as one float64 array [N, 7] (COCO_ARRAY_COLUMNS), the same
+    rounded values: 56 bytes a detection instead of a dict's ~350, for passes that keep every
+    detection until the evaluation (harness.evaluate turns them into dicts a few categories at a time)."""
+    ids = np.asarray(category_ids, dtype=np.int64)
+    boxes = dets.boxes.astype(np.float64)
+    xywh = np.round(np.concatenate([boxes[:, :2], boxes[:, 2:4] - boxes[:, :2]], axis=1), 3)
+    out = np.empty((len(dets), 7), np.float64)
+    out[:, 0] = int(image_id)
+    out[:, 1:5] = xywh
+    out[:, 5] = np.round(dets.scores.astype(np.float64), 5)
+    out[:, 6] = ids[dets.labels]
+    return out
+
+
+def coco_dicts(rows: np.ndarray) -> list[dict]:
+    """Result dicts from a to_coco_array array (exactly the dicts to_coco_results gives)."""
+    return [{"image_id": int(r[0]), "category_id": int(r[6]), "bbox": [r[1], r[2], r[3], r[4]], "score": r[5]}
+            for r in rows.tolist()]
+
+
 def to_coco_results(dets: Detections, image_id: int, category_ids) -> list[dict]:
     """pycocotools' result format: the interchange between decode and evaluate.
 

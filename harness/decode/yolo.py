@@ -10,6 +10,9 @@ centre x, centre y, width, height in model-input pixels. Outputs are matched by 
 - kind "yolov8": one output [B, 4 + C, N] (ultralytics' export), or [B, N, 4 + C] where the profile
   says `rows_first = true` (a transposed export; PP-YOLOE's raw output has that shape too, so it is
   never assumed); class probabilities, no objectness. N = one per grid cell (8400 at 640).
+- kind "yolov8-tflite": Ultralytics' TFLite exports (YOLOv8, YOLO11; `format=tflite`, also int8): the
+  yolov8 layout [B, 4 + C, N], but cx, cy, w, h are normalized to the input size (Ultralytics divides
+  them by the image size in TFLite exports to limit the int8 error); they are multiplied back here.
 - kind "yolo-nms": a graph with NMS inside, e.g. YOLOv5 compiled for VastAI VACC with its NMS op:
   class ids [B, N, 1], scores [B, N, 1] (in that output order) and xyxy boxes [B, N, 4] in
   letterboxed input pixels; unused rows hold -1 and are dropped.
@@ -129,12 +132,50 @@ def decode_yolov5(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
     return results
 
 
+#: box centres of candidates at most this far from 0 are fractions of the input, not input pixels
+NORMALIZED_PEAK = 1.5
+
+
+def check_box_units(pred: np.ndarray, outputs, profile, kind: str, normalized: bool) -> None:
+    """YOLOv8 ONNX exports and Ultralytics' TFLite exports have the same [B, 84, N] shape; only the box
+    units tell them apart (input pixels vs fractions of the input). The centres of the rows that hold a
+    candidate must be in the units the kind reads, else OutputLayoutError naming the other kind."""
+    spec = profile.input
+    rows = pred[..., 4:].max(axis=-1) > profile.postprocess.score_threshold
+    if not rows.any() or min(spec.width, spec.height) < 4 * NORMALIZED_PEAK:
+        return
+    peak = float(np.abs(pred[..., :2][rows]).max())
+    if normalized and peak > NORMALIZED_PEAK:
+        raise OutputLayoutError(
+            f"model outputs [{output_shapes(outputs)}] do not fit the {kind} profile: box centres reach {peak:.1f}, "
+            f"input pixels rather than fractions of the {spec.width}x{spec.height} input (an ONNX-style YOLOv8 "
+            'export? use [decoder] kind = "yolov8")')
+    if not normalized and peak <= NORMALIZED_PEAK:
+        raise OutputLayoutError(
+            f"model outputs [{output_shapes(outputs)}] do not fit the {kind} profile: box centres stay within "
+            f"{peak:.2f}, fractions of the input rather than pixels of the {spec.width}x{spec.height} input, as "
+            'Ultralytics\' TFLite exports write them; use [decoder] kind = "yolov8-tflite" (e.g. --profile '
+            "yolo11n-640-tflite)")
+
+
 def decode_yolov8(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
     post, nc = profile.postprocess, profile.num_classes
     pred = single_prediction(outputs, 4 + nc, "yolov8", *grid_rows(profile, 1),
                              transposed=not profile.decoder.params.rows_first)
     check_batch(pred.shape[0], metas)
+    check_box_units(pred[: len(metas)], outputs, profile, "yolov8", normalized=False)
     return [_candidates_nms(pred[b, :, :4], pred[b, :, 4:], meta, post) for b, meta in enumerate(metas)]
+
+
+def decode_yolov8_tflite(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[Detections]:
+    post, nc, spec = profile.postprocess, profile.num_classes, profile.input
+    pred = single_prediction(outputs, 4 + nc, "yolov8-tflite", *grid_rows(profile, 1),
+                             transposed=not profile.decoder.params.rows_first)
+    check_batch(pred.shape[0], metas)
+    check_box_units(pred[: len(metas)], outputs, profile, "yolov8-tflite", normalized=True)
+    size = np.array([spec.width, spec.height, spec.width, spec.height], np.float32)
+    return [_candidates_nms(pred[b, :, :4].astype(np.float32) * size, pred[b, :, 4:], meta, post)
+            for b, meta in enumerate(metas)]
 
 
 def arrange_nms_outputs(outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -175,4 +216,6 @@ def decode_yolo_nms(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> 
 
 YOLOV5 = DecoderFamily("yolov5", AnchorParams, decode_yolov5, "YOLOv5 (boxes decoded in the graph, objectness x class)")
 YOLOV8 = DecoderFamily("yolov8", AnchorFreeParams, decode_yolov8, "YOLOv8 (anchor-free, boxes decoded in the graph)")
+YOLOV8_TFLITE = DecoderFamily("yolov8-tflite", AnchorFreeParams, decode_yolov8_tflite,
+                              "Ultralytics TFLite export (YOLOv8/YOLO11 layout, boxes normalized to the input)")
 YOLO_NMS = DecoderFamily("yolo-nms", NoParams, decode_yolo_nms, "YOLO with NMS in the graph (e.g. VACC output_0..2)")

@@ -17,7 +17,9 @@ from harness.data.annotations import load_annotations
 from harness.data.coco import check_categories
 from harness.errors import HarnessError
 from harness.evaluate import CocoEvaluator
-from harness.measurement import RowContext, Saving, build_row
+from harness.machine import npusmi
+from harness.machine.watch import RowWatch
+from harness.measurement import RowContext, Saving, build_row, evaluate_pass
 from harness.npu import FILE_TOOLS
 from harness.npu.datalist import order_by_datalist, prep_from_images
 from harness.npu.prep import Prep, load_prep, output_specs
@@ -140,14 +142,33 @@ def decode_run(tool_name: str, outputs_path: str | Path, prep_dir: str | Path | 
                skip_bad: bool = False, out_dir: str | Path | None = None, save_detections: bool = False,
                save_outputs: int = 0) -> ResultRow:
     """One results row for a vendor output folder (tool_name: a FILE_TOOLS name, e.g. 'ais' or 'vamp'):
-    the folder is the source, the pipeline's sinks decode and score it, harness.measurement builds the row."""
-    progress = progress or NullProgress()
+    the folder is the source, the pipeline's sinks decode and score it, harness.measurement builds the row,
+    all inside a machine watch (this command's own memory; the device's figures come from its files)."""
+    with RowWatch(energy=None) as watch:
+        return _decode_run(tool_name, outputs_path, prep_dir, ann_path, model, bs, precision, evaluator,
+                           progress or NullProgress(), datalist, profile, images_dir, device, skip_bad, out_dir,
+                           save_detections, save_outputs, watch)
+
+
+def _machine_state(watch):
+    """The decode's machine state: its own memory, npu-smi as read now (not during the device's run)."""
+    machine = watch.finish()
+    machine.energy_na = "measured by the device's own tool: the harness reads no device energy counter"
+    machine.npu, machine.npu_na = npusmi.query()
+    if machine.npu is not None:
+        machine.npu_na = "npu-smi read when `harness decode` ran, not during the device's run"
+    return machine
+
+
+def _decode_run(tool_name, outputs_path, prep_dir, ann_path, model, bs, precision, evaluator, progress, datalist,
+                profile, images_dir, device, skip_bad, out_dir, save_detections, save_outputs, watch) -> ResultRow:
     tool = FILE_TOOLS.get(tool_name)
     ann_path = Path(ann_path)
     ann = load_annotations(ann_path)
     prep, notes = _load_images(tool, prep_dir, datalist, profile, images_dir, ann, ann_path)
     specs = output_specs(prep, model)
     scorer = CocoEvaluator(ann, evaluator)
+    del ann  # the evaluator holds what it needs
     folder = tool.locate_outputs(outputs_path)
     timing = tool.read_timing(folder)
     model_sha, origin_notes = _origin_checks(timing, prep, model, folder, tool)
@@ -202,5 +223,7 @@ def decode_run(tool_name: str, outputs_path: str | Path, prep_dir: str | Path | 
                       bench={"iterations": timing.iterations, "source": str(timing.source)} if timed else None,
                       time_covers=timing.time_covers)
     outputs = _saved_outputs(kept, set(counted), names) if save_outputs else None
-    return build_row(measured, row_timing, passed, scorer, Saving(out_dir, save_detections, outputs),
+    evaluation = evaluate_pass(scorer, passed)
+    row_timing["machine_state"] = _machine_state(watch)
+    return build_row(measured, row_timing, passed, evaluation, Saving(out_dir, save_detections, outputs),
                      unmeasured_stages=("preprocess", "infer"))

@@ -42,8 +42,12 @@ def device_preprocess(spec: InputSpec) -> dict:
     (the CLI prints them), so the two sides cannot disagree silently.
     """
     warnings = []
-    op = {"letterbox": "FUSION_OP_RGB_LETTERBOX_CVTCOLOR_NORM_TENSOR",
-          "stretch": "FUSION_OP_RGB_RESIZE_CVTCOLOR_NORM_TENSOR"}.get(spec.resize)
+    op = {"letterbox": "FUSION_OP_RGB_LETTERBOX_CVTCOLOR_NORM_TENSOR", "warp": "FUSION_OP_RGB_LETTERBOX_CVTCOLOR_NORM_TENSOR",
+          "stretch": "FUSION_OP_RGB_RESIZE_CVTCOLOR_NORM_TENSOR",
+          "warp-stretch": "FUSION_OP_RGB_RESIZE_CVTCOLOR_NORM_TENSOR"}.get(spec.resize)
+    if spec.resize.startswith("warp"):
+        warnings.append(f"resize {spec.resize!r} is NanoDet's cv2.warpPerspective; the VDSP op resizes with its own "
+                        "sampling (and a letterbox at whole-pixel offsets), so device inputs differ by sub-pixel shifts")
     if op is None:
         op = "FUSION_OP_RGB_LETTERBOX_CVTCOLOR_NORM_TENSOR"
         warnings.append(f"resize {spec.resize!r} (image pasted top-left) has no known VDSP op; the centred "
@@ -63,11 +67,11 @@ def device_preprocess(spec: InputSpec) -> dict:
     color = "RGB2BGR" if spec.color == "bgr" else "COLOR_NONE"
     if spec.color == "rgb":
         warnings.append("RGB model input: ColorCvtCode COLOR_NONE is not confirmed from VastModelZOO sources")
-    if spec.resize != "stretch" and spec.pad_value != VACC_LETTERBOX_PAD:
+    if spec.resize not in ("stretch", "warp-stretch") and spec.pad_value != VACC_LETTERBOX_PAD:
         warnings.append(f"profile pads with {spec.pad_value} but the VACC letterbox pads with {VACC_LETTERBOX_PAD} "
                         "(VastModelZOO); `harness emulate --runner vamp` pads as the profile says, a device run may not")
     return {
-        "resize": spec.resize, "letterbox": spec.resize != "stretch", "interpolation": spec.interpolation,
+        "resize": spec.resize, "letterbox": spec.resize not in ("stretch", "warp-stretch"), "interpolation": spec.interpolation,
         "pad_value": spec.pad_value, "mean": list(spec.mean), "std": list(spec.std), "color": spec.color,
         "layout": spec.layout, "dtype": spec.dtype, "width": spec.width, "height": spec.height,
         "vdsp": {"OpType": op, "ResizeType": resize_type, "NormaType": norm, "ColorCvtCode": color},

@@ -28,13 +28,16 @@ import pandas as pd
 
 from harness import identity as ident
 from harness.errors import HarnessError
+from harness.machine.state import NUMERIC_COLUMNS as MACHINE_NUMERIC
+from harness.machine.state import TEXT_COLUMNS as MACHINE_TEXT
+from harness.machine.state import flat_fields as machine_fields
 from harness.report.gpu_split import SPLIT_FIGURES
 from harness.results import RESULTS_FILE, load_results
 from harness.row import METRIC_NAMES as METRICS
 from harness.row import ResultRow
 
 NUMERIC = (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "images",
-           "detections", "iterations", "bench_seconds", *SPLIT_FIGURES)
+           "detections", "iterations", "bench_seconds", *SPLIT_FIGURES, *MACHINE_NUMERIC)
 COUNTS = ("images", "detections", "iterations")
 KEY = ("machine", "profile", "model", "target", "precision", "mode", "bs")
 SPREAD_LARGE = 0.10  # relative spread above which a row's throughput is called noisy
@@ -179,6 +182,7 @@ def _flat(source: Source, row: ResultRow) -> dict:
         **{k: _num(row.target_figures.get(k, row.extra.get(k))) for k in SPLIT_FIGURES},
         "iterations": _num(bench.get("iterations")),
         "bench_seconds": _num(bench.get("seconds")),
+        **{k: (_num(v) if k in MACHINE_NUMERIC else v) for k, v in machine_fields(row.machine_state).items()},
         "concurrency": bench.get("concurrency"),
         "mode": row.mode,
         "requests": row.requests,
@@ -276,6 +280,10 @@ def _aggregate(group: list[dict]) -> dict:
         out[k] = _join_unique([r[k] for r in group])
     for k in ("concurrency", "requests", "streams", "threads"):
         out[k] = first[k]
+    for k in MACHINE_TEXT:
+        out[k] = _join_unique([r[k] for r in group if r[k]])
+    known = [r["busy"] for r in group if r["busy"] is not None]
+    out["busy"] = any(known) if known else None
     for k in ("fallback", "per_batch_model", "padded", "emulated", "suspect"):
         out[k] = any(r[k] for r in group)
     out["setup"] = first["setup"]
@@ -397,6 +405,7 @@ def compare(paths, baseline: str | None = None, top_classes: int = 10,
         r["speedup_match"] = _match_label(r, fast) if fast else ""
         r["speedup_missing"] = _missing_speedup(r, candidates) if not fast else ""
     rows.sort(key=lambda r: _sort_key(r))
+    _plot_columns(rows)
     per_class = _per_class(rows, candidates, top_classes) if base_pair else []
     overlaps = _overlaps(rows)
     table = pd.DataFrame(rows).reset_index(drop=True)
@@ -417,6 +426,44 @@ def _label_variants(rows: list[dict]) -> None:
             labels = ident.describe_difference([r["identity"] or {} for r in group])
             for i, (r, label) in enumerate(zip(group, labels)):
                 r["variant"] = label or f"setup {i + 1}"
+
+
+def series_label(row, multi_machine: bool, multi_model: bool) -> str:
+    """A plotted line: target and precision (and setup variant, model, machine where they vary)."""
+    label = f"{row['target']} {row['precision']}"
+    if row.get("variant"):
+        label += f" ({row['variant']})"
+    if multi_model:
+        label += f" [{row['profile']}]"
+    if multi_machine:
+        label += f" @ {row['machine']}"
+    return label
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
+    """For (speed, accuracy) points: True where no other point is at least as good in both and better in
+    one (NaN points are never on the front)."""
+    out = []
+    for i, (x, y) in enumerate(points):
+        if math.isnan(x) or math.isnan(y):
+            out.append(False)
+            continue
+        out.append(not any(j != i and not (math.isnan(a) or math.isnan(b)) and a >= x and b >= y and (a > x or b > y)
+                           for j, (a, b) in enumerate(points)))
+    return out
+
+
+def _plot_columns(rows: list[dict]) -> None:
+    """What the plots draw, as columns (so every plotted figure is also in the CSV): the series and
+    point labels, the throughput's 95% error bar in img/s (fps x the row's fps_ci95), the Pareto front."""
+    multi_machine = len({r["machine"] for r in rows}) > 1
+    multi_model = len({(r["profile"], r["model"]) for r in rows}) > 1
+    front = pareto_front([(r["fps"], r["map"]) for r in rows])
+    for r, on_front in zip(rows, front):
+        r["series"] = series_label(r, multi_machine, multi_model)
+        r["point_label"] = f"{r['series']} bs {r['bs']}" + (f" {r['mode']}" if len({x['mode'] for x in rows}) > 1 else "")
+        r["fps_err95"] = r["fps"] * r["fps_ci95"] if not (math.isnan(r["fps"]) or math.isnan(r["fps_ci95"])) else math.nan
+        r["pareto"] = on_front
 
 
 def mode_label(mode: str) -> str:
@@ -519,6 +566,8 @@ EXPORT_COLUMNS = (
     "emulated", "suspect", "skipped",
     "is_baseline", "baseline", "baseline_match", "speedup_match", "variant", "runtime", "dataset", "annotations",
     "evaluator", "detections", "notes", "sources",
+    # what the plots draw (harness.report.plots) and the machine state of each row (harness.machine.state)
+    "series", "point_label", "fps_err95", "pareto", "busy", *MACHINE_NUMERIC, *MACHINE_TEXT,
 )
 #: exported only when some row has them (a CPU-only table gets no empty GPU columns)
 EXPORT_IF_PRESENT = SPLIT_FIGURES

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from harness.machine.state import BUSY_SHARE
+from harness.machine.state import flat_fields as machine_fields
 from harness.report.compare import SPREAD_LARGE
 from harness.report.gpu_split import split_markdown
 from harness.row import FLAGS, ResultRow, flag_label, target_label
@@ -122,7 +124,9 @@ def run_report_markdown(rows, env: dict) -> str:
         ("- **mode**: latency (one batch in flight) or throughput (×N: batches in flight); compare speed only "
          "between rows of the same mode."),
         ("- **e2e img/s**: the full accuracy pass, wall clock from the first image read to the last batch decoded "
-        "(read + preprocess + infer + decode; evaluation excluded)."),
+        "(read + preprocess + infer + decode; evaluation excluded). It is measured after the timing loop, in a "
+        "window of its own: where other load changed between them it can read above infer img/s (the row's note "
+        "and the machine table give each window's other load)."),
         "",
     ]
     flags = sorted({f for r in rows for f in r["flag_keys"]})
@@ -131,6 +135,7 @@ def run_report_markdown(rows, env: dict) -> str:
     notes = [(r, n) for r in rows for n in r.get("notes", [])]
     if notes:
         lines += ["Notes:"] + [f"- {r['target']} bs={r['bs']}: {n}" for r, n in notes] + [""]
+    lines += _machine_rows_section(rows)
     lines += ["Per-stage time over the full pass (ms per image, summed over stages that may overlap):", ""]
     lines += [_stage_table(rows), ""]
     split = split_markdown(rows, _run_row_name)
@@ -144,6 +149,79 @@ def run_report_markdown(rows, env: dict) -> str:
             lines.append(f"- packages: {pkgs}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _num_cell(value, digits: int = 1, scale: float = 1.0, suffix: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value * scale:.{digits}f}{suffix}"
+
+
+MACHINE_HEAD = ["row", "other CPU % (timing / e2e)", "load 1 min (before → after)", "CPU MHz min / median / max",
+                "peak RSS MiB (image cache)", "model MiB", "GPU mem MiB", "J / image", "img/s per W"]
+
+
+GPU_HEAD = "GPU SM MHz / max °C / throttle"
+
+
+def machine_head(fields: list[dict]) -> list[str]:
+    """The machine table's columns; the GPU one only where some row has NVML readings."""
+    return MACHINE_HEAD + ([GPU_HEAD] if _has_gpu(fields) else [])
+
+
+def _has_gpu(fields: list[dict]) -> bool:
+    return any(not _is_nan(m.get("gpu_sm_mhz_median")) or not _is_nan(m.get("gpu_temp_c_max")) for m in fields)
+
+
+def machine_line(name: str, m: dict, gpu: bool = False) -> str:
+    """One row of the machine table from flat machine columns (harness.machine.state.flat_fields)."""
+    others = f"{_num_cell(m['other_cpu_share'], 0, 100)} / {_num_cell(m['e2e_other_cpu_share'], 0, 100)}"
+    if m.get("busy"):
+        others += " ⚠"
+    load = f"{_num_cell(m['load_before'], 2)} → {_num_cell(m['load_after'], 2)}"
+    mhz = "/".join(_num_cell(m[f"cpu_mhz_{k}"], 0) for k in ("min", "median", "max"))
+    mhz = "n/a" if mhz == "-/-/-" and m.get("cpu_mhz_na") else mhz.replace("/", " / ")
+    rss = _num_cell(m["rss_peak_mib"], 0)
+    if m.get("image_cache_share") is not None and not _is_nan(m["image_cache_share"]):
+        rss += f" ({m['image_cache_share'] * 100:.0f}%)"
+    energy_na = "n/a" if m.get("energy_na") else "-"
+    joules = _num_cell(m["joules_per_image"], 4) if not _is_nan(m["joules_per_image"]) else energy_na
+    per_watt = _num_cell(m["fps_per_watt"], 2) if not _is_nan(m["fps_per_watt"]) else energy_na
+    cells = [name, others, load, mhz, rss, _num_cell(m["model_file_mib"], 1), _num_cell(m["gpu_memory_mib"], 0),
+             joules, per_watt]
+    if gpu:
+        cells.append(f"{_num_cell(m.get('gpu_sm_mhz_median'), 0)} / {_num_cell(m.get('gpu_temp_c_max'), 0)} / "
+                     f"{m.get('gpu_throttle_reasons') or '-'}")
+    return "| " + " | ".join(cells) + " |"
+
+
+def _is_nan(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def machine_legend(fields: list[dict]) -> list[str]:
+    """What the machine table's columns are, and every n/a reason once."""
+    lines = [(f"- **other CPU %**: the share of all CPUs' time other processes (and a hypervisor's steal) took during "
+              f"the timing loop / the accuracy pass; ⚠ above {BUSY_SHARE:.0%} (flag *busy-machine*). **CPU MHz**: sampled "
+              "over the timing loop. **peak RSS**: this process over the row (load, timing, accuracy pass), the "
+              "image cache's share in parentheses. **J / image**, **img/s per W**: the timing loop's measured "
+              "energy (RAPL for CPU targets, NVML for GPUs), never estimated.")]
+    reasons = sorted({f"{k.replace('_na', '').replace('_', ' ')} n/a: {m[k]}" for m in fields
+                      for k in ("energy_na", "cpu_mhz_na") if m.get(k)})
+    lines += [f"- {r}" for r in reasons]
+    return lines
+
+
+def _machine_rows_section(rows: list[dict]) -> list[str]:
+    """report.md's machine table (rows that ran)."""
+    ran = [r for r in rows if r.get("machine_state")]
+    if not ran:
+        return []
+    fields = [machine_fields(r["machine_state"]) for r in ran]
+    head = machine_head(fields)
+    lines = ["Machine state per row:", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += [machine_line(_run_row_name(r), m, _has_gpu(fields)) for r, m in zip(ran, fields)]
+    return lines + ["", *machine_legend(fields), ""]
 
 
 def _run_row_name(r: dict) -> str:
@@ -308,7 +386,8 @@ def _how_to_read(page: _Page) -> list[str]:
          "same row was measured in several results files); **speedup** = img/s ÷ baseline img/s at the same "
          "batch size and mode (a row of a mode the baseline lacks gets none: ‡). **p50/p90/p99 ms**: latency per "
          f"batch call in that loop; {PERCENTILE_NOTE}. **e2e img/s**: the whole accuracy pass, read + preprocess "
-         "+ infer + decode."),
+         "+ infer + decode, timed after the loop in a window of its own (it can read above img/s where other load "
+         "changed between the two: see the machine table)."),
         "- **time covers** (what the img/s and latency figures time):",
     ]
     for short, full in sorted(set(zip(table["covers"], table["time_covers"]))):
@@ -324,6 +403,48 @@ def _gpu_split_section(page: _Page) -> list[str]:
     """Rows that timed their GPU stages (trt): h2d / compute / d2h and enqueue; none: no section."""
     split = split_markdown(page.rows, page.name)
     return ["## GPU time per stage", "", *split, ""] if split else []
+
+
+def _machine_section(page: _Page) -> list[str]:
+    """The machine column group: other load, clocks, memory, energy per row, and whether the rows were
+    timed under different conditions."""
+    rows = [r for r in page.rows if not _is_nan(r.get("rss_peak_mib")) or r.get("busy") is not None]
+    if not rows:
+        return []
+    fields = [{k: r.get(k) for k in r.index} for r in rows]
+    lines = ["## Machine state per row", ""]
+    lines += [f"⚠ {c}" for c in timing_conditions(fields)]
+    if lines[-1] != "":
+        lines.append("")
+    head = machine_head(fields)
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += [machine_line(page.name(r), m, _has_gpu(fields)) for r, m in zip(rows, fields)]
+    return lines + ["", *machine_legend(fields), ""]
+
+
+def timing_conditions(fields: list[dict]) -> list[str]:
+    """Sentences saying where rows were timed under different conditions (busy vs quiet, CPU clocks
+    more than 5% apart, other governors, throttling); [] when they agree."""
+    out = []
+    busy = [m for m in fields if m.get("busy")]
+    if busy and len(busy) < len(fields):
+        out.append(f"rows were timed under different conditions: {len(busy)} of {len(fields)} ran while other "
+                   f"processes took more than {BUSY_SHARE:.0%} of the CPU (busy-machine), the others on a quieter "
+                   "machine; compare their speed with care")
+    elif busy:
+        out.append(f"every row ran while other processes took more than {BUSY_SHARE:.0%} of the CPU (busy-machine): "
+                   "the speeds are lower and noisier than on a quiet machine")
+    medians = [m["cpu_mhz_median"] for m in fields if not _is_nan(m.get("cpu_mhz_median"))]
+    if medians and max(medians) > 1.05 * min(medians):
+        out.append(f"CPU clocks differ between rows: median {min(medians):.0f} to {max(medians):.0f} MHz over their "
+                   "timing loops")
+    governors = {m.get("governor") for m in fields if m.get("governor")}
+    if len(governors) > 1:
+        out.append(f"rows ran under different CPU governors: {', '.join(sorted(governors))}")
+    throttled = [m for m in fields if m.get("throttle") or m.get("gpu_throttle_reasons", "").replace("GpuIdle", "").strip()]
+    if throttled:
+        out.append(f"{len(throttled)} row(s) saw thermal or power throttling while timed (throttle columns in the CSV)")
+    return out
 
 
 def _failed_section(page: _Page) -> list[str]:
@@ -418,7 +539,8 @@ def _environment_section(page: _Page) -> list[str]:
 def comparison_markdown(comp, plots: list[tuple[str, str]] | None = None, baseline_asked: str | None = None) -> str:
     """The comparison page; same ComparisonPage + same plot names -> byte-identical text."""
     page = _Page(comp)
-    sections = (_header(page, baseline_asked), _results_section(page), _gpu_split_section(page), _failed_section(page),
+    sections = (_header(page, baseline_asked), _results_section(page), _machine_section(page), _gpu_split_section(page),
+                _failed_section(page),
                 _spread_section(page),
                 _per_class_section(page), _plots_section(plots), _notes_section(page), _environment_section(page))
     return "\n".join(line for section in sections for line in section)

@@ -2,7 +2,8 @@
 
 Over the nodes that have both a tensor error (SQNR, worst first) and a measured mAP cost (largest
 first): how many of the k worst by SQNR are among the k costliest by mAP, and Spearman's rho between
-the two orders (pandas' rank correlation: ties get their average rank). rho near 1 would mean SQNR
+the two orders (Pearson's correlation of the ranks, ties getting their average rank, as in
+scipy.stats.spearmanr; numpy alone, so the base install needs no SciPy). rho near 1 would mean SQNR
 alone could have ranked the nodes; the issue's measurement on a small detector found 0 of 5.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pandas as pd
+import numpy as np
 
 TOP_KS = (5, 10)
 
@@ -31,7 +32,25 @@ def agreement(sqnr_db: dict[str, float | None], map_cost: dict[str, float | None
     overlap = {k: len(set(by_sqnr[:k]) & set(by_cost[:k])) for k in TOP_KS if k <= len(names)}
     rho = None
     if len(names) >= 3:
-        frame = pd.DataFrame({"badness": [-both[n][0] for n in names], "cost": [both[n][1] for n in names]})
-        value = frame["badness"].corr(frame["cost"], method="spearman")
-        rho = None if pd.isna(value) else float(value)
+        rho = spearman([-both[n][0] for n in names], [both[n][1] for n in names])
     return RankAgreement(len(names), overlap, rho)
+
+
+def average_ranks(values) -> np.ndarray:
+    """1-based ranks; tied values share the mean of the ranks they span (scipy.stats.rankdata's 'average')."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # first position of each run of ties
+    ends = np.r_[starts[1:], len(values)]
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)  # mean of ranks starts+1 .. ends
+    return ranks
+
+
+def spearman(a, b) -> float | None:
+    """Spearman's rho: Pearson's correlation of the average ranks; None when either side has no spread."""
+    ra, rb = average_ranks(a), average_ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denominator = float(np.sqrt((ra * ra).sum() * (rb * rb).sum()))
+    return None if denominator == 0 else float((ra * rb).sum() / denominator)

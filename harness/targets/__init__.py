@@ -9,6 +9,7 @@ from __future__ import annotations
 from harness.registry import Registry
 
 TARGETS = Registry("target", {
+    "litert": "harness.targets.litert:LiteRtTarget",
     "ort": "harness.targets.ort:OrtCpu",
     "ort-cuda": "harness.targets.ort:OrtCuda",
     "ov": "harness.targets.ov:OpenVinoCpu",

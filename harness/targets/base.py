@@ -74,8 +74,14 @@ class Target:
     description: ClassVar[str] = ""
     #: what the latency/throughput figures cover, shown in reports
     time_covers: ClassVar[str] = "inference call (host tensors in, host tensors out)"
+    #: where inference runs: "cpu" rows read RAPL energy, "gpu" rows NVML (GPU 0: clocks, memory, energy)
+    device_kind: ClassVar[str] = "cpu"
     #: the options dataclass this target takes (harness.config rules); CLI flags map onto its fields
     Options: ClassVar[type] = NoOptions
+    #: model file suffixes the target loads (the contract tests write their test graphs in the first)
+    model_formats: ClassVar[tuple[str, ...]] = (".onnx",)
+    #: `harness run` flags this target takes under another option name (e.g. {"threads": "num_threads"})
+    run_flags: ClassVar[dict] = {}
     #: (image id, path) pairs of the first few images of the run, set by the runner before load(): for
     #: targets that verify a conversion on real inputs (e.g. trt's fp16 check) instead of synthetic ones
     sample_images: tuple = ()
@@ -107,6 +113,8 @@ class Target:
         self.flags: set[str] = set()
         #: what load() resolved; a target that only has synchronous infer() runs one call at a time
         self.run_mode: RunMode = LATENCY_ONE
+        #: the batch-N rewrite of a fixed-batch-1 ONNX this row runs (harness.batch_rewrite), else None
+        self.batch_rewrite: dict | None = None
         if not self.model_path.exists():
             raise HarnessError(f"model file not found: {self.model_path}")
 
@@ -176,6 +184,41 @@ class Target:
         (harness.timing.timed_loop)."""
         return call_loop(lambda _: self.infer(batch, extras), rule, batch.shape[0], capture)
 
+    # - batch-N from a fixed-batch-1 ONNX ----------------------------------------------------------
+
+    def rewritten_for_batch(self, batch: int) -> str:
+        """The path of the checked batch-`batch` rewrite of this fixed-batch-1 ONNX file
+        (harness.batch_rewrite), checked on the run's first images (seeded random input where the
+        run has none); the reason the graph cannot follow becomes the row's fixed-batch error."""
+        from harness.batch_rewrite import BatchRewriteError, batch_model
+
+        sample, extras, checked_on = self._rewrite_sample(batch)
+        try:
+            rewritten = batch_model(self.model_path, batch, sample, extras, checked_on)
+        except BatchRewriteError as exc:
+            raise fixed_batch_error(self.model_path, 1, batch, f"batch rewrite: {exc}") from None
+        self.batch_rewrite = rewritten.row_field()
+        self.note(f"batch rewritten from 1 to {batch} in the ONNX graph ({len(rewritten.rewritten)} batch "
+                  f"constants); checked on {rewritten.checked_on}: largest difference from batch-1 runs "
+                  f"{rewritten.max_abs_diff:.3g}" + (" (cached)" if rewritten.cached else ""))
+        return rewritten.path
+
+    def _rewrite_sample(self, batch: int) -> tuple[np.ndarray | None, dict | None, str]:
+        """`batch` of the run's first images preprocessed (cycled when fewer), their extra inputs,
+        and what they are; (None, None, "") where the run gave no images."""
+        from harness.extra_inputs import extra_inputs
+        from harness.preprocess import prepare_batch
+
+        if not self.sample_images:
+            return None, None, ""
+        chosen = [self.sample_images[i % len(self.sample_images)] for i in range(batch)]
+        prepared = prepare_batch(chosen, self.profile.input, None, skip_bad=True)
+        if len(prepared.metas) != batch:
+            return None, None, ""
+        distinct = min(batch, len(self.sample_images))
+        return prepared.tensor, extra_inputs(self.profile, prepared.metas, batch) or None, \
+            f"{batch} real images" if distinct == batch else f"{batch} inputs from {distinct} real images"
+
     # - shared checks -----------------------------------------------------------------------------
 
     def note(self, text: str) -> None:
@@ -184,19 +227,7 @@ class Target:
 
     def check_input(self, shape: tuple, dtype: str, batch: int) -> None:
         """Fail before the run when the model's input does not fit the profile."""
-        spec = self.profile.input
-        expected = spec.shape(batch)
-        dims = tuple(shape)
-        if len(dims) != 4 or any(isinstance(d, int) and d > 0 and d != e for d, e in zip(dims[1:], expected[1:])):
-            raise HarnessError(
-                f"model {self.model_path.name} input {dims} does not fit profile {self.profile.name} "
-                f"(expects {spec.layout} {expected[1:]} {spec.dtype}); check --profile"
-            )
-        if dtype and dtype != spec.numpy_dtype:
-            raise HarnessError(
-                f"model {self.model_path.name} input dtype {dtype} does not fit profile {self.profile.name} "
-                f"(dtype = {spec.dtype!r}); check --profile"
-            )
+        check_image_input(self.model_path.name, self.profile, shape, dtype, batch)
 
     def resolve_precision(self, graph_precision: str, requested: str | None, runs: str | None = None) -> str:
         """The precision a row is labelled with: the graph's own when it holds int8 (Q/DQ, FakeQuantize)
@@ -250,8 +281,45 @@ def call_loop(call: Callable[[int], object], rule: LoopRule, images_per_call: in
                                 iterations=loop.iterations + len(drained))
 
 
+def installed_version(module: str, distributions: tuple[str, ...]) -> tuple[str, str] | None:
+    """(distribution, version) of an installed runtime, read from its package metadata without
+    importing it (`harness targets` lists what runs here without loading OpenVINO or ONNX Runtime);
+    None when the module cannot be found. A module found without metadata is imported for its version."""
+    import importlib
+    import importlib.metadata
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        return None
+    for name in distributions:
+        try:
+            return name, importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return module, str(getattr(importlib.import_module(module), "__version__", "(version unknown)"))
+
+
+def check_image_input(model_name: str, profile, shape: tuple, dtype: str, batch: int) -> None:
+    """The model's image input (dims, None/names for dynamic ones; numpy dtype name) must take what the
+    profile feeds: its layout and size, and its type (f32, f16 or u8); one line naming both otherwise."""
+    spec = profile.input
+    expected = spec.shape(batch)
+    dims = tuple(shape)
+    if len(dims) != 4 or any(isinstance(d, int) and d > 0 and d != e for d, e in zip(dims[1:], expected[1:])):
+        raise HarnessError(
+            f"model {model_name} input {dims} does not fit profile {profile.name} "
+            f"(expects {spec.layout} {expected[1:]} {spec.dtype}); check --profile"
+        )
+    if dtype and dtype != spec.numpy_dtype:
+        raise HarnessError(
+            f"model {model_name} input dtype {dtype} does not fit profile {profile.name} "
+            f"(dtype = {spec.dtype!r}); check --profile"
+        )
+
+
 def fixed_batch_error(model_path: Path, fixed: int, batch: int, why: str) -> HarnessError:
     return HarnessError(
         f"model {model_path.name} has a fixed batch of {fixed} and cannot run batch {batch} ({why}); "
-        f"export it with a dynamic batch axis, or pass one model per batch size as --model 'name_bs{{bs}}.onnx'"
+        f"export it with a dynamic batch axis, or pass one model per batch size as --model "
+        f"'name_bs{{bs}}{model_path.suffix or '.onnx'}'"
     )

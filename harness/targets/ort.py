@@ -14,12 +14,18 @@ from harness.errors import HarnessError, TargetUnavailable, first_line
 from harness.extra_inputs import check_model_inputs
 from harness.modes import Mode, RunMode, check_streams, resolve_mode, split_cores, streams_mode, usable_cores
 from harness.onnx_model import inspect_onnx
-from harness.targets.base import BenchStats, Target, call_loop, fixed_batch_error
+from harness.targets.base import BenchStats, Target, call_loop, fixed_batch_error, installed_version
 from harness.targets.inflight import ordered_stream
 from harness.timing import LoopRule
 
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16",
                "tensor(int64)": "int64", "tensor(int32)": "int32"}
+
+
+#: distributions that install the `onnxruntime` module; the plain CPU build last, so that where a GPU build
+#: was installed over it (both leave metadata behind) the module is loaded and asked for its providers
+ORT_DISTRIBUTIONS = ("onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml", "onnxruntime-qnn",
+                     "onnxruntime-training", "onnxruntime")
 
 
 def _import_ort():
@@ -69,11 +75,10 @@ class OrtTarget(Target):
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        try:
-            ort = _import_ort()
-        except TargetUnavailable as exc:
-            return False, str(exc)
-        return True, f"onnxruntime {ort.__version__}"
+        found = installed_version("onnxruntime", ORT_DISTRIBUTIONS)
+        if found is None:
+            return False, "onnxruntime is not installed: pip install 'harness[ort]'"
+        return True, f"onnxruntime {found[1]}"
 
     def _session(self, model):
         ort = _import_ort()
@@ -138,27 +143,15 @@ class OrtTarget(Target):
         if fixed is None or fixed == batch:
             return
         if fixed != 1:
-            raise fixed_batch_error(self.model_path, fixed, batch, "only batch-1 graphs are tried with a symbolic batch")
-        # A fixed batch-1 graph: try it with a symbolic batch and check every output follows.
-        try:
-            candidate = self._session(self._model_source(symbolic_batch=True))
-            probe = np.zeros(self.profile.input.shape(batch), dtype=self.profile.input.numpy_dtype)
-            outs = candidate.run(None, {first.name: probe})
-        except Exception as exc:
-            raise fixed_batch_error(self.model_path, fixed, batch,
-                                    f"the graph fails at batch {batch}: {first_line(exc, 160)}") from None
-        bad = [o.shape for o in outs if o.ndim < 1 or o.shape[0] != batch]
-        if bad:
-            raise fixed_batch_error(self.model_path, fixed, batch, f"an output keeps shape {tuple(bad[0])}")
-        self._session_obj = candidate
-        self.padded_batch = False
-        self.notes.append(f"batch made symbolic in the ONNX graph to run batch {batch}")
+            raise fixed_batch_error(self.model_path, fixed, batch, "only batch-1 graphs are rewritten to another batch")
+        # A fixed batch-1 graph: its checked batch-N rewrite (harness.batch_rewrite), fixed at N.
+        self._session_obj = self._session(self._model_source(self.rewritten_for_batch(batch)))
 
-    def _model_source(self, symbolic_batch: bool = False):
+    def _model_source(self, path: str | Path | None = None):
         """The path, or the model's bytes with the output sizes its graph does not compute made
-        symbolic (harness.declared_shapes: else constant folding trusts them) and, when asked, a
-        symbolic batch; what was changed goes into the row's notes."""
-        source, notes = model_for_onnx_runtime(self.model_path, symbolic_batch)
+        symbolic (harness.declared_shapes: else constant folding trusts them); what was changed goes
+        into the row's notes. `path`: another file to load (a batch rewrite of the model)."""
+        source, notes = model_for_onnx_runtime(path or self.model_path)
         for note in notes:
             self.note(note)
         return source
@@ -228,6 +221,7 @@ class OrtCuda(OrtTarget):
     name = "ort-cuda"
     figures = {"ort_device": "the device ONNX Runtime placed the graph on (CUDA, or CPU after a fallback)"}
     Options = OrtCudaOptions
+    device_kind = "gpu"
     description = "ONNX Runtime, CUDA execution provider (or TensorRT EP with --ep trt); needs onnxruntime-gpu and an NVIDIA GPU"
     time_covers = ("benchmark: IO binding with the input kept on the GPU as an OrtValue and outputs left on the GPU "
                    "(session run only, no H2D/D2H copies; throughput mode: one binding per request in flight, each "
@@ -235,9 +229,13 @@ class OrtCuda(OrtTarget):
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        ok, why = super().availability()  # onnxruntime importable at all
+        ok, why = super().availability()  # onnxruntime installed at all
         if not ok:
             return ok, why
+        distribution, version = installed_version("onnxruntime", ORT_DISTRIBUTIONS)
+        if distribution == "onnxruntime":  # only PyPI's plain build, which is CPU-only: no need to load it to know
+            return False, (f"onnxruntime {version} has no CUDAExecutionProvider "
+                           "(install onnxruntime-gpu: pip install 'harness[gpu]', and an NVIDIA driver)")
         ort = _import_ort()
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             return False, (f"onnxruntime {ort.__version__} has no CUDAExecutionProvider "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -13,7 +14,7 @@ from harness.errors import HarnessError, TargetUnavailable, first_line
 from harness.extra_inputs import check_model_inputs, dims_text
 from harness.modes import Mode, RunMode, check_mode, check_streams, resolve_mode
 from harness.onnx_model import TensorInfo, inspect_onnx
-from harness.targets.base import BenchStats, Target, fixed_batch_error
+from harness.targets.base import BenchStats, Target, fixed_batch_error, installed_version
 from harness.targets.cpu_isa import guard_amx
 from harness.timing import LoopRule, timed_loop
 
@@ -77,14 +78,19 @@ class OpenVinoCpu(Target):
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        try:
-            ov = _import_ov()
-        except TargetUnavailable as exc:
-            return False, str(exc)
-        return True, f"openvino {ov.__version__}"
+        found = installed_version("openvino", ("openvino",))
+        if found is None:
+            return False, "openvino is not installed: pip install 'harness[ov]'"
+        return True, f"openvino {found[1]}"
 
-    def _read(self):
+    def _read(self, path: str | Path | None = None):
+        """The model read by OpenVINO: the target's file, or `path` (a batch rewrite of it)."""
         ov = _import_ov()
+        if path is not None:
+            try:
+                return self._core.read_model(str(path))
+            except Exception as exc:
+                raise HarnessError(f"model {path}: OpenVINO cannot read it ({first_line(exc)})") from None
         if self.model_path.suffix.lower() not in (".onnx", ".xml"):
             raise HarnessError(f"model {self.model_path}: target ov needs an .onnx or OpenVINO .xml file")
         if self.model_path.suffix.lower() == ".xml" and not self.model_path.with_suffix(".bin").is_file():
@@ -111,25 +117,18 @@ class OpenVinoCpu(Target):
         if fixed != batch or dynamic_size:
             # Static shapes compile to faster code; try the requested batch for dynamic and fixed graphs,
             # and the profile's size for dynamic height/width (check_input matched the fixed dims to it).
-            try:
-                # Extra inputs (e.g. scale_factor [B, 2]) that share the batch axis follow it.
-                shapes = {port: ov.PartialShape(list(self.profile.input.shape(batch)))}
-                for other in model.inputs[1:]:
-                    odims = _dims(other.get_partial_shape())
-                    if odims and odims[0] in (None, fixed) and all(d is not None for d in odims[1:]):
-                        shapes[other] = ov.PartialShape([batch, *odims[1:]])
-                model.reshape(shapes)
-            except Exception as exc:
-                raise fixed_batch_error(self.model_path, fixed, batch,
-                                        f"OpenVINO reshape fails: {first_line(exc, 160)}") from None
-            if fixed is not None and fixed != batch:
+            why = self._reshape(ov, model, port, fixed, batch)
+            if why and fixed == 1 and self.model_path.suffix.lower() == ".onnx":
+                # OpenVINO's reshape stops at constants that hard-code batch 1: the checked batch-N
+                # rewrite of the ONNX file (harness.batch_rewrite) needs no reshape.
+                model = self._read(self.rewritten_for_batch(batch))
+                self.note(f"OpenVINO reshape to batch {batch} failed ({why}); ran the batch-rewritten ONNX")
+            elif why:
+                raise fixed_batch_error(self.model_path, fixed or 1, batch, why)
+            elif fixed is not None and fixed != batch:
                 self.notes.append(f"reshaped from batch {fixed} to {batch}")
             if dynamic_size:
                 self.note(f"dynamic input dims {dims_text(dims)} set to the profile's {list(self.profile.input.shape(batch))}")
-        for out in model.outputs:
-            odims = _dims(out.get_partial_shape())
-            if odims and odims[0] not in (batch, None) and batch > 1:
-                raise fixed_batch_error(self.model_path, fixed or 1, batch, f"output keeps shape {odims} after reshape")
         self.padded_batch = True  # the compiled graph is static: a short last batch is padded
         hint = self.options.resolved_hint
         requested = self.options.precision
@@ -155,6 +154,25 @@ class OpenVinoCpu(Target):
         self.run_mode = RunMode(self.options.resolved_mode, self._nireq(),
                                 int(self._compiled.get_property("NUM_STREAMS")),
                                 int(self._compiled.get_property("INFERENCE_NUM_THREADS")))
+
+    def _reshape(self, ov, model, port, fixed: int | None, batch: int) -> str:
+        """Reshape `model` (in place) to the profile's input at `batch`; "" when done and every output
+        follows the batch, else why not."""
+        try:
+            # Extra inputs (e.g. scale_factor [B, 2]) that share the batch axis follow it.
+            shapes = {port: ov.PartialShape(list(self.profile.input.shape(batch)))}
+            for other in model.inputs[1:]:
+                odims = _dims(other.get_partial_shape())
+                if odims and odims[0] in (None, fixed) and all(d is not None for d in odims[1:]):
+                    shapes[other] = ov.PartialShape([batch, *odims[1:]])
+            model.reshape(shapes)
+        except Exception as exc:
+            return f"OpenVINO reshape fails: {first_line(exc, 160)}"
+        for out in model.outputs:
+            odims = _dims(out.get_partial_shape())
+            if odims and odims[0] not in (batch, None) and batch > 1:
+                return f"output keeps shape {odims} after reshape"
+        return ""
 
     def _graph_precision(self, model) -> str:
         """int8 when the graph holds FakeQuantize (OpenVINO's form of Q/DQ and of NNCF's int8),

@@ -98,6 +98,7 @@ def status_line() -> str:
 
 class TensorRtTarget(Target):
     name = "trt"
+    device_kind = "gpu"
     description = ("NVIDIA TensorRT 10/11 engine from ONNX, strongly typed fp32/fp16/int8 "
                    "(needs tensorrt, a CUDA binding, an NVIDIA GPU)")
     time_covers = ("per batch, CUDA events: H2D copy from pinned host memory + execute + D2H copy (serial: one batch "
@@ -115,6 +116,7 @@ class TensorRtTarget(Target):
         self._cuda = None
         self._info: dict = {}
         self.settings: TrtSettings | None = None
+        self.built_from = self.model_path  # the ONNX the engine is built from (a batch rewrite of it, else the model)
 
     status_line = staticmethod(status_line)
 
@@ -166,8 +168,17 @@ class TensorRtTarget(Target):
         self.check_input(first.dims(), first.dtype, batch)
         check_model_inputs(graph.inputs, self.profile, self.model_path.name, batch)
         fixed = first.fixed_batch
-        if fixed is not None and fixed != batch:
-            raise fixed_batch_error(self.model_path, fixed, batch, "TensorRT builds a static engine for a fixed-batch graph")
+        self.model_batch = fixed
+        self.built_from = self.model_path
+        if fixed == 1 and batch != 1:
+            # the checked batch-N rewrite (harness.batch_rewrite): the engine and its optimization
+            # profile are built from that file, a fixed batch-N graph
+            self.built_from = Path(self.rewritten_for_batch(batch))
+            graph = inspect_onnx(self.built_from)
+            first, fixed = graph.image_input, batch
+        elif fixed is not None and fixed != batch:
+            raise fixed_batch_error(self.model_path, fixed, batch, "TensorRT builds a static engine for a fixed-batch graph; "
+                                    "only batch-1 graphs are rewritten to another batch")
         # a --precision the graph does not give is refused (a Q/DQ or fp16 graph runs as it is); the
         # settings file's precision is a default for fp32 models, so only the option is held to it
         self.resolve_precision(graph.precision, self.options.precision, runs=settings.precision)
@@ -175,7 +186,6 @@ class TensorRtTarget(Target):
         if settings.precision == "int8" and settings.int8_mode == "implicit":
             self._check_implicit_inputs(settings, graph)
         self.padded_batch = fixed is not None
-        self.model_batch = fixed
         batches = profile_batches(self.batch_sizes or [batch], batch, fixed, settings.opt_batch)
         shapes = {first.name: profile_shapes(self.profile.input.shape(batch), batches)}
         for tensor in graph.inputs[1:]:
@@ -222,11 +232,11 @@ class TensorRtTarget(Target):
     def _prepare(self, settings: TrtSettings):
         from harness.targets.trt_prepare import prepare_model
 
-        onnx_sha = sha256_file(self.model_path)
+        onnx_sha = sha256_file(self.built_from)
         self._onnx_sha = onnx_sha
         samples = self.sample_images[: settings.check_images]
         where = f"the run's first {len(samples)} images ({Path(samples[0][1]).parent})" if samples else ""
-        return prepare_model(self.model_path, onnx_sha, settings, self.profile, settings.cache_dir,
+        return prepare_model(self.built_from, onnx_sha, settings, self.profile, settings.cache_dir,
                              sample_images=samples, sample_desc=where)
 
     def _engine_for(self, trt, api, cuda, plan: LoadPlan, prepared, gpu: str):
