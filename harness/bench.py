@@ -59,7 +59,7 @@ class BenchConfig:
 
 def image_files(folder: Path) -> list[Path]:
     """The images of a folder (sorted), or one line saying there are none."""
-    from harness.data.coco import IMAGE_SUFFIXES
+    from harness.imagefile import IMAGE_SUFFIXES
 
     folder = Path(folder)
     if not folder.is_dir():

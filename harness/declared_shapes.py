@@ -27,8 +27,8 @@ def _dims(value) -> tuple | None:
 
 def unconfirmed_output_dims(model) -> dict[str, tuple[tuple, tuple | None]]:
     """{output name: (declared dims, inferred dims or None)} for every graph output with a fixed
-    declared size that ONNX shape inference (on a copy with the output declarations removed) does
-    not derive; {} when inference fails, since then nothing can be said either way."""
+    declared size that ONNX shape inference (on a copy with the output declarations and the recorded
+    value_info removed) does not derive; {} when inference fails, since then nothing can be said either way."""
     import onnx
     from onnx import shape_inference
 
@@ -40,6 +40,7 @@ def unconfirmed_output_dims(model) -> dict[str, tuple[tuple, tuple | None]]:
     probe.CopyFrom(model)
     for output in probe.graph.output:
         output.type.tensor_type.ClearField("shape")
+    del probe.graph.value_info[:]  # a converter may copy the declared size onto the tensor feeding the output
     try:
         inferred_model = shape_inference.infer_shapes(probe, strict_mode=False)
     except Exception:  # onnx raises several types for graphs it cannot infer
@@ -72,23 +73,46 @@ def drop_unconfirmed_output_dims(model, unconfirmed: dict) -> list[str]:
         changed.append(f"output {output.name} is declared {_text(declared)} (ONNX shape inference: {_text(inferred)})")
     if not changed:
         return []
+    # a converter (onnxconverter-common's keep_io_types) copies the declared size onto the tensor that
+    # feeds the output; ONNX Runtime would trust that one instead, so the recorded shapes go too
+    del model.graph.value_info[:]
     return [f"{', '.join(changed)}: declared sizes that shape inference does not confirm were dropped before "
             "ONNX Runtime loaded the model, so it uses the sizes the graph computes"]
 
 
-def model_for_onnx_runtime(path: str | Path) -> tuple[str | bytes, list[str]]:
-    """What to hand to onnxruntime.InferenceSession, and the notes for the row: the path when nothing
-    needs changing, else the model's bytes (parsed once) with the unconfirmed output sizes made
-    symbolic."""
+def model_for_onnx_runtime(model) -> tuple[str | bytes, list[str]]:
+    """What to hand to onnxruntime.InferenceSession, and the notes for the row. `model` is a path, a
+    ModelProto (left unchanged) or serialized bytes. A path comes back as it is when nothing needs
+    changing; otherwise the model's bytes (parsed once) with the unconfirmed output sizes made symbolic."""
     import onnx
 
+    if isinstance(model, (bytes, onnx.ModelProto)):
+        proto = onnx.ModelProto()
+        if isinstance(model, bytes):
+            proto.ParseFromString(model)
+        else:
+            proto.CopyFrom(model)
+        notes = drop_unconfirmed_output_dims(proto, unconfirmed_output_dims(proto))
+        if not notes and isinstance(model, bytes):
+            return model, []
+        return proto.SerializeToString(), notes
+    path = model
     declared = inspect_onnx(path).outputs  # cached: most files declare no fixed size to doubt
     if not any(d is not None for t in declared for d in t.dims()):
         return str(path), []
-    model = load_graph(path)
-    unconfirmed = unconfirmed_output_dims(model)
+    graph = load_graph(path)
+    unconfirmed = unconfirmed_output_dims(graph)
     if not unconfirmed:
         return str(path), []
-    notes = drop_unconfirmed_output_dims(model, unconfirmed)
-    onnx.load_external_data_for_model(model, str(Path(path).parent))
-    return model.SerializeToString(), notes
+    notes = drop_unconfirmed_output_dims(graph, unconfirmed)
+    onnx.load_external_data_for_model(graph, str(Path(path).parent))
+    return graph.SerializeToString(), notes
+
+
+def open_session(model, options=None, providers=("CPUExecutionProvider",)):
+    """(onnxruntime.InferenceSession, notes): every ONNX Runtime session the harness opens goes through
+    here, so no session trusts an output size its graph does not compute (see the module's why)."""
+    import onnxruntime as ort
+
+    source, notes = model_for_onnx_runtime(model)
+    return ort.InferenceSession(source, sess_options=options, providers=list(providers)), notes

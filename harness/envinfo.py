@@ -10,8 +10,8 @@ from pathlib import Path
 
 import harness
 
-_PACKAGES = ("numpy", "opencv-python-headless", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt",
-             "pycuda", "pycocotools", "faster-coco-eval")
+#: the harness's own dependencies; each target adds the runtimes it declares (Target.packages)
+_PACKAGES = ("numpy", "opencv-python-headless", "pycocotools", "faster-coco-eval")
 
 
 def cpu_model() -> str:
@@ -44,8 +44,10 @@ def gpu_info() -> str | None:
 
 
 def environment() -> dict:
+    from harness.targets import declared_packages
+
     versions = {}
-    for name in _PACKAGES:
+    for name in dict.fromkeys((*_PACKAGES, *declared_packages())):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -10,12 +10,10 @@ import contextlib
 import copy
 import io
 import logging
-from pathlib import Path
 
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.fileio import input_file
 from harness.row import METRIC_NAMES
 
 
@@ -171,19 +169,3 @@ class CocoEvaluator:
             metrics[key] = 0.0 if any(low <= a <= high for a in areas) else None
         metrics["per_class_ap"] = {}
         return metrics
-
-
-def load_annotations(path: str | Path) -> dict:
-    """Read a COCO instances json with checks that name the file and what is wrong."""
-    from harness.data.annotations import check_annotations
-    from harness.jsonfile import read_json_object
-
-    path = input_file(path, "annotation file")
-    data = read_json_object(path, "annotation file", "a COCO object with images, annotations, categories")
-    missing = [k for k in ("images", "annotations", "categories") if k not in data]
-    if missing:
-        raise HarnessError(f"annotation file {path}: not COCO instances json, missing key(s) {', '.join(missing)}")
-    check_annotations(data, path)
-    for box in data["annotations"]:  # bbox evaluation reads no polygon; they are most of a COCO file's memory
-        box.pop("segmentation", None)
-    return data

@@ -7,7 +7,7 @@ the stored pixel orientation kept (EXIF orientation ignored, as COCO's boxes are
 - JPEGs are decoded with libjpeg-turbo through `simplejpeg` in strict mode: libjpeg's recoverable
   warnings ("Corrupt JPEG data: premature end of data segment", "N extraneous bytes before marker")
   become errors. OpenCV's decoder prints the same warnings to stderr and returns the damaged
-  pixels; its output is otherwise identical (tests/test_trust_images.py compares them).
+  pixels; its output is otherwise identical (tests/test_trust_inputs.py compares them).
 - Everything else (PNG, BMP, WebP, CMYK JPEGs) is decoded by OpenCV with
   IMREAD_IGNORE_ORIENTATION.
 
@@ -29,6 +29,11 @@ import numpy as np
 from harness.errors import HarnessError, ImageError
 from harness.fileio import file_kind as _kind
 from harness.fileio import regular_file_problem
+
+#: the image files the harness reads (imagesize reads their headers, simplejpeg/OpenCV decode them): the
+#: one list the dataset check, calibration folders and NPU datalists use
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+SUFFIXES_TEXT = ", ".join(s.lstrip(".") for s in IMAGE_SUFFIXES)
 
 DEFAULT_MAX_PIXELS = 50_000_000
 _JPEG_MAGIC = b"\xff\xd8"
@@ -156,19 +161,25 @@ def check_image_file(path: str | Path, verify: bool = True) -> str | None:
         if verify:
             read_image(path)
         else:
-            data = read_regular_file(path)
-            return marker_problem(data[:16], data[-1024:]) or size_problem(header_size(data))
+            return header_problem(read_regular_file(path))
     except ImageError as exc:
         return exc.reason
     return None
 
 
-def exif_orientation(path: str | Path) -> int:
-    """The EXIF orientation tag (1 = as stored) of an image, read from its header with Pillow."""
+def header_problem(data: bytes) -> str | None:
+    """Why an image's bytes cannot be used, judged without decoding (end markers, header size within the
+    pixel limit), or None."""
+    return marker_problem(data[:16], data[-1024:]) or size_problem(header_size(data))
+
+
+def exif_orientation(source: str | Path | bytes) -> int:
+    """The EXIF orientation tag (1 = as stored) of an image (a path, or its bytes already read), read
+    from its header with Pillow."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             return int(image.getexif().get(0x0112, 1) or 1)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return 1

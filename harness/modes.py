@@ -60,6 +60,18 @@ def check_mode(mode: str | None, knob: str, value, implies: str | None) -> None:
                               f"give one of the two, or make them agree")
 
 
+def streams_mode(streams: int | None) -> str | None:
+    """What --streams implies: several streams (requests in flight) is throughput mode; one or none, nothing."""
+    return "throughput" if (streams or 1) > 1 else None
+
+
+def check_streams(mode: str | None, streams: int | None, what: str = "streams") -> None:
+    """For an Options.__post_init__: --mode latency with several streams is a contradiction."""
+    if mode == "latency" and streams_mode(streams):
+        raise Invalid("mode", f"latency contradicts --streams {streams} (several {what} is throughput mode); "
+                              "give one of the two")
+
+
 def resolve_mode(mode: str | None, implied: str | None) -> str:
     """The mode a target runs: --mode when given, else what its lower-level setting implies, else
     the default (throughput)."""

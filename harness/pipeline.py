@@ -1,9 +1,14 @@
-"""Dataset -> batches of model input -> inference -> detections: the accuracy pass, pipelined.
+"""Sources of (images, raw outputs) batches and the sinks every source feeds: the accuracy pass.
 
-Three things run at once: preprocessing worker threads (OpenCV's decode/resize release the GIL),
-inference (the runtimes release the GIL; OpenVINO keeps several async requests in flight) and one
-decode thread. Bounded look-ahead between them keeps memory flat with dataset size, and results
-come back in dataset order, identical to a plain serial loop.
+A source is an in-process target (accuracy_pass: preprocessing, the target's infer_stream) or a file
+set a device tool wrote (file_pass: (ImageMeta, outputs) per image, read by the tool's FileTool).
+Every batch then goes through the same sinks: the finite filter (NaN/Inf outputs), the profile's
+decoder, COCO result dicts; harness.measurement turns a PassResult into the row.
+
+In process, three things run at once: preprocessing worker threads (OpenCV's decode/resize release the
+GIL), inference (the runtimes release the GIL; OpenVINO keeps several async requests in flight) and one
+decode thread. Bounded look-ahead between them keeps memory flat with dataset size, and results come
+back in dataset order, identical to a plain serial loop.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 
 from harness.decode import decode
 from harness.decode.finite import bad_rows, describe, find_nonfinite
-from harness.decode.types import to_coco_results
+from harness.decode.types import COCO_ARRAY_COLUMNS, to_coco_array, to_coco_results
 from harness.errors import HarnessError, SkippedImage
 from harness.extra_inputs import extra_inputs
 from harness.preprocess import Batch, prepare_batch
@@ -50,12 +55,24 @@ def iter_batches(images: Sequence[tuple[int, object]], batch_size: int, spec: In
 
 @dataclass
 class PassResult:
-    detections: list[dict]  # COCO result dicts
+    detections: list[dict] | np.ndarray  # COCO result dicts; file_pass: one compact array (decode.types.to_coco_array)
     counted: list[int]  # image ids that ran
     failed: list[SkippedImage]  # images skipped with skip_bad (path, reason)
     clock: StageClock  # per-stage seconds (see harness.timing.StageClock)
     wall_seconds: float
     bad_outputs: list[SkippedImage] = field(default_factory=list)  # NaN/Inf outputs skipped with skip_bad
+    names: dict[int, str] = field(default_factory=dict)  # image id -> file name, of the counted images
+
+    def add(self, done: list[tuple[int, list[dict]]], metas, parts: list | None = None) -> None:
+        """One decoded batch: its detections (compact arrays go to `parts`), and its images as counted."""
+        files = {meta.image_id: Path(meta.file).name for meta in metas}
+        for image_id, found in done:
+            if parts is None:
+                self.detections.extend(found)
+            else:
+                parts.append(found)
+            self.counted.append(image_id)
+            self.names[image_id] = files[image_id]
 
 
 def _image_names(metas, rows) -> str:
@@ -64,9 +81,12 @@ def _image_names(metas, rows) -> str:
     return shown + (f" and {len(rows) - 3} more" if len(rows) > 3 else "")
 
 
-def _drop_nonfinite(outputs, metas, batch_rows: int, skip_bad: bool, names=None):
+NOT_SCORED = "the row is not scored (--skip-bad-images leaves such images out and records them)"
+
+
+def _drop_nonfinite(outputs, metas, batch_rows: int, skip_bad: bool, names=None, who: str = "model"):
     """(outputs, metas, skipped) with the images whose outputs hold NaN/Inf taken out (skip_bad), or
-    a HarnessError naming the output and the images."""
+    a HarnessError naming the output and the images. who: "model" (in process) or "device" (files)."""
     found = find_nonfinite(outputs, batch_rows, names)
     if not found:
         return outputs, metas, []
@@ -74,10 +94,11 @@ def _drop_nonfinite(outputs, metas, batch_rows: int, skip_bad: bool, names=None)
     rows = bad_rows(found, len(metas)) if splittable else set(range(len(metas)))
     reason = describe(found)
     if not skip_bad:
-        raise HarnessError(f"model {reason} for image(s) {_image_names(metas, rows)}; the row is not scored "
-                           "(--skip-bad-images leaves such images out and records them)")
+        if who == "model":
+            raise HarnessError(f"model {reason} for image(s) {_image_names(metas, rows)}; {NOT_SCORED}")
+        raise HarnessError(f"image {_image_names(metas, rows)}: {who} {reason}; {NOT_SCORED}")
     which = ", ".join(item.output_label() for item in found)
-    skipped = [SkippedImage(metas[r].file, f"NaN/Inf in model {which}") for r in sorted(rows)]
+    skipped = [SkippedImage(metas[r].file, f"NaN/Inf in {who} {which}") for r in sorted(rows)]
     keep = [i for i in range(len(metas)) if i not in rows]
     if not keep:
         return None, [], skipped
@@ -85,14 +106,46 @@ def _drop_nonfinite(outputs, metas, batch_rows: int, skip_bad: bool, names=None)
 
 
 def _decode_batch(outputs, metas, profile, batch_rows: int | None = None, skip_bad: bool = False,
-                  names=None) -> tuple[list[tuple[int, list[dict]]], float, list[SkippedImage]]:
-    """Decode one batch to COCO dicts per image; returns them, the seconds it took and the images
-    skipped for NaN/Inf outputs (checked first: a NaN never reaches the decoder)."""
+                  names=None, who: str = "model", compact: bool = False) -> tuple[list[tuple[int, list[dict]]], float,
+                                                                                 list[SkippedImage]]:
+    """The sinks of one batch, from any source: the finite filter, then the decoder, then COCO dicts per
+    image (compact: one to_coco_array array per image, the same values); returns them, the seconds it took
+    and the images skipped for NaN/Inf outputs (checked first: a NaN never reaches the decoder). A file
+    source's decode errors name the image."""
     t0 = time.perf_counter()
-    outputs, metas, skipped = _drop_nonfinite(outputs, metas, batch_rows or len(metas), skip_bad, names)
-    done = [] if not metas else [(meta.image_id, to_coco_results(dets, meta.image_id, profile.category_ids))
-                                 for meta, dets in zip(metas, decode(outputs, metas, profile))]
+    outputs, metas, skipped = _drop_nonfinite(outputs, metas, batch_rows or len(metas), skip_bad, names, who)
+    if not metas:
+        return [], time.perf_counter() - t0, skipped
+    try:
+        decoded = decode(outputs, metas, profile)
+    except HarnessError as exc:
+        if who == "model":
+            raise
+        raise HarnessError(f"image {_image_names(metas, range(len(metas)))}: {exc}") from None
+    convert = to_coco_array if compact else to_coco_results
+    done = [(meta.image_id, convert(dets, meta.image_id, profile.category_ids)) for meta, dets in zip(metas, decoded)]
     return done, time.perf_counter() - t0, skipped
+
+
+def file_pass(items, profile, skip_bad: bool = False, names=None, advance=lambda n=1: None) -> PassResult:
+    """A file set as the source: (ImageMeta, outputs of that image) in the tool's order (FileTool.read_outputs,
+    which checks every file against the prep.json it was made from) through the same sinks as accuracy_pass.
+    Its detections are one compact array (decode.types.to_coco_array; the evaluator makes dicts a few
+    categories at a time): a whole validation set's detections as dicts would dominate the decode's memory."""
+    passed = PassResult([], [], [], StageClock(), 0.0)
+    parts: list[np.ndarray] = []
+    start = time.perf_counter()
+    for meta, outputs in items:
+        done, seconds, skipped = _decode_batch(outputs, [meta], profile, 1, skip_bad, names, who="device",
+                                               compact=True)
+        passed.clock.seconds["decode"] += seconds
+        passed.add(done, [meta], parts)
+        passed.bad_outputs += skipped
+        advance(1)
+    passed.detections = np.concatenate(parts) if parts else np.empty((0, len(COCO_ARRAY_COLUMNS)))
+    del parts
+    passed.wall_seconds = time.perf_counter() - start
+    return passed
 
 
 def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, skip_bad: bool = False,
@@ -108,11 +161,8 @@ def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, sk
     """
     if not pipelined:
         return _serial_pass(target, images, batch_size, profile, workers, skip_bad, advance, canvases)
-    clock = StageClock()
-    detections: list[dict] = []
-    counted: list[int] = []
-    failed: list[SkippedImage] = []
-    bad_outputs: list[SkippedImage] = []
+    passed = PassResult([], [], [], StageClock(), 0.0)
+    clock, failed, bad_outputs = passed.clock, passed.failed, passed.bad_outputs
     names = _output_names(target)
     start = time.perf_counter()
     batches = iter_batches(images, batch_size, profile.input, pad=target.padded_batch,
@@ -132,12 +182,11 @@ def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, sk
             if batch.metas:
                 yield batch.tensor, batch, extra_inputs(profile, batch.metas, batch.tensor.shape[0]) or None
 
-    def collect(future) -> None:
+    def collect(item) -> None:
+        future, metas = item
         done, seconds, skipped = future.result()
         clock.seconds["decode"] += seconds
-        for image_id, dicts in done:
-            detections.extend(dicts)
-            counted.append(image_id)
+        passed.add(done, metas)
         bad_outputs.extend(skipped)
         advance(len(done) + len(skipped))
 
@@ -147,9 +196,9 @@ def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, sk
         try:
             for batch, outputs, seconds in stream:
                 clock.seconds["infer"] += seconds
-                pending.append(pool.submit(_decode_batch, outputs, batch.metas, profile, batch.tensor.shape[0],
-                                           skip_bad, names))
-                while pending and (len(pending) > decode_ahead or pending[0].done()):
+                pending.append((pool.submit(_decode_batch, outputs, batch.metas, profile, batch.tensor.shape[0],
+                                            skip_bad, names), batch.metas))
+                while pending and (len(pending) > decode_ahead or pending[0][0].done()):
                     collect(pending.popleft())
             t0 = time.perf_counter()
             while pending:
@@ -158,9 +207,10 @@ def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, sk
         finally:
             stream.close()
             batches.close()
-            for future in pending:
+            for future, _ in pending:
                 future.cancel()
-    return PassResult(detections, counted, failed, clock, time.perf_counter() - start, bad_outputs)
+    passed.wall_seconds = time.perf_counter() - start
+    return passed
 
 
 def _output_names(target) -> list[str] | None:
@@ -173,26 +223,22 @@ def _output_names(target) -> list[str] | None:
 
 def _serial_pass(target, images, batch_size, profile, workers, skip_bad, advance, canvases=None) -> PassResult:
     """The plain loop: preprocessing prefetched in threads, then infer and decode one batch at a time."""
-    clock = StageClock()
-    detections: list[dict] = []
-    counted: list[int] = []
-    failed: list[SkippedImage] = []
-    bad_outputs: list[SkippedImage] = []
+    passed = PassResult([], [], [], StageClock(), 0.0)
+    clock = passed.clock
     names = _output_names(target)
     start = time.perf_counter()
     for batch in iter_batches(images, batch_size, profile.input, pad=target.padded_batch,
                               workers=workers, skip_bad=skip_bad, canvases=canvases):
         clock.seconds["preprocess"] += batch.seconds
-        failed += batch.failed
+        passed.failed += batch.failed
         if batch.metas:
             with clock.stage("infer"):
                 outputs = target.infer(batch.tensor, extra_inputs(profile, batch.metas, batch.tensor.shape[0]) or None)
             done, seconds, skipped = _decode_batch(outputs, batch.metas, profile, batch.tensor.shape[0], skip_bad,
                                                    names)
-            bad_outputs += skipped
+            passed.bad_outputs += skipped
             clock.seconds["decode"] += seconds
-            for image_id, dicts in done:
-                detections += dicts
-                counted.append(image_id)
+            passed.add(done, batch.metas)
         advance(len(batch.metas) + len(batch.failed))
-    return PassResult(detections, counted, failed, clock, time.perf_counter() - start, bad_outputs)
+    passed.wall_seconds = time.perf_counter() - start
+    return passed

@@ -1,9 +1,9 @@
 """Name -> implementation tables for targets, decoders and file-based tools (after timm's registry).
 
-Each table is one literal mapping of names to "module:attribute" strings, so listing the names
-imports nothing (no runtime is loaded to print `harness targets`) and importing an implementation
-module changes no global state. Adding a target, decoder family or file tool is one new module plus
-one line in its table.
+Each table starts as one literal mapping of names to "module:attribute" strings, so listing the names
+imports nothing and getting one imports only its module (each runtime is imported on first use, so
+`harness targets` loads no runtime). Adding a target, decoder family or file tool is one new module
+plus one line in its table; register() adds one at run time (a plugin, a test's own target).
 """
 
 from __future__ import annotations
@@ -39,6 +39,21 @@ class Registry:
 
     def items(self):
         return [(name, self.get(name)) for name in self.names()]
+
+    def register(self, name: str, entry) -> None:
+        """Add an entry at run time (a plugin, or a test's own target): an object, or "module:attribute"."""
+        if name in self._entries:
+            raise HarnessError(f"{self.what} {name!r} is already registered")
+        if isinstance(entry, str):
+            self._entries[name] = entry
+        else:
+            self._entries[name] = f"{getattr(entry, '__module__', '?')}:{getattr(entry, '__qualname__', name)}"
+            self._loaded[name] = entry
+
+    def unregister(self, name: str) -> None:
+        """Remove an entry added with register()."""
+        self._entries.pop(name, None)
+        self._loaded.pop(name, None)
 
     def location(self, name: str) -> str:
         """The "module:attribute" an entry points at (for docs and contract tests)."""

@@ -56,9 +56,17 @@ def target_label(target: str, source: str, device: str = "") -> str:
     return str(target)
 
 
-#: per-target timing figures a row may carry (None when the target has none)
-TARGET_FIGURES = ("ort_device", "gpu_compute_fps",
-                  *(f"{stage}_ms_{p}" for stage in ("gpu_compute", "h2d", "d2h", "enqueue") for p in ("p50", "p90", "p99")))
+#: per-target timing figures a row may carry -> what each covers. Each target declares its own
+#: (harness.targets.base.Target.figures); they are added here when its class is defined.
+TARGET_FIGURES: dict[str, str] = {}
+
+
+def declare_figures(figures: dict[str, str]) -> None:
+    """Add a target's timing figures to the vocabulary rows read back (a name may not shadow a row field)."""
+    clash = sorted(set(figures) & ROW_FIELDS)
+    if clash:
+        raise ValueError(f"target figures {clash} are row fields")
+    TARGET_FIGURES.update(figures)
 
 
 @dataclass
@@ -134,9 +142,9 @@ class ResultRow:
         unknown = set(self.flags) - set(FLAGS)
         if unknown:
             raise ValueError(f"row flags {sorted(unknown)} not in the vocabulary")
-        unknown = set(self.target_figures) - set(TARGET_FIGURES)
-        if unknown:
-            raise ValueError(f"target figures {sorted(unknown)} are not row fields")
+        clash = sorted(set(self.target_figures) & ROW_FIELDS)
+        if clash:
+            raise ValueError(f"target figures {clash} would overwrite row fields")
         if self.skipped_images:
             self.add_flag("skipped-images")
         if self.source == "emulated":
@@ -203,6 +211,9 @@ class ResultRow:
         if values.get("status") not in STATUSES:
             values["status"] = "ok"
         return cls(**values)
+
+
+ROW_FIELDS = frozenset(f.name for f in fields(ResultRow))
 
 
 #: the largest magnitude a row number may have: beyond it a table or plot would only mislead

@@ -27,13 +27,14 @@ from harness.evaluate import CocoEvaluator
 from harness.extra_inputs import extra_inputs
 from harness.machine.state import busy_note, busy_windows, e2e_above_infer_note, energy_figures
 from harness.machine.watch import RowWatch
+from harness.measurement import RowContext, Saving, build_row, evaluate_pass
 from harness.modes import usable_cores
 from harness.pipeline import accuracy_pass
 from harness.preprocess import prepare_batch
 from harness.profiles import Profile
 from harness.progress import NullProgress
 from harness.results import ResultsStore
-from harness.row import ResultRow, failed_row, metric_fields
+from harness.row import ResultRow, failed_row
 from harness.targets import get_target
 from harness.timing import LoopRule, percentiles_ms, warm_up
 
@@ -232,10 +233,7 @@ def _run_watched(config, options, bs, model_path, per_batch, images, skipped, ev
         counted = set(passed.counted)
         ran = [(i, p) for i, p in images if i in counted]  # dataset order, images that failed left out
         outputs = _capture_outputs(config, target, ran, bs)
-    try:  # inside the row's memory watch: the evaluation is part of its peak
-        metrics, late_failure = evaluator.evaluate(passed.detections, passed.counted), None
-    except Exception as exc:  # a late failure never loses the finished timing
-        metrics, late_failure = None, exc
+    evaluation = evaluate_pass(evaluator, passed)  # inside the row's memory watch: part of its peak
     machine = watch.finish(ident.model_bytes(model_path), config.canvases.held_bytes() if config.canvases else None)
     if passed.failed:  # unreadable images stay out of later rows; NaN outputs are this row's own
         failed_paths = {failure.path for failure in passed.failed}
@@ -259,24 +257,13 @@ def _run_watched(config, options, bs, model_path, per_batch, images, skipped, ev
     e2e_fps = round(len(passed.counted) / wall, 2) if wall > 0 else None
     notes += _machine_notes(machine, stats.fps, e2e_fps, flags)
     timing = {**timing_fields(stats, rule, loop_check, target, config.warmup_seconds),
-              "e2e_fps": e2e_fps,
-              "stage_ms": passed.clock.per_image_ms(len(passed.counted)),
-              "machine_state": machine}
-    common = dict(target=config.target, bs=bs, precision=precision, images=len(passed.counted),
-                  batch_mode=describe_batch_mode(per_batch, target.model_batch, bs, target.batch_rewrite), runtime=describe,
-                  batch_rewrite=target.batch_rewrite,
-                  evaluator=evaluator.backend, detections=len(passed.detections), skipped_images=list(row_skipped),
-                  flags=sorted(flags), notes=notes, **context, **timing)
-    if late_failure is not None:
-        return ResultRow(status="partial", error=f"evaluation failed: {first_line(late_failure)}", **common), images, \
-            skipped
-    row = ResultRow(**common, **metric_fields(metrics))
-    if config.save_detections or outputs is not None:
-        from harness.fidelity.artifacts import save_row_artifacts
-
-        row.artifacts = save_row_artifacts(out_dir, row, passed.detections if config.save_detections else None,
-                                           {i: Path(p).name for i, p in ran}, outputs)
-    return row, images, skipped
+              "e2e_fps": e2e_fps, "machine_state": machine}
+    measured = RowContext(dict(target=config.target, bs=bs, precision=precision,
+                               batch_mode=describe_batch_mode(per_batch, target.model_batch, bs, target.batch_rewrite),
+                               runtime=describe, batch_rewrite=target.batch_rewrite, **context),
+                          notes, flags, list(row_skipped))
+    saving = Saving(out_dir, config.save_detections, outputs)
+    return build_row(measured, timing, passed, evaluation, saving), images, skipped
 
 
 def measure(target, sample: np.ndarray, extras: dict | None, reference: list, config, progress, bs: int, watch=None):

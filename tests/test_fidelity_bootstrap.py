@@ -18,7 +18,8 @@ import io
 import numpy as np
 import pytest
 
-from harness.evaluate import CocoEvaluator, load_annotations
+from harness.data.annotations import load_annotations
+from harness.evaluate import CocoEvaluator
 from harness.fidelity.bootstrap import paired_bootstrap, resample_weights
 from harness.fidelity.cocomatch import coco_matches, ground_truth, run_cocoeval
 from harness.fidelity.weighted import summary_stats

@@ -111,7 +111,7 @@ def test_zero_area_boxes_never_suppress():
 def test_decode_on_real_outputs_equals_opencv_nms(coco_tiny, model):
     """Real outputs (the int8 IR's quantised scores tie a lot) decoded with both NMS implementations."""
     from harness.data.coco import load_dataset
-    from harness.decode import gfl
+    from harness.decode import nms as nms_module
     from harness.pipeline import accuracy_pass
     from harness.profiles import load_profile
     from harness.targets import get_target
@@ -127,12 +127,12 @@ def test_decode_on_real_outputs_equals_opencv_nms(coco_tiny, model):
     target.load(1)
     images = load_dataset(*coco_tiny).images[:30]
     ours = accuracy_pass(target, images, 1, profile, pipelined=False)
-    original = gfl.multiclass_nms
-    gfl.multiclass_nms = _opencv_nms
+    original = nms_module.multiclass_nms  # every decoder's tail calls it (nms.nms_to_original)
+    nms_module.multiclass_nms = _opencv_nms
     try:
         ref = accuracy_pass(target, images, 1, profile, pipelined=False)
     finally:
-        gfl.multiclass_nms = original
+        nms_module.multiclass_nms = original
         target.close()
     assert len(ours.detections) > 500
     assert ours.detections == ref.detections

@@ -306,6 +306,26 @@ def test_hand_written_vamp_outputs(tiny, tmp_path):
     assert any("no timing file" in n for n in row["notes"])
 
 
+def test_decode_row_has_machine_state_and_saves_its_compact_detections_as_dicts(tiny, tmp_path):
+    """A decode row is built like a run row: machine_state from its RowWatch, and its detections (kept as one
+    compact array until the evaluation) saved as COCO dicts that score the row's mAP again when evaluated
+    on their own through the dict path."""
+    from harness.data.annotations import load_annotations
+    from harness.evaluate import CocoEvaluator
+    from harness.fidelity.artifacts import read_detections
+
+    row = decode_run("ais", tiny["work"] / "ais_out_bs1", tiny["work"] / "prep_bin", tiny["ann"],
+                     out_dir=tmp_path, save_detections=True)
+    state = row.machine_state
+    assert state is not None and state.rss_peak_mib > 0
+    assert "device's own tool" in state.energy_na
+    saved = read_detections(tmp_path / row.artifacts["detections"])
+    assert len(saved.detections) == row["detections"] > 0
+    assert all(isinstance(d["bbox"], list) and isinstance(d["image_id"], int) for d in saved.detections)
+    metrics = CocoEvaluator(load_annotations(tiny["ann"])).evaluate(saved.detections, list(saved.images))
+    assert round(metrics["map"], 5) == row["map"]  # the row keeps 5 places (row.metric_fields)
+
+
 # ---------------------------------------------------------------- errors name the image and the file
 
 @pytest.fixture()

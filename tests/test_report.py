@@ -1,4 +1,4 @@
-"""Comparison reports (`harness report`): merged table, baseline deltas, plots, exports, determinism.
+"""ComparisonPage reports (`harness report`): merged table, baseline deltas, plots, exports, determinism.
 
 Real-run inputs come from harness.runner on a tiny dynamic-batch ONNX detector built here (always
 runs) and on ../shared nanodet-m-320 + coco-tiny (skipped where absent). Hand-made rows check the

@@ -76,7 +76,8 @@ def test_sqnr_and_box_agreement_can_fail():
     x = np.linspace(-1, 1, 1000)
     assert sqnr_db(x, x) == float("inf")
     assert sqnr_db(x, x + 0.01) == pytest.approx(10 * np.log10(np.sum(x ** 2) / (1000 * 1e-4)))
-    assert sqnr_db(x, np.full_like(x, np.nan)) == float("-inf")
+    assert np.isnan(sqnr_db(x, np.full_like(x, np.nan)))  # undefined, and below any threshold
+    assert sqnr_db(np.zeros(3), np.ones(3)) == float("-inf")
     from harness.decode.types import Detections
 
     ref = Detections(np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32), np.array([0.9, 0.8], np.float32),
@@ -235,3 +236,31 @@ def test_int8_without_qdq_points_to_harness_quantize():
     assert build_plan("int8", "int8", True, "qdq", "m.onnx") == "as-is"  # rest already fp16
     assert build_plan("fp32", "int8", False, "qdq", "m.onnx") == "as-is"  # labelled from its graph
     assert build_plan("fp16", "fp32", False, "qdq", "m.onnx") == "fp16"
+
+
+@pytest.mark.shared
+def test_conversion_check_passes_on_the_nms_model_whose_declared_output_size_lies(coco_split):
+    """picodet-xs-320-lcnet-nms declares its NMS rows as [2125, 6]; the fp16 converter copies that size onto
+    the tensor feeding the output. Every ONNX Runtime session (here the check's) must compute the count
+    the graph computes: OpenVINO, which infers shapes itself, is the independent reference for it."""
+    import openvino as ov
+
+    from harness.precision.check import check_conversion
+
+    path = need_shared("models", "picodet-xs-320-lcnet-nms.onnx")
+    profile = load_profile("picodet-xs-320-lcnet")
+    fp32 = onnx.load(str(path))
+    conversion = convert_to_fp16(fp32, profile.precision.keep_fp32_nodes, "onnxconverter-common")
+    batches = check_batches(list(enumerate(coco_split[1][:6])), profile.input)
+    result = check_conversion(fp32, conversion.model, batches, profile, 30.0, 0.9, "coco-tiny")
+    assert result.passed, result.failures
+    assert result.sized_by_data == ["multiclass_nms3_0.tmp_0"] and result.reference_boxes > 0
+    compiled = ov.Core().compile_model(str(path), "CPU")
+    from harness.extra_inputs import extra_inputs
+
+    for session in (cpu_session(fp32), cpu_session(conversion.model)):
+        for tensor, metas in batches[:2]:
+            feeds = {session.get_inputs()[0].name: tensor, **extra_inputs(profile, metas, 1)}
+            rows, count = session.run(None, feeds)
+            want = compiled(feeds)
+            assert int(count[0]) == rows.shape[0] == int(want[compiled.outputs[1]][0])

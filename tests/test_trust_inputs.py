@@ -76,8 +76,8 @@ def test_annotation_problems_are_counted(tiny):
 
 
 def test_decode_checks_annotations_too(tiny):
+    from harness.data.annotations import load_annotations
     from harness.errors import HarnessError
-    from harness.evaluate import load_annotations
 
     edit_annotations(tiny, lambda d: d["annotations"][2].__setitem__("bbox", "oops"))
     with pytest.raises(HarnessError, match=r"instances\.json: annotations\[2\] \(id 3\): bbox 'oops'"):

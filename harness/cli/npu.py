@@ -65,7 +65,7 @@ def _preprocess(profile, images_dir, ann_path, fmt, out_dir, model, workers, lim
     with RichProgress() as progress:
         sidecar = prepare(dataset.images, profile, out_dir, fmt, model=model, workers=workers, progress=progress,
                           dataset=str(images_dir), annotations=str(ann_path), skip_bad=skip_bad_images,
-                          datalist_root=datalist_root, overwrite=overwrite)
+                          datalist_root=datalist_root, overwrite=overwrite, limit=limit, content=dataset.content)
     return sidecar
 
 
@@ -103,8 +103,12 @@ def tool_output_options(fn):
 @click.option("--evaluator", default="auto", show_default=True, help="auto, faster-coco-eval or pycocotools.")
 @click.option("--resume", is_flag=True, help="Add the row to the results already in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace results already in --out.")
+@click.option("--save-detections", is_flag=True,
+              help="Save the row's COCO detections next to results.json (for report --fidelity).")
+@click.option("--save-outputs", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Save the raw outputs of the first N images next to results.json (tensor errors in report --fidelity).")
 def decode_cmd(prep_dir, ann_path, out_dir, model, datalist, profile_name, images_dir, device, skip_bad_images, bs,
-               precision, evaluator, resume, overwrite, **tool_paths):
+               precision, evaluator, resume, overwrite, save_detections, save_outputs, **tool_paths):
     """Decode a vendor tool's output folder with the common decoder and evaluator; write a results row."""
     from harness.envinfo import environment
     from harness.npu.decode_outputs import decode_run
@@ -120,7 +124,9 @@ def decode_cmd(prep_dir, ann_path, out_dir, model, datalist, profile_name, image
     with store, RichProgress() as progress:
         row = decode_run(tool_name, outputs_path, prep_dir, ann_path, model=model, bs=bs, precision=precision,
                          evaluator=evaluator, progress=progress, datalist=datalist, profile=profile_name,
-                         images_dir=images_dir, device=device, skip_bad=skip_bad_images)
+                         images_dir=images_dir, device=device, skip_bad=skip_bad_images, out_dir=store.out_dir,
+                         save_detections=save_detections, save_outputs=save_outputs)
+        store.check_same_measurement(row.identity, row.target, row.model)
         store.add(row)
     print_rows(store.rows, f"{row.profile} from {outputs_path}")
     for note in row.notes:

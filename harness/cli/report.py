@@ -37,18 +37,19 @@ def report_cmd(inputs, out_path, baseline, fmt, top_classes, fidelity, reference
         from harness.fidelity.gate import parse_gate
 
         parse_gate(fail_if)
-    from harness.report.compare import results_inputs
+    from harness.report.compare import load_sources
 
-    for note in results_inputs(list(inputs))[1]:
+    ignored: list[str] = []
+    sources = load_sources(list(inputs), ignored)  # every input read once, for the page and for --fidelity
+    for note in ignored:
         console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     checked = None
     if fidelity:
         from harness.fidelity.pairing import fidelity_report
-        from harness.report.compare import load_sources
 
-        checked = fidelity_report(load_sources(list(inputs)), reference, fail_if, ann_path)
+        checked = fidelity_report(sources, reference, fail_if, ann_path)
     path = out_path or Path(f"report.{fmt}")
-    written = write_report(list(inputs), path, fmt, baseline, top_classes, checked)
+    written = write_report(list(inputs), path, fmt, baseline, top_classes, checked, loaded=(sources, ignored))
     out.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
     if checked is not None and checked.gate_failed:
         failed = [r.row.label for r in checked.rows if r.gate_failures] + [r.label for r, _ in checked.not_compared]

@@ -182,7 +182,9 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
               help="Cap of the timing loop (shorter than run's 60 s: a demo), when it does not reach ±1% sooner.")
 @click.option("--cache", "cache_dir", default=None, type=click.Path(path_type=Path),
               help="Where the generated demo dataset is cached (default ~/.cache/harness).")
-def demo_cmd(out_dir, mode, bench_seconds, max_seconds, cache_dir):
+@click.option("--save-detections", is_flag=True,
+              help="Save each row's detections next to results.json, for report --fidelity.")
+def demo_cmd(out_dir, mode, bench_seconds, max_seconds, cache_dir, save_detections):
     """Run the whole line on the bundled demo model and a generated dataset (no downloads)."""
     from harness import demo as demo_mod
     from harness import runner
@@ -210,7 +212,7 @@ def demo_cmd(out_dir, mode, bench_seconds, max_seconds, cache_dir):
                                       images_dir=images_dir, ann_path=ann_path, options=options, notes=notes,
                                       batch_sizes=list(demo_mod.DEMO_BATCH_SIZES), bench_seconds=bench_seconds,
                                       max_seconds=max_seconds, warmup_seconds=0.5, canvases=canvases, datasets=datasets,
-                                      keep_going=True)
+                                      keep_going=True, save_detections=save_detections)
             rows += runner.run(config, store, progress)
     print_rows(store.rows, "harness demo: bundled demo model on the synthetic validation split")
     extra = []

@@ -20,7 +20,8 @@ from harness.cli.common import RichProgress, out
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Images of the search subset.")
 @click.option("--ann", "ann_path", required=True, type=click.Path(path_type=Path), help="Their COCO annotations.")
 @click.option("--subset", default=None, help="Score variants on the first N images of --data. [200]")
-@click.option("--target", "-t", default=None, help="Runtime the variants are scored on: ort or ov. [ort]")
+@click.option("--target", "-t", default=None,
+              help="Runtime the variants are scored on: a target that runs Q/DQ ONNX (ort, ov). [ort]")
 @click.option("--mode", default=None, help="exclude, include or both (see docs/sensitivity.md). [both]")
 @click.option("--max-drop", default=None, help="Restore nodes to float until fp32 - int8 mAP <= this. [0.01]")
 @click.option("--top-k", default=None, help="Nodes on the shortlist scored by ΔmAP. [40]")

@@ -6,12 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.data.annotations import load_annotations
 from harness.errors import HarnessError
-from harness.evaluate import load_annotations
 from harness.fileio import sha256_file
-from harness.imagefile import check_image_file
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+from harness.imagefile import IMAGE_SUFFIXES, check_image_file
 
 
 @dataclass

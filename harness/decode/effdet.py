@@ -29,9 +29,8 @@ import numpy as np
 
 from harness.config import Invalid, setting
 from harness.decode.geometry import OutputLayoutError
-from harness.decode.nms import multiclass_nms, top_k_indices
+from harness.decode.nms import nms_to_original, top_k_indices
 from harness.decode.types import DecoderFamily, Detections, check_batch, output_shapes
-from harness.preprocess import input_to_original
 
 DEFAULT_ASPECTS = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))
 
@@ -197,9 +196,7 @@ def decode_effdet(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
         # them as zero-area detections that take top-100 slots; the rest is identical.
         real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         boxes, scores, labels = boxes[real], scores[real], labels[real]
-        dets = multiclass_nms(boxes, scores, labels, post.score_threshold, post.iou_threshold, post.max_detections)
-        dets.boxes = input_to_original(dets.boxes, meta)
-        results.append(dets)
+        results.append(nms_to_original(boxes, scores, labels, meta, post))
     return results
 
 

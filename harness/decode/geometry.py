@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -31,10 +32,30 @@ class OutputLayoutError(HarnessError):
     """The model's outputs do not fit the profile's decoder; decode() appends the likely family."""
 
 
-def grid_cells(width: int, height: int, strides: Sequence[int]) -> list[int]:
-    """Cells per level of a grid at each stride (ceil division, as NanoDet, PicoDet and YOLO size
+def level_sizes(width: int, height: int, strides: Sequence[int]) -> list[tuple[int, int]]:
+    """(rows, cols) of the grid at each stride (ceil division, as NanoDet, PicoDet, YOLOX and YOLO size
     their feature maps; YOLO inputs are multiples of 32, where ceil and floor agree)."""
-    return [math.ceil(height / s) * math.ceil(width / s) for s in strides]
+    return [(math.ceil(height / s), math.ceil(width / s)) for s in strides]
+
+
+def grid_cells(width: int, height: int, strides: Sequence[int]) -> list[int]:
+    """Cells per level of the grid at each stride (level_sizes)."""
+    return [rows * cols for rows, cols in level_sizes(width, height, strides)]
+
+
+@lru_cache(maxsize=32)
+def cell_grid(width: int, height: int, strides: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Every grid cell's (col, row) index (N, 2) and its stride (N,), float32, level by level, row-major:
+    the prior layout of the GFL and YOLOX heads; cached, read-only."""
+    cells, cell_strides = [], []
+    for (rows, cols), stride in zip(level_sizes(width, height, strides), strides):
+        ys, xs = np.meshgrid(np.arange(rows, dtype=np.float32), np.arange(cols, dtype=np.float32), indexing="ij")
+        cells.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
+        cell_strides.append(np.full(rows * cols, stride, np.float32))
+    grid, grid_strides = np.concatenate(cells), np.concatenate(cell_strides)
+    grid.flags.writeable = False
+    grid_strides.flags.writeable = False
+    return grid, grid_strides
 
 
 def check_strides(strides: Sequence[int]) -> None:

@@ -17,7 +17,6 @@ class-aware NMS, max_detections best.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,11 +25,10 @@ from typing import Literal
 import numpy as np
 
 from harness.config import setting
-from harness.decode.geometry import OutputLayoutError, check_strides
-from harness.decode.nms import above_threshold, descending_order, multiclass_nms, per_class_top_k
+from harness.decode.geometry import OutputLayoutError, cell_grid, check_strides, level_sizes
+from harness.decode.nms import above_threshold, descending_order, nms_to_original, per_class_top_k
 from harness.decode.types import DecoderFamily, Detections, check_batch, output_shapes
 from harness.jit import compiled
-from harness.preprocess import input_to_original
 
 
 @dataclass(frozen=True)
@@ -49,23 +47,14 @@ class Params:
         check_strides(self.strides)
 
 
-def level_sizes(width: int, height: int, strides: Sequence[int]) -> list[tuple[int, int]]:
-    """(rows, cols) of the prior grid per stride, as NanoDet computes them (ceil division)."""
-    return [(math.ceil(height / s), math.ceil(width / s)) for s in strides]
-
-
 @lru_cache(maxsize=32)
 def make_priors(width: int, height: int, strides: tuple[int, ...], offset: float) -> tuple[np.ndarray, np.ndarray]:
-    """Prior centres (N, 2) as (x, y) in input pixels, and each prior's stride (N,); cached, read-only."""
-    centres, prior_strides = [], []
-    for (rows, cols), stride in zip(level_sizes(width, height, strides), strides):
-        ys, xs = np.meshgrid(np.arange(rows, dtype=np.float32), np.arange(cols, dtype=np.float32), indexing="ij")
-        centres.append(np.stack([(xs.ravel() + offset) * stride, (ys.ravel() + offset) * stride], axis=1))
-        prior_strides.append(np.full(rows * cols, stride, dtype=np.float32))
-    centres_all, strides_all = np.concatenate(centres), np.concatenate(prior_strides)
-    centres_all.flags.writeable = False
-    strides_all.flags.writeable = False
-    return centres_all, strides_all
+    """Prior centres (N, 2) as (x, y) in input pixels, ((col, row) + offset) x stride, and each prior's
+    stride (N,); cached, read-only."""
+    cells, prior_strides = cell_grid(width, height, strides)
+    centres = (cells + np.float32(offset)) * prior_strides[:, None]
+    centres.flags.writeable = False
+    return centres, prior_strides
 
 
 def _as_rows(array: np.ndarray, batch: int) -> np.ndarray:
@@ -260,9 +249,7 @@ def decode_gfl(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> list[
         if top_k_scope == "class":
             keep = per_class_top_k(scores, labels, post.pre_nms_top_k)
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        dets = multiclass_nms(boxes, scores, labels, post.score_threshold, post.iou_threshold, post.max_detections)
-        dets.boxes = input_to_original(dets.boxes, meta)
-        results.append(dets)
+        results.append(nms_to_original(boxes, scores, labels, meta, post))
     return results
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from harness.decode.types import Detections
 from harness.jit import compiled
+from harness.preprocess import input_to_original
 
 
 @compiled
@@ -193,3 +194,13 @@ def multiclass_nms(
     index = _greedy_nms(np.asarray(boxes), order, labels64, int(labels64[candidates].max()) + 1,
                         float(iou_threshold), int(max_detections))
     return Detections(boxes[index].astype(np.float32), scores32[index], labels64[index])
+
+
+def nms_to_original(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, meta, post,
+                    to_original=input_to_original) -> Detections:
+    """Every decoder's tail: class-aware NMS with the profile's [postprocess] thresholds, then the kept
+    boxes mapped from model-input pixels back to the original image (to_original: the frame the boxes
+    are in; preprocess.input_to_original for model-input pixels)."""
+    dets = multiclass_nms(boxes, scores, labels, post.score_threshold, post.iou_threshold, post.max_detections)
+    dets.boxes = to_original(dets.boxes, meta)
+    return dets

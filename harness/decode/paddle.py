@@ -32,7 +32,7 @@ import numpy as np
 
 from harness.config import setting
 from harness.decode.geometry import OutputLayoutError, check_strides, grid_cells, strides_text
-from harness.decode.nms import above_threshold, at_most, multiclass_nms, per_class_top_k
+from harness.decode.nms import above_threshold, at_most, nms_to_original, per_class_top_k
 from harness.decode.types import DecoderFamily, Detections, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original
@@ -137,13 +137,8 @@ def decode_paddle(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> li
         rows, labels, cand_scores = above_threshold(image_scores, post.score_threshold)
         keep = per_class_top_k(cand_scores, labels, post.pre_nms_top_k)
         rows, labels, cand_scores = rows[keep], labels[keep], cand_scores[keep]
-        dets = multiclass_nms(boxes[b, rows].astype(np.float32), cand_scores, labels,
-                              post.score_threshold, post.iou_threshold, post.max_detections)
-        if in_input_pixels:
-            dets.boxes = input_to_original(dets.boxes, meta)
-        else:
-            dets.boxes = model_original_to_original(dets.boxes, meta)
-        results.append(dets)
+        results.append(nms_to_original(boxes[b, rows].astype(np.float32), cand_scores, labels, meta, post,
+                                       input_to_original if in_input_pixels else model_original_to_original))
     return results
 
 

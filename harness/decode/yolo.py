@@ -31,7 +31,7 @@ import numpy as np
 
 from harness.config import setting
 from harness.decode.geometry import OutputLayoutError, check_strides, grid_cells, strides_text
-from harness.decode.nms import above_threshold, at_most, multiclass_nms, top_k_indices
+from harness.decode.nms import above_threshold, at_most, nms_to_original, top_k_indices
 from harness.decode.types import DecoderFamily, Detections, NoParams, check_batch, output_shapes
 from harness.errors import HarnessError
 from harness.preprocess import input_to_original
@@ -66,10 +66,7 @@ def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
 
 def _nms_and_map(boxes, scores, labels, meta, post) -> Detections:
     keep = top_k_indices(scores, post.pre_nms_top_k)
-    dets = multiclass_nms(boxes[keep], scores[keep], labels[keep], post.score_threshold,
-                          post.iou_threshold, post.max_detections)
-    dets.boxes = input_to_original(dets.boxes, meta)
-    return dets
+    return nms_to_original(boxes[keep], scores[keep], labels[keep], meta, post)
 
 
 def _candidates_nms(xywh: np.ndarray, cls: np.ndarray, meta, post) -> Detections:

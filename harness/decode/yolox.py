@@ -16,16 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from harness.config import setting
-from harness.decode.geometry import YOLO_STRIDES, check_strides
-from harness.decode.nms import above_threshold, multiclass_nms, top_k_indices
+from harness.decode.geometry import YOLO_STRIDES, cell_grid, check_strides
+from harness.decode.nms import above_threshold, nms_to_original, top_k_indices
 from harness.decode.types import DecoderFamily, Detections, check_batch
 from harness.decode.yolo import grid_rows, single_prediction
-from harness.preprocess import input_to_original
 
 
 @dataclass(frozen=True)
@@ -37,21 +35,6 @@ class Params:
 
     def __post_init__(self):
         check_strides(self.strides)
-
-
-@lru_cache(maxsize=16)
-def make_grid(width: int, height: int, strides: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's cell (x, y) (N, 2) and stride (N,), level by level, row-major; cached, read-only."""
-    cells, cell_strides = [], []
-    for stride in strides:
-        rows, cols = -(-height // stride), -(-width // stride)
-        ys, xs = np.meshgrid(np.arange(rows, dtype=np.float32), np.arange(cols, dtype=np.float32), indexing="ij")
-        cells.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
-        cell_strides.append(np.full(rows * cols, stride, np.float32))
-    grid, grid_strides = np.concatenate(cells), np.concatenate(cell_strides)
-    grid.flags.writeable = False
-    grid_strides.flags.writeable = False
-    return grid, grid_strides
 
 
 def grid_boxes(raw: np.ndarray, rows: np.ndarray, grid: np.ndarray, grid_strides: np.ndarray) -> np.ndarray:
@@ -78,7 +61,7 @@ def decode_yolox(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> lis
     spec, dec, post, nc = profile.input, profile.decoder.params, profile.postprocess, profile.num_classes
     pred = single_prediction(outputs, 5 + nc, "yolox", *grid_rows(profile, 1))
     check_batch(pred.shape[0], metas)
-    grid, grid_strides = make_grid(spec.width, spec.height, tuple(dec.strides))
+    grid, grid_strides = cell_grid(spec.width, spec.height, tuple(dec.strides))
     results = []
     for b, meta in enumerate(metas):
         raw = pred[b]
@@ -88,10 +71,7 @@ def decode_yolox(outputs: Sequence[np.ndarray], metas: Sequence, profile) -> lis
             continue
         keep = top_k_indices(scores, post.pre_nms_top_k)
         rows, labels, scores = rows[keep], labels[keep], scores[keep]
-        dets = multiclass_nms(grid_boxes(raw, rows, grid, grid_strides), scores, labels,
-                              post.score_threshold, post.iou_threshold, post.max_detections)
-        dets.boxes = input_to_original(dets.boxes, meta)
-        results.append(dets)
+        results.append(nms_to_original(grid_boxes(raw, rows, grid, grid_strides), scores, labels, meta, post))
     return results
 
 

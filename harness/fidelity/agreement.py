@@ -42,7 +42,7 @@ class ImageAgreement:
 
 
 @dataclass
-class Agreement:
+class DetectionAgreement:
     images: int
     reference: int
     candidate: int
@@ -74,7 +74,7 @@ def _greedy_pairs(ious: np.ndarray, allowed: np.ndarray, threshold: float) -> li
 
 def match_image(ref: list[dict], cand: list[dict], image_id: int = 0, file_name: str = "",
                 score_threshold: float = SCORE_THRESHOLD, iou_threshold: float = IOU_THRESHOLD) -> ImageAgreement:
-    """Agreement on one image between two lists of COCO result dicts."""
+    """DetectionAgreement on one image between two lists of COCO result dicts."""
     ref = [d for d in ref if d["score"] >= score_threshold]
     cand = [d for d in cand if d["score"] >= score_threshold]
     result = ImageAgreement(image_id, file_name, len(ref), len(cand), 0, len(ref), len(cand), 0)
@@ -98,8 +98,8 @@ def match_image(ref: list[dict], cand: list[dict], image_id: int = 0, file_name:
 
 
 def agreement(ref: SavedDetections, cand: SavedDetections, score_threshold: float = SCORE_THRESHOLD,
-              iou_threshold: float = IOU_THRESHOLD, worst: int = WORST_IMAGES) -> Agreement:
-    """Agreement over the images both rows ran (the caller checks that they ran the same images)."""
+              iou_threshold: float = IOU_THRESHOLD, worst: int = WORST_IMAGES) -> DetectionAgreement:
+    """DetectionAgreement over the images both rows ran (the caller checks that they ran the same images)."""
     ref_by, cand_by = ref.by_image(), cand.by_image()
     per_image = [match_image(ref_by[i], cand_by.get(i, []), i, name, score_threshold, iou_threshold)
                  for i, name in sorted(ref.images.items())]
@@ -113,7 +113,7 @@ def agreement(ref: SavedDetections, cand: SavedDetections, score_threshold: floa
         fraction = 1.0 if total["candidate"] == 0 else 0.0
     ranked = sorted((p for p in per_image if p.disagreement), key=lambda p: (
         -p.disagreement, -p.flips, p.file_name))
-    return Agreement(len(per_image), **total, matched_fraction=fraction,
+    return DetectionAgreement(len(per_image), **total, matched_fraction=fraction,
                      mean_iou=float(np.mean(ious)) if ious else None,
                      mean_abs_dscore=float(np.mean(dscores)) if dscores else None,
                      worst=ranked[:worst], score_threshold=score_threshold, iou_threshold=iou_threshold)

@@ -59,8 +59,14 @@ def artifact_stem(row: ResultRow) -> str:
 
 # ------------------------------------------------------------------------------------------ detections
 
-def write_detections(path: Path, images: dict[int, str], detections: list[dict]) -> str:
-    """gzip JSON: {"format", "images": [{"id", "file_name"}], "detections": [COCO result dicts]}."""
+def write_detections(path: Path, images: dict[int, str], detections: list[dict] | np.ndarray) -> str:
+    """gzip JSON: {"format", "images": [{"id", "file_name"}], "detections": [COCO result dicts]}; returns
+    the written file's sha256. `detections` may be a compact array (harness.decode.types.to_coco_array):
+    written as its dicts."""
+    if isinstance(detections, np.ndarray):
+        from harness.decode.types import coco_dicts
+
+        detections = coco_dicts(detections)
     doc = {"format": DETECTIONS_FORMAT,
            "images": [{"id": int(i), "file_name": str(name)} for i, name in images.items()],
            "detections": detections}

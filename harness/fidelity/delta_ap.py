@@ -31,11 +31,15 @@ class DeltaAP:
     per_size: dict[str, ClassDelta]  # small / medium / large (only sizes with ground truth on these images)
 
 
-def delta_ap(evaluator: CocoEvaluator, ref_dets: list[dict], cand_dets: list[dict], image_ids) -> DeltaAP:
+def delta_ap(evaluator: CocoEvaluator, ref_dets: list[dict], cand_dets: list[dict], image_ids,
+             ref_metrics: dict | None = None) -> DeltaAP:
     """Per-class and per-size AP of both rows and their differences. A size without ground truth on
-    these images is undefined (None) in the evaluator's metrics and left out: there is nothing to lose."""
+    these images is undefined (None) in the evaluator's metrics and left out: there is nothing to lose.
+    ref_metrics: the reference's evaluation on these images when the caller has it (a reference serves
+    many rows: it is scored once)."""
     ids = sorted(int(i) for i in image_ids)
-    ref, cand = evaluator.evaluate(ref_dets, ids), evaluator.evaluate(cand_dets, ids)
+    ref = ref_metrics if ref_metrics is not None else evaluator.evaluate(ref_dets, ids)
+    cand = evaluator.evaluate(cand_dets, ids)
     ref_ap, cand_ap = ref["per_class_ap"], cand["per_class_ap"]
     # The evaluator lists no classes for a row without any detection: each class scores 0 there.
     if not ref_dets:

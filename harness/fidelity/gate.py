@@ -40,7 +40,7 @@ _TOKEN = re.compile(r"\s*(?:(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|(
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Condition:
     name: str
     op: str
     value: float
@@ -138,11 +138,11 @@ class _Parser:
         if not math.isfinite(value):
             self.pos -= 1
             self.fail("a finite number")
-        return Comparison(name, op, value)
+        return Condition(name, op, value)
 
 
 def parse_gate(text: str):
-    """The parsed expression (Comparison or Either); a HarnessError of one line on bad input."""
+    """The parsed expression (Condition or Either); a HarnessError of one line on bad input."""
     parser = _Parser(text)
     if not parser.tokens:
         raise HarnessError("--fail-if '': empty expression; write comparisons like dmap<-0.01 joined by and/or")
@@ -153,14 +153,14 @@ def parse_gate(text: str):
 
 
 def gate_names(tree) -> set[str]:
-    if isinstance(tree, Comparison):
+    if isinstance(tree, Condition):
         return {tree.name}
     return set().union(*(gate_names(p) for p in tree.parts))
 
 
 def failing_comparisons(tree, figures: dict[str, float]) -> list[str]:
     """The comparisons that hold for these figures, e.g. ['dmap=-0.0213 < -0.01'] (for the report)."""
-    if isinstance(tree, Comparison):
+    if isinstance(tree, Condition):
         if not tree.holds(figures):
             return []
         actual = figures[tree.name]

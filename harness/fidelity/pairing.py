@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from harness.errors import HarnessError
-from harness.fidelity.agreement import Agreement, agreement
+from harness.fidelity.agreement import DetectionAgreement, agreement
 from harness.fidelity.artifacts import (
     SavedDetections,
     SavedOutputs,
@@ -33,8 +33,6 @@ from harness.fidelity.delta_ap import DeltaAP, delta_ap
 from harness.fidelity.gate import failing_comparisons, gate_names, parse_gate
 from harness.fidelity.tensors import OutputError, tensor_errors
 from harness.row import ResultRow
-
-DEFAULT_REFERENCES = (("ort", "fp32"), ("ov", "fp32"))
 
 
 class RowSource(Protocol):
@@ -67,7 +65,7 @@ class RowFidelity:
     reference: RowRef
     images: int
     bootstrap: BootstrapResult
-    agreement: Agreement
+    agreement: DetectionAgreement
     delta_ap: DeltaAP
     tensors: list[OutputError] | None  # None when the candidate saved no outputs
     tensor_images: int = 0
@@ -131,12 +129,15 @@ def parse_reference(text: str | None, rows: list[RowRef]) -> ReferenceSpec:
                                       for r in rows}))
             raise HarnessError(f"--reference {text}: no such row finished in the inputs (rows that did: {shown or 'none'})")
         return spec
-    for target, precision in DEFAULT_REFERENCES:
-        spec = ReferenceSpec(target, precision)
+    from harness.targets import reference_order
+
+    order = reference_order()  # the targets' declared reference_rank
+    for target in order:
+        spec = ReferenceSpec(target, "fp32")
         if any(spec.matches(r.row) for r in rows):
             return spec
-    raise HarnessError("--fidelity: no finished ort fp32 or ov fp32 row to use as the reference; "
-                       "pass --reference TARGET[:PRECISION][@MODEL]")
+    raise HarnessError(f"--fidelity: no finished {' or '.join(f'{t} fp32' for t in order)} row to use as the "
+                       "reference; pass --reference TARGET[:PRECISION][@MODEL]")
 
 
 def _pick_reference(row: RowRef, refs: list[RowRef]) -> RowRef | None:
@@ -162,6 +163,7 @@ class _Cache:
         self.evaluators: dict[str, object] = {}
         self.ground_truths: dict[str, object] = {}
         self.matches: dict[tuple, CocoMatches] = {}
+        self.metrics: dict[tuple, dict] = {}
 
     def read_detections(self, path: Path) -> SavedDetections:
         if path not in self.detections:
@@ -174,7 +176,7 @@ class _Cache:
         return self.outputs[path]
 
     def annotations(self, ref: RowRef) -> tuple[str, dict]:
-        from harness.evaluate import load_annotations
+        from harness.data.annotations import load_annotations
 
         path = str(self.ann_override or ref.row.annotations or "")
         if not path:
@@ -192,6 +194,13 @@ class _Cache:
         if key not in self.evaluators:
             self.evaluators[key] = CocoEvaluator(ann)
         return self.evaluators[key]
+
+    def reference_metrics(self, ann_key: str, ann: dict, det_path: Path, dets: SavedDetections, ids) -> dict:
+        """The evaluator's metrics of a reference's detections, once per (annotations, file, images)."""
+        key = (ann_key, det_path, tuple(ids))
+        if key not in self.metrics:
+            self.metrics[key] = self.evaluator(ann_key, ann).evaluate(dets.detections, sorted(int(i) for i in ids))
+        return self.metrics[key]
 
     def coco_matches(self, ann_key: str, ann: dict, det_path: Path, dets: SavedDetections, ids) -> CocoMatches:
         key = (ann_key, det_path, tuple(ids))
@@ -231,7 +240,8 @@ def compare_row(row: RowRef, ref: RowRef, cache: _Cache, resamples: int = RESAMP
     cand_m = cache.coco_matches(ann_key, ann, cand_det_path, cand_dets, ids)
     boot = paired_bootstrap(ref_m, cand_m, resamples=resamples, seed=seed)
     agree = agreement(ref_dets, cand_dets)
-    dap = delta_ap(cache.evaluator(ann_key, ann), ref_dets.detections, cand_dets.detections, ids)
+    dap = delta_ap(cache.evaluator(ann_key, ann), ref_dets.detections, cand_dets.detections, ids,
+                   cache.reference_metrics(ann_key, ann, ref_det_path, ref_dets, ids))
     result = RowFidelity(row, ref, len(ids), boot, agree, dap, None)
     cand_out_path = row_artifact_path(row.results, row.row, "outputs")
     ref_out_path = row_artifact_path(ref.results, ref.row, "outputs")

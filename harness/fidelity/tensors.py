@@ -15,6 +15,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.fidelity.artifacts import SavedOutputs
+from harness.precision.check import sqnr_db
 
 
 @dataclass
@@ -27,16 +28,6 @@ class OutputError:
     max_abs: float
     p99_abs: float
     nonfinite: int  # elements where either side is NaN/inf (they make the figures NaN)
-
-
-def sqnr_db(ref: np.ndarray, cand: np.ndarray) -> float:
-    signal = float(np.sum(np.square(ref)))
-    noise = float(np.sum(np.square(ref - cand)))
-    if noise == 0.0:
-        return math.inf
-    if signal == 0.0:
-        return -math.inf
-    return 10.0 * math.log10(signal / noise)
 
 
 def cosine(ref: np.ndarray, cand: np.ndarray) -> float:

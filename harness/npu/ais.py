@@ -25,13 +25,12 @@ from harness.fileio import atomic_write_bytes, atomic_write_text, make_dirs, wri
 from harness.folders import OutputFolder, plain_name, safe_target
 from harness.jsonfile import read_json_object
 from harness.npu.files import check_array, load_npy, natural_key, read_bin
-from harness.npu.prep import Prep, emulator_target, load_prep
+from harness.npu.prep import Prep, emulation_record, emulator_target, load_prep, recorded_origin
 from harness.npu.tool import DeviceTiming, FileTool
 from harness.preprocess import ImageMeta, preprocess_image
 from harness.progress import NullProgress
 
 OLD_SUMMARY = "sumary.json"
-TIMESTAMP = re.compile(r"^\d{4}_\d{2}_\d{2}-\d{2}_\d{2}_\d{2}$")
 OUTPUT_FILE = re.compile(r"^.+_\d+\.(bin|npy|txt)$")
 TIME_COVERS = "device compute only (NPU_compute_time from the ais summary)"
 EMULATED_TIME_COVERS = "host inference only (harness emulate: ONNX Runtime on this CPU stood in for the NPU; not device time)"
@@ -334,6 +333,7 @@ def _emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize
         "pid": os.getpid(),
         "emulated_by": "harness emulate --runner ais (ONNX Runtime CPU; times are host times, not NPU times)",
         "emulated_on": f"ONNX Runtime CPU on {cpu_model()}",
+        **emulation_record(model, prep),
     }
     summary_path = folder / OLD_SUMMARY if summary_style == "old" else out / f"{folder_name}_summary.json"
     write_or_fail(lambda: atomic_write_text(safe_target(summary_path.parent, summary_path.name), json.dumps(summary)),
@@ -383,7 +383,7 @@ def read_timing(folder: Path) -> DeviceTiming:
                         batchsize=timing.batchsize, iterations=timing.count,
                         device_model=model_from_args(timing.raw.get("args")), device=device,
                         emulated_by=emulated_by, time_covers=EMULATED_TIME_COVERS if emulated_by else TIME_COVERS, note=note,
-                        mode="latency")  # ais_bench (and its emulation) runs one batch at a time
+                        mode="latency", **recorded_origin(timing.raw))  # ais_bench (and its emulation) runs one batch at a time
 
 
 TOOL = FileTool(

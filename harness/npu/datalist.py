@@ -14,11 +14,18 @@ Two ways to get the images' geometry:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
-from harness.data.coco import IMAGE_SUFFIXES
-from harness.errors import HarnessError
-from harness.imagefile import check_image_file, exif_orientation, header_size, read_regular_file
+from harness.errors import HarnessError, ImageError
+from harness.imagefile import (
+    IMAGE_SUFFIXES,
+    SUFFIXES_TEXT,
+    exif_orientation,
+    header_problem,
+    header_size,
+    read_regular_file,
+)
 from harness.npu.prep import PREP_FILE, Prep, PrepFile, PrepImage
 
 
@@ -95,20 +102,25 @@ def prep_from_images(datalist: str | Path, images_dir: str | Path, ann: dict, an
         where = f"--datalist {datalist} line {number}"
         path = files.get(stem)
         if path is None:
-            raise HarnessError(f"{where}: {stem!r} matches no image in {images_dir} (jpg, png, bmp, webp)")
+            raise HarnessError(f"{where}: {stem!r} matches no image in {images_dir} ({SUFFIXES_TEXT})")
         if path.name not in ids:
             raise HarnessError(f"{where}: image {path.name} is not in {ann_path}")
-        problem = check_image_file(path, verify=False)
-        size = None if problem else header_size(read_regular_file(path))
+        try:  # the file is read once: its checks, header size and EXIF tag all come from these bytes
+            data = read_regular_file(path)
+            problem = header_problem(data)
+        except ImageError as exc:
+            data, problem = b"", exc.reason
+        size = None if problem else header_size(data)
         if problem or size is None:
             raise HarnessError(f"{where}: image {path}: {problem or 'no size in its header'}")
-        orientation = exif_orientation(path)
+        orientation = exif_orientation(data)
         if orientation != 1:
             raise HarnessError(f"{where}: image {path.name} has EXIF orientation {orientation}: image2npz.py "
                                "(cv2.imread) rotates it, so its outputs cannot be mapped to the annotations' "
                                "pixels; make its input with `harness preprocess --format npz`")
         meta = device_meta(ids[path.name], path, size[0], size[1], profile.input)
-        records.append(PrepImage(stem=stem, input_file=f"{stem}.npz", **meta.to_dict()))
+        records.append(PrepImage(stem=stem, input_file=f"{stem}.npz", **meta.to_dict(),
+                                 sha256=hashlib.sha256(data).hexdigest()))
     sidecar = PrepFile(harness_prep_version=1, format="npz", tool="vamp", profile=profile.to_dict(),
                        images=tuple(records), dataset=str(images_dir), annotations=str(ann_path),
                        device_preprocess=device_preprocess(profile.input))

@@ -1,29 +1,31 @@
 """Vendor output folder -> the common decoder -> the common evaluator -> a results row like `harness run`'s.
 
-Only the reading differs per tool (its FileTool); decoding, COCO evaluation and the row are the ones
-in-process targets use, so the table compares devices and nothing else.
+Only the reading differs per tool (its FileTool): the folder is a source of harness.pipeline
+(file_pass), and decoding, COCO evaluation, saved detections and the row (harness.measurement) are the
+ones in-process targets use, so the table and `report --fidelity` compare devices and nothing else.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 
+from harness import __version__
+from harness import identity as ident
+from harness.data.annotations import load_annotations
 from harness.data.coco import check_categories
-from harness.decode import decode
-from harness.decode.finite import describe, find_nonfinite
-from harness.decode.types import to_coco_array
-from harness.errors import HarnessError, SkippedImage
-from harness.evaluate import CocoEvaluator, load_annotations
+from harness.errors import HarnessError
+from harness.evaluate import CocoEvaluator
 from harness.machine import npusmi
 from harness.machine.watch import RowWatch
+from harness.measurement import RowContext, Saving, build_row, evaluate_pass
 from harness.npu import FILE_TOOLS
 from harness.npu.datalist import order_by_datalist, prep_from_images
 from harness.npu.prep import Prep, check_prep_datalist, load_prep, output_specs
+from harness.pipeline import file_pass
 from harness.progress import NullProgress
-from harness.row import ResultRow, metric_fields
+from harness.row import ResultRow
 
 
 def _check_against_annotations(prep: Prep, ann: dict, ann_path: Path) -> None:
@@ -33,40 +35,6 @@ def _check_against_annotations(prep: Prep, ann: dict, ann_path: Path) -> None:
             raise HarnessError(f"image {Path(meta.file).name} (id {meta.image_id}) in {prep.folder / 'prep.json'} "
                                f"is not in {ann_path}: decode with the annotations used at preprocess")
     check_categories(ann, prep.profile.category_ids, prep.profile.name, ann_path)
-
-
-def evaluate_outputs(items, prep: Prep, evaluator: CocoEvaluator, progress=None, skip_bad: bool = False,
-                     names=None) -> tuple[dict, int, list[int], float, list[SkippedImage]]:
-    """Decode each image's outputs and evaluate; (metrics, detections, image ids, decode seconds,
-    images skipped for NaN/Inf outputs). NaN/Inf fails with one line unless skip_bad."""
-    progress = progress or NullProgress()
-    detections, counted, seconds, skipped = [], [], 0.0, []
-    with progress.task(f"decode {len(prep.images)} images", len(prep.images)) as advance:
-        for meta, outputs in items:
-            t0 = time.perf_counter()
-            label = f"image {Path(meta.file).name} (id {meta.image_id})"
-            found = find_nonfinite(outputs, 1, names)
-            if found:
-                if not skip_bad:
-                    raise HarnessError(f"{label}: device {describe(found)}; the row is not scored "
-                                       "(--skip-bad-images leaves such images out and records them)")
-                which = ", ".join(item.output_label() for item in found)
-                skipped.append(SkippedImage(meta.file, f"NaN/Inf in device {which}"))
-                advance(1)
-                continue
-            try:
-                (dets,) = decode(outputs, [meta], prep.profile)
-            except HarnessError as exc:
-                raise HarnessError(f"{label}: {exc}") from None
-            detections.append(to_coco_array(dets, meta.image_id, prep.profile.category_ids))
-            seconds += time.perf_counter() - t0
-            counted.append(meta.image_id)
-            advance(1)
-    if not counted:
-        raise HarnessError(f"no image left to score: all {len(skipped)} had NaN/Inf outputs; first: {skipped[0]}")
-    found = np.concatenate(detections) if detections else np.empty((0, 7))
-    del detections
-    return evaluator.evaluate(found, counted), len(found), counted, seconds, skipped
 
 
 def _load_images(tool, prep_dir, datalist, profile_name, images_dir, ann: dict, ann_path: Path) -> tuple[Prep, list[str]]:
@@ -122,25 +90,80 @@ def _device(given: str | None, timing, program: str) -> tuple[str, list[str]]:
                        "(e.g. --device \"Ascend 310P3\")"]
 
 
+def _origin_checks(timing, prep: Prep, model, folder, tool) -> tuple[str | None, list[str]]:
+    """(model sha256 of the row, notes): the file set is checked against the prep it claims to come from."""
+    if timing.prep_sha256 and prep.sha256 and timing.prep_sha256 != prep.sha256:
+        raise HarnessError(f"{folder}: these {tool.program} outputs were made from another preparation (prep.json "
+                           f"sha256 {timing.prep_sha256[:12]} in {Path(timing.source).name}, {prep.folder / 'prep.json'} "
+                           f"is {prep.sha256[:12]}): decode with the --prep folder they were run on")
+    notes = []
+    given = ident.model_sha256(model) if model else None
+    ran = timing.model_sha256 or prep.sidecar.model_sha256
+    if given and ran and given != ran:
+        which = "ran" if timing.model_sha256 else "was given to preprocess"
+        notes.append(f"--model {Path(model).name} (sha256 {given[:12]}) is not the model that {which} "
+                     f"(sha256 {ran[:12]}); the row records the latter")
+    return ran or given, notes
+
+
+def _identity(tool, timing, prep: Prep, ann_path: Path, model_sha: str | None) -> dict:
+    """A decode row's identity, with the fields a `run` row has where the files tell them; the machine is
+    the device's (`device`), never the host that decodes."""
+    version = timing.tool_version or "version not recorded"
+    return {"model_sha256": model_sha, "profile_sha256": prep.profile.content_hash,
+            "dataset": ident.dataset_identity(ann_path, [(meta.image_id, meta.file) for _, meta in prep.images],
+                                              prep.content),
+            "limit": prep.sidecar.limit, "options": {}, "harness": __version__,
+            "runtime": f"{tool.program} ({'emulated: ' if timing.emulated_by else ''}{version})",
+            "prep_sha256": prep.sha256 or None}
+
+
+def _tap(items, n: int, kept: list):
+    """The output tap: keeps the first n images' outputs (--save-outputs N) as they pass."""
+    for meta, outputs in items:
+        if len(kept) < n:
+            kept.append((meta, [np.array(o) for o in outputs]))
+        yield meta, outputs
+
+
+def _saved_outputs(kept, counted: set, names):
+    from harness.fidelity.artifacts import SavedOutputs
+    from harness.fidelity.capture import split_per_image
+
+    kept = [(meta, outputs) for meta, outputs in kept if meta.image_id in counted]
+    arrays = [split_per_image(outputs, 1, 1)[0] for _, outputs in kept]
+    width = len(arrays[0]) if arrays else len(names or [])
+    names = list(names) if names and len(names) == width else [f"output_{k}" for k in range(width)]
+    return SavedOutputs([meta.image_id for meta, _ in kept], [Path(meta.file).name for meta, _ in kept], names, arrays)
+
+
 def decode_run(tool_name: str, outputs_path: str | Path, prep_dir: str | Path | None, ann_path: str | Path,
                model: str | Path | None = None, bs: int | None = None, precision: str | None = None,
                evaluator: str = "auto", progress=None, datalist: str | Path | None = None,
                profile: str | None = None, images_dir: str | Path | None = None, device: str | None = None,
-               skip_bad: bool = False) -> ResultRow:
-    """One results row for a vendor output folder (tool_name: a FILE_TOOLS name, e.g. 'ais' or 'vamp')."""
-    with RowWatch(energy=None) as watch:  # this command's own memory; the device's figures come from its files
-        row = _decode_run(tool_name, outputs_path, prep_dir, ann_path, model, bs, precision, evaluator, progress,
-                          datalist, profile, images_dir, device, skip_bad)
-    row.machine_state = watch.finish()
-    row.machine_state.energy_na = "measured by the device's own tool: the harness reads no device energy counter"
-    row.machine_state.npu, row.machine_state.npu_na = npusmi.query()
-    if row.machine_state.npu is not None:
-        row.machine_state.npu_na = "npu-smi read when `harness decode` ran, not during the device's run"
-    return row
+               skip_bad: bool = False, out_dir: str | Path | None = None, save_detections: bool = False,
+               save_outputs: int = 0) -> ResultRow:
+    """One results row for a vendor output folder (tool_name: a FILE_TOOLS name, e.g. 'ais' or 'vamp'):
+    the folder is the source, the pipeline's sinks decode and score it, harness.measurement builds the row,
+    all inside a machine watch (this command's own memory; the device's figures come from its files)."""
+    with RowWatch(energy=None) as watch:
+        return _decode_run(tool_name, outputs_path, prep_dir, ann_path, model, bs, precision, evaluator,
+                           progress or NullProgress(), datalist, profile, images_dir, device, skip_bad, out_dir,
+                           save_detections, save_outputs, watch)
+
+
+def _machine_state(watch):
+    """The decode's machine state: its own memory, npu-smi as read now (not during the device's run)."""
+    machine = watch.finish()
+    machine.energy_na = "measured by the device's own tool: the harness reads no device energy counter"
+    machine.npu, machine.npu_na = npusmi.query()
+    if machine.npu is not None:
+        machine.npu_na = "npu-smi read when `harness decode` ran, not during the device's run"
+    return machine
 
 
 def _decode_run(tool_name, outputs_path, prep_dir, ann_path, model, bs, precision, evaluator, progress, datalist,
-                profile, images_dir, device, skip_bad) -> ResultRow:
+                profile, images_dir, device, skip_bad, out_dir, save_detections, save_outputs, watch) -> ResultRow:
     tool = FILE_TOOLS.get(tool_name)
     ann_path = Path(ann_path)
     ann = load_annotations(ann_path)
@@ -150,9 +173,17 @@ def _decode_run(tool_name, outputs_path, prep_dir, ann_path, model, bs, precisio
     del ann  # the evaluator holds what it needs
     folder = tool.locate_outputs(outputs_path)
     timing = tool.read_timing(folder)
-    items = tool.read_outputs(folder, prep, specs)
+    model_sha, origin_notes = _origin_checks(timing, prep, model, folder, tool)
+    notes += origin_notes
     names = [s["name"] for s in specs] if specs else None
-    metrics, n_dets, counted, seconds, bad_outputs = evaluate_outputs(items, prep, scorer, progress, skip_bad, names)
+    kept: list = []
+    items = _tap(tool.read_outputs(folder, prep, specs), save_outputs, kept)
+    with progress.task(f"decode {len(prep.images)} images", len(prep.images)) as advance:
+        passed = file_pass(items, prep.profile, skip_bad, names, advance)
+    if not passed.counted:
+        raise HarnessError(f"no image left to score: all {len(passed.bad_outputs)} had NaN/Inf outputs; "
+                           f"first: {passed.bad_outputs[0]}")
+    counted = passed.counted
 
     row_bs = bs or 1
     if timing.batchsize is not None:
@@ -169,28 +200,32 @@ def _decode_run(tool_name, outputs_path, prep_dir, ann_path, model, bs, precisio
                      f"({timing.emulated_by})")
     if specs is None:
         notes.append("output shapes/dtypes taken from the .npy/.npz files (no --model, none recorded at preprocess)")
-    skipped = list(prep.sidecar.skipped) + list(bad_outputs)
+    skipped = list(prep.sidecar.skipped) + list(passed.bad_outputs)
     if prep.sidecar.skipped:
         notes.append(f"{len(prep.sidecar.skipped)} image(s) skipped at preprocess; mAP is over the remaining "
                      f"{len(counted)}")
-    if bad_outputs:
-        notes.append(f"{len(bad_outputs)} image(s) with NaN/Inf outputs skipped (--skip-bad-images); mAP is over "
-                     f"the remaining {len(counted)}")
+    if passed.bad_outputs:
+        notes.append(f"{len(passed.bad_outputs)} image(s) with NaN/Inf outputs skipped (--skip-bad-images); mAP is "
+                     f"over the remaining {len(counted)}")
     for warning in (prep.sidecar.device_preprocess or {}).get("warnings", []):
         notes.append(f"device preprocessing: {warning}")
-    return ResultRow(
+    measured = RowContext(dict(
         target=tool.device, bs=row_bs, model=model_name, profile=prep.profile.name,
         precision=precision or "unspecified", source="emulated" if timing.emulated_by else "device",
-        device=measured_by, images=len(counted), fps=timing.fps, latency_ms_p50=timing.latency_ms_p50,
-        latency_ms_p90=timing.latency_ms_p90, latency_ms_p99=timing.latency_ms_p99,
-        latency_samples=timing.iterations if timing.fps is not None else None,
-        mode=timing.mode if timing.fps is not None else "", requests=1 if timing.mode == "latency" else None,
-        stage_ms={"preprocess": None, "infer": None, "decode": round(seconds * 1e3 / max(len(counted), 1), 3)},
-        bench=None if timing.fps is None else {"iterations": timing.iterations, "source": str(timing.source)},
-        time_covers=timing.time_covers, batch_mode=f"file-based ({tool.program})",
+        device=measured_by, batch_mode=f"file-based ({tool.program})",
         runtime={"tool": tool.program, "outputs": str(folder), "prep": str(prep.folder) if prep_dir else None,
                  "datalist": str(datalist) if datalist else None,
                  "summary": str(timing.source) if timing.fps is not None else None},
-        dataset=prep.sidecar.dataset, annotations=str(ann_path), evaluator=scorer.backend, detections=n_dets,
-        skipped_images=skipped, notes=notes, **metric_fields(metrics),
-    )
+        dataset=prep.sidecar.dataset, annotations=str(ann_path),
+        identity=_identity(tool, timing, prep, ann_path, model_sha)), notes, set(), skipped)
+    timed = timing.fps is not None
+    row_timing = dict(fps=timing.fps, latency_ms_p50=timing.latency_ms_p50, latency_ms_p90=timing.latency_ms_p90,
+                      latency_ms_p99=timing.latency_ms_p99, latency_samples=timing.iterations if timed else None,
+                      mode=timing.mode if timed else "", requests=1 if timing.mode == "latency" else None,
+                      bench={"iterations": timing.iterations, "source": str(timing.source)} if timed else None,
+                      time_covers=timing.time_covers)
+    outputs = _saved_outputs(kept, set(counted), names) if save_outputs else None
+    evaluation = evaluate_pass(scorer, passed)
+    row_timing["machine_state"] = _machine_state(watch)
+    return build_row(measured, row_timing, passed, evaluation, Saving(out_dir, save_detections, outputs),
+                     unmeasured_stages=("preprocess", "infer"))

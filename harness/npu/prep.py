@@ -7,6 +7,8 @@ ONNX Runtime stand-in the emulators run.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +49,9 @@ class PrepImage:
     scale_y: float = setting(gt=0)
     pad_x: float = setting(ge=0)
     pad_y: float = setting(ge=0)
+    #: sha256 of the original image's bytes (harness.data.coco.Dataset.content): a decode row's dataset
+    #: identity covers the pixels, as a run row's does
+    sha256: str | None = None
 
     def meta(self) -> ImageMeta:
         return ImageMeta(self.image_id, self.file, self.width, self.height, self.scale_x, self.scale_y,
@@ -73,6 +78,8 @@ class PrepFile:
     #: sha256 of the datalist written beside the inputs (npz): its order maps outputs to images, so a
     #: re-sorted list is refused instead of scoring every output against another image
     datalist_sha256: str | None = None
+    model_sha256: str | None = None  # of --model (the ONNX the device model is made from)
+    limit: int | None = None  # preprocess --limit
 
 
 @dataclass
@@ -80,6 +87,9 @@ class Prep:
     folder: Path
     sidecar: PrepFile
     profile: Profile
+    #: the preparation's identity: what the device is given (format, profile, every image's input file and
+    #: geometry), not the model or output specs recorded beside them; "" for inputs made outside the harness
+    sha256: str = ""
 
     @property
     def fmt(self) -> str:
@@ -93,6 +103,12 @@ class Prep:
     def images(self) -> list[tuple[str, ImageMeta]]:
         """(stem, meta) in dataset (= datalist) order."""
         return [(image.stem, image.meta()) for image in self.sidecar.images]
+
+    @property
+    def content(self) -> list[str] | None:
+        """Each image's bytes sha256 in `images` order, or None where prep.json does not record every one."""
+        digests = [image.sha256 for image in self.sidecar.images]
+        return None if None in digests else digests
 
     @property
     def outputs(self) -> list[dict] | None:
@@ -118,7 +134,30 @@ def load_prep(path: str | Path) -> Prep:
         plain_name(image.input_file, f"{file}: images[{index}].input_file")
     profile_data = sidecar.profile
     profile = profile_from_dict(profile_data, name=str(profile_data.get("name") or file.parent.name), source=str(file))
-    return Prep(file.parent, sidecar, profile)
+    return Prep(file.parent, sidecar, profile, prep_identity(data))
+
+
+def prep_identity(data: dict) -> str:
+    """sha256 of what a prepared folder gives the device (see Prep.sha256), from prep.json's content."""
+    given = {key: data.get(key) for key in ("format", "profile", "images", "device_preprocess")}
+    for key in ("input", "model_input"):  # the tensor's name comes from --model, the bytes do not
+        given[key] = {k: v for k, v in (data.get(key) or {}).items() if k != "name"}
+    return hashlib.sha256(json.dumps(given, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def emulation_record(model: str | Path, prep: Prep) -> dict:
+    """What `harness emulate` writes beside its outputs about what made them (read back into DeviceTiming)."""
+    import onnxruntime
+
+    from harness.identity import model_sha256
+
+    return {"model_sha256": model_sha256(model), "prep_sha256": prep.sha256,
+            "tool_version": f"onnxruntime {onnxruntime.__version__}"}
+
+
+def recorded_origin(raw: dict) -> dict:
+    """The DeviceTiming fields of an emulation_record found in a tool's file (absent keys stay None)."""
+    return {key: (str(raw[key]) if raw.get(key) else None) for key in ("model_sha256", "prep_sha256", "tool_version")}
 
 
 #: the list `harness preprocess --format npz` writes into the prep folder, which the device runs

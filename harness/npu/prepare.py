@@ -15,6 +15,7 @@ from pathlib import Path
 from harness.errors import HarnessError, ImageError
 from harness.fileio import atomic_write_text, write_or_fail
 from harness.folders import OutputFolder, safe_target
+from harness.identity import model_sha256
 from harness.npu import tool_for_format
 from harness.npu.prep import PREP_FILE, PREP_VERSION, check_model_input, onnx_io, per_image_outputs
 from harness.profiles import Profile
@@ -49,8 +50,9 @@ def _clear_previous(folder: OutputFolder, overwrite: bool) -> None:
 def prepare(images: list[tuple[int, Path]], profile: Profile, out_dir: str | Path, fmt: str,
             model: str | Path | None = None, workers: int = 2, progress=None, dataset: str = "",
             annotations: str = "", skip_bad: bool = False, datalist_root: str | None = None,
-            overwrite: bool = False) -> dict:
-    """Write every image's input file in dataset order, then prep.json (its presence marks a complete folder)."""
+            overwrite: bool = False, limit: int | None = None, content: list[str] | None = None) -> dict:
+    """Write every image's input file in dataset order, then prep.json (its presence marks a complete folder).
+    content: each image's bytes sha256 (Dataset.content), recorded per image for decode's dataset identity."""
     tool = tool_for_format(fmt)
     progress = progress or NullProgress()
     out_dir = Path(out_dir)
@@ -68,11 +70,12 @@ def prepare(images: list[tuple[int, Path]], profile: Profile, out_dir: str | Pat
     with OutputFolder(out_dir) as folder:  # one command at a time on this folder
         _clear_previous(folder, overwrite)
         return _write_all(images, profile, out_dir, fmt, tool, model, first_input, outputs, workers, progress,
-                          dataset, annotations, skip_bad, datalist_root)
+                          dataset, annotations, skip_bad, datalist_root, limit, content)
 
 
 def _write_all(images, profile, out_dir, fmt, tool, model, first_input, outputs, workers, progress, dataset,
-               annotations, skip_bad, datalist_root) -> dict:
+               annotations, skip_bad, datalist_root, limit=None, content=None) -> dict:
+    digests = {str(path): digest for (_, path), digest in zip(images, content)} if content else {}
 
     def job(item):
         image_id, path = item
@@ -91,7 +94,8 @@ def _write_all(images, profile, out_dir, fmt, tool, model, first_input, outputs,
             if isinstance(result, ImageError):
                 skipped.append(str(result.skipped()))
             else:
-                records.append({"stem": Path(path).stem, "input_file": f"{Path(path).stem}.{fmt}", **result.to_dict()})
+                records.append({"stem": Path(path).stem, "input_file": f"{Path(path).stem}.{fmt}", **result.to_dict(),
+                                "sha256": digests.get(str(path))})
             advance(1)
     if not records:
         raise HarnessError(f"no image could be prepared ({len(skipped)} failed); first: {skipped[0] if skipped else '-'}")
@@ -104,6 +108,8 @@ def _write_all(images, profile, out_dir, fmt, tool, model, first_input, outputs,
         "tool": tool.program,
         "profile": profile.to_dict(),
         "model": str(model) if model is not None else None,
+        "model_sha256": model_sha256(model) if model is not None else None,
+        "limit": limit,
         "dataset": dataset,
         "annotations": annotations,
         "input": model_input,

@@ -30,6 +30,10 @@ class DeviceTiming:
     note: str = ""
     #: harness.modes' word for how the tool timed: "latency" for one batch at a time; "" when unknown
     mode: str = ""
+    #: what made the outputs, where the tool's files say (`harness emulate` records all three):
+    tool_version: str | None = None  # e.g. "onnxruntime 1.23.2" for an emulation
+    model_sha256: str | None = None  # the model file that ran
+    prep_sha256: str | None = None  # the prep.json whose inputs it ran (decode refuses another one)
 
 
 @dataclass(frozen=True)

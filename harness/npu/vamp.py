@@ -18,7 +18,15 @@ from harness.fileio import atomic_write_text, sha256_bytes, write_or_fail
 from harness.folders import OutputFolder, safe_target
 from harness.jsonfile import read_json_object
 from harness.npu.files import check_array, load_npz, natural_key, write_npz
-from harness.npu.prep import PREP_DATALIST, Prep, check_prep_datalist, emulator_target, load_prep
+from harness.npu.prep import (
+    PREP_DATALIST,
+    Prep,
+    check_prep_datalist,
+    emulation_record,
+    emulator_target,
+    load_prep,
+    recorded_origin,
+)
 from harness.npu.tool import DeviceTiming, FileTool
 from harness.preprocess import ImageMeta, place_geometry, read_image, resize_image, to_model_layout
 from harness.profiles import InputSpec
@@ -214,7 +222,8 @@ def _emulate_into(model, prep: Prep, out: Path, batchsize: int, threads: int | N
 
     marker = {"emulated_by": "harness emulate --runner vamp (ONNX Runtime CPU on this machine, not a VACC)",
               "emulated_on": f"ONNX Runtime CPU on {cpu_model()}",
-              "model": str(model), "batch": batch, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+              "model": str(model), "batch": batch, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              **emulation_record(model, prep)}
     write_or_fail(lambda: atomic_write_text(safe_target(out, EMULATED_FILE, "--out"), json.dumps(marker, indent=1) + "\n"),
                   out / EMULATED_FILE)
     return {"folder": str(out), "batch": batch, "files": len(prep.images), "notes": notes}
@@ -250,7 +259,7 @@ def read_timing(folder: Path) -> DeviceTiming:
     data = read_json_object(marker, "vamp emulation marker") if marker.is_file() else {}
     emulated_by, emulated_on = data.get("emulated_by"), data.get("emulated_on")
     return DeviceTiming(source=marker if emulated_by else Path(folder), time_covers=TIME_COVERS, emulated_by=emulated_by,
-                        device=str(emulated_on) if emulated_on else None,
+                        device=str(emulated_on) if emulated_on else None, **recorded_origin(data),
                         note="vamp writes no timing file: throughput and latency not recorded (decode only)")
 
 

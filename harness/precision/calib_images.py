@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.imagefile import IMAGE_SUFFIXES
 from harness.preprocess import prepare_batch
 from harness.profiles import InputSpec
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PARTIAL_MODES = ("drop", "pad")
 
 

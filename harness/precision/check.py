@@ -1,8 +1,7 @@
 """Is a converted model still the model? SQNR per output and box agreement of decoded detections.
 
-A minimal check, kept here so a conversion can be refused before a GPU build. INTEGRATION POINT:
-the fidelity helper is writing harness/fidelity/ (the project's metrics); `sqnr_db` and
-`box_agreement` are to be replaced by calls into it, with the thresholds kept.
+Run before a GPU build, so a conversion that breaks the model is refused before TensorRT spends
+minutes on it. (`harness report --fidelity` compares finished rows; this compares two graphs.)
 
 Both models run on ONNX Runtime CPU with basic graph optimisations only: the extended level
 fuses DequantizeLinear -> Concat -> QuantizeLinear into QLinearConcat, which takes no fp16
@@ -11,11 +10,13 @@ scales, and the point is to run the graph as written, which is what TensorRT wil
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx
 
+from harness.declared_shapes import open_session, unconfirmed_output_dims
 from harness.errors import HarnessError
 
 #: detections below this score are not compared (the decoder keeps down to ~0.05 for mAP)
@@ -24,20 +25,22 @@ AGREEMENT_IOU = 0.5
 
 
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    """Signal-to-quantisation-noise ratio in dB (inf when identical)."""
+    """Signal-to-quantisation-noise ratio in dB, 10 log10(Σ ref² / Σ (ref - test)²) in float64: inf when
+    identical, -inf for a zero reference with noise, NaN (undefined) when either side holds NaN/Inf.
+    The one SQNR of the project (harness.fidelity.tensors uses it too)."""
     ref = np.asarray(reference, dtype=np.float64).ravel()
     out = np.asarray(test, dtype=np.float64).ravel()
     if ref.shape != out.shape:
         raise HarnessError(f"cannot compare outputs of shapes {np.shape(reference)} and {np.shape(test)}")
-    noise = float(np.sum((ref - out) ** 2))
-    if not np.isfinite(noise):
-        return float("-inf")
-    signal = float(np.sum(ref ** 2))
+    if not (np.isfinite(ref).all() and np.isfinite(out).all()):
+        return math.nan
+    noise = float(np.sum(np.square(ref - out)))
     if noise == 0.0:
-        return float("inf")
+        return math.inf
+    signal = float(np.sum(np.square(ref)))
     if signal == 0.0:
-        return float("-inf")
-    return 10.0 * np.log10(signal / noise)
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -80,15 +83,14 @@ def cpu_session(model: onnx.ModelProto | bytes | str):
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return open_session(model, options)[0]
 
 
 @dataclass
 class ConversionCheck:
     """What the check measured, for the results row (runtime.conversion_check)."""
 
-    sqnr_db: list[float]
+    sqnr_db: list[float | None]
     box_agreement: float | None
     reference_boxes: int
     images: int
@@ -96,6 +98,10 @@ class ConversionCheck:
     min_sqnr_db: float
     min_box_agreement: float
     failures: list[str] = field(default_factory=list)
+    #: outputs whose size the data decides (NMS inside the graph: the size varies over the check images
+    #: or ONNX shape inference cannot tell it): their rows are not aligned between the two models, so no
+    #: element-wise SQNR (their sqnr_db is None); the box agreement judges them
+    sized_by_data: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -103,7 +109,8 @@ class ConversionCheck:
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        out["sqnr_db"] = [round(v, 2) if np.isfinite(v) else (None if np.isnan(v) else str(v)) for v in self.sqnr_db]
+        out["sqnr_db"] = [None if v is None or np.isnan(v) else round(v, 2) if np.isfinite(v) else str(v)
+                          for v in self.sqnr_db]
         out["box_agreement"] = None if self.box_agreement is None else round(self.box_agreement, 4)
         out["passed"] = self.passed
         return out
@@ -132,15 +139,28 @@ def check_conversion(reference: onnx.ModelProto, converted: onnx.ModelProto, bat
         ref_dets += decode(a, metas, profile)
         new_dets += decode(b, metas, profile)
         images += len(metas)
-    sqnr = [sqnr_db(np.concatenate([o[i].ravel() for o in ref_outputs]),
-                    np.concatenate([o[i].ravel() for o in new_outputs])) for i in range(len(ref_outputs[0]))]
-    agreement, total = box_agreement(ref_dets, new_dets)
-    result = ConversionCheck(sqnr, agreement, total, images, data, min_sqnr_db, min_box_agreement)
     names = [o.name for o in ref_session.get_outputs()]
+    sqnr: list[float | None] = []
+    sized_by_data: list[str] = []
+    unsized = {name for name, (_, inferred) in unconfirmed_output_dims(reference).items() if inferred is None}
+    for i, name in enumerate(names):
+        shapes = {np.shape(o[i]) for o in (*ref_outputs, *new_outputs)}
+        if len(shapes) > 1 or name in unsized:
+            sqnr.append(None)  # a size the data decides (NMS rows): the decoded boxes judge it
+            sized_by_data.append(name)
+            continue
+        sqnr.append(sqnr_db(np.concatenate([o[i].ravel() for o in ref_outputs]),
+                            np.concatenate([o[i].ravel() for o in new_outputs])))
+    agreement, total = box_agreement(ref_dets, new_dets)
+    result = ConversionCheck(sqnr, agreement, total, images, data, min_sqnr_db, min_box_agreement,
+                             sized_by_data=sized_by_data)
     for name, value in zip(names, sqnr):
-        if not value >= min_sqnr_db:  # NaN fails too
+        if value is not None and not value >= min_sqnr_db:  # NaN fails too
             result.failures.append(f"output {name} SQNR {value:.1f} dB < {min_sqnr_db:g} dB")
     if agreement is not None and agreement < min_box_agreement:
         result.failures.append(f"box agreement {agreement:.3f} < {min_box_agreement:g} "
                                f"({total} reference boxes with score >= {AGREEMENT_SCORE})")
+    if agreement is None and all(value is None for value in sqnr):
+        result.failures.append("nothing to compare: every output's size differs between the models and the "
+                               f"reference has no detection with score >= {AGREEMENT_SCORE} on the check images")
     return result

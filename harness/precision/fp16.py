@@ -34,7 +34,6 @@ from harness.errors import HarnessError, first_line
 from harness.onnx_model import QDQ_OPS, opset_of
 
 QDQ_MIN_OPSET = 19
-CONVERTERS = ("onnxconverter-common", "modelopt")
 
 
 @dataclass(frozen=True)

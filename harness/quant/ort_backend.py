@@ -31,7 +31,7 @@ from harness.onnx_model import QDQ_PAIR
 from harness.profiles import InputSpec
 from harness.quant.calib_data import CalibrationImages, CountingBatches, calibration_batches, ort_reader
 from harness.quant.placement import QUANTIZED_OP_TYPES, Placement, constants, ort_extra_options, place
-from harness.quant.prepare import PreparedModel, drop_unread_initializers, prepare_model, quiet_ort_quantization
+from harness.quant.prepare import QuantizableModel, drop_unread_initializers, prepare_model, quiet_ort_quantization
 from harness.quant.trt_cache import TrtCache, check_cache_matches
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -66,7 +66,7 @@ def _ort_method(method: str):
 class Calibration:
     """Tensor ranges of one prepared model, reusable for any number of Q/DQ variants."""
 
-    prepared: PreparedModel
+    prepared: QuantizableModel
     method: str  # minmax | entropy | percentile | trt-cache
     ranges: object  # onnxruntime.quantization.calibrate.TensorsData
     cache_path: Path  # the ranges as ORT's JSON calibration cache
@@ -158,7 +158,7 @@ def check_quantizable(placement: Placement, source: Path) -> None:
                        f"({shown or 'no Conv, Gemm, MatMul, Add, Mul, Clip or pooling node'})")
 
 
-def _collect_ranges(prepared: PreparedModel, batches: CountingBatches, ort_method, folder: Path):
+def _collect_ranges(prepared: QuantizableModel, batches: CountingBatches, ort_method, folder: Path):
     from onnxruntime.quantization import create_calibrator
 
     options = {"symmetric": True, "percentile": PERCENTILE}

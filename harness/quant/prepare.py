@@ -30,7 +30,7 @@ MIN_QDQ_OPSET = 13
 
 
 @dataclass(frozen=True)
-class PreparedModel:
+class QuantizableModel:
     path: Path  # the prepared ONNX (in a working folder)
     source: Path
     source_sha256: str
@@ -91,7 +91,7 @@ def name_unnamed_nodes(model: onnx.ModelProto) -> int:
     return count
 
 
-def prepare_model(source: str | Path, workdir: Path) -> PreparedModel:
+def prepare_model(source: str | Path, workdir: Path) -> QuantizableModel:
     """Write `workdir/prepared.onnx` from `source`; one clear line for a model that cannot be quantized."""
     source = Path(source)
     load_graph(source)  # one line for a missing, truncated or non-ONNX file
@@ -124,15 +124,15 @@ def prepare_model(source: str | Path, workdir: Path) -> PreparedModel:
             raise HarnessError(f"model {source}: shape inference for quantization failed ({first_line(exc)})") from None
     converted.unlink()
     check_loads_in_ort(prepared, f"model {source}: ONNX Runtime cannot load it after opset/shape preparation")
-    return PreparedModel(prepared, source, sha256_file(source), input_name, batch, before,
+    return QuantizableModel(prepared, source, sha256_file(source), input_name, batch, before,
                          opset_of(load_graph(prepared)), named)
 
 
 def check_loads_in_ort(path: Path, failure: str) -> None:
     """Open `path` in ONNX Runtime; `failure (first line of ORT's reason)` as a HarnessError if it cannot."""
-    import onnxruntime as ort
+    from harness.declared_shapes import open_session
 
     try:
-        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        open_session(path)
     except Exception as exc:
         raise HarnessError(f"{failure} ({first_line(exc)})") from None

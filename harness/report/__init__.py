@@ -17,20 +17,20 @@ FORMATS = ("md", "csv", "json")
 
 
 def write_report(inputs, out: Path, fmt: str = "md", baseline: str | None = None, top_classes: int = 10,
-                 fidelity=None) -> list[Path]:
+                 fidelity=None, loaded=None) -> list[Path]:
     """Build the comparison and write it; returns the files written.
 
     md: the markdown page at `out` plus two PNG plots next to it (<stem>-throughput.png,
     <stem>-map-vs-throughput.png). csv / json: the merged table (full-precision values) at `out`.
     fidelity (a harness.fidelity.pairing.FidelityReport): its section is added to the page, its
-    figures to the table's records.
+    figures to the table's records. loaded: (sources, notes) already read by report.compare.load_sources.
     """
     from harness.fileio import atomic_write_text
     from harness.report.compare import compare, export_frame
 
     if fmt not in FORMATS:
         raise HarnessError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    comp = compare(inputs, baseline=baseline, top_classes=top_classes)
+    comp = compare(inputs, baseline=baseline, top_classes=top_classes, loaded=loaded)
     out = Path(out)
     if out.is_dir():
         raise HarnessError(f"--out {out} is a folder; give a file path such as {out / ('report.' + fmt)}")

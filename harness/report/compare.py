@@ -36,7 +36,6 @@ from harness.results import RESULTS_FILE, load_results, load_rows
 from harness.row import METRIC_NAMES as METRICS
 from harness.row import ResultRow
 
-BASELINE_PREFERENCE = (("ort", "fp32"), ("ov", "fp32"))
 NUMERIC = (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "images",
            "detections", "iterations", "bench_seconds", *SPLIT_FIGURES, *MACHINE_NUMERIC)
 COUNTS = ("images", "detections", "iterations")
@@ -55,7 +54,7 @@ class Source:
 
 
 @dataclass
-class Comparison:
+class ComparisonPage:
     """Everything the comparison page shows, already computed and in display order."""
 
     table: pd.DataFrame                      # one row per key, sorted; full-precision values
@@ -179,7 +178,8 @@ def _flat(source: Source, row: ResultRow) -> dict:
         "bs": int(row.bs),
         **{k: _num(getattr(row, k)) for k in (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90",
                                               "latency_ms_p99", "images", "detections")},
-        **{k: _num(row.target_figures.get(k)) for k in SPLIT_FIGURES},  # the GPU stage split (trt rows)
+        # the GPU stage split (trt rows; read back as extra where the trt target was not imported)
+        **{k: _num(row.target_figures.get(k, row.extra.get(k))) for k in SPLIT_FIGURES},
         "iterations": _num(bench.get("iterations")),
         "bench_seconds": _num(bench.get("seconds")),
         **{k: (_num(v) if k in MACHINE_NUMERIC else v) for k, v in machine_fields(row.machine_state).items()},
@@ -311,7 +311,9 @@ def pick_baseline(table: pd.DataFrame, name: str | None = None) -> tuple[str, st
             targets = ", ".join(sorted({t for t, _ in present}))
             raise HarnessError(f"--baseline {name}: no rows for that target in the inputs (targets: {targets})")
         return (name, "fp32" if "fp32" in precisions else precisions[0])
-    for pair in BASELINE_PREFERENCE:
+    from harness.targets import reference_order
+
+    for pair in ((name, "fp32") for name in reference_order()):  # the targets' declared reference_rank
         if pair in present:
             return pair
     return None
@@ -354,10 +356,15 @@ def baseline_label(base: dict, multi_machine: bool) -> str:
 
 # --------------------------------------------------------------------------------------------- build
 
-def compare(paths, baseline: str | None = None, top_classes: int = 10) -> Comparison:
-    """Load inputs and compute the comparison (table, machines, per-class deltas, overlaps)."""
-    ignored: list[str] = []
-    sources = load_sources(paths, ignored)
+def compare(paths, baseline: str | None = None, top_classes: int = 10,
+            loaded: tuple[list[Source], list[str]] | None = None) -> ComparisonPage:
+    """Load inputs and compute the comparison (table, machines, per-class deltas, overlaps). loaded:
+    (sources, notes on ignored inputs) the caller already read with load_sources (each file is read once)."""
+    if loaded is not None:
+        sources, ignored = loaded[0], list(loaded[1])
+    else:
+        ignored = []
+        sources = load_sources(paths, ignored)
     failed = [{"machine": s.machine, "target": r.target, "precision": r.precision, "bs": r.bs, "model": r.model,
                "profile": r.profile, "error": r.error or "", "source": s.path}
               for s in sources for r in s.rows if r.status == "failed"]
@@ -402,7 +409,7 @@ def compare(paths, baseline: str | None = None, top_classes: int = 10) -> Compar
     per_class = _per_class(rows, candidates, top_classes) if base_pair else []
     overlaps = _overlaps(rows)
     table = pd.DataFrame(rows).reset_index(drop=True)
-    return Comparison(table=table, machines=machines, baseline=base_pair, per_class=per_class,
+    return ComparisonPage(table=table, machines=machines, baseline=base_pair, per_class=per_class,
                       overlaps=overlaps, sources=[s.path for s in sources], failed=failed,
                       duplicates=duplicates, ignored=ignored)
 
@@ -566,7 +573,7 @@ EXPORT_COLUMNS = (
 EXPORT_IF_PRESENT = SPLIT_FIGURES
 
 
-def export_frame(comparison: Comparison) -> pd.DataFrame:
+def export_frame(comparison: ComparisonPage) -> pd.DataFrame:
     """The merged table for CSV/JSON: flat columns, full-precision values (no rounding)."""
     table = comparison.table
     present = [c for c in EXPORT_IF_PRESENT if c in table.columns and table[c].notna().any()]

@@ -249,7 +249,7 @@ def _stage_table(rows: list[dict]) -> str:
 
 
 # ------------------------------------------------------------------------------------ comparison page
-# Everything below renders a harness.report.compare.Comparison; it formats numbers and never computes them.
+# Everything below renders a harness.report.compare.ComparisonPage; it formats numbers and never computes them.
 
 
 def _f(value, digits: int = 2, signed: bool = False) -> str:
@@ -548,7 +548,7 @@ def _environment_section(page: _Page) -> list[str]:
 
 
 def comparison_markdown(comp, plots: list[tuple[str, str]] | None = None, baseline_asked: str | None = None) -> str:
-    """The comparison page; same Comparison + same plot names -> byte-identical text."""
+    """The comparison page; same ComparisonPage + same plot names -> byte-identical text."""
     page = _Page(comp)
     sections = (_header(page, baseline_asked), _results_section(page), _machine_section(page), _gpu_split_section(page),
                 _failed_section(page),

@@ -17,13 +17,13 @@ TOP_KS = (5, 10)
 
 
 @dataclass(frozen=True)
-class Agreement:
+class RankAgreement:
     nodes: int  # nodes with both figures
     overlap: dict[int, int]  # k -> |worst k by SQNR & costliest k by mAP| (k <= nodes only)
     spearman: float | None  # between -SQNR and mAP cost; None with fewer than 3 nodes or no spread
 
 
-def agreement(sqnr_db: dict[str, float | None], map_cost: dict[str, float | None]) -> Agreement:
+def agreement(sqnr_db: dict[str, float | None], map_cost: dict[str, float | None]) -> RankAgreement:
     both = {n: (sqnr_db[n], map_cost[n]) for n in sqnr_db
             if n in map_cost and sqnr_db[n] is not None and map_cost[n] is not None}
     names = sorted(both)
@@ -33,7 +33,7 @@ def agreement(sqnr_db: dict[str, float | None], map_cost: dict[str, float | None
     rho = None
     if len(names) >= 3:
         rho = spearman([-both[n][0] for n in names], [both[n][1] for n in names])
-    return Agreement(len(names), overlap, rho)
+    return RankAgreement(len(names), overlap, rho)
 
 
 def average_ranks(values) -> np.ndarray:

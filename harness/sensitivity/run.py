@@ -34,7 +34,7 @@ from harness.quant.calib_data import calibration_batches, calibration_images
 from harness.quant.manifest import QUANT_FILE, to_json
 from harness.quant.run import QDQ_FILE, qdq_record
 from harness.sensitivity.outputs import write_outputs
-from harness.sensitivity.scoring import Comparison, Scorer
+from harness.sensitivity.scoring import PairedDelta, Scorer
 from harness.sensitivity.search import (
     SearchSettings,
     Step,
@@ -79,9 +79,9 @@ class SearchResult:
     conv_total: int
     convs_int8_all: int  # Convs with Q/DQ in the all-int8 model
     convs_int8_final: int
-    int8_comparison: Comparison  # all-int8 vs fp32 on the subset
+    int8_comparison: PairedDelta  # all-int8 vs fp32 on the subset
     final_map: float | None
-    final_comparison: Comparison
+    final_comparison: PairedDelta
     goal_met: bool
     seconds: float
     subset_images: int = 0
@@ -95,6 +95,13 @@ def check_request(req: SensitivityRequest) -> None:
     input_file(req.model, "model")
     if Path(req.model).suffix.lower() != ".onnx":
         raise HarnessError(f"model {req.model}: harness sensitivity takes an fp32 .onnx file")
+    from harness.config import did_you_mean
+    from harness.targets import TARGETS
+
+    able = [name for name, cls in TARGETS.items() if cls.runs_qdq_onnx]  # the targets that declare it
+    if req.settings.target not in able:
+        raise HarnessError(f"harness sensitivity: --target = {req.settings.target!r}: expected one of "
+                           f"{', '.join(able)}{did_you_mean(req.settings.target, able)}")
     from harness.npu.prep import check_model_input, onnx_io
 
     check_model_input(req.model, onnx_io(req.model)[0], req.profile.input, req.profile.name)
@@ -264,7 +271,7 @@ def _search(req, cal, scorer: Scorer, store: ResultsFile, calib, progress, start
     last = next((s for s in reversed(steps) if s.kept), None)
     final_map = last.map if last else references["int8"]["map"]
     int8_comparison = scorer.compare(matches["fp32"], matches["int8"])
-    final_comparison = Comparison(last.delta, last.low, last.high) if last else int8_comparison
+    final_comparison = PairedDelta(last.delta, last.low, last.high) if last else int8_comparison
     return SearchResult(
         request=req, references=references, nodes=nodes_record["nodes"], shortlisted=shortlisted, groups=groups,
         variants=variants,

@@ -40,7 +40,7 @@ class Measured:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class PairedDelta:
     """Candidate minus reference on the subset, with the paired bootstrap's interval."""
 
     delta: float | None
@@ -48,7 +48,7 @@ class Comparison:
     high: float | None
 
     @classmethod
-    def of(cls, result: BootstrapResult) -> Comparison:
+    def of(cls, result: BootstrapResult) -> PairedDelta:
         low, high = result.interval["map"]
         return cls(result.delta["map"], low, high)
 
@@ -98,5 +98,5 @@ class Scorer:
     def matches_of(self, detections: list[dict]) -> CocoMatches:
         return coco_matches(self.gt, detections, self.image_ids, areas=AREAS)
 
-    def compare(self, reference: CocoMatches, candidate: CocoMatches) -> Comparison:
-        return Comparison.of(paired_bootstrap(reference, candidate, resamples=self.resamples))
+    def compare(self, reference: CocoMatches, candidate: CocoMatches) -> PairedDelta:
+        return PairedDelta.of(paired_bootstrap(reference, candidate, resamples=self.resamples))

@@ -33,7 +33,8 @@ class SearchSettings:
     """`harness sensitivity`'s numeric and choice flags (harness.config rules: ranges, choices)."""
 
     subset: int = setting(200, gt=0)
-    target: Literal["ort", "ov"] = "ort"
+    #: a registered target whose class declares runs_qdq_onnx (checked by check_request)
+    target: str = "ort"
     mode: Literal["exclude", "include", "both"] = "both"
     max_drop: float = setting(0.01, ge=0, le=1)
     top_k: int = setting(40, gt=0)

@@ -23,3 +23,15 @@ def get_target(name: str):
 
 def target_names() -> list[str]:
     return TARGETS.names()
+
+
+def reference_order() -> tuple[str, ...]:
+    """Targets whose fp32 rows are the default reference (report --fidelity, report's baseline), best
+    first: those whose class declares a reference_rank."""
+    ranked = [(cls.reference_rank, name) for name, cls in TARGETS.items() if cls.reference_rank is not None]
+    return tuple(name for _, name in sorted(ranked))
+
+
+def declared_packages() -> tuple[str, ...]:
+    """Every distribution a target declares (Target.packages), for the results' environment."""
+    return tuple(dict.fromkeys(pkg for _, cls in TARGETS.items() for pkg in cls.packages))

@@ -29,6 +29,7 @@ from harness import config
 from harness.errors import HarnessError
 from harness.modes import LATENCY_ONE, RunMode
 from harness.onnx_model import inspect_onnx
+from harness.row import declare_figures
 from harness.targets.inflight import ThreadLoops, ordered_stream
 from harness.timing import LoopResult, LoopRule, timed_loop
 
@@ -84,6 +85,20 @@ class Target:
     #: (image id, path) pairs of the first few images of the run, set by the runner before load(): for
     #: targets that verify a conversion on real inputs (e.g. trt's fp16 check) instead of synthetic ones
     sample_images: tuple = ()
+
+    # What the entry declares, read by the commands and reports (nothing else names a target):
+    #: timing figures its benchmark() adds to the row (BenchStats.extra) -> what each covers
+    figures: ClassVar[dict[str, str]] = {}
+    #: its fp32 rows are the default reference of `report --fidelity` and `report`'s baseline; lower first
+    reference_rank: ClassVar[int | None] = None
+    #: it runs the Q/DQ ONNX files `harness quantize` writes, so `harness sensitivity --target` may score on it
+    runs_qdq_onnx: ClassVar[bool] = False
+    #: Python distributions whose versions the results' environment records
+    packages: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        declare_figures(cls.figures)
 
     def __init__(self, model_path: str | Path, profile, options=None, batch_sizes: Iterable[int] = ()):
         self.model_path = Path(model_path)

@@ -8,11 +8,11 @@ from typing import Literal
 
 import numpy as np
 
-from harness.config import Invalid, setting
+from harness.config import setting
 from harness.declared_shapes import model_for_onnx_runtime
 from harness.errors import HarnessError, TargetUnavailable, first_line
 from harness.extra_inputs import check_model_inputs
-from harness.modes import MAX_PARALLEL, Mode, RunMode, resolve_mode, split_cores, usable_cores
+from harness.modes import MAX_PARALLEL, Mode, RunMode, check_streams, resolve_mode, split_cores, streams_mode, usable_cores
 from harness.onnx_model import inspect_onnx
 from harness.targets.base import BenchStats, Target, call_loop, fixed_batch_error, installed_version
 from harness.targets.inflight import ordered_stream
@@ -52,9 +52,7 @@ class OrtOptions:
     precision: Literal["fp32", "fp16", "int8"] | None = None
 
     def __post_init__(self):
-        if self.mode == "latency" and (self.streams or 1) > 1:
-            raise Invalid("mode", f"latency contradicts --streams {self.streams} (several requests in flight is "
-                                  "throughput mode); give one of the two")
+        check_streams(self.mode, self.streams, "requests in flight")
 
 
 @dataclass(frozen=True)
@@ -69,6 +67,7 @@ class OrtCudaOptions(OrtOptions):
 
 class OrtTarget(Target):
     name = "ort"
+    packages = ("onnxruntime", "onnxruntime-gpu")
     description = "ONNX Runtime, CPU execution provider"
     providers = ["CPUExecutionProvider"]
     Options = OrtOptions
@@ -102,7 +101,7 @@ class OrtTarget(Target):
     def resolve_run_mode(self) -> RunMode:
         """latency: one request, the threads asked for (None: ONNX Runtime's choice); throughput:
         requests x threads filling the usable cores (split_cores). RunMode.threads counts all of them."""
-        mode = resolve_mode(self.options.mode, "throughput" if (self.options.streams or 1) > 1 else None)
+        mode = resolve_mode(self.options.mode, streams_mode(self.options.streams))
         if mode == "latency":
             return RunMode("latency", 1, 1, self.options.threads)
         requests, threads = split_cores(usable_cores(), self.options.streams, self.options.threads)
@@ -207,6 +206,8 @@ class OrtTarget(Target):
 
 class OrtCpu(OrtTarget):
     name = "ort"
+    reference_rank = 0
+    runs_qdq_onnx = True
 
 
 class OrtCuda(OrtTarget):
@@ -218,6 +219,7 @@ class OrtCuda(OrtTarget):
     """
 
     name = "ort-cuda"
+    figures = {"ort_device": "the device ONNX Runtime placed the graph on (CUDA, or CPU after a fallback)"}
     Options = OrtCudaOptions
     device_kind = "gpu"
     description = "ONNX Runtime, CUDA execution provider (or TensorRT EP with --ep trt); needs onnxruntime-gpu and an NVIDIA GPU"
@@ -251,7 +253,7 @@ class OrtCuda(OrtTarget):
         """latency: one request; throughput: --streams requests (default 2), each its own thread and IO
         binding on one session; threads (None) is not a GPU figure, --threads sets the intra-op pool
         of nodes left on the CPU."""
-        mode = resolve_mode(self.options.mode, "throughput" if (self.options.streams or 1) > 1 else None)
+        mode = resolve_mode(self.options.mode, streams_mode(self.options.streams))
         requests = 1 if mode == "latency" else (self.options.streams or self.THROUGHPUT_REQUESTS)
         return RunMode(mode, requests, requests, None)
 
@@ -409,8 +411,6 @@ class OrtCuda(OrtTarget):
             info["trt_engine_cache"] = str(self._engine_cache_dir())
         return info
 
-
-ORT_CUDA_EPS = ("cuda", "trt")
 
 
 def trt_ep_options(precision: str, cache_dir, device_id: int = 0, profile_shapes: dict | None = None,

@@ -9,10 +9,10 @@ from typing import Literal
 
 import numpy as np
 
-from harness.config import Invalid, setting
+from harness.config import setting
 from harness.errors import HarnessError, TargetUnavailable, first_line
 from harness.extra_inputs import check_model_inputs, dims_text
-from harness.modes import MAX_PARALLEL, Mode, RunMode, check_mode, resolve_mode
+from harness.modes import MAX_PARALLEL, Mode, RunMode, check_mode, check_streams, resolve_mode
 from harness.onnx_model import TensorInfo, inspect_onnx
 from harness.targets.base import BenchStats, Target, fixed_batch_error, installed_version
 from harness.targets.cpu_isa import guard_amx
@@ -38,9 +38,7 @@ class OvOptions:
 
     def __post_init__(self):
         check_mode(self.mode, "--hint", self.hint, HINT_MODE.get(self.hint or ""))
-        if self.mode == "latency" and (self.streams or 1) > 1:
-            raise Invalid("mode", f"latency contradicts --streams {self.streams} (several streams is throughput "
-                                  "mode); give one of the two")
+        check_streams(self.mode, self.streams)
 
     @property
     def resolved_mode(self) -> str:
@@ -71,6 +69,9 @@ def _tensor(port) -> TensorInfo:
 
 class OpenVinoCpu(Target):
     name = "ov"
+    reference_rank = 1
+    runs_qdq_onnx = True
+    packages = ("openvino",)
     description = "OpenVINO, CPU device, async infer requests"
     time_covers = "inference (host tensors, async infer requests in flight together)"
     Options = OvOptions

@@ -41,6 +41,7 @@ from harness.targets.trt_engine import (
     store_engine,
 )
 from harness.targets.trt_settings import TIMING_MODE, TrtOptions, TrtSettings, settings_from_options
+from harness.targets.trt_timing import FIGURES as TRT_FIGURES
 from harness.timing import LoopRule
 
 
@@ -105,6 +106,8 @@ class TensorRtTarget(Target):
                    "the copies, enqueue_ms_* the host enqueue call")
 
     Options = TrtOptions
+    figures = TRT_FIGURES
+    packages = ("tensorrt", "pycuda")
 
     def __init__(self, model_path, profile, options=None, batch_sizes=()):
         super().__init__(model_path, profile, options, batch_sizes)

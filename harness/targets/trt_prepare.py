@@ -32,7 +32,7 @@ CHECK_SPLIT = "trt-check"
 
 
 @dataclass(frozen=True)
-class PreparedModel:
+class EngineOnnx:
     path: Path  # the ONNX TensorRT parses
     sha256: str  # of that file
     label: str  # fp32 / fp16 / int8: what the graph holds (the row's precision)
@@ -118,7 +118,7 @@ def _convert_and_check(model, plan, settings, keep_fp32_nodes, profile, images, 
 
 
 def prepare_model(model_path: Path, onnx_sha: str, settings, profile, cache_dir: Path,
-                  sample_images=(), sample_desc: str = "") -> PreparedModel:
+                  sample_images=(), sample_desc: str = "") -> EngineOnnx:
     """The ONNX to build for `settings.precision` (converted and checked when needed, cached).
     sample_images: (image id, path) pairs to check the conversion on (else synthetic images)."""
     model_path = Path(model_path)
@@ -135,7 +135,7 @@ def prepare_model(model_path: Path, onnx_sha: str, settings, profile, cache_dir:
                      f"{graph.float16_tensors} fp16 tensors): built as it is and labelled {graph.precision} "
                      f"(precision setting: {settings.precision})",)
         label = graph.precision if graph.precision != "fp32" else settings.precision
-        return PreparedModel(model_path, onnx_sha, label, {**base, "built_onnx_sha256": onnx_sha}, None, notes)
+        return EngineOnnx(model_path, onnx_sha, label, {**base, "built_onnx_sha256": onnx_sha}, None, notes)
 
     from harness.precision.fp16 import pick_converter
 
@@ -170,7 +170,7 @@ def prepare_model(model_path: Path, onnx_sha: str, settings, profile, cache_dir:
                                 "nodes in fp32 ([precision] keep_fp32_nodes in the profile) or run fp32")
     recipe = {**base, "built_onnx_sha256": cached["sha256"], "conversion": cached["recipe"]}
     label = "int8" if plan == "qdq-fp16" else "fp16"
-    return PreparedModel(onnx_path, cached["sha256"], label, recipe, check)
+    return EngineOnnx(onnx_path, cached["sha256"], label, recipe, check)
 
 
 def _store(onnx_path: Path, sidecar_path: Path, data: bytes | None, sidecar: dict) -> None:

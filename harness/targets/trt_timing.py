@@ -15,7 +15,7 @@ Both run on harness.timing.timed_loop (the loop every target uses): one step enq
 and returns the latency of the batch it completed (pipelined: the one enqueued two steps before,
 None while the pipeline fills); finish() drains the batches still in flight.
 
-Row fields (BenchStats.extra, names in harness.row.TARGET_FIGURES): enqueue_ms_p50/p90/p99,
+Row fields (BenchStats.extra, declared as FIGURES on TensorRtTarget): enqueue_ms_p50/p90/p99,
 gpu_compute_ms_p50/p90/p99, h2d_ms_p50/p90/p99, d2h_ms_p50/p90/p99, gpu_compute_fps. How the row was
 timed (timing_mode, cuda_graph) is in the row's runtime (TensorRtTarget.describe()).
 """
@@ -31,6 +31,13 @@ from harness.targets.base import BenchStats
 from harness.timing import LoopRule, percentiles, timed_loop
 
 STAGES = ("enqueue_ms", "gpu_compute_ms", "h2d_ms", "d2h_ms")
+_COVERS = {"enqueue_ms": "host time of the enqueue call (perf_counter; trtexec's Enqueue Time)",
+           "gpu_compute_ms": "CUDA events around the engine's execute only (trtexec's GPU Compute Time)",
+           "h2d_ms": "CUDA events around the input copy from pinned host memory to the GPU",
+           "d2h_ms": "CUDA events around the output copy back to pinned host memory"}
+#: the row figures of TensorRtTarget (Target.figures) -> what each covers
+FIGURES = {**{f"{stage}_{p}": f"{p} per batch, ms: {_COVERS[stage]}" for stage in STAGES for p in ("p50", "p90", "p99")},
+           "gpu_compute_fps": "batch x 1000 / mean gpu_compute_ms: images/s of the execute alone"}
 
 
 def timing_summary(h2d_ms, compute_ms, d2h_ms, batch: int, enqueue_ms=None) -> dict:

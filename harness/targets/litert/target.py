@@ -15,7 +15,7 @@ from harness.errors import HarnessError, TargetUnavailable, first_line
 from harness.modes import Mode, RunMode, resolve_mode, split_cores, usable_cores
 from harness.targets.base import BenchStats, Target, call_loop, fixed_batch_error
 from harness.targets.inflight import ordered_stream
-from harness.targets.litert.runtime import interpreter_module, load_external_delegate, parse_delegate_options
+from harness.targets.litert.runtime import MODULES, interpreter_module, load_external_delegate, parse_delegate_options
 from harness.targets.litert.tensors import delegation, dequantize_output, graph_precision, quantize_input
 from harness.timing import LoopRule
 
@@ -63,6 +63,7 @@ class LiteRtTarget(Target):
     model_formats: ClassVar[tuple[str, ...]] = (".tflite",)
     #: `harness run --threads N` sets num_threads (the interpreter's own name for it)
     run_flags: ClassVar[dict] = {"threads": "num_threads"}
+    packages = tuple(distribution for _, distribution in MODULES)  # the results' environment records their versions
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
