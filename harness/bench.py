@@ -59,12 +59,12 @@ class BenchConfig:
 
 def image_files(folder: Path) -> list[Path]:
     """The images of a folder (sorted), or one line saying there are none."""
-    from harness.imagefile import IMAGE_SUFFIXES
+    from harness.imagefile import IMAGE_SUFFIXES, image_files_in
 
     folder = Path(folder)
     if not folder.is_dir():
         raise HarnessError(f"--images {folder}: not a folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files_in(folder)
     if not files:
         raise HarnessError(f"--images {folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files

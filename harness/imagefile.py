@@ -35,6 +35,12 @@ from harness.fileio import regular_file_problem
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SUFFIXES_TEXT = ", ".join(s.lstrip(".") for s in IMAGE_SUFFIXES)
 
+
+def image_files_in(folder: Path) -> list[Path]:
+    """The image files directly in a folder (by suffix), sorted by name: what a folder of images means to
+    every command that takes one (bench --images, calibration folders)."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
 DEFAULT_MAX_PIXELS = 50_000_000
 _JPEG_MAGIC = b"\xff\xd8"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.imagefile import IMAGE_SUFFIXES
+from harness.imagefile import IMAGE_SUFFIXES, image_files_in
 from harness.preprocess import prepare_batch
 from harness.profiles import InputSpec
 
@@ -25,7 +25,7 @@ def calibration_files(folder: str | Path, limit: int | None = None) -> list[Path
     folder = Path(folder)
     if not folder.is_dir():
         raise HarnessError(f"calibration folder not found: {folder} (--calib DIR: a folder of images)")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files_in(folder)
     if not files:
         raise HarnessError(f"calibration folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     if limit is not None:
