@@ -212,7 +212,11 @@ def _fail_lost(ray, pending: dict, store, say) -> list[ResultRow]:
 
 
 def _reason(exc) -> str:
-    """The first line of what Ray says, without its traceback banner."""
+    """The first line of what Ray says, without its traceback banner; for an error raised inside the
+    row, that error's own line."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {first_line(cause)}"
     text = str(exc).strip()
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Traceback")]
     return f"{type(exc).__name__}: {lines[0] if lines else text}"

@@ -37,7 +37,8 @@ def test_ray_is_not_imported_without_cluster():
 
 @pytest.fixture(scope="module")
 def cluster():
-    """Two nodes, 1 CPU each, ~100 MiB object store, no dashboard, a short temp dir (the module's tests are
+    """Two nodes, 2 CPUs each (so only the device resource can keep two rows of one device apart when a
+    row reserves 1 CPU), ~100 MiB object store, no dashboard, a short temp dir (the module's tests are
     slow: the cluster and its runs take ~35 s on 2 cores)."""
     from ray.cluster_utils import Cluster
 
@@ -47,7 +48,7 @@ def cluster():
     Path("/tmp/ray").mkdir(exist_ok=True)  # Ray writes the cluster's address there
     Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)  # a stale one makes a bare ray.init() hang
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    node = {"num_cpus": 1, "object_store_memory": 100 * 1024 * 1024, "include_dashboard": False}
+    node = {"num_cpus": 2, "object_store_memory": 100 * 1024 * 1024, "include_dashboard": False}
     made = Cluster(initialize_head=True, head_node_args={**node, "resources": {"device:ov": 1},
                                                          "temp_dir": temp_dir})
     made.add_node(**node, resources={"device:ort": 1})
@@ -93,7 +94,9 @@ def _nodes(address) -> list[dict]:
 @pytest.mark.slow
 def test_rows_equal_local_run_on_their_nodes_without_overlap(cluster, demo_data, tmp_path):
     local = harness_run(run_args(demo_data, tmp_path / "local"))
-    remote = harness_run([*run_args(demo_data, tmp_path / "cluster"), "--cluster", cluster.address])
+    # one CPU a row: the ov rows could run side by side on either node but for their device resource
+    remote = harness_run([*run_args(demo_data, tmp_path / "cluster"), "--cluster", cluster.address,
+                          "-o", "device_cpus=1"])
     (local_rc, local_out), (rc, out) = finish(local), finish(remote)
     assert local_rc == 0, local_out
     assert rc == 0, out
@@ -113,6 +116,12 @@ def test_rows_equal_local_run_on_their_nodes_without_overlap(cluster, demo_data,
     # two rows of one device never overlap in time
     spans = sorted((rows[("ov", bs)]["cluster"]["started"], rows[("ov", bs)]["cluster"]["finished"]) for bs in (1, 4))
     assert spans[0][1] <= spans[1][0], spans
+    # --resume submits nothing: every row is there
+    rc, out = finish(harness_run([*run_args(demo_data, tmp_path / "cluster"), "--cluster", cluster.address,
+                                  "--resume"]))
+    assert rc == 0 and out.count("skipped (--resume)") == 4, out
+    assert {(r["target"], r["bs"]): r["cluster"] for r in rows_of(tmp_path / "cluster")} == \
+        {k: r["cluster"] for k, r in rows.items()}
 
 
 @needs_ray
@@ -123,7 +132,8 @@ def test_missing_resource_is_refused_up_front(cluster, demo_data, tmp_path):
     rc, out = finish(proc, timeout=90)
     lines = [line for line in out.splitlines() if line.strip()]
     assert rc == 2, out
-    assert "no node has resource device:npu" in lines[-1] and "device:ov" in lines[-1] and "device:ort" in lines[-1]
+    assert lines[-1].startswith("error: --cluster: no node has resource device:npu (target ov); nodes: ")
+    assert "(device:ov, 2 CPU)" in lines[-1] and "(device:ort, 2 CPU)" in lines[-1], lines[-1]
     assert "Traceback" not in out
     assert not (tmp_path / "out" / "results.json").exists() or not rows_of(tmp_path / "out")
     # nothing left pending on the cluster: all of its CPUs are free again
@@ -132,9 +142,9 @@ def test_missing_resource_is_refused_up_front(cluster, demo_data, tmp_path):
     ray.init(address=cluster.address, log_to_driver=False)
     try:
         deadline = time.monotonic() + 10
-        while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        while ray.available_resources().get("CPU", 0) < 4 and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert ray.available_resources().get("CPU", 0) == 2
+        assert ray.available_resources().get("CPU", 0) == 4
     finally:
         ray.shutdown()
 
@@ -169,6 +179,28 @@ def test_killed_worker_is_a_failed_row_and_the_sweep_goes_on(cluster, demo_data,
     rows = rows_of(tmp_path / "out")
     assert len(rows) == 2, out
     failed = [r for r in rows if r["status"] == "failed"]
-    assert len(failed) == 1 and "cluster worker failed" in failed[0]["error"], rows
+    assert len(failed) == 1 and failed[0]["error"].startswith("cluster worker failed: "), rows
+    assert "WorkerCrashedError" in failed[0]["error"] or "died" in failed[0]["error"], failed[0]["error"]
+    assert "--cluster: 2 row(s) submitted (device:ov x2 CPU, device:ort x2 CPU)" in out  # all of each node's CPUs
     assert [r["status"] for r in rows if r is not failed[0]] == ["ok"]
     assert rc != 0  # a failed row fails the command, as in a local run
+
+
+def test_a_row_reserves_its_device_nodes_cpus_and_a_missing_resource_is_one_line():
+    """plan_resources over node records as ray.nodes() returns them (no cluster needed)."""
+    from harness.cluster import plan_resources
+    from harness.errors import HarnessError
+
+    nodes = [{"Alive": True, "NodeManagerAddress": "10.0.0.1", "Resources": {"CPU": 16.0, "device:ov": 1.0}},
+             {"Alive": True, "NodeManagerAddress": "10.0.0.2", "Resources": {"CPU": 8.0, "device:ov": 1.0,
+                                                                              "device:trt": 1.0, "GPU": 1.0}},
+             {"Alive": False, "NodeManagerAddress": "10.0.0.3", "Resources": {"CPU": 4.0, "device:npu": 1.0}}]
+    assert plan_resources(nodes, {"device:ov": "ov", "device:trt": "trt"}, None) == {"device:ov": 8.0,
+                                                                                       "device:trt": 8.0}
+    assert plan_resources(nodes, {"device:trt": "trt"}, 2.0) == {"device:trt": 2.0}
+    with pytest.raises(HarnessError) as err:  # a dead node's resource does not count
+        plan_resources(nodes, {"device:npu": "npu"}, None)
+    assert str(err.value).startswith("--cluster: no node has resource device:npu (target npu); nodes: "
+                                     "10.0.0.1 (device:ov, 16 CPU); 10.0.0.2 (device:ov, device:trt, 8 CPU).")
+    with pytest.raises(HarnessError, match="device_cpus=9: the nodes with device:trt have 8 CPU"):
+        plan_resources(nodes, {"device:trt": "trt"}, 9.0)
