@@ -113,6 +113,10 @@ def test_rows_equal_local_run_on_their_nodes_without_overlap(cluster, demo_data,
     for (target, _), row in rows.items():
         assert row["cluster"]["node_id"] == node_of[f"device:{target}"], row["cluster"]
         assert row["machine_state"] is not None
+    report = (tmp_path / "cluster" / "report.md").read_text()
+    for (target, bs), row in rows.items():
+        assert f"- {target} bs={bs}: {row['cluster']['host']} ({row['cluster']['ip']}, node " \
+               f"{row['cluster']['node_id'][:8]};" in report
     # two rows of one device never overlap in time
     spans = sorted((rows[("ov", bs)]["cluster"]["started"], rows[("ov", bs)]["cluster"]["finished"]) for bs in (1, 4))
     assert spans[0][1] <= spans[1][0], spans
