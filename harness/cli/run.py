@@ -126,6 +126,15 @@ def cluster_pairs(pairs: dict, save_detections: bool, save_outputs: int) -> tupl
     return pairs, cluster_options
 
 
+def refuse_cluster_options(pairs: dict) -> None:
+    """-o device_resource / device_cpus belong to --cluster."""
+    from harness.cluster import CLUSTER_OPTIONS
+
+    for key in CLUSTER_OPTIONS:
+        if key in pairs:
+            raise HarnessError(f"--option {key}: only with --cluster (it names what a row needs on a Ray cluster)")
+
+
 def check_loop_flags(seconds: float, max_seconds: float, target_ci: float) -> None:
     """--seconds, --max-seconds and --target-ci together, in one line before anything runs (each alone
     is checked by its click type)."""
@@ -171,6 +180,8 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
     cluster_options = {}
     if cluster_address is not None:
         pairs, cluster_options = cluster_pairs(pairs, save_detections, save_outputs)
+    else:
+        refuse_cluster_options(pairs)
     check_option_pairs(names, pairs)
     flags = {k: kw[k] for k in TARGET_FLAGS}
     configured = [(name, *target_options(name, flags, pairs)) for name in names]  # every option checked first
