@@ -191,6 +191,39 @@ def _run_connected(ray, work, store, cluster_options, row_timeout, say) -> list[
     return rows
 
 
+def fan_out(address: str, fn, shared, items: list[tuple], timeout: float, connect_timeout: float = CONNECT_TIMEOUT_S):
+    """Untimed work spread over the cluster's CPU workers: yields (key, fn(shared, *args)) for each
+    (key, args) of `items` as they finish. `shared` goes to the object store once. One CPU a task,
+    SPREAD (the default packs tasks onto the driver's node), never retried; a task that fails or is not
+    back within `timeout` seconds stops the whole fan-out with one line (the caller's results are
+    resumable)."""
+    from ray.exceptions import GetTimeoutError, RayError
+
+    ray = connect(address, connect_timeout)
+    pending: dict = {}
+    try:
+        shared_ref = ray.put(shared)
+        task = ray.remote(fn).options(num_cpus=1, scheduling_strategy="SPREAD", max_retries=0, retry_exceptions=False)
+        pending = {task.remote(shared_ref, *args): key for key, args in items}
+        deadline = time.monotonic() + timeout
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
+            for ref in ready:
+                key = pending.pop(ref)
+                try:
+                    yield key, ray.get(ref, timeout=GET_TIMEOUT_S)
+                except (RayError, GetTimeoutError) as exc:
+                    raise HarnessError(f"--cluster: {key} failed on a worker: {_reason(exc)}") from None
+            if pending and time.monotonic() > deadline:
+                raise HarnessError(f"--cluster: {len(pending)} task(s) not back within {timeout:g} s; cancelled")
+    finally:
+        for ref in pending:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+
+
 def _fail_lost(ray, pending: dict, store, say) -> list[ResultRow]:
     """Pending rows past their deadline, or whose resource left the cluster (its node died): failed,
     never left waiting forever."""
@@ -254,4 +287,4 @@ def _add(store: ResultsStore, row: ResultRow, say) -> ResultRow:
     return row
 
 
-__all__ = ["CLUSTER_OPTIONS", "device_resource", "split_options", "connect", "plan_resources", "run_rows"]
+__all__ = ["CLUSTER_OPTIONS", "device_resource", "split_options", "connect", "plan_resources", "run_rows", "fan_out"]

@@ -208,3 +208,36 @@ def test_a_row_reserves_its_device_nodes_cpus_and_a_missing_resource_is_one_line
                                      "10.0.0.1 (device:ov, 16 CPU); 10.0.0.2 (device:ov, device:trt, 8 CPU).")
     with pytest.raises(HarnessError, match="device_cpus=9: the nodes with device:trt have 8 CPU"):
         plan_resources(nodes, {"device:trt": "trt"}, 9.0)
+
+
+@needs_ray
+@pytest.mark.slow
+def test_sensitivity_variants_on_the_cluster_find_the_local_exclusion_list(cluster, tmp_path):
+    """The hostile demo (tests/tinymodel.py): the variants scored on the cluster's workers give the same
+    mAP per variant and the same exclude.txt as the single-process search."""
+    from harness.data.synthetic import generate_dataset
+    from harness.demo import DEMO_SEED
+    from harness.sensitivity.store import RESULTS_FILE, read_results
+    from tests.tinymodel import HOSTILE_TARGET, write_hostile_demo
+
+    calib, _ = generate_dataset(tmp_path / "calib", num_images=8, seed=DEMO_SEED, split="calib")
+    images, ann = generate_dataset(tmp_path / "val", num_images=8, seed=DEMO_SEED, split="val")
+    model = write_hostile_demo(tmp_path / "hostile.onnx")
+    args = ["-m", model, "-p", DEMO_PROFILE, "--calib", calib, "--data", images, "--ann", ann, "--subset", 8,
+            "--resamples", 100, "--bench-seconds", 0.1, "--mode", "include", "--top-k", 2, "--no-type-groups",
+            "--max-drop", 0.02]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "harness", "sensitivity", *map(str, args)]
+    local = subprocess.run([*command, "--out", str(tmp_path / "local")], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=300)
+    remote = subprocess.run([*command, "--out", str(tmp_path / "cluster"), "--cluster", cluster.address], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert local.returncode == 0, local.stdout + local.stderr
+    assert remote.returncode == 0, remote.stdout + remote.stderr
+
+    def variants(out):
+        return {r["key"]: r["map"] for r in read_results(out / RESULTS_FILE)[1] if r["kind"] == "variant"}
+
+    assert len(variants(tmp_path / "local")) == 2 and variants(tmp_path / "cluster") == variants(tmp_path / "local")
+    excluded = [(tmp_path / out / "exclude.txt").read_text() for out in ("local", "cluster")]
+    assert excluded[0] == excluded[1] and HOSTILE_TARGET in excluded[0]
