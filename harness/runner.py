@@ -116,6 +116,19 @@ def check_batch_sizes(config: RunConfig, options, images: int) -> None:
                            f"--bs {bs}")
 
 
+def check_inputs(configs: list[RunConfig]) -> None:
+    """What run() refuses before any row, for rows that will run elsewhere (run --cluster): target names,
+    model files, the timing loop's rule, the dataset and its categories (the paths must be the same on
+    every host)."""
+    for config in configs:
+        get_target(config.target)
+        check_model_paths(config)
+        loop_rule(config)
+    for config in configs[:1] + [c for c in configs[1:] if c.profile is not configs[0].profile]:
+        dataset = load_dataset(config.images_dir, config.ann_path, config.limit, config.skip_bad_images)
+        check_categories(dataset.ann, config.profile.category_ids, config.profile.name, config.ann_path)
+
+
 def run(config: RunConfig, store: ResultsStore, progress=None) -> list[ResultRow]:
     """Run every requested batch size; each row (finished or failed) is saved before the next starts."""
     progress = progress or NullProgress()

@@ -22,7 +22,8 @@ LAYERS = {
         "extra_inputs", "decode", "identity",
         "machine"),
     2: ("profiles", "evaluate", "data", "targets", "canvases", "results", "precision", "envinfo", "demo"),
-    3: ("pipeline", "measurement", "runner", "bench", "profile_match", "npu", "fidelity", "quant", "sensitivity"),
+    3: ("pipeline", "measurement", "runner", "bench", "profile_match", "npu", "fidelity", "quant", "sensitivity",
+        "cluster"),
     4: ("report",),
     5: ("cli", "__main__"),
 }

@@ -108,6 +108,35 @@ def check_option_pairs(names: list[str], pairs: dict) -> None:
                                f"their options: {', '.join(sorted(known)) or 'none'}")
 
 
+def cluster_pairs(pairs: dict, save_detections: bool, save_outputs: int) -> tuple[dict, dict]:
+    """--cluster: (target options, the cluster's own -o keys checked); what a cluster run cannot do yet
+    is refused in one line."""
+    from harness.cluster import split_options
+
+    if save_detections or save_outputs:
+        raise HarnessError("--save-detections / --save-outputs: not with --cluster yet (the files would stay on "
+                           "the worker hosts)")
+    pairs, cluster_options = split_options(pairs)
+    if "device_cpus" in cluster_options:
+        try:
+            cpus = float(cluster_options["device_cpus"])
+        except (TypeError, ValueError):
+            cpus = -1.0
+        if not cpus > 0:
+            raise HarnessError(f"-o device_cpus={cluster_options['device_cpus']}: expected a positive number of CPUs")
+        cluster_options["device_cpus"] = cpus
+    return pairs, cluster_options
+
+
+def refuse_cluster_options(pairs: dict) -> None:
+    """-o device_resource / device_cpus belong to --cluster."""
+    from harness.cluster import CLUSTER_OPTIONS
+
+    for key in CLUSTER_OPTIONS:
+        if key in pairs:
+            raise HarnessError(f"--option {key}: only with --cluster (it names what a row needs on a Ray cluster)")
+
+
 def check_loop_flags(seconds: float, max_seconds: float, target_ci: float) -> None:
     """--seconds, --max-seconds and --target-ci together, in one line before anything runs (each alone
     is checked by its click type)."""
@@ -130,8 +159,15 @@ def check_loop_flags(seconds: float, max_seconds: float, target_ci: float) -> No
               help="Save each row's detections (gzip COCO results) next to results.json, for report --fidelity.")
 @click.option("--save-outputs", type=click.IntRange(min=0), default=0, metavar="N",
               help="Save each row's raw outputs of the first N images (npz) next to results.json, for report --fidelity.")
+@click.option("--cluster", "cluster_address", default=None, metavar="ADDRESS",
+              help="Run each (target, bs) row as a Ray task on the host holding its device resource device:<target> "
+                   "(auto, host:6379 or ray://host:10001; docs/cluster.md). -o device_resource=NAME, "
+                   "-o device_cpus=N override the resource and the CPUs a row reserves.")
+@click.option("--cluster-timeout", type=Seconds(), default=3600.0, show_default=True,
+              help="With --cluster: a row not back after this many seconds is cancelled and failed.")
 @run_options
-def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_detections, save_outputs, **kw):
+def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_detections, save_outputs,
+            cluster_address, cluster_timeout, **kw):
     """Run targets over a dataset at each batch size; write results.json and report.md."""
     from harness import runner
     from harness.canvases import CanvasCache
@@ -143,6 +179,11 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
 
     names = parse_names(target_names, "--target")
     pairs = parse_assignments(kw["option_pairs"])
+    cluster_options = {}
+    if cluster_address is not None:
+        pairs, cluster_options = cluster_pairs(pairs, save_detections, save_outputs)
+    else:
+        refuse_cluster_options(pairs)
     check_option_pairs(names, pairs)
     flags = {k: kw[k] for k in TARGET_FLAGS}
     configured = [(name, *target_options(name, flags, pairs)) for name in names]  # every option checked first
@@ -153,20 +194,28 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
                          on_save=write_run_report)
     # a single row has no later row to reuse the resized images: holding them would only grow its memory
     one_row = len(configured) * len(batch_sizes) == 1
-    canvases = None if kw["no_image_cache"] or one_row else CanvasCache()
+    canvases = None if kw["no_image_cache"] or one_row or cluster_address else CanvasCache()
     datasets = DatasetCache()
-    rows = []
+    rows, configs = [], []
     with store, pixel_limit(kw["max_pixels"]), RichProgress() as progress:
         for name, options, notes in configured:
-            config = runner.RunConfig(
+            configs.append(runner.RunConfig(
                 target=name, model=model, profile=config_profile, images_dir=images_dir, ann_path=ann_path,
                 batch_sizes=batch_sizes, options=options, bench_seconds=kw["bench_seconds"],
                 max_seconds=kw["max_seconds"], target_ci=kw["target_ci"], warmup_seconds=kw["warmup_seconds"],
                 limit=kw["limit"], skip_bad_images=kw["skip_bad_images"],
                 workers=kw["workers"], canvases=canvases, datasets=datasets, notes=notes, keep_going=True,
                 save_detections=save_detections, save_outputs=save_outputs,
-            )
-            rows += runner.run(config, store, progress)
+            ))
+        if cluster_address is not None:
+            from harness import cluster
+
+            runner.check_inputs(configs)
+            rows = cluster.run_rows(cluster_address, configs, store, cluster_options, cluster_timeout,
+                                    say=progress.message)
+        else:
+            for config in configs:
+                rows += runner.run(config, store, progress)
     print_rows(store.rows, f"{config_profile.name} on {images_dir}")
     out.print(f"results: {store.path}  report: {store.out_dir / 'report.md'}")
     fail_if_rows_failed(rows)

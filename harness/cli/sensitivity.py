@@ -33,10 +33,13 @@ from harness.cli.common import RichProgress, out
 @click.option("--resamples", default=None, help="Bootstrap resamples per interval. [1000]")
 @click.option("--bench-seconds", default=None, help="Benchmark loop per greedy step, seconds. [1.0]")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder, e.g. sens/NAME.")
+@click.option("--cluster", "cluster_address", default=None, metavar="ADDRESS",
+              help="Score the variants on a Ray cluster's CPU workers (auto, host:6379; docs/cluster.md); "
+                   "the model, images and --out must be at the same paths there.")
 @click.option("--resume", is_flag=True, help="Continue the search in --out (its finished variants are reused).")
 @click.option("--overwrite", is_flag=True, help="Start again in a non-empty --out.")
 def sensitivity_cmd(model, profile_name, calib, data, ann_path, per_channel, type_groups, out_dir, resume, overwrite,
-                    **flags):
+                    cluster_address, **flags):
     """Rank nodes by the mAP their int8 quantization costs; write the exclude list that holds --max-drop."""
     from harness import config
     from harness.profile_match import resolve as resolve_profile
@@ -48,7 +51,8 @@ def sensitivity_cmd(model, profile_name, calib, data, ann_path, per_channel, typ
                            "harness sensitivity", config.FLAGS, from_text=True)
     profile = resolve_profile(profile_name, model, out.print)
     request = SensitivityRequest(model=model, profile=profile, calib=calib, data=data, ann=ann_path,
-                                 out=out_dir, settings=settings, resume=resume, overwrite=overwrite)
+                                 out=out_dir, settings=settings, resume=resume, overwrite=overwrite,
+                                 cluster=cluster_address)
     with RichProgress() as progress:
         result = run_sensitivity(request, progress)
     fp32, final = (f"{v:.4f}" if v is not None else "-" for v in (result.references["fp32"]["map"], result.final_map))

@@ -152,8 +152,14 @@ def run_report_markdown(rows, env: dict) -> str:
     split = split_markdown(rows, _run_row_name)
     if split:
         lines += ["GPU time per batch by stage (timing loop, ms):", "", *split, ""]
+    nodes = [(r, r["cluster"]) for r in rows if isinstance(r.get("cluster"), dict)]
+    if nodes:  # run --cluster: each row's machine fields are its worker host's (docs/cluster.md)
+        lines += ["Cluster nodes (the host each row ran on; its machine fields are that host's):", ""]
+        lines += [f"- {r['target']} bs={r['bs']}: {c.get('host')} ({c.get('ip')}, node {str(c.get('node_id'))[:8]}; "
+                  f"{(c.get('env') or {}).get('cpu')}, {(c.get('env') or {}).get('cores')} cores)" for r, c in nodes]
+        lines.append("")
     if env:
-        lines += ["Environment:", ""]
+        lines += ["Environment (of the host that ran the command):" if nodes else "Environment:", ""]
         lines += [f"- {k}: {v}" for k, v in env.items() if k != "packages"]
         pkgs = ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items())
         if pkgs:

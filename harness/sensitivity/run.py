@@ -62,6 +62,7 @@ class SensitivityRequest:
     settings: SearchSettings = SearchSettings()
     resume: bool = False
     overwrite: bool = False
+    cluster: str | None = None  # a Ray address: variants are scored on its CPU workers (docs/cluster.md)
 
 
 @dataclass
@@ -220,15 +221,26 @@ def _search(req, cal, scorer: Scorer, store: ResultsFile, calib, progress, start
                      "file), then the greedy restore")
     with progress.task(f"variants ({settings.mode})", len(plan)) as advance:
         advance(len(plan) - len(todo))
-        for group, mode in todo:
-            path = write(f"{mode}-variant", float_set(mode, groups[group], quantized))
-            measured = scorer.measure(path)
+        def record(group, mode, measured):
             reference = matches["int8"] if mode == "exclude" else matches["fp32"]
             compared = scorer.compare(reference, measured.matches)
             store.add({"kind": "variant", "key": variant_key(mode, group), "mode": mode, "node": group,
                        "members": list(groups[group]), "map": measured.map, "delta": compared.delta,
                        "low": compared.low, "high": compared.high, "seconds": measured.seconds})
             advance(1)
+
+        if req.cluster:  # every variant file first, then scored on the cluster's CPU workers as they come back
+            from harness.cluster import fan_out
+
+            paths = {(g, m): write(f"{m}-variant-{i}", float_set(m, groups[g], quantized)) for i, (g, m) in enumerate(todo)}
+            items = [(f"{m} variant {g}", (paths[g, m],)) for g, m in todo]
+            by_key = {f"{m} variant {g}": (g, m) for g, m in todo}
+            for key, measured in fan_out(req.cluster, _measure, scorer, items, timeout=CLUSTER_TIMEOUT_S):
+                record(*by_key[key], measured)
+                paths[by_key[key]].unlink(missing_ok=True)
+        else:
+            for group, mode in todo:
+                record(group, mode, scorer.measure(write(f"{mode}-variant", float_set(mode, groups[group], quantized))))
     variants = {group: {mode: store.get(variant_key(mode, group)) for mode in settings.modes} for group in groups}
 
     # greedy restore ------------------------------------------------------------------------------
@@ -281,6 +293,14 @@ def _search(req, cal, scorer: Scorer, store: ResultsFile, calib, progress, start
         int8_comparison=int8_comparison, final_map=final_map, final_comparison=final_comparison,
         goal_met=drop_holds(fp32_map, final_map, settings.max_drop), seconds=time.perf_counter() - started,
         subset_images=len(scorer.images), calib_images=len(calib.files), model_file=final.path)
+
+
+CLUSTER_TIMEOUT_S = 24 * 3600.0  # the whole variant fan-out (a bound, not a schedule)
+
+
+def _measure(scorer: Scorer, path: Path):
+    """On a cluster worker: one variant's accuracy pass (Scorer.measure)."""
+    return scorer.measure(path)
 
 
 def _fmt(value) -> str:

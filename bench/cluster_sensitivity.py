@@ -1,0 +1,87 @@
+"""`harness sensitivity` wall time in one process and with its variants fanned out over 1 and 2 Ray workers.
+
+Builds a search on the bundled demo detector (synthetic calibration and subset images, exclude mode,
+the top --top-k nodes, no type groups), then runs it: locally, on a one-node cluster (1 CPU) and on a
+two-node cluster (1 CPU each), each into a fresh --out, and prints the wall times, their ratios and
+whether the three exclude.txt files agree. Run from the repository root (needs the `cluster` extra):
+
+    python bench/cluster_sensitivity.py --top-k 8 --subset 24
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def start_cluster(nodes: int):
+    from ray.cluster_utils import Cluster
+
+    Path("/tmp/ray").mkdir(exist_ok=True)
+    Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
+    node = {"num_cpus": 1, "object_store_memory": 100 * 1024 * 1024, "include_dashboard": False}
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "temp_dir": tempfile.mkdtemp(prefix="rt",
+                                                                                                 dir="/tmp")})
+    for _ in range(nodes - 1):
+        cluster.add_node(**node)
+    cluster.wait_for_nodes()
+    return cluster
+
+
+def search(args, out: Path, address: str | None) -> float:
+    command = [sys.executable, "-m", "harness", "sensitivity", *map(str, args), "--out", str(out)]
+    if address:
+        command += ["--cluster", address]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"search failed ({out}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--top-k", type=int, default=8, help="variants scored (exclude mode)")
+    parser.add_argument("--subset", type=int, default=24, help="search-subset images")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a loopback cluster only
+    os.environ["PYTHONPATH"] = str(ROOT)
+    from harness.data.synthetic import generate_dataset
+    from harness.demo import DEMO_PROFILE, DEMO_SEED, demo_model_path
+
+    root = Path(tempfile.mkdtemp(prefix="sens-bench-"))
+    calib, _ = generate_dataset(root / "calib", num_images=16, seed=DEMO_SEED, split="calib")
+    images, ann = generate_dataset(root / "val", num_images=args.subset, seed=DEMO_SEED, split="val")
+    flags = ["-m", demo_model_path(), "-p", DEMO_PROFILE, "--calib", calib, "--data", images, "--ann", ann,
+             "--subset", args.subset, "--resamples", 200, "--bench-seconds", 0.2, "--mode", "exclude",
+             "--top-k", args.top_k, "--no-type-groups", "--max-drop", 0.02]
+    times = {"local": search(flags, root / "local", None)}
+    for nodes in (1, 2):
+        cluster = start_cluster(nodes)
+        try:
+            times[f"{nodes} worker(s)"] = search(flags, root / f"workers{nodes}", cluster.address)
+        finally:
+            cluster.shutdown()
+            Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
+    lists = {name: (root / folder / "exclude.txt").read_text()
+             for name, folder in (("local", "local"), ("1", "workers1"), ("2", "workers2"))}
+    print(f"sensitivity search, demo model, {args.top_k} exclude variants on {args.subset} images:")
+    for name, seconds in times.items():
+        print(f"  {name:12s} {seconds:6.1f} s  ({seconds / times['local']:.2f} x local)")
+    print(f"  2 workers vs 1: {times['1 worker(s)'] / times['2 worker(s)']:.2f} x faster")
+    print(f"  exclude.txt the same in all three: {len(set(lists.values())) == 1}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""`run --cluster` on a real two-node Ray cluster on this machine (ray.cluster_utils.Cluster): one node
+holds the `device:ov` resource, the other `device:ort`. Rows must equal the local run's, keep to their
+node, never overlap on one device; a missing resource is refused up front and a killed worker is a
+failed row. The cluster starts once for the module (~11 s, ~0.7 GB)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.demo import DEMO_PROFILE, demo_model_path
+
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                               reason="ray is not installed (pip install '.[cluster]')")
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = "6"
+QUICK = ["--seconds", "0.2", "--max-seconds", "0.3", "--warmup", "0", "--limit", IMAGES]
+
+
+def test_ray_is_not_imported_without_cluster():
+    """run without --cluster never loads Ray: the cluster module imports it only when connecting."""
+    code = ("import sys, harness.cli.run, harness.cluster, harness.runner; "
+            "sys.exit(1 if 'ray' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two nodes, 2 CPUs each (so only the device resource can keep two rows of one device apart when a
+    row reserves 1 CPU), ~100 MiB object store, no dashboard, a short temp dir (the module's tests are
+    slow: the cluster and its runs take ~35 s on 2 cores)."""
+    from ray.cluster_utils import Cluster
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    Path("/tmp/ray").mkdir(exist_ok=True)  # Ray writes the cluster's address there
+    Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)  # a stale one makes a bare ray.init() hang
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    node = {"num_cpus": 2, "object_store_memory": 100 * 1024 * 1024, "include_dashboard": False}
+    made = Cluster(initialize_head=True, head_node_args={**node, "resources": {"device:ov": 1},
+                                                         "temp_dir": temp_dir})
+    made.add_node(**node, resources={"device:ort": 1})
+    made.wait_for_nodes()
+    yield made
+    made.shutdown()
+    Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def harness_run(args, **popen):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "harness", "run", *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+
+
+def run_args(demo_data, out, targets="ov,ort", bs="1,4"):
+    images, ann = demo_data
+    return ["-t", targets, "--bs", bs, "-m", str(demo_model_path()), "-p", DEMO_PROFILE, "--data", str(images),
+            "--ann", str(ann), "--out", str(out), *QUICK]
+
+
+def finish(proc, timeout=120):
+    output, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, output
+
+
+def rows_of(out) -> list[dict]:
+    return json.loads((Path(out) / "results.json").read_text())["rows"]
+
+
+def _nodes(address) -> list[dict]:
+    import ray
+
+    ray.init(address=address, log_to_driver=False)
+    try:
+        return [n for n in ray.nodes() if n["Alive"]]
+    finally:
+        ray.shutdown()
+
+
+@needs_ray
+@pytest.mark.slow
+def test_rows_equal_local_run_on_their_nodes_without_overlap(cluster, demo_data, tmp_path):
+    local = harness_run(run_args(demo_data, tmp_path / "local"))
+    # one CPU a row: the ov rows could run side by side on either node but for their device resource
+    remote = harness_run([*run_args(demo_data, tmp_path / "cluster"), "--cluster", cluster.address,
+                          "-o", "device_cpus=1"])
+    (local_rc, local_out), (rc, out) = finish(local), finish(remote)
+    assert local_rc == 0, local_out
+    assert rc == 0, out
+    local_rows = {(r["target"], r["bs"]): r for r in rows_of(tmp_path / "local")}
+    rows = {(r["target"], r["bs"]): r for r in rows_of(tmp_path / "cluster")}
+    assert set(rows) == set(local_rows) == {("ov", 1), ("ov", 4), ("ort", 1), ("ort", 4)}
+    for key, row in rows.items():
+        assert row["status"] == "ok", row
+        assert row["map"] == local_rows[key]["map"] and row["map50"] == local_rows[key]["map50"], key
+        assert row["images"] == int(IMAGES)
+    # each target's rows ran on the node holding its device resource (independently: ray.nodes())
+    node_of = {next(k for k in n["Resources"] if k.startswith("device:")): n["NodeID"]
+               for n in _nodes(cluster.address)}
+    for (target, _), row in rows.items():
+        assert row["cluster"]["node_id"] == node_of[f"device:{target}"], row["cluster"]
+        assert row["machine_state"] is not None
+    report = (tmp_path / "cluster" / "report.md").read_text()
+    for (target, bs), row in rows.items():
+        assert f"- {target} bs={bs}: {row['cluster']['host']} ({row['cluster']['ip']}, node " \
+               f"{row['cluster']['node_id'][:8]};" in report
+    # two rows of one device never overlap in time
+    spans = sorted((rows[("ov", bs)]["cluster"]["started"], rows[("ov", bs)]["cluster"]["finished"]) for bs in (1, 4))
+    assert spans[0][1] <= spans[1][0], spans
+    # --resume submits nothing: every row is there
+    rc, out = finish(harness_run([*run_args(demo_data, tmp_path / "cluster"), "--cluster", cluster.address,
+                                  "--resume"]))
+    assert rc == 0 and out.count("skipped (--resume)") == 4, out
+    assert {(r["target"], r["bs"]): r["cluster"] for r in rows_of(tmp_path / "cluster")} == \
+        {k: r["cluster"] for k, r in rows.items()}
+
+
+@needs_ray
+@pytest.mark.slow
+def test_missing_resource_is_refused_up_front(cluster, demo_data, tmp_path):
+    proc = harness_run([*run_args(demo_data, tmp_path / "out", targets="ov", bs="1"), "--cluster", cluster.address,
+                        "-o", "device_resource=device:npu"])
+    rc, out = finish(proc, timeout=90)
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert rc == 2, out
+    assert lines[-1].startswith("error: --cluster: no node has resource device:npu (target ov); nodes: ")
+    assert "(device:ov, 2 CPU)" in lines[-1] and "(device:ort, 2 CPU)" in lines[-1], lines[-1]
+    assert "Traceback" not in out
+    assert not (tmp_path / "out" / "results.json").exists() or not rows_of(tmp_path / "out")
+    # nothing left pending on the cluster: all of its CPUs are free again
+    import ray
+
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        deadline = time.monotonic() + 10
+        while ray.available_resources().get("CPU", 0) < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ray.available_resources().get("CPU", 0) == 4
+    finally:
+        ray.shutdown()
+
+
+def _task_workers() -> list[int]:
+    """pids of Ray workers running a harness row right now (Ray titles a busy worker `ray::<task name>`)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if cmdline.startswith("ray::harness "):
+                found.append(int(entry.name))
+    return found
+
+
+@needs_ray
+@pytest.mark.slow
+def test_killed_worker_is_a_failed_row_and_the_sweep_goes_on(cluster, demo_data, tmp_path):
+    args = run_args(demo_data, tmp_path / "out", bs="1")
+    args[args.index("--seconds") + 1], args[args.index("--max-seconds") + 1] = "2", "2"
+    proc = harness_run([*args, "--cluster", cluster.address])
+    deadline, victims = time.monotonic() + 60, []
+    while not victims and time.monotonic() < deadline and proc.poll() is None:
+        victims = _task_workers()
+        time.sleep(0.05)
+    assert victims, "no worker ran a row"
+    os.kill(victims[0], signal.SIGKILL)
+    rc, out = finish(proc)
+    rows = rows_of(tmp_path / "out")
+    assert len(rows) == 2, out
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["error"].startswith("cluster worker failed: "), rows
+    assert "WorkerCrashedError" in failed[0]["error"] or "died" in failed[0]["error"], failed[0]["error"]
+    assert "--cluster: 2 row(s) submitted (device:ov x2 CPU, device:ort x2 CPU)" in out  # all of each node's CPUs
+    assert [r["status"] for r in rows if r is not failed[0]] == ["ok"]
+    assert rc != 0  # a failed row fails the command, as in a local run
+
+
+def test_a_row_reserves_its_device_nodes_cpus_and_a_missing_resource_is_one_line():
+    """plan_resources over node records as ray.nodes() returns them (no cluster needed)."""
+    from harness.cluster import plan_resources
+    from harness.errors import HarnessError
+
+    nodes = [{"Alive": True, "NodeManagerAddress": "10.0.0.1", "Resources": {"CPU": 16.0, "device:ov": 1.0}},
+             {"Alive": True, "NodeManagerAddress": "10.0.0.2", "Resources": {"CPU": 8.0, "device:ov": 1.0,
+                                                                              "device:trt": 1.0, "GPU": 1.0}},
+             {"Alive": False, "NodeManagerAddress": "10.0.0.3", "Resources": {"CPU": 4.0, "device:npu": 1.0}}]
+    assert plan_resources(nodes, {"device:ov": "ov", "device:trt": "trt"}, None) == {"device:ov": 8.0,
+                                                                                       "device:trt": 8.0}
+    assert plan_resources(nodes, {"device:trt": "trt"}, 2.0) == {"device:trt": 2.0}
+    with pytest.raises(HarnessError) as err:  # a dead node's resource does not count
+        plan_resources(nodes, {"device:npu": "npu"}, None)
+    assert str(err.value).startswith("--cluster: no node has resource device:npu (target npu); nodes: "
+                                     "10.0.0.1 (device:ov, 16 CPU); 10.0.0.2 (device:ov, device:trt, 8 CPU).")
+    with pytest.raises(HarnessError, match="device_cpus=9: the nodes with device:trt have 8 CPU"):
+        plan_resources(nodes, {"device:trt": "trt"}, 9.0)
+
+
+@needs_ray
+@pytest.mark.slow
+def test_sensitivity_variants_on_the_cluster_find_the_local_exclusion_list(cluster, tmp_path):
+    """The hostile demo (tests/tinymodel.py): the variants scored on the cluster's workers give the same
+    mAP per variant and the same exclude.txt as the single-process search."""
+    from harness.data.synthetic import generate_dataset
+    from harness.demo import DEMO_SEED
+    from harness.sensitivity.store import RESULTS_FILE, read_results
+    from tests.tinymodel import HOSTILE_TARGET, write_hostile_demo
+
+    calib, _ = generate_dataset(tmp_path / "calib", num_images=8, seed=DEMO_SEED, split="calib")
+    images, ann = generate_dataset(tmp_path / "val", num_images=8, seed=DEMO_SEED, split="val")
+    model = write_hostile_demo(tmp_path / "hostile.onnx")
+    args = ["-m", model, "-p", DEMO_PROFILE, "--calib", calib, "--data", images, "--ann", ann, "--subset", 8,
+            "--resamples", 100, "--bench-seconds", 0.1, "--mode", "include", "--top-k", 2, "--no-type-groups",
+            "--max-drop", 0.02]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "harness", "sensitivity", *map(str, args)]
+    local = subprocess.run([*command, "--out", str(tmp_path / "local")], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=300)
+    remote = subprocess.run([*command, "--out", str(tmp_path / "cluster"), "--cluster", cluster.address], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert local.returncode == 0, local.stdout + local.stderr
+    assert remote.returncode == 0, remote.stdout + remote.stderr
+
+    def variants(out):
+        return {r["key"]: r["map"] for r in read_results(out / RESULTS_FILE)[1] if r["kind"] == "variant"}
+
+    assert len(variants(tmp_path / "local")) == 2 and variants(tmp_path / "cluster") == variants(tmp_path / "local")
+    excluded = [(tmp_path / out / "exclude.txt").read_text() for out in ("local", "cluster")]
+    assert excluded[0] == excluded[1] and HOSTILE_TARGET in excluded[0]
