@@ -475,6 +475,7 @@ def effdet_pkg():
     return _import_with_torchvision_stub(load, "effdet")
 
 
+@pytest.mark.upstream
 def test_effdet_matches_effdet_postprocessing(effdet_pkg):
     """Random-weight EfficientDet-D0 from effdet; its DetBenchPredict post-processing vs the harness."""
     effdet, bench = effdet_pkg
@@ -551,6 +552,7 @@ def _compare_sorted(dets, exp_boxes, exp_scores, exp_labels):
     return float(np.abs(dets.boxes[order_a] - exp_boxes[order_b]).max()) if len(dets) else 0.0
 
 
+@pytest.mark.upstream
 def test_yolov8_matches_ultralytics_nms(ultralytics_pkg):
     """Random-weight YOLOv8n from ultralytics' yaml; its non_max_suppression (val settings) vs the harness."""
     DetectionModel, nms = ultralytics_pkg
@@ -604,6 +606,7 @@ def _yolov5_nms_oracle(prediction, conf_thres, iou_thres, max_det=300, max_nms=3
     return output
 
 
+@pytest.mark.upstream
 def test_yolov5_matches_yolov5_nms_port():
     """YOLOv5 raw output [B, N, 85] (random but shaped like one) vs the port of yolov5's NMS."""
     pytest.importorskip("torch", reason="YOLOv5 oracle runs yolov5's NMS code in torch")
@@ -626,6 +629,7 @@ def test_yolov5_matches_yolov5_nms_port():
     assert worst < TOL_PX, worst
 
 
+@pytest.mark.upstream
 def test_paddle_matches_paddle_multiclass_nms():
     """Raw PicoDet-style boxes [B, N, 4] + scores [B, 80, N] through Paddle's own multiclass_nms3 op."""
     paddle = pytest.importorskip("paddle", reason="Paddle oracle needs `pip install paddlepaddle` (CPU)")
