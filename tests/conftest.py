@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,20 @@ def tiny(tmp_path):
     profile = write_tiny_profile(tmp_path / "tiny.toml")
     images, ann = write_tiny_dataset(tmp_path / "ds")
     return {"model": model, "profile": profile, "images": images, "ann": ann, "root": tmp_path}
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """mount(size) -> a tmpfs of that size to fill: a real full disk for the writers' tests."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+
+    def mount(size: str) -> Path:
+        made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
+                              capture_output=True, text=True)
+        if made.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here to fill a disk ({made.stderr.strip() or 'mount failed'})")
+        return mount_point
+
+    yield mount
+    subprocess.run(["umount", str(mount_point)], capture_output=True)

@@ -145,20 +145,6 @@ def test_output_dirname_stays_under_out(npu, name):
 
 # ---------------------------------------------------------------- a real full disk
 
-@pytest.fixture
-def small_disk(tmp_path):
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-
-    def mount(size: str) -> Path:
-        made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
-                              capture_output=True, text=True)
-        if made.returncode != 0:
-            pytest.skip(f"cannot mount a small tmpfs here to fill a disk ({made.stderr.strip() or 'mount failed'})")
-        return mount_point
-
-    yield mount
-    subprocess.run(["umount", str(mount_point)], capture_output=True)
 
 
 def test_full_disk_during_preprocess(npu, small_disk):
