@@ -136,15 +136,21 @@ def draw_throughput(table: pd.DataFrame, ax) -> None:
     ax.set_ylim(bottom=0)
 
 
-def throughput_vs_batch(table: pd.DataFrame, path: Path) -> str:
+def _render(path: Path, size: tuple[float, float], draw, table: pd.DataFrame, *labels: str) -> None:
+    """One figure: draw(table, ax), then labels/grid/legend (_finish) and the atomic PNG write (_save)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    fig, ax = plt.subplots(figsize=size)
     try:
-        draw_throughput(table, ax)
-        _finish(ax, "batch size (log2 axis)", "throughput (img/s, timing loop)", "Throughput vs batch size")
+        draw(table, ax)
+        _finish(ax, *labels)
         _save(fig, path)
     finally:
         plt.close(fig)
+
+
+def throughput_vs_batch(table: pd.DataFrame, path: Path) -> str:
+    _render(path, (7.0, 4.2), draw_throughput, table,
+            "batch size (log2 axis)", "throughput (img/s, timing loop)", "Throughput vs batch size")
     return ("Throughput (img/s from the timing loop) against batch size, one line per target and precision; error "
             "bars: the row's 95% confidence interval (fps_err95 in the CSV; the widest of repeated runs).")
 
@@ -177,14 +183,8 @@ def draw_pareto(table: pd.DataFrame, ax) -> None:
 
 
 def map_vs_throughput(table: pd.DataFrame, path: Path) -> str:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.0, 4.6))
-    try:
-        draw_pareto(table, ax)
-        _finish(ax, "throughput (img/s, timing loop)", "COCO mAP@[.5:.95]", "Accuracy vs throughput (up and right is better)")
-        _save(fig, path)
-    finally:
-        plt.close(fig)
+    _render(path, (7.0, 4.6), draw_pareto, table,
+            "throughput (img/s, timing loop)", "COCO mAP@[.5:.95]", "Accuracy vs throughput (up and right is better)")
     return ("COCO mAP against throughput, one labelled point per table row; the dashed line joins the Pareto front "
             "(rows no other row beats in both; `pareto` in the CSV).")
 
@@ -218,15 +218,9 @@ def draw_latency(table: pd.DataFrame, ax) -> None:
 
 
 def latency_percentiles(table: pd.DataFrame, path: Path) -> str:
-    plt = _pyplot()
-    count = len(latency_rows(table))
-    fig, ax = plt.subplots(figsize=(7.0, max(2.2, 0.9 + 0.28 * count)))
-    try:
-        draw_latency(table, ax)
-        _finish(ax, "latency per batch call (ms, timing loop)", "", "Latency percentiles per row")
-        _save(fig, path)
-    finally:
-        plt.close(fig)
+    height = max(2.2, 0.9 + 0.28 * len(latency_rows(table)))
+    _render(path, (7.0, height), draw_latency, table,
+            "latency per batch call (ms, timing loop)", "", "Latency percentiles per row")
     return ("Latency per batch call in the timing loop, p50 / p90 / p99 per row (a percentile the row's sample count "
             "does not support is left out).")
 
