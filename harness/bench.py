@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import __version__
+from harness import __version__, interrupts
 from harness import identity as ident
 from harness.config import dump as dump_config
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.extra_inputs import extra_inputs
+from harness.machine.watch import RowWatch
 from harness.preprocess import prepare_batch
 from harness.profiles import Profile
 from harness.progress import NullProgress
@@ -29,6 +30,7 @@ from harness.runner import (
     check_model_paths,
     describe_batch_mode,
     loop_rule,
+    machine_notes,
     measure,
     model_for_batch,
     timing_fields,
@@ -109,8 +111,14 @@ def bench(config: BenchConfig, store: ResultsStore, progress=None) -> list[Resul
         context = {"model": model_path, "profile": config.profile.name, "identity": row_identity,
                    "dataset": str(config.images[0].parent) if config.images else ""}
         try:
-            row = _bench_one(config, options, bs, model_path, per_batch, progress, context)
+            try:
+                row = _bench_one(config, options, bs, model_path, per_batch, progress, context)
+            except HarnessError:
+                raise
+            except Exception as exc:  # a runtime's own error: this row fails, the rest stay (as in run)
+                raise HarnessError(f"the runtime failed: {type(exc).__name__}: {first_line(exc)}") from None
         except HarnessError as exc:
+            interrupts.check()  # an error caused by Ctrl-C is not the row's (as in run)
             row = failed_row(config.target, bs, str(exc), precision=getattr(options, "precision", None) or "-",
                              notes=list(config.notes), flags=["no-accuracy"], **context)
             store.add(row)
@@ -138,7 +146,18 @@ def _input(config: BenchConfig, bs: int) -> tuple[np.ndarray, dict | None, str]:
 
 
 def _bench_one(config: BenchConfig, options, bs: int, model_path: str, per_batch: bool, progress, context: dict):
-    target = get_target(config.target)(model_path, config.profile, options, config.batch_sizes)
+    """One row inside its machine watch (memory peak, other load, energy), like a run row."""
+    target_cls = get_target(config.target)
+    watch = RowWatch(energy=target_cls.device_kind).start()
+    try:
+        return _bench_watched(config, options, bs, model_path, per_batch, progress, context, target_cls, watch)
+    finally:
+        watch.stop()
+
+
+def _bench_watched(config: BenchConfig, options, bs: int, model_path: str, per_batch: bool, progress, context: dict,
+                   target_cls, watch: RowWatch):
+    target = target_cls(model_path, config.profile, options, config.batch_sizes)
     sample, extras, said = _input(config, bs)
     target.sample_images = tuple((i, p) for i, p in enumerate(config.images[:8]))
     with target:
@@ -146,15 +165,17 @@ def _bench_one(config: BenchConfig, options, bs: int, model_path: str, per_batch
             target.load(bs)
             advance(1)
         reference = [np.array(o, copy=True) for o in target.infer(sample, extras)]
-        stats, rule, loop_check = measure(target, sample, extras, reference, config, progress, bs)
+        stats, rule, loop_check = measure(target, sample, extras, reference, config, progress, bs, watch=watch)
         describe = target.describe()
+    machine = watch.finish(ident.model_bytes(model_path), None)
     notes = [*config.notes, said, *target.notes]
     flags = {*target.flags, "no-accuracy"}
     if per_batch:
         notes.append(f"per-batch model: {Path(model_path).name}")
         flags.add("per-batch-model")
     timing_notes(stats, rule, loop_check, notes, flags)
-    timing = timing_fields(stats, rule, loop_check, target, config.warmup_seconds)
+    notes += machine_notes(machine, stats.fps, None, flags)
+    timing = {**timing_fields(stats, rule, loop_check, target, config.warmup_seconds), "machine_state": machine}
     timing["bench"]["latency_ms"] = summary_ms(stats.latencies_ms)
     return ResultRow(target=config.target, bs=bs, precision=target.precision or "fp32", images=0,
                      batch_mode=describe_batch_mode(per_batch, target.model_batch, bs, target.batch_rewrite),

@@ -268,7 +268,7 @@ def _run_watched(config, options, bs, model_path, per_batch, images, skipped, ev
     timing_notes(stats, rule, loop_check, notes, flags)
     wall = passed.wall_seconds
     e2e_fps = round(len(passed.counted) / wall, 2) if wall > 0 else None
-    notes += _machine_notes(machine, stats.fps, e2e_fps, flags)
+    notes += machine_notes(machine, stats.fps, e2e_fps, flags)
     timing = {**timing_fields(stats, rule, loop_check, target, config.warmup_seconds),
               "e2e_fps": e2e_fps, "machine_state": machine}
     measured = RowContext(dict(target=config.target, bs=bs, precision=precision,
@@ -325,7 +325,7 @@ def timing_notes(stats, rule: LoopRule, loop_check: dict, notes: list, flags: se
         flags.add("loop-mismatch")
 
 
-def _machine_notes(machine, fps: float, e2e_fps: float | None, flags: set) -> list[str]:
+def machine_notes(machine, fps: float, e2e_fps: float | None, flags: set) -> list[str]:
     """Energy per image from the timing loop's counter; the busy-machine flag and note; why e2e img/s
     may read above infer img/s. Sets the flag in `flags`, returns the notes."""
     notes = []

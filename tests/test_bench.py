@@ -39,6 +39,10 @@ def test_bench_times_random_input_without_a_dataset(tiny):
         assert summary["min"] <= summary["median"] <= summary["max"] and summary["median"] == row["latency_ms_p50"]
         assert summary["samples"] == row["latency_samples"]
         assert any(n.startswith("input: seeded random NCHW f32 [") for n in row["notes"])
+        # what the machine did while the row was timed, as on run rows: this process's peak memory, the model size
+        state = row["machine_state"]
+        assert state["rss_peak_mib"] > 0 and state["timing"]["seconds"] > 0
+        assert state["model_file_mib"] == pytest.approx(tiny["model"].stat().st_size / 2**20, abs=0.01)
     # benchmark_app-style per-request latency lines for the latency-mode rows
     assert result.output.count("latency per request (ms): min ") == 4
 
