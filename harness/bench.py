@@ -3,8 +3,9 @@
 Why: benchmark_app, trtexec and onnxruntime_perf_test all time a model without any labelled data;
 users expect the same here. The input is seeded random values of the model's input shape and type,
 or images of a folder preprocessed by a profile. The rows go through the same load, warm-up, timing
-loop and loop check as `run` (runner.measure / timing_fields), and are flagged `no-accuracy` (their
-metric fields stay empty), so `harness report` puts them beside `run` rows of the same model.
+loop and loop check as `run` (runner.measure / timing_fields) and are made by the same
+measurement.build_row, without an accuracy pass: flagged `no-accuracy` (their metric fields stay
+empty), so `harness report` puts them beside `run` rows of the same model.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from harness.config import dump as dump_config
 from harness.errors import HarnessError, first_line
 from harness.extra_inputs import extra_inputs
 from harness.machine.watch import RowWatch
+from harness.measurement import RowContext, build_row
 from harness.preprocess import prepare_batch
 from harness.profiles import Profile
 from harness.progress import NullProgress
@@ -169,7 +171,7 @@ def _bench_watched(config: BenchConfig, options, bs: int, model_path: str, per_b
         describe = target.describe()
     machine = watch.finish(ident.model_bytes(model_path), None)
     notes = [*config.notes, said, *target.notes]
-    flags = {*target.flags, "no-accuracy"}
+    flags = set(target.flags)
     if per_batch:
         notes.append(f"per-batch model: {Path(model_path).name}")
         flags.add("per-batch-model")
@@ -177,7 +179,7 @@ def _bench_watched(config: BenchConfig, options, bs: int, model_path: str, per_b
     notes += machine_notes(machine, stats.fps, None, flags)
     timing = {**timing_fields(stats, rule, loop_check, target, config.warmup_seconds), "machine_state": machine}
     timing["bench"]["latency_ms"] = summary_ms(stats.latencies_ms)
-    return ResultRow(target=config.target, bs=bs, precision=target.precision or "fp32", images=0,
-                     batch_mode=describe_batch_mode(per_batch, target.model_batch, bs, target.batch_rewrite),
-                     batch_rewrite=target.batch_rewrite, runtime=describe, flags=sorted(flags), notes=notes,
-                     **context, **timing)
+    measured = RowContext(dict(target=config.target, bs=bs, precision=target.precision or "fp32",
+                               batch_mode=describe_batch_mode(per_batch, target.model_batch, bs, target.batch_rewrite),
+                               batch_rewrite=target.batch_rewrite, runtime=describe, **context), notes, flags)
+    return build_row(measured, timing, None, None)

@@ -53,10 +53,14 @@ def evaluate_pass(evaluator, passed: PassResult) -> Evaluation:
         return Evaluation(evaluator.backend, failure=exc)
 
 
-def build_row(context: RowContext, timing: dict, passed: PassResult, evaluation: Evaluation,
+def build_row(context: RowContext, timing: dict, passed: PassResult | None, evaluation: Evaluation | None,
               saving: Saving | None = None, unmeasured_stages: tuple[str, ...] = ()) -> ResultRow:
     """The row of one accuracy pass. timing: the row's timing fields (fps, latency percentiles, mode, bench,
-    time_covers, target_figures, machine_state, ...). A failed evaluation keeps the timing as a `partial` row."""
+    time_covers, target_figures, machine_state, ...). A failed evaluation keeps the timing as a `partial` row.
+    passed None: a row timed without a dataset (`harness bench`): its timing alone, flagged no-accuracy."""
+    if passed is None:
+        return ResultRow(**context.fields, **timing, skipped_images=list(context.skipped), notes=list(context.notes),
+                         flags=sorted({*context.flags, "no-accuracy"}))
     stage_ms = passed.clock.per_image_ms(len(passed.counted))
     stage_ms.update(dict.fromkeys(unmeasured_stages))
     common = dict(**context.fields, **timing, images=len(passed.counted), stage_ms=stage_ms,
