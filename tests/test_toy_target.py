@@ -1,7 +1,7 @@
 """A target defined in this file and registered at test time gets rows, report, fidelity and sensitivity
 scoring from every command, with no other file changed: everything the commands need of a target is
-declared on its class (harness.targets.base.Target: Options, time_covers, figures, reference_rank,
-runs_qdq_onnx, packages).
+declared on its class (harness.targets.base.Target: Options, time_covers, figures, stage_split,
+reference_rank, runs_qdq_onnx, packages), and no report file names a target.
 
 The toy runs the model with a plain ONNX Runtime session, so its detections must equal the `ort` target's
 (an independent path to the same numbers: no harness session code, no threads, no IO binding).
@@ -9,8 +9,11 @@ The toy runs the model with a plain ONNX Runtime session, so its detections must
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -22,8 +25,8 @@ from harness.data.annotations import load_annotations
 from harness.data.coco import load_dataset
 from harness.onnx_model import inspect_onnx
 from harness.profiles import load_profile
-from harness.targets import TARGETS
-from harness.targets.base import Target
+from harness.targets import TARGETS, target_names
+from harness.targets.base import StageSplit, Target
 from tests.tinymodel import write_tiny_dataset, write_tiny_model, write_tiny_profile
 
 SIZE, STRIDES = 64, (8, 16, 32)
@@ -39,7 +42,11 @@ class ToyTarget(Target):
     description = "a plain ONNX Runtime session, defined in a test"
     time_covers = "session.run of one batch (test-only target)"
     Options = ToyOptions
-    figures = {"toy_calls": "session.run calls the timing loop made"}
+    figures = {"toy_calls": "session.run calls the timing loop made",
+               "toy_run_ms_p50": "median session.run time of the timing loop, ms"}
+    stage_split = StageSplit(title="Toy time per stage", caption="Toy time per call", stages=(("toy_run_ms_p50", "run"),),
+                             columns=(("toy_run_ms_p50", "run ms p50"),), note="toy: session.run only",
+                             figures=("toy_run_ms_p50",))
     runs_qdq_onnx = True
     packages = ("onnxruntime",)
 
@@ -60,6 +67,7 @@ class ToyTarget(Target):
     def benchmark(self, batch, rule, extras=None, capture: int = 0):
         stats = super().benchmark(batch, rule, extras, capture)
         stats.extra["toy_calls"] = len(stats.latencies_ms)
+        stats.extra["toy_run_ms_p50"] = float(np.median(stats.latencies_ms))
         return stats
 
     def close(self) -> None:
@@ -102,10 +110,16 @@ def test_run_report_and_fidelity_of_a_target_defined_here(toy):
     assert toy_row["time_covers"] == ToyTarget.time_covers and toy_row["identity"]["options"] == {"threads": 1}
     assert toy_row["identity"]["model_sha256"] == ort_row["identity"]["model_sha256"]
     assert "onnxruntime" in doc["env"]["packages"]
-    assert sorted(toy_row) == sorted(set(ort_row) | {"toy_calls"})  # the same row fields, plus its figure
+    assert sorted(toy_row) == sorted(set(ort_row) | {"toy_calls", "toy_run_ms_p50"})  # the same fields, plus its figures
+    run_page = (out / "report.md").read_text()
+    split = run_page.split("Toy time per call:", 1)[1]  # its declared stage split, in the run's report
+    assert f"| {toy_row['toy_run_ms_p50']:.3f} |" in split.split("toy: session.run only")[0] and "| ort" not in split
 
     cli("report", out, "--out", toy["root"] / "report.md")
-    assert "toy" in (toy["root"] / "report.md").read_text()
+    page = (toy["root"] / "report.md").read_text()
+    assert "toy" in page and "## Toy time per stage" in page
+    cli("report", out, "--format", "csv", "--out", toy["root"] / "report.csv")
+    assert "toy_run_ms_p50" in (toy["root"] / "report.csv").read_text().splitlines()[0]
     exported = toy["root"] / "fidelity.json"
     cli("report", out, "--fidelity", "--format", "json", "--out", exported)
     record = next(r for r in json.loads(exported.read_text()) if r["target"] == "toy")
@@ -129,3 +143,21 @@ def test_sensitivity_scores_on_a_target_defined_here(toy):
               for name in ("ort", "toy")}
     assert scored["toy"].map == scored["ort"].map and scored["toy"].map > 0
     assert scored["toy"].fps > 0
+
+
+REPORT_FILES = sorted((Path(__file__).resolve().parent.parent / "harness" / "report").glob("*.py"))
+
+
+def target_names_in(source: str, names) -> list[str]:
+    """Registered target names written in a module's string constants (docstrings and messages included)."""
+    pattern = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, sorted(names, key=len, reverse=True))) + r")(?![\w-])")
+    return [m.group(0) for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) for m in pattern.finditer(node.value)]
+
+
+def test_no_report_file_names_a_target():
+    """What a report shows per target (figures, stage split, reference) comes from the target's declarations."""
+    assert REPORT_FILES and target_names_in('x = "the trt split (ort-cuda too)"', ["trt", "ort", "ort-cuda"]) == \
+        ["trt", "ort-cuda"]  # the check can fail, and ort-cuda is not read as ort
+    found = {path.name: target_names_in(path.read_text(encoding="utf-8"), target_names()) for path in REPORT_FILES}
+    assert {name: hits for name, hits in found.items() if hits} == {}

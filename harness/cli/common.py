@@ -295,18 +295,15 @@ ROW_COLUMNS = [("target", "target"), ("precision", "prec"), ("mode", "mode"), ("
 
 def results_table(rows, title: str = "results") -> Table:
     """The terminal table: one line per row; a failed row shows ✗, flagged rows their flags.
-    Percentiles only where the row's latency count supports them. The GPU stage split (trt) and the
-    enqueue time get a column only when some row has them, so CPU-only tables stay as they were."""
-    from harness.report.gpu_split import ENQUEUE, ENQUEUE_HEADING, SPLIT_HEADING, figure_cell, has_enqueue, has_split, split_cell
+    Percentiles only where the row's latency count supports them. A target's declared stage split (e.g. a
+    GPU's h2d / compute / d2h) and its host time get a column only when some row has them, so CPU-only tables
+    stay as they were."""
+    from harness.report.gpu_split import table_columns
     from harness.report.markdown import cell
     from harness.row import flag_label, target_label
 
     datas = [row.to_dict() for row in rows]
-    extra = []  # (heading, cell of a row dict)
-    if any(has_split(d) for d in datas):
-        extra.append((SPLIT_HEADING, split_cell))
-    if any(has_enqueue(d) for d in datas):
-        extra.append((ENQUEUE_HEADING, lambda d: figure_cell(d, ENQUEUE)))
+    extra = table_columns(datas)  # (heading, cell of a row dict)
     table = Table(title=title)
     for _, heading in ROW_COLUMNS:
         table.add_column(heading, justify="right")

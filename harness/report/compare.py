@@ -10,7 +10,8 @@ Terms used throughout:
   input files, are repeats of one measurement; the table shows their mean, and std / count of throughput.
 - *mode*: latency or throughput (harness.modes); "" for rows that did not record one (device rows,
   results files before schema 3), which count as a mode of their own.
-- *baseline*: one target (default: `ort` fp32, else `ov` fp32, else none), matched per row at the
+- *baseline*: one target (default: the fp32 rows of the first target by declared reference_rank
+  present, else none), matched per row at the
   same batch size, preferring the same dataset, machine, profile and model in that order. Speedups
   compare rows of the same mode only: a row whose mode the baseline lacks at its batch size gets no
   speedup, and says why.
@@ -31,13 +32,13 @@ from harness.errors import HarnessError
 from harness.machine.state import NUMERIC_COLUMNS as MACHINE_NUMERIC
 from harness.machine.state import TEXT_COLUMNS as MACHINE_TEXT
 from harness.machine.state import flat_fields as machine_fields
-from harness.report.gpu_split import SPLIT_FIGURES
+from harness.report.gpu_split import split_figures
 from harness.results import RESULTS_FILE, load_results, load_rows
 from harness.row import METRIC_NAMES as METRICS
 from harness.row import ResultRow
 
 NUMERIC = (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "images",
-           "detections", "iterations", "bench_seconds", *SPLIT_FIGURES, *MACHINE_NUMERIC)
+           "detections", "iterations", "bench_seconds", *MACHINE_NUMERIC)  # and the targets' split_figures()
 COUNTS = ("images", "detections", "iterations")
 KEY = ("machine", "profile", "model", "target", "precision", "mode", "bs")
 SPREAD_LARGE = 0.10  # relative spread above which a row's throughput is called noisy
@@ -178,8 +179,8 @@ def _flat(source: Source, row: ResultRow) -> dict:
         "bs": int(row.bs),
         **{k: _num(getattr(row, k)) for k in (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90",
                                               "latency_ms_p99", "images", "detections")},
-        # the GPU stage split (trt rows; read back as extra where the trt target was not imported)
-        **{k: _num(row.target_figures.get(k, row.extra.get(k))) for k in SPLIT_FIGURES},
+        # the targets' declared stage splits (read back as extra where the target was not imported)
+        **{k: _num(row.target_figures.get(k, row.extra.get(k))) for k in split_figures()},
         "iterations": _num(bench.get("iterations")),
         "bench_seconds": _num(bench.get("seconds")),
         **{k: (_num(v) if k in MACHINE_NUMERIC else v) for k, v in machine_fields(row.machine_state).items()},
@@ -248,7 +249,7 @@ def _aggregate(group: list[dict]) -> dict:
     first = group[0]
     out = {k: first[k] for k in (*KEY, "host")}
     n = len(group)
-    for k in NUMERIC:
+    for k in (*NUMERIC, *split_figures()):
         values = [r[k] for r in group if not math.isnan(r[k])]
         out[k] = (values[0] if len(values) == 1 else sum(values) / len(values)) if values else math.nan
         if k in COUNTS and not math.isnan(out[k]) and float(out[k]).is_integer():
@@ -303,7 +304,8 @@ def _aggregate(group: list[dict]) -> dict:
 # --------------------------------------------------------------------------------------------- baseline
 
 def pick_baseline(table: pd.DataFrame, name: str | None = None) -> tuple[str, str] | None:
-    """(target, precision) of the baseline: --baseline NAME (its fp32 rows if any), else ort fp32, ov fp32."""
+    """(target, precision) of the baseline: --baseline NAME (its fp32 rows if any), else the fp32 rows of the
+    targets that declare a reference_rank, lowest first."""
     present = set(zip(table["target"], table["precision"]))
     if name:
         precisions = sorted(p for t, p in present if t == name)
@@ -569,14 +571,13 @@ EXPORT_COLUMNS = (
     # what the plots draw (harness.report.plots) and the machine state of each row (harness.machine.state)
     "series", "point_label", "fps_err95", "pareto", "busy", *MACHINE_NUMERIC, *MACHINE_TEXT,
 )
-#: exported only when some row has them (a CPU-only table gets no empty GPU columns)
-EXPORT_IF_PRESENT = SPLIT_FIGURES
 
 
 def export_frame(comparison: ComparisonPage) -> pd.DataFrame:
     """The merged table for CSV/JSON: flat columns, full-precision values (no rounding)."""
     table = comparison.table
-    present = [c for c in EXPORT_IF_PRESENT if c in table.columns and table[c].notna().any()]
+    # the targets' stage figures only where some row has them (a CPU-only table gets no empty GPU columns)
+    present = [c for c in split_figures() if c in table.columns and table[c].notna().any()]
     frame = table[[c for c in (*EXPORT_COLUMNS, *present) if c in table.columns]].copy()
     frame["fps_values"] = table["fps_values"].map(lambda v: " ".join(repr(x) for x in v))
     frame["notes"] = table["notes"].map(lambda v: " | ".join(v))

@@ -10,7 +10,7 @@ from pathlib import Path
 from harness.machine.state import BUSY_SHARE
 from harness.machine.state import flat_fields as machine_fields
 from harness.report.compare import SPREAD_LARGE
-from harness.report.gpu_split import split_markdown
+from harness.report.gpu_split import split_sections
 from harness.row import FLAGS, ResultRow, flag_label, target_label
 from harness.timing import PERCENTILE_MIN_SAMPLES, percentile_supported
 
@@ -149,9 +149,8 @@ def run_report_markdown(rows, env: dict) -> str:
     lines += _machine_rows_section(rows)
     lines += ["Per-stage time over the full pass (ms per image, summed over stages that may overlap):", ""]
     lines += [_stage_table(rows), ""]
-    split = split_markdown(rows, _run_row_name)
-    if split:
-        lines += ["GPU time per batch by stage (timing loop, ms):", "", *split, ""]
+    for split, table in split_sections(rows, _run_row_name):
+        lines += [f"{split.caption}:", "", *table, ""]
     nodes = [(r, r["cluster"]) for r in rows if isinstance(r.get("cluster"), dict)]
     if nodes:  # run --cluster: each row's machine fields are its worker host's (docs/cluster.md)
         lines += ["Cluster nodes (the host each row ran on; its machine fields are that host's):", ""]
@@ -242,7 +241,7 @@ def _machine_rows_section(rows: list[dict]) -> list[str]:
 
 
 def _run_row_name(r: dict) -> str:
-    """'trt fp16 throughput ×2 bs 4': a row of one run's page, named as its table shows it."""
+    """'<target> fp16 throughput ×2 bs 4': a row of one run's page, named as its table shows it."""
     mode = f" {mode_cell(r.get('mode'), r.get('requests'))}" if r.get("mode") else ""
     return f"{r['target']} {r.get('precision')}{mode} bs {r['bs']}"
 
@@ -321,6 +320,13 @@ def _flags(r) -> str:
     return ", ".join(flags) or "-"
 
 
+def _reference_targets(quote: str = "", joiner: str = ", else ") -> str:
+    """The targets whose fp32 rows are the default baseline, in their declared order, joined ('A, else B')."""
+    from harness.targets import reference_order
+
+    return joiner.join(f"{quote}{name}{quote}" for name in reference_order()) or "no target declares one"
+
+
 def _header(page: _Page, baseline_asked: str | None) -> list[str]:
     comp = page.comp
     datasets = sorted(set(page.table["annotations"]))
@@ -328,12 +334,13 @@ def _header(page: _Page, baseline_asked: str | None) -> list[str]:
              (f"- inputs: {len(comp.sources)} results file(s), {len(page.rows)} table row(s), "
               f"{len(comp.machines)} machine(s): {', '.join(comp.machines)}")]
     if comp.baseline:
-        how = f"--baseline {baseline_asked}" if baseline_asked else "default: the fp32 CPU reference (ort, else ov)"
+        how = f"--baseline {baseline_asked}" if baseline_asked else f"default: the fp32 reference ({_reference_targets()})"
         lines.append(f"- baseline: **{comp.baseline[0]} {comp.baseline[1]}** ({how}); ΔmAP and speedup are "
                      "against its row at the same batch size, speedup only against a row of the same mode "
                      "(latency or throughput)")
     else:
-        lines.append("- baseline: none (no `ort` or `ov` fp32 rows; pass --baseline TARGET); Δ and speedup are blank")
+        lines.append(f"- baseline: none (no {_reference_targets('`', ' or ')} fp32 rows; pass --baseline TARGET); "
+                     "Δ and speedup are blank")
     lines.append(f"- dataset: {', '.join(f'`{d}`' for d in datasets)}; images per row in the CSV/JSON export")
     if comp.duplicates:
         lines.append(f"- {comp.duplicates} row(s) appeared in more than one input (a copied file): counted once")
@@ -417,9 +424,9 @@ def _how_to_read(page: _Page) -> list[str]:
 
 
 def _gpu_split_section(page: _Page) -> list[str]:
-    """Rows that timed their GPU stages (trt): h2d / compute / d2h and enqueue; none: no section."""
-    split = split_markdown(page.rows, page.name)
-    return ["## GPU time per stage", "", *split, ""] if split else []
+    """Rows that timed their stages (a target's declared StageSplit, e.g. h2d / compute / d2h and enqueue);
+    none: no section."""
+    return [line for split, table in split_sections(page.rows, page.name) for line in (f"## {split.title}", "", *table, "")]
 
 
 def _machine_section(page: _Page) -> list[str]:

@@ -69,6 +69,21 @@ class BenchStats:
                    captured=list(captured or []), ci95=loop.ci95, converged=loop.converged)
 
 
+@dataclass(frozen=True)
+class StageSplit:
+    """Per-batch stage times a target's benchmark() adds to its rows (among its `figures`) and how the tables
+    and reports show them (harness.report.gpu_split reads it: a target with a split touches no report file)."""
+
+    title: str  # the comparison page's section heading
+    caption: str  # the run report's line above the split's table
+    stages: tuple[tuple[str, str], ...]  # (row figure of a stage's p50, short name), in the order a batch goes
+    columns: tuple[tuple[str, str], ...]  # (row figure, heading) of the split's own table
+    note: str  # what the split measures and how
+    figures: tuple[str, ...]  # every row figure of the split (the CSV/JSON export carries those a row has)
+    host: tuple[str, str] | None = None  # (row figure, heading) of a host time shown beside the split (enqueue)
+    rates: tuple[str, ...] = ()  # figures among `columns` that are images/s, not ms
+
+
 class Target:
     name: ClassVar[str] = "base"
     description: ClassVar[str] = ""
@@ -95,6 +110,8 @@ class Target:
     runs_qdq_onnx: ClassVar[bool] = False
     #: Python distributions whose versions the results' environment records
     packages: ClassVar[tuple[str, ...]] = ()
+    #: per-batch stage times among its figures, shown as a split in tables and reports (None: it has none)
+    stage_split: ClassVar[StageSplit | None] = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

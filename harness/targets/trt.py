@@ -42,6 +42,7 @@ from harness.targets.trt_engine import (
 )
 from harness.targets.trt_settings import TIMING_MODE, TrtOptions, TrtSettings, settings_from_options
 from harness.targets.trt_timing import FIGURES as TRT_FIGURES
+from harness.targets.trt_timing import STAGE_SPLIT
 from harness.timing import LoopRule
 
 
@@ -107,6 +108,7 @@ class TensorRtTarget(Target):
 
     Options = TrtOptions
     figures = TRT_FIGURES
+    stage_split = STAGE_SPLIT
     packages = ("tensorrt", "pycuda")
 
     def __init__(self, model_path, profile, options=None, batch_sizes=()):

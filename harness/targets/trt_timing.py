@@ -27,8 +27,8 @@ import time
 
 import numpy as np
 
-from harness.targets.base import BenchStats
-from harness.timing import LoopRule, percentiles, timed_loop
+from harness.targets.base import BenchStats, StageSplit
+from harness.timing import PERCENTILE_MIN_SAMPLES, LoopRule, percentiles, timed_loop
 
 STAGES = ("enqueue_ms", "gpu_compute_ms", "h2d_ms", "d2h_ms")
 _COVERS = {"enqueue_ms": "host time of the enqueue call (perf_counter; trtexec's Enqueue Time)",
@@ -38,6 +38,25 @@ _COVERS = {"enqueue_ms": "host time of the enqueue call (perf_counter; trtexec's
 #: the row figures of TensorRtTarget (Target.figures) -> what each covers
 FIGURES = {**{f"{stage}_{p}": f"{p} per batch, ms: {_COVERS[stage]}" for stage in STAGES for p in ("p50", "p90", "p99")},
            "gpu_compute_fps": "batch x 1000 / mean gpu_compute_ms: images/s of the execute alone"}
+
+#: how tables and reports show the split (TensorRtTarget.stage_split)
+STAGE_SPLIT = StageSplit(
+    title="GPU time per stage", caption="GPU time per batch by stage (timing loop, ms)",
+    stages=(("h2d_ms_p50", "h2d"), ("gpu_compute_ms_p50", "compute"), ("d2h_ms_p50", "d2h")),
+    columns=(("h2d_ms_p50", "h2d ms p50"), ("gpu_compute_ms_p50", "compute ms p50"), ("d2h_ms_p50", "d2h ms p50"),
+             ("gpu_compute_ms_p99", "compute ms p99"), ("enqueue_ms_p50", "enqueue ms p50"),
+             ("gpu_compute_fps", "compute img/s")),
+    host=("enqueue_ms_p50", "enqueue ms p50"), rates=("gpu_compute_fps",),
+    figures=(*(f"{stage}_ms_{p}" for stage in ("h2d", "gpu_compute", "d2h", "enqueue") for p in ("p50", "p90", "p99")),
+             "gpu_compute_fps"),
+    note=("How it is measured (trt): CUDA events recorded on each batch's stream between the stages: **h2d** = "
+          "copy of the inputs from pinned host memory to the GPU, **compute** = the "
+          "engine's execute (a CUDA graph launch with cuda_graph; trtexec's GPU Compute Time), **d2h** = copy "
+          "of the outputs back to pinned host memory; for each batch the three add up to its latency (their "
+          "p50s need not). In throughput mode two streams share the GPU, so a stage can include time spent "
+          "behind the other stream. **enqueue** = host wall-clock time of the execute call (perf_counter, not "
+          "an event; trtexec's Enqueue Time). **compute img/s** = batch × 1000 / mean compute ms. p99 only "
+          f"from {PERCENTILE_MIN_SAMPLES[99]} batches on, else '-'."))
 
 
 def timing_summary(h2d_ms, compute_ms, d2h_ms, batch: int, enqueue_ms=None) -> dict:
