@@ -2,8 +2,9 @@
 
 A source is an in-process target (accuracy_pass: preprocessing, the target's infer_stream) or a file
 set a device tool wrote (file_pass: (ImageMeta, outputs) per image, read by the tool's FileTool).
-Every batch then goes through the same sinks: the finite filter (NaN/Inf outputs), the profile's
-decoder, COCO result dicts; harness.measurement turns a PassResult into the row.
+Every batch then goes through the same sinks (harness.decode.sink.decode_batch): the finite filter
+(NaN/Inf outputs), the profile's decoder, COCO result dicts; harness.measurement turns a PassResult into
+the row.
 
 In process, three things run at once: preprocessing worker threads (OpenCV's decode/resize release the
 GIL), inference (the runtimes release the GIL; OpenVINO keeps several async requests in flight) and one
@@ -23,10 +24,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harness.decode import decode
-from harness.decode.finite import bad_rows, describe, find_nonfinite
-from harness.decode.types import COCO_ARRAY_COLUMNS, to_coco_array, to_coco_results
-from harness.errors import HarnessError, SkippedImage
+from harness.decode.sink import decode_batch
+from harness.decode.types import COCO_ARRAY_COLUMNS
+from harness.errors import SkippedImage
 from harness.extra_inputs import extra_inputs
 from harness.preprocess import Batch, prepare_batch
 from harness.timing import StageClock
@@ -75,58 +75,6 @@ class PassResult:
             self.names[image_id] = files[image_id]
 
 
-def _image_names(metas, rows) -> str:
-    rows = sorted(rows)
-    shown = ", ".join(f"{Path(metas[r].file).name} (id {metas[r].image_id})" for r in rows[:3])
-    return shown + (f" and {len(rows) - 3} more" if len(rows) > 3 else "")
-
-
-NOT_SCORED = "the row is not scored (--skip-bad-images leaves such images out and records them)"
-
-
-def _drop_nonfinite(outputs, metas, batch_rows: int, skip_bad: bool, names=None, who: str = "model"):
-    """(outputs, metas, skipped) with the images whose outputs hold NaN/Inf taken out (skip_bad), or
-    a HarnessError naming the output and the images. who: "model" (in process) or "device" (files)."""
-    found = find_nonfinite(outputs, batch_rows, names)
-    if not found:
-        return outputs, metas, []
-    splittable = all(np.ndim(o) >= 1 and np.shape(o)[0] == batch_rows for o in outputs)
-    rows = bad_rows(found, len(metas)) if splittable else set(range(len(metas)))
-    reason = describe(found)
-    if not skip_bad:
-        if who == "model":
-            raise HarnessError(f"model {reason} for image(s) {_image_names(metas, rows)}; {NOT_SCORED}")
-        raise HarnessError(f"image {_image_names(metas, rows)}: {who} {reason}; {NOT_SCORED}")
-    which = ", ".join(item.output_label() for item in found)
-    skipped = [SkippedImage(metas[r].file, f"NaN/Inf in {who} {which}") for r in sorted(rows)]
-    keep = [i for i in range(len(metas)) if i not in rows]
-    if not keep:
-        return None, [], skipped
-    return [np.asarray(o)[keep] for o in outputs], [metas[i] for i in keep], skipped
-
-
-def _decode_batch(outputs, metas, profile, batch_rows: int | None = None, skip_bad: bool = False,
-                  names=None, who: str = "model", compact: bool = False) -> tuple[list[tuple[int, list[dict]]], float,
-                                                                                 list[SkippedImage]]:
-    """The sinks of one batch, from any source: the finite filter, then the decoder, then COCO dicts per
-    image (compact: one to_coco_array array per image, the same values); returns them, the seconds it took
-    and the images skipped for NaN/Inf outputs (checked first: a NaN never reaches the decoder). A file
-    source's decode errors name the image."""
-    t0 = time.perf_counter()
-    outputs, metas, skipped = _drop_nonfinite(outputs, metas, batch_rows or len(metas), skip_bad, names, who)
-    if not metas:
-        return [], time.perf_counter() - t0, skipped
-    try:
-        decoded = decode(outputs, metas, profile)
-    except HarnessError as exc:
-        if who == "model":
-            raise
-        raise HarnessError(f"image {_image_names(metas, range(len(metas)))}: {exc}") from None
-    convert = to_coco_array if compact else to_coco_results
-    done = [(meta.image_id, convert(dets, meta.image_id, profile.category_ids)) for meta, dets in zip(metas, decoded)]
-    return done, time.perf_counter() - t0, skipped
-
-
 def file_pass(items, profile, skip_bad: bool = False, names=None, advance=lambda n=1: None) -> PassResult:
     """A file set as the source: (ImageMeta, outputs of that image) in the tool's order (FileTool.read_outputs,
     which checks every file against the prep.json it was made from) through the same sinks as accuracy_pass.
@@ -136,7 +84,7 @@ def file_pass(items, profile, skip_bad: bool = False, names=None, advance=lambda
     parts: list[np.ndarray] = []
     start = time.perf_counter()
     for meta, outputs in items:
-        done, seconds, skipped = _decode_batch(outputs, [meta], profile, 1, skip_bad, names, who="device",
+        done, seconds, skipped = decode_batch(outputs, [meta], profile, 1, skip_bad, names, who="device",
                                                compact=True)
         passed.clock.seconds["decode"] += seconds
         passed.add(done, [meta], parts)
@@ -196,7 +144,7 @@ def accuracy_pass(target, images, batch_size: int, profile, workers: int = 2, sk
         try:
             for batch, outputs, seconds in stream:
                 clock.seconds["infer"] += seconds
-                pending.append((pool.submit(_decode_batch, outputs, batch.metas, profile, batch.tensor.shape[0],
+                pending.append((pool.submit(decode_batch, outputs, batch.metas, profile, batch.tensor.shape[0],
                                             skip_bad, names), batch.metas))
                 while pending and (len(pending) > decode_ahead or pending[0][0].done()):
                     collect(pending.popleft())
@@ -234,7 +182,7 @@ def _serial_pass(target, images, batch_size, profile, workers, skip_bad, advance
         if batch.metas:
             with clock.stage("infer"):
                 outputs = target.infer(batch.tensor, extra_inputs(profile, batch.metas, batch.tensor.shape[0]) or None)
-            done, seconds, skipped = _decode_batch(outputs, batch.metas, profile, batch.tensor.shape[0], skip_bad,
+            done, seconds, skipped = decode_batch(outputs, batch.metas, profile, batch.tensor.shape[0], skip_bad,
                                                    names)
             passed.bad_outputs += skipped
             clock.seconds["decode"] += seconds
