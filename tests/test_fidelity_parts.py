@@ -11,8 +11,8 @@ import re
 import numpy as np
 import pytest
 
+from harness.decode.agreement import agreement, match_image
 from harness.errors import HarnessError
-from harness.fidelity.agreement import agreement, match_image
 from harness.fidelity.artifacts import (
     SavedDetections,
     SavedOutputs,

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from harness.decode.agreement import DetectionAgreement, agreement
 from harness.errors import HarnessError
-from harness.fidelity.agreement import DetectionAgreement, agreement
 from harness.fidelity.artifacts import (
     SavedDetections,
     SavedOutputs,

@@ -1,4 +1,6 @@
-"""Detection agreement: does the candidate row find the same confident boxes as the reference row?
+"""Detection agreement: does the candidate find the same confident boxes as the reference? The one box
+agreement of the project: `report --fidelity` (two rows' saved detections) and the conversion check
+(harness.precision.check: two models' outputs through the same decode sink) both use it.
 
 Per image, the confident detections of both rows (score >= 0.3) are paired greedily, highest IoU
 first, among pairs of the same class with IoU >= 0.5. A reference box left unpaired is *missed*, a
@@ -11,12 +13,15 @@ used for the overlaps.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from harness.fidelity.artifacts import SavedDetections
+if TYPE_CHECKING:
+    from harness.fidelity.artifacts import SavedDetections
 
 SCORE_THRESHOLD = 0.3
 IOU_THRESHOLD = 0.5
@@ -73,10 +78,13 @@ def _greedy_pairs(ious: np.ndarray, allowed: np.ndarray, threshold: float) -> li
 
 
 def match_image(ref: list[dict], cand: list[dict], image_id: int = 0, file_name: str = "",
-                score_threshold: float = SCORE_THRESHOLD, iou_threshold: float = IOU_THRESHOLD) -> ImageAgreement:
-    """DetectionAgreement on one image between two lists of COCO result dicts."""
+                score_threshold: float = SCORE_THRESHOLD, iou_threshold: float = IOU_THRESHOLD,
+                candidate_threshold: float | None = None) -> ImageAgreement:
+    """DetectionAgreement on one image between two lists of COCO result dicts. candidate_threshold: the
+    candidate's own score floor (default: score_threshold; 0: is each confident reference box found at all?)."""
+    floor = score_threshold if candidate_threshold is None else candidate_threshold
     ref = [d for d in ref if d["score"] >= score_threshold]
-    cand = [d for d in cand if d["score"] >= score_threshold]
+    cand = [d for d in cand if d["score"] >= floor]
     result = ImageAgreement(image_id, file_name, len(ref), len(cand), 0, len(ref), len(cand), 0)
     if not ref or not cand:
         return result
@@ -99,10 +107,20 @@ def match_image(ref: list[dict], cand: list[dict], image_id: int = 0, file_name:
 
 def agreement(ref: SavedDetections, cand: SavedDetections, score_threshold: float = SCORE_THRESHOLD,
               iou_threshold: float = IOU_THRESHOLD, worst: int = WORST_IMAGES) -> DetectionAgreement:
-    """DetectionAgreement over the images both rows ran (the caller checks that they ran the same images)."""
-    ref_by, cand_by = ref.by_image(), cand.by_image()
-    per_image = [match_image(ref_by[i], cand_by.get(i, []), i, name, score_threshold, iou_threshold)
-                 for i, name in sorted(ref.images.items())]
+    """DetectionAgreement of two rows' saved detections over the images both ran (the caller checks that they
+    ran the same images)."""
+    return agreement_by_image(ref.by_image(), cand.by_image(), ref.images, score_threshold, iou_threshold, worst)
+
+
+def agreement_by_image(ref_by: Mapping[int, list[dict]], cand_by: Mapping[int, list[dict]],
+                       names: Mapping[int, str] | None = None, score_threshold: float = SCORE_THRESHOLD,
+                       iou_threshold: float = IOU_THRESHOLD, worst: int = WORST_IMAGES,
+                       candidate_threshold: float | None = None) -> DetectionAgreement:
+    """DetectionAgreement over the reference's images (image id -> COCO result dicts; names: image id -> file
+    name, in the order to report; default: the reference's ids sorted). candidate_threshold: see match_image."""
+    names = names if names is not None else {i: "" for i in ref_by}
+    per_image = [match_image(ref_by.get(i, []), cand_by.get(i, []), i, name, score_threshold, iou_threshold,
+                             candidate_threshold) for i, name in sorted(names.items())]
     total = {k: sum(getattr(p, k) for p in per_image)
              for k in ("reference", "candidate", "matched", "missed", "extra", "flips")}
     ious = [v for p in per_image for v in p.ious]
