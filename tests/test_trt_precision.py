@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import pytest
 
-from harness.decode import decode
+from harness.decode.sink import decode_batch
 from harness.demo import demo_dataset, demo_model_path
 from harness.errors import HarnessError
 from harness.onnx_model import inspect_model
@@ -49,8 +49,8 @@ def _fidelity(reference, candidate, batches, profile):
     out = [candidate(x) for x, _ in batches]
     sqnr = [sqnr_db(np.concatenate([r[i].ravel() for r in ref]), np.concatenate([o[i].ravel() for o in out]))
             for i in range(len(ref[0]))]
-    ref_dets = sum((decode(r, m, profile) for r, (_, m) in zip(ref, batches)), [])
-    out_dets = sum((decode(o, m, profile) for o, (_, m) in zip(out, batches)), [])
+    ref_dets = {i: d for r, (_, m) in zip(ref, batches) for i, d in decode_batch(r, m, profile)[0]}
+    out_dets = {i: d for o, (_, m) in zip(out, batches) for i, d in decode_batch(o, m, profile)[0]}
     agreement, count = box_agreement(ref_dets, out_dets)
     assert count > 0, "the reference found nothing to compare"
     return min(sqnr), agreement
@@ -78,17 +78,20 @@ def test_sqnr_and_box_agreement_can_fail():
     assert sqnr_db(x, x + 0.01) == pytest.approx(10 * np.log10(np.sum(x ** 2) / (1000 * 1e-4)))
     assert np.isnan(sqnr_db(x, np.full_like(x, np.nan)))  # undefined, and below any threshold
     assert sqnr_db(np.zeros(3), np.ones(3)) == float("-inf")
-    from harness.decode.types import Detections
+    from harness.decode.types import Detections, to_coco_results
+
+    def dicts(dets):  # one image's detections as the decode sink gives them (COCO result dicts)
+        return {0: to_coco_results(dets, 0, range(4))}
 
     ref = Detections(np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32), np.array([0.9, 0.8], np.float32),
                      np.array([1, 2]))
     moved = Detections(np.array([[0, 0, 10, 10], [25, 25, 35, 35]], np.float32), np.array([0.9, 0.8], np.float32),
                        np.array([1, 2]))
     relabelled = Detections(ref.boxes, ref.scores, np.array([1, 3]))
-    assert box_agreement([ref], [ref]) == (1.0, 2)
-    assert box_agreement([ref], [moved]) == (0.5, 2)  # IoU 25/175 < 0.5
-    assert box_agreement([ref], [relabelled]) == (0.5, 2)
-    assert box_agreement([Detections.empty()], [ref]) == (None, 0)
+    assert box_agreement(dicts(ref), dicts(ref)) == (1.0, 2)
+    assert box_agreement(dicts(ref), dicts(moved)) == (0.5, 2)  # IoU 25/175 < 0.5
+    assert box_agreement(dicts(ref), dicts(relabelled)) == (0.5, 2)
+    assert box_agreement(dicts(Detections.empty()), dicts(ref)) == (None, 0)
 
 
 def test_demo_fp16_keeps_its_fidelity_on_ort_and_openvino(tmp_path, demo_eval):

@@ -3,6 +3,11 @@
 Run before a GPU build, so a conversion that breaks the model is refused before TensorRT spends
 minutes on it. (`harness report --fidelity` compares finished rows; this compares two graphs.)
 
+Runners and comparators are kept apart, as in Polygraphy's Comparator: run_source runs one model over the
+check batches and turns its outputs into detections with the pipeline's own sink
+(harness.decode.sink.decode_batch); compare_outputs (SQNR) and box_agreement (harness.decode.agreement,
+the one agreement of `report --fidelity` too) compare two such runs; check_conversion is the verdict.
+
 Both models run on ONNX Runtime CPU with basic graph optimisations only: the extended level
 fuses DequantizeLinear -> Concat -> QuantizeLinear into QLinearConcat, which takes no fp16
 scales, and the point is to run the graph as written, which is what TensorRT will build.
@@ -17,6 +22,7 @@ import numpy as np
 import onnx
 
 from harness.declared_shapes import open_session, unconfirmed_output_dims
+from harness.decode.agreement import agreement_by_image
 from harness.errors import HarnessError
 
 #: detections below this score are not compared (the decoder keeps down to ~0.05 for mAP)
@@ -43,37 +49,15 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return 10.0 * math.log10(signal / noise)
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(box[0], boxes[:, 0])
-    y1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[2], boxes[:, 2])
-    y2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-9)
-
-
-def box_agreement(reference, test, score: float = AGREEMENT_SCORE, iou: float = AGREEMENT_IOU):
-    """(share of reference detections matched, reference count): a match is a same-class test
-    detection with IoU >= iou, each used once (greedy, highest reference score first).
-    reference/test: per-image Detections. The share is None when the reference has no detection."""
-    matched = total = 0
-    for ref, out in zip(reference, test):
-        keep = ref.scores >= score
-        boxes, labels, scores = ref.boxes[keep], ref.labels[keep], ref.scores[keep]
-        taken = np.zeros(len(out), dtype=bool)
-        for i in np.argsort(-scores):
-            total += 1
-            candidates = (out.labels == labels[i]) & ~taken
-            if not candidates.any():
-                continue
-            overlaps = np.where(candidates, _iou(boxes[i], out.boxes) if len(out) else 0.0, -1.0)
-            best = int(np.argmax(overlaps))
-            if overlaps[best] >= iou:
-                taken[best] = True
-                matched += 1
-    return (matched / total if total else None), total
+def box_agreement(reference: dict[int, list[dict]], converted: dict[int, list[dict]]) -> tuple[float | None, int]:
+    """(share of the reference's detections scored >= AGREEMENT_SCORE that the converted model finds at any
+    score, their count): detections as COCO result dicts per image id, paired as `report --fidelity` pairs two
+    rows' (harness.decode.agreement: same class, IoU >= AGREEMENT_IOU, highest IoU first, each box once).
+    Any converted score counts: a conversion may shift scores a little, the mAP-relevant question is whether
+    the box is still there. The share is None when the reference has no confident detection."""
+    found = agreement_by_image(reference, converted, score_threshold=AGREEMENT_SCORE, iou_threshold=AGREEMENT_IOU,
+                               candidate_threshold=0.0)
+    return (found.matched_fraction if found.reference else None), found.reference
 
 
 def cpu_session(model: onnx.ModelProto | bytes | str):
@@ -116,47 +100,69 @@ class ConversionCheck:
         return out
 
 
-def _run(session, tensor, extras):
-    feeds = {session.get_inputs()[0].name: tensor, **(extras or {})}
-    return session.run(None, feeds)
+@dataclass
+class SourceRun:
+    """What one model gave over the check batches (Polygraphy's RunResults of one runner)."""
+
+    output_names: list[str]
+    outputs: list[list[np.ndarray]]  # per batch, in the model's output order
+    detections: dict[int, list[dict]]  # image id -> COCO result dicts (the pipeline's decode sink)
+    nonfinite: list  # SkippedImage of the images whose outputs hold NaN/Inf (not decoded)
+
+
+def run_source(model: onnx.ModelProto, batches, profile) -> SourceRun:
+    """Run one model on ONNX Runtime CPU (cpu_session) over `batches` [(tensor, metas)]; its outputs and
+    their detections through harness.decode.sink.decode_batch, as every accuracy pass decodes."""
+    from harness.decode.sink import decode_batch
+    from harness.extra_inputs import extra_inputs
+
+    session = cpu_session(model)
+    names = [o.name for o in session.get_outputs()]
+    run = SourceRun(names, [], {}, [])
+    for tensor, metas in batches:
+        feeds = {session.get_inputs()[0].name: tensor, **(extra_inputs(profile, metas, tensor.shape[0]) or {})}
+        outputs = session.run(None, feeds)
+        run.outputs.append(outputs)
+        done, _, skipped = decode_batch(outputs, metas, profile, tensor.shape[0], skip_bad=True, names=names)
+        run.detections.update(done)
+        run.nonfinite += skipped
+    return run
+
+
+def compare_outputs(reference: SourceRun, converted: SourceRun, unsized=frozenset()) -> tuple[list, list[str]]:
+    """(SQNR dB per output, the outputs whose size the data decides): an output whose shape differs between
+    batches or models, or whose size shape inference cannot tell (`unsized`), gets None (its rows are not
+    aligned between the models: the decoded boxes judge it)."""
+    sqnr: list[float | None] = []
+    sized_by_data: list[str] = []
+    for i, name in enumerate(reference.output_names):
+        shapes = {np.shape(o[i]) for o in (*reference.outputs, *converted.outputs)}
+        if len(shapes) > 1 or name in unsized:
+            sqnr.append(None)
+            sized_by_data.append(name)
+            continue
+        sqnr.append(sqnr_db(np.concatenate([o[i].ravel() for o in reference.outputs]),
+                            np.concatenate([o[i].ravel() for o in converted.outputs])))
+    return sqnr, sized_by_data
 
 
 def check_conversion(reference: onnx.ModelProto, converted: onnx.ModelProto, batches, profile,
                      min_sqnr_db: float, min_box_agreement: float, data: str) -> ConversionCheck:
     """Run both models on `batches` [(tensor, metas)], compare raw outputs and decoded boxes."""
-    from harness.decode import decode
-    from harness.extra_inputs import extra_inputs
-
-    ref_session, new_session = cpu_session(reference), cpu_session(converted)
-    ref_outputs: list[list[np.ndarray]] = []
-    new_outputs: list[list[np.ndarray]] = []
-    ref_dets, new_dets, images = [], [], 0
-    for tensor, metas in batches:
-        extras = extra_inputs(profile, metas, tensor.shape[0]) or None
-        a, b = _run(ref_session, tensor, extras), _run(new_session, tensor, extras)
-        ref_outputs.append(a)
-        new_outputs.append(b)
-        ref_dets += decode(a, metas, profile)
-        new_dets += decode(b, metas, profile)
-        images += len(metas)
-    names = [o.name for o in ref_session.get_outputs()]
-    sqnr: list[float | None] = []
-    sized_by_data: list[str] = []
+    ref_run, new_run = run_source(reference, batches, profile), run_source(converted, batches, profile)
     unsized = {name for name, (_, inferred) in unconfirmed_output_dims(reference).items() if inferred is None}
-    for i, name in enumerate(names):
-        shapes = {np.shape(o[i]) for o in (*ref_outputs, *new_outputs)}
-        if len(shapes) > 1 or name in unsized:
-            sqnr.append(None)  # a size the data decides (NMS rows): the decoded boxes judge it
-            sized_by_data.append(name)
-            continue
-        sqnr.append(sqnr_db(np.concatenate([o[i].ravel() for o in ref_outputs]),
-                            np.concatenate([o[i].ravel() for o in new_outputs])))
-    agreement, total = box_agreement(ref_dets, new_dets)
+    sqnr, sized_by_data = compare_outputs(ref_run, new_run, unsized)
+    agreement, total = box_agreement(ref_run.detections, new_run.detections)
+    images = sum(len(metas) for _, metas in batches)
     result = ConversionCheck(sqnr, agreement, total, images, data, min_sqnr_db, min_box_agreement,
                              sized_by_data=sized_by_data)
-    for name, value in zip(names, sqnr):
+    for name, value in zip(ref_run.output_names, sqnr):
         if value is not None and not value >= min_sqnr_db:  # NaN fails too
             result.failures.append(f"output {name} SQNR {value:.1f} dB < {min_sqnr_db:g} dB")
+    for side, run in (("reference", ref_run), ("converted", new_run)):
+        if run.nonfinite:
+            result.failures.append(f"the {side} model gives NaN/Inf outputs on {len(run.nonfinite)} of {images} "
+                                   f"check image(s) ({run.nonfinite[0].reason})")
     if agreement is not None and agreement < min_box_agreement:
         result.failures.append(f"box agreement {agreement:.3f} < {min_box_agreement:g} "
                                f"({total} reference boxes with score >= {AGREEMENT_SCORE})")
