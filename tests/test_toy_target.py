@@ -145,6 +145,35 @@ def test_sensitivity_scores_on_a_target_defined_here(toy):
     assert scored["toy"].fps > 0
 
 
+class DriftingToy(ToyTarget):
+    """Its timing loop computes something else than infer() (the loop check's case)."""
+
+    name = "toy-drift"
+
+    def benchmark(self, batch, rule, extras=None, capture: int = 0):
+        stats = super().benchmark(batch, rule, extras, capture)
+        stats.captured = [[o + 1 for o in outputs] for outputs in stats.captured]
+        return stats
+
+
+def test_sensitivity_gives_no_img_s_for_a_loop_that_differs_from_infer(toy):
+    """A variant's img/s comes from run's timing step, loop check included: a loop whose outputs differ from
+    infer() on the same batch gives no img/s, its mAP stays."""
+    from harness.sensitivity.scoring import Scorer
+
+    profile = load_profile(toy["profile"])
+    images = list(load_dataset(toy["images"], toy["ann"]).images)
+    TARGETS.register("toy-drift", DriftingToy)
+    try:
+        scored = {name: Scorer(name, profile, images, load_annotations(toy["ann"]), 100, 0.05).measure(toy["model"],
+                                                                                                     bench=True)
+                  for name in ("toy", "toy-drift")}
+    finally:
+        TARGETS.unregister("toy-drift")
+    assert scored["toy"].fps > 0 and scored["toy-drift"].fps is None
+    assert scored["toy-drift"].map == scored["toy"].map > 0
+
+
 REPORT_FILES = sorted((Path(__file__).resolve().parent.parent / "harness" / "report").glob("*.py"))
 
 

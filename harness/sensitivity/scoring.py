@@ -5,7 +5,9 @@ profile's decoder), with the subset's resized images kept in memory after the fi
 (harness.canvases), so a variant costs its model load and inference. The matches
 (harness.fidelity.cocomatch, on the "all" area range only) are what the paired bootstrap
 re-weights: ΔmAP between two variants with a 95% interval in well under a second each.
-Throughput is the target's own benchmark() loop on one preprocessed subset image, short.
+Throughput is `harness run`'s own timing step (runner.measure: warm-up, the target's benchmark() loop and
+the loop check) on one preprocessed subset image, short; a loop whose outputs differ from infer() gives no
+img/s.
 """
 
 from __future__ import annotations
@@ -24,10 +26,26 @@ from harness.fidelity.cocomatch import CocoMatches, coco_matches, ground_truth
 from harness.fidelity.weighted import summary_stats
 from harness.pipeline import accuracy_pass
 from harness.preprocess import prepare_batch
+from harness.progress import NullProgress
+from harness.runner import measure
 from harness.targets import get_target
-from harness.timing import LoopRule, warm_up
 
 BATCH = 1
+
+
+@dataclass(frozen=True)
+class ShortLoop:
+    """runner.measure's timing fields for a variant's img/s: a fixed loop of `bench_seconds`, at least 5 batches."""
+
+    target: str
+    bench_seconds: float
+    warmup_seconds: float
+    min_iterations: int = 5
+    target_ci: float = 0.01
+
+    @property
+    def max_seconds(self) -> float:
+        return self.bench_seconds
 
 
 @dataclass
@@ -90,8 +108,11 @@ class Scorer:
                 raise HarnessError(f"subset image {passed.failed[0].path}: {passed.failed[0].reason}")
             seconds = time.perf_counter() - start
             if bench:
-                warm_up(lambda: target.infer(self.sample, self.sample_extras), min(0.5, self.bench_seconds))
-                fps = target.benchmark(self.sample, LoopRule.fixed(self.bench_seconds, 5), self.sample_extras).fps
+                reference = [np.array(o, copy=True) for o in target.infer(self.sample, self.sample_extras)]
+                loop = ShortLoop(self.target, self.bench_seconds, min(0.5, self.bench_seconds))
+                stats, _, loop_check = measure(target, self.sample, self.sample_extras, reference, loop, NullProgress(),
+                                               BATCH)
+                fps = stats.fps if loop_check["equal"] is not False else None
         matches = self.matches_of(passed.detections)
         return Measured(map_of(matches), matches, passed.detections, fps, seconds)
 
