@@ -267,3 +267,24 @@ def test_conversion_check_passes_on_the_nms_model_whose_declared_output_size_lie
             rows, count = session.run(None, feeds)
             want = compiled(feeds)
             assert int(count[0]) == rows.shape[0] == int(want[compiled.outputs[1]][0])
+
+
+def test_conversion_check_fails_a_conversion_whose_outputs_hold_nan(demo_eval):
+    """A converted graph giving NaN is a failed check naming it (its images are left out of the decode, as
+    --skip-bad-images leaves them out of a row), not an error from inside the decoder."""
+    from onnx import helper, numpy_helper
+
+    from harness.precision.check import check_conversion
+
+    fp32 = onnx.load(str(demo_model_path()))
+    broken = onnx.ModelProto()
+    broken.CopyFrom(fp32)
+    out = broken.graph.output[0].name
+    for node in broken.graph.node:  # the last producer now writes a tensor that is multiplied by NaN
+        node.output[:] = [f"{o}_clean" if o == out else o for o in node.output]
+    broken.graph.initializer.append(numpy_helper.from_array(np.array(np.nan, np.float32), "nan"))
+    broken.graph.node.append(helper.make_node("Mul", [f"{out}_clean", "nan"], [out]))
+    result = check_conversion(fp32, broken, demo_eval[:2], DEMO, 30.0, 0.9, "demo")
+    assert not result.passed and result.images == 2 and result.reference_boxes > 0
+    assert any(f.startswith("the converted model gives NaN/Inf outputs on 2 of 2 check image(s)") for f in result.failures)
+    assert result.box_agreement == 0.0 and np.isnan(result.sqnr_db[0])
