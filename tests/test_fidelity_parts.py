@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 from harness.fidelity.agreement import agreement, match_image
 from harness.fidelity.artifacts import (
     SavedDetections,
@@ -217,7 +217,7 @@ def test_failed_rows_are_never_references_and_are_listed(tmp_path):
     from dataclasses import dataclass
 
     from harness.fidelity.pairing import fidelity_report
-    from harness.row import ResultRow, failed_row
+    from harness.measure.row import ResultRow, failed_row
 
     ann = _large_boxes_only()
     ann_path = tmp_path / "ann.json"
@@ -250,8 +250,8 @@ def test_failed_rows_are_never_references_and_are_listed(tmp_path):
 
 
 def test_delta_ap_leaves_out_sizes_without_ground_truth():
-    from harness.evaluate import CocoEvaluator
     from harness.fidelity.delta_ap import delta_ap
+    from harness.measure.evaluate import CocoEvaluator
 
     ann = _large_boxes_only()
     ref = [det(a["image_id"], a["category_id"], a["bbox"], 0.9) for a in ann["annotations"]]

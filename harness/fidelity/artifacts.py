@@ -1,7 +1,7 @@
 """A row's saved artefacts: its detections (gzip JSON) and the raw outputs of its first N images (npz).
 
 One file of each kind per row, next to results.json, so `harness report --fidelity` can compare rows
-long after the run. Written atomically (harness.fileio), so an interrupted run leaves no half file;
+long after the run. Written atomically (harness.core.fileio), so an interrupted run leaves no half file;
 readers check everything they rely on and fail with one line naming the file.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import HarnessError
-from harness.fileio import atomic_write_bytes, make_dirs, sha256_bytes, sha256_file
-from harness.row import ResultRow
+from harness.core.errors import HarnessError
+from harness.core.fileio import atomic_write_bytes, make_dirs, sha256_bytes, sha256_file
+from harness.measure.row import ResultRow
 
 DETECTIONS_FORMAT = "harness-detections/1"
 OUTPUTS_FORMAT = "harness-outputs/1"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import HarnessError
-from harness.extra_inputs import extra_inputs
+from harness.core.errors import HarnessError
 from harness.fidelity.artifacts import SavedOutputs
-from harness.pipeline import iter_batches
+from harness.measure.pipeline import iter_batches
+from harness.model.extra_inputs import extra_inputs
 
 
 def split_per_image(outputs: list[np.ndarray], rows: int, real: int) -> list[list[np.ndarray]]:

@@ -18,11 +18,11 @@ import json
 import os
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.core.fileio import announce
+from harness.core.folders import OutputFolder
 from harness.fidelity.artifacts import read_detections, write_detections
-from harness.fileio import announce
-from harness.folders import OutputFolder
-from harness.identity import mismatch
+from harness.measure.identity import mismatch
 
 FORMAT = "harness-sensitivity/1"
 RESULTS_FILE = "variants.jsonl"
