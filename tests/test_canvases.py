@@ -8,10 +8,10 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from harness.canvases import CanvasCache
 from harness.cli import main
 from harness.data.coco import load_dataset
-from harness.pipeline import accuracy_pass
+from harness.measure.canvases import CanvasCache
+from harness.measure.pipeline import accuracy_pass
 from harness.targets import get_target
 from tests.tinymodel import tiny_ort_setup
 

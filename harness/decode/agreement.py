@@ -21,7 +21,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 if TYPE_CHECKING:
-    from harness.fidelity.artifacts import SavedDetections
+    from harness.measure.artifacts import SavedDetections
 
 SCORE_THRESHOLD = 0.3
 IOU_THRESHOLD = 0.5

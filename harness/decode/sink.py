@@ -1,7 +1,7 @@
 """The sinks every source of raw outputs feeds, for one batch: the finite filter (NaN/Inf outputs: fail, or
 skip the images and record them), the profile's decoder, COCO result dicts per image.
 
-The one way outputs become detections: harness.pipeline's passes (in process, from a device's files) and
+The one way outputs become detections: harness.measure.pipeline's passes (in process, from a device's files) and
 the precision conversion check (harness.precision.check) all call decode_batch.
 """
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.core.errors import HarnessError, SkippedImage
 from harness.decode import decode
 from harness.decode.finite import bad_rows, describe, find_nonfinite
 from harness.decode.types import to_coco_array, to_coco_results
-from harness.errors import HarnessError, SkippedImage
 
 
 def _image_names(metas, rows) -> str:

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
-from harness.declared_shapes import open_session, unconfirmed_output_dims
+from harness.core.errors import HarnessError
 from harness.decode.agreement import agreement_by_image
-from harness.errors import HarnessError
+from harness.model.declared_shapes import open_session, unconfirmed_output_dims
 
 #: detections below this score are not compared (the decoder keeps down to ~0.05 for mAP)
 AGREEMENT_SCORE = 0.3
@@ -114,7 +114,7 @@ def run_source(model: onnx.ModelProto, batches, profile) -> SourceRun:
     """Run one model on ONNX Runtime CPU (cpu_session) over `batches` [(tensor, metas)]; its outputs and
     their detections through harness.decode.sink.decode_batch, as every accuracy pass decodes."""
     from harness.decode.sink import decode_batch
-    from harness.extra_inputs import extra_inputs
+    from harness.model.extra_inputs import extra_inputs
 
     session = cpu_session(model)
     names = [o.name for o in session.get_outputs()]

@@ -1,0 +1,64 @@
+"""Memory a command is about to ask for, checked against what the machine has before allocating.
+
+A batch size of 100000 used to allocate 114 GiB and end in a traceback, or get the process killed
+for memory at 22 GB. Every place that sizes batches asks `check_batch_memory` first: the bytes of
+one batch's input times the batches that will be in flight at once, against the memory available
+now (the kernel's MemAvailable, or a cgroup limit when lower). Refused with the figures.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from harness.core.errors import HarnessError
+
+#: the share of available memory the batches in flight may take (outputs, the runtime's own
+#: buffers and the decoded images need the rest)
+SHARE = 0.5
+
+
+def available_bytes() -> int | None:
+    """Memory available to this process now, or None where it cannot be told."""
+    found = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        if limit != "max":
+            found.append(max(0, int(limit) - int(used)))
+    except (OSError, ValueError):
+        pass
+    if not found:
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError, AttributeError):
+            return None
+    return min(found)
+
+
+def human(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(nbytes) < 1024 or unit == "TiB":
+            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
+        nbytes /= 1024
+    return f"{nbytes:.1f} TiB"
+
+
+def check_batch_memory(shape, itemsize: int, in_flight: int, what: str, available: int | None = None) -> int:
+    """Refuse (one line, with the figures) when `in_flight` batches of `shape` x `itemsize` bytes
+    would take more than SHARE of the available memory; returns the bytes of one batch."""
+    per_batch = int(math.prod(int(d) for d in shape)) * int(itemsize)
+    available = available_bytes() if available is None else available
+    need = per_batch * max(1, in_flight)
+    if available is not None and need > SHARE * available:
+        raise HarnessError(f"{what}: one batch of input {tuple(int(d) for d in shape)} is {human(per_batch)}, x {in_flight} "
+                           f"in flight = {human(need)}, more than half the {human(available)} of memory available; "
+                           "use a smaller batch size")
+    return per_batch
