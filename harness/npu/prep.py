@@ -22,7 +22,7 @@ from harness.folders import plain_name
 from harness.jsonfile import read_json_object
 from harness.onnx_model import inspect_onnx
 from harness.preprocess import ImageMeta
-from harness.profiles import InputSpec, Profile, profile_from_dict
+from harness.profiles import InputSpec, Profile, profile_from_dict, translate_stored
 
 PREP_FILE = "prep.json"
 PREP_VERSION = 1
@@ -132,7 +132,7 @@ def load_prep(path: str | Path) -> Prep:
     for index, image in enumerate(sidecar.images):  # names from the file never lead out of --prep
         plain_name(image.stem, f"{file}: images[{index}].stem")
         plain_name(image.input_file, f"{file}: images[{index}].input_file")
-    profile_data = sidecar.profile
+    profile_data = translate_stored(sidecar.profile)  # identity below stays the file's own
     profile = profile_from_dict(profile_data, name=str(profile_data.get("name") or file.parent.name), source=str(file))
     return Prep(file.parent, sidecar, profile, prep_identity(data))
 
