@@ -241,7 +241,8 @@ def emulator_target(model: str | Path, prep: Prep, batchsize: int, threads: int 
         raise HarnessError(f"--batchsize {batchsize}: larger than the {len(prep.images)} image(s) in {prep.folder}; "
                            f"use at most {len(prep.images)}")
     batch = fixed if fixed is not None else batchsize
-    spec = prep.profile.input  # the batch, its copy for the runtime and the outputs: about 3 in memory
-    check_batch_memory(spec.shape(batch), np.dtype(spec.numpy_dtype).itemsize, 3, f"--batchsize {batch}")
+    spec = prep.profile.input  # the batch, its copy for the runtime, and one batch of outputs
+    check_batch_memory(spec.shape(batch), np.dtype(spec.numpy_dtype).itemsize, 2, f"--batchsize {batch}",
+                       output_bytes_per_image=inspect_onnx(model).output_bytes_per_image()[0], outputs_in_flight=1)
     target = get_target("ort")(model, prep.profile, {"threads": threads} if threads else {})
     return target, batch, fixed
