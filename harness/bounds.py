@@ -9,6 +9,7 @@ lower). Refused with the figures.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -77,3 +78,23 @@ def check_batch_memory(shape, itemsize: int, in_flight: int, what: str, availabl
         raise HarnessError(f"{what}: {said} = {human(need)}, more than half the {human(available)} of memory "
                            "available; use a smaller batch size")
     return per_batch
+
+
+def release_freed_memory() -> None:
+    """Give memory that was freed back to the system (glibc's malloc_trim), so that a loop whose every
+    pass allocates and frees much (COCOeval per chunk of categories) peaks at one pass, not at what the
+    allocator kept from the earlier ones. A no-op where the C library has no malloc_trim."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None

@@ -124,3 +124,67 @@ def test_run_bench_and_emulate_refuse_a_model_with_huge_outputs_before_allocatin
     prep = _prepare(t, "npz")
     emulate = cli("emulate", "--runner", "vamp", "-m", huge, "--prep", prep, "--out", t["root"] / "emu")
     assert_one_line_error(emulate, "--batchsize 1: one batch", said)
+
+
+# ---------------------------------------------------------------- decode's memory with the number of images
+
+def test_category_chunks_put_the_largest_category_alone():
+    """COCO-like counts (person a third of all detections): person is its own pass, no pass holds more
+    detections than it, every category is in exactly one pass, and each pass has detections."""
+    from harness.evaluate import category_chunks
+
+    rng = np.random.default_rng(3)
+    for trial in range(50):
+        cats = list(range(1, 91))
+        counts = {c: int(rng.integers(0, 300)) if rng.random() > 0.2 else 0 for c in cats}
+        counts[1] = sum(counts.values()) // 2 + 1 if trial % 2 else counts[1]
+        if not any(counts.values()):
+            continue
+        chunks = category_chunks(cats, counts, size=8)
+        flat = [c for chunk in chunks for c in chunk]
+        assert sorted(flat) == cats
+        held = [sum(counts[c] for c in chunk) for chunk in chunks]
+        biggest = max(counts.values())
+        budget = max(biggest, sum(counts.values()) / 8)
+        assert all(any(counts[c] for c in chunk) for chunk in chunks)
+        assert all(len([c for c in chunk if counts[c]]) <= 8 for chunk in chunks)
+        assert max(held) <= budget
+        if trial % 2:  # person above half of all: alone in its pass
+            assert [1] in [[c for c in chunk if counts[c]] for chunk in chunks]
+
+
+def test_annotation_polygons_are_dropped_while_parsing(tmp_path):
+    """The loaded file is what json.load gives without "segmentation", and no dict holds a polygon."""
+    from harness.data.annotations import load_annotations
+
+    images, ann = write_tiny_dataset(tmp_path / "ds", count=2)
+    data = json.loads(ann.read_text())
+    for box in data["annotations"]:
+        box["segmentation"] = [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]]
+    data["annotations"][0]["segmentation"] = {"counts": "abc", "size": [4, 4]}  # RLE
+    ann.write_text(json.dumps(data))
+    loaded = load_annotations(ann)
+    expected = json.loads(ann.read_text())
+    for box in expected["annotations"]:
+        del box["segmentation"]
+    assert loaded == expected
+
+
+def test_release_freed_memory_gives_freed_heap_pages_back():
+    """glibc keeps freed small allocations in its heap; release_freed_memory (malloc_trim) returns the
+    whole pages among them: RSS falls by most of what was freed."""
+    from harness.bounds import _malloc_trim, release_freed_memory
+
+    if _malloc_trim() is None:
+        pytest.skip("this C library has no malloc_trim")
+
+    def rss() -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
+
+    blocks = [bytes(2000) + bytes([i % 256]) for i in range(100_000)]  # ~200 MB of malloc'd (not pymalloc) blocks
+    kept = blocks[::32]
+    del blocks
+    before = rss()
+    release_freed_memory()
+    assert before - rss() > 100 << 20, (before, rss())
+    assert len(kept) == 3125
