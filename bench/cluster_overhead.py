@@ -57,11 +57,11 @@ def empty_task_ms(ray, resource: str, count: int) -> list[float]:
 
 def row_seconds(address: str | None, repeats: int) -> list[float]:
     from harness import cluster as cluster_mod
-    from harness import runner
-    from harness.demo import DEMO_PROFILE, demo_dataset, demo_model_path
-    from harness.envinfo import environment
+    from harness.data.demo import DEMO_PROFILE, demo_dataset, demo_model_path
+    from harness.measure import runner
+    from harness.measure.envinfo import environment
+    from harness.measure.results import ResultsStore
     from harness.profiles import load_profile
-    from harness.results import ResultsStore
     from harness.targets import get_target
 
     images, ann, _ = demo_dataset()

@@ -57,8 +57,8 @@ def main() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a loopback cluster only
     os.environ["PYTHONPATH"] = str(ROOT)
+    from harness.data.demo import DEMO_PROFILE, DEMO_SEED, demo_model_path
     from harness.data.synthetic import generate_dataset
-    from harness.demo import DEMO_PROFILE, DEMO_SEED, demo_model_path
 
     root = Path(tempfile.mkdtemp(prefix="sens-bench-"))
     calib, _ = generate_dataset(root / "calib", num_images=16, seed=DEMO_SEED, split="calib")

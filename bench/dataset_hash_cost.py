@@ -15,8 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.fileio import sha256_file  # noqa: E402
-from harness.imagefile import check_image_file  # noqa: E402
+from harness.core.fileio import sha256_file  # noqa: E402
+from harness.images.imagefile import check_image_file  # noqa: E402
 
 COCO_VAL_IMAGES = 5000
 

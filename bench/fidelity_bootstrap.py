@@ -1,7 +1,7 @@
 """How long the paired ΔmAP bootstrap interval takes, next to one COCOeval run (issue #16).
 
 Per round, back to back on the same detections:
-  A. one COCO evaluation by the harness's evaluator (harness.evaluate: faster-coco-eval when installed)
+  A. one COCO evaluation by the harness's evaluator (harness.measure.evaluate: faster-coco-eval when installed)
   B. one pycocotools COCOeval run (evaluate + accumulate + summarize)
   C. the interval as `harness report --fidelity` computes it: pycocotools per-image matches of both rows
      (harness.fidelity.cocomatch) + the weighted re-accumulation over B resamples (harness.fidelity.bootstrap)
@@ -29,11 +29,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.data.annotations import load_annotations
-from harness.evaluate import CocoEvaluator  # noqa: E402
-from harness.fidelity.artifacts import read_detections  # noqa: E402
 from harness.fidelity.bootstrap import AREAS, paired_bootstrap, resample_weights  # noqa: E402
 from harness.fidelity.cocomatch import coco_matches, ground_truth, run_cocoeval  # noqa: E402
 from harness.fidelity.weighted import summary_stats  # noqa: E402
+from harness.measure.artifacts import read_detections  # noqa: E402
+from harness.measure.evaluate import CocoEvaluator  # noqa: E402
 
 
 def timed(fn):

@@ -44,7 +44,7 @@ MODELS = {  # file stem under ../shared/models/tflite -> built-in profile
 
 
 def first_image(profile):
-    from harness.preprocess import preprocess_image
+    from harness.images.preprocess import preprocess_image
 
     image = json.loads(ANN.read_text())["images"][0]
     x, _ = preprocess_image(DATA / image["file_name"], image["id"], profile.input)
@@ -95,7 +95,7 @@ def plain_loop(model, feed: np.ndarray, seconds: float, interpreters: int, threa
 def harness_fps(target_name, model, profile, x, seconds: float, options: dict) -> tuple[float, float]:
     """(img/s, images per CPU-second) of the target's benchmark() as `harness run` calls it."""
     from harness.targets import get_target
-    from harness.timing import LoopRule, warm_up
+    from harness.targets.timing import LoopRule, warm_up
 
     with get_target(target_name)(model, profile, options) as target:
         target.load(1)
@@ -163,7 +163,7 @@ def main():
     parser.add_argument("--ort-model", default=None, help="an fp32 ONNX under ../shared/models (stem) with a built-in profile")
     args = parser.parse_args()
 
-    from harness.modes import split_cores, usable_cores
+    from harness.targets.modes import split_cores, usable_cores
 
     cores = usable_cores()
     requests, each = split_cores(cores, None, None)

@@ -103,7 +103,7 @@ def hand_loop(sessions: list, threads: int, x: np.ndarray, seconds: float, warmu
 
 
 def harness_fps(target, x: np.ndarray, seconds: float) -> tuple[float, float]:
-    from harness.timing import LoopRule, warm_up
+    from harness.targets.timing import LoopRule, warm_up
 
     warm_up(lambda: target.infer(x), 1.0)  # the runner's warm-up
     cpu = cpu_seconds()
@@ -179,7 +179,7 @@ def main(argv=None):
 
     import onnxruntime
 
-    from harness.modes import usable_cores
+    from harness.targets.modes import usable_cores
 
     cores = usable_cores()
     out(f"# ort_throughput.py  ({time.strftime('%Y-%m-%d %H:%M')}, {cores} usable cpus, load "

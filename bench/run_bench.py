@@ -63,7 +63,7 @@ def out(text=""):
 
 def harness_ov_fps(model, profile, seconds, precision="fp32", hint="THROUGHPUT"):
     from harness.targets import get_target
-    from harness.timing import LoopRule, warm_up
+    from harness.targets.timing import LoopRule, warm_up
 
     # fp32 is the target's default pin (INFERENCE_PRECISION_HINT f32); given explicitly it would be
     # refused for an int8 graph, which runs as it is
@@ -102,7 +102,7 @@ def harness_ort_fps(model, profile, seconds):
     """Latency mode (one call at a time), as the loop it is compared with; throughput mode is
     bench/ort_throughput.py's comparison."""
     from harness.targets import get_target
-    from harness.timing import LoopRule, warm_up
+    from harness.targets.timing import LoopRule, warm_up
 
     target = get_target("ort")(model, profile, {"mode": "latency"})
     target.load(1)
@@ -147,7 +147,7 @@ def _sample(profile):
 
 def _real_sample(dataset, profile):
     """The first dataset image, preprocessed: what `harness run` times inference on."""
-    from harness.preprocess import preprocess_image
+    from harness.images.preprocess import preprocess_image
 
     image_id, path = dataset.images[0]
     return preprocess_image(path, image_id, profile.input)[0][None]
@@ -160,7 +160,7 @@ def section_ov(args, models):
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "(unset)")
     out(f"   hint THROUGHPUT, batch 1, {args.seconds:.0f}s per run, ONEDNN_MAX_CPU_ISA={isa} for both,"
         " the same input values for both (benchmark_app's own random fill)")
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
 
     for label, model, profile in models:
         ratios = {"f32": [], "bf16": []}
@@ -217,11 +217,11 @@ def section_ort(args, onnx_model, profile):
 
 
 def section_pass(args, cases, dataset):
-    from harness.canvases import CanvasCache
-    from harness.evaluate import CocoEvaluator
-    from harness.pipeline import accuracy_pass
+    from harness.measure.canvases import CanvasCache
+    from harness.measure.evaluate import CocoEvaluator
+    from harness.measure.pipeline import accuracy_pass
     from harness.targets import get_target
-    from harness.timing import LoopRule, warm_up
+    from harness.targets.timing import LoopRule, warm_up
 
     cores = os.cpu_count() or 1
     out("## 3. Full accuracy pass (read+preprocess+infer+decode, then evaluate) vs pure inference of the same images")
@@ -283,7 +283,7 @@ def section_pass(args, cases, dataset):
 
 
 def section_eval(args, dataset, detections, counted):
-    from harness.evaluate import METRIC_NAMES, CocoEvaluator, available_backends
+    from harness.measure.evaluate import METRIC_NAMES, CocoEvaluator, available_backends
 
     out("## 5. COCO evaluation: faster-coco-eval vs pycocotools (nanodet-m-320 detections)")
     if set(available_backends()) < {"faster-coco-eval", "pycocotools"}:
@@ -412,7 +412,7 @@ def main(argv=None):
                             (f"ort {args.onnx.name} threads=1", "ort", args.onnx, onnx_profile,
                              {**one_thread, "mode": "latency"})], dataset)
     if only & {5}:
-        from harness.pipeline import accuracy_pass
+        from harness.measure.pipeline import accuracy_pass
         from harness.targets import get_target
 
         target = get_target("ort")(args.onnx, onnx_profile, {})

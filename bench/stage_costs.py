@@ -37,7 +37,7 @@ def _best(fn, passes: int) -> float:
 
 def preprocess_cost(dataset, profile, passes: int = 3) -> float:
     """CPU seconds per image of preprocess_image alone, in this thread (best pass)."""
-    from harness.preprocess import preprocess_image
+    from harness.images.preprocess import preprocess_image
 
     return _best(lambda: [preprocess_image(p, i, profile.input) for i, p in dataset.images], passes) / len(dataset.images)
 
@@ -48,7 +48,7 @@ def decode_costs(target, dataset, profile, passes: int = 3) -> tuple[float, floa
     after inference); best pass of each."""
     from harness.decode import decode
     from harness.decode.types import to_coco_results
-    from harness.preprocess import preprocess_image
+    from harness.images.preprocess import preprocess_image
 
     outputs = []
     for image_id, path in dataset.images:

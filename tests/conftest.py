@@ -89,7 +89,7 @@ def nanodet_m_320() -> Path:
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> tuple[Path, Path]:
     """(images, annotations) of the demo's generated validation split, generated once per session."""
-    from harness.demo import demo_dataset
+    from harness.data.demo import demo_dataset
 
     images, ann, _ = demo_dataset(tmp_path_factory.mktemp("demo-cache"))
     return images, ann
@@ -99,7 +99,7 @@ def demo_data(tmp_path_factory) -> tuple[Path, Path]:
 def demo_oracle_map(demo_data) -> float:
     """The bundled demo model's mAP on the demo split computed without the harness (tests/oracles.py:
     OpenCV letterbox, plain ONNX Runtime, the NanoDet-Plus decode port, pycocotools)."""
-    from harness.demo import DEMO_PROFILE, demo_model_path
+    from harness.data.demo import DEMO_PROFILE, demo_model_path
     from harness.profiles import load_profile
     from tests.oracles import nanodet_letterbox_map
 

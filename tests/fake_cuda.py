@@ -60,7 +60,7 @@ class _Event:
 
 
 class FakeCudaRuntime:
-    """One fake GPU. Module-like: pass an instance as `cudart` to harness.targets.cuda_rt.CudaPython."""
+    """One fake GPU. Module-like: pass an instance as `cudart` to harness.targets.trt.cuda_rt.CudaPython."""
 
     cudaError_t = cudaError_t
     cudaMemcpyKind = cudaMemcpyKind

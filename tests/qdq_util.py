@@ -11,9 +11,9 @@ from pathlib import Path
 import cv2
 import onnx
 
+from harness.data.demo import demo_model_path
 from harness.data.synthetic import generate_image
-from harness.demo import demo_model_path
-from harness.preprocess import prepare_batch
+from harness.images.preprocess import prepare_batch
 from harness.profiles import load_profile
 
 

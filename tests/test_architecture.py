@@ -15,15 +15,15 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "harness"
 
 #: docs/architecture.md's layers; a module may import its own layer or lower ones
+# Each folder of harness/ is one part of the data flow; a folder's modules may sit in different layers
+# (targets/timing.py is the clock every target uses). The longest dotted prefix decides.
 LAYERS = {
-    0: ("errors", "config", "registry", "jit", "jsonfile", "progress", "fileio", "folders", "interrupts",
-        "bounds"),
-    1: ("preprocess", "imagefile", "onnx_model", "declared_shapes", "batch_rewrite", "timing", "modes", "row",
-        "extra_inputs", "decode", "identity",
-        "machine"),
-    2: ("profiles", "evaluate", "data", "targets", "canvases", "results", "precision", "envinfo", "demo"),
-    3: ("pipeline", "measurement", "runner", "bench", "profile_match", "npu", "fidelity", "quant", "sensitivity",
-        "cluster"),
+    0: ("core",),
+    1: ("images", "model", "targets.timing", "targets.modes", "targets.figures", "measure.row",
+        "measure.identity", "decode", "machine"),
+    2: ("profiles", "measure.evaluate", "data", "targets", "measure.results",
+        "measure.envinfo", "precision"),
+    3: ("measure", "profiles.match", "npu", "fidelity", "quant", "sensitivity", "cluster"),
     4: ("report",),
     5: ("cli", "__main__"),
 }
@@ -59,8 +59,10 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
             if node.level:
                 base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
             if base.startswith("harness"):
-                found.add(base)
-                found.update(f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in modules)
+                submodules = {f"{base}.{a.name}" for a in node.names} & modules
+                found.update(submodules)
+                if len(submodules) < len(node.names):  # a name of the package itself, not only its submodules
+                    found.add(base)
         for child in ast.iter_child_nodes(node):
             visit(child)
 
@@ -112,11 +114,15 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def layer_of(module: str) -> int:
-    top = module.split(".")[1] if "." in module else module
-    for layer, names in LAYERS.items():
-        if top in names:
-            return layer
-    raise AssertionError(f"module {module} is in no layer of docs/architecture.md: add it to LAYERS and the doc")
+    name = module.split(".", 1)[1] if "." in module else module
+    best = None
+    for layer, prefixes in LAYERS.items():
+        for prefix in prefixes:
+            if (name == prefix or name.startswith(prefix + ".")) and (best is None or len(prefix) > len(best[0])):
+                best = (prefix, layer)
+    if best is None:
+        raise AssertionError(f"module {module} is in no layer of docs/architecture.md: add it to LAYERS and the doc")
+    return best[1]
 
 
 def _packages_of(module: str) -> set[str]:
@@ -263,5 +269,24 @@ def test_the_base_install_check_refuses_an_extras_module():
     and a module of the base install is not."""
     blocked = outside_base_install()
     assert "pytest" in blocked and "numpy" not in blocked and "cv2" not in blocked
-    failures = import_failures(["pytest", "harness.errors"], preloaded=())
+    failures = import_failures(["pytest", "harness.core.errors"], preloaded=())
     assert list(failures) == ["pytest"] and "ModuleNotFoundError" in failures["pytest"] and "base install" in failures["pytest"]
+
+
+def test_the_package_root_is_folders():
+    """`ls harness` reads as the data flow: each part in its folder, the root holds only the entry points."""
+    root_modules = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert root_modules == ["__init__.py", "__main__.py"], root_modules
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert {name for layer in LAYERS.values() for name in layer if "." not in name} - {"__main__"} <= folders
+
+
+def test_no_two_folders_import_each_other():
+    """At folder level the package is a one-way flow (targets/ never reaches back into measure/ ...)."""
+    def folder(module: str) -> str:
+        return module.split(".")[1] if module.count(".") else module
+
+    edges = {(folder(m), folder(d)) for m, deps in import_graph().items() for d in deps
+             if m.count(".") and d.count(".") and folder(m) != folder(d)}
+    both_ways = sorted((a, b) for a, b in edges if (b, a) in edges and a < b)
+    assert both_ways == [], both_ways

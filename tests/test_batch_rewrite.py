@@ -1,4 +1,4 @@
-"""The batch-N rewrite of fixed-batch-1 ONNX graphs (harness.batch_rewrite).
+"""The batch-N rewrite of fixed-batch-1 ONNX graphs (harness.model.batch_rewrite).
 
 Small graphs built here check each rewrite rule against ONNX Runtime running the original at batch 1
 (the independent reference: stacking N batch-1 runs is what batch N must give); the real exports of
@@ -13,14 +13,14 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from harness.batch_rewrite import (
+from harness.images.preprocess import prepare_batch
+from harness.model.batch_rewrite import (
     BatchRewriteError,
     batch_model,
     check_shapes,
     compare_batches,
     rewrite_batch,
 )
-from harness.preprocess import prepare_batch
 from harness.profiles import load_profile
 from tests.conftest import need_shared
 
@@ -176,8 +176,8 @@ def test_real_export_without_batch_axis_is_refused(tmp_path):
 def test_run_at_batch_4_gives_batch_1_map_on_both_cpu_targets(tmp_path, coco_tiny, name):
     """The rows a user gets from `run -t ort,ov --bs 1,4` on a fixed-batch-1 export (4 coco-tiny images;
     the 80-image figures for bs 1, 4, 8 are in docs/models.md)."""
-    from harness.results import ResultsStore
-    from harness.runner import RunConfig, run
+    from harness.measure.results import ResultsStore
+    from harness.measure.runner import RunConfig, run
 
     model = need_shared("models", f"{name}.onnx")
     images, ann = coco_tiny

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 from harness.cli import main
-from harness.pipeline import iter_batches
+from harness.measure.pipeline import iter_batches
 from harness.profiles import load_profile
 from tests.tinymodel import write_tiny_dataset, write_tiny_model, write_tiny_profile
 

@@ -8,10 +8,10 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from harness.bench import random_batch
 from harness.cli import main
+from harness.measure.bench import random_batch
 from harness.profiles import input_profile, load_profile
-from harness.timing import percentiles
+from harness.targets.timing import percentiles
 
 FAST = ["--seconds", "0.05", "--max-seconds", "0.1", "--warmup", "0.02"]
 
@@ -103,7 +103,7 @@ def test_bench_refuses_flags_that_do_not_fit_with_one_line(tiny, args, line):
 
 def test_percentile_summary_agrees_with_the_row_percentiles():
     values = list(np.random.default_rng(1).exponential(5.0, 150))
-    from harness.timing import summary_ms
+    from harness.targets.timing import summary_ms
 
     summary = summary_ms(values)
     assert summary["median"] == pytest.approx(float(np.median(values)), abs=1e-3)

@@ -8,10 +8,10 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from harness.canvases import CanvasCache
 from harness.cli import main
 from harness.data.coco import load_dataset
-from harness.pipeline import accuracy_pass
+from harness.measure.canvases import CanvasCache
+from harness.measure.pipeline import accuracy_pass
 from harness.targets import get_target
 from tests.tinymodel import tiny_ort_setup
 
@@ -91,7 +91,7 @@ def test_every_input_key_is_geometry_or_applied_after_the_canvas():
     both lists would let two profiles share canvases (or metas) they must not."""
     from dataclasses import fields
 
-    from harness.canvases import AFTER_CANVAS, GEOMETRY
+    from harness.measure.canvases import AFTER_CANVAS, GEOMETRY
     from harness.profiles import InputSpec
 
     keys = {f.name for f in fields(InputSpec)}

@@ -190,8 +190,8 @@ def test_full_disk_fails_before_work(tiny, tiny_disk):
 
 
 def test_failed_results_write_is_a_clear_error_and_keeps_finished_rows(tmp_path):
-    from harness.errors import HarnessError
-    from harness.results import ResultsStore
+    from harness.core.errors import HarnessError
+    from harness.measure.results import ResultsStore
 
     store = ResultsStore(tmp_path / "store", env={})
     store.add({"target": "ort", "model": "m", "profile": "p", "precision": "fp32", "bs": 1, "notes": []})

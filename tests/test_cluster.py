@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.demo import DEMO_PROFILE, demo_model_path
+from harness.data.demo import DEMO_PROFILE, demo_model_path
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="ray is not installed (pip install '.[cluster]')")
@@ -30,7 +30,7 @@ QUICK = ["--seconds", "0.2", "--max-seconds", "0.3", "--warmup", "0", "--limit",
 
 def test_ray_is_not_imported_without_cluster():
     """run without --cluster never loads Ray: the cluster module imports it only when connecting."""
-    code = ("import sys, harness.cli.run, harness.cluster, harness.runner; "
+    code = ("import sys, harness.cli.run, harness.cluster, harness.measure.runner; "
             "sys.exit(1 if 'ray' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}).returncode == 0
 
@@ -193,7 +193,7 @@ def test_killed_worker_is_a_failed_row_and_the_sweep_goes_on(cluster, demo_data,
 def test_a_row_reserves_its_device_nodes_cpus_and_a_missing_resource_is_one_line():
     """plan_resources over node records as ray.nodes() returns them (no cluster needed)."""
     from harness.cluster import plan_resources
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
 
     nodes = [{"Alive": True, "NodeManagerAddress": "10.0.0.1", "Resources": {"CPU": 16.0, "device:ov": 1.0}},
              {"Alive": True, "NodeManagerAddress": "10.0.0.2", "Resources": {"CPU": 8.0, "device:ov": 1.0,
@@ -215,8 +215,8 @@ def test_a_row_reserves_its_device_nodes_cpus_and_a_missing_resource_is_one_line
 def test_sensitivity_variants_on_the_cluster_find_the_local_exclusion_list(cluster, tmp_path):
     """The hostile demo (tests/tinymodel.py): the variants scored on the cluster's workers give the same
     mAP per variant and the same exclude.txt as the single-process search."""
+    from harness.data.demo import DEMO_SEED
     from harness.data.synthetic import generate_dataset
-    from harness.demo import DEMO_SEED
     from harness.sensitivity.store import RESULTS_FILE, read_results
     from tests.tinymodel import HOSTILE_TARGET, write_hostile_demo
 

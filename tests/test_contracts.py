@@ -11,11 +11,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from harness import config
+from harness.core import config
+from harness.core.errors import HarnessError
 from harness.decode import DECODERS
-from harness.errors import HarnessError
+from harness.images.preprocess import ImageMeta
 from harness.npu import FILE_TOOLS
-from harness.preprocess import ImageMeta
 from harness.profiles import load_profile, profile_from_dict
 from harness.targets import TARGETS
 from harness.targets.base import Target

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
+from harness.core.errors import HarnessError
 from harness.decode import decode
 from harness.decode.gfl import arrange_outputs, make_priors
 from harness.decode.nms import multiclass_nms
-from harness.errors import HarnessError
-from harness.preprocess import ImageMeta
+from harness.images.preprocess import ImageMeta
 from harness.profiles import profile_from_dict
 
 BIG = 60.0  # a logit this large makes the bin softmax one-hot to float32 precision

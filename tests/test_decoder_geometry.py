@@ -8,12 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from harness.core.errors import HarnessError
 from harness.decode import DECODERS, decode
 from harness.decode.effdet import feature_sizes
 from harness.decode.geometry import OutputLayoutError, family_matches, grid_cells, likely_family
-from harness.errors import HarnessError
-from harness.extra_inputs import extra_inputs
-from harness.preprocess import ImageMeta
+from harness.images.preprocess import ImageMeta
+from harness.model.extra_inputs import extra_inputs
 from harness.profiles import load_profile, profile_from_dict
 from harness.targets import get_target
 from tests import tinyheads

@@ -23,14 +23,14 @@ import types
 import numpy as np
 import pytest
 
+from harness.core.errors import HarnessError
 from harness.decode import decode
 from harness.decode.effdet import feature_sizes, make_anchors
 from harness.decode.nms import per_class_top_k
 from harness.decode.paddle import model_original_to_original
 from harness.decode.types import Detections
-from harness.errors import HarnessError
-from harness.extra_inputs import extra_inputs
-from harness.preprocess import ImageMeta, place_geometry
+from harness.images.preprocess import ImageMeta, place_geometry
+from harness.model.extra_inputs import extra_inputs
 from harness.profiles import load_profile, profile_from_dict
 from tests.conftest import with_decoder_params
 

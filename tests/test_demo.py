@@ -6,11 +6,11 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import main
+from harness.data.demo import DEMO_IMAGES, demo_dataset, demo_model_path
 from harness.data.synthetic import generate_dataset
-from harness.demo import DEMO_IMAGES, demo_dataset, demo_model_path
+from harness.measure.results import ResultsStore
+from harness.measure.runner import RunConfig, run
 from harness.profiles import load_profile
-from harness.results import ResultsStore
-from harness.runner import RunConfig, run
 
 #: the demo's mAP as README.md and datasets/demo/README.md state it: a regression pin on the bundled model
 #: (the READMEs must say what the demo prints); the rows' correctness is checked against demo_oracle_map
@@ -69,7 +69,7 @@ def test_demo_cli_matches_an_independent_decode_and_the_readme(tmp_path, demo_da
 
 
 def test_demo_run_never_overwrites_previous_results(tmp_path, monkeypatch):
-    from harness.demo import free_out_dir
+    from harness.data.demo import free_out_dir
 
     base = tmp_path / "demo"
     assert free_out_dir(base) == base

@@ -677,8 +677,9 @@ CASES: dict[str, Callable[[], list[str]]] = {
 }
 # another process holding the lock, as a second command on the same --out would
 HOLDS_LOCK = {
-    "out-locked": "from harness.results import ResultsStore; s = ResultsStore('out', env={})",
-    "quantize-out-locked": "from harness.folders import FolderLock; import os; os.makedirs('quant'); s = FolderLock('quant')",
+    "out-locked": "from harness.measure.results import ResultsStore; s = ResultsStore('out', env={})",
+    "quantize-out-locked": ("from harness.core.folders import FolderLock; import os; os.makedirs('quant'); "
+                            "s = FolderLock('quant')"),
 }
 # A late failure (evaluation after the whole timing and accuracy pass) has no bad input left that
 # reaches it: annotations are checked up front. The one fault injected here stands for what remains
@@ -716,7 +717,7 @@ def run_case(case: str, folder: Path) -> tuple[int, str, str]:
             holder = _hold_lock(HOLDS_LOCK[case], folder)
         with pytest.MonkeyPatch.context() as patch:
             if case in EVALUATION_FAILS:
-                from harness.evaluate import CocoEvaluator
+                from harness.measure.evaluate import CocoEvaluator
 
                 patch.setattr(CocoEvaluator, "evaluate", _failing_evaluate)
             result = CliRunner().invoke(main, args)

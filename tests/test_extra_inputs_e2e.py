@@ -12,9 +12,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from harness.measure.results import ResultsStore
+from harness.measure.runner import RunConfig, run
 from harness.profiles import load_profile
-from harness.results import ResultsStore
-from harness.runner import RunConfig, run
 
 SIZE = 32
 INPUT_BOX = [8.0, 4.0, 24.0, 28.0]  # x1, y1, x2, y2 in model-input pixels

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from harness.decode import decode
-from harness.extra_inputs import extra_inputs
-from harness.preprocess import preprocess_image
+from harness.images.preprocess import preprocess_image
+from harness.model.extra_inputs import extra_inputs
 from harness.profiles import load_profile, profile_from_dict
 from harness.targets import get_target
 from tests import oracles, tinyheads
@@ -157,8 +157,8 @@ def test_tiny_head_decodes_as_its_upstream_does(tmp_path, head, target):
 def test_builtin_profile_runs_end_to_end_on_both_targets(tmp_path, profile_name, write):
     """`harness run` with the built-in profile on a tiny model of the real file's geometry (no
     416 PicoDet file exists): both targets, the same detections and mAP."""
-    from harness.results import ResultsStore
-    from harness.runner import RunConfig, run
+    from harness.measure.results import ResultsStore
+    from harness.measure.runner import RunConfig, run
     from tests.tinymodel import write_tiny_dataset
 
     need_target("ort")

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 from harness.data.annotations import load_annotations
-from harness.evaluate import CocoEvaluator
 from harness.fidelity.bootstrap import paired_bootstrap, resample_weights
 from harness.fidelity.cocomatch import coco_matches, ground_truth, run_cocoeval
 from harness.fidelity.weighted import summary_stats
+from harness.measure.evaluate import CocoEvaluator
 from tests.conftest import need_shared
 
 

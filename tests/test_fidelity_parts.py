@@ -11,9 +11,11 @@ import re
 import numpy as np
 import pytest
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 from harness.fidelity.agreement import agreement, match_image
-from harness.fidelity.artifacts import (
+from harness.fidelity.gate import failing_comparisons, parse_gate
+from harness.fidelity.tensors import tensor_errors
+from harness.measure.artifacts import (
     SavedDetections,
     SavedOutputs,
     read_detections,
@@ -21,9 +23,7 @@ from harness.fidelity.artifacts import (
     write_detections,
     write_outputs,
 )
-from harness.fidelity.capture import split_per_image
-from harness.fidelity.gate import failing_comparisons, parse_gate
-from harness.fidelity.tensors import tensor_errors
+from harness.measure.capture import split_per_image
 
 
 def det(image_id, cat, box, score):
@@ -217,7 +217,7 @@ def test_failed_rows_are_never_references_and_are_listed(tmp_path):
     from dataclasses import dataclass
 
     from harness.fidelity.pairing import fidelity_report
-    from harness.row import ResultRow, failed_row
+    from harness.measure.row import ResultRow, failed_row
 
     ann = _large_boxes_only()
     ann_path = tmp_path / "ann.json"
@@ -250,8 +250,8 @@ def test_failed_rows_are_never_references_and_are_listed(tmp_path):
 
 
 def test_delta_ap_leaves_out_sizes_without_ground_truth():
-    from harness.evaluate import CocoEvaluator
     from harness.fidelity.delta_ap import delta_ap
+    from harness.measure.evaluate import CocoEvaluator
 
     ann = _large_boxes_only()
     ref = [det(a["image_id"], a["category_id"], a["bbox"], 0.9) for a in ann["annotations"]]

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from harness.preprocess import input_to_original, original_to_input, preprocess_image, resize_image, to_model_layout
+from harness.images.preprocess import input_to_original, original_to_input, preprocess_image, resize_image, to_model_layout
 from harness.profiles import InputSpec
 
 
@@ -46,7 +46,7 @@ def test_letterbox_keeps_aspect_and_pads_with_pad_value():
 
 
 def test_input_to_original_clips_to_image():
-    from harness.preprocess import ImageMeta
+    from harness.images.preprocess import ImageMeta
 
     meta = ImageMeta(1, "x", 100, 50, 0.5, 0.5, 10, 0)
     out = input_to_original(np.array([[0, -5, 200, 40]], np.float32), meta)
@@ -93,7 +93,7 @@ def test_per_channel_pad_value_is_in_model_colour_order():
 
 
 def test_profile_rejects_bad_pad_value():
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
     from harness.profiles import profile_from_dict
 
     base = {"input": {"width": 8, "height": 8}, "decoder": {"kind": "gfl"}, "classes": {"names": ["a"]}}

@@ -18,17 +18,17 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
-from harness.errors import HarnessError, TargetUnavailable
-from harness.onnx_model import inspect_onnx
+from harness.core.errors import HarnessError, TargetUnavailable
+from harness.images.preprocess import preprocess_image
+from harness.model.onnx_model import inspect_onnx
 from harness.precision.calib_images import CalibrationBatches, calibration_files
-from harness.preprocess import preprocess_image
 from harness.profiles import load_profile, profile_from_dict
 from harness.targets import get_target
 from harness.targets.base import BenchStats
 from harness.targets.ort import check_session_providers, trt_ep_options
-from harness.targets.trt import TensorRtTarget
-from harness.targets.trt_calib import calib_cache_name
-from harness.targets.trt_engine import (
+from harness.targets.timing import LoopRule
+from harness.targets.trt.calib import calib_cache_name
+from harness.targets.trt.engine import (
     engine_cache_key,
     engine_key_fields,
     engine_paths,
@@ -39,9 +39,9 @@ from harness.targets.trt_engine import (
     stale_reason,
     store_engine,
 )
-from harness.targets.trt_settings import TrtOptions, TrtSettings, load_trt_settings, settings_from_options
-from harness.targets.trt_timing import timing_summary
-from harness.timing import LoopRule
+from harness.targets.trt.settings import TrtOptions, TrtSettings, load_trt_settings, settings_from_options
+from harness.targets.trt.target import TensorRtTarget
+from harness.targets.trt.timing import timing_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 NANODET = load_profile("nanodet-m-320")
@@ -280,7 +280,7 @@ def test_settings_file_overrides_and_cli_precedence(tmp_path):
     ("engine_cache = 3", "engine_cache"),
     ('timing = "pipelind"', "did you mean 'pipelined'"),
     ("check_min_box_agreement = 1.5", "check_min_box_agreement"),
-    ('precision = "FP16"', "one of fp32, fp16, int8"),  # choices are exact, as everywhere in harness.config
+    ('precision = "FP16"', "one of fp32, fp16, int8"),  # choices are exact, as everywhere in harness.core.config
     ("precision = ", "not valid TOML"),
 ])
 def test_bad_settings_are_errors(tmp_path, text, match):
@@ -502,8 +502,8 @@ def test_cli_ort_cuda_fallback_runs_on_cpu_and_records_it(tmp_path, coco_tiny, n
 
 
 def _run_rows(target, model, images, ann, tmp_path, options, batch_sizes=(1,), tag=""):
-    from harness import runner
-    from harness.results import ResultsStore
+    from harness.measure import runner
+    from harness.measure.results import ResultsStore
 
     config = runner.RunConfig(target=target, model=str(model), profile=NANODET, images_dir=images, ann_path=ann,
                               batch_sizes=list(batch_sizes), options=options, bench_seconds=0.5, max_seconds=0.5,
@@ -559,7 +559,7 @@ def test_trt_int8_calibration_cache_written_and_reused(tmp_path, coco_tiny, nano
     reason = _gpu_reason("trt")
     if reason:
         pytest.skip(reason)
-    from harness.targets.trt_api import import_tensorrt
+    from harness.targets.trt.api import import_tensorrt
 
     if not import_tensorrt()[1].legacy_int8:
         pytest.skip("this TensorRT has no implicit calibration (11.x): the legacy mode is refused there")

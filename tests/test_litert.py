@@ -3,7 +3,7 @@
 The mAP checks compare `harness run -t litert` with an independent pipeline written here from the models'
 README recipe and Ultralytics' own code (tests/oracles.py: LetterBox, non_max_suppression): cv2 for the
 images, the interpreter called directly, numpy for the rest, pycocotools for the score. Nothing of
-harness.preprocess, harness.decode or the target is used on that side.
+harness.images.preprocess, harness.decode or the target is used on that side.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import main
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 from harness.profiles import load_profile
 from harness.targets import get_target
 from harness.targets.litert.runtime import interpreter_module, parse_delegate_options
@@ -52,7 +52,7 @@ def test_input_quantization_rounds_as_the_recipe_says():
     AutoBackend) gives pixel - 129 for some pixels, as the models' README says (63 of 256)."""
     detail = {"dtype": np.int8, "quantization": (0.003921568859368563, -128)}
     pixels = np.arange(256, dtype=np.float32)
-    x = pixels * (np.float32(1) / np.float32(255))  # harness.preprocess: (p - 0) * (1 / 255) in float32
+    x = pixels * (np.float32(1) / np.float32(255))  # harness.images.preprocess: (p - 0) * (1 / 255) in float32
     rounded = quantize_input(x, detail)
     assert rounded.dtype == np.int8 and np.array_equal(rounded.astype(int), pixels.astype(int) - 128)
     truncated = quantize_input(x, detail, "truncate").astype(int)
@@ -93,7 +93,7 @@ def test_delegation_counts_the_nodes_inside_each_partition():
 def test_ultralytics_letterbox_places_pixels_as_ultralytics_does():
     """[input] rounding = "round", box_scale = "ratio": the same canvas, pixel for pixel, and the same (r, left,
     top) as Ultralytics' LetterBox (tests/oracles.py), on sizes whose padding is odd, even, or none."""
-    from harness.preprocess import resize_image
+    from harness.images.preprocess import resize_image
 
     spec = load_profile("yolo11n-416-tflite").input
     rng = np.random.default_rng(0)
@@ -192,7 +192,7 @@ def test_external_delegate_errors_are_one_line(tmp_path):
 def test_profile_and_model_input_types_must_fit(tmp_path):
     """The uint8 SSD with a float profile is quantized with its own (1/128, 128), which gives back the very
     bytes the u8 profile feeds; the int8 YOLO with a u8 profile is refused."""
-    from harness.preprocess import preprocess_image
+    from harness.images.preprocess import preprocess_image
     from harness.profiles import profile_text
 
     model, u8 = tflite("ssd_mobilenet_v1_quant_300.tflite"), load_profile("ssd-mobilenet-v1-300-tflite")

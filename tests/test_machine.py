@@ -29,7 +29,7 @@ from harness.machine.state import (
     spread,
 )
 from harness.machine.watch import RowWatch
-from harness.row import ResultRow
+from harness.measure.row import ResultRow
 
 STAT = """cpu  5793 10 2171 331337 285 3 29 8 100 0
 cpu0 708 0 541 168564 25 0 3 3 0 0

@@ -17,13 +17,13 @@ import numpy as np
 import onnx
 import pytest
 
-from harness.declared_shapes import model_for_onnx_runtime, unconfirmed_output_dims
-from harness.errors import HarnessError
-from harness.extra_inputs import check_model_inputs
-from harness.onnx_model import TensorInfo
+from harness.core.errors import HarnessError
+from harness.measure.results import ResultsStore
+from harness.measure.runner import RunConfig, run
+from harness.model.declared_shapes import model_for_onnx_runtime, unconfirmed_output_dims
+from harness.model.extra_inputs import check_model_inputs
+from harness.model.onnx_model import TensorInfo
 from harness.profiles import load_profile, profile_from_dict
-from harness.results import ResultsStore
-from harness.runner import RunConfig, run
 from harness.targets import get_target
 from tests import tinyheads
 from tests.tinymodel import write_tiny_dataset, write_tiny_model, write_tiny_profile
@@ -121,7 +121,7 @@ def test_model_input_the_profile_does_not_feed_is_one_line(tmp_path, target):
 def test_trt_refuses_in_its_plan_step_before_any_gpu_work(tmp_path, monkeypatch, extras, message):
     """TensorRT checks the inputs in its plan step, on the ONNX graph: on the fakes of TensorRT 11.4
     and cuda-python (tests/fake_trt.py; no GPU here), nothing is built and the fake GPU is never called."""
-    from harness.targets import cuda_rt
+    from harness.targets.trt import cuda_rt
     from tests.fake_cuda import FakeCudaRuntime
     from tests.fake_trt import TRT_API, make_fake_tensorrt
 

@@ -8,12 +8,12 @@ import threading
 import numpy as np
 import pytest
 
-from harness.errors import HarnessError
-from harness.modes import RunMode, split_cores
+from harness.core.errors import HarnessError
 from harness.profiles import load_profile
 from harness.targets import get_target
-from harness.targets.trt_settings import settings_from_options
-from harness.timing import LoopRule
+from harness.targets.modes import RunMode, split_cores
+from harness.targets.timing import LoopRule
+from harness.targets.trt.settings import settings_from_options
 from tests.tinymodel import write_tiny_model, write_tiny_profile
 
 

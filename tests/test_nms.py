@@ -112,7 +112,7 @@ def test_decode_on_real_outputs_equals_opencv_nms(coco_tiny, model):
     """Real outputs (the int8 IR's quantised scores tie a lot) decoded with both NMS implementations."""
     from harness.data.coco import load_dataset
     from harness.decode import nms as nms_module
-    from harness.pipeline import accuracy_pass
+    from harness.measure.pipeline import accuracy_pass
     from harness.profiles import load_profile
     from harness.targets import get_target
 
@@ -196,7 +196,7 @@ def test_candidate_boxes_equal_numpy_softmax():
 @pytest.mark.slow
 def test_kernels_work_where_no_cache_folder_can_be_written():
     """numba refuses cache=True at import time when no cache folder is writable (read-only install,
-    no writable home); harness.jit then compiles in memory instead of failing."""
+    no writable home); harness.core.jit then compiles in memory instead of failing."""
     import os
     import subprocess
     import sys
@@ -204,7 +204,7 @@ def test_kernels_work_where_no_cache_folder_can_be_written():
     code = (
         "import numpy as np\n"
         "from harness.decode.nms import multiclass_nms\n"
-        "from harness.preprocess import to_model_layout\n"
+        "from harness.images.preprocess import to_model_layout\n"
         "from harness.profiles import InputSpec\n"
         "d = multiclass_nms(np.array([[0, 0, 10, 10], [1, 1, 11, 11]], np.float32),"
         " np.array([0.9, 0.8], np.float32), np.array([0, 0]), 0.05, 0.6, 100)\n"

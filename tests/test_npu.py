@@ -19,16 +19,16 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from harness import runner
 from harness.cli import main
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.images.preprocess import place_geometry, preprocess_image
+from harness.measure import runner
+from harness.measure.results import ResultsStore
 from harness.npu import ais, vamp
 from harness.npu.decode_outputs import decode_run
 from harness.npu.prep import load_prep, onnx_io
 from harness.npu.prepare import prepare
-from harness.preprocess import place_geometry, preprocess_image
 from harness.profiles import load_profile
-from harness.results import ResultsStore
 
 TOL = 0.0005
 ROOT = Path(__file__).resolve().parent.parent
@@ -311,8 +311,8 @@ def test_decode_row_has_machine_state_and_saves_its_compact_detections_as_dicts(
     compact array until the evaluation) saved as COCO dicts that score the row's mAP again when evaluated
     on their own through the dict path."""
     from harness.data.annotations import load_annotations
-    from harness.evaluate import CocoEvaluator
-    from harness.fidelity.artifacts import read_detections
+    from harness.measure.artifacts import read_detections
+    from harness.measure.evaluate import CocoEvaluator
 
     row = decode_run("ais", tiny["work"] / "ais_out_bs1", tiny["work"] / "prep_bin", tiny["ann"],
                      out_dir=tmp_path, save_detections=True)

@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import main
+from harness.images.preprocess import preprocess_image
 from harness.npu.prep import load_prep
-from harness.preprocess import preprocess_image
 from tests.test_fidelity_cli import perturbed
 from tests.tinymodel import write_tiny_dataset, write_tiny_model, write_tiny_profile
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from harness.data.coco import load_dataset
-from harness.evaluate import METRIC_NAMES, CocoEvaluator, available_backends
-from harness.pipeline import accuracy_pass
+from harness.measure.evaluate import METRIC_NAMES, CocoEvaluator, available_backends
+from harness.measure.pipeline import accuracy_pass
 from harness.profiles import load_profile
 from harness.targets import get_target
-from harness.timing import LoopRule
+from harness.targets.timing import LoopRule
 from tests.tinymodel import tiny_ort_setup, write_tiny_profile
 
 
@@ -167,7 +167,7 @@ def test_pipelined_pass_surfaces_decode_errors(tmp_path):
     wrong = load_profile(write_tiny_profile(tmp_path / "wrong.toml", classes=3))
     target = get_target("ort")(model, profile, {})
     target.load(1)
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
 
     with pytest.raises(HarnessError):
         accuracy_pass(target, load_dataset(images_dir, ann_path).images, 1, wrong)
@@ -218,7 +218,7 @@ def _one_cocoeval(backend: str, ann: dict, results: list[dict], image_ids) -> tu
     import copy
     import io
 
-    from harness.evaluate import _backend
+    from harness.measure.evaluate import _backend
 
     _, coco_cls, eval_cls = _backend(backend)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -240,7 +240,7 @@ def test_category_chunks_give_cocoevals_numbers(monkeypatch, backend, chunk):
     every category gives, for the six figures and per class; a compact result array gives the same."""
     if backend not in available_backends():
         pytest.skip(f"{backend} is not installed")
-    import harness.evaluate as evaluate
+    import harness.measure.evaluate as evaluate
     from harness.decode.types import COCO_ARRAY_COLUMNS
 
     monkeypatch.setattr(evaluate, "CATEGORY_CHUNK", chunk)

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import main
-from harness.demo import demo_model_path
-from harness.errors import HarnessError
-from harness.profile_match import candidates, choose
+from harness.core.errors import HarnessError
+from harness.data.demo import demo_model_path
+from harness.profiles.match import candidates, choose
 from tests.conftest import need_shared
 
 #: the profile each published model in ../shared/models was made for (../shared/README.md)

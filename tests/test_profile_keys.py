@@ -11,8 +11,8 @@ import tomllib
 import numpy as np
 import pytest
 
-from harness import config
-from harness.errors import HarnessError
+from harness.core import config
+from harness.core.errors import HarnessError
 from harness.profiles import builtin_profiles, load_profile, profile_text
 from tests.tinymodel import write_tiny_dataset, write_tiny_profile
 

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.cli import main
-from harness.folders import OWN_FILES
+from harness.core.folders import OWN_FILES
 from tests.tinymodel import write_tiny_convnet, write_tiny_dataset, write_tiny_model, write_tiny_profile
 
 DOCUMENTED_EXITS = {0, 2}

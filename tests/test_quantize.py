@@ -10,9 +10,9 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
+from harness.core.errors import HarnessError
+from harness.core.folders import OWN_FILES
 from harness.data.synthetic import generate_dataset
-from harness.errors import HarnessError
-from harness.folders import OWN_FILES
 from harness.profiles import load_profile
 from harness.quant import calibrate, write_qdq
 from harness.quant.calib_data import calibration_images
@@ -242,7 +242,7 @@ def test_quant_json_record(tmp_path, calib_dir):
     record = json.loads((out / "quant.json").read_text())
     assert record == outcome.record
     assert sorted(p.name for p in out.iterdir() if p.name not in OWN_FILES) == ["model.qdq.onnx", "quant.json"]
-    from harness.fileio import sha256_file
+    from harness.core.fileio import sha256_file
 
     assert record["source_model"]["sha256"] == sha256_file(model)
     assert record["backend"] == "ort" and record["method"] == "percentile" and record["per_channel"] is True

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from harness.core.folders import OWN_FILES
 from harness.data.synthetic import generate_dataset
-from harness.folders import OWN_FILES
 from tests.test_cli_errors import assert_one_line_error, cli
 from tests.tinymodel import write_tiny_convnet, write_tiny_model, write_tiny_profile
 

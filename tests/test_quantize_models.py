@@ -13,9 +13,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from harness.core.folders import OWN_FILES
+from harness.data.demo import DEMO_PROFILE, DEMO_SEED, demo_model_path
 from harness.data.synthetic import generate_dataset
-from harness.demo import DEMO_PROFILE, DEMO_SEED, demo_model_path
-from harness.folders import OWN_FILES
 from harness.profiles import load_profile
 from harness.quant import calibrate, write_qdq
 from harness.quant.calib_data import calibration_batches, calibration_images

@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 from harness.quant import calibration_from_trt_cache, write_qdq
 from harness.quant.trt_cache import decode_scale, parse_trt_cache
 from tests.tinymodel import write_tiny_convnet

@@ -14,8 +14,8 @@ import pytest
 from harness.data.coco import load_dataset
 from harness.decode import decode
 from harness.decode.types import to_coco_results
-from harness.extra_inputs import extra_inputs
-from harness.preprocess import preprocess_image
+from harness.images.preprocess import preprocess_image
+from harness.model.extra_inputs import extra_inputs
 from harness.profiles import load_profile
 from harness.targets import get_target
 from tests import oracles
@@ -115,7 +115,7 @@ def test_yolox_matches_the_upstream_end_to_end_with_its_own_preprocessing(coco_t
     harness rounding the size instead, it scored 0.3019 against 0.3052."""
     import onnxruntime as ort
 
-    from harness.preprocess import read_image
+    from harness.images.preprocess import read_image
 
     model = need_shared("models", "yolox-nano-416.onnx")
     profile = load_profile("yolox-nano-416")

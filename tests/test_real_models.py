@@ -6,11 +6,11 @@ from importlib import resources
 
 import pytest
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.measure.results import ResultsStore
+from harness.measure.runner import RunConfig, run
 from harness.profiles import load_profile
 from harness.report import write_run_report
-from harness.results import ResultsStore
-from harness.runner import RunConfig, run
 from tests.conftest import need_shared
 
 

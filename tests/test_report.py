@@ -1,6 +1,6 @@
 """ComparisonPage reports (`harness report`): merged table, baseline deltas, plots, exports, determinism.
 
-Real-run inputs come from harness.runner on a tiny dynamic-batch ONNX detector built here (always
+Real-run inputs come from harness.measure.runner on a tiny dynamic-batch ONNX detector built here (always
 runs) and on ../shared nanodet-m-320 + coco-tiny (skipped where absent). Hand-made rows check the
 arithmetic (ΔmAP, speedup, repeats, spread warnings) where exact expected values are needed.
 """
@@ -19,15 +19,15 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from harness import runner
 from harness.cli import main
-from harness.envinfo import environment
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.measure import runner
+from harness.measure.envinfo import environment
+from harness.measure.results import ResultsStore
 from harness.profiles import load_profile
 from harness.report import write_report, write_run_report
 from harness.report.compare import compare
 from harness.report.markdown import run_report_markdown
-from harness.results import ResultsStore
 from tests.tinymodel import write_tiny_model, write_tiny_profile
 
 SIZE = 64

@@ -1,7 +1,7 @@
 """The trt target's GPU stage split (h2d / compute / d2h, enqueue) in the terminal table, report.md,
 the comparison page and the CSV/JSON exports; rows without it (ort) get no such column or section.
 
-Hand-made rows carry the figures exactly as the trt target writes them (harness.targets.trt_timing's
+Hand-made rows carry the figures exactly as the trt target writes them (harness.targets.trt.timing's
 timing_summary, copied into the row by the runner); the end-to-end test runs `harness run -t trt,ort`
 with the TensorRT / cuda-python fakes of tests/test_trt_fakes.py, whose GPU clock gives known times.
 """
@@ -19,10 +19,10 @@ from rich.console import Console
 
 from harness.cli import common as cli_common
 from harness.cli import main
+from harness.measure.row import ResultRow
 from harness.report import write_report
 from harness.report.markdown import run_report_markdown
-from harness.row import ResultRow
-from harness.targets.trt_timing import timing_summary
+from harness.targets.trt.timing import timing_summary
 
 SPLIT_HEAD = "h2d / compute / d2h ms p50"
 
@@ -149,8 +149,8 @@ def test_harness_run_on_the_trt_fakes_prints_and_reports_the_split(tmp_path, mon
 
     if not TRT_API.is_dir():
         pytest.skip("needs ../shared/trt-api (TensorRT name lists) for the TensorRT fakes")
-    from harness.demo import demo_dataset, demo_model_path
-    from harness.targets import cuda_rt
+    from harness.data.demo import demo_dataset, demo_model_path
+    from harness.targets.trt import cuda_rt
 
     cuda = FakeCudaRuntime()
     monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt("11.4", cuda))

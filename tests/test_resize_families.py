@@ -7,7 +7,7 @@ where ../shared is present, and generated images of awkward sizes everywhere."""
 import numpy as np
 import pytest
 
-from harness.preprocess import place_geometry, read_image, resize_image
+from harness.images.preprocess import place_geometry, read_image, resize_image
 from harness.profiles import load_profile
 from tests import oracles
 from tests.conftest import SHARED

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 from harness.cli import main
-from harness.errors import HarnessError
-from harness.row import ResultRow
+from harness.core.errors import HarnessError
+from harness.measure.row import ResultRow
 from tests.tinymodel import write_tiny_model, write_tiny_profile
 
 
@@ -104,7 +104,7 @@ def test_rows_are_typed_with_loop_check_and_undefined_metrics(tiny):
 
 
 def test_loop_mismatch_is_flagged():
-    from harness.runner import _loop_check
+    from harness.measure.runner import _loop_check
 
     same = [np.ones((1, 4), np.float32)]
     assert _loop_check(same, [same, same]) == {"captured": 2, "equal": True, "max_abs_diff": 0.0}

@@ -16,10 +16,10 @@ import onnx
 import pandas as pd
 import pytest
 
+from harness.core.errors import HarnessError
+from harness.data.demo import DEMO_PROFILE, DEMO_SEED
 from harness.data.synthetic import generate_dataset
-from harness.demo import DEMO_PROFILE, DEMO_SEED
-from harness.errors import HarnessError
-from harness.onnx_model import inspect_onnx
+from harness.model.onnx_model import inspect_onnx
 from harness.profiles import load_profile
 from harness.sensitivity.run import SensitivityRequest, run_sensitivity
 from harness.sensitivity.search import SearchSettings

@@ -9,10 +9,10 @@ import numpy as np
 import onnx
 import pytest
 
+from harness.core.errors import HarnessError
+from harness.core.folders import OutputFolder
+from harness.data.demo import DEMO_PROFILE, DEMO_SEED
 from harness.data.synthetic import generate_dataset
-from harness.demo import DEMO_PROFILE, DEMO_SEED
-from harness.errors import HarnessError
-from harness.folders import OutputFolder
 from harness.profiles import load_profile
 from harness.quant import calibrate, write_qdq
 from harness.quant.calib_data import calibration_batches, calibration_images

@@ -74,7 +74,7 @@ def test_interpolation_codes_are_opencvs():
     """preprocess keeps cv2's INTER_* values as numbers so that importing it does not load OpenCV."""
     import cv2
 
-    from harness.preprocess import _INTERPOLATION
+    from harness.images.preprocess import _INTERPOLATION
 
     assert _INTERPOLATION == {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
                               "area": cv2.INTER_AREA}

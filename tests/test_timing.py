@@ -1,4 +1,4 @@
-"""The steady-state loop's stopping rule (harness.timing) on a fake clock: step functions whose
+"""The steady-state loop's stopping rule (harness.targets.timing) on a fake clock: step functions whose
 throughput noise is known, so where the loop stops is determined and nothing here is timed."""
 
 from __future__ import annotations
@@ -8,7 +8,16 @@ import math
 import numpy as np
 import pytest
 
-from harness.timing import T975, WINDOWS, LoopRule, percentile_supported, percentiles, percentiles_ms, throughput_ci, timed_loop
+from harness.targets.timing import (
+    T975,
+    WINDOWS,
+    LoopRule,
+    percentile_supported,
+    percentiles,
+    percentiles_ms,
+    throughput_ci,
+    timed_loop,
+)
 
 
 class FakeClock:

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from harness.cli import main
 from harness.data.annotations import load_annotations
 from harness.data.coco import load_dataset
-from harness.onnx_model import inspect_onnx
+from harness.model.onnx_model import inspect_onnx
 from harness.profiles import load_profile
 from harness.targets import TARGETS
 from harness.targets.base import Target

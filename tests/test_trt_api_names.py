@@ -1,7 +1,7 @@
 """Static check: every `trt.`-rooted attribute chain the code uses exists in the releases it runs on.
 
-The modules are parsed (ast), not imported. trt_calib.py is TensorRT 10's legacy implicit-int8 path
-(reached only after trt_api.describe_api found the names), so it is checked against 10.0 and 10.16;
+The modules are parsed (ast), not imported. targets/trt/calib.py is TensorRT 10's legacy implicit-int8 path
+(reached only after targets/trt/api.describe_api found the names), so it is checked against 10.0 and 10.16;
 every other module against 10.0, 10.16 and 11.4. Names the lists cannot show (tails of longer
 strings, Python-level names) are accepted only if that explanation is verified on the lists.
 The CUDA binding's `self.rt.<name>` calls are checked against the real cuda-python where installed.
@@ -18,8 +18,8 @@ import pytest
 from tests.fake_trt import HAND_CHECKED, TRT_API, names
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = ROOT / "harness" / "targets"
-LEGACY = {"trt_calib.py": ("10.0", "10.16")}
+TRT = ROOT / "harness" / "targets" / "trt"
+LEGACY = {"calib.py": ("10.0", "10.16")}
 ALL = ("10.0", "10.16", "11.4")
 
 pytestmark = pytest.mark.skipif(not TRT_API.is_dir(), reason="needs ../shared/trt-api (TensorRT name lists)")
@@ -41,7 +41,7 @@ def _chains(source: str, root: str) -> set[tuple[str, ...]]:
 
 
 def _trt_modules() -> list[Path]:
-    return sorted(TARGETS.glob("trt*.py")) + [TARGETS / "cuda_rt.py"]
+    return sorted(TRT.glob("*.py"))
 
 
 def test_hand_checked_names_are_tails_of_listed_names():
@@ -70,7 +70,7 @@ def test_every_trt_attribute_exists_in_the_releases_it_runs_on(module):
             if missing:
                 problems.append(f"{release}: trt.{'.'.join(chain)} ({', '.join(missing)} not bound)")
     assert not problems, "\n".join(problems)
-    if module.name == "trt_build.py":  # the common build path really uses the strongly typed API
+    if module.name == "build.py":  # the common build path really uses the strongly typed API
         assert ("ProfilingVerbosity", "DETAILED") in chains and ("BuilderFlag", "TF32") in chains
 
 
@@ -84,20 +84,20 @@ def test_removed_names_are_used_only_in_the_legacy_module():
     for module in _trt_modules():
         if module.name not in LEGACY:
             assert not _attribute_names(module) & gone, (module.name, _attribute_names(module) & gone)
-    legacy = _attribute_names(TARGETS / "trt_calib.py")
+    legacy = _attribute_names(TRT / "calib.py")
     assert {"IInt8EntropyCalibrator2", "FP16", "int8_calibrator", "set_calibration_profile"} <= legacy
 
 
 def test_cuda_python_calls_exist_in_the_installed_binding():
     from tests.fake_cuda import FakeCudaRuntime
 
-    used = {chain[0] for chain in _chains((TARGETS / "cuda_rt.py").read_text().replace("self.rt.", "rt."), "rt")}
+    used = {chain[0] for chain in _chains((TRT / "cuda_rt.py").read_text().replace("self.rt.", "rt."), "rt")}
     assert {"cudaMallocHost", "cudaMemcpyAsync", "cudaEventElapsedTime", "cudaGraphLaunch"} <= used
     fake = FakeCudaRuntime()
     assert all(hasattr(fake, name) for name in used), sorted(n for n in used if not hasattr(fake, n))
     if importlib.util.find_spec("cuda") is None or importlib.util.find_spec("cuda.bindings") is None:
         pytest.skip("cuda-python is not installed here (the fake covers the names above)")
-    from harness.targets.cuda_rt import import_cudart
+    from harness.targets.trt.cuda_rt import import_cudart
 
     real = import_cudart()
     assert all(hasattr(real, name) for name in used), sorted(n for n in used if not hasattr(real, n))

@@ -16,15 +16,16 @@ import numpy as np
 import onnx
 import pytest
 
-from harness.demo import demo_model_path
-from harness.errors import HarnessError
-from harness.modes import RunMode
+from harness.core.errors import HarnessError
+from harness.data.demo import demo_model_path
 from harness.precision.check import cpu_session
 from harness.profiles import load_profile
-from harness.row import TARGET_FIGURES
-from harness.targets import cuda_rt, get_target
-from harness.targets.trt_inspect import EnginePrecisionError
-from harness.timing import LoopRule
+from harness.targets import get_target
+from harness.targets.figures import TARGET_FIGURES
+from harness.targets.modes import RunMode
+from harness.targets.timing import LoopRule
+from harness.targets.trt import cuda_rt
+from harness.targets.trt.inspect import EnginePrecisionError
 from tests.fake_cuda import BYTES_PER_MS, KERNEL_MS, FakeCudaRuntime
 from tests.fake_trt import TRT_API, make_fake_tensorrt, names
 
@@ -68,7 +69,7 @@ def _x(n=4, seed=0):
 
 
 def _removed_names_touched(trt) -> list:
-    """Failed lookups of removed names outside the one capability probe (trt_api.describe_api)."""
+    """Failed lookups of removed names outside the one capability probe (targets/trt/api.describe_api)."""
     return [m for m in trt._log["missing"] if m[3] != "describe_api"]
 
 
@@ -92,8 +93,8 @@ def test_fp16_build_is_strongly_typed_from_an_fp16_onnx(tmp_path, fakes, release
     sidecar = json.loads(Path(info["engine"]).with_suffix(".json").read_text())
     built = Path(sidecar["built_onnx"])
     assert built.suffix == ".onnx" and built != demo_model_path()
-    from harness.fileio import sha256_file
-    from harness.targets.trt_engine import CACHE_FORMAT
+    from harness.core.fileio import sha256_file
+    from harness.targets.trt.engine import CACHE_FORMAT
     assert sidecar["fields"]["recipe"]["built_onnx_sha256"] == sha256_file(built)
     assert sidecar["fields"]["format"] == CACHE_FORMAT == 2
     assert sidecar["fields"]["precision"] == "fp16" and sidecar["fields"]["tensorrt"] == trt.__version__
@@ -186,9 +187,9 @@ def test_a_trt10_cache_becomes_the_qdq_model_trt11_runs_with_the_commands_the_me
     command lines; run as written (placeholders filled in) they make Q/DQ models that 11.x builds int8."""
     import shlex
 
-    from harness.onnx_model import inspect_onnx
+    from harness.model.onnx_model import inspect_onnx
     from harness.quant.trt_cache import parse_trt_cache
-    from harness.targets.trt_prepare import build_plan
+    from harness.targets.trt.prepare import build_plan
     from tests.test_cli_errors import cli
 
     fakes("10.16")
@@ -311,7 +312,7 @@ def test_short_last_batch_uses_the_same_buffers(tmp_path, fakes):
 
 
 def test_status_line_names_release_binding_and_modes(fakes):
-    from harness.targets.trt import runtime_status, status_line
+    from harness.targets.trt.target import runtime_status, status_line
 
     fakes("10.16")
     status = runtime_status()
@@ -356,13 +357,13 @@ def test_11_list_really_lacks_the_weak_typing_api():
     assert {"STRONGLY_TYPED", "TF32", "execute_async_v3", "create_engine_inspector"} <= names("11.4")
 
 
-# -- through harness.runner.run: rows, failed rows, the run's images for the conversion check ------
+# -- through harness.measure.runner.run: rows, failed rows, the run's images for the conversion check ------
 
 
 def _run_rows(tmp_path, options, batch_sizes=(2,), target="trt", limit=12):
-    from harness.demo import demo_dataset
-    from harness.results import ResultsStore
-    from harness.runner import RunConfig, run
+    from harness.data.demo import demo_dataset
+    from harness.measure.results import ResultsStore
+    from harness.measure.runner import RunConfig, run
 
     images, ann, _ = demo_dataset()
     options = {"trt_settings": str(_settings(tmp_path)), **options} if target == "trt" else options
@@ -433,7 +434,7 @@ def test_fixed_batch_one_model_builds_its_engine_from_the_batch_rewrite(tmp_path
     outputs are the original's batch-1 outputs stacked."""
     from onnx import numpy_helper
 
-    from harness.batch_rewrite import cache_dir
+    from harness.model.batch_rewrite import cache_dir
     from tests.tinymodel import write_tiny_model, write_tiny_profile
 
     fakes("11.4")

@@ -15,14 +15,14 @@ import numpy as np
 import onnx
 import pytest
 
+from harness.core.errors import HarnessError
+from harness.data.demo import demo_dataset, demo_model_path
 from harness.decode import decode
-from harness.demo import demo_dataset, demo_model_path
-from harness.errors import HarnessError
-from harness.onnx_model import inspect_model
+from harness.model.onnx_model import inspect_model
 from harness.precision.check import box_agreement, cpu_session, sqnr_db
 from harness.precision.fp16 import convert_to_fp16, match_nodes
 from harness.profiles import load_profile
-from harness.targets.trt_prepare import check_batches
+from harness.targets.trt.prepare import check_batches
 from tests.conftest import need_shared
 from tests.qdq_util import quantize_demo
 
@@ -176,12 +176,12 @@ def test_keep_fp32_nodes_keeps_those_nodes_in_fp32():
 
 
 def test_conversion_below_the_threshold_is_refused_in_one_line(tmp_path):
-    from harness.targets.trt_prepare import ConversionRefused, prepare_model
-    from harness.targets.trt_settings import TrtSettings
+    from harness.targets.trt.prepare import ConversionRefused, prepare_model
+    from harness.targets.trt.settings import TrtSettings
 
     settings = TrtSettings(precision="fp16", check_min_sqnr_db=150.0, check_images=2, fp16_converter="onnxconverter-common")
     model = demo_model_path()
-    from harness.fileio import sha256_file
+    from harness.core.fileio import sha256_file
 
     with pytest.raises(ConversionRefused) as info:
         prepare_model(model, sha256_file(model), settings, DEMO, tmp_path)
@@ -199,10 +199,10 @@ def test_conversion_below_the_threshold_is_refused_in_one_line(tmp_path):
 def test_profile_keep_fp32_nodes_and_the_runs_images_reach_the_conversion(tmp_path):
     """[precision] keep_fp32_nodes of the profile is what the conversion keeps; the check runs on the
     sample images it is given (the runner's first images), and both are in the conversion's cache key."""
-    from harness.fileio import sha256_file
+    from harness.core.fileio import sha256_file
     from harness.profiles import profile_from_dict
-    from harness.targets.trt_prepare import prepare_model
-    from harness.targets.trt_settings import TrtSettings
+    from harness.targets.trt.prepare import prepare_model
+    from harness.targets.trt.settings import TrtSettings
 
     model = demo_model_path()
     last = onnx.load(str(model)).graph.node[-1].name
@@ -227,7 +227,7 @@ def test_profile_keep_fp32_nodes_and_the_runs_images_reach_the_conversion(tmp_pa
 
 
 def test_int8_without_qdq_points_to_harness_quantize():
-    from harness.targets.trt_prepare import build_plan
+    from harness.targets.trt.prepare import build_plan
 
     with pytest.raises(HarnessError, match="harness quantize"):
         build_plan("int8", "fp32", False, "qdq", "m.onnx")
@@ -256,7 +256,7 @@ def test_conversion_check_passes_on_the_nms_model_whose_declared_output_size_lie
     assert result.passed, result.failures
     assert result.sized_by_data == ["multiclass_nms3_0.tmp_0"] and result.reference_boxes > 0
     compiled = ov.Core().compile_model(str(path), "CPU")
-    from harness.extra_inputs import extra_inputs
+    from harness.model.extra_inputs import extra_inputs
 
     for session in (cpu_session(fp32), cpu_session(conversion.model)):
         for tensor, metas in batches[:2]:

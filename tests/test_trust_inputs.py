@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.imagefile import check_image_file, read_image
+from harness.images.imagefile import check_image_file, read_image
 from tests.test_cli_errors import assert_one_line_error, cli, run_args
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,8 +76,8 @@ def test_annotation_problems_are_counted(tiny):
 
 
 def test_decode_checks_annotations_too(tiny):
+    from harness.core.errors import HarnessError
     from harness.data.annotations import load_annotations
-    from harness.errors import HarnessError
 
     edit_annotations(tiny, lambda d: d["annotations"][2].__setitem__("bbox", "oops"))
     with pytest.raises(HarnessError, match=r"instances\.json: annotations\[2\] \(id 3\): bbox 'oops'"):
@@ -127,7 +127,7 @@ def test_decompression_bomb_is_refused_from_its_header(tiny):
                           "refused before decoding")
     # the same check in a fresh process, whose peak memory shows nothing was decoded (VmHWM belongs to the
     # new process image; getrusage's ru_maxrss would carry over the large pytest parent's peak across exec)
-    code = ("import re; from harness.imagefile import check_image_file; "
+    code = ("import re; from harness.images.imagefile import check_image_file; "
             f"print(check_image_file({str(bomb)!r})); "
             "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
@@ -274,7 +274,7 @@ def test_exif_orientation_is_ignored_in_calibration(tiny):
     exif_rotated_copy(victim, victim, 8)
     spec = load_profile(tiny["profile"]).input
     (batch,) = list(CalibrationBatches([victim], spec, 1))
-    from harness.preprocess import resize_image, to_model_layout
+    from harness.images.preprocess import resize_image, to_model_layout
 
     canvas, _ = resize_image(cv2.imread(str(victim), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION), spec)
     assert np.array_equal(batch[0], to_model_layout(canvas, spec))

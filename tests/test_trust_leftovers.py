@@ -11,9 +11,9 @@ import numpy as np
 import onnx
 import pytest
 
-from harness.bounds import check_batch_memory
-from harness.errors import HarnessError
-from harness.onnx_model import declared_output_bytes, inspect_onnx
+from harness.core.bounds import check_batch_memory
+from harness.core.errors import HarnessError
+from harness.model.onnx_model import declared_output_bytes, inspect_onnx
 from tests.test_cli_errors import assert_one_line_error, cli
 from tests.tinymodel import write_tiny_dataset, write_tiny_model, write_tiny_profile
 
@@ -131,7 +131,7 @@ def test_run_bench_and_emulate_refuse_a_model_with_huge_outputs_before_allocatin
 def test_category_chunks_put_the_largest_category_alone():
     """COCO-like counts (person a third of all detections): person is its own pass, no pass holds more
     detections than it, every category is in exactly one pass, and each pass has detections."""
-    from harness.evaluate import category_chunks
+    from harness.measure.evaluate import category_chunks
 
     rng = np.random.default_rng(3)
     for trial in range(50):
@@ -173,7 +173,7 @@ def test_annotation_polygons_are_dropped_while_parsing(tmp_path):
 def test_release_freed_memory_gives_freed_heap_pages_back():
     """glibc keeps freed small allocations in its heap; release_freed_memory (malloc_trim) returns the
     whole pages among them: RSS falls by most of what was freed."""
-    from harness.bounds import _malloc_trim, release_freed_memory
+    from harness.core.bounds import _malloc_trim, release_freed_memory
 
     if _malloc_trim() is None:
         pytest.skip("this C library has no malloc_trim")

@@ -18,9 +18,9 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.images.preprocess import resize_image, to_model_layout
 from harness.npu.files import load_npy, load_npz
-from harness.preprocess import resize_image, to_model_layout
 from harness.profiles import load_profile
 from tests.test_cli_errors import assert_one_line_error, cli, run_args
 from tests.test_npu import TINY_PROFILE, build_tiny_dataset, build_tiny_model
@@ -255,7 +255,7 @@ def test_emulated_rows_are_marked_in_every_table(npu):
 
 
 def test_device_rows_name_the_device_not_the_decode_host(npu):
-    from harness.envinfo import cpu_model
+    from harness.measure.envinfo import cpu_model
 
     root = npu["root"]
     assert cli("emulate", "--runner", "ais", "-m", npu["model"], "--prep", root / "prep_bin", "--out", root / "ais",

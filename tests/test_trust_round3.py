@@ -21,8 +21,8 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
+from harness.core.folders import MANIFEST_FILE, OWN_FILES
 from harness.data.synthetic import generate_dataset
-from harness.folders import MANIFEST_FILE, OWN_FILES
 from tests.test_cli_errors import assert_one_line_error, cli, run_args
 from tests.tinymodel import write_tiny_convnet, write_tiny_profile
 
@@ -88,7 +88,7 @@ def test_quantize_aimed_at_a_running_runs_folder_is_refused_and_deletes_nothing(
     out = tiny["root"] / "out"
     assert cli(*run_args(tiny)).exit_code == 0
     before = snapshot(out)
-    code = ("import sys, time; from harness.results import ResultsStore; "
+    code = ("import sys, time; from harness.measure.results import ResultsStore; "
             f"s = ResultsStore({str(out)!r}, env={{}}, resume=True); print('ready', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -137,11 +137,11 @@ def npu_setup(tmp_path):
 
 
 def test_sensitivity_overwrite_keeps_a_users_file(tmp_path):
-    from harness.folders import OutputFolder
+    from harness.core.folders import OutputFolder
 
     out = tmp_path / "sens"
     with OutputFolder(out) as folder:
-        from harness.fileio import atomic_write_text
+        from harness.core.fileio import atomic_write_text
 
         atomic_write_text(out / "variants.jsonl", "x\n")
         (out / "precious.onnx").write_bytes(b"model")
@@ -186,9 +186,9 @@ def test_a_signal_between_targets_and_a_second_one_end_cleanly(tiny, sig):
 
 
 def test_a_failure_after_an_interrupt_is_not_recorded(tmp_path):
-    from harness import interrupts
-    from harness.results import ResultsStore
-    from harness.row import failed_row
+    from harness.core import interrupts
+    from harness.measure.results import ResultsStore
+    from harness.measure.row import failed_row
 
     previous = interrupts.install()
     try:
@@ -250,7 +250,7 @@ def test_resume_refuses_images_replaced_under_the_same_names(tiny):
 
 
 def test_fidelity_gate_refuses_an_empty_or_deeply_nested_expression():
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
     from harness.fidelity.gate import parse_gate
 
     with pytest.raises(HarnessError, match="empty expression"):
@@ -321,8 +321,8 @@ def test_flags_out_of_bounds_are_one_line(tiny, flags, fragment):
 
 
 def test_memory_is_checked_before_allocating():
-    from harness.bounds import check_batch_memory
-    from harness.errors import HarnessError
+    from harness.core.bounds import check_batch_memory
+    from harness.core.errors import HarnessError
 
     with pytest.raises(HarnessError, match=r"one batch of input \(4096, 3, 640, 640\) is 18.8 GiB, x 3 in flight "
                                            r"= 56.2 GiB, more than half the 8.0 GiB"):
@@ -416,8 +416,8 @@ def test_report_validates_rows_on_load_and_names_the_field(tiny, field, value, f
 
 
 def test_results_are_strict_json(tmp_path):
-    from harness.results import ResultsStore
-    from harness.row import ResultRow
+    from harness.measure.results import ResultsStore
+    from harness.measure.row import ResultRow
 
     with ResultsStore(tmp_path / "o", env={"x": float("inf")}) as store:
         store.add(ResultRow(target="ort", bs=1, fps=float("nan")))
@@ -427,7 +427,7 @@ def test_results_are_strict_json(tmp_path):
 
 
 def test_notes_given_as_one_string_stay_one_note():
-    from harness.row import ResultRow
+    from harness.measure.row import ResultRow
 
     assert ResultRow.from_dict({"target": "ort", "bs": 1, "notes": "one note", "schema": 3}).notes == ["one note"]
 

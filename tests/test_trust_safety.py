@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import HarnessError
-from harness.folders import OWN_FILES
-from harness.results import ResultsStore
+from harness.core.errors import HarnessError
+from harness.core.folders import OWN_FILES
+from harness.measure.results import ResultsStore
 from tests.test_cli_errors import assert_one_line_error, cli, run_args
 from tests.test_npu import TINY_PROFILE, build_tiny_dataset, build_tiny_model
 
@@ -36,7 +36,7 @@ def test_second_store_on_the_same_out_fails_at_once(tmp_path):
 
 
 def _holder(out: Path) -> subprocess.Popen:
-    code = ("import sys, time; from harness.results import ResultsStore; "
+    code = ("import sys, time; from harness.measure.results import ResultsStore; "
             f"s = ResultsStore({str(out)!r}, env={{}}); print('ready', flush=True); time.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"

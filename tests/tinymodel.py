@@ -168,7 +168,7 @@ def write_hostile_demo(path: Path, target: str = HOSTILE_TARGET, factor: float =
     `factor` times its other channels'. One per-tensor int8 scale then crushes those channels: with
     factor 1000 the all-int8 model loses about 0.35 mAP on the demo split, and keeping `target` in float
     restores it (tensor SQNR hardly notices: the one wide channel holds most of the energy)."""
-    from harness.demo import demo_model_path
+    from harness.data.demo import demo_model_path
 
     model = onnx.load(str(demo_model_path()))
     inits = {init.name: init for init in model.graph.initializer}

@@ -1,4 +1,4 @@
-"""`harness bench`: targets x batch sizes timed without a dataset (harness.bench), one row each."""
+"""`harness bench`: targets x batch sizes timed without a dataset (harness.measure.bench), one row each."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import click
 
 from harness.cli.common import BatchSizes, RichProgress, fail_if_rows_failed, out, print_rows
 from harness.cli.run import TARGET_FLAGS, check_loop_flags, check_option_pairs, run_options, target_options
-from harness.config import parse_assignments
-from harness.errors import HarnessError
+from harness.core.config import parse_assignments
+from harness.core.errors import HarnessError
 from harness.report import write_run_report
 
 #: the flags of `run` that `bench` takes too (the dataset ones are left out)
@@ -48,7 +48,7 @@ def model_input(path: str) -> tuple[tuple, str]:
         port = ov.Core().read_model(path).inputs[0]
         dims = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
         return dims, str(port.get_element_type().to_dtype())
-    from harness.onnx_model import inspect_onnx
+    from harness.model.onnx_model import inspect_onnx
 
     first = inspect_onnx(path).image_input
     return first.dims(), first.dtype
@@ -56,8 +56,8 @@ def model_input(path: str) -> tuple[tuple, str]:
 
 def bench_profile(profile: str | None, model: str, shape: tuple[int, int] | None):
     """The profile given, or one made from the model's input (--shape for its dynamic height/width)."""
-    from harness.profile_match import resolve
     from harness.profiles import input_profile
+    from harness.profiles.match import resolve
 
     if profile:
         if shape:
@@ -90,9 +90,9 @@ def bench_profile(profile: str | None, model: str, shape: tuple[int, int] | None
 @_shared_flags
 def bench_cmd(target_names, model, batch_sizes, shape, profile, images_dir, out_dir, **kw):
     """Time targets at each batch size without a dataset (random input, or --images with --profile)."""
-    from harness.bench import BenchConfig, bench, image_files
-    from harness.envinfo import environment
-    from harness.results import ResultsStore
+    from harness.measure.bench import BenchConfig, bench, image_files
+    from harness.measure.envinfo import environment
+    from harness.measure.results import ResultsStore
 
     if images_dir is not None and not profile:
         raise HarnessError("--images needs --profile (it says how an image becomes the model's input)")

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 # Wide enough for the results table when output goes to a file or pipe (rich assumes 80 there); the
 # table of a run with trt rows has two more columns (the GPU stage split), hence 200 on stdout.
@@ -30,7 +30,7 @@ out = Console(width=None if sys.stdout.isatty() else 200)
 
 class HarnessGroup(click.Group):
     """Turns HarnessError into `error: ...` (exit 2), the first Ctrl-C or SIGTERM into a clean stop
-    (harness.interrupts; exit 130), and an OSError nobody caught (a full disk, a closed or full
+    (harness.core.interrupts; exit 130), and an OSError nobody caught (a full disk, a closed or full
     stdout) into one line: never a traceback. Commands are registered lazily (click's LazyGroup
     pattern): a command's module is imported only when that command is looked up, so `harness
     targets` never loads what `harness run` needs."""
@@ -52,7 +52,7 @@ class HarnessGroup(click.Group):
         return super().get_command(ctx, name)
 
     def invoke(self, ctx):
-        from harness import interrupts
+        from harness.core import interrupts
 
         previous = interrupts.install()
         owns = _owns_process()
@@ -149,7 +149,7 @@ def main():
 
 
 class RichProgress:
-    """Progress bars for long work, on stderr so stdout stays clean (harness.progress's interface)."""
+    """Progress bars for long work, on stderr so stdout stays clean (harness.core.progress's interface)."""
 
     def __init__(self):
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -178,7 +178,7 @@ _SIGNED_INTEGER = re.compile(r"[+-]?[0-9]+")
 def parse_batch_sizes(text: str, flag: str = "--bs") -> list[int]:
     """'1,4,8' -> [1, 4, 8]; empty items, zero, negatives, non-integers ('1.5'), sizes above
     MAX_BATCH and repeats are one clear line (a repeat would silently merge two rows into one)."""
-    from harness.modes import MAX_BATCH
+    from harness.targets.modes import MAX_BATCH
 
     parts = [part.strip() for part in str(text).split(",")]
     sizes = [int(part) for part in parts if _PLAIN_INTEGER.fullmatch(part)]
@@ -297,9 +297,9 @@ def results_table(rows, title: str = "results") -> Table:
     """The terminal table: one line per row; a failed row shows ✗, flagged rows their flags.
     Percentiles only where the row's latency count supports them. The GPU stage split (trt) and the
     enqueue time get a column only when some row has them, so CPU-only tables stay as they were."""
+    from harness.measure.row import flag_label, target_label
     from harness.report.gpu_split import ENQUEUE, ENQUEUE_HEADING, SPLIT_HEADING, figure_cell, has_enqueue, has_split, split_cell
     from harness.report.markdown import cell
-    from harness.row import flag_label, target_label
 
     datas = [row.to_dict() for row in rows]
     extra = []  # (heading, cell of a row dict)

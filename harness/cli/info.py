@@ -31,8 +31,8 @@ def profiles_cmd(ctx, model):
 
 
 def _profiles_for_model(model: str) -> None:
-    from harness.errors import HarnessError
-    from harness.profile_match import candidates, choose
+    from harness.core.errors import HarnessError
+    from harness.profiles.match import candidates, choose
 
     found = candidates(model)
     table = Table(title=f"built-in profiles for {model} (score: 1 + file-name match when the graph fits, else 0)")
@@ -62,7 +62,7 @@ def show_profile(name):
 @click.option("--options", "show_options", is_flag=True, help="Also list each target's options (-o KEY=VALUE).")
 def targets_cmd(show_options):
     """List targets and whether each can run on this machine, and why not."""
-    from harness.config import describe, known_keys
+    from harness.core.config import describe, known_keys
     from harness.npu import FILE_TOOLS
     from harness.targets import get_target, target_names
 

@@ -11,9 +11,9 @@ import click
 from rich.markup import escape
 
 from harness.cli.common import MAX_PIXELS_HELP, Count, LazyChoice, RichProgress, console, out, print_rows
-from harness.errors import HarnessError
-from harness.modes import MAX_BATCH, MAX_PARALLEL
+from harness.core.errors import HarnessError
 from harness.npu import FILE_TOOLS, formats, tool_for_format
+from harness.targets.modes import MAX_BATCH, MAX_PARALLEL
 
 TOOL_NAMES = FILE_TOOLS.names()
 
@@ -37,9 +37,9 @@ TOOL_NAMES = FILE_TOOLS.names()
 def preprocess_cmd(profile_name, images_dir, ann_path, fmt, out_dir, model, workers, limit, max_pixels,
                    skip_bad_images, datalist_root, overwrite):
     """Write the dataset as vendor-tool input files plus a prep.json sidecar for `harness decode`."""
-    from harness.imagefile import pixel_limit
-    from harness.profile_match import resolve as resolve_profile
+    from harness.images.imagefile import pixel_limit
     from harness.profiles import load_profile
+    from harness.profiles.match import resolve as resolve_profile
 
     if profile_name == "auto" and not model:
         raise HarnessError("--profile auto needs --model (the profile is found from the model)")
@@ -110,10 +110,10 @@ def tool_output_options(fn):
 def decode_cmd(prep_dir, ann_path, out_dir, model, datalist, profile_name, images_dir, device, skip_bad_images, bs,
                precision, evaluator, resume, overwrite, save_detections, save_outputs, **tool_paths):
     """Decode a vendor tool's output folder with the common decoder and evaluator; write a results row."""
-    from harness.envinfo import environment
+    from harness.measure.envinfo import environment
+    from harness.measure.results import ResultsStore
     from harness.npu.decode_outputs import decode_run
     from harness.report import write_run_report
-    from harness.results import ResultsStore
 
     given = {name: path for name, path in tool_paths.items() if path is not None}
     if len(given) != 1:

@@ -39,7 +39,7 @@ from harness.cli.common import RichProgress, out
 def quantize_cmd(model, profile_name, calib, calib_images, method, per_channel, patterns, exclude_types, exclude_from,
                  quantize_concat_convs, backend, trt_cache, out_dir, overwrite):
     """Post-training int8 quantization with the harness's own preprocessing; writes the model and quant.json."""
-    from harness.profile_match import resolve as resolve_profile
+    from harness.profiles.match import resolve as resolve_profile
     from harness.quant.exclusions import ExclusionRules, parse_op_types, read_exclude_file
     from harness.quant.run import QuantizeRequest, quantize
 

@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 
 from harness.cli.common import Count, console, out
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 from harness.report import FORMATS, write_report
 
 

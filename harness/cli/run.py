@@ -17,10 +17,10 @@ from harness.cli.common import (
     parse_names,
     print_rows,
 )
-from harness.config import parse_assignments
-from harness.errors import HarnessError
-from harness.modes import MAX_PARALLEL
+from harness.core.config import parse_assignments
+from harness.core.errors import HarnessError
 from harness.report import write_report, write_run_report
+from harness.targets.modes import MAX_PARALLEL
 
 #: flags of `run` that map onto target options of the same name (a target that lacks one ignores it,
 #: and the row says so); anything else a target takes is given as --option KEY=VALUE
@@ -98,7 +98,7 @@ def target_options(name: str, flags: dict, pairs: dict):
 
 def check_option_pairs(names: list[str], pairs: dict) -> None:
     """Every --option KEY must be taken by at least one of the targets."""
-    from harness.config import did_you_mean
+    from harness.core.config import did_you_mean
     from harness.targets import get_target
 
     known = {k for name in names for k in get_target(name).option_names()}
@@ -169,13 +169,13 @@ def check_loop_flags(seconds: float, max_seconds: float, target_ci: float) -> No
 def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_detections, save_outputs,
             cluster_address, cluster_timeout, **kw):
     """Run targets over a dataset at each batch size; write results.json and report.md."""
-    from harness import runner
-    from harness.canvases import CanvasCache
     from harness.data.coco import DatasetCache
-    from harness.envinfo import environment
-    from harness.imagefile import pixel_limit
-    from harness.profile_match import resolve as resolve_profile
-    from harness.results import ResultsStore
+    from harness.images.imagefile import pixel_limit
+    from harness.measure import runner
+    from harness.measure.canvases import CanvasCache
+    from harness.measure.envinfo import environment
+    from harness.measure.results import ResultsStore
+    from harness.profiles.match import resolve as resolve_profile
 
     names = parse_names(target_names, "--target")
     pairs = parse_assignments(kw["option_pairs"])
@@ -235,15 +235,15 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
               help="Save each row's detections next to results.json, for report --fidelity.")
 def demo_cmd(out_dir, mode, bench_seconds, max_seconds, cache_dir, save_detections):
     """Run the whole line on the bundled demo model and a generated dataset (no downloads)."""
-    from harness import demo as demo_mod
-    from harness import runner
-    from harness.canvases import CanvasCache
     from harness.cli.common import console
+    from harness.data import demo as demo_mod
     from harness.data.coco import DatasetCache
-    from harness.envinfo import environment
-    from harness.imagefile import pixel_limit
+    from harness.images.imagefile import pixel_limit
+    from harness.measure import runner
+    from harness.measure.canvases import CanvasCache
+    from harness.measure.envinfo import environment
+    from harness.measure.results import ResultsStore
     from harness.profiles import load_profile
-    from harness.results import ResultsStore
 
     check_loop_flags(bench_seconds, max_seconds, 0.01)
     configured = [(name, *target_options(name, {"mode": mode}, {})) for name in demo_mod.DEMO_TARGETS]

@@ -41,8 +41,8 @@ from harness.cli.common import RichProgress, out
 def sensitivity_cmd(model, profile_name, calib, data, ann_path, per_channel, type_groups, out_dir, resume, overwrite,
                     cluster_address, **flags):
     """Rank nodes by the mAP their int8 quantization costs; write the exclude list that holds --max-drop."""
-    from harness import config
-    from harness.profile_match import resolve as resolve_profile
+    from harness.core import config
+    from harness.profiles.match import resolve as resolve_profile
     from harness.sensitivity.run import SensitivityRequest, run_sensitivity
     from harness.sensitivity.search import SearchSettings
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from harness.errors import HarnessError
-from harness.fileio import input_file
-from harness.jsonfile import read_json_object
+from harness.core.errors import HarnessError
+from harness.core.fileio import input_file
+from harness.core.jsonfile import read_json_object
 
 REQUIRED = {"images": ("id", "file_name"), "annotations": ("id", "image_id", "category_id", "bbox", "area"),
             "categories": ("id", "name")}

@@ -6,10 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.core.errors import HarnessError
+from harness.core.fileio import sha256_file
 from harness.data.annotations import load_annotations
-from harness.errors import HarnessError
-from harness.fileio import sha256_file
-from harness.imagefile import IMAGE_SUFFIXES, check_image_file
+from harness.images.imagefile import IMAGE_SUFFIXES, check_image_file
 
 
 @dataclass
@@ -30,7 +30,7 @@ def load_dataset(images_dir: str | Path, ann_path: str | Path, limit: int | None
                  skip_bad: bool = False, workers: int = 2) -> Dataset:
     """Match annotation images to files in images_dir; missing, unexpected or bad files stop the run
     unless skip_bad, in which case they are recorded. Every image is checked (and JPEGs decoded
-    strictly, in `workers` threads) before any work: see harness.imagefile.check_image_file."""
+    strictly, in `workers` threads) before any work: see harness.images.imagefile.check_image_file."""
     images_dir, ann_path = Path(images_dir), Path(ann_path)
     if not images_dir.is_dir():
         raise HarnessError(f"image folder not found: {images_dir}")

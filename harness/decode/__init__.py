@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from harness.core.registry import Registry
 from harness.decode.geometry import OutputLayoutError, likely_family
 from harness.decode.types import Detections
-from harness.registry import Registry
 
 DECODERS = Registry("decoder kind", {
     "effdet": "harness.decode.effdet:FAMILY",

@@ -27,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 
-from harness.config import Invalid, setting
+from harness.core.config import Invalid, setting
 from harness.decode.geometry import OutputLayoutError
 from harness.decode.nms import nms_to_original, top_k_indices
 from harness.decode.types import DecoderFamily, Detections, check_batch, output_shapes

@@ -19,8 +19,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from harness.config import Invalid
-from harness.errors import HarnessError
+from harness.core.config import Invalid
+from harness.core.errors import HarnessError
 
 YOLO_STRIDES = (8, 16, 32)
 YOLO_P6_STRIDES = (8, 16, 32, 64)

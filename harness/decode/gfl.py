@@ -24,11 +24,11 @@ from typing import Literal
 
 import numpy as np
 
-from harness.config import setting
+from harness.core.config import setting
+from harness.core.jit import compiled
 from harness.decode.geometry import OutputLayoutError, cell_grid, check_strides, level_sizes
 from harness.decode.nms import above_threshold, descending_order, nms_to_original, per_class_top_k
 from harness.decode.types import DecoderFamily, Detections, check_batch, output_shapes
-from harness.jit import compiled
 
 
 @dataclass(frozen=True)

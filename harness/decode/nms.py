@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from harness.core.jit import compiled
 from harness.decode.types import Detections
-from harness.jit import compiled
-from harness.preprocess import input_to_original
+from harness.images.preprocess import input_to_original
 
 
 @compiled

@@ -1,7 +1,7 @@
 """PaddleDetection exports (PicoDet, PP-YOLOE): with the NMS inside the graph, or without it.
 
 These models take a second input, `scale_factor` [B, 2] = [scale_y, scale_x] (fed by
-harness.extra_inputs when the profile says `[input] extras = ["scale_factor"]`), and divide their
+harness.model.extra_inputs when the profile says `[input] extras = ["scale_factor"]`), and divide their
 boxes by it. Outputs are matched by count and shape, never by name:
 
 - with NMS: `bbox` [M, 6] = (class, score, x1, y1, x2, y2) in original pixels, rows of all images
@@ -30,12 +30,12 @@ from typing import Literal
 
 import numpy as np
 
-from harness.config import setting
+from harness.core.config import setting
+from harness.core.errors import HarnessError
 from harness.decode.geometry import OutputLayoutError, check_strides, grid_cells, strides_text
 from harness.decode.nms import above_threshold, at_most, nms_to_original, per_class_top_k
 from harness.decode.types import DecoderFamily, Detections, check_batch, output_shapes
-from harness.errors import HarnessError
-from harness.preprocess import input_to_original
+from harness.images.preprocess import input_to_original
 
 
 @dataclass(frozen=True)

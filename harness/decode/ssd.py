@@ -17,11 +17,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from harness.core.errors import HarnessError
 from harness.decode.geometry import OutputLayoutError
 from harness.decode.nms import at_most
 from harness.decode.types import DecoderFamily, Detections, NoParams, check_batch, output_shapes
-from harness.errors import HarnessError
-from harness.preprocess import input_to_original
+from harness.images.preprocess import input_to_original
 
 EXPECTED = ("expected TFLite_Detection_PostProcess outputs: boxes [B, N, 4] (ymin, xmin, ymax, xmax normalized), "
             "class indices [B, N], scores [B, N] and the valid count [B]")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 
 def output_shapes(outputs) -> str:
@@ -64,7 +64,7 @@ COCO_ARRAY_COLUMNS = ("image_id", "x", "y", "w", "h", "score", "category_id")
 def to_coco_array(dets: Detections, image_id: int, category_ids) -> np.ndarray:
     """The result dicts of to_coco_results as one float64 array [N, 7] (COCO_ARRAY_COLUMNS), the same
     rounded values: 56 bytes a detection instead of a dict's ~350, for passes that keep every
-    detection until the evaluation (harness.evaluate turns them into dicts a few categories at a time)."""
+    detection until the evaluation (harness.measure.evaluate turns them into dicts a few categories at a time)."""
     ids = np.asarray(category_ids, dtype=np.int64)
     boxes = dets.boxes.astype(np.float64)
     xywh = np.round(np.concatenate([boxes[:, :2], boxes[:, 2:4] - boxes[:, :2]], axis=1), 3)

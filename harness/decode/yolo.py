@@ -29,12 +29,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.config import setting
+from harness.core.config import setting
+from harness.core.errors import HarnessError
 from harness.decode.geometry import OutputLayoutError, check_strides, grid_cells, strides_text
 from harness.decode.nms import above_threshold, at_most, nms_to_original, top_k_indices
 from harness.decode.types import DecoderFamily, Detections, NoParams, check_batch, output_shapes
-from harness.errors import HarnessError
-from harness.preprocess import input_to_original
+from harness.images.preprocess import input_to_original
 
 
 @dataclass(frozen=True)

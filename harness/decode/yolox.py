@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.config import setting
+from harness.core.config import setting
 from harness.decode.geometry import YOLO_STRIDES, cell_grid, check_strides
 from harness.decode.nms import above_threshold, nms_to_original, top_k_indices
 from harness.decode.types import DecoderFamily, Detections, check_batch

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 from harness.fidelity.cocomatch import CocoMatches
 from harness.fidelity.weighted import STATS, summary_stats
 

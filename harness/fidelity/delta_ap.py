@@ -1,6 +1,6 @@
 """ΔAP per class and per object size between two rows' detections on the same images.
 
-Both rows are scored by the project's COCO evaluator (harness.evaluate: faster-coco-eval when
+Both rows are scored by the project's COCO evaluator (harness.measure.evaluate: faster-coco-eval when
 installed, else pycocotools); this module only subtracts and sorts.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.evaluate import CocoEvaluator
+from harness.measure.evaluate import CocoEvaluator
 
 SIZES = ("small", "medium", "large")
 

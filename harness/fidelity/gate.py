@@ -14,7 +14,7 @@ import operator
 import re
 from dataclasses import dataclass
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 GATE_FIGURES = {
     "dmap": "ΔmAP, candidate − reference",

@@ -16,9 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 from harness.fidelity.agreement import DetectionAgreement, agreement
-from harness.fidelity.artifacts import (
+from harness.fidelity.bootstrap import AREAS, RESAMPLES, SEED, BootstrapResult, paired_bootstrap
+from harness.fidelity.cocomatch import CocoMatches, coco_matches, ground_truth
+from harness.fidelity.delta_ap import DeltaAP, delta_ap
+from harness.fidelity.gate import failing_comparisons, gate_names, parse_gate
+from harness.fidelity.tensors import OutputError, tensor_errors
+from harness.measure.artifacts import (
     SavedDetections,
     SavedOutputs,
     check_row_detections,
@@ -27,12 +32,7 @@ from harness.fidelity.artifacts import (
     read_outputs,
     row_artifact_path,
 )
-from harness.fidelity.bootstrap import AREAS, RESAMPLES, SEED, BootstrapResult, paired_bootstrap
-from harness.fidelity.cocomatch import CocoMatches, coco_matches, ground_truth
-from harness.fidelity.delta_ap import DeltaAP, delta_ap
-from harness.fidelity.gate import failing_comparisons, gate_names, parse_gate
-from harness.fidelity.tensors import OutputError, tensor_errors
-from harness.row import ResultRow
+from harness.measure.row import ResultRow
 
 
 class RowSource(Protocol):
@@ -189,7 +189,7 @@ class _Cache:
         return path, self.ann[path]
 
     def evaluator(self, key: str, ann: dict):
-        from harness.evaluate import CocoEvaluator
+        from harness.measure.evaluate import CocoEvaluator
 
         if key not in self.evaluators:
             self.evaluators[key] = CocoEvaluator(ann)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.errors import HarnessError
-from harness.fidelity.artifacts import SavedOutputs
+from harness.core.errors import HarnessError
+from harness.measure.artifacts import SavedOutputs
 from harness.precision.check import sqnr_db
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from harness.core.jit import compiled
 from harness.fidelity.cocomatch import CocoMatches
-from harness.jit import compiled
 
 EPS = float(np.spacing(1))  # pycocotools' precision guard
 

@@ -15,8 +15,8 @@ The table below is the only list of tools: adding one is one new module plus one
 
 from __future__ import annotations
 
-from harness.errors import HarnessError
-from harness.registry import Registry
+from harness.core.errors import HarnessError
+from harness.core.registry import Registry
 
 FILE_TOOLS = Registry("file tool", {
     "ais": "harness.npu.ais:TOOL",

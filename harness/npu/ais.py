@@ -20,15 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import HarnessError
-from harness.fileio import atomic_write_bytes, atomic_write_text, make_dirs, write_or_fail
-from harness.folders import OutputFolder, plain_name, safe_target
-from harness.jsonfile import read_json_object
+from harness.core.errors import HarnessError
+from harness.core.fileio import atomic_write_bytes, atomic_write_text, make_dirs, write_or_fail
+from harness.core.folders import OutputFolder, plain_name, safe_target
+from harness.core.jsonfile import read_json_object
+from harness.core.progress import NullProgress
+from harness.images.preprocess import ImageMeta, preprocess_image
 from harness.npu.files import check_array, load_npy, natural_key, read_bin
 from harness.npu.prep import Prep, emulation_record, emulator_target, load_prep, recorded_origin
 from harness.npu.tool import DeviceTiming, FileTool
-from harness.preprocess import ImageMeta, preprocess_image
-from harness.progress import NullProgress
 
 OLD_SUMMARY = "sumary.json"
 OUTPUT_FILE = re.compile(r"^.+_\d+\.(bin|npy|txt)$")
@@ -318,7 +318,7 @@ def _emulate(model: str | Path, prep_dir: str | Path, out: str | Path, batchsize
     finally:
         target.close()
     stats = _stats(compute)
-    from harness.envinfo import cpu_model
+    from harness.measure.envinfo import cpu_model
 
     summary = {
         "filesinfo": filesinfo,

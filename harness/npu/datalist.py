@@ -17,8 +17,8 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-from harness.errors import HarnessError, ImageError
-from harness.imagefile import (
+from harness.core.errors import HarnessError, ImageError
+from harness.images.imagefile import (
     IMAGE_SUFFIXES,
     SUFFIXES_TEXT,
     exif_orientation,

@@ -1,7 +1,7 @@
 """Vendor output folder -> the common decoder -> the common evaluator -> a results row like `harness run`'s.
 
-Only the reading differs per tool (its FileTool): the folder is a source of harness.pipeline
-(file_pass), and decoding, COCO evaluation, saved detections and the row (harness.measurement) are the
+Only the reading differs per tool (its FileTool): the folder is a source of harness.measure.pipeline
+(file_pass), and decoding, COCO evaluation, saved detections and the row (harness.measure.measurement) are the
 ones in-process targets use, so the table and `report --fidelity` compare devices and nothing else.
 """
 
@@ -12,20 +12,20 @@ from pathlib import Path
 import numpy as np
 
 from harness import __version__
-from harness import identity as ident
+from harness.core.errors import HarnessError
+from harness.core.progress import NullProgress
 from harness.data.annotations import load_annotations
 from harness.data.coco import check_categories
-from harness.errors import HarnessError
-from harness.evaluate import CocoEvaluator
 from harness.machine import npusmi
 from harness.machine.watch import RowWatch
-from harness.measurement import RowContext, Saving, build_row, evaluate_pass
+from harness.measure import identity as ident
+from harness.measure.evaluate import CocoEvaluator
+from harness.measure.measurement import RowContext, Saving, build_row, evaluate_pass
+from harness.measure.pipeline import file_pass
+from harness.measure.row import ResultRow
 from harness.npu import FILE_TOOLS
 from harness.npu.datalist import order_by_datalist, prep_from_images
 from harness.npu.prep import Prep, check_prep_datalist, load_prep, output_specs
-from harness.pipeline import file_pass
-from harness.progress import NullProgress
-from harness.row import ResultRow
 
 
 def _check_against_annotations(prep: Prep, ann: dict, ann_path: Path) -> None:
@@ -127,8 +127,8 @@ def _tap(items, n: int, kept: list):
 
 
 def _saved_outputs(kept, counted: set, names):
-    from harness.fidelity.artifacts import SavedOutputs
-    from harness.fidelity.capture import split_per_image
+    from harness.measure.artifacts import SavedOutputs
+    from harness.measure.capture import split_per_image
 
     kept = [(meta, outputs) for meta, outputs in kept if meta.image_id in counted]
     arrays = [split_per_image(outputs, 1, 1)[0] for _, outputs in kept]
@@ -144,7 +144,7 @@ def decode_run(tool_name: str, outputs_path: str | Path, prep_dir: str | Path | 
                skip_bad: bool = False, out_dir: str | Path | None = None, save_detections: bool = False,
                save_outputs: int = 0) -> ResultRow:
     """One results row for a vendor output folder (tool_name: a FILE_TOOLS name, e.g. 'ais' or 'vamp'):
-    the folder is the source, the pipeline's sinks decode and score it, harness.measurement builds the row,
+    the folder is the source, the pipeline's sinks decode and score it, harness.measure.measurement builds the row,
     all inside a machine watch (this command's own memory; the device's figures come from its files)."""
     with RowWatch(energy=None) as watch:
         return _decode_run(tool_name, outputs_path, prep_dir, ann_path, model, bs, precision, evaluator,

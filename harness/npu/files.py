@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import HarnessError, first_line
-from harness.fileio import atomic_write_bytes
+from harness.core.errors import HarnessError, first_line
+from harness.core.fileio import atomic_write_bytes
 
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same arrays always give the same bytes
 

@@ -1,5 +1,5 @@
 """prep.json: the sidecar `harness preprocess` writes beside the input files and `harness decode` and
-`harness emulate` read back, as a typed dataclass loaded by the strict loader (harness.config).
+`harness emulate` read back, as a typed dataclass loaded by the strict loader (harness.core.config).
 
 Also what every tool's reading side shares: output specs per image, the model-input check, and the
 ONNX Runtime stand-in the emulators run.
@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import config
-from harness.config import setting
-from harness.errors import HarnessError
-from harness.fileio import sha256_file
-from harness.folders import plain_name
-from harness.jsonfile import read_json_object
-from harness.onnx_model import inspect_onnx
-from harness.preprocess import ImageMeta
+from harness.core import config
+from harness.core.config import setting
+from harness.core.errors import HarnessError
+from harness.core.fileio import sha256_file
+from harness.core.folders import plain_name
+from harness.core.jsonfile import read_json_object
+from harness.images.preprocess import ImageMeta
+from harness.model.onnx_model import inspect_onnx
 from harness.profiles import InputSpec, Profile, profile_from_dict, translate_stored
 
 PREP_FILE = "prep.json"
@@ -149,7 +149,7 @@ def emulation_record(model: str | Path, prep: Prep) -> dict:
     """What `harness emulate` writes beside its outputs about what made them (read back into DeviceTiming)."""
     import onnxruntime
 
-    from harness.identity import model_sha256
+    from harness.measure.identity import model_sha256
 
     return {"model_sha256": model_sha256(model), "prep_sha256": prep.sha256,
             "tool_version": f"onnxruntime {onnxruntime.__version__}"}
@@ -233,7 +233,7 @@ def emulator_target(model: str | Path, prep: Prep, batchsize: int, threads: int 
 
     The batch is the model's own fixed batch where it has one (a device packs input files by the
     model's input size), else batchsize. The target is created, not loaded."""
-    from harness.bounds import check_batch_memory
+    from harness.core.bounds import check_batch_memory
     from harness.targets import get_target
 
     fixed = inspect_onnx(model).image_input.fixed_batch

@@ -12,14 +12,14 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness.errors import HarnessError, ImageError
-from harness.fileio import atomic_write_text, write_or_fail
-from harness.folders import OutputFolder, safe_target
-from harness.identity import model_sha256
+from harness.core.errors import HarnessError, ImageError
+from harness.core.fileio import atomic_write_text, write_or_fail
+from harness.core.folders import OutputFolder, safe_target
+from harness.core.progress import NullProgress
+from harness.measure.identity import model_sha256
 from harness.npu import tool_for_format
 from harness.npu.prep import PREP_FILE, PREP_VERSION, check_model_input, onnx_io, per_image_outputs
 from harness.profiles import Profile
-from harness.progress import NullProgress
 
 
 def _ordered(fn, items, workers: int, lookahead: int):

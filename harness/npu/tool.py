@@ -28,7 +28,7 @@ class DeviceTiming:
     device: str | None = None  # what the tool's own files say ran it (e.g. "device id 0 (ais_bench --device 0)")
     emulated_by: str | None = None  # set when `harness emulate` wrote it
     note: str = ""
-    #: harness.modes' word for how the tool timed: "latency" for one batch at a time; "" when unknown
+    #: harness.targets.modes' word for how the tool timed: "latency" for one batch at a time; "" when unknown
     mode: str = ""
     #: what made the outputs, where the tool's files say (`harness emulate` records all three):
     tool_version: str | None = None  # e.g. "onnxruntime 1.23.2" for an emulation

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import HarnessError
-from harness.fileio import atomic_write_text, sha256_bytes, write_or_fail
-from harness.folders import OutputFolder, safe_target
-from harness.jsonfile import read_json_object
+from harness.core.errors import HarnessError
+from harness.core.fileio import atomic_write_text, sha256_bytes, write_or_fail
+from harness.core.folders import OutputFolder, safe_target
+from harness.core.jsonfile import read_json_object
+from harness.core.progress import NullProgress
+from harness.images.preprocess import ImageMeta, place_geometry, read_image, resize_image, to_model_layout
 from harness.npu.files import check_array, load_npz, natural_key, write_npz
 from harness.npu.prep import (
     PREP_DATALIST,
@@ -28,9 +30,7 @@ from harness.npu.prep import (
     recorded_origin,
 )
 from harness.npu.tool import DeviceTiming, FileTool
-from harness.preprocess import ImageMeta, place_geometry, read_image, resize_image, to_model_layout
 from harness.profiles import InputSpec
-from harness.progress import NullProgress
 
 OUTPUT_NAME = re.compile(r"^output_\d{6}\.npz$")
 TIME_COVERS = "not measured (vamp writes no timing file)"
@@ -109,7 +109,7 @@ def image_to_npz_input(image_bgr: np.ndarray) -> np.ndarray:
 
 
 def npz_input_to_image(chw_rgb: np.ndarray) -> np.ndarray:
-    """Inverse of image_to_npz_input (exact): back to what harness.preprocess.read_image returns."""
+    """Inverse of image_to_npz_input (exact): back to what harness.images.preprocess.read_image returns."""
     return np.ascontiguousarray(chw_rgb.transpose(1, 2, 0)[:, :, ::-1])
 
 
@@ -218,7 +218,7 @@ def _emulate_into(model, prep: Prep, out: Path, batchsize: int, threads: int | N
                 advance(len(real))
     finally:
         target.close()
-    from harness.envinfo import cpu_model
+    from harness.measure.envinfo import cpu_model
 
     marker = {"emulated_by": "harness emulate --runner vamp (ONNX Runtime CPU on this machine, not a VACC)",
               "emulated_on": f"ONNX Runtime CPU on {cpu_model()}",

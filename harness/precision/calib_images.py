@@ -1,7 +1,7 @@
 """A folder of calibration images -> preprocessed batches, exactly as inference sees them.
 
-Used by TensorRT 10's implicit calibration (harness/targets/trt_calib.py takes any iterable of
-batches). It builds batches with harness.preprocess.prepare_batch (the layer below the pipeline),
+Used by TensorRT 10's implicit calibration (harness/targets/trt/calib.py takes any iterable of
+batches). It builds batches with harness.images.preprocess.prepare_batch (the layer below the pipeline),
 so the images are preprocessed exactly as inference sees them.
 """
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import HarnessError
-from harness.imagefile import IMAGE_SUFFIXES, image_files_in
-from harness.preprocess import prepare_batch
+from harness.core.errors import HarnessError
+from harness.images.imagefile import IMAGE_SUFFIXES, image_files_in
+from harness.images.preprocess import prepare_batch
 from harness.profiles import InputSpec
 
 PARTIAL_MODES = ("drop", "pad")

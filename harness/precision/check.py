@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
-from harness.declared_shapes import open_session, unconfirmed_output_dims
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.model.declared_shapes import open_session, unconfirmed_output_dims
 
 #: detections below this score are not compared (the decoder keeps down to ~0.05 for mAP)
 AGREEMENT_SCORE = 0.3
@@ -125,7 +125,7 @@ def check_conversion(reference: onnx.ModelProto, converted: onnx.ModelProto, bat
                      min_sqnr_db: float, min_box_agreement: float, data: str) -> ConversionCheck:
     """Run both models on `batches` [(tensor, metas)], compare raw outputs and decoded boxes."""
     from harness.decode import decode
-    from harness.extra_inputs import extra_inputs
+    from harness.model.extra_inputs import extra_inputs
 
     ref_session, new_session = cpu_session(reference), cpu_session(converted)
     ref_outputs: list[list[np.ndarray]] = []

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import onnx
 
-from harness.errors import HarnessError, first_line
-from harness.onnx_model import QDQ_OPS, opset_of
+from harness.core.errors import HarnessError, first_line
+from harness.model.onnx_model import QDQ_OPS, opset_of
 
 QDQ_MIN_OPSET = 19
 

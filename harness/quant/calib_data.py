@@ -1,7 +1,7 @@
 """Calibration images -> model-input batches, exactly as the accuracy pass builds them.
 
 The files and batches come from `harness.precision.calib_images` (first N images of a folder sorted
-by name, each batch built by `harness.preprocess.prepare_batch` with the profile's InputSpec), so a
+by name, each batch built by `harness.images.preprocess.prepare_batch` with the profile's InputSpec), so a
 quantizer calibrates on the tensors evaluation later feeds. Every image is checked before any
 work starts, so a bad file is named at once instead of failing half-way through calibration.
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import HarnessError, ImageError
-from harness.fileio import regular_file_problem, sha256_file
+from harness.core.errors import HarnessError, ImageError
+from harness.core.fileio import regular_file_problem, sha256_file
+from harness.images.preprocess import read_image
 from harness.precision.calib_images import CalibrationBatches, calibration_files
-from harness.preprocess import read_image
 from harness.profiles import InputSpec
 
 

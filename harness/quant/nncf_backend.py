@@ -13,7 +13,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import HarnessError, first_line
+from harness.core.errors import HarnessError, first_line
 from harness.quant.calib_data import CountingBatches, nncf_dataset
 
 INSTALL_HINT = "pip install 'harness[quant]' (or: pip install nncf)"

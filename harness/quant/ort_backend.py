@@ -25,9 +25,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from harness.errors import HarnessError, first_line
-from harness.fileio import atomic_write_bytes
-from harness.onnx_model import QDQ_PAIR
+from harness.core.errors import HarnessError, first_line
+from harness.core.fileio import atomic_write_bytes
+from harness.model.onnx_model import QDQ_PAIR
 from harness.profiles import InputSpec
 from harness.quant.calib_data import CalibrationImages, CountingBatches, calibration_batches, ort_reader
 from harness.quant.placement import QUANTIZED_OP_TYPES, Placement, constants, ort_extra_options, place

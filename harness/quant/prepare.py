@@ -21,9 +21,9 @@ from pathlib import Path
 
 import onnx
 
-from harness.errors import HarnessError, first_line
-from harness.fileio import sha256_file
-from harness.onnx_model import inspect_model, load_graph, opset_of
+from harness.core.errors import HarnessError, first_line
+from harness.core.fileio import sha256_file
+from harness.model.onnx_model import inspect_model, load_graph, opset_of
 from harness.precision.fp16 import drop_input_initializers
 
 MIN_QDQ_OPSET = 13
@@ -55,7 +55,7 @@ def quiet_ort_quantization():
 
 def image_input(model: onnx.ModelProto, path: Path) -> tuple[str, int]:
     """The one float32 image input's name and its fixed batch (1 when the batch is dynamic); a model
-    that is already int8 (Q/DQ or integer ops, as harness.onnx_model labels it) is refused."""
+    that is already int8 (Q/DQ or integer ops, as harness.model.onnx_model labels it) is refused."""
     info = inspect_model(model, str(path))
     if info.precision == "int8":
         raise HarnessError(f"model {path}: already quantized (its graph holds Q/DQ or integer ops); "
@@ -130,7 +130,7 @@ def prepare_model(source: str | Path, workdir: Path) -> QuantizableModel:
 
 def check_loads_in_ort(path: Path, failure: str) -> None:
     """Open `path` in ONNX Runtime; `failure (first line of ORT's reason)` as a HarnessError if it cannot."""
-    from harness.declared_shapes import open_session
+    from harness.model.declared_shapes import open_session
 
     try:
         open_session(path)

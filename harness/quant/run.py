@@ -1,6 +1,6 @@
 """The `harness quantize` flow: check every input, calibrate, write the model and quant.json.
 
---out is an OutputFolder (harness.folders: the lock inside it, the manifest of what the harness
+--out is an OutputFolder (harness.core.folders: the lock inside it, the manifest of what the harness
 wrote). Everything is written into a staging folder inside --out and moved into place at the end,
 quant.json last, so an interrupted or failed run never leaves a half-written model where a finished
 one is expected; --overwrite removes only what an earlier command listed in the manifest (never the
@@ -14,12 +14,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import HarnessError
-from harness.fileio import announce, atomic_write_text, input_file, sha256_file
-from harness.folders import OutputFolder
-from harness.onnx_model import load_graph
+from harness.core.errors import HarnessError
+from harness.core.fileio import announce, atomic_write_text, input_file, sha256_file
+from harness.core.folders import OutputFolder
+from harness.core.progress import NullProgress
+from harness.model.onnx_model import load_graph
 from harness.profiles import Profile
-from harness.progress import NullProgress
 from harness.quant.calib_data import CountingBatches, calibration_batches, calibration_images
 from harness.quant.exclusions import ExclusionRules, resolve
 from harness.quant.manifest import QUANT_FILE, manifest, to_json

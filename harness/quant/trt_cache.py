@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 _HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
 _HEX = re.compile(r"^[0-9a-fA-F]{8}$")

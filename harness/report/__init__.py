@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 FORMATS = ("md", "csv", "json")
 
@@ -25,7 +25,7 @@ def write_report(inputs, out: Path, fmt: str = "md", baseline: str | None = None
     fidelity (a harness.fidelity.pairing.FidelityReport): its section is added to the page, its
     figures to the table's records. loaded: (sources, notes) already read by report.compare.load_sources.
     """
-    from harness.fileio import atomic_write_text
+    from harness.core.fileio import atomic_write_text
     from harness.report.compare import compare, export_frame
 
     if fmt not in FORMATS:
@@ -38,7 +38,7 @@ def write_report(inputs, out: Path, fmt: str = "md", baseline: str | None = None
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise HarnessError(f"--out {out}: cannot create its folder ({exc.strerror or exc})") from None
-    from harness.folders import safe_target
+    from harness.core.folders import safe_target
 
     safe_target(out.parent, out.name, "report folder")  # never written through a symlink
     written = []
@@ -80,10 +80,10 @@ def write_report(inputs, out: Path, fmt: str = "md", baseline: str | None = None
 
 def write_run_report(rows, env: dict, out_dir: Path) -> None:
     """report.md of one results folder (a ResultsStore's on_save hook)."""
-    from harness.fileio import atomic_write_text
-    from harness.folders import safe_target
+    from harness.core.fileio import atomic_write_text
+    from harness.core.folders import safe_target
+    from harness.measure.results import REPORT_FILE
     from harness.report.markdown import run_report_markdown
-    from harness.results import REPORT_FILE
 
     atomic_write_text(safe_target(out_dir, REPORT_FILE), run_report_markdown(rows, env))
 

@@ -8,7 +8,7 @@ Terms used throughout:
 - *machine*: the (host, cpu, cores, gpu, os) an input's `env` describes; labelled by host name.
 - *key*: (machine, profile, model, target, precision, mode, bs). Rows sharing a key, from different
   input files, are repeats of one measurement; the table shows their mean, and std / count of throughput.
-- *mode*: latency or throughput (harness.modes); "" for rows that did not record one (device rows,
+- *mode*: latency or throughput (harness.targets.modes); "" for rows that did not record one (device rows,
   results files before schema 3), which count as a mode of their own.
 - *baseline*: one target (default: `ort` fp32, else `ov` fp32, else none), matched per row at the
   same batch size, preferring the same dataset, machine, profile and model in that order. Speedups
@@ -26,15 +26,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import identity as ident
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 from harness.machine.state import NUMERIC_COLUMNS as MACHINE_NUMERIC
 from harness.machine.state import TEXT_COLUMNS as MACHINE_TEXT
 from harness.machine.state import flat_fields as machine_fields
+from harness.measure import identity as ident
+from harness.measure.results import RESULTS_FILE, load_results, load_rows
+from harness.measure.row import METRIC_NAMES as METRICS
+from harness.measure.row import ResultRow
 from harness.report.gpu_split import SPLIT_FIGURES
-from harness.results import RESULTS_FILE, load_results, load_rows
-from harness.row import METRIC_NAMES as METRICS
-from harness.row import ResultRow
 
 NUMERIC = (*METRICS, "fps", "e2e_fps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "images",
            "detections", "iterations", "bench_seconds", *SPLIT_FIGURES, *MACHINE_NUMERIC)

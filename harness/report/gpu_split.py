@@ -1,5 +1,5 @@
 """The per-batch GPU stage split a row may carry (the trt target's h2d / compute / d2h times and its
-host enqueue time, harness.targets.trt_timing): which row figures hold it, how tables show it, and
+host enqueue time, harness.targets.trt.timing): which row figures hold it, how tables show it, and
 what it measures. Rows without it (ort, ov, NPU) get no such column or section.
 
 Works on anything with .get(key) (a row dict, a ResultRow, a pandas row of the comparison table);
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from harness.timing import PERCENTILE_MIN_SAMPLES
+from harness.targets.timing import PERCENTILE_MIN_SAMPLES
 
 #: (row figure, short name) of the three stages, in the order a batch goes through them
 SPLIT_STAGES = (("h2d_ms_p50", "h2d"), ("gpu_compute_ms_p50", "compute"), ("d2h_ms_p50", "d2h"))
@@ -27,7 +27,7 @@ SPLIT_COLUMNS = (("h2d_ms_p50", "h2d ms p50"), ("gpu_compute_ms_p50", "compute m
                  ("gpu_compute_ms_p99", "compute ms p99"), (ENQUEUE, ENQUEUE_HEADING),
                  ("gpu_compute_fps", "compute img/s"))
 
-#: what the split measures, said as harness.targets.trt_timing measures it
+#: what the split measures, said as harness.targets.trt.timing measures it
 SPLIT_NOTE = ("How it is measured (trt): CUDA events recorded on each batch's stream between the stages: **h2d** = "
               "copy of the inputs from pinned host memory to the GPU, **compute** = the "
               "engine's execute (a CUDA graph launch with cuda_graph; trtexec's GPU Compute Time), **d2h** = copy "

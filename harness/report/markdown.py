@@ -9,10 +9,10 @@ from pathlib import Path
 
 from harness.machine.state import BUSY_SHARE
 from harness.machine.state import flat_fields as machine_fields
+from harness.measure.row import FLAGS, ResultRow, flag_label, target_label
 from harness.report.compare import SPREAD_LARGE
 from harness.report.gpu_split import split_markdown
-from harness.row import FLAGS, ResultRow, flag_label, target_label
-from harness.timing import PERCENTILE_MIN_SAMPLES, percentile_supported
+from harness.targets.timing import PERCENTILE_MIN_SAMPLES, percentile_supported
 
 COLUMNS = [
     ("target", "target"), ("precision", "precision"), ("mode", "mode"), ("bs", "bs"), ("images", "images"),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.timing import percentile_supported
+from harness.targets.timing import percentile_supported
 
 PNG_METADATA = {"Software": None}  # matplotlib would otherwise stamp its version; PNGs carry no date
 DPI = 150
@@ -44,8 +44,8 @@ def _each_series(table: pd.DataFrame):
 
 def _save(fig, path: Path) -> None:
     """Rendered in memory, then written atomically and never through a symlink."""
-    from harness.fileio import save_figure
-    from harness.folders import safe_target
+    from harness.core.fileio import save_figure
+    from harness.core.folders import safe_target
 
     save_figure(fig, safe_target(path.parent, path.name, "report folder"), dpi=DPI, metadata=PNG_METADATA,
                 bbox_inches="tight")

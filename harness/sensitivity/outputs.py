@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.fileio import atomic_write_text
+from harness.core.fileio import atomic_write_text
 from harness.sensitivity.agreement import agreement
 from harness.sensitivity.pareto import Point, pareto_front, plot
 from harness.sensitivity.search import TYPE_PREFIX, cost, helps

@@ -54,7 +54,7 @@ def plot(points: list[Point], front: set[int], title: str, path: Path) -> Path:
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    from harness.fileio import save_figure
+    from harness.core.fileio import save_figure
 
     save_figure(fig, path)
     plt.close(fig)

@@ -7,7 +7,7 @@
     greedy restore to --max-drop              mAP and img/s per step; the Pareto table
     outputs                                   sensitivity.csv/.md, pareto.png, exclude.txt, model.qdq.onnx
 
-All of it under a lock on --out (harness.folders), as every command that writes a folder.
+All of it under a lock on --out (harness.core.folders), as every command that writes a folder.
 
 Every finished measurement is in the results file (harness.sensitivity.store) before the next
 starts, so Ctrl-C loses at most one and `--resume` picks up the rest.
@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from harness import __version__
-from harness import identity as ident
+from harness.core.errors import HarnessError
+from harness.core.fileio import atomic_write_text, input_file
+from harness.core.folders import OutputFolder
+from harness.core.progress import NullProgress
 from harness.data.coco import check_categories, load_dataset
-from harness.errors import HarnessError
-from harness.fileio import atomic_write_text, input_file
-from harness.folders import OutputFolder
+from harness.measure import identity as ident
 from harness.profiles import Profile
-from harness.progress import NullProgress
 from harness.quant import calibrate, write_qdq
 from harness.quant.calib_data import calibration_batches, calibration_images
 from harness.quant.manifest import QUANT_FILE, to_json
@@ -92,11 +92,11 @@ class SearchResult:
 
 
 def check_request(req: SensitivityRequest) -> None:
-    """Cheap checks before any slow work, one clear line each (settings are checked by harness.config)."""
+    """Cheap checks before any slow work, one clear line each (settings are checked by harness.core.config)."""
     input_file(req.model, "model")
     if Path(req.model).suffix.lower() != ".onnx":
         raise HarnessError(f"model {req.model}: harness sensitivity takes an fp32 .onnx file")
-    from harness.config import did_you_mean
+    from harness.core.config import did_you_mean
     from harness.targets import TARGETS
 
     able = [name for name, cls in TARGETS.items() if cls.runs_qdq_onnx]  # the targets that declare it
@@ -184,7 +184,7 @@ def _search(req, cal, scorer: Scorer, store: ResultsFile, calib, progress, start
                                                cal.prepared.batch))
             found = probe(cal.prepared.path, write("probe", ()), batches, cal.prepared.input_name, work)
             advance(1)
-        from harness.onnx_model import load_graph
+        from harness.model.onnx_model import load_graph
 
         shapes = describe_nodes(load_graph(cal.prepared.path), quantized, found.float_activations,
                                 found.activation_inputs, found.scales)

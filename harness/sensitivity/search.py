@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.config import setting
+from harness.core.config import setting
 from harness.sensitivity.structure import COMPUTE_OPS
 
 MODES = ("exclude", "include")
@@ -30,7 +30,7 @@ MODES = ("exclude", "include")
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """`harness sensitivity`'s numeric and choice flags (harness.config rules: ranges, choices)."""
+    """`harness sensitivity`'s numeric and choice flags (harness.core.config rules: ranges, choices)."""
 
     subset: int = setting(200, gt=0)
     #: a registered target whose class declares runs_qdq_onnx (checked by check_request)

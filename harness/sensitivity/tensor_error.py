@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from harness.onnx_model import QDQ_PAIR
+from harness.model.onnx_model import QDQ_PAIR
 from harness.quant.placement import QUANTIZED_OP_TYPES
 
 

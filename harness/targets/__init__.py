@@ -6,14 +6,14 @@ lazy, so listing targets never imports a runtime; each adapter imports its runti
 
 from __future__ import annotations
 
-from harness.registry import Registry
+from harness.core.registry import Registry
 
 TARGETS = Registry("target", {
     "litert": "harness.targets.litert:LiteRtTarget",
     "ort": "harness.targets.ort:OrtCpu",
     "ort-cuda": "harness.targets.ort:OrtCuda",
     "ov": "harness.targets.ov:OpenVinoCpu",
-    "trt": "harness.targets.trt:TensorRtTarget",
+    "trt": "harness.targets.trt.target:TensorRtTarget",
 })
 
 

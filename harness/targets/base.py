@@ -10,7 +10,7 @@
 Declared state, set by load(): `batch` (loaded batch size), `model_batch` (batch fixed in the file,
 None = dynamic), `padded_batch` (a short last batch must be padded), `precision` (what really runs,
 from the graph and the runtime's settings, never just what was asked), `run_mode` (latency or
-throughput, and how many batches are in flight: harness.modes), `notes` and `flags` for the row.
+throughput, and how many batches are in flight: harness.targets.modes), `notes` and `flags` for the row.
 Adapters know nothing about boxes or COCO; they move tensors and report what they ran.
 """
 
@@ -25,13 +25,13 @@ from typing import ClassVar
 
 import numpy as np
 
-from harness import config
-from harness.errors import HarnessError
-from harness.modes import LATENCY_ONE, RunMode
-from harness.onnx_model import inspect_onnx
-from harness.row import declare_figures
+from harness.core import config
+from harness.core.errors import HarnessError
+from harness.model.onnx_model import inspect_onnx
+from harness.targets.figures import declare_figures
 from harness.targets.inflight import ThreadLoops, ordered_stream
-from harness.timing import LoopResult, LoopRule, timed_loop
+from harness.targets.modes import LATENCY_ONE, RunMode
+from harness.targets.timing import LoopResult, LoopRule, timed_loop
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class BenchStats:
     extra: dict = field(default_factory=dict)
     #: outputs of the first iterations of the loop, to check that the loop computed what infer() does
     captured: list = field(default_factory=list)
-    ci95: float | None = None  # relative 95% half-width of the throughput (harness.timing.throughput_ci)
+    ci95: float | None = None  # relative 95% half-width of the throughput (harness.targets.timing.throughput_ci)
     converged: bool | None = None  # the loop stopped on its confidence target, not on its time cap
 
     @property
@@ -76,7 +76,7 @@ class Target:
     time_covers: ClassVar[str] = "inference call (host tensors in, host tensors out)"
     #: where inference runs: "cpu" rows read RAPL energy, "gpu" rows NVML (GPU 0: clocks, memory, energy)
     device_kind: ClassVar[str] = "cpu"
-    #: the options dataclass this target takes (harness.config rules); CLI flags map onto its fields
+    #: the options dataclass this target takes (harness.core.config rules); CLI flags map onto its fields
     Options: ClassVar[type] = NoOptions
     #: model file suffixes the target loads (the contract tests write their test graphs in the first)
     model_formats: ClassVar[tuple[str, ...]] = (".onnx",)
@@ -113,7 +113,7 @@ class Target:
         self.flags: set[str] = set()
         #: what load() resolved; a target that only has synchronous infer() runs one call at a time
         self.run_mode: RunMode = LATENCY_ONE
-        #: the batch-N rewrite of a fixed-batch-1 ONNX this row runs (harness.batch_rewrite), else None
+        #: the batch-N rewrite of a fixed-batch-1 ONNX this row runs (harness.model.batch_rewrite), else None
         self.batch_rewrite: dict | None = None
         if not self.model_path.exists():
             raise HarnessError(f"model file not found: {self.model_path}")
@@ -181,16 +181,16 @@ class Target:
 
     def benchmark(self, batch: np.ndarray, rule: LoopRule, extras: dict | None = None, capture: int = 0) -> BenchStats:
         """Steady-state loop of synchronous infer() calls, each timed, until `rule` says stop
-        (harness.timing.timed_loop)."""
+        (harness.targets.timing.timed_loop)."""
         return call_loop(lambda _: self.infer(batch, extras), rule, batch.shape[0], capture)
 
     # - batch-N from a fixed-batch-1 ONNX ----------------------------------------------------------
 
     def rewritten_for_batch(self, batch: int) -> str:
         """The path of the checked batch-`batch` rewrite of this fixed-batch-1 ONNX file
-        (harness.batch_rewrite), checked on the run's first images (seeded random input where the
+        (harness.model.batch_rewrite), checked on the run's first images (seeded random input where the
         run has none); the reason the graph cannot follow becomes the row's fixed-batch error."""
-        from harness.batch_rewrite import BatchRewriteError, batch_model
+        from harness.model.batch_rewrite import BatchRewriteError, batch_model
 
         sample, extras, checked_on = self._rewrite_sample(batch)
         try:
@@ -206,8 +206,8 @@ class Target:
     def _rewrite_sample(self, batch: int) -> tuple[np.ndarray | None, dict | None, str]:
         """`batch` of the run's first images preprocessed (cycled when fewer), their extra inputs,
         and what they are; (None, None, "") where the run gave no images."""
-        from harness.extra_inputs import extra_inputs
-        from harness.preprocess import prepare_batch
+        from harness.images.preprocess import prepare_batch
+        from harness.model.extra_inputs import extra_inputs
 
         if not self.sample_images:
             return None, None, ""

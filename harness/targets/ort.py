@@ -8,15 +8,24 @@ from typing import Literal
 
 import numpy as np
 
-from harness.config import setting
-from harness.declared_shapes import model_for_onnx_runtime
-from harness.errors import HarnessError, TargetUnavailable, first_line
-from harness.extra_inputs import check_model_inputs
-from harness.modes import MAX_PARALLEL, Mode, RunMode, check_streams, resolve_mode, split_cores, streams_mode, usable_cores
-from harness.onnx_model import inspect_onnx
+from harness.core.config import setting
+from harness.core.errors import HarnessError, TargetUnavailable, first_line
+from harness.model.declared_shapes import model_for_onnx_runtime
+from harness.model.extra_inputs import check_model_inputs
+from harness.model.onnx_model import inspect_onnx
 from harness.targets.base import BenchStats, Target, call_loop, fixed_batch_error, installed_version
 from harness.targets.inflight import ordered_stream
-from harness.timing import LoopRule
+from harness.targets.modes import (
+    MAX_PARALLEL,
+    Mode,
+    RunMode,
+    check_streams,
+    resolve_mode,
+    split_cores,
+    streams_mode,
+    usable_cores,
+)
+from harness.targets.timing import LoopRule
 
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16",
                "tensor(int64)": "int64", "tensor(int32)": "int32"}
@@ -144,12 +153,12 @@ class OrtTarget(Target):
             return
         if fixed != 1:
             raise fixed_batch_error(self.model_path, fixed, batch, "only batch-1 graphs are rewritten to another batch")
-        # A fixed batch-1 graph: its checked batch-N rewrite (harness.batch_rewrite), fixed at N.
+        # A fixed batch-1 graph: its checked batch-N rewrite (harness.model.batch_rewrite), fixed at N.
         self._session_obj = self._session(self._model_source(self.rewritten_for_batch(batch)))
 
     def _model_source(self, path: str | Path | None = None):
         """The path, or the model's bytes with the output sizes its graph does not compute made
-        symbolic (harness.declared_shapes: else constant folding trusts them); what was changed goes
+        symbolic (harness.model.declared_shapes: else constant folding trusts them); what was changed goes
         into the row's notes. `path`: another file to load (a batch rewrite of the model)."""
         source, notes = model_for_onnx_runtime(path or self.model_path)
         for note in notes:

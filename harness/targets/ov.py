@@ -9,14 +9,14 @@ from typing import Literal
 
 import numpy as np
 
-from harness.config import setting
-from harness.errors import HarnessError, TargetUnavailable, first_line
-from harness.extra_inputs import check_model_inputs, dims_text
-from harness.modes import MAX_PARALLEL, Mode, RunMode, check_mode, check_streams, resolve_mode
-from harness.onnx_model import TensorInfo, inspect_onnx
+from harness.core.config import setting
+from harness.core.errors import HarnessError, TargetUnavailable, first_line
+from harness.model.extra_inputs import check_model_inputs, dims_text
+from harness.model.onnx_model import TensorInfo, inspect_onnx
 from harness.targets.base import BenchStats, Target, fixed_batch_error, installed_version
 from harness.targets.cpu_isa import guard_amx
-from harness.timing import LoopRule, timed_loop
+from harness.targets.modes import MAX_PARALLEL, Mode, RunMode, check_mode, check_streams, resolve_mode
+from harness.targets.timing import LoopRule, timed_loop
 
 OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # --precision -> INFERENCE_PRECISION_HINT
 HINT_MODE = {"THROUGHPUT": "throughput", "CUMULATIVE_THROUGHPUT": "throughput", "LATENCY": "latency"}
@@ -120,7 +120,7 @@ class OpenVinoCpu(Target):
             why = self._reshape(ov, model, port, fixed, batch)
             if why and fixed == 1 and self.model_path.suffix.lower() == ".onnx":
                 # OpenVINO's reshape stops at constants that hard-code batch 1: the checked batch-N
-                # rewrite of the ONNX file (harness.batch_rewrite) needs no reshape.
+                # rewrite of the ONNX file (harness.model.batch_rewrite) needs no reshape.
                 model = self._read(self.rewritten_for_batch(batch))
                 self.note(f"OpenVINO reshape to batch {batch} failed ({why}); ran the batch-rewritten ONNX")
             elif why:
@@ -212,7 +212,7 @@ class OpenVinoCpu(Target):
         Throughput = iterations x batch / wall time; latency per request from OpenVINO's own
         request.latency (submit to completion), as benchmark_app reports it. `capture`: outputs of
         the first requests to finish, copied outside the timed part of their step. The loop's length
-        follows `rule` (harness.timing.LoopRule), where benchmark_app runs a fixed time.
+        follows `rule` (harness.targets.timing.LoopRule), where benchmark_app runs a fixed time.
         """
         ov = _import_ov()
         nireq = self._nireq()

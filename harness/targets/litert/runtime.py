@@ -13,7 +13,7 @@ import importlib
 import importlib.metadata
 from pathlib import Path
 
-from harness.errors import HarnessError, TargetUnavailable, first_line
+from harness.core.errors import HarnessError, TargetUnavailable, first_line
 
 #: (python module, distribution) in order of preference
 MODULES = (("ai_edge_litert.interpreter", "ai-edge-litert"), ("tflite_runtime.interpreter", "tflite-runtime"))

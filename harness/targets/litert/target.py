@@ -10,14 +10,14 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from harness.config import Invalid, setting
-from harness.errors import HarnessError, TargetUnavailable, first_line
-from harness.modes import Mode, RunMode, resolve_mode, split_cores, usable_cores
+from harness.core.config import Invalid, setting
+from harness.core.errors import HarnessError, TargetUnavailable, first_line
 from harness.targets.base import BenchStats, Target, call_loop, fixed_batch_error
 from harness.targets.inflight import ordered_stream
 from harness.targets.litert.runtime import MODULES, interpreter_module, load_external_delegate, parse_delegate_options
 from harness.targets.litert.tensors import delegation, dequantize_output, graph_precision, quantize_input
-from harness.timing import LoopRule
+from harness.targets.modes import Mode, RunMode, resolve_mode, split_cores, usable_cores
+from harness.targets.timing import LoopRule
 
 
 @dataclass(frozen=True)
