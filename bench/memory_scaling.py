@@ -6,7 +6,7 @@ its peak RSS is that child's ru_maxrss (os.wait4). `decode` reads the outputs of
 --runner ais` of the same images (prepared once per size, untimed). Prints one table row per size and
 the growth per image between the smallest and largest size.
 
-Usage: python bench/memory_scaling.py [--sizes 80,320,1280] [--model M --profile P]
+Usage: python bench/memory_scaling.py [--sizes 80,320,1280] [--model M --profile P] [--only run|decode]
 (it measures the harness of the checkout it lives in: every child runs from that checkout's root)
 """
 
@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--profile", default="nanodet-m-320")
     parser.add_argument("--data", default=str(SHARED / "data" / "coco-tiny" / "val2017"))
     parser.add_argument("--ann", default=str(SHARED / "data" / "coco-tiny" / "annotations" / "instances_val2017.json"))
+    parser.add_argument("--only", choices=("run", "decode"), default=None, help="measure one command (the other: -)")
     opts = parser.parse_args()
     sizes = [int(s) for s in opts.sizes.split(",")]
     print(f"# memory_scaling.py: {opts.profile} ({Path(opts.model).name}), ort for run, ais outputs for decode")
@@ -81,18 +82,21 @@ def main() -> None:
         for size in sizes:
             root = Path(tmp) / str(size)
             images, ann = replicate(Path(opts.data), Path(opts.ann), size, root)
-            run = peak_rss_mib(["run", "-t", "ort", "-m", opts.model, "-p", opts.profile, "--data", str(images),
-                                "--ann", str(ann), "--out", str(root / "run"), "--seconds", "0.5",
-                                "--max-seconds", "0.5", "--warmup", "0.2"])
-            prep, outs = root / "prep", root / "ais"
-            for args in (["preprocess", "-p", opts.profile, "--data", str(images), "--ann", str(ann), "--format",
-                          "bin", "--model", opts.model, "--out", str(prep)],
-                         ["emulate", "--runner", "ais", "-m", opts.model, "--prep", str(prep), "--out", str(outs),
-                          "--output-dirname", "out"]):
-                subprocess.run([sys.executable, "-m", "harness", *args], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                               cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-            decode = peak_rss_mib(["decode", "--bin", str(outs / "out"), "--prep", str(prep), "--ann", str(ann),
-                                   "--out", str(root / "decode")])
+            run = decode = float("nan")
+            if opts.only != "decode":
+                run = peak_rss_mib(["run", "-t", "ort", "-m", opts.model, "-p", opts.profile, "--data", str(images),
+                                    "--ann", str(ann), "--out", str(root / "run"), "--seconds", "0.5",
+                                    "--max-seconds", "0.5", "--warmup", "0.2"])
+            if opts.only != "run":
+                prep, outs = root / "prep", root / "ais"
+                for args in (["preprocess", "-p", opts.profile, "--data", str(images), "--ann", str(ann), "--format",
+                              "bin", "--model", opts.model, "--out", str(prep)],
+                             ["emulate", "--runner", "ais", "-m", opts.model, "--prep", str(prep), "--out", str(outs),
+                              "--output-dirname", "out"]):
+                    subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, check=True,
+                                   env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
+                decode = peak_rss_mib(["decode", "--bin", str(outs / "out"), "--prep", str(prep), "--ann", str(ann),
+                                       "--out", str(root / "decode")])
             results.append((size, run, decode))
             print(f"| {size} | {run:.0f} | {decode:.0f} |", flush=True)
     (first, run0, dec0), (last, run1, dec1) = results[0], results[-1]

@@ -84,3 +84,25 @@ def test_one_command_checks_each_image_once_across_targets(tiny, tmp_path, monke
     rows = json.loads((tmp_path / "two" / "results.json").read_text())["rows"]
     assert [r["target"] for r in rows] == ["ort", "ov"] and rows[0]["map"] == rows[1]["map"]
     assert sorted(checked) == sorted(images_dir.glob("*.jpg"))  # each file once, not once per target
+
+
+def test_every_input_key_is_geometry_or_applied_after_the_canvas():
+    """A key added to [input] must say whether the stored (canvas, meta) depends on it: one left out of
+    both lists would let two profiles share canvases (or metas) they must not."""
+    from dataclasses import fields
+
+    from harness.measure.canvases import AFTER_CANVAS, GEOMETRY
+    from harness.profiles import InputSpec
+
+    keys = {f.name for f in fields(InputSpec)}
+    assert keys == set(GEOMETRY) | set(AFTER_CANVAS)
+    assert not set(GEOMETRY) & set(AFTER_CANVAS)
+
+
+def test_box_scale_gets_its_own_store(tiny):
+    """box_scale places the same pixels but records another scale in the meta: no shared store."""
+    _, _, _, profile = tiny
+    spec = type(profile.input)(**{**profile.input.__dict__, "resize": "letterbox"})
+    cache = CanvasCache()
+    ratio = type(spec)(**{**spec.__dict__, "box_scale": "ratio"})
+    assert cache.store_for(spec, 4) is not cache.store_for(ratio, 4)

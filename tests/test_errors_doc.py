@@ -82,6 +82,13 @@ def _corrupt_model():
     return with_flags(RUN, m="corrupt.onnx")
 
 
+def _renamed_profile_key():
+    """A user's profile written for an earlier version: [input] letterbox_rounding (now box_scale)."""
+    Path("old.toml").write_text(Path("tiny.toml").read_text().replace(
+        'resize = "letterbox"', 'resize = "letterbox"\nletterbox_rounding = "ultralytics"'))
+    return with_flags(RUN, p="old.toml")
+
+
 def _empty_model():
     Path("empty.onnx").write_bytes(b"")
     return with_flags(RUN, m="empty.onnx")
@@ -554,6 +561,7 @@ CASES: dict[str, Callable[[], list[str]]] = {
     "model-corrupt": _corrupt_model,
     "model-empty": _empty_model,
     "profile-unknown": lambda: with_flags(RUN, p="yolo-v99"),
+    "profile-renamed-key": _renamed_profile_key,
     "target-unknown": lambda: with_flags(RUN, t="tpu"),
     "bs-zero": lambda: with_flags(RUN, bs="0"),
     "bs-empty-item": lambda: with_flags(RUN, bs="1,,4"),

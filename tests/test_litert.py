@@ -90,8 +90,8 @@ def test_delegation_counts_the_nodes_inside_each_partition():
     assert (info["nodes"], info["delegated_nodes"], info["cpu_nodes"], info["cpu_ops"]) == (3, 2, 1, {"CUSTOM_POST": 1})
 
 
-def test_ultralytics_letterbox_rounding_places_pixels_as_ultralytics_does():
-    """[input] letterbox_rounding = "ultralytics": the same canvas, pixel for pixel, and the same (r, left,
+def test_ultralytics_letterbox_places_pixels_as_ultralytics_does():
+    """[input] rounding = "round", box_scale = "ratio": the same canvas, pixel for pixel, and the same (r, left,
     top) as Ultralytics' LetterBox (tests/oracles.py), on sizes whose padding is odd, even, or none."""
     from harness.images.preprocess import resize_image
 
@@ -103,17 +103,6 @@ def test_ultralytics_letterbox_rounding_places_pixels_as_ultralytics_does():
         expected, r, (exp_left, exp_top) = oracles.ultralytics_letterbox(image, 416)
         assert np.array_equal(canvas, expected), (height, width)
         assert (scale_x, scale_y, left, top) == (r, r, exp_left, exp_top)
-
-
-def test_letterbox_rounding_applies_to_letterbox_only(tmp_path):
-    from harness.profiles import profile_text
-
-    text = profile_text("ssd-mobilenet-v1-300-tflite")[1].replace(
-        'resize = "stretch"', 'resize = "stretch"\nletterbox_rounding = "ultralytics"')
-    path = tmp_path / "bad.toml"
-    path.write_text(text)
-    with pytest.raises(HarnessError, match=r"\[input\] letterbox_rounding.*applies to resize = \"letterbox\" only"):
-        load_profile(path)
 
 
 def test_availability_says_how_to_install(monkeypatch):

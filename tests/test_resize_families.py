@@ -66,3 +66,32 @@ def test_warp_geometry_maps_a_point_as_the_upstream_matrix_does():
     ratio = 416 / 500
     assert (sx, sy) == (ratio, ratio)
     assert (px, py) == pytest.approx((0.0, 0.5 * 416 - ratio * 333 / 2))
+
+
+@pytest.mark.parametrize("profile_name", ["yolo11n-640-tflite", "yolo11n-416-tflite"])
+@pytest.mark.parametrize("name,image", IMAGES, ids=[n for n, _ in IMAGES])
+def test_ultralytics_profiles_place_and_scale_as_letterbox_does(profile_name, name, image):
+    """The yolo11n TFLite profiles (rounding = "round", box_scale = "ratio") against Ultralytics'
+    LetterBox (tests/oracles.py port, the formula the removed `letterbox_rounding = "ultralytics"`
+    computed): the same pixels, the same (left, top), and boxes scaled by r on both axes."""
+    spec = load_profile(profile_name).input
+    canvas, (scale_x, scale_y, left, top) = resize_image(image, spec)
+    want, r, (want_left, want_top) = oracles.ultralytics_letterbox(image, spec.width)
+    assert np.array_equal(canvas, want), f"{int((canvas != want).any(axis=2).sum())} pixels differ"
+    assert (scale_x, scale_y, left, top) == (r, r, want_left, want_top)
+
+
+def test_ultralytics_pad_split_is_the_centred_letterbox_split():
+    """Why one key (box_scale) replaced letterbox_rounding: for every whole padding n, Ultralytics'
+    top = int(round(n / 2 - 0.1)) is the centred letterbox's n // 2, so the two place the same pixels."""
+    assert all(int(round(n / 2 - 0.1)) == n // 2 for n in range(0, 16385))
+
+
+def test_box_scale_ratio_divides_by_r_and_resized_by_each_axis():
+    """box_scale changes the meta only: the size and padding come from `rounding` and `resize` alone."""
+    base = load_profile("yolox-nano-416").input  # letterbox-topleft, floor
+    ratio = base.__class__(**{**base.__dict__, "box_scale": "ratio"})
+    r = 416 / 500
+    resized = place_geometry(500, 333, base)
+    assert place_geometry(500, 333, ratio) == (*resized[:2], r, r, *resized[4:])
+    assert resized[2:4] == (416 / 500, 277 / 333)  # floor(333 x r) = 277, so the y scale is not r

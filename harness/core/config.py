@@ -10,7 +10,8 @@ and refuses, in one line naming the file, the key and what is allowed:
 
 Supported annotations: bool, int, float, str, Literal[...], X | None, unions tried in order,
 tuple[X, ...], tuple[X, Y, Z], dict[str, X] and nested config dataclasses (TOML tables).
-Cross-field rules go in the dataclass's `__post_init__`, raising `Invalid(key, why)`.
+Cross-field rules go in the dataclass's `__post_init__`, raising `Invalid(key, why)`. A key that was
+renamed is listed in the class's `RENAMED` (old key -> what to write now) and refused with that line.
 """
 
 from __future__ import annotations
@@ -37,10 +38,13 @@ class Invalid(ValueError):
 
 
 def setting(default=MISSING, *, default_factory=MISSING, ge=None, gt=None, le=None, lt=None,
-            nonempty: bool = False, expects: str = ""):
+            nonempty: bool = False, expects: str = "", omit_default: bool = False):
     """A dataclass field with a range (ge/gt/le/lt apply to numbers and to each number of a tuple);
-    `expects` words what the field takes, for errors, where the type alone says too little."""
-    metadata = {"ge": ge, "gt": gt, "le": le, "lt": lt, "nonempty": nonempty, "expects": expects}
+    `expects` words what the field takes, for errors, where the type alone says too little.
+    omit_default: dump() leaves the field out while it holds its default, so a key added later does
+    not change the identity (the hash of the dumped data) of configurations that do not set it."""
+    metadata = {"ge": ge, "gt": gt, "le": le, "lt": lt, "nonempty": nonempty, "expects": expects,
+                "omit_default": omit_default}
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -83,6 +87,9 @@ def load(cls, data, where: str, section: str | None = None, *, from_text: bool =
                            f"got {type(data).__name__}")
     keys = known_keys(cls)
     unknown = [k for k in data if k not in keys]
+    renamed = [k for k in unknown if k in getattr(cls, "RENAMED", {})]
+    if renamed:
+        raise HarnessError(f"{where}: {label(section, renamed[0])} was renamed: {cls.RENAMED[renamed[0]]}")
     if unknown:
         key = unknown[0]
         more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
@@ -261,11 +268,12 @@ _BOOL_TEXT = {"true": True, "1": True, "yes": True, "on": True, "false": False, 
 
 
 def dump(obj) -> dict:
-    """A config dataclass as plain data (tuples as lists, None values left out): what load() reads back."""
+    """A config dataclass as plain data (tuples as lists, None values and omit_default fields at their
+    default left out): what load() reads back."""
     out = {}
     for f in fields(obj):
         value = getattr(obj, f.name)
-        if value is None:
+        if value is None or ((f.metadata or {}).get("omit_default") and value == f.default):
             continue
         out[f.name] = _plain(value)
     return out

@@ -99,11 +99,11 @@ def check_annotations(data: dict, path: Path) -> None:
 def load_annotations(path: str | Path) -> dict:
     """Read a COCO instances json with checks that name the file and what is wrong."""
     path = input_file(path, "annotation file")
-    data = read_json_object(path, "annotation file", "a COCO object with images, annotations, categories")
+    # bbox evaluation reads no polygon; they are most of a COCO file's memory, dropped as it is parsed
+    data = read_json_object(path, "annotation file", "a COCO object with images, annotations, categories",
+                            drop=("segmentation",))
     missing = [k for k in ("images", "annotations", "categories") if k not in data]
     if missing:
         raise HarnessError(f"annotation file {path}: not COCO instances json, missing key(s) {', '.join(missing)}")
     check_annotations(data, path)
-    for box in data["annotations"]:  # bbox evaluation reads no polygon; they are most of a COCO file's memory
-        box.pop("segmentation", None)
     return data

@@ -71,13 +71,12 @@ def place_geometry(width: int, height: int, spec: InputSpec) -> tuple[int, int, 
     rounding = _ROUNDING[spec.rounding]
     new_w = max(1, min(spec.width, int(rounding(width * ratio))))
     new_h = max(1, min(spec.height, int(rounding(height * ratio))))
-    if spec.letterbox_rounding == "ultralytics":  # ultralytics/data/augment.py LetterBox, predict mode
-        dw, dh = (spec.width - new_w) / 2, (spec.height - new_h) / 2
-        return new_w, new_h, ratio, ratio, int(round(dw - 0.1)), int(round(dh - 0.1))
-    if spec.resize == "letterbox":
+    if spec.resize == "letterbox":  # the smaller half first: YOLOv5/8's and Ultralytics' round(d/2 - 0.1) too
         pad_x, pad_y = (spec.width - new_w) // 2, (spec.height - new_h) // 2
     else:  # letterbox-topleft
         pad_x, pad_y = 0, 0
+    if spec.box_scale == "ratio":  # Ultralytics' scale_boxes (ratio_pad given): divide by r
+        return new_w, new_h, ratio, ratio, pad_x, pad_y
     return new_w, new_h, new_w / width, new_h / height, pad_x, pad_y
 
 

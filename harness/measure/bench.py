@@ -28,6 +28,7 @@ from harness.measure.measurement import RowContext, build_row
 from harness.measure.results import ResultsStore
 from harness.measure.row import ResultRow, failed_row
 from harness.measure.runner import (
+    check_memory,
     check_model_paths,
     describe_batch_mode,
     loop_rule,
@@ -100,6 +101,9 @@ def bench(config: BenchConfig, store: ResultsStore, progress=None) -> list[Resul
         target_cls.parse_options(config.options or {})
     check_model_paths(config)
     loop_rule(config)
+    for bs in config.batch_sizes:  # before any row, as run: the requests' batches, the sample and its outputs
+        check_memory(config.profile.input, bs, options, model_for_batch(config.model, bs)[0], f"--bs {bs}",
+                     besides=1, outputs_besides=1)
     ok, runtime = target_cls.availability()
     measured_on = {"profile_sha256": config.profile.content_hash, "dataset": _input_identity(config), "limit": None,
                    "options": dump_config(options), "harness": __version__, "runtime": runtime if ok else None,

@@ -14,8 +14,10 @@ import os
 
 from harness.profiles import InputSpec
 
-# What the canvas depends on; mean/std, dtype and layout are applied after it (to_model_layout).
-GEOMETRY = ("width", "height", "resize", "rounding", "interpolation", "pad_value", "color")
+# What a stored (canvas, meta) depends on (box_scale: the meta's scale); the rest of [input] is applied
+# after it (to_model_layout) or feeds other model inputs (tests/test_canvases.py: every key is in one of two).
+GEOMETRY = ("width", "height", "resize", "rounding", "box_scale", "interpolation", "pad_value", "color")
+AFTER_CANVAS = ("mean", "std", "layout", "dtype", "extras")
 
 
 def default_budget() -> int:

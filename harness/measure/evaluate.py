@@ -13,6 +13,7 @@ import logging
 
 import numpy as np
 
+from harness.core.bounds import release_freed_memory
 from harness.core.errors import HarnessError
 from harness.measure.row import METRIC_NAMES
 
@@ -70,18 +71,30 @@ def _dicts(part) -> list[dict]:
     return coco_dicts(part) if isinstance(part, np.ndarray) else part
 
 
-CATEGORY_CHUNK = 8  # categories per COCOeval pass (harness.measure.evaluate.CocoEvaluator.evaluate)
+CATEGORY_CHUNK = 8  # at most this many categories per COCOeval pass (CocoEvaluator.evaluate)
 
 
-def category_chunks(cat_ids, with_detections: set[int], size: int = CATEGORY_CHUNK) -> list[list[int]]:
-    """The categories in groups of `size`, each group holding at least one category with detections
-    (COCOeval cannot load an empty result list); categories without any join the first group."""
+def category_chunks(cat_ids, detections: dict[int, int], size: int = CATEGORY_CHUNK) -> list[list[int]]:
+    """The categories in groups for one COCOeval pass each: at most `size` categories with detections
+    and at most as many detections as the category with the most (or a `size`-th of all, if more),
+    so that the largest group, which sets the evaluation's peak memory, is that one category (COCO's
+    person class holds about a third of the detections). Each group holds at least one category with
+    detections (COCOeval cannot load an empty result list); categories without any join the group with
+    the fewest detections."""
     cat_ids = sorted(int(c) for c in cat_ids)
-    found = [c for c in cat_ids if c in with_detections]
-    chunks = [found[i:i + size] for i in range(0, len(found), size)]
-    if not chunks:
+    found = [c for c in cat_ids if detections.get(c, 0) > 0]
+    if not found:
         return []
-    chunks[0] = sorted(chunks[0] + [c for c in cat_ids if c not in with_detections])
+    budget = max(max(detections[c] for c in found), sum(detections[c] for c in found) / size)
+    chunks, held = [[]], [0]
+    for c in found:
+        if chunks[-1] and (len(chunks[-1]) >= size or held[-1] + detections[c] > budget):
+            chunks.append([])
+            held.append(0)
+        chunks[-1].append(c)
+        held[-1] += detections[c]
+    smallest = held.index(min(held))
+    chunks[smallest] = sorted(chunks[smallest] + [c for c in cat_ids if detections.get(c, 0) == 0])
     return chunks
 
 
@@ -131,7 +144,7 @@ class CocoEvaluator:
             return self._no_detections(image_ids)
         by_category = _by_category(results)
         precision, cat_ids, params = [], [], None
-        for chunk in category_chunks(self.gt.getCatIds(), set(by_category)):
+        for chunk in category_chunks(self.gt.getCatIds(), {c: len(part) for c, part in by_category.items()}):
             with contextlib.redirect_stdout(io.StringIO()):
                 # loadRes adds keys to each dict but leaves "bbox" alone: shallow copies keep the
                 # caller's dicts clean at a tenth of a deepcopy's cost.
@@ -145,6 +158,7 @@ class CocoEvaluator:
             cat_ids += list(chunk)
             params = ev.params
             del dt, ev
+            release_freed_memory()  # each chunk's records freed: the next chunk reuses the pages, not new ones
         joined = np.concatenate(precision, axis=2)
         stats = summary_stats(joined, params.iouThrs, params.areaRngLbl, params.maxDets)
         metrics = {k: (None if v < 0 else v) for k, v in zip(METRIC_NAMES, stats)}

@@ -34,6 +34,7 @@ from harness.measure.pipeline import accuracy_pass
 from harness.measure.results import ResultsStore
 from harness.measure.row import ResultRow, failed_row
 from harness.model.extra_inputs import extra_inputs
+from harness.model.onnx_model import declared_output_bytes
 from harness.profiles import Profile
 from harness.targets import get_target
 from harness.targets.modes import usable_cores
@@ -102,19 +103,30 @@ def check_model_paths(config: RunConfig) -> dict[str, str]:
 #: batches of input alive at once in a row besides the runtime's requests: the timing sample, the
 #: preprocessing lookahead (pipeline.iter_batches) and the decoder's queue
 BATCHES_BESIDES_REQUESTS = 1 + 4 + 2
+#: batches of outputs alive at once besides the requests' own: the decoder's queue
+OUTPUTS_BESIDES_REQUESTS = 2
 
 
 def check_batch_sizes(config: RunConfig, options, images: int) -> None:
     """Before any work: no batch larger than the dataset (it would be padding or repeats), and the
-    batches in flight fit in memory (harness.core.bounds), each refused with one line."""
+    batches in flight, inputs and the model's declared outputs, fit in memory (harness.core.bounds), each
+    refused with one line."""
     spec = config.profile.input
     for bs in config.batch_sizes:
         if bs > images:
             raise HarnessError(f"--bs {bs}: larger than the {images} image(s) of the dataset; a batch would be "
                                f"mostly padding or repeats: use at most {images}")
-        requests = getattr(options, "streams", None) or getattr(options, "nireq", None) or usable_cores()
-        check_batch_memory(spec.shape(bs), np.dtype(spec.numpy_dtype).itemsize, requests + BATCHES_BESIDES_REQUESTS,
-                           f"--bs {bs}")
+        check_memory(spec, bs, options, model_for_batch(config.model, bs)[0], f"--bs {bs}")
+
+
+def check_memory(spec, bs: int, options, model_path: str, what: str, besides: int = BATCHES_BESIDES_REQUESTS,
+                 outputs_besides: int = OUTPUTS_BESIDES_REQUESTS) -> None:
+    """The batches of one row in flight (the target's requests, plus `besides` input batches and
+    `outputs_besides` output batches) against the memory available (harness.core.bounds)."""
+    requests = getattr(options, "streams", None) or getattr(options, "nireq", None) or usable_cores()
+    check_batch_memory(spec.shape(bs), np.dtype(spec.numpy_dtype).itemsize, requests + besides, what,
+                       output_bytes_per_image=declared_output_bytes(model_path),
+                       outputs_in_flight=requests + outputs_besides)
 
 
 def check_inputs(configs: list[RunConfig]) -> None:

@@ -8,6 +8,7 @@ runtimes' own views are used only after they have loaded the model). Weights lis
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -69,6 +70,29 @@ class OnnxModelInfo:
 
     def input_names(self) -> list[str]:
         return [t.name for t in self.inputs]
+
+    def output_bytes_per_image(self) -> tuple[int, list[str]]:
+        """(bytes of one image's outputs as the graph declares them, names of outputs left uncounted).
+
+        The first dim is the batch where it is symbolic or equals the image input's fixed batch (it
+        counts as 1 then); an output without a batch axis (a batch-1 graph's [1600, 80]) counts whole.
+        An output whose other dims are not all declared, or whose type has no numpy size, is named in
+        the second item and not counted: a lower bound of what the outputs take, never a guess."""
+        in_batch = self.image_input.fixed_batch if self.inputs else None
+        total, unknown = 0, []
+        for out in self.outputs:
+            shape = list(out.shape or ())
+            if shape and (not isinstance(shape[0], int) or shape[0] <= 0 or (in_batch and shape[0] == in_batch)):
+                shape[0] = 1
+            try:
+                itemsize = np.dtype(out.dtype).itemsize
+            except TypeError:
+                itemsize = 0
+            if not out.shape or itemsize == 0 or not all(isinstance(d, int) and d > 0 for d in shape):
+                unknown.append(out.name)
+                continue
+            total += math.prod(shape) * itemsize
+        return total, unknown
 
 
 def tensor_info(value) -> TensorInfo:
@@ -143,3 +167,15 @@ def inspect_model(model, path: str = "") -> OnnxModelInfo:
     return OnnxModelInfo(path=os.fspath(path), opset=int(opset), ir_version=int(model.ir_version), inputs=inputs,
                          outputs=outputs, op_types=op_types, qdq_nodes=qdq, float16_tensors=fp16)
 
+
+
+def declared_output_bytes(path: str | Path) -> int:
+    """Bytes of one image's outputs that an .onnx file declares (OnnxModelInfo.output_bytes_per_image),
+    for the memory check before batches are allocated; 0 for other formats, or a file that cannot be
+    read (the row that loads it fails with the reason)."""
+    if not str(path).endswith(".onnx") or not Path(path).is_file():
+        return 0
+    try:
+        return inspect_onnx(path).output_bytes_per_image()[0]
+    except HarnessError:
+        return 0

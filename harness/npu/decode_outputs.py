@@ -168,6 +168,10 @@ def _decode_run(tool_name, outputs_path, prep_dir, ann_path, model, bs, precisio
     ann_path = Path(ann_path)
     ann = load_annotations(ann_path)
     prep, notes = _load_images(tool, prep_dir, datalist, profile, images_dir, ann, ann_path)
+    if bs is not None and bs > len(prep.images):  # as run's --bs and emulate's --batchsize, before any work
+        where = prep.folder / "prep.json" if prep_dir is not None else f"--datalist {datalist}"
+        raise HarnessError(f"--bs {bs}: larger than the {len(prep.images)} image(s) in {where}; a batch would be "
+                           f"mostly padding or repeats: use at most {len(prep.images)}")
     specs = output_specs(prep, model)
     scorer = CocoEvaluator(ann, evaluator)
     del ann  # the evaluator holds what it needs
@@ -190,6 +194,9 @@ def _decode_run(tool_name, outputs_path, prep_dir, ann_path, model, bs, precisio
         if bs is not None and bs != timing.batchsize:
             notes.append(f"--bs {bs} ignored: the {tool.program} summary records batchsize {timing.batchsize}")
         row_bs = timing.batchsize
+        if row_bs > len(prep.images):
+            notes.append(f"the {tool.program} summary records batchsize {row_bs}, more than the {len(prep.images)} "
+                         "image(s) its outputs hold: its timing ran batches padded beyond the images")
     model_name = timing.device_model or (str(model) if model else None) or prep.model or "unknown"
     measured_by, device_notes = _device(device, timing, tool.program)
     notes += device_notes

@@ -22,7 +22,7 @@ from harness.core.folders import plain_name
 from harness.core.jsonfile import read_json_object
 from harness.images.preprocess import ImageMeta
 from harness.model.onnx_model import inspect_onnx
-from harness.profiles import InputSpec, Profile, profile_from_dict
+from harness.profiles import InputSpec, Profile, profile_from_dict, translate_stored
 
 PREP_FILE = "prep.json"
 PREP_VERSION = 1
@@ -132,7 +132,7 @@ def load_prep(path: str | Path) -> Prep:
     for index, image in enumerate(sidecar.images):  # names from the file never lead out of --prep
         plain_name(image.stem, f"{file}: images[{index}].stem")
         plain_name(image.input_file, f"{file}: images[{index}].input_file")
-    profile_data = sidecar.profile
+    profile_data = translate_stored(sidecar.profile)  # identity below stays the file's own
     profile = profile_from_dict(profile_data, name=str(profile_data.get("name") or file.parent.name), source=str(file))
     return Prep(file.parent, sidecar, profile, prep_identity(data))
 
@@ -241,7 +241,8 @@ def emulator_target(model: str | Path, prep: Prep, batchsize: int, threads: int 
         raise HarnessError(f"--batchsize {batchsize}: larger than the {len(prep.images)} image(s) in {prep.folder}; "
                            f"use at most {len(prep.images)}")
     batch = fixed if fixed is not None else batchsize
-    spec = prep.profile.input  # the batch, its copy for the runtime and the outputs: about 3 in memory
-    check_batch_memory(spec.shape(batch), np.dtype(spec.numpy_dtype).itemsize, 3, f"--batchsize {batch}")
+    spec = prep.profile.input  # the batch, its copy for the runtime, and one batch of outputs
+    check_batch_memory(spec.shape(batch), np.dtype(spec.numpy_dtype).itemsize, 2, f"--batchsize {batch}",
+                       output_bytes_per_image=inspect_onnx(model).output_bytes_per_image()[0], outputs_in_flight=1)
     target = get_target("ort")(model, prep.profile, {"threads": threads} if threads else {})
     return target, batch, fixed

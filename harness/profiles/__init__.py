@@ -15,13 +15,15 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from harness.core import config
 from harness.core.config import Invalid, did_you_mean, setting
 from harness.core.errors import HarnessError
 
 EXTRA_INPUT_NAMES = ("scale_factor", "im_shape")  # model inputs built from the metas (harness.model.extra_inputs)
+#: the resize modes that place a resized image on a padded canvas (rounding and box_scale apply)
+LETTERBOXES = ("letterbox", "letterbox-topleft")
 SECTIONS = ("description", "input", "decoder", "postprocess", "classes", "precision")
 
 
@@ -31,13 +33,20 @@ class InputSpec:
 
     width: int = setting(gt=0, le=16384)
     height: int = setting(gt=0, le=16384)
-    #: stretch | letterbox (centred: the top/left pad is the smaller half, as YOLOv5/8's round(d/2 - 0.1))
-    #: | letterbox-topleft (YOLOX) | warp (NanoDet's keep-ratio warp: scaled by the ratio and centred with
-    #: the exact, fractional offset, cv2.warpPerspective) | warp-stretch (NanoDet-Plus's keep_ratio false)
+    #: stretch | letterbox (centred: the top/left pad is the smaller half, (W - w) // 2, which is also
+    #: YOLOv5/8 and Ultralytics' round(d/2 - 0.1)) | letterbox-topleft (YOLOX) | warp (NanoDet's keep-ratio
+    #: warp: scaled by the ratio and centred with the exact, fractional offset, cv2.warpPerspective) |
+    #: warp-stretch (NanoDet-Plus's keep_ratio false)
     resize: Literal["stretch", "letterbox", "letterbox-topleft", "warp", "warp-stretch"] = "letterbox"
-    #: how a letterbox's resized size is rounded from size x ratio: round (YOLOv5/8 detect), floor
-    #: (YOLOX's int()), ceil (YOLOv5 val.py's load_image)
+    #: a letterbox's two choices, one key each. rounding: how the resized size is rounded from size x r
+    #: (r = min(W / w, H / h)): round (YOLOv5/8 detect, Ultralytics LetterBox), floor (YOLOX's int()),
+    #: ceil (YOLOv5 val.py's load_image)
     rounding: Literal["round", "floor", "ceil"] = "round"
+    #: box_scale: what boxes are divided by on the way back to the original image. resized: each axis's
+    #: resized size over its original size (new_w / w, new_h / h), the exact inverse of the pixels placed;
+    #: ratio: r on both axes, as Ultralytics' scale_boxes does (and YOLOX's `bboxes /= ratio`). Left out of
+    #: the profile's identity while "resized", so profiles that do not set it keep theirs
+    box_scale: Literal["resized", "ratio"] = setting("resized", omit_default=True)
     #: area-linear: INTER_AREA when the image shrinks, INTER_LINEAR when it grows (YOLOv5 val.py)
     interpolation: Literal["nearest", "linear", "cubic", "area", "area-linear"] = "linear"
     pad_value: float | tuple[float, float, float] = setting(0.0, ge=0, le=255)  # one value, or 3 in the model's colour order
@@ -48,18 +57,20 @@ class InputSpec:
     #: f32 | f16 (a model whose image input is float16) | u8 (raw pixels, normalisation inside the model)
     dtype: Literal["f32", "f16", "u8"] = "f32"
     extras: tuple[str, ...] = setting((), expects="a list of model input names")  # built by harness.model.extra_inputs
-    #: resize = "letterbox" only. None: the resized size rounds, the padding is split with the odd pixel
-    #: at the end, and boxes map back by each axis's own scale (new size / original size). "ultralytics":
-    #: Ultralytics' predict LetterBox step for step (new size round(w*r), round(h*r); top = round(dh - 0.1),
-    #: left = round(dw - 0.1)), and boxes map back by dividing by r, as its scale_boxes does
-    letterbox_rounding: Literal["ultralytics"] | None = None
+
+    #: keys of earlier versions -> what to write now (the strict loader refuses them with this line)
+    RENAMED: ClassVar[dict[str, str]] = {
+        "letterbox_rounding": 'write box_scale = "ratio" in place of letterbox_rounding = "ultralytics" (the same '
+                              'pixels; boxes map back by the letterbox ratio r, as Ultralytics does)'}
 
     def __post_init__(self):
         unknown = [name for name in self.extras if name not in EXTRA_INPUT_NAMES]
         if unknown:
             raise Invalid("extras", f"{unknown} unknown; known: {', '.join(sorted(EXTRA_INPUT_NAMES))}")
-        if self.letterbox_rounding is not None and self.resize != "letterbox":
-            raise Invalid("letterbox_rounding", f"applies to resize = \"letterbox\" only, not {self.resize!r}")
+        if self.box_scale != "resized" and self.resize not in LETTERBOXES:
+            why = "a warp maps boxes back by its own ratio" if "warp" in self.resize else "a stretch scales each axis"
+            raise Invalid("box_scale", f"applies to resize = \"letterbox\" or \"letterbox-topleft\" only, not "
+                                       f"{self.resize!r} ({why})")
 
     def shape(self, batch: int) -> tuple[int, int, int, int]:
         if self.layout == "NCHW":
@@ -252,6 +263,18 @@ def profile_text(name_or_path: str | Path) -> tuple[str, str]:
     _, source, entry = resolve_profile_source(name_or_path)
     load_profile(name_or_path)  # refuse to show a profile that does not load
     return source, entry.read_text(encoding="utf-8")
+
+
+def translate_stored(data: dict) -> dict:
+    """A profile as an earlier version stored it (prep.json, written by the harness, not by hand) with
+    renamed keys in their current form: `[input] letterbox_rounding = "ultralytics"` is exactly
+    `box_scale = "ratio"` (the same pixels, boxes divided by r), so a prepared folder still decodes.
+    A user's TOML file is not translated: the loader refuses the old key with the line to write."""
+    section = data.get("input") if isinstance(data, dict) else None
+    if not isinstance(section, dict) or section.get("letterbox_rounding") != "ultralytics":
+        return data  # anything else of the old key is refused by the loader, with the line to write
+    section = {**{k: v for k, v in section.items() if k != "letterbox_rounding"}, "box_scale": "ratio"}
+    return {**data, "input": section}
 
 
 def profile_from_dict(data: dict, name: str, source: str = "") -> Profile:
