@@ -50,6 +50,9 @@ class TensorProbe:
 
 
 def _sqnr(reference, test) -> float:
+    """A weight's SQNR by ONNX Runtime's own formula: the activation errors it is ranked beside come from
+    ORT's compute_activation_error, which uses this one (an epsilon floor, so identical tensors give a large
+    finite value), and one ranking needs one scale. Row-level figures use precision.check.sqnr_db."""
     from onnxruntime.quantization.qdq_loss_debug import compute_signal_to_quantization_noice_ratio
 
     return float(compute_signal_to_quantization_noice_ratio(reference, test))
