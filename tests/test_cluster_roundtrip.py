@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.data.demo import DEMO_PROFILE, demo_model_path
+from harness.npu import FILE_TOOLS
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(importlib.util.find_spec("ray") is None,
@@ -48,20 +49,29 @@ def rows_of(out) -> dict:
     return {r["bs"]: r for r in json.loads((Path(out) / "results.json").read_text())["rows"]}
 
 
-def manual_flow(demo_data, tmp_path, runner: str, bs: int) -> dict:
-    """The manual way: preprocess, emulate (the device's part), decode; its row."""
-    fmt = {"ais": "bin", "vamp": "npz"}[runner]
-    model, prep, outputs, results = demo_model_path(), tmp_path / "prep", tmp_path / "device", tmp_path / "results"
-    rc, out = harness("preprocess", *data_args(demo_data), "--format", fmt, "--model", model, "--out", prep,
-                      "--limit", IMAGES)
-    assert rc == 0, out
-    rc, out = harness("emulate", "--runner", runner, "-m", model, "--prep", prep, "--out", outputs, "--batchsize", bs)
-    assert rc == 0, out
-    flag = {"ais": "--bin", "vamp": "--npz"}[runner]
-    rc, out = harness("decode", flag, outputs, "--prep", prep, "--ann", demo_data[1], "--out", results,
-                      "--save-detections", "--bs", bs)
-    assert rc == 0, out
-    return rows_of(results)[bs] | {"folder": str(results)}
+def manual_flow(demo_data, tmp_path, runner: str, batch_sizes=(1,)) -> dict:
+    """The manual way, in this process: preprocess once, then emulate (the device's part) and decode per
+    batch size; the rows by batch size."""
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    def cli(*args):
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+
+    tool = FILE_TOOLS.get(runner)
+    model, prep = demo_model_path(), tmp_path / "prep"
+    cli("preprocess", *data_args(demo_data), "--format", tool.input_format, "--model", model, "--out", prep,
+        "--limit", IMAGES)
+    rows = {}
+    for bs in batch_sizes:
+        outputs, results = tmp_path / f"device{bs}", tmp_path / f"results{bs}"
+        cli("emulate", "--runner", runner, "-m", model, "--prep", prep, "--out", outputs, "--batchsize", bs)
+        cli("decode", tool.decode_flag, outputs, "--prep", prep, "--ann", demo_data[1], "--out", results,
+            "--save-detections", "--bs", bs)
+        rows[bs] = rows_of(results)[bs] | {"folder": str(results)}
+    return rows
 
 
 def assert_same_rows(row: dict, manual: dict, out: Path) -> None:
@@ -78,7 +88,7 @@ def assert_same_rows(row: dict, manual: dict, out: Path) -> None:
 
 
 def test_ais_through_the_object_store_equals_the_manual_flow(cluster, demo_data, tmp_path):
-    manual = {bs: manual_flow(demo_data, tmp_path / f"manual{bs}", "ais", bs) for bs in (1, 2)}
+    manual = manual_flow(demo_data, tmp_path / "manual", "ais", (1, 2))
     out = tmp_path / "cluster"
     rc, said = harness("roundtrip", "--runner", "ais", "-m", demo_model_path(), *data_args(demo_data), "--limit", IMAGES,
                        "--bs", "1,2", "--tool-command", AIS, "--save-detections", "--out", out,
@@ -100,7 +110,7 @@ def test_ais_through_the_object_store_equals_the_manual_flow(cluster, demo_data,
 
 
 def test_vamp_through_a_shared_dir_on_the_other_node_equals_the_manual_flow(cluster, demo_data, tmp_path):
-    manual = manual_flow(demo_data, tmp_path / "manual", "vamp", 1)
+    manual = manual_flow(demo_data, tmp_path / "manual", "vamp")[1]
     out, shared = tmp_path / "cluster", tmp_path / "shared"
     rc, said = harness("roundtrip", "--runner", "vamp", "-m", demo_model_path(), *data_args(demo_data), "--limit",
                        IMAGES, "--tool-command", VAMP, "--save-detections", "--out", out, "--cluster", cluster.address,
