@@ -136,6 +136,52 @@ def test_a_failing_tool_is_one_line_and_a_failed_row(cluster, demo_data, tmp_pat
     assert said.strip().splitlines()[-1] == f"error: 1 of 1 row(s) failed; first: ascend bs=1: {row['error']}"
 
 
+def _tools_with(marker: str) -> list[tuple[int, int]]:
+    """(pid, parent pid) of the running tools (`python -c ...`) whose arguments end with marker."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+                if len(argv) > 2 and argv[1] == "-c" and marker in argv[2:]:
+                    stat = (entry / "stat").read_text()
+                    found.append((int(entry.name), int(stat.rsplit(")", 1)[1].split()[1])))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_killed_worker_is_a_failed_row_and_takes_its_tool_with_it(cluster, demo_data, tmp_path):
+    """SIGKILL to the Ray worker running the tool: a failed row with Ray's reason, and the tool (which the
+    worker can no longer stop) is gone too, so it cannot share the device with the next task."""
+    import signal
+    import time
+    import uuid
+
+    out, marker = tmp_path / "out", f"sleeping-tool-{uuid.uuid4().hex}"
+    sleeper = f"{sys.executable} -c 'import time; time.sleep(60)' {{output}} {marker}"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "roundtrip", "--runner", "ais", "-m", demo_model_path(),
+                             *map(str, data_args(demo_data)), "--limit", IMAGES, "--tool-command", sleeper, "--out",
+                             str(out), "--cluster", cluster.address], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline, tools = time.monotonic() + 90, []
+    while not tools and time.monotonic() < deadline and proc.poll() is None:
+        tools = _tools_with(marker)
+        time.sleep(0.1)
+    assert tools, proc.communicate(timeout=30)[0]
+    tool, worker = tools[0]
+    assert Path(f"/proc/{worker}/cmdline").read_bytes().startswith(b"ray::harness ais_bench bs=1")
+    os.kill(worker, signal.SIGKILL)
+    said, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in said, said
+    row = rows_of(out)[1]
+    assert row["status"] == "failed" and row["error"].startswith("cluster worker failed: "), row
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{tool}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{tool}").exists(), "the tool outlived its worker"
+
+
 def test_a_missing_device_resource_is_refused_before_anything_is_prepared(cluster, demo_data, tmp_path):
     out = tmp_path / "out"
     rc, said = harness("roundtrip", "--runner", "ais", "-m", demo_model_path(), *data_args(demo_data), "--limit",

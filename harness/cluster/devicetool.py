@@ -6,7 +6,8 @@ line: it is a template (argv, one word per item) with placeholders the harness f
 from a TOML file (`--tool-config`: the file's `[ais]`/`[vamp]` table, or its top level) and the
 `--tool-command` / `--tool-timeout` flags, validated by harness.core.config like every other setting.
 The default is the tool's own (`FileTool.command`). The program runs in its own process group, so a
-timeout kills it and whatever it started; a non-zero exit, a timeout, or an output folder left empty is
+timeout kills it and whatever it started, and it is killed when the process that started it dies (a Ray
+worker killed mid-task); a non-zero exit, a timeout, or an output folder left empty is
 one line naming the program, the host and what happened.
 """
 
@@ -41,6 +42,7 @@ PLACEHOLDERS = {
 }
 DEFAULT_TIMEOUT_S = 1800.0
 LOG_LINES = 20  # the tool's last output lines kept with the row
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def placeholders_in(word: str) -> list[str]:
@@ -129,7 +131,8 @@ def run_tool(program: str, tool_command: ToolCommand, values: dict, output: Path
     started = time.monotonic()
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                                env={**os.environ, **tool_command.env}, start_new_session=True)
+                                env={**os.environ, **tool_command.env}, start_new_session=True,
+                                preexec_fn=_die_with_parent)
     except OSError as exc:
         raise HarnessError(f"{program} on {host}: cannot start {argv[0]!r} ({exc.strerror or exc}); set the tool "
                            "command with --tool-command or --tool-config (docs/cluster.md)") from None
@@ -151,6 +154,16 @@ def run_tool(program: str, tool_command: ToolCommand, values: dict, output: Path
         raise HarnessError(f"{program} on {host} exited 0 but wrote nothing into {output} (does the tool command "
                            "pass {output} where the tool writes its outputs?)")
     return {"argv": argv, "seconds": seconds, "returncode": proc.returncode, "log_tail": lines}
+
+
+def _die_with_parent() -> None:
+    """In the tool's process, before it starts (Linux): SIGKILL it when the process that started it dies.
+    A Ray worker killed mid-task (out of memory, `ray.cancel(force=True)` on Ctrl-C, a crash) cannot kill
+    the tool itself, and a tool left running would share the device with the next task."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
