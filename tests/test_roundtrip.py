@@ -30,6 +30,15 @@ def cli(*args, code=0):
     return result
 
 
+def test_ray_is_not_imported_without_cluster():
+    """roundtrip's modules load Ray only when --cluster connects."""
+    import subprocess
+
+    code = ("import sys, harness.cli.npu, harness.cluster.filerun, harness.cluster.devicetool; "
+            "sys.exit(1 if 'ray' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={"PYTHONPATH": str(ROOT)}).returncode == 0
+
+
 @pytest.mark.parametrize("name", FILE_TOOLS.names())
 def test_each_tools_default_command_is_valid_configuration(name):
     tool = FILE_TOOLS.get(name)

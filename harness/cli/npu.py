@@ -226,6 +226,7 @@ def roundtrip_cmd(runner, model, device_model, profile_name, images_dir, ann_pat
     from harness.cluster.devicetool import load_tool_command
     from harness.cluster.filerun import Roundtrip, run_local
     from harness.core import config
+    from harness.core.folders import OutputFolder
     from harness.images.imagefile import pixel_limit
     from harness.measure.envinfo import environment
     from harness.measure.results import ResultsStore
@@ -248,7 +249,9 @@ def roundtrip_cmd(runner, model, device_model, profile_name, images_dir, ann_pat
     work = Path(shared_dir) if shared_dir is not None else Path(out_dir)
     device_model = device_model or str(model)
     store = ResultsStore(out_dir, environment(), resume=resume, overwrite=overwrite, on_save=write_run_report)
-    with store, pixel_limit(max_pixels), RichProgress() as progress:
+    # the shared folder is this command's alone while it runs (the lock and manifest of any --out)
+    shared = OutputFolder(shared_dir, "--shared-dir") if shared_dir is not None else contextlib.nullcontext()
+    with store, shared, pixel_limit(max_pixels), RichProgress() as progress:
         job = Roundtrip(runner, command, work / "prep", work, Path(model), device_model, Path(ann_path), batch_sizes,
                         dict(precision=precision, evaluator=evaluator, device=device, skip_bad=skip_bad_images,
                              save_detections=save_detections, save_outputs=save_outputs))
