@@ -76,7 +76,7 @@ def manual_flow(demo_data, tmp_path, runner: str, batch_sizes=(1,)) -> dict:
 
 def assert_same_rows(row: dict, manual: dict, out: Path) -> None:
     """Same metrics, identity and saved detections as the manual flow (only where the tool ran differs)."""
-    from harness.fidelity.artifacts import read_detections
+    from harness.measure.artifacts import read_detections
 
     assert row["status"] == "ok", row
     for key in METRICS:

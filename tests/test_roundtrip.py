@@ -136,7 +136,7 @@ def test_files_travel_in_bounded_chunks_and_a_name_cannot_leave_its_folder(tmp_p
 @pytest.mark.slow
 def test_roundtrip_on_this_host_equals_preprocess_emulate_decode(demo_data, tmp_path):
     """Without --cluster the tool runs here on the files in place: the row is the manual flow's."""
-    from harness.fidelity.artifacts import read_detections
+    from harness.measure.artifacts import read_detections
 
     images, ann = demo_data
     data = ["-p", DEMO_PROFILE, "--data", images, "--ann", ann, "--limit", 4]
