@@ -157,3 +157,32 @@ def test_roundtrip_on_this_host_equals_preprocess_emulate_decode(demo_data, tmp_
     assert "cluster" not in row and row["device_tool"]["argv"][-1] == "1"
     cli("roundtrip", "--runner", "ais", "-m", model, *data, "--tool-command", AIS, "--out", tmp_path / "x",
         "--shared-dir", tmp_path / "s", code=2)
+
+
+def test_a_resumed_roundtrip_replaces_its_own_failed_attempt_and_never_a_users_folder(demo_data, tmp_path):
+    """A failed tool run is a failed row; --resume runs that batch size again in a fresh device-bs1 (the
+    earlier attempt's files gone); outputs decode refuses are a failed `decode:` row; a device-bs1 the
+    harness did not make is refused, untouched."""
+    images, ann = demo_data
+    base = ["roundtrip", "--runner", "ais", "-m", demo_model_path(), "-p", DEMO_PROFILE, "--data", images, "--ann",
+            ann, "--limit", 2, "--out", tmp_path / "out"]
+    said = cli(*base, "--tool-command", "sh -c 'echo one > $0/first.bin; echo broke >&2; exit 3' {output}", code=2).output
+    row = json.loads((tmp_path / "out" / "results.json").read_text())["rows"][0]
+    assert row["status"] == "failed" and row["error"].endswith("exited with status 3 after " + row["error"].split(
+        "after ")[1].split(" s")[0] + " s: broke"), row["error"]
+    assert said.strip().splitlines()[-1] == f"error: 1 of 1 row(s) failed; first: ascend bs=1: {row['error']}"
+    config = tmp_path / "tools.toml"  # the second attempt's tool writes what its env says, not an ais folder
+    config.write_text('[ais]\ncommand = ["sh", "-c", "echo $MARK > $0/second.txt", "{output}"]\n'
+                      '[ais.env]\nMARK = "from the config"\n')
+    cli(*base, "--tool-config", config, "--resume", code=2)
+    device = tmp_path / "out" / "device-bs1"
+    assert sorted(p.name for p in device.iterdir()) == ["second.txt"]
+    assert (device / "second.txt").read_text() == "from the config\n"
+    row = json.loads((tmp_path / "out" / "results.json").read_text())["rows"][0]
+    assert row["status"] == "failed" and row["error"].startswith(f"decode: {device} holds no ais output files"), row
+    (tmp_path / "mine" / "device-bs1").mkdir(parents=True)
+    (tmp_path / "mine" / "device-bs1" / "notes.txt").write_text("keep")
+    said = cli(*base[:-1], tmp_path / "mine", "--tool-command", "true {output}", code=2).output
+    assert said.strip().splitlines()[-1] == (f"error: {tmp_path / 'mine' / 'device-bs1'} exists and was not made by "
+                                             "the harness; move it away or choose another output folder")
+    assert (tmp_path / "mine" / "device-bs1" / "notes.txt").read_text() == "keep"

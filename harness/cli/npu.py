@@ -254,7 +254,8 @@ def roundtrip_cmd(runner, model, device_model, profile_name, images_dir, ann_pat
     with store, shared, pixel_limit(max_pixels), RichProgress() as progress:
         job = Roundtrip(runner, command, work / "prep", work, Path(model), device_model, Path(ann_path), batch_sizes,
                         dict(precision=precision, evaluator=evaluator, device=device, skip_bad=skip_bad_images,
-                             save_detections=save_detections, save_outputs=save_outputs))
+                             save_detections=save_detections, save_outputs=save_outputs),
+                        shared if shared_dir is not None else store.folder)
         todo = []
         for bs in batch_sizes:
             keys = [(tool.device, name, profile.name, precision or "unspecified", bs) for name in job.row_models(bs)]

@@ -35,7 +35,7 @@ from harness.cluster.devicetool import ToolCommand, run_tool, write_datalist
 from harness.core.config import setting
 from harness.core.errors import HarnessError, first_line
 from harness.core.fileio import atomic_write_bytes, make_dirs
-from harness.core.folders import OWN_FILES, plain_name, safe_target
+from harness.core.folders import OWN_FILES, OutputFolder, plain_name, safe_target
 from harness.measure.results import ResultsStore
 from harness.measure.row import ResultRow, failed_row
 from harness.npu import FILE_TOOLS
@@ -67,6 +67,7 @@ class Roundtrip:
     ann_path: Path
     batch_sizes: list[int]
     decode: dict  # decode_run's keyword arguments (precision, evaluator, device, skip_bad, save_*)
+    work_folder: OutputFolder  # work_dir, held by this command (its lock, and the manifest of what it wrote)
 
     @property
     def tool(self):
@@ -113,11 +114,15 @@ def run_local(job: Roundtrip, todo: list[int], store: ResultsStore, say=print, p
 
 
 def fresh_output(job: Roundtrip, bs: int) -> Path:
-    """An empty device-bsN folder: an earlier attempt's (a failed or interrupted row: the command only
-    comes here for a batch size that has no finished row) is removed first."""
+    """An empty device-bsN folder. One an earlier attempt made (a failed or interrupted row: the command
+    only comes here for a batch size with no finished row) is removed first; one the harness did not make
+    is never touched."""
     output = job.output_dir(bs)
     safe_target(job.work_dir, output.name)
-    if output.exists():
+    if output.exists() or output.is_symlink():
+        if job.work_folder.listed.get(output.name) != "dir" or output.is_symlink():
+            raise HarnessError(f"{output} exists and was not made by the harness; move it away or choose another "
+                               f"{job.work_folder.what}")
         shutil.rmtree(output)
     make_dirs(output)
     return output
