@@ -155,8 +155,6 @@ def test_roundtrip_on_this_host_equals_preprocess_emulate_decode(demo_data, tmp_
                     for out, r in (("one", row), ("manual", manual)))
     assert mine.detections == theirs.detections and mine.detections
     assert "cluster" not in row and row["device_tool"]["argv"][-1] == "1"
-    cli("roundtrip", "--runner", "ais", "-m", model, *data, "--tool-command", AIS, "--out", tmp_path / "x",
-        "--shared-dir", tmp_path / "s", code=2)
 
 
 def test_a_resumed_roundtrip_replaces_its_own_failed_attempt_and_never_a_users_folder(demo_data, tmp_path):
@@ -186,3 +184,19 @@ def test_a_resumed_roundtrip_replaces_its_own_failed_attempt_and_never_a_users_f
     assert said.strip().splitlines()[-1] == (f"error: {tmp_path / 'mine' / 'device-bs1'} exists and was not made by "
                                              "the harness; move it away or choose another output folder")
     assert (tmp_path / "mine" / "device-bs1" / "notes.txt").read_text() == "keep"
+
+
+def test_cluster_options_are_checked_before_anything_runs(tmp_path):
+    base = ["roundtrip", "--runner", "ais", "-m", demo_model_path(), "-p", DEMO_PROFILE, "--data", tmp_path, "--ann",
+            tmp_path / "a.json", "--out", tmp_path / "out"]
+    for extra, line in (
+            (["--cluster", "auto", "-o", "device_resourse=x"], "error: --option: unknown key 'device_resourse' (did you "
+             "mean 'device_resource'?); known keys: device_resource, device_cpus"),
+            (["--cluster", "auto", "-o", "device_cpus=0"], "error: --option: device_cpus = '0': expected a number (> 0)"),
+            (["-o", "device_cpus=1"], "error: --option: only with --cluster (without it the tool runs on this host, on "
+             "the files in place)"),
+            (["--shared-dir", tmp_path / "s"], "error: --shared-dir: only with --cluster (without it the tool runs on "
+             "this host, on the files in place)")):
+        said = cli(*base, *extra, code=2).output
+        assert said.strip().splitlines()[-1] == line, said
+    assert not (tmp_path / "out").exists() and not (tmp_path / "s").exists()

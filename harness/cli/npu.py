@@ -244,7 +244,7 @@ def roundtrip_cmd(runner, model, device_model, profile_name, images_dir, ann_pat
     else:
         from harness.cluster.filerun import RoundtripClusterOptions
 
-        cluster_options = config.load(RoundtripClusterOptions, pairs, "--option", config.FLAGS, from_text=True)
+        cluster_options = config.load(RoundtripClusterOptions, pairs, "--option", from_text=True)
     profile = resolve_profile(profile_name, model, console.print)
     work = Path(shared_dir) if shared_dir is not None else Path(out_dir)
     device_model = device_model or str(model)
