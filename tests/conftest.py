@@ -135,3 +135,32 @@ def small_disk(tmp_path):
 
     yield mount
     subprocess.run(["umount", str(mount_point)], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(request):
+    """A real two-node Ray cluster (ray.cluster_utils.Cluster) for the module using it, started once: the
+    module's RAY_NODES gives the two nodes' custom resources (the head's first), e.g.
+    ({"device:ov": 1}, {"device:ort": 1}). 2 CPUs a node (so only the device resource can keep two rows
+    of one device apart when a row reserves 1 CPU), ~100 MiB object store, no dashboard, a short temp
+    dir; ~11 s and ~0.7 GB."""
+    import shutil
+    import tempfile
+
+    from ray.cluster_utils import Cluster
+
+    head, other = request.module.RAY_NODES
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    Path("/tmp/ray").mkdir(exist_ok=True)  # Ray writes the cluster's address there
+    Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)  # a stale one makes a bare ray.init() hang
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    node = {"num_cpus": 2, "object_store_memory": 100 * 1024 * 1024, "include_dashboard": False}
+    made = Cluster(initialize_head=True, head_node_args={**node, "resources": dict(head), "temp_dir": temp_dir})
+    made.add_node(**node, resources=dict(other))
+    made.wait_for_nodes()
+    yield made
+    made.shutdown()
+    Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
+    shutil.rmtree(temp_dir, ignore_errors=True)

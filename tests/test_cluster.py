@@ -8,11 +8,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,28 +33,8 @@ def test_ray_is_not_imported_without_cluster():
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}).returncode == 0
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """Two nodes, 2 CPUs each (so only the device resource can keep two rows of one device apart when a
-    row reserves 1 CPU), ~100 MiB object store, no dashboard, a short temp dir (the module's tests are
-    slow: the cluster and its runs take ~35 s on 2 cores)."""
-    from ray.cluster_utils import Cluster
-
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    Path("/tmp/ray").mkdir(exist_ok=True)  # Ray writes the cluster's address there
-    Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)  # a stale one makes a bare ray.init() hang
-    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    node = {"num_cpus": 2, "object_store_memory": 100 * 1024 * 1024, "include_dashboard": False}
-    made = Cluster(initialize_head=True, head_node_args={**node, "resources": {"device:ov": 1},
-                                                         "temp_dir": temp_dir})
-    made.add_node(**node, resources={"device:ort": 1})
-    made.wait_for_nodes()
-    yield made
-    made.shutdown()
-    Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
-    shutil.rmtree(temp_dir, ignore_errors=True)
+#: the two nodes of conftest's `cluster` fixture (head first): one device each
+RAY_NODES = ({"device:ov": 1}, {"device:ort": 1})
 
 
 def harness_run(args, **popen):

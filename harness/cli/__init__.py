@@ -20,6 +20,7 @@ main.add_lazy_commands({
     "preprocess": "harness.cli.npu:preprocess_cmd",
     "decode": "harness.cli.npu:decode_cmd",
     "emulate": "harness.cli.npu:emulate_cmd",
+    "roundtrip": "harness.cli.npu:roundtrip_cmd",
     "quantize": "harness.cli.quantize:quantize_cmd",
     "sensitivity": "harness.cli.sensitivity:sensitivity_cmd",
 })

@@ -5,12 +5,24 @@ Flags in, calls into harness.npu out; the tools themselves come from harness.npu
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
 from rich.markup import escape
 
-from harness.cli.common import MAX_PIXELS_HELP, Count, LazyChoice, RichProgress, console, out, print_rows
+from harness.cli.common import (
+    MAX_PIXELS_HELP,
+    BatchSizes,
+    Count,
+    LazyChoice,
+    RichProgress,
+    Seconds,
+    console,
+    fail_if_rows_failed,
+    out,
+    print_rows,
+)
 from harness.core.errors import HarnessError
 from harness.npu import FILE_TOOLS, formats, tool_for_format
 from harness.targets.modes import MAX_BATCH, MAX_PARALLEL
@@ -57,12 +69,12 @@ def preprocess_cmd(profile_name, images_dir, ann_path, fmt, out_dir, model, work
 
 
 def _preprocess(profile, images_dir, ann_path, fmt, out_dir, model, workers, limit, skip_bad_images, datalist_root,
-                overwrite) -> dict:
+                overwrite, progress=None) -> dict:
     from harness.data.coco import load_dataset
     from harness.npu.prepare import prepare
 
     dataset = load_dataset(images_dir, ann_path, limit, skip_bad_images, workers=workers)
-    with RichProgress() as progress:
+    with contextlib.nullcontext(progress) if progress is not None else RichProgress() as progress:
         sidecar = prepare(dataset.images, profile, out_dir, fmt, model=model, workers=workers, progress=progress,
                           dataset=str(images_dir), annotations=str(ann_path), skip_bad=skip_bad_images,
                           datalist_root=datalist_root, overwrite=overwrite, limit=limit, content=dataset.content)
@@ -157,3 +169,116 @@ def emulate_cmd(runner, model, prep_dir, out_dir, batchsize, summary_style, outp
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     summary = f"  summary: {info['summary']}" if info.get("summary") else ""
     out.print(f"{runner}: {info['files']} images at batch {info['batch']} -> {info['folder']}{summary}")
+
+
+@click.command("roundtrip")
+@click.option("--runner", required=True, type=click.Choice(TOOL_NAMES), help="Which vendor tool runs the files.")
+@click.option("--model", "-m", required=True, type=click.Path(path_type=Path),
+              help="ONNX model on this host: output shapes for decode, and the row's model identity.")
+@click.option("--device-model", default=None,
+              help="The file the tool loads on the device host (an .om, a vacc model; {bs} for one per batch size). "
+                   "Default: --model.")
+@click.option("--profile", "-p", "profile_name", required=True,
+              help="Built-in profile name, a .toml file, or auto (found from the model).")
+@click.option("--data", "images_dir", required=True, type=click.Path(path_type=Path), help="Image folder.")
+@click.option("--ann", "ann_path", required=True, type=click.Path(path_type=Path), help="COCO instances json.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Results folder (results.json, report.md; prep/ and device-bsN/ unless --shared-dir).")
+@click.option("--bs", "batch_sizes", type=BatchSizes(), default="1", show_default=True,
+              help="Batch sizes: one tool run and one row each (the inputs are prepared once).")
+@click.option("--tool-config", type=click.Path(path_type=Path), default=None,
+              help="TOML with the tool's command (its [ais]/[vamp] table or top level: command, timeout_s, env).")
+@click.option("--tool-command", default=None,
+              help="The tool's command line with placeholders, e.g. 'ais_bench --model {model} --input {input} "
+                   "--output {output} --batchsize {batchsize}' (overrides --tool-config; docs/cluster.md).")
+@click.option("--tool-timeout", type=Seconds(), default=None, help="Kill the tool after this many seconds (default 1800).")
+@click.option("--cluster", "cluster_address", default=None, metavar="ADDRESS",
+              help="Run the tool as a Ray task on the host holding the device resource device:<runner> (auto, "
+                   "host:6379 or ray://host:10001; -o device_resource=NAME, -o device_cpus=N). Without it the tool "
+                   "runs on this host.")
+@click.option("--cluster-timeout", type=Seconds(), default=3600.0, show_default=True,
+              help="With --cluster: a run (files there, the tool, files back) not done after this many seconds is "
+                   "cancelled and failed.")
+@click.option("--shared-dir", type=click.Path(path_type=Path), default=None,
+              help="With --cluster: a folder mounted at the same path on this host and the device host; the files "
+                   "go through it instead of Ray's object store.")
+@click.option("--option", "-o", "option_pairs", multiple=True, metavar="KEY=VALUE",
+              help="With --cluster: device_resource=NAME, device_cpus=N.")
+@click.option("--workers", type=Count(), default=2, show_default=True, help="Preprocessing threads.")
+@click.option("--limit", type=Count(), default=None, help="Use only the first N images.")
+@click.option("--max-pixels", type=Count(), default=None, help=MAX_PIXELS_HELP)
+@click.option("--skip-bad-images", is_flag=True,
+              help="Skip unreadable images (preprocess) and images whose outputs hold NaN/Inf (decode); recorded.")
+@click.option("--device", default=None, help="What ran the outputs, recorded in the row (default: what the tool's files say).")
+@click.option("--precision", default=None, help="Precision the device ran (recorded in the row), e.g. fp16, int8.")
+@click.option("--evaluator", default="auto", show_default=True, help="auto, faster-coco-eval or pycocotools.")
+@click.option("--resume", is_flag=True, help="Add rows to the results already in --out; finished batch sizes are skipped.")
+@click.option("--overwrite", is_flag=True, help="Replace results already in --out.")
+@click.option("--save-detections", is_flag=True,
+              help="Save each row's COCO detections next to results.json (for report --fidelity).")
+@click.option("--save-outputs", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Save the raw outputs of the first N images next to results.json.")
+def roundtrip_cmd(runner, model, device_model, profile_name, images_dir, ann_path, out_dir, batch_sizes, tool_config,
+                  tool_command, tool_timeout, cluster_address, cluster_timeout, shared_dir, option_pairs, workers,
+                  limit, max_pixels, skip_bad_images, device, precision, evaluator, resume, overwrite,
+                  save_detections, save_outputs):
+    """preprocess, the vendor tool (on a device host with --cluster), decode: one command, one row per --bs."""
+    from harness.cluster.devicetool import load_tool_command
+    from harness.cluster.filerun import Roundtrip, run_local
+    from harness.core import config
+    from harness.core.folders import OutputFolder
+    from harness.images.imagefile import pixel_limit
+    from harness.measure.envinfo import environment
+    from harness.measure.results import ResultsStore
+    from harness.profiles.match import resolve as resolve_profile
+    from harness.report import write_run_report
+
+    tool = FILE_TOOLS.get(runner)
+    command = load_tool_command(tool, tool_config, tool_command, tool_timeout)
+    pairs = config.parse_assignments(option_pairs)
+    if cluster_address is None:
+        for flag, given in (("--shared-dir", shared_dir), ("--option", pairs)):
+            if given:
+                raise HarnessError(f"{flag}: only with --cluster (without it the tool runs on this host, on the files "
+                                   "in place)")
+    else:
+        from harness.cluster.filerun import RoundtripClusterOptions
+
+        cluster_options = config.load(RoundtripClusterOptions, pairs, "--option", from_text=True)
+    profile = resolve_profile(profile_name, model, console.print)
+    work = Path(shared_dir) if shared_dir is not None else Path(out_dir)
+    device_model = device_model or str(model)
+    store = ResultsStore(out_dir, environment(), resume=resume, overwrite=overwrite, on_save=write_run_report)
+    # the shared folder is this command's alone while it runs (the lock and manifest of any --out)
+    shared = OutputFolder(shared_dir, "--shared-dir") if shared_dir is not None else contextlib.nullcontext()
+    with store, shared, pixel_limit(max_pixels), RichProgress() as progress:
+        job = Roundtrip(runner, command, work / "prep", work, Path(model), device_model, Path(ann_path), batch_sizes,
+                        dict(precision=precision, evaluator=evaluator, device=device, skip_bad=skip_bad_images,
+                             save_detections=save_detections, save_outputs=save_outputs),
+                        shared if shared_dir is not None else store.folder)
+        todo = []
+        for bs in batch_sizes:
+            keys = [(tool.device, name, profile.name, precision or "unspecified", bs) for name in job.row_models(bs)]
+            if any(store.done(key) for key in keys):
+                progress.message(f"{tool.device} bs={bs}: already in {store.path}, skipped (--resume)")
+            else:
+                todo.append(bs)
+
+        def prepared() -> Roundtrip:
+            sidecar = _preprocess(profile, images_dir, ann_path, tool.input_format, job.prep_dir, model, workers,
+                                  limit, skip_bad_images, None, resume or overwrite, progress)
+            for warning in (sidecar.get("device_preprocess") or {}).get("warnings", []):
+                progress.message(f"warning: {warning}")
+            return job
+
+        rows = []
+        if todo and cluster_address is None:
+            rows = run_local(prepared(), todo, store, progress.message, progress)
+        elif todo:
+            from harness.cluster.filerun import run_on_cluster
+
+            rows = run_on_cluster(runner, prepared, todo, store, cluster_address, cluster_options,
+                                  shared_dir is not None, cluster_timeout, progress.message, progress)
+    print_rows(store.rows, f"{profile.name} through {tool.program}")
+    out.print(f"results: {store.path}  report: {store.out_dir / 'report.md'}")
+    fail_if_rows_failed(rows)

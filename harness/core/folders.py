@@ -235,7 +235,7 @@ class OutputFolder:
         if self.lock._fd is None:  # closed (or never closed, and the lock released): no longer ours
             return
         name = self._relative(path)
-        if name is None or name in OWN_FILES:
+        if name is None or name.rsplit("/", 1)[-1] in OWN_FILES:  # ours, or a nested output folder's own
             return
         parent = self.path
         for part in name.split("/")[:-1]:

@@ -393,4 +393,6 @@ TOOL = FileTool(
     read_outputs=read_outputs, read_timing=read_timing, emulate=emulate,
     output_help="its timestamped/named folder, or the --output parent holding one",
     emulate_options=("summary_style", "output_dirname"),
+    command=("python3", "-m", "ais_bench", "--model", "{model}", "--input", "{input}", "--output", "{output}",
+             "--outfmt", "BIN", "--batchsize", "{batchsize}", "--device", "0"),
 )

@@ -64,3 +64,6 @@ class FileTool:
     side_files: tuple[str, ...] = ()
     #: outputs come in the order of the list the tool was run with (`harness decode --datalist`)
     datalist_order: bool = False
+    #: the vendor program's command line on a device host (`harness roundtrip`'s default tool command):
+    #: placeholders as in harness.cluster.devicetool.PLACEHOLDERS
+    command: tuple[str, ...] = ()

@@ -269,4 +269,6 @@ TOOL = FileTool(
     write_input=write_input, finish_prepare=finish_prepare, locate_outputs=Path, read_outputs=read_outputs,
     read_timing=read_timing, emulate=emulate, side_files=(DATALIST_FILE, VDSP_FILE),
     output_help="its --path_output folder", datalist_order=True,
+    command=("vamp", "-m", "{model}", "--vdsp_params", "{input}/vdsp_params.json", "-i", "1", "-p", "1", "-b", "{batchsize}",
+             "-s", "[3,{height},{width}]", "--datalist", "{datalist}", "--path_output", "{output}"),
 )
