@@ -464,7 +464,9 @@ def _plot_columns(rows: list[dict]) -> None:
     for r, on_front in zip(rows, front):
         r["series"] = series_label(r, multi_machine, multi_model)
         r["point_label"] = f"{r['series']} bs {r['bs']}" + (f" {r['mode']}" if len({x['mode'] for x in rows}) > 1 else "")
-        r["fps_err95"] = r["fps"] * r["fps_ci95"] if not (math.isnan(r["fps"]) or math.isnan(r["fps_ci95"])) else math.nan
+        # a half-width is never negative: one read from a damaged file draws no bar (matplotlib refuses it)
+        r["fps_err95"] = (r["fps"] * r["fps_ci95"] if not (math.isnan(r["fps"]) or math.isnan(r["fps_ci95"]))
+                          and r["fps"] >= 0 and r["fps_ci95"] >= 0 else math.nan)
         r["pareto"] = on_front
 
 
