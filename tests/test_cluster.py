@@ -26,6 +26,8 @@ needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = "6"
 QUICK = ["--seconds", "0.2", "--max-seconds", "0.3", "--warmup", "0", "--limit", IMAGES]
+SAVE = ["--save-detections", "--save-outputs", "2"]
+METRICS = ("map", "map50", "map75", "map_small", "map_medium", "map_large", "per_class_ap", "detections", "images")
 
 
 def test_ray_is_not_imported_without_cluster():
@@ -90,29 +92,54 @@ def _nodes(address) -> list[dict]:
         ray.shutdown()
 
 
-@needs_ray
-@pytest.mark.slow
-def test_rows_equal_local_run_on_their_nodes_without_overlap(cluster, demo_data, tmp_path):
-    local = harness_run(run_args(demo_data, tmp_path / "local"))
-    # one CPU a row: the ov rows could run side by side on either node but for their device resource
-    remote = harness_run([*run_args(demo_data, tmp_path / "cluster"), "--cluster", cluster.address,
-                          "-o", "device_cpus=1"])
-    (local_rc, local_out), (rc, out) = finish(local), finish(remote)
-    assert local_rc == 0, local_out
-    assert rc == 0, out
-    local_rows = {(r["target"], r["bs"]): r for r in rows_of(tmp_path / "local")}
-    rows = {(r["target"], r["bs"]): r for r in rows_of(tmp_path / "cluster")}
+@pytest.fixture(scope="module")
+def local_run(demo_data, tmp_path_factory) -> Path:
+    """The single-process run the cluster runs are compared with (ov, ort x bs 1, 4, files saved)."""
+    out = tmp_path_factory.mktemp("local") / "out"
+    rc, output = finish(harness_run([*run_args(demo_data, out), *SAVE]))
+    assert rc == 0, output
+    return out
+
+
+def assert_same_as_local(out: Path, local: Path) -> dict:
+    """Every row's metrics, saved detections and saved outputs equal the local run's; the rows by key."""
+    from harness.fidelity.artifacts import read_detections, read_outputs
+
+    local_rows = {(r["target"], r["bs"]): r for r in rows_of(local)}
+    rows = {(r["target"], r["bs"]): r for r in rows_of(out)}
     assert set(rows) == set(local_rows) == {("ov", 1), ("ov", 4), ("ort", 1), ("ort", 4)}
     for key, row in rows.items():
         assert row["status"] == "ok", row
-        assert row["map"] == local_rows[key]["map"] and row["map50"] == local_rows[key]["map50"], key
+        assert {m: row[m] for m in METRICS} == {m: local_rows[key][m] for m in METRICS}, key
         assert row["images"] == int(IMAGES)
+        mine, theirs = (read_detections(folder / r["artifacts"]["detections"])
+                        for folder, r in ((out, row), (local, local_rows[key])))
+        assert mine.images == theirs.images and mine.detections == theirs.detections, key
+        assert row["artifacts"]["detections_sha256"] == local_rows[key]["artifacts"]["detections_sha256"]
+        mine, theirs = (read_outputs(folder / r["artifacts"]["outputs"])
+                        for folder, r in ((out, row), (local, local_rows[key])))
+        assert mine.image_ids == theirs.image_ids and len(mine.arrays) == 2
+        for a, b in zip(mine.arrays, theirs.arrays):
+            assert all((x == y).all() for x, y in zip(a, b)), key
+    listed = (out / ".harness-manifest.jsonl").read_text()  # the folder's own files: --overwrite removes them
+    assert all(f'"{r["artifacts"][kind]}"' in listed for r in rows.values() for kind in ("detections", "outputs"))
+    return rows
+
+
+@needs_ray
+@pytest.mark.slow
+def test_rows_equal_local_run_on_their_nodes_without_overlap(cluster, demo_data, local_run, tmp_path):
+    # one CPU a row: the ov rows could run side by side on either node but for their device resource
+    rc, out = finish(harness_run([*run_args(demo_data, tmp_path / "cluster"), *SAVE, "--cluster", cluster.address,
+                                  "-o", "device_cpus=1"]))
+    assert rc == 0, out
+    rows = assert_same_as_local(tmp_path / "cluster", local_run)  # the saved files came back from the workers
     # each target's rows ran on the node holding its device resource (independently: ray.nodes())
     node_of = {next(k for k in n["Resources"] if k.startswith("device:")): n["NodeID"]
                for n in _nodes(cluster.address)}
     for (target, _), row in rows.items():
         assert row["cluster"]["node_id"] == node_of[f"device:{target}"], row["cluster"]
-        assert row["machine_state"] is not None
+        assert row["machine_state"] is not None and row["e2e_fps"] is not None
     report = (tmp_path / "cluster" / "report.md").read_text()
     for (target, bs), row in rows.items():
         assert f"- {target} bs={bs}: {row['cluster']['host']} ({row['cluster']['ip']}, node " \
@@ -126,6 +153,35 @@ def test_rows_equal_local_run_on_their_nodes_without_overlap(cluster, demo_data,
     assert rc == 0 and out.count("skipped (--resume)") == 4, out
     assert {(r["target"], r["bs"]): r["cluster"] for r in rows_of(tmp_path / "cluster")} == \
         {k: r["cluster"] for k, r in rows.items()}
+
+
+@needs_ray
+@pytest.mark.slow
+def test_sharded_accuracy_pass_equals_the_local_run_and_feeds_report_fidelity(cluster, demo_data, local_run,
+                                                                               tmp_path):
+    """--accuracy-shards 2: each row's pass in two shards on the workers, merged and scored once: the same
+    detections and mAP as the single-process run; the saved files serve report --fidelity."""
+    out = tmp_path / "sharded"
+    rc, output = finish(harness_run([*run_args(demo_data, out), *SAVE, "--cluster", cluster.address,
+                                     "--accuracy-shards", "2"]))
+    assert rc == 0, output
+    rows = assert_same_as_local(out, local_run)
+    nodes = {n["NodeID"] for n in _nodes(cluster.address)}
+    for (_, bs), row in rows.items():
+        shards = row["cluster"]["accuracy_shards"]
+        # whole batches per shard: 6 images at bs 1 -> 3 + 3, at bs 4 -> 4 + 2
+        assert [s["images"] for s in shards] == ([3, 3] if bs == 1 else [4, 2]), shards
+        assert {s["node_id"] for s in shards} <= nodes
+        assert row["e2e_fps"] is None and all(v is None for v in row["stage_ms"].values())
+        assert any(n.startswith("accuracy pass in 2 shard(s) on Ray workers") for n in row["notes"]), row["notes"]
+    report = tmp_path / "fidelity.md"
+    done = subprocess.run([sys.executable, "-m", "harness", "report", str(out), "--fidelity", "--out", str(report)],
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    section = report.read_text().split("## Fidelity against ort fp32", 1)[1]
+    assert len([line for line in section.splitlines() if line.startswith("| ov ")]) == 2, section
+    assert "Tensor error per output (2 saved images)" in section
 
 
 @needs_ray
