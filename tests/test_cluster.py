@@ -269,8 +269,9 @@ def test_a_row_reserves_its_device_nodes_cpus_and_a_missing_resource_is_one_line
 @needs_ray
 @pytest.mark.slow
 def test_sensitivity_variants_on_the_cluster_find_the_local_exclusion_list(cluster, tmp_path):
-    """The hostile demo (tests/tinymodel.py): the variants scored on the cluster's workers give the same
-    mAP per variant and the same exclude.txt as the single-process search."""
+    """The hostile demo (tests/tinymodel.py): the variants scored on the cluster's workers, each in two
+    shards of the subset, give the same mAP per variant and the same exclude.txt as the single-process
+    search; the cluster search finds the local one's Q/DQ variants in the shared variant cache."""
     from harness.data.demo import DEMO_SEED
     from harness.data.synthetic import generate_dataset
     from harness.sensitivity.store import RESULTS_FILE, read_results
@@ -281,15 +282,16 @@ def test_sensitivity_variants_on_the_cluster_find_the_local_exclusion_list(clust
     model = write_hostile_demo(tmp_path / "hostile.onnx")
     args = ["-m", model, "-p", DEMO_PROFILE, "--calib", calib, "--data", images, "--ann", ann, "--subset", 8,
             "--resamples", 100, "--bench-seconds", 0.1, "--mode", "include", "--top-k", 2, "--no-type-groups",
-            "--max-drop", 0.02]
+            "--max-drop", 0.02, "--variant-cache", tmp_path / "cache"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "harness", "sensitivity", *map(str, args)]
     local = subprocess.run([*command, "--out", str(tmp_path / "local")], cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=300)
-    remote = subprocess.run([*command, "--out", str(tmp_path / "cluster"), "--cluster", cluster.address], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=300)
+    remote = subprocess.run([*command, "--out", str(tmp_path / "cluster"), "--cluster", cluster.address, "--shards", "2"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert local.returncode == 0, local.stdout + local.stderr
     assert remote.returncode == 0, remote.stdout + remote.stderr
+    assert "Q/DQ variants: 0 written, " in remote.stdout, remote.stdout
 
     def variants(out):
         return {r["key"]: r["map"] for r in read_results(out / RESULTS_FILE)[1] if r["kind"] == "variant"}

@@ -85,15 +85,32 @@ class Scorer:
         target = self.target_cls(model_path, self.profile, self.options, (BATCH,))
         fps = None
         with target.loaded(BATCH):
-            passed = accuracy_pass(target, self.images, BATCH, self.profile, canvases=self.canvases)
-            if passed.failed:
-                raise HarnessError(f"subset image {passed.failed[0].path}: {passed.failed[0].reason}")
+            detections = self._pass(target, self.images)
             seconds = time.perf_counter() - start
             if bench:
                 warm_up(lambda: target.infer(self.sample, self.sample_extras), min(0.5, self.bench_seconds))
                 fps = target.benchmark(self.sample, LoopRule.fixed(self.bench_seconds, 5), self.sample_extras).fps
-        matches = self.matches_of(passed.detections)
-        return Measured(map_of(matches), matches, passed.detections, fps, seconds)
+        return self.score(detections, seconds, fps)
+
+    def detect(self, model_path: Path, images: list[tuple[int, Path]]) -> tuple[list[dict], float]:
+        """(detections, seconds) of `images` (a shard of the subset, in subset order): the part of
+        measure() a cluster worker runs (harness.cluster.shards); score() joins the parts."""
+        start = time.perf_counter()
+        target = self.target_cls(model_path, self.profile, self.options, (BATCH,))
+        with target.loaded(BATCH):
+            detections = self._pass(target, images)
+        return detections, time.perf_counter() - start
+
+    def score(self, detections: list[dict], seconds: float, fps: float | None = None) -> Measured:
+        """A pass over the whole subset (detections in subset order), scored."""
+        matches = self.matches_of(detections)
+        return Measured(map_of(matches), matches, detections, fps, seconds)
+
+    def _pass(self, target, images) -> list[dict]:
+        passed = accuracy_pass(target, images, BATCH, self.profile, canvases=self.canvases)
+        if passed.failed:
+            raise HarnessError(f"subset image {passed.failed[0].path}: {passed.failed[0].reason}")
+        return passed.detections
 
     def matches_of(self, detections: list[dict]) -> CocoMatches:
         return coco_matches(self.gt, detections, self.image_ids, areas=AREAS)
