@@ -1,11 +1,14 @@
 """`harness sensitivity` wall time in one process and with its variants fanned out over 1 and 2 Ray workers.
 
 Builds a search on the bundled demo detector (synthetic calibration and subset images, exclude mode,
-the top --top-k nodes, no type groups), then runs it: locally, on a one-node cluster (1 CPU) and on a
-two-node cluster (1 CPU each), each into a fresh --out, and prints the wall times, their ratios and
-whether the three exclude.txt files agree. Run from the repository root (needs the `cluster` extra):
+the top --top-k nodes, no type groups), then runs it, each into a fresh --out and without the variant
+cache (every run writes its Q/DQ files): locally, on a one-node cluster (1 CPU), on a two-node cluster
+(1 CPU each), and on the two-node cluster with each variant in --shards shards; then the local search
+once more with a warm variant cache. Prints the wall times, their ratios and whether the exclude.txt
+files agree. Run from the repository root (needs the `cluster` extra):
 
     python bench/cluster_sensitivity.py --top-k 8 --subset 24
+    python bench/cluster_sensitivity.py --top-k 1 --subset 120 --shards 2
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ def start_cluster(nodes: int):
     return cluster
 
 
-def search(args, out: Path, address: str | None) -> float:
-    command = [sys.executable, "-m", "harness", "sensitivity", *map(str, args), "--out", str(out)]
+def search(args, out: Path, address: str | None, *extra) -> float:
+    command = [sys.executable, "-m", "harness", "sensitivity", *map(str, args), "--out", str(out), *map(str, extra)]
     if address:
         command += ["--cluster", address]
     start = time.perf_counter()
@@ -53,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--top-k", type=int, default=8, help="variants scored (exclude mode)")
     parser.add_argument("--subset", type=int, default=24, help="search-subset images")
+    parser.add_argument("--shards", type=int, default=2, help="shards per variant in the last cluster run")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a loopback cluster only
@@ -66,21 +70,29 @@ def main() -> None:
     flags = ["-m", demo_model_path(), "-p", DEMO_PROFILE, "--calib", calib, "--data", images, "--ann", ann,
              "--subset", args.subset, "--resamples", 200, "--bench-seconds", 0.2, "--mode", "exclude",
              "--top-k", args.top_k, "--no-type-groups", "--max-drop", 0.02]
-    times = {"local": search(flags, root / "local", None)}
+    times = {"local": search(flags, root / "local", None, "--no-variant-cache")}
+    sharded = f"2 workers, {args.shards} shards"
     for nodes in (1, 2):
         cluster = start_cluster(nodes)
         try:
-            times[f"{nodes} worker(s)"] = search(flags, root / f"workers{nodes}", cluster.address)
+            times[f"{nodes} worker(s)"] = search(flags, root / f"workers{nodes}", cluster.address, "--no-variant-cache")
+            if nodes == 2:
+                times[sharded] = search(flags, root / "sharded", cluster.address, "--no-variant-cache",
+                                        "--shards", args.shards)
         finally:
             cluster.shutdown()
             Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
-    lists = {name: (root / folder / "exclude.txt").read_text()
-             for name, folder in (("local", "local"), ("1", "workers1"), ("2", "workers2"))}
+    cache = root / "variant-cache"
+    search(flags, root / "fill", None, "--variant-cache", cache)  # fills the cache (not timed)
+    times["local, warm variant cache"] = search(flags, root / "cached", None, "--variant-cache", cache)
+    folders = ("local", "workers1", "workers2", "sharded", "cached")
+    lists = {folder: (root / folder / "exclude.txt").read_text() for folder in folders}
     print(f"sensitivity search, demo model, {args.top_k} exclude variants on {args.subset} images:")
     for name, seconds in times.items():
-        print(f"  {name:12s} {seconds:6.1f} s  ({seconds / times['local']:.2f} x local)")
-    print(f"  2 workers vs 1: {times['1 worker(s)'] / times['2 worker(s)']:.2f} x faster")
-    print(f"  exclude.txt the same in all three: {len(set(lists.values())) == 1}")
+        print(f"  {name:26s} {seconds:6.1f} s  ({seconds / times['local']:.2f} x local)")
+    print(f"  2 workers vs 1: {times['1 worker(s)'] / times['2 worker(s)']:.2f} x faster; "
+          f"with {args.shards} shards: {times['1 worker(s)'] / times[sharded]:.2f} x")
+    print(f"  exclude.txt the same in all {len(folders)}: {len(set(lists.values())) == 1}")
 
 
 if __name__ == "__main__":

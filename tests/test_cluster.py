@@ -269,8 +269,8 @@ def test_a_row_reserves_its_device_nodes_cpus_and_a_missing_resource_is_one_line
 @needs_ray
 @pytest.mark.slow
 def test_sensitivity_variants_on_the_cluster_find_the_local_exclusion_list(cluster, tmp_path):
-    """The hostile demo (tests/tinymodel.py): the variants scored on the cluster's workers, each in two
-    shards of the subset, give the same mAP per variant and the same exclude.txt as the single-process
+    """The hostile demo (tests/tinymodel.py): the variants and greedy steps scored on the cluster's workers,
+    each in two shards of the subset, give the same mAP each and the same exclude.txt as the single-process
     search; the cluster search finds the local one's Q/DQ variants in the shared variant cache."""
     from harness.data.demo import DEMO_SEED
     from harness.data.synthetic import generate_dataset
@@ -293,9 +293,13 @@ def test_sensitivity_variants_on_the_cluster_find_the_local_exclusion_list(clust
     assert remote.returncode == 0, remote.stdout + remote.stderr
     assert "Q/DQ variants: 0 written, " in remote.stdout, remote.stdout
 
-    def variants(out):
-        return {r["key"]: r["map"] for r in read_results(out / RESULTS_FILE)[1] if r["kind"] == "variant"}
+    def scored(out, kind):
+        return {r["key"]: r["map"] for r in read_results(out / RESULTS_FILE)[1] if r["kind"] == kind}
 
-    assert len(variants(tmp_path / "local")) == 2 and variants(tmp_path / "cluster") == variants(tmp_path / "local")
+    assert len(scored(tmp_path / "local", "variant")) == 2
+    assert scored(tmp_path / "cluster", "variant") == scored(tmp_path / "local", "variant")
+    # the greedy restore's steps: their passes in shards too (their img/s measured on the command's host)
+    assert len(scored(tmp_path / "local", "step")) >= 1
+    assert scored(tmp_path / "cluster", "step") == scored(tmp_path / "local", "step")
     excluded = [(tmp_path / out / "exclude.txt").read_text() for out in ("local", "cluster")]
     assert excluded[0] == excluded[1] and HOSTILE_TARGET in excluded[0]

@@ -250,28 +250,13 @@ def _search(req, cal, scorer: Scorer, store: ResultsFile, calib, progress, start
             advance(1)
 
         if req.cluster:  # every variant file first, then scored on the cluster's CPU workers as they come back
-            from harness.cluster import fan_out
-            from harness.cluster.shards import shard_images
-
-            paths = {(g, m): write(f"{m}-variant-{i}", float_set(m, groups[g], quantized)) for i, (g, m) in enumerate(todo)}
-            parts = shard_images(scorer.images, req.shards, 1)  # the scorer's batch is 1
-            items, by_key = [], {}
-            for g, m in todo:
-                for i, part in enumerate(parts):
-                    key = f"{m} variant {g}" + (f" (shard {i + 1} of {len(parts)})" if len(parts) > 1 else "")
-                    items.append((key, (paths[g, m], part)))
-                    by_key[key] = (g, m, i)
-            done: dict = {}
-            for key, (detections, seconds) in fan_out(req.cluster, _detect, scorer, items, timeout=CLUSTER_TIMEOUT_S):
-                group, mode, index = by_key[key]
-                done.setdefault((group, mode), {})[index] = (detections, seconds)
-                if len(done[group, mode]) < len(parts):
-                    continue
-                finished = done.pop((group, mode))
-                shards = [finished[i] for i in range(len(parts))]  # subset order
-                record(group, mode, scorer.score([d for dets, _ in shards for d in dets], sum(s for _, s in shards)))
+            paths = {f"{m} variant {g}": write(f"{m}-variant-{i}", float_set(m, groups[g], quantized))
+                     for i, (g, m) in enumerate(todo)}
+            by_label = {f"{m} variant {g}": (g, m) for g, m in todo}
+            for label, measured in _scored_on_cluster(req, scorer, paths):
+                record(*by_label[label], measured)
                 if cache is None:  # a cached variant stays for the next search
-                    paths[group, mode].unlink(missing_ok=True)
+                    paths[label].unlink(missing_ok=True)
         else:
             for group, mode in todo:
                 record(group, mode, scorer.measure(write(f"{mode}-variant", float_set(mode, groups[group], quantized))))
@@ -294,7 +279,12 @@ def _search(req, cal, scorer: Scorer, store: ResultsFile, calib, progress, start
                 trial = [*floated, *new]
                 record = store.get(step_key(trial))
                 if record is None:
-                    measured = scorer.measure(write("step", trial), bench=True)
+                    path = write("step", trial)
+                    if req.cluster and req.shards > 1:  # the pass in shards on the workers, the img/s here
+                        [(_, measured)] = _scored_on_cluster(req, scorer, {f"greedy step {len(steps) + 1}": path})
+                        measured.fps = scorer.bench(path)
+                    else:
+                        measured = scorer.measure(path, bench=True)
                     compared = scorer.compare(matches["fp32"], measured.matches)
                     record = store.add({"kind": "step", "key": step_key(trial), "float": trial, "added": group,
                                         "map": measured.map, "fps": measured.fps, "delta": compared.delta,
@@ -332,6 +322,31 @@ def _search(req, cal, scorer: Scorer, store: ResultsFile, calib, progress, start
 
 
 CLUSTER_TIMEOUT_S = 24 * 3600.0  # the whole variant fan-out (a bound, not a schedule)
+
+
+def _scored_on_cluster(req: SensitivityRequest, scorer: Scorer, paths: dict[str, Path]):
+    """Each model of `paths` (label -> file) scored on the cluster's CPU workers, its pass in req.shards
+    shards of the subset (harness.cluster.shards.shard_images); yields (label, Measured) as each model's
+    last shard comes back, its detections merged in subset order and scored once, here."""
+    from harness.cluster import fan_out
+    from harness.cluster.shards import shard_images
+
+    parts = shard_images(scorer.images, req.shards, 1)  # the scorer's batch is 1
+    items, by_name = [], {}
+    for label, path in paths.items():
+        for index, part in enumerate(parts):
+            name = label + (f" (shard {index + 1} of {len(parts)})" if len(parts) > 1 else "")
+            items.append((name, (path, part)))
+            by_name[name] = (label, index)
+    done: dict[str, dict] = {}
+    for name, shard in fan_out(req.cluster, _detect, scorer, items, timeout=CLUSTER_TIMEOUT_S):
+        label, index = by_name[name]
+        done.setdefault(label, {})[index] = shard
+        if len(done[label]) == len(parts):
+            finished = done.pop(label)
+            ordered = [finished[i] for i in range(len(parts))]
+            yield label, scorer.score([d for detections, _ in ordered for d in detections],
+                                      sum(seconds for _, seconds in ordered))
 
 
 def _detect(scorer: Scorer, path: Path, images: list) -> tuple[list[dict], float]:

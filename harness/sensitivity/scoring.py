@@ -88,9 +88,18 @@ class Scorer:
             detections = self._pass(target, self.images)
             seconds = time.perf_counter() - start
             if bench:
-                warm_up(lambda: target.infer(self.sample, self.sample_extras), min(0.5, self.bench_seconds))
-                fps = target.benchmark(self.sample, LoopRule.fixed(self.bench_seconds, 5), self.sample_extras).fps
+                fps = self._bench(target)
         return self.score(detections, seconds, fps)
+
+    def bench(self, model_path: Path) -> float:
+        """img/s of the target's benchmark loop alone (for a pass made elsewhere, harness sensitivity --shards)."""
+        target = self.target_cls(model_path, self.profile, self.options, (BATCH,))
+        with target.loaded(BATCH):
+            return self._bench(target)
+
+    def _bench(self, target) -> float:
+        warm_up(lambda: target.infer(self.sample, self.sample_extras), min(0.5, self.bench_seconds))
+        return target.benchmark(self.sample, LoopRule.fixed(self.bench_seconds, 5), self.sample_extras).fps
 
     def detect(self, model_path: Path, images: list[tuple[int, Path]]) -> tuple[list[dict], float]:
         """(detections, seconds) of `images` (a shard of the subset, in subset order): the part of
