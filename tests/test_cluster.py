@@ -303,3 +303,31 @@ def test_sensitivity_variants_on_the_cluster_find_the_local_exclusion_list(clust
     assert scored(tmp_path / "cluster", "step") == scored(tmp_path / "local", "step")
     excluded = [(tmp_path / out / "exclude.txt").read_text() for out in ("local", "cluster")]
     assert excluded[0] == excluded[1] and HOSTILE_TARGET in excluded[0]
+
+
+def test_a_rows_files_travel_whole_or_fail_the_row(tmp_path):
+    """row_files / place_row_files, the path a cluster row's saved files take (no cluster needed): the
+    bytes land in the command's folder as the worker wrote them; a damaged or missing file is one line."""
+    import numpy as np
+
+    from harness.core.errors import HarnessError
+    from harness.core.folders import OutputFolder
+    from harness.fidelity.artifacts import SavedOutputs, place_row_files, row_files, save_row_artifacts
+    from harness.measure.row import ResultRow
+
+    row = ResultRow("ov", 1, model="m.onnx", precision="fp32")
+    detections = [{"image_id": 7, "category_id": 1, "bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.5}]
+    outputs = SavedOutputs([7], ["a.jpg"], ["out"], [[np.arange(6, dtype=np.float32).reshape(2, 3)]])
+    row.artifacts = save_row_artifacts(tmp_path / "worker", row, detections, {7: "a.jpg"}, outputs)
+    files = row_files(tmp_path / "worker", row)
+    assert sorted(files) == sorted([row.artifacts["detections"], row.artifacts["outputs"]])
+    with OutputFolder(tmp_path / "head") as folder:
+        place_row_files(tmp_path / "head", row, files)
+        assert all(f.split("/")[0] in folder.listed for f in files)  # in the manifest: --overwrite removes them
+    for rel, data in files.items():
+        assert (tmp_path / "head" / rel).read_bytes() == data == (tmp_path / "worker" / rel).read_bytes()
+    damaged = {**files, row.artifacts["outputs"]: files[row.artifacts["outputs"]][:-1]}
+    with pytest.raises(HarnessError, match="its outputs file artifacts/.* did not come back intact"):
+        place_row_files(tmp_path / "again", row, damaged)
+    with pytest.raises(HarnessError, match="its detections file .* did not come back intact"):
+        place_row_files(tmp_path / "again", row, {})

@@ -264,7 +264,10 @@ def _with_files(store: ResultsStore, row: ResultRow, files: dict) -> ResultRow:
     try:
         place_row_files(store.out_dir, row, files)
     except HarnessError as exc:
-        return failed_row(row.target, row.bs, str(exc), precision=row.precision, model=row.model, profile=row.profile)
+        failed = failed_row(row.target, row.bs, str(exc), precision=row.precision, model=row.model,
+                            profile=row.profile)
+        failed.extra["cluster"] = row.extra.get("cluster")
+        return failed
     return row
 
 
