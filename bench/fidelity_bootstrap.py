@@ -29,10 +29,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.data.annotations import load_annotations
-from harness.fidelity.artifacts import read_detections  # noqa: E402
 from harness.fidelity.bootstrap import AREAS, paired_bootstrap, resample_weights  # noqa: E402
 from harness.fidelity.cocomatch import coco_matches, ground_truth, run_cocoeval  # noqa: E402
 from harness.fidelity.weighted import summary_stats  # noqa: E402
+from harness.measure.artifacts import read_detections  # noqa: E402
 from harness.measure.evaluate import CocoEvaluator  # noqa: E402
 
 

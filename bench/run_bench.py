@@ -217,7 +217,7 @@ def section_ort(args, onnx_model, profile):
 
 
 def section_pass(args, cases, dataset):
-    from harness.images.canvases import CanvasCache
+    from harness.measure.canvases import CanvasCache
     from harness.measure.evaluate import CocoEvaluator
     from harness.measure.pipeline import accuracy_pass
     from harness.targets import get_target

@@ -19,9 +19,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "harness"
 # (targets/timing.py is the clock every target uses). The longest dotted prefix decides.
 LAYERS = {
     0: ("core",),
-    1: ("images.imagefile", "images.preprocess", "model", "targets.timing", "targets.modes", "measure.row",
+    1: ("images", "model", "targets.timing", "targets.modes", "targets.figures", "measure.row",
         "measure.identity", "decode", "machine"),
-    2: ("profiles", "images.canvases", "measure.evaluate", "data", "targets", "measure.results",
+    2: ("profiles", "measure.evaluate", "data", "targets", "measure.results",
         "measure.envinfo", "precision"),
     3: ("measure", "profiles.match", "npu", "fidelity", "quant", "sensitivity", "cluster"),
     4: ("report",),
@@ -279,3 +279,14 @@ def test_the_package_root_is_folders():
     assert root_modules == ["__init__.py", "__main__.py"], root_modules
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert {name for layer in LAYERS.values() for name in layer if "." not in name} - {"__main__"} <= folders
+
+
+def test_no_two_folders_import_each_other():
+    """At folder level the package is a one-way flow (targets/ never reaches back into measure/ ...)."""
+    def folder(module: str) -> str:
+        return module.split(".")[1] if module.count(".") else module
+
+    edges = {(folder(m), folder(d)) for m, deps in import_graph().items() for d in deps
+             if m.count(".") and d.count(".") and folder(m) != folder(d)}
+    both_ways = sorted((a, b) for a, b in edges if (b, a) in edges and a < b)
+    assert both_ways == [], both_ways

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from harness.cli import main
 from harness.data.coco import load_dataset
-from harness.images.canvases import CanvasCache
+from harness.measure.canvases import CanvasCache
 from harness.measure.pipeline import accuracy_pass
 from harness.targets import get_target
 from tests.tinymodel import tiny_ort_setup

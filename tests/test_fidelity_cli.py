@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 from harness.cli import main
-from harness.fidelity.artifacts import read_detections, read_outputs
+from harness.measure.artifacts import read_detections, read_outputs
 from harness.targets import get_target
 from tests.test_cli_errors import assert_one_line_error
 from tests.tinymodel import write_tiny_dataset, write_tiny_model, write_tiny_profile

@@ -13,7 +13,9 @@ import pytest
 
 from harness.core.errors import HarnessError
 from harness.fidelity.agreement import agreement, match_image
-from harness.fidelity.artifacts import (
+from harness.fidelity.gate import failing_comparisons, parse_gate
+from harness.fidelity.tensors import tensor_errors
+from harness.measure.artifacts import (
     SavedDetections,
     SavedOutputs,
     read_detections,
@@ -21,9 +23,7 @@ from harness.fidelity.artifacts import (
     write_detections,
     write_outputs,
 )
-from harness.fidelity.capture import split_per_image
-from harness.fidelity.gate import failing_comparisons, parse_gate
-from harness.fidelity.tensors import tensor_errors
+from harness.measure.capture import split_per_image
 
 
 def det(image_id, cat, box, score):

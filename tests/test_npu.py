@@ -311,7 +311,7 @@ def test_decode_row_has_machine_state_and_saves_its_compact_detections_as_dicts(
     compact array until the evaluation) saved as COCO dicts that score the row's mAP again when evaluated
     on their own through the dict path."""
     from harness.data.annotations import load_annotations
-    from harness.fidelity.artifacts import read_detections
+    from harness.measure.artifacts import read_detections
     from harness.measure.evaluate import CocoEvaluator
 
     row = decode_run("ais", tiny["work"] / "ais_out_bs1", tiny["work"] / "prep_bin", tiny["ann"],

@@ -18,10 +18,10 @@ import pytest
 
 from harness.core.errors import HarnessError
 from harness.data.demo import demo_model_path
-from harness.measure.row import TARGET_FIGURES
 from harness.precision.check import cpu_session
 from harness.profiles import load_profile
 from harness.targets import get_target
+from harness.targets.figures import TARGET_FIGURES
 from harness.targets.modes import RunMode
 from harness.targets.timing import LoopRule
 from harness.targets.trt import cuda_rt

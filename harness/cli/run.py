@@ -169,9 +169,9 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
             cluster_address, cluster_timeout, accuracy_shards, **kw):
     """Run targets over a dataset at each batch size; write results.json and report.md."""
     from harness.data.coco import DatasetCache
-    from harness.images.canvases import CanvasCache
     from harness.images.imagefile import pixel_limit
     from harness.measure import runner
+    from harness.measure.canvases import CanvasCache
     from harness.measure.envinfo import environment
     from harness.measure.results import ResultsStore
     from harness.profiles.match import resolve as resolve_profile
@@ -240,9 +240,9 @@ def demo_cmd(out_dir, mode, bench_seconds, max_seconds, cache_dir, save_detectio
     from harness.cli.common import console
     from harness.data import demo as demo_mod
     from harness.data.coco import DatasetCache
-    from harness.images.canvases import CanvasCache
     from harness.images.imagefile import pixel_limit
     from harness.measure import runner
+    from harness.measure.canvases import CanvasCache
     from harness.measure.envinfo import environment
     from harness.measure.results import ResultsStore
     from harness.profiles import load_profile

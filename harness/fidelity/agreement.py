@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from harness.fidelity.artifacts import SavedDetections
+from harness.measure.artifacts import SavedDetections
 
 SCORE_THRESHOLD = 0.3
 IOU_THRESHOLD = 0.5

@@ -18,7 +18,12 @@ from typing import Protocol
 
 from harness.core.errors import HarnessError
 from harness.fidelity.agreement import DetectionAgreement, agreement
-from harness.fidelity.artifacts import (
+from harness.fidelity.bootstrap import AREAS, RESAMPLES, SEED, BootstrapResult, paired_bootstrap
+from harness.fidelity.cocomatch import CocoMatches, coco_matches, ground_truth
+from harness.fidelity.delta_ap import DeltaAP, delta_ap
+from harness.fidelity.gate import failing_comparisons, gate_names, parse_gate
+from harness.fidelity.tensors import OutputError, tensor_errors
+from harness.measure.artifacts import (
     SavedDetections,
     SavedOutputs,
     check_row_detections,
@@ -27,11 +32,6 @@ from harness.fidelity.artifacts import (
     read_outputs,
     row_artifact_path,
 )
-from harness.fidelity.bootstrap import AREAS, RESAMPLES, SEED, BootstrapResult, paired_bootstrap
-from harness.fidelity.cocomatch import CocoMatches, coco_matches, ground_truth
-from harness.fidelity.delta_ap import DeltaAP, delta_ap
-from harness.fidelity.gate import failing_comparisons, gate_names, parse_gate
-from harness.fidelity.tensors import OutputError, tensor_errors
 from harness.measure.row import ResultRow
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.core.errors import HarnessError
-from harness.fidelity.artifacts import SavedOutputs
+from harness.measure.artifacts import SavedOutputs
 from harness.precision.check import sqnr_db
 
 

@@ -205,7 +205,7 @@ class Batch:
 def prepare_batch(chunk: Sequence[tuple[int, object]], spec: InputSpec, pad_to: int | None, skip_bad: bool,
                   canvases: dict | None = None) -> Batch:
     """(image id, path) pairs -> one model-input batch (padded to pad_to by repeating the last image).
-    With a `canvases` store (harness.images.canvases), resized images are taken from it or put into it."""
+    With a `canvases` store (harness.measure.canvases), resized images are taken from it or put into it."""
     t0 = time.perf_counter()
     # Images are written straight into their batch row: no per-image array, no np.stack copy.
     tensor = np.empty(spec.shape(max(len(chunk), pad_to or 0)), spec.numpy_dtype)

@@ -17,7 +17,7 @@ from harness.measure.row import ResultRow, metric_fields
 
 @dataclass
 class Saving:
-    """What a row writes next to its results.json (harness.fidelity.artifacts)."""
+    """What a row writes next to its results.json (harness.measure.artifacts)."""
 
     out_dir: Path | None = None
     detections: bool = False  # --save-detections
@@ -67,7 +67,7 @@ def build_row(context: RowContext, timing: dict, passed: PassResult, evaluation:
     row = ResultRow(**common, **metric_fields(evaluation.metrics))
     saving = saving or Saving()
     if saving.detections or saving.outputs is not None:
-        from harness.fidelity.artifacts import save_row_artifacts
+        from harness.measure.artifacts import save_row_artifacts
 
         row.artifacts = save_row_artifacts(saving.out_dir, row, passed.detections if saving.detections else None,
                                            passed.names, saving.outputs)

@@ -39,7 +39,7 @@ def iter_batches(images: Sequence[tuple[int, object]], batch_size: int, spec: In
                  workers: int = 2, skip_bad: bool = False, lookahead: int = 4,
                  canvases: dict | None = None) -> Iterator[Batch]:
     """Yield batches in dataset order; up to `lookahead` batches are prepared ahead. With a
-    `canvases` store (harness.images.canvases), resized images are taken from it or put into it."""
+    `canvases` store (harness.measure.canvases), resized images are taken from it or put into it."""
     chunks = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
     pad_to = batch_size if pad else None
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="preprocess") as pool:

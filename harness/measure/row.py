@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 
 from harness.machine.state import BUSY_SHARE, MachineState
+from harness.targets.figures import TARGET_FIGURES, reserve
 from harness.targets.modes import MODES
 
 SCHEMA_VERSION = 3  # 3: mode, requests, streams, threads, latency_samples, fps_ci95, fps_converged
@@ -54,19 +55,6 @@ def target_label(target: str, source: str, device: str = "") -> str:
     if source == "device" and device:
         return f"{target} @ {device}"
     return str(target)
-
-
-#: per-target timing figures a row may carry -> what each covers. Each target declares its own
-#: (harness.targets.base.Target.figures); they are added here when its class is defined.
-TARGET_FIGURES: dict[str, str] = {}
-
-
-def declare_figures(figures: dict[str, str]) -> None:
-    """Add a target's timing figures to the vocabulary rows read back (a name may not shadow a row field)."""
-    clash = sorted(set(figures) & ROW_FIELDS)
-    if clash:
-        raise ValueError(f"target figures {clash} are row fields")
-    TARGET_FIGURES.update(figures)
 
 
 @dataclass
@@ -214,6 +202,7 @@ class ResultRow:
 
 
 ROW_FIELDS = frozenset(f.name for f in fields(ResultRow))
+reserve(ROW_FIELDS)
 
 
 #: the largest magnitude a row number may have: beyond it a table or plot would only mislead

@@ -23,11 +23,11 @@ from harness.core.errors import HarnessError, first_line
 from harness.core.progress import NullProgress
 from harness.data.coco import DatasetCache, check_categories, load_dataset
 from harness.decode import decode
-from harness.images.canvases import CanvasCache
 from harness.images.preprocess import prepare_batch
 from harness.machine.state import busy_note, busy_windows, e2e_above_infer_note, energy_figures
 from harness.machine.watch import RowWatch
 from harness.measure import identity as ident
+from harness.measure.canvases import CanvasCache
 from harness.measure.evaluate import CocoEvaluator
 from harness.measure.measurement import RowContext, Saving, build_row, evaluate_pass
 from harness.measure.pipeline import PassResult, accuracy_pass
@@ -367,7 +367,7 @@ def _capture_outputs(config: RunConfig, target, images, bs: int):
     """--save-outputs N: the raw outputs of the first N images (None when not asked for)."""
     if not config.save_outputs:
         return None
-    from harness.fidelity.capture import capture_outputs
+    from harness.measure.capture import capture_outputs
 
     return capture_outputs(target, images, config.save_outputs, bs, config.profile, target.output_names())
 

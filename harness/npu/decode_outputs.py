@@ -127,8 +127,8 @@ def _tap(items, n: int, kept: list):
 
 
 def _saved_outputs(kept, counted: set, names):
-    from harness.fidelity.artifacts import SavedOutputs
-    from harness.fidelity.capture import split_per_image
+    from harness.measure.artifacts import SavedOutputs
+    from harness.measure.capture import split_per_image
 
     kept = [(meta, outputs) for meta, outputs in kept if meta.image_id in counted]
     arrays = [split_per_image(outputs, 1, 1)[0] for _, outputs in kept]

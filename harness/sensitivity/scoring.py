@@ -2,7 +2,7 @@
 
 The harness's own accuracy pass does the work (preprocessing, the target's infer_stream, the
 profile's decoder), with the subset's resized images kept in memory after the first pass
-(harness.images.canvases), so a variant costs its model load and inference. The matches
+(harness.measure.canvases), so a variant costs its model load and inference. The matches
 (harness.fidelity.cocomatch, on the "all" area range only) are what the paired bootstrap
 re-weights: ΔmAP between two variants with a 95% interval in well under a second each.
 Throughput is the target's own benchmark() loop on one preprocessed subset image, short.
@@ -20,8 +20,8 @@ from harness.core.errors import HarnessError
 from harness.fidelity.bootstrap import AREAS, BootstrapResult, paired_bootstrap
 from harness.fidelity.cocomatch import CocoMatches, coco_matches, ground_truth
 from harness.fidelity.weighted import summary_stats
-from harness.images.canvases import CanvasCache
 from harness.images.preprocess import prepare_batch
+from harness.measure.canvases import CanvasCache
 from harness.measure.pipeline import accuracy_pass
 from harness.model.extra_inputs import extra_inputs
 from harness.targets import get_target

@@ -3,7 +3,7 @@ the variant in progress and `--resume` reuses the rest.
 
     sens/NAME/variants.jsonl   line 1: {"format", "identity"}; then one record per line:
                                {"kind": "reference" | "shortlist" | "variant" | "step", "key": ..., ...}
-    sens/NAME/references/      the fp32 and all-int8 detections (harness.fidelity.artifacts format),
+    sens/NAME/references/      the fp32 and all-int8 detections (harness.measure.artifacts format),
                                so variants measured after a resume pair with the same references
 
 A line is appended and fsync'ed as soon as its measurement ends; a torn last line (the process was
@@ -21,7 +21,7 @@ from pathlib import Path
 from harness.core.errors import HarnessError
 from harness.core.fileio import announce
 from harness.core.folders import OutputFolder
-from harness.fidelity.artifacts import read_detections, write_detections
+from harness.measure.artifacts import read_detections, write_detections
 from harness.measure.identity import mismatch
 
 FORMAT = "harness-sensitivity/1"

@@ -27,8 +27,8 @@ import numpy as np
 
 from harness.core import config
 from harness.core.errors import HarnessError
-from harness.measure.row import declare_figures
 from harness.model.onnx_model import inspect_onnx
+from harness.targets.figures import declare_figures
 from harness.targets.inflight import ThreadLoops, ordered_stream
 from harness.targets.modes import LATENCY_ONE, RunMode
 from harness.targets.timing import LoopResult, LoopRule, timed_loop

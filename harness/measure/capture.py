@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.core.errors import HarnessError
-from harness.fidelity.artifacts import SavedOutputs
+from harness.measure.artifacts import SavedOutputs
 from harness.measure.pipeline import iter_batches
 from harness.model.extra_inputs import extra_inputs
 
