@@ -103,7 +103,7 @@ def local_run(demo_data, tmp_path_factory) -> Path:
 
 def assert_same_as_local(out: Path, local: Path) -> dict:
     """Every row's metrics, saved detections and saved outputs equal the local run's; the rows by key."""
-    from harness.fidelity.artifacts import read_detections, read_outputs
+    from harness.measure.artifacts import read_detections, read_outputs
 
     local_rows = {(r["target"], r["bs"]): r for r in rows_of(local)}
     rows = {(r["target"], r["bs"]): r for r in rows_of(out)}
@@ -312,7 +312,7 @@ def test_a_rows_files_travel_whole_or_fail_the_row(tmp_path):
 
     from harness.core.errors import HarnessError
     from harness.core.folders import OutputFolder
-    from harness.fidelity.artifacts import SavedOutputs, place_row_files, row_files, save_row_artifacts
+    from harness.measure.artifacts import SavedOutputs, place_row_files, row_files, save_row_artifacts
     from harness.measure.row import ResultRow
 
     row = ResultRow("ov", 1, model="m.onnx", precision="fp32")

@@ -113,7 +113,7 @@ def run_row(config: RunConfig, *shards: dict) -> dict:
     `shards`: the results of harness.cluster.shards.run_shard (--accuracy-shards), whose merged pass the
     row scores instead of running its own."""
     from harness.cluster.shards import merge, node_info
-    from harness.fidelity.artifacts import row_files
+    from harness.measure.artifacts import row_files
     from harness.measure.envinfo import environment
     from harness.measure.runner import run
 
@@ -259,7 +259,7 @@ def _with_files(store: ResultsStore, row: ResultRow, files: dict) -> ResultRow:
     did not come back intact)."""
     if not (row.ok and row.artifacts):
         return row
-    from harness.fidelity.artifacts import place_row_files
+    from harness.measure.artifacts import place_row_files
 
     try:
         place_row_files(store.out_dir, row, files)
