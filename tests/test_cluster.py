@@ -92,13 +92,30 @@ def _nodes(address) -> list[dict]:
         ray.shutdown()
 
 
+class LocalRun:
+    """The single-process run the cluster runs are compared with (ov, ort x bs 1, 4, files saved): started
+    when the module's first test needs it, running beside that test's cluster run, waited for once."""
+
+    def __init__(self, demo_data, out: Path):
+        self.out = out
+        self.proc = harness_run([*run_args(demo_data, out), *SAVE])
+        self.finished = False
+
+    def done(self) -> Path:
+        if not self.finished:
+            rc, output = finish(self.proc)
+            assert rc == 0, output
+            self.finished = True
+        return self.out
+
+
 @pytest.fixture(scope="module")
-def local_run(demo_data, tmp_path_factory) -> Path:
-    """The single-process run the cluster runs are compared with (ov, ort x bs 1, 4, files saved)."""
-    out = tmp_path_factory.mktemp("local") / "out"
-    rc, output = finish(harness_run([*run_args(demo_data, out), *SAVE]))
-    assert rc == 0, output
-    return out
+def local_run(demo_data, tmp_path_factory) -> LocalRun:
+    run = LocalRun(demo_data, tmp_path_factory.mktemp("local") / "out")
+    yield run
+    if run.proc.poll() is None:
+        run.proc.kill()
+        run.proc.communicate()
 
 
 def assert_same_as_local(out: Path, local: Path) -> dict:
@@ -107,7 +124,7 @@ def assert_same_as_local(out: Path, local: Path) -> dict:
 
     local_rows = {(r["target"], r["bs"]): r for r in rows_of(local)}
     rows = {(r["target"], r["bs"]): r for r in rows_of(out)}
-    assert set(rows) == set(local_rows) == {("ov", 1), ("ov", 4), ("ort", 1), ("ort", 4)}
+    assert set(local_rows) == {("ov", 1), ("ov", 4), ("ort", 1), ("ort", 4)} and set(rows) <= set(local_rows)
     for key, row in rows.items():
         assert row["status"] == "ok", row
         assert {m: row[m] for m in METRICS} == {m: local_rows[key][m] for m in METRICS}, key
@@ -133,7 +150,8 @@ def test_rows_equal_local_run_on_their_nodes_without_overlap(cluster, demo_data,
     rc, out = finish(harness_run([*run_args(demo_data, tmp_path / "cluster"), *SAVE, "--cluster", cluster.address,
                                   "-o", "device_cpus=1"]))
     assert rc == 0, out
-    rows = assert_same_as_local(tmp_path / "cluster", local_run)  # the saved files came back from the workers
+    rows = assert_same_as_local(tmp_path / "cluster", local_run.done())  # the saved files came back from the workers
+    assert len(rows) == 4
     # each target's rows ran on the node holding its device resource (independently: ray.nodes())
     node_of = {next(k for k in n["Resources"] if k.startswith("device:")): n["NodeID"]
                for n in _nodes(cluster.address)}
@@ -161,26 +179,26 @@ def test_sharded_accuracy_pass_equals_the_local_run_and_feeds_report_fidelity(cl
                                                                                tmp_path):
     """--accuracy-shards 2: each row's pass in two shards on the workers, merged and scored once: the same
     detections and mAP as the single-process run; the saved files serve report --fidelity."""
+    from tests.test_cli_errors import cli
+
     out = tmp_path / "sharded"
-    rc, output = finish(harness_run([*run_args(demo_data, out), *SAVE, "--cluster", cluster.address,
+    rc, output = finish(harness_run([*run_args(demo_data, out, bs="4"), *SAVE, "--cluster", cluster.address,
                                      "--accuracy-shards", "2"]))
     assert rc == 0, output
-    rows = assert_same_as_local(out, local_run)
+    rows = assert_same_as_local(out, local_run.done())
+    assert set(rows) == {("ov", 4), ("ort", 4)}
     nodes = {n["NodeID"] for n in _nodes(cluster.address)}
-    for (_, bs), row in rows.items():
+    for row in rows.values():
         shards = row["cluster"]["accuracy_shards"]
-        # whole batches per shard: 6 images at bs 1 -> 3 + 3, at bs 4 -> 4 + 2
-        assert [s["images"] for s in shards] == ([3, 3] if bs == 1 else [4, 2]), shards
+        assert [s["images"] for s in shards] == [4, 2], shards  # whole batches: 6 images at bs 4 -> 4 + 2
         assert {s["node_id"] for s in shards} <= nodes
         assert row["e2e_fps"] is None and all(v is None for v in row["stage_ms"].values())
         assert any(n.startswith("accuracy pass in 2 shard(s) on Ray workers") for n in row["notes"]), row["notes"]
     report = tmp_path / "fidelity.md"
-    done = subprocess.run([sys.executable, "-m", "harness", "report", str(out), "--fidelity", "--out", str(report)],
-                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = cli("report", out, "--fidelity", "--out", report)
+    assert done.exit_code == 0, done.output
     section = report.read_text().split("## Fidelity against ort fp32", 1)[1]
-    assert len([line for line in section.splitlines() if line.startswith("| ov ")]) == 2, section
+    assert len([line for line in section.splitlines() if line.startswith("| ov ")]) == 1, section
     assert "Tensor error per output (2 saved images)" in section
 
 
@@ -275,6 +293,7 @@ def test_sensitivity_variants_on_the_cluster_find_the_local_exclusion_list(clust
     from harness.data.demo import DEMO_SEED
     from harness.data.synthetic import generate_dataset
     from harness.sensitivity.store import RESULTS_FILE, read_results
+    from tests.test_cli_errors import cli
     from tests.tinymodel import HOSTILE_TARGET, write_hostile_demo
 
     calib, _ = generate_dataset(tmp_path / "calib", num_images=8, seed=DEMO_SEED, split="calib")
@@ -285,11 +304,10 @@ def test_sensitivity_variants_on_the_cluster_find_the_local_exclusion_list(clust
             "--max-drop", 0.02, "--variant-cache", tmp_path / "cache"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "harness", "sensitivity", *map(str, args)]
-    local = subprocess.run([*command, "--out", str(tmp_path / "local")], cwd=ROOT, env=env, capture_output=True,
-                           text=True, timeout=300)
+    local = cli("sensitivity", *args, "--out", tmp_path / "local")  # in this process: the cluster's is a subprocess
+    assert local.exit_code == 0, (local.output, local.stderr)
     remote = subprocess.run([*command, "--out", str(tmp_path / "cluster"), "--cluster", cluster.address, "--shards", "2"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert local.returncode == 0, local.stdout + local.stderr
     assert remote.returncode == 0, remote.stdout + remote.stderr
     assert "Q/DQ variants: 0 written, " in remote.stdout, remote.stdout
 
