@@ -7,7 +7,10 @@ is never retried (`max_retries=0`): a worker that dies becomes a failed row with
 connect, wait and get is under a timeout, and a resource no node has is refused before anything is
 submitted (Ray would leave such a task pending forever). Rows come back into the command's ResultsStore
 as they finish; the row's machine fields (machine_state, identity.machine, `cluster.env`) are the worker
-host's. Ray is imported only here and only by `--cluster` (the `cluster` extra).
+host's, and the files it saved (--save-detections / --save-outputs) come back with it into --out. With
+--accuracy-shards N, a CPU target row's accuracy pass runs first in N shards on any CPU workers
+(harness.cluster.shards), and the row task, once they are back, times the target and scores their merged
+detections. Ray is imported only here and only by `--cluster` (the `cluster` extra).
 """
 
 from __future__ import annotations
