@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,6 +59,8 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=8, help="variants scored (exclude mode)")
     parser.add_argument("--subset", type=int, default=24, help="search-subset images")
     parser.add_argument("--shards", type=int, default=2, help="shards per variant in the last cluster run")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds of all the runs, side by side; the medians are printed")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a loopback cluster only
@@ -70,29 +74,39 @@ def main() -> None:
     flags = ["-m", demo_model_path(), "-p", DEMO_PROFILE, "--calib", calib, "--data", images, "--ann", ann,
              "--subset", args.subset, "--resamples", 200, "--bench-seconds", 0.2, "--mode", "exclude",
              "--top-k", args.top_k, "--no-type-groups", "--max-drop", 0.02]
-    times = {"local": search(flags, root / "local", None, "--no-variant-cache")}
     sharded = f"2 workers, {args.shards} shards"
-    for nodes in (1, 2):
-        cluster = start_cluster(nodes)
-        try:
-            times[f"{nodes} worker(s)"] = search(flags, root / f"workers{nodes}", cluster.address, "--no-variant-cache")
-            if nodes == 2:
-                times[sharded] = search(flags, root / "sharded", cluster.address, "--no-variant-cache",
-                                        "--shards", args.shards)
-        finally:
-            cluster.shutdown()
-            Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
     cache = root / "variant-cache"
     search(flags, root / "fill", None, "--variant-cache", cache)  # fills the cache (not timed)
-    times["local, warm variant cache"] = search(flags, root / "cached", None, "--variant-cache", cache)
-    folders = ("local", "workers1", "workers2", "sharded", "cached")
-    lists = {folder: (root / folder / "exclude.txt").read_text() for folder in folders}
-    print(f"sensitivity search, demo model, {args.top_k} exclude variants on {args.subset} images:")
-    for name, seconds in times.items():
-        print(f"  {name:26s} {seconds:6.1f} s  ({seconds / times['local']:.2f} x local)")
-    print(f"  2 workers vs 1: {times['1 worker(s)'] / times['2 worker(s)']:.2f} x faster; "
-          f"with {args.shards} shards: {times['1 worker(s)'] / times[sharded]:.2f} x")
-    print(f"  exclude.txt the same in all {len(folders)}: {len(set(lists.values())) == 1}")
+    times: dict[str, list[float]] = {}
+    lists = set()
+
+    def timed(name: str, out: Path, address, *extra) -> None:
+        if out.exists():
+            shutil.rmtree(out)
+        times.setdefault(name, []).append(search(flags, out, address, *extra))
+        lists.add((out / "exclude.txt").read_text())
+
+    for _ in range(args.repeats):  # each round runs every configuration once, so drift hits them alike
+        timed("local", root / "local", None, "--no-variant-cache")
+        timed("local, warm variant cache", root / "cached", None, "--variant-cache", cache)
+        for nodes in (1, 2):
+            cluster = start_cluster(nodes)
+            try:
+                timed(f"{nodes} worker(s)", root / f"workers{nodes}", cluster.address, "--no-variant-cache")
+                if nodes == 2:
+                    timed(sharded, root / "sharded", cluster.address, "--no-variant-cache", "--shards", args.shards)
+            finally:
+                cluster.shutdown()
+                Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    print(f"sensitivity search, demo model, {args.top_k} exclude variants on {args.subset} images, "
+          f"median of {args.repeats} round(s):")
+    for name, seconds in median.items():
+        spread = f" (runs {', '.join(f'{v:.1f}' for v in times[name])})" if args.repeats > 1 else ""
+        print(f"  {name:26s} {seconds:6.1f} s  {seconds / median['local']:.2f} x local{spread}")
+    print(f"  2 workers vs 1: {median['1 worker(s)'] / median['2 worker(s)']:.2f} x faster; "
+          f"2 workers with {args.shards} shards vs 1 worker: {median['1 worker(s)'] / median[sharded]:.2f} x")
+    print(f"  exclude.txt the same in every run: {len(lists) == 1}")
 
 
 if __name__ == "__main__":
