@@ -349,3 +349,18 @@ def test_a_rows_files_travel_whole_or_fail_the_row(tmp_path):
         place_row_files(tmp_path / "again", row, damaged)
     with pytest.raises(HarnessError, match="its detections file .* did not come back intact"):
         place_row_files(tmp_path / "again", row, {})
+
+
+@pytest.mark.parametrize("count,shards,bs", [(6, 2, 1), (6, 2, 4), (10, 3, 4), (3, 8, 1), (1, 2, 4), (17, 4, 2)])
+def test_shards_are_contiguous_runs_of_whole_batches(count, shards, bs):
+    """shard_images (no cluster needed): in order, every image once, each shard but the last a whole number
+    of batches, so each batch is the single-process pass's; never an empty shard."""
+    from harness.cluster.shards import shard_images
+
+    images = [(100 + i, f"img{i}.jpg") for i in range(count)]
+    parts = shard_images(images, shards, bs)
+    assert [item for part in parts for item in part] == images
+    assert 1 <= len(parts) <= min(shards, -(-count // bs)) and all(parts)
+    assert all(len(part) % bs == 0 for part in parts[:-1])
+    batches = [images[i:i + bs] for i in range(0, count, bs)]
+    assert [part[i:i + bs] for part in parts for i in range(0, len(part), bs)] == batches
