@@ -1,17 +1,22 @@
 """`harness sensitivity` wall time in one process and with its variants fanned out over 1 and 2 Ray workers.
 
 Builds a search on the bundled demo detector (synthetic calibration and subset images, exclude mode,
-the top --top-k nodes, no type groups), then runs it: locally, on a one-node cluster (1 CPU) and on a
-two-node cluster (1 CPU each), each into a fresh --out, and prints the wall times, their ratios and
-whether the three exclude.txt files agree. Run from the repository root (needs the `cluster` extra):
+the top --top-k nodes, no type groups), then runs it, each into a fresh --out and without the variant
+cache (every run writes its Q/DQ files): locally, on a one-node cluster (1 CPU), on a two-node cluster
+(1 CPU each), and on the two-node cluster with each variant in --shards shards; then the local search
+once more with a warm variant cache. Prints the wall times, their ratios and whether the exclude.txt
+files agree. Run from the repository root (needs the `cluster` extra):
 
     python bench/cluster_sensitivity.py --top-k 8 --subset 24
+    python bench/cluster_sensitivity.py --top-k 1 --subset 120 --shards 2
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,8 +41,8 @@ def start_cluster(nodes: int):
     return cluster
 
 
-def search(args, out: Path, address: str | None) -> float:
-    command = [sys.executable, "-m", "harness", "sensitivity", *map(str, args), "--out", str(out)]
+def search(args, out: Path, address: str | None, *extra) -> float:
+    command = [sys.executable, "-m", "harness", "sensitivity", *map(str, args), "--out", str(out), *map(str, extra)]
     if address:
         command += ["--cluster", address]
     start = time.perf_counter()
@@ -53,6 +58,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--top-k", type=int, default=8, help="variants scored (exclude mode)")
     parser.add_argument("--subset", type=int, default=24, help="search-subset images")
+    parser.add_argument("--shards", type=int, default=2, help="shards per variant in the last cluster run")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds of all the runs, side by side; the medians are printed")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a loopback cluster only
@@ -66,21 +74,39 @@ def main() -> None:
     flags = ["-m", demo_model_path(), "-p", DEMO_PROFILE, "--calib", calib, "--data", images, "--ann", ann,
              "--subset", args.subset, "--resamples", 200, "--bench-seconds", 0.2, "--mode", "exclude",
              "--top-k", args.top_k, "--no-type-groups", "--max-drop", 0.02]
-    times = {"local": search(flags, root / "local", None)}
-    for nodes in (1, 2):
-        cluster = start_cluster(nodes)
-        try:
-            times[f"{nodes} worker(s)"] = search(flags, root / f"workers{nodes}", cluster.address)
-        finally:
-            cluster.shutdown()
-            Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
-    lists = {name: (root / folder / "exclude.txt").read_text()
-             for name, folder in (("local", "local"), ("1", "workers1"), ("2", "workers2"))}
-    print(f"sensitivity search, demo model, {args.top_k} exclude variants on {args.subset} images:")
-    for name, seconds in times.items():
-        print(f"  {name:12s} {seconds:6.1f} s  ({seconds / times['local']:.2f} x local)")
-    print(f"  2 workers vs 1: {times['1 worker(s)'] / times['2 worker(s)']:.2f} x faster")
-    print(f"  exclude.txt the same in all three: {len(set(lists.values())) == 1}")
+    sharded = f"2 workers, {args.shards} shards"
+    cache = root / "variant-cache"
+    search(flags, root / "fill", None, "--variant-cache", cache)  # fills the cache (not timed)
+    times: dict[str, list[float]] = {}
+    lists = set()
+
+    def timed(name: str, out: Path, address, *extra) -> None:
+        if out.exists():
+            shutil.rmtree(out)
+        times.setdefault(name, []).append(search(flags, out, address, *extra))
+        lists.add((out / "exclude.txt").read_text())
+
+    for _ in range(args.repeats):  # each round runs every configuration once, so drift hits them alike
+        timed("local", root / "local", None, "--no-variant-cache")
+        timed("local, warm variant cache", root / "cached", None, "--variant-cache", cache)
+        for nodes in (1, 2):
+            cluster = start_cluster(nodes)
+            try:
+                timed(f"{nodes} worker(s)", root / f"workers{nodes}", cluster.address, "--no-variant-cache")
+                if nodes == 2:
+                    timed(sharded, root / "sharded", cluster.address, "--no-variant-cache", "--shards", args.shards)
+            finally:
+                cluster.shutdown()
+                Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    print(f"sensitivity search, demo model, {args.top_k} exclude variants on {args.subset} images, "
+          f"median of {args.repeats} round(s):")
+    for name, seconds in median.items():
+        spread = f" (runs {', '.join(f'{v:.1f}' for v in times[name])})" if args.repeats > 1 else ""
+        print(f"  {name:26s} {seconds:6.1f} s  {seconds / median['local']:.2f} x local{spread}")
+    print(f"  2 workers vs 1: {median['1 worker(s)'] / median['2 worker(s)']:.2f} x faster; "
+          f"2 workers with {args.shards} shards vs 1 worker: {median['1 worker(s)'] / median[sharded]:.2f} x")
+    print(f"  exclude.txt the same in every run: {len(lists) == 1}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = "6"
 QUICK = ["--seconds", "0.2", "--max-seconds", "0.3", "--warmup", "0", "--limit", IMAGES]
+SAVE = ["--save-detections", "--save-outputs", "2"]
+METRICS = ("map", "map50", "map75", "map_small", "map_medium", "map_large", "per_class_ap", "detections", "images")
 
 
 def test_ray_is_not_imported_without_cluster():
@@ -68,29 +70,72 @@ def _nodes(address) -> list[dict]:
         ray.shutdown()
 
 
-@needs_ray
-@pytest.mark.slow
-def test_rows_equal_local_run_on_their_nodes_without_overlap(cluster, demo_data, tmp_path):
-    local = harness_run(run_args(demo_data, tmp_path / "local"))
-    # one CPU a row: the ov rows could run side by side on either node but for their device resource
-    remote = harness_run([*run_args(demo_data, tmp_path / "cluster"), "--cluster", cluster.address,
-                          "-o", "device_cpus=1"])
-    (local_rc, local_out), (rc, out) = finish(local), finish(remote)
-    assert local_rc == 0, local_out
-    assert rc == 0, out
-    local_rows = {(r["target"], r["bs"]): r for r in rows_of(tmp_path / "local")}
-    rows = {(r["target"], r["bs"]): r for r in rows_of(tmp_path / "cluster")}
-    assert set(rows) == set(local_rows) == {("ov", 1), ("ov", 4), ("ort", 1), ("ort", 4)}
+class LocalRun:
+    """The single-process run the cluster runs are compared with (ov, ort x bs 1, 4, files saved): started
+    when the module's first test needs it, running beside that test's cluster run, waited for once."""
+
+    def __init__(self, demo_data, out: Path):
+        self.out = out
+        self.proc = harness_run([*run_args(demo_data, out), *SAVE])
+        self.finished = False
+
+    def done(self) -> Path:
+        if not self.finished:
+            rc, output = finish(self.proc)
+            assert rc == 0, output
+            self.finished = True
+        return self.out
+
+
+@pytest.fixture(scope="module")
+def local_run(demo_data, tmp_path_factory) -> LocalRun:
+    run = LocalRun(demo_data, tmp_path_factory.mktemp("local") / "out")
+    yield run
+    if run.proc.poll() is None:
+        run.proc.kill()
+        run.proc.communicate()
+
+
+def assert_same_as_local(out: Path, local: Path) -> dict:
+    """Every row's metrics, saved detections and saved outputs equal the local run's; the rows by key."""
+    from harness.measure.artifacts import read_detections, read_outputs
+
+    local_rows = {(r["target"], r["bs"]): r for r in rows_of(local)}
+    rows = {(r["target"], r["bs"]): r for r in rows_of(out)}
+    assert set(local_rows) == {("ov", 1), ("ov", 4), ("ort", 1), ("ort", 4)} and set(rows) <= set(local_rows)
     for key, row in rows.items():
         assert row["status"] == "ok", row
-        assert row["map"] == local_rows[key]["map"] and row["map50"] == local_rows[key]["map50"], key
+        assert {m: row[m] for m in METRICS} == {m: local_rows[key][m] for m in METRICS}, key
         assert row["images"] == int(IMAGES)
+        mine, theirs = (read_detections(folder / r["artifacts"]["detections"])
+                        for folder, r in ((out, row), (local, local_rows[key])))
+        assert mine.images == theirs.images and mine.detections == theirs.detections, key
+        assert row["artifacts"]["detections_sha256"] == local_rows[key]["artifacts"]["detections_sha256"]
+        mine, theirs = (read_outputs(folder / r["artifacts"]["outputs"])
+                        for folder, r in ((out, row), (local, local_rows[key])))
+        assert mine.image_ids == theirs.image_ids and len(mine.arrays) == 2
+        for a, b in zip(mine.arrays, theirs.arrays):
+            assert all((x == y).all() for x, y in zip(a, b)), key
+    listed = (out / ".harness-manifest.jsonl").read_text()  # the folder's own files: --overwrite removes them
+    assert all(f'"{r["artifacts"][kind]}"' in listed for r in rows.values() for kind in ("detections", "outputs"))
+    return rows
+
+
+@needs_ray
+@pytest.mark.slow
+def test_rows_equal_local_run_on_their_nodes_without_overlap(cluster, demo_data, local_run, tmp_path):
+    # one CPU a row: the ov rows could run side by side on either node but for their device resource
+    rc, out = finish(harness_run([*run_args(demo_data, tmp_path / "cluster"), *SAVE, "--cluster", cluster.address,
+                                  "-o", "device_cpus=1"]))
+    assert rc == 0, out
+    rows = assert_same_as_local(tmp_path / "cluster", local_run.done())  # the saved files came back from the workers
+    assert len(rows) == 4
     # each target's rows ran on the node holding its device resource (independently: ray.nodes())
     node_of = {next(k for k in n["Resources"] if k.startswith("device:")): n["NodeID"]
                for n in _nodes(cluster.address)}
     for (target, _), row in rows.items():
         assert row["cluster"]["node_id"] == node_of[f"device:{target}"], row["cluster"]
-        assert row["machine_state"] is not None
+        assert row["machine_state"] is not None and row["e2e_fps"] is not None
     report = (tmp_path / "cluster" / "report.md").read_text()
     for (target, bs), row in rows.items():
         assert f"- {target} bs={bs}: {row['cluster']['host']} ({row['cluster']['ip']}, node " \
@@ -104,6 +149,35 @@ def test_rows_equal_local_run_on_their_nodes_without_overlap(cluster, demo_data,
     assert rc == 0 and out.count("skipped (--resume)") == 4, out
     assert {(r["target"], r["bs"]): r["cluster"] for r in rows_of(tmp_path / "cluster")} == \
         {k: r["cluster"] for k, r in rows.items()}
+
+
+@needs_ray
+@pytest.mark.slow
+def test_sharded_accuracy_pass_equals_the_local_run_and_feeds_report_fidelity(cluster, demo_data, local_run,
+                                                                               tmp_path):
+    """--accuracy-shards 2: each row's pass in two shards on the workers, merged and scored once: the same
+    detections and mAP as the single-process run; the saved files serve report --fidelity."""
+    from tests.test_cli_errors import cli
+
+    out = tmp_path / "sharded"
+    rc, output = finish(harness_run([*run_args(demo_data, out, bs="4"), *SAVE, "--cluster", cluster.address,
+                                     "--accuracy-shards", "2"]))
+    assert rc == 0, output
+    rows = assert_same_as_local(out, local_run.done())
+    assert set(rows) == {("ov", 4), ("ort", 4)}
+    nodes = {n["NodeID"] for n in _nodes(cluster.address)}
+    for row in rows.values():
+        shards = row["cluster"]["accuracy_shards"]
+        assert [s["images"] for s in shards] == [4, 2], shards  # whole batches: 6 images at bs 4 -> 4 + 2
+        assert {s["node_id"] for s in shards} <= nodes
+        assert row["e2e_fps"] is None and all(v is None for v in row["stage_ms"].values())
+        assert any(n.startswith("accuracy pass in 2 shard(s) on Ray workers") for n in row["notes"]), row["notes"]
+    report = tmp_path / "fidelity.md"
+    done = cli("report", out, "--fidelity", "--out", report)
+    assert done.exit_code == 0, done.output
+    section = report.read_text().split("## Fidelity against ort fp32", 1)[1]
+    assert len([line for line in section.splitlines() if line.startswith("| ov ")]) == 1, section
+    assert "Tensor error per output (2 saved images)" in section
 
 
 @needs_ray
@@ -191,11 +265,13 @@ def test_a_row_reserves_its_device_nodes_cpus_and_a_missing_resource_is_one_line
 @needs_ray
 @pytest.mark.slow
 def test_sensitivity_variants_on_the_cluster_find_the_local_exclusion_list(cluster, tmp_path):
-    """The hostile demo (tests/tinymodel.py): the variants scored on the cluster's workers give the same
-    mAP per variant and the same exclude.txt as the single-process search."""
+    """The hostile demo (tests/tinymodel.py): the variants and greedy steps scored on the cluster's workers,
+    each in two shards of the subset, give the same mAP each and the same exclude.txt as the single-process
+    search; the cluster search finds the local one's Q/DQ variants in the shared variant cache."""
     from harness.data.demo import DEMO_SEED
     from harness.data.synthetic import generate_dataset
     from harness.sensitivity.store import RESULTS_FILE, read_results
+    from tests.test_cli_errors import cli
     from tests.tinymodel import HOSTILE_TARGET, write_hostile_demo
 
     calib, _ = generate_dataset(tmp_path / "calib", num_images=8, seed=DEMO_SEED, split="calib")
@@ -203,19 +279,66 @@ def test_sensitivity_variants_on_the_cluster_find_the_local_exclusion_list(clust
     model = write_hostile_demo(tmp_path / "hostile.onnx")
     args = ["-m", model, "-p", DEMO_PROFILE, "--calib", calib, "--data", images, "--ann", ann, "--subset", 8,
             "--resamples", 100, "--bench-seconds", 0.1, "--mode", "include", "--top-k", 2, "--no-type-groups",
-            "--max-drop", 0.02]
+            "--max-drop", 0.02, "--variant-cache", tmp_path / "cache"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "harness", "sensitivity", *map(str, args)]
-    local = subprocess.run([*command, "--out", str(tmp_path / "local")], cwd=ROOT, env=env, capture_output=True,
-                           text=True, timeout=300)
-    remote = subprocess.run([*command, "--out", str(tmp_path / "cluster"), "--cluster", cluster.address], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=300)
-    assert local.returncode == 0, local.stdout + local.stderr
+    local = cli("sensitivity", *args, "--out", tmp_path / "local")  # in this process: the cluster's is a subprocess
+    assert local.exit_code == 0, (local.output, local.stderr)
+    remote = subprocess.run([*command, "--out", str(tmp_path / "cluster"), "--cluster", cluster.address, "--shards", "2"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert remote.returncode == 0, remote.stdout + remote.stderr
+    assert "Q/DQ variants: 0 written, " in remote.stdout, remote.stdout
 
-    def variants(out):
-        return {r["key"]: r["map"] for r in read_results(out / RESULTS_FILE)[1] if r["kind"] == "variant"}
+    def scored(out, kind):
+        return {r["key"]: r["map"] for r in read_results(out / RESULTS_FILE)[1] if r["kind"] == kind}
 
-    assert len(variants(tmp_path / "local")) == 2 and variants(tmp_path / "cluster") == variants(tmp_path / "local")
+    assert len(scored(tmp_path / "local", "variant")) == 2
+    assert scored(tmp_path / "cluster", "variant") == scored(tmp_path / "local", "variant")
+    # the greedy restore's steps: their passes in shards too (their img/s measured on the command's host)
+    assert len(scored(tmp_path / "local", "step")) >= 1
+    assert scored(tmp_path / "cluster", "step") == scored(tmp_path / "local", "step")
     excluded = [(tmp_path / out / "exclude.txt").read_text() for out in ("local", "cluster")]
     assert excluded[0] == excluded[1] and HOSTILE_TARGET in excluded[0]
+
+
+def test_a_rows_files_travel_whole_or_fail_the_row(tmp_path):
+    """row_files / place_row_files, the path a cluster row's saved files take (no cluster needed): the
+    bytes land in the command's folder as the worker wrote them; a damaged or missing file is one line."""
+    import numpy as np
+
+    from harness.core.errors import HarnessError
+    from harness.core.folders import OutputFolder
+    from harness.measure.artifacts import SavedOutputs, place_row_files, row_files, save_row_artifacts
+    from harness.measure.row import ResultRow
+
+    row = ResultRow("ov", 1, model="m.onnx", precision="fp32")
+    detections = [{"image_id": 7, "category_id": 1, "bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.5}]
+    outputs = SavedOutputs([7], ["a.jpg"], ["out"], [[np.arange(6, dtype=np.float32).reshape(2, 3)]])
+    row.artifacts = save_row_artifacts(tmp_path / "worker", row, detections, {7: "a.jpg"}, outputs)
+    files = row_files(tmp_path / "worker", row)
+    assert sorted(files) == sorted([row.artifacts["detections"], row.artifacts["outputs"]])
+    with OutputFolder(tmp_path / "head") as folder:
+        place_row_files(tmp_path / "head", row, files)
+        assert all(f.split("/")[0] in folder.listed for f in files)  # in the manifest: --overwrite removes them
+    for rel, data in files.items():
+        assert (tmp_path / "head" / rel).read_bytes() == data == (tmp_path / "worker" / rel).read_bytes()
+    damaged = {**files, row.artifacts["outputs"]: files[row.artifacts["outputs"]][:-1]}
+    with pytest.raises(HarnessError, match="its outputs file artifacts/.* did not come back intact"):
+        place_row_files(tmp_path / "again", row, damaged)
+    with pytest.raises(HarnessError, match="its detections file .* did not come back intact"):
+        place_row_files(tmp_path / "again", row, {})
+
+
+@pytest.mark.parametrize("count,shards,bs", [(6, 2, 1), (6, 2, 4), (10, 3, 4), (3, 8, 1), (1, 2, 4), (17, 4, 2)])
+def test_shards_are_contiguous_runs_of_whole_batches(count, shards, bs):
+    """shard_images (no cluster needed): in order, every image once, each shard but the last a whole number
+    of batches, so each batch is the single-process pass's; never an empty shard."""
+    from harness.cluster.shards import shard_images
+
+    images = [(100 + i, f"img{i}.jpg") for i in range(count)]
+    parts = shard_images(images, shards, bs)
+    assert [item for part in parts for item in part] == images
+    assert 1 <= len(parts) <= min(shards, -(-count // bs)) and all(parts)
+    assert all(len(part) % bs == 0 for part in parts[:-1])
+    batches = [images[i:i + bs] for i in range(0, count, bs)]
+    assert [part[i:i + bs] for part in parts for i in range(0, len(part), bs)] == batches

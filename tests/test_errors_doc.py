@@ -667,6 +667,8 @@ CASES: dict[str, Callable[[], list[str]]] = {
     "threads-too-many": lambda: with_flags(RUN, threads="100000"),
     "target-empty": lambda: with_flags(RUN, t=","),
     "target-ci-empty": lambda: with_flags(RUN, target_ci=""),
+    "accuracy-shards-without-cluster": lambda: with_flags(RUN, accuracy_shards="2"),
+    "sensitivity-shards-without-cluster": lambda: with_flags(SENS, shards="2"),
     "report-fail-if-empty": lambda: ["report", ".", "--fidelity", "--fail-if", ""],
     "report-row-nan": _report_row_nan,
     "report-artifact-outside": _report_artifact_outside,

@@ -235,7 +235,9 @@ def test_failed_rows_are_never_references_and_are_listed(tmp_path):
     class Source:
         path: str
         rows: list
-        machine: str = "here"
+
+        def machine_of(self, row):
+            return "here"
 
     report = fidelity_report([Source(str(tmp_path / "results.json"), rows)], fail_if="dmap<-0.5")
     [compared] = report.rows

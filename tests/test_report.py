@@ -318,6 +318,26 @@ def test_two_machines_get_two_environment_sections(tmp_path):
     assert "other machine" in text
 
 
+def test_a_cluster_rows_machine_is_its_workers_not_the_results_files(tmp_path):
+    """run --cluster writes the head's env at the top of results.json and each row's worker env in its
+    cluster field: the table, the machine sections and fidelity pairing use the row's own."""
+    from harness.report.compare import load_sources
+
+    node = {"node_id": "ab" * 20, "host": "box-b", "ip": "10.0.0.2", "pid": 1, "started": 1.0, "finished": 2.0,
+            "env": ENV_B}
+    write_results(tmp_path / "run", [hand_row("ort"), hand_row("trt", "fp16", fps=900.0, cluster=node)], ENV_A)
+    out = tmp_path / "rep.md"
+    write_report([str(tmp_path / "run")], out)
+    text = out.read_text(encoding="utf-8")
+    cells = {c["target"]: c for c in parse_table(text)}
+    assert (cells["ort"]["machine"], cells["trt"]["machine"]) == ("box-a", "box-b")
+    assert "### Machine `box-a`" in text and "### Machine `box-b`" in text and "EPYC B (32 cores)" in text
+    assert "tensorrt 10.3" in text.split("### Machine `box-b`", 1)[1]
+    assert "tensorrt" not in text.split("### Machine `box-a`", 1)[1].split("### Machine `box-b`", 1)[0]
+    [source] = load_sources([str(tmp_path / "run")])
+    assert [source.machine_of(r) for r in source.rows] == ["box-a", "box-b"]
+
+
 def test_repeats_give_mean_std_and_overlap_warning(tmp_path):
     # ort and ov each measured 3 times; their spreads overlap -> warning
     for i, (a, b) in enumerate([(100.0, 104.0), (110.0, 98.0), (90.0, 108.0)]):

@@ -108,14 +108,10 @@ def check_option_pairs(names: list[str], pairs: dict) -> None:
                                f"their options: {', '.join(sorted(known)) or 'none'}")
 
 
-def cluster_pairs(pairs: dict, save_detections: bool, save_outputs: int) -> tuple[dict, dict]:
-    """--cluster: (target options, the cluster's own -o keys checked); what a cluster run cannot do yet
-    is refused in one line."""
+def cluster_pairs(pairs: dict) -> tuple[dict, dict]:
+    """--cluster: (target options, the cluster's own -o keys checked)."""
     from harness.cluster import split_options
 
-    if save_detections or save_outputs:
-        raise HarnessError("--save-detections / --save-outputs: not with --cluster yet (the files would stay on "
-                           "the worker hosts)")
     pairs, cluster_options = split_options(pairs)
     if "device_cpus" in cluster_options:
         try:
@@ -165,9 +161,12 @@ def check_loop_flags(seconds: float, max_seconds: float, target_ci: float) -> No
                    "-o device_cpus=N override the resource and the CPUs a row reserves.")
 @click.option("--cluster-timeout", type=Seconds(), default=3600.0, show_default=True,
               help="With --cluster: a row not back after this many seconds is cancelled and failed.")
+@click.option("--accuracy-shards", type=Count(), default=1, show_default=True, metavar="N",
+              help="With --cluster: run each CPU target row's accuracy pass in N shards on the cluster's CPU workers "
+                   "(merged, scored once; the timing stays on the device host). 1: the device host runs it.")
 @run_options
 def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_detections, save_outputs,
-            cluster_address, cluster_timeout, **kw):
+            cluster_address, cluster_timeout, accuracy_shards, **kw):
     """Run targets over a dataset at each batch size; write results.json and report.md."""
     from harness.data.coco import DatasetCache
     from harness.images.imagefile import pixel_limit
@@ -181,9 +180,12 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
     pairs = parse_assignments(kw["option_pairs"])
     cluster_options = {}
     if cluster_address is not None:
-        pairs, cluster_options = cluster_pairs(pairs, save_detections, save_outputs)
+        pairs, cluster_options = cluster_pairs(pairs)
     else:
         refuse_cluster_options(pairs)
+        if accuracy_shards != 1:
+            raise HarnessError(f"--accuracy-shards {accuracy_shards}: only with --cluster (the shards run on a Ray "
+                               "cluster's CPU workers)")
     check_option_pairs(names, pairs)
     flags = {k: kw[k] for k in TARGET_FLAGS}
     configured = [(name, *target_options(name, flags, pairs)) for name in names]  # every option checked first
@@ -212,7 +214,7 @@ def run_cmd(target_names, model, profile, images_dir, ann_path, out_dir, save_de
 
             runner.check_inputs(configs)
             rows = cluster.run_rows(cluster_address, configs, store, cluster_options, cluster_timeout,
-                                    say=progress.message)
+                                    say=progress.message, accuracy_shards=accuracy_shards)
         else:
             for config in configs:
                 rows += runner.run(config, store, progress)

@@ -7,7 +7,10 @@ is never retried (`max_retries=0`): a worker that dies becomes a failed row with
 connect, wait and get is under a timeout, and a resource no node has is refused before anything is
 submitted (Ray would leave such a task pending forever). Rows come back into the command's ResultsStore
 as they finish; the row's machine fields (machine_state, identity.machine, `cluster.env`) are the worker
-host's. Ray is imported only here and only by `--cluster` (the `cluster` extra).
+host's, and the files it saved (--save-detections / --save-outputs) come back with it into --out. With
+--accuracy-shards N, a CPU target row's accuracy pass runs first in N shards on any CPU workers
+(harness.cluster.shards), and the row task, once they are back, times the target and scores their merged
+detections. Ray is imported only here and only by `--cluster` (the `cluster` extra).
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ import contextlib
 import dataclasses
 import logging
 import os
-import socket
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 from harness.core.errors import HarnessError, first_line
 from harness.measure import identity as ident
@@ -106,24 +109,45 @@ def plan_resources(nodes: list[dict], needed: dict[str, str], declared_cpus: flo
     return cpus
 
 
-def run_row(config: RunConfig) -> dict:
+def run_row(config: RunConfig, *shards: dict) -> dict:
     """On the worker: one (target, bs) row through the ordinary runner, into a scratch store whose
-    environment is this host's; returns the row as a dict with where and when it ran."""
-    import ray
-
+    environment is this host's; returns the row as a dict with where and when it ran, and the bytes of
+    the files it saved (--save-detections / --save-outputs), which the command writes into its --out.
+    `shards`: the results of harness.cluster.shards.run_shard (--accuracy-shards), whose merged pass the
+    row scores instead of running its own."""
+    from harness.cluster.shards import merge, node_info
+    from harness.measure.artifacts import row_files
     from harness.measure.envinfo import environment
     from harness.measure.runner import run
 
     started = time.time()
     env = environment()
+    if shards:
+        config = dataclasses.replace(config, accuracy=merge([s["passed"] for s in shards]),
+                                     notes=[*config.notes, *shard_notes([s["node"] for s in shards], env)])
     with tempfile.TemporaryDirectory(prefix="harness-row-") as scratch:
         with ResultsStore(scratch, env) as store:
             rows = run(config, store)
+        files = {}
+        for row in rows:
+            files.update(row_files(Path(scratch), row))
     finished = time.time()
-    node = {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
-            "ip": ray.util.get_node_ip_address(), "pid": os.getpid(), "started": round(started, 3),
-            "finished": round(finished, 3), "env": env}
-    return {"rows": [r.to_dict() for r in rows], "node": node}
+    node = {**node_info(), "started": round(started, 3), "finished": round(finished, 3), "env": env}
+    if shards:
+        node["accuracy_shards"] = [s["node"] for s in shards]
+    return {"rows": [r.to_dict() for r in rows], "node": node, "files": files}
+
+
+def shard_notes(nodes: list[dict], env: dict) -> list[str]:
+    """What a row says of an accuracy pass made in shards: where, and a CPU model other than its host's."""
+    hosts = ", ".join(dict.fromkeys(n["host"] for n in nodes))
+    notes = [f"accuracy pass in {len(nodes)} shard(s) on Ray workers ({hosts}), merged and scored once: no e2e "
+             "img/s and no stage times (they were not this host's)"]
+    other = sorted({n.get("cpu") for n in nodes} - {env.get("cpu")}, key=str)
+    if other:
+        notes.append(f"accuracy shards ran on another CPU model ({', '.join(map(str, other))}) than this host's "
+                     f"({env.get('cpu')}): their detections may differ in the last digits from this host's own")
+    return notes
 
 
 @dataclasses.dataclass
@@ -134,8 +158,11 @@ class _Submitted:
 
 
 def run_rows(address: str, configs: list[RunConfig], store: ResultsStore, cluster_options: dict,
-             row_timeout: float, say=print, connect_timeout: float = CONNECT_TIMEOUT_S) -> list[ResultRow]:
-    """Every (target, bs) of `configs` as a Ray task; rows are added to `store` as they finish."""
+             row_timeout: float, say=print, connect_timeout: float = CONNECT_TIMEOUT_S,
+             accuracy_shards: int = 1) -> list[ResultRow]:
+    """Every (target, bs) of `configs` as a Ray task; rows are added to `store` as they finish.
+    accuracy_shards > 1: the accuracy pass of each CPU target's row runs first in that many shards on the
+    cluster's CPU workers (harness.cluster.shards), and the row task, on its device host, scores it."""
     work = []
     for config in configs:
         for bs in config.batch_sizes:
@@ -150,13 +177,13 @@ def run_rows(address: str, configs: list[RunConfig], store: ResultsStore, cluste
         return []
     ray = connect(address, connect_timeout)
     try:
-        return _run_connected(ray, work, store, cluster_options, row_timeout, say)
+        return _run_connected(ray, work, store, cluster_options, row_timeout, say, accuracy_shards)
     finally:
         with contextlib.suppress(Exception):
             ray.shutdown()
 
 
-def _run_connected(ray, work, store, cluster_options, row_timeout, say) -> list[ResultRow]:
+def _run_connected(ray, work, store, cluster_options, row_timeout, say, accuracy_shards=1) -> list[ResultRow]:
     from ray.exceptions import GetTimeoutError, RayError
 
     needed = {device_resource(c.target, cluster_options.get("device_resource")): c.target for c in work}
@@ -164,12 +191,19 @@ def _run_connected(ray, work, store, cluster_options, row_timeout, say) -> list[
     cpus = plan_resources(ray.nodes(), needed, None if declared is None else float(declared))
     task = ray.remote(run_row)
     pending: dict = {}
+    shard_refs: list = []
+    sharded = _shardable(work, accuracy_shards, say)
     for config in work:
         resource = device_resource(config.target, cluster_options.get("device_resource"))
+        name = f"harness {config.target} bs={config.batch_sizes[0]}"
+        shards = _submit_shards(ray, config, accuracy_shards, name) if config.target in sharded else []
+        shard_refs += shards
+        # the row task starts once its shards are back (Ray resolves the ObjectRefs it is given)
         ref = task.options(resources={resource: 1}, num_cpus=cpus[resource], max_retries=0, retry_exceptions=False,
-                           name=f"harness {config.target} bs={config.batch_sizes[0]}").remote(config)
+                           name=name).remote(config, *shards)
         pending[ref] = _Submitted(config, resource, time.monotonic() + row_timeout)
-    say(f"--cluster: {len(pending)} row(s) submitted ({', '.join(f'{r} x{n:g} CPU' for r, n in cpus.items())})")
+    say(f"--cluster: {len(pending)} row(s) submitted ({', '.join(f'{r} x{n:g} CPU' for r, n in cpus.items())})"
+        + (f", the accuracy passes of {', '.join(sorted(sharded))} in {accuracy_shards} shards" if sharded else ""))
     rows = []
     try:
         while pending:
@@ -182,13 +216,62 @@ def _run_connected(ray, work, store, cluster_options, row_timeout, say) -> list[
                     rows.append(_add(store, _failed(item, f"cluster worker failed: {_reason(exc)}"), say))
                     continue
                 for data in result["rows"]:
-                    rows.append(_add(store, _with_node(store, ResultRow.from_dict(data), result["node"]), say))
+                    row = _with_node(store, ResultRow.from_dict(data), result["node"])
+                    rows.append(_add(store, _with_files(store, row, result.get("files") or {}), say))
             rows += _fail_lost(ray, pending, store, say)
     finally:
-        for ref in pending:  # an interrupt (or an error) leaves nothing running on the cluster
+        for ref in [*pending, *shard_refs]:  # an interrupt (or an error) leaves nothing running on the cluster
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
     return rows
+
+
+def _shardable(work: list[RunConfig], shards: int, say) -> set[str]:
+    """The targets whose accuracy pass may run in shards on CPU workers: those that run on the CPU (a GPU
+    or NPU target's pass stays on its device host, said once)."""
+    if shards <= 1:
+        return set()
+    from harness.targets import get_target
+
+    able = set()
+    for target in dict.fromkeys(c.target for c in work):
+        kind = get_target(target).device_kind
+        if kind == "cpu":
+            able.add(target)
+        else:
+            say(f"--accuracy-shards: target {target} runs on a {kind}; its rows keep their accuracy pass on their "
+                "device host (shards run on CPU workers)")
+    return able
+
+
+def _submit_shards(ray, config: RunConfig, shards: int, name: str) -> list:
+    """The shard tasks of one row's accuracy pass (the dataset as the row will load it)."""
+    from harness.cluster.shards import PassSpec, submit
+    from harness.data.coco import load_dataset
+    from harness.measure.runner import model_for_batch
+
+    bs = config.batch_sizes[0]
+    model = str(ident.resolve_model(model_for_batch(config.model, bs)[0]))
+    dataset = load_dataset(config.images_dir, config.ann_path, config.limit, config.skip_bad_images)
+    spec = PassSpec(config.target, model, config.profile, config.options, bs, config.workers, config.skip_bad_images)
+    return submit(ray, spec, list(dataset.images), shards, name)
+
+
+def _with_files(store: ResultsStore, row: ResultRow, files: dict) -> ResultRow:
+    """The files the row saved on its worker, written into the command's --out (the row fails if they
+    did not come back intact)."""
+    if not (row.ok and row.artifacts):
+        return row
+    from harness.measure.artifacts import place_row_files
+
+    try:
+        place_row_files(store.out_dir, row, files)
+    except HarnessError as exc:
+        failed = failed_row(row.target, row.bs, str(exc), precision=row.precision, model=row.model,
+                            profile=row.profile)
+        failed.extra["cluster"] = row.extra.get("cluster")
+        return failed
+    return row
 
 
 def fan_out(address: str, fn, shared, items: list[tuple], timeout: float, connect_timeout: float = CONNECT_TIMEOUT_S):

@@ -40,7 +40,9 @@ class RowSource(Protocol):
 
     path: str
     rows: list[ResultRow]
-    machine: str
+
+    def machine_of(self, row: ResultRow) -> str:
+        """The label of the machine the row ran on (a cluster row's worker, not the file's host)."""
 
 
 @dataclass
@@ -264,7 +266,7 @@ def fidelity_report(sources: Iterable[RowSource], reference: str | None = None, 
     """Compare every non-reference row of the sources (harness.report.compare.load_sources) with its
     reference row."""
     gate = parse_gate(fail_if) if fail_if is not None else None  # a bad expression fails before any work
-    rows = [RowRef(Path(s.path), r, s.machine) for s in sources for r in s.rows]
+    rows = [RowRef(Path(s.path), r, s.machine_of(r)) for s in sources for r in s.rows]
     finished = [r for r in rows if r.row.ok]  # failed and partial rows saved no artefacts
     spec = parse_reference(reference, finished)
     refs = [r for r in finished if spec.matches(r.row)]

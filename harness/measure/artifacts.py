@@ -235,3 +235,40 @@ def check_row_detections(saved: SavedDetections, path: Path, row: ResultRow, whe
     if row.detections and len(saved.detections) != row.detections:
         raise HarnessError(f"{where}: {path} holds {len(saved.detections)} detection(s), the row recorded "
                            f"{row.detections}; it is another row's file")
+
+
+# ------------------------------------------------------------------------------------------ rows run elsewhere
+
+ROW_KINDS = ("detections", "outputs")
+
+
+def row_files(out_dir: Path, row: ResultRow) -> dict[str, bytes]:
+    """The bytes of the files a row saved under out_dir (relative path -> bytes): what a row made on
+    another host (run --cluster) carries back to the command's --out."""
+    files = {}
+    for kind in ROW_KINDS:
+        path = row_artifact_path(Path(out_dir) / "results.json", row, kind)
+        if path is not None:
+            files[row.artifacts[kind]] = path.read_bytes()
+    return files
+
+
+def place_row_files(out_dir: Path, row: ResultRow, files: dict[str, bytes]) -> None:
+    """Write a row's files, saved on another host, into out_dir as save_row_artifacts would have: each is
+    one the row records (its path inside the folder, its sha256), written atomically (announced to the
+    folder's manifest). A file missing or with another hash is refused with one line."""
+    for kind in ROW_KINDS:
+        path = row_artifact_path(Path(out_dir) / "results.json", row, kind)
+        if path is None:
+            continue
+        rel = row.artifacts[kind]
+        data = files.get(rel)
+        if data is None or sha256_bytes(data) != row.artifacts.get(f"{kind}_sha256"):
+            raise HarnessError(f"row {row.target} bs={row.bs}: its {kind} file {rel} did not come back intact from "
+                               "the worker (missing, or its sha256 is not the one the row recorded)")
+        try:
+            make_dirs(path.parent)
+            atomic_write_bytes(path, data)
+        except OSError as exc:
+            raise HarnessError(f"cannot write the artefacts of row {artifact_stem(row)} in {path.parent} "
+                               f"({exc.strerror or exc})") from None

@@ -56,6 +56,14 @@ def row_key(row: ResultRow) -> tuple:
     return (row.target, row.model, row.profile, row.precision, int(row.bs))
 
 
+def row_env(row: ResultRow, file_env: dict) -> dict:
+    """The environment of the host a row ran on: a cluster row's worker's (`cluster.env`, run --cluster),
+    else the results file's `env` (the host that ran the command)."""
+    node = row.extra.get("cluster") if isinstance(row.extra, dict) else None
+    env = node.get("env") if isinstance(node, dict) else None
+    return env if isinstance(env, dict) else file_env
+
+
 class ResultsStore:
     """The --out folder: checks it up front and locks it (one command at a time; a context manager,
     or close()), then rewrites results.json after every row and calls on_save(rows, env) (e.g. to

@@ -30,7 +30,7 @@ from harness.measure import identity as ident
 from harness.measure.canvases import CanvasCache
 from harness.measure.evaluate import CocoEvaluator
 from harness.measure.measurement import RowContext, Saving, build_row, evaluate_pass
-from harness.measure.pipeline import accuracy_pass
+from harness.measure.pipeline import PassResult, accuracy_pass
 from harness.measure.results import ResultsStore
 from harness.measure.row import ResultRow, failed_row
 from harness.model.extra_inputs import extra_inputs
@@ -38,7 +38,7 @@ from harness.model.onnx_model import declared_output_bytes
 from harness.profiles import Profile
 from harness.targets import get_target
 from harness.targets.modes import usable_cores
-from harness.targets.timing import LoopRule, percentiles_ms, warm_up
+from harness.targets.timing import STAGES, LoopRule, percentiles_ms, warm_up
 
 LOOP_CHECK_ITERATIONS = 2  # outputs captured inside the timing loop and compared with a plain infer()
 SAMPLE_IMAGES = 8  # the run's first images, given to a target that checks a conversion on real inputs
@@ -68,6 +68,9 @@ class RunConfig:
     keep_going: bool = False  # a row that cannot run is recorded and the sweep goes on (else: recorded, then raised)
     save_detections: bool = False  # ok rows write their COCO result dicts next to results.json (report --fidelity)
     save_outputs: int = 0  # ok rows write the raw outputs of their first N images next to results.json
+    #: a finished accuracy pass of this (target, bs) made elsewhere (run --cluster --accuracy-shards: shards on
+    #: other workers, merged): the row times the target and scores this pass instead of running its own
+    accuracy: PassResult | None = None
 
 
 def loop_rule(config: RunConfig) -> LoopRule:
@@ -247,10 +250,14 @@ def _run_watched(config, options, bs, model_path, per_batch, images, skipped, ev
         stats, rule, loop_check = measure(target, sample, sample_extras, reference, config, progress, bs, watch=watch)
         store = config.canvases.store_for(profile.input, len(images)) if config.canvases else None
         reused = bool(store)  # filled by an earlier row (this row's pass fills an empty one)
-        with progress.task(f"{config.target} bs={bs}: accuracy pass", len(images)) as advance, \
-                watch.window("accuracy"):
-            passed = accuracy_pass(target, images, bs, profile, workers=config.workers,
-                                   skip_bad=config.skip_bad_images, advance=advance, canvases=store)
+        if config.accuracy is not None:  # made on other workers: no e2e time, no stage times of this host
+            passed, reused = config.accuracy, False
+            _check_covers(passed, images)
+        else:
+            with progress.task(f"{config.target} bs={bs}: accuracy pass", len(images)) as advance, \
+                    watch.window("accuracy"):
+                passed = accuracy_pass(target, images, bs, profile, workers=config.workers,
+                                       skip_bad=config.skip_bad_images, advance=advance, canvases=store)
         describe = target.describe()
         notes = [*context.pop("notes"), *target.notes]
         flags = set(target.flags)
@@ -279,7 +286,7 @@ def _run_watched(config, options, bs, model_path, per_batch, images, skipped, ev
         notes.append(f"{len(row_skipped)} image(s) skipped (--skip-bad-images); mAP is over the remaining "
                      f"{len(passed.counted)}")
     timing_notes(stats, rule, loop_check, notes, flags)
-    wall = passed.wall_seconds
+    wall = passed.wall_seconds if config.accuracy is None else 0.0
     e2e_fps = round(len(passed.counted) / wall, 2) if wall > 0 else None
     notes += machine_notes(machine, stats.fps, e2e_fps, flags)
     timing = {**timing_fields(stats, rule, loop_check, target, config.warmup_seconds),
@@ -289,7 +296,8 @@ def _run_watched(config, options, bs, model_path, per_batch, images, skipped, ev
                                runtime=describe, batch_rewrite=target.batch_rewrite, **context),
                           notes, flags, list(row_skipped))
     saving = Saving(out_dir, config.save_detections, outputs)
-    return build_row(measured, timing, passed, evaluation, saving), images, skipped
+    unmeasured = tuple(STAGES) if config.accuracy is not None else ()
+    return build_row(measured, timing, passed, evaluation, saving, unmeasured), images, skipped
 
 
 def measure(target, sample: np.ndarray, extras: dict | None, reference: list, config, progress, bs: int, watch=None):
@@ -355,6 +363,16 @@ def machine_notes(machine, fps: float, e2e_fps: float | None, flags: set) -> lis
     if above:
         notes.append(above)
     return notes
+
+
+def _check_covers(passed: PassResult, images) -> None:
+    """A pass made elsewhere must account for each of the row's images once (counted, unreadable or with
+    NaN outputs): the row's dataset is the one the pass ran over."""
+    left_out = {f.path for f in (*passed.failed, *passed.bad_outputs)}
+    covered = sorted([*passed.counted, *(i for i, p in images if str(p) in left_out)])
+    if covered != sorted(i for i, _ in images):
+        raise HarnessError(f"the accuracy pass made on other workers covers {len(covered)} image(s), this row's "
+                           f"dataset has {len(images)}: are the dataset's files the same on every node?")
 
 
 def _capture_outputs(config: RunConfig, target, images, bs: int):

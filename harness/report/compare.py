@@ -5,7 +5,8 @@ compared with, ΔmAP, speedup, a throughput spread and per-class AP differences.
 recomputes a metric from detections; every figure comes from the rows or is arithmetic on them.
 
 Terms used throughout:
-- *machine*: the (host, cpu, cores, gpu, os) an input's `env` describes; labelled by host name.
+- *machine*: the (host, cpu, cores, gpu, os) a row ran on, labelled by host name: its input's `env`, or for a
+  run --cluster row its worker's (`cluster.env`; harness.measure.results.row_env).
 - *key*: (machine, profile, model, target, precision, mode, bs). Rows sharing a key, from different
   input files, are repeats of one measurement; the table shows their mean, and std / count of throughput.
 - *mode*: latency or throughput (harness.targets.modes); "" for rows that did not record one (device rows,
@@ -32,7 +33,7 @@ from harness.machine.state import NUMERIC_COLUMNS as MACHINE_NUMERIC
 from harness.machine.state import TEXT_COLUMNS as MACHINE_TEXT
 from harness.machine.state import flat_fields as machine_fields
 from harness.measure import identity as ident
-from harness.measure.results import RESULTS_FILE, load_results, load_rows
+from harness.measure.results import RESULTS_FILE, load_results, load_rows, row_env
 from harness.measure.row import METRIC_NAMES as METRICS
 from harness.measure.row import ResultRow
 from harness.report.gpu_split import split_figures
@@ -46,12 +47,19 @@ SPREAD_LARGE = 0.10  # relative spread above which a row's throughput is called 
 
 @dataclass
 class Source:
-    """One input file: where it came from, its rows and its environment."""
+    """One input file: where it came from, its rows and its environment (the host that ran the command;
+    a cluster row ran on another, row_env)."""
 
     path: str
     rows: list[ResultRow]
     env: dict
-    machine: str = ""
+    machines: dict[int, str] = field(default_factory=dict)  # id(row) -> the label of the machine it ran on
+
+    def env_of(self, row: ResultRow) -> dict:
+        return row_env(row, self.env)
+
+    def machine_of(self, row: ResultRow) -> str:
+        return self.machines[id(row)]
 
 
 @dataclass
@@ -135,8 +143,9 @@ def machine_identity(env: dict) -> tuple:
 
 
 def _label_machines(sources: list[Source]) -> None:
-    """Label each distinct machine by its host name (host#2, ... when different machines share one)."""
-    identities = sorted({machine_identity(s.env) for s in sources})
+    """Label each distinct machine the rows ran on by its host name (host#2, ... when different machines
+    share one)."""
+    identities = sorted({machine_identity(s.env_of(r)) for s in sources for r in s.rows})
     labels: dict[tuple, str] = {}
     used: dict[str, int] = {}
     for machine in identities:
@@ -144,7 +153,7 @@ def _label_machines(sources: list[Source]) -> None:
         used[host] = used.get(host, 0) + 1
         labels[machine] = host if used[host] == 1 else f"{host}#{used[host]}"
     for source in sources:
-        source.machine = labels[machine_identity(source.env)]
+        source.machines = {id(r): labels[machine_identity(source.env_of(r))] for r in source.rows}
 
 
 # --------------------------------------------------------------------------------------------- rows
@@ -168,8 +177,8 @@ def _flat(source: Source, row: ResultRow) -> dict:
     runtime = row.runtime
     flags = set(row.flags)
     return {
-        "machine": source.machine,
-        "host": source.env.get("host"),
+        "machine": source.machine_of(row),
+        "host": source.env_of(row).get("host"),
         "profile": str(row.profile or "-"),
         "model": str(row.model or "-"),
         "target": str(row.target),
@@ -367,7 +376,7 @@ def compare(paths, baseline: str | None = None, top_classes: int = 10,
     else:
         ignored = []
         sources = load_sources(paths, ignored)
-    failed = [{"machine": s.machine, "target": r.target, "precision": r.precision, "bs": r.bs, "model": r.model,
+    failed = [{"machine": s.machine_of(r), "target": r.target, "precision": r.precision, "bs": r.bs, "model": r.model,
                "profile": r.profile, "error": r.error or "", "source": s.path}
               for s in sources for r in s.rows if r.status == "failed"]
     flat, seen, duplicates = [], set(), 0
@@ -493,14 +502,15 @@ def _machines(sources: list[Source], rows: list[dict]) -> dict[str, dict]:
     """Per machine label: every env value seen (sorted, distinct), the runtimes its rows used, its files."""
     out: dict[str, dict] = {}
     for s in sources:
-        info = out.setdefault(s.machine, {"sources": [], "packages": {}, "runtimes": set()})
-        info["sources"].append(s.path)
-        for k, v in s.env.items():
-            if k == "packages":
-                for name, version in (v or {}).items():
-                    info["packages"].setdefault(name, set()).add(str(version))
-            elif v not in (None, ""):
-                info.setdefault(k, set()).add(str(v))
+        for row in s.rows:
+            info = out.setdefault(s.machine_of(row), {"sources": set(), "packages": {}, "runtimes": set()})
+            info["sources"].add(s.path)
+            for k, v in s.env_of(row).items():
+                if k == "packages":
+                    for name, version in (v or {}).items():
+                        info["packages"].setdefault(name, set()).add(str(version))
+                elif v not in (None, ""):
+                    info.setdefault(k, set()).add(str(v))
     for r in rows:
         for rt in r["runtime"].split("; "):
             if rt and rt != "-":

@@ -63,6 +63,9 @@ class SensitivityRequest:
     resume: bool = False
     overwrite: bool = False
     cluster: str | None = None  # a Ray address: variants are scored on its CPU workers (docs/cluster.md)
+    shards: int = 1  # with cluster: each variant's accuracy pass in this many shards (harness.cluster.shards)
+    #: where Q/DQ variants are kept between searches (harness.quant.variant_cache); None: written afresh each time
+    variant_cache: Path | None = None
 
 
 @dataclass
@@ -89,6 +92,8 @@ class SearchResult:
     calib_images: int = 0
     model_file: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)  # what was written to --out
+    variants_written: int = 0  # Q/DQ files written by this search (the rest came from the variant cache)
+    variants_cached: int = 0
 
 
 def check_request(req: SensitivityRequest) -> None:
@@ -140,22 +145,37 @@ def run_sensitivity(req: SensitivityRequest, progress=None) -> SearchResult:
         with progress.task(f"calibrating on {len(calib.files)} images", len(calib.files)) as advance:
             cal = calibrate(req.model, calib, req.profile.input, settings.method, advance=advance)
         with cal:
-            result = _search(req, cal, scorer, store, calib, progress, started)
+            cache = None
+            if req.variant_cache is not None:
+                from harness.quant.variant_cache import VariantCache
+
+                cache = VariantCache(req.variant_cache, identity["model_sha256"], cal, settings.per_channel)
+            result = _search(req, cal, scorer, store, calib, progress, started, cache)
         result.files = write_outputs(result)
     return result
 
 
-def _search(req, cal, scorer: Scorer, store: ResultsFile, calib, progress, started: float) -> SearchResult:
+def _search(req, cal, scorer: Scorer, store: ResultsFile, calib, progress, started: float,
+            cache=None) -> SearchResult:
     settings = req.settings
     work = cal.cache_path.parent
     quantized = cal.placement.quantized
     write_seconds: list[float] = []
+    written = [0]
 
     def write(name: str, floated) -> Path:
+        """The Q/DQ file keeping `floated` in float: from the variant cache, or written (and timed)."""
         t0 = time.perf_counter()
-        written = write_qdq(cal, work / f"{name}.onnx", floated, settings.per_channel)
+        if cache is not None:
+            before = cache.writes
+            path = cache.get(floated)
+            if cache.writes > before:
+                write_seconds.append(time.perf_counter() - t0)
+            return path
+        path = write_qdq(cal, work / f"{name}.onnx", floated, settings.per_channel).path
         write_seconds.append(time.perf_counter() - t0)
-        return written.path
+        written[0] += 1
+        return path
 
     # references ----------------------------------------------------------------------------------
     references, matches = {}, {}
@@ -230,14 +250,13 @@ def _search(req, cal, scorer: Scorer, store: ResultsFile, calib, progress, start
             advance(1)
 
         if req.cluster:  # every variant file first, then scored on the cluster's CPU workers as they come back
-            from harness.cluster import fan_out
-
-            paths = {(g, m): write(f"{m}-variant-{i}", float_set(m, groups[g], quantized)) for i, (g, m) in enumerate(todo)}
-            items = [(f"{m} variant {g}", (paths[g, m],)) for g, m in todo]
-            by_key = {f"{m} variant {g}": (g, m) for g, m in todo}
-            for key, measured in fan_out(req.cluster, _measure, scorer, items, timeout=CLUSTER_TIMEOUT_S):
-                record(*by_key[key], measured)
-                paths[by_key[key]].unlink(missing_ok=True)
+            paths = {f"{m} variant {g}": write(f"{m}-variant-{i}", float_set(m, groups[g], quantized))
+                     for i, (g, m) in enumerate(todo)}
+            by_label = {f"{m} variant {g}": (g, m) for g, m in todo}
+            for label, measured in _scored_on_cluster(req, scorer, paths):
+                record(*by_label[label], measured)
+                if cache is None:  # a cached variant stays for the next search
+                    paths[label].unlink(missing_ok=True)
         else:
             for group, mode in todo:
                 record(group, mode, scorer.measure(write(f"{mode}-variant", float_set(mode, groups[group], quantized))))
@@ -260,7 +279,12 @@ def _search(req, cal, scorer: Scorer, store: ResultsFile, calib, progress, start
                 trial = [*floated, *new]
                 record = store.get(step_key(trial))
                 if record is None:
-                    measured = scorer.measure(write("step", trial), bench=True)
+                    path = write("step", trial)
+                    if req.cluster and req.shards > 1:  # the pass in shards on the workers, the img/s here
+                        [(_, measured)] = _scored_on_cluster(req, scorer, {f"greedy step {len(steps) + 1}": path})
+                        measured.fps = scorer.bench(path)
+                    else:
+                        measured = scorer.measure(path, bench=True)
                     compared = scorer.compare(matches["fp32"], measured.matches)
                     record = store.add({"kind": "step", "key": step_key(trial), "float": trial, "added": group,
                                         "map": measured.map, "fps": measured.fps, "delta": compared.delta,
@@ -292,15 +316,42 @@ def _search(req, cal, scorer: Scorer, store: ResultsFile, calib, progress, start
         convs_int8_final=sum(1 for n in final.quantized_nodes if op_types[n] == "Conv"),
         int8_comparison=int8_comparison, final_map=final_map, final_comparison=final_comparison,
         goal_met=drop_holds(fp32_map, final_map, settings.max_drop), seconds=time.perf_counter() - started,
-        subset_images=len(scorer.images), calib_images=len(calib.files), model_file=final.path)
+        subset_images=len(scorer.images), calib_images=len(calib.files), model_file=final.path,
+        variants_written=cache.writes if cache is not None else written[0],
+        variants_cached=cache.hits if cache is not None else 0)
 
 
 CLUSTER_TIMEOUT_S = 24 * 3600.0  # the whole variant fan-out (a bound, not a schedule)
 
 
-def _measure(scorer: Scorer, path: Path):
-    """On a cluster worker: one variant's accuracy pass (Scorer.measure)."""
-    return scorer.measure(path)
+def _scored_on_cluster(req: SensitivityRequest, scorer: Scorer, paths: dict[str, Path]):
+    """Each model of `paths` (label -> file) scored on the cluster's CPU workers, its pass in req.shards
+    shards of the subset (harness.cluster.shards.shard_images); yields (label, Measured) as each model's
+    last shard comes back, its detections merged in subset order and scored once, here."""
+    from harness.cluster import fan_out
+    from harness.cluster.shards import shard_images
+
+    parts = shard_images(scorer.images, req.shards, 1)  # the scorer's batch is 1
+    items, by_name = [], {}
+    for label, path in paths.items():
+        for index, part in enumerate(parts):
+            name = label + (f" (shard {index + 1} of {len(parts)})" if len(parts) > 1 else "")
+            items.append((name, (path, part)))
+            by_name[name] = (label, index)
+    done: dict[str, dict] = {}
+    for name, shard in fan_out(req.cluster, _detect, scorer, items, timeout=CLUSTER_TIMEOUT_S):
+        label, index = by_name[name]
+        done.setdefault(label, {})[index] = shard
+        if len(done[label]) == len(parts):
+            finished = done.pop(label)
+            ordered = [finished[i] for i in range(len(parts))]
+            yield label, scorer.score([d for detections, _ in ordered for d in detections],
+                                      sum(seconds for _, seconds in ordered))
+
+
+def _detect(scorer: Scorer, path: Path, images: list) -> tuple[list[dict], float]:
+    """On a cluster worker: one variant's accuracy pass over a shard of the subset (Scorer.detect)."""
+    return scorer.detect(path, images)
 
 
 def _fmt(value) -> str:

@@ -103,18 +103,44 @@ class Scorer:
         target = self.target_cls(model_path, self.profile, self.options, (BATCH,))
         fps = None
         with target.loaded(BATCH):
-            passed = accuracy_pass(target, self.images, BATCH, self.profile, canvases=self.canvases)
-            if passed.failed:
-                raise HarnessError(f"subset image {passed.failed[0].path}: {passed.failed[0].reason}")
+            detections = self._pass(target, self.images)
             seconds = time.perf_counter() - start
             if bench:
-                reference = [np.array(o, copy=True) for o in target.infer(self.sample, self.sample_extras)]
-                loop = ShortLoop(self.target, self.bench_seconds, min(0.5, self.bench_seconds))
-                stats, _, loop_check = measure(target, self.sample, self.sample_extras, reference, loop, NullProgress(),
-                                               BATCH)
-                fps = stats.fps if loop_check["equal"] is not False else None
-        matches = self.matches_of(passed.detections)
-        return Measured(map_of(matches), matches, passed.detections, fps, seconds)
+                fps = self._bench(target)
+        return self.score(detections, seconds, fps)
+
+    def bench(self, model_path: Path) -> float | None:
+        """img/s of the target's benchmark loop alone (for a pass made elsewhere, harness sensitivity --shards)."""
+        target = self.target_cls(model_path, self.profile, self.options, (BATCH,))
+        with target.loaded(BATCH):
+            return self._bench(target)
+
+    def _bench(self, target) -> float | None:
+        """runner.measure (warm-up, the benchmark loop, the loop check); None when the loop's outputs differ."""
+        reference = [np.array(o, copy=True) for o in target.infer(self.sample, self.sample_extras)]
+        loop = ShortLoop(self.target, self.bench_seconds, min(0.5, self.bench_seconds))
+        stats, _, loop_check = measure(target, self.sample, self.sample_extras, reference, loop, NullProgress(), BATCH)
+        return stats.fps if loop_check["equal"] is not False else None
+
+    def detect(self, model_path: Path, images: list[tuple[int, Path]]) -> tuple[list[dict], float]:
+        """(detections, seconds) of `images` (a shard of the subset, in subset order): the part of
+        measure() a cluster worker runs (harness.cluster.shards); score() joins the parts."""
+        start = time.perf_counter()
+        target = self.target_cls(model_path, self.profile, self.options, (BATCH,))
+        with target.loaded(BATCH):
+            detections = self._pass(target, images)
+        return detections, time.perf_counter() - start
+
+    def score(self, detections: list[dict], seconds: float, fps: float | None = None) -> Measured:
+        """A pass over the whole subset (detections in subset order), scored."""
+        matches = self.matches_of(detections)
+        return Measured(map_of(matches), matches, detections, fps, seconds)
+
+    def _pass(self, target, images) -> list[dict]:
+        passed = accuracy_pass(target, images, BATCH, self.profile, canvases=self.canvases)
+        if passed.failed:
+            raise HarnessError(f"subset image {passed.failed[0].path}: {passed.failed[0].reason}")
+        return passed.detections
 
     def matches_of(self, detections: list[dict]) -> CocoMatches:
         return coco_matches(self.gt, detections, self.image_ids, areas=AREAS)
