@@ -5,6 +5,7 @@ failed row. The cluster starts once for the module (~11 s, ~0.7 GB)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -342,3 +343,29 @@ def test_shards_are_contiguous_runs_of_whole_batches(count, shards, bs):
     assert all(len(part) % bs == 0 for part in parts[:-1])
     batches = [images[i:i + bs] for i in range(0, count, bs)]
     assert [part[i:i + bs] for part in parts for i in range(0, len(part), bs)] == batches
+
+
+@needs_ray
+@pytest.mark.slow
+def test_an_untimed_worker_task_runs_its_runtime_on_the_cpus_it_was_given(cluster):
+    """A one-CPU shard or variant task gets threads=1 (litert: num_threads=1) unless the user set a count;
+    without it, ONNX Runtime would start one thread per core of the host in every task there."""
+    import ray
+
+    from harness.cluster.shards import task_options
+    from harness.targets import get_target
+
+    def threads_in_task(target: str, given: dict) -> dict:
+        cls = get_target(target)
+        return dataclasses.asdict(task_options(cls, cls.parse_options(given) if given else None))
+
+    ray.init(address=cluster.address)
+    try:
+        task = ray.remote(threads_in_task).options(num_cpus=1, max_retries=0)
+        got = ray.get([task.remote("ort", {}), task.remote("ov", {}), task.remote("litert", {}),
+                       task.remote("ort", {"threads": 2})], timeout=120)
+    finally:
+        ray.shutdown()
+    assert [got[0]["threads"], got[1]["threads"], got[2]["num_threads"], got[3]["threads"]] == [1, 1, 1, 2]
+    # outside a Ray task nothing is bounded
+    assert task_options(get_target("ort"), None).threads is None

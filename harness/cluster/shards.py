@@ -10,6 +10,7 @@ the caller's to decide (docs/cluster.md).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import socket
@@ -57,11 +58,30 @@ def run_shard(spec: PassSpec, images: list) -> dict:
 
     started = time.time()
     target_cls = get_target(spec.target)
-    target = target_cls(spec.model, spec.profile, spec.options, (spec.bs,))
+    target = target_cls(spec.model, spec.profile, task_options(target_cls, spec.options), (spec.bs,))
     with target.loaded(spec.bs):
         passed = accuracy_pass(target, images, spec.bs, spec.profile, workers=spec.workers, skip_bad=spec.skip_bad)
     return {"passed": passed, "node": {**node_info(), "cpu": cpu_model(), "images": len(images),
                                        "started": round(started, 3), "finished": round(time.time(), 3)}}
+
+
+def task_options(target_cls, options):
+    """The target's options inside an untimed worker task, its runtime's threads bounded by the CPUs Ray
+    gave the task. ONNX Runtime and OpenVINO take every core of the host by default, so two one-CPU tasks
+    on a host would each run as many threads as it has cores and crowd each other (and whatever else Ray
+    placed there). A thread count the user set (-o threads=N) is kept; a target without a thread option,
+    or a task outside Ray, is left as it is."""
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU") if ray.is_initialized() else None
+    if options is None:
+        options = target_cls.parse_options({})
+    name = target_cls.run_flags.get("threads", "threads")
+    if not cpus or not dataclasses.is_dataclass(options) or name not in {f.name for f in dataclasses.fields(options)}:
+        return options
+    if getattr(options, name) is not None:
+        return options
+    return dataclasses.replace(options, **{name: max(1, int(cpus))})
 
 
 def node_info() -> dict:

@@ -15,6 +15,7 @@ starts, so Ctrl-C loses at most one and `--resume` picks up the rest.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -350,7 +351,12 @@ def _scored_on_cluster(req: SensitivityRequest, scorer: Scorer, paths: dict[str,
 
 
 def _detect(scorer: Scorer, path: Path, images: list) -> tuple[list[dict], float]:
-    """On a cluster worker: one variant's accuracy pass over a shard of the subset (Scorer.detect)."""
+    """On a cluster worker: one variant's accuracy pass over a shard of the subset (Scorer.detect), the
+    runtime's threads bounded by the task's CPUs (harness.cluster.shards.task_options)."""
+    from harness.cluster.shards import task_options
+
+    scorer = copy.copy(scorer)
+    scorer.options = task_options(scorer.target_cls, scorer.options)
     return scorer.detect(path, images)
 
 
