@@ -67,21 +67,28 @@ def run_shard(spec: PassSpec, images: list) -> dict:
 
 def task_options(target_cls, options):
     """The target's options inside an untimed worker task, its runtime's threads bounded by the CPUs Ray
-    gave the task. ONNX Runtime and OpenVINO take every core of the host by default, so two one-CPU tasks
-    on a host would each run as many threads as it has cores and crowd each other (and whatever else Ray
-    placed there). A thread count the user set (-o threads=N) is kept; a target without a thread option,
-    or a task outside Ray, is left as it is."""
+    gave the task: one request in flight (streams=1) on that many threads. ONNX Runtime and OpenVINO take
+    every core of the host by default (throughput mode: a request per core), so two one-CPU tasks on a
+    host would each run as many threads as it has cores and crowd each other (and whatever else Ray
+    placed there). A thread count the user set (-o threads=N) is kept, with its streams; a target without
+    a thread option, or a task outside Ray, is left as it is. Outputs do not depend on it (the cluster
+    tests compare the detections byte for byte with the single-process run's)."""
     import ray
 
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU") if ray.is_initialized() else None
     if options is None:
         options = target_cls.parse_options({})
-    name = target_cls.run_flags.get("threads", "threads")
-    if not cpus or not dataclasses.is_dataclass(options) or name not in {f.name for f in dataclasses.fields(options)}:
+    if not cpus or not dataclasses.is_dataclass(options):
         return options
-    if getattr(options, name) is not None:
-        return options
-    return dataclasses.replace(options, **{name: max(1, int(cpus))})
+    fields = {f.name for f in dataclasses.fields(options)}
+    threads, streams = target_cls.run_flags.get("threads", "threads"), target_cls.run_flags.get("streams", "streams")
+    bounded = {}
+    if threads in fields and getattr(options, threads) is None:
+        bounded[threads] = max(1, int(cpus))
+        # throughput mode would put one request per core of the host in flight, each on its own thread
+        if streams in fields and getattr(options, streams) is None:
+            bounded[streams] = 1
+    return dataclasses.replace(options, **bounded) if bounded else options
 
 
 def node_info() -> dict:

@@ -29,6 +29,7 @@ from harness.core.folders import OutputFolder
 from harness.core.progress import NullProgress
 from harness.data.coco import check_categories, load_dataset
 from harness.measure import identity as ident
+from harness.measure.canvases import CanvasCache
 from harness.profiles import Profile
 from harness.quant import calibrate, write_qdq
 from harness.quant.calib_data import calibration_batches, calibration_images
@@ -340,7 +341,9 @@ def _scored_on_cluster(req: SensitivityRequest, scorer: Scorer, paths: dict[str,
             items.append((name, (path, part)))
             by_name[name] = (label, index)
     done: dict[str, dict] = {}
-    for name, shard in fan_out(req.cluster, _detect, scorer, items, timeout=CLUSTER_TIMEOUT_S):
+    shipped = copy.copy(scorer)
+    shipped.canvases = None  # the head's resized images stay here: each worker keeps its own (_detect)
+    for name, shard in fan_out(req.cluster, _detect, shipped, items, timeout=CLUSTER_TIMEOUT_S):
         label, index = by_name[name]
         done.setdefault(label, {})[index] = shard
         if len(done[label]) == len(parts):
@@ -350,13 +353,24 @@ def _scored_on_cluster(req: SensitivityRequest, scorer: Scorer, paths: dict[str,
                                       sum(seconds for _, seconds in ordered))
 
 
+#: on a cluster worker: the subset's resized images, kept across the tasks the worker process runs
+_WORKER_CANVASES: CanvasCache | None = None
+
+
 def _detect(scorer: Scorer, path: Path, images: list) -> tuple[list[dict], float]:
     """On a cluster worker: one variant's accuracy pass over a shard of the subset (Scorer.detect), the
-    runtime's threads bounded by the task's CPUs (harness.cluster.shards.task_options)."""
+    runtime's threads bounded by the task's CPUs (harness.cluster.shards.task_options). The resized images
+    are the worker's own, kept for its next task: the head's (the whole subset, 133 MB at 256 images of
+    416x416) sent with every task cost more than the variants' inference, and 2 workers were no faster
+    than 1."""
+    global _WORKER_CANVASES
     from harness.cluster.shards import task_options
 
+    if _WORKER_CANVASES is None:
+        _WORKER_CANVASES = CanvasCache()
     scorer = copy.copy(scorer)
     scorer.options = task_options(scorer.target_cls, scorer.options)
+    scorer.canvases = _WORKER_CANVASES.store_for(scorer.profile.input, len(scorer.images))
     return scorer.detect(path, images)
 
 
