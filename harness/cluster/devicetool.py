@@ -21,7 +21,6 @@ import socket
 import string
 import subprocess
 import time
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from harness.core import config
 from harness.core.config import Invalid, setting
 from harness.core.errors import HarnessError
 from harness.core.fileio import atomic_write_text
+from harness.core.tomlfile import read_toml
 
 #: what the harness fills into a tool command, per run (all paths are the device host's)
 PLACEHOLDERS = {
@@ -91,12 +91,7 @@ def load_tool_command(tool, path: str | Path | None = None, command: str | None 
         path = Path(path)
         if not path.is_file():
             raise HarnessError(f"--tool-config {path}: file not found")
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise HarnessError(f"--tool-config {path}: not valid TOML ({exc})") from None
-        except UnicodeDecodeError:
-            raise HarnessError(f"--tool-config {path}: not a text TOML file") from None
+        raw = read_toml(path, f"--tool-config {path}")
         section = tool.name if isinstance(raw.get(tool.name), dict) else None
         table = raw[tool.name] if section else raw
         loaded = config.load(ToolCommand, {**data, **table}, str(path), section)

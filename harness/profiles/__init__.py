@@ -20,6 +20,7 @@ from typing import ClassVar, Literal
 from harness.core import config
 from harness.core.config import Invalid, did_you_mean, setting
 from harness.core.errors import HarnessError
+from harness.core.tomlfile import read_toml
 
 EXTRA_INPUT_NAMES = ("scale_factor", "im_shape")  # model inputs built from the metas (harness.model.extra_inputs)
 #: the resize modes that place a resized image on a padded canvas (rounding and box_scale apply)
@@ -223,12 +224,7 @@ def builtin_profiles() -> dict[str, str]:
 
 
 def _read_toml(entry, label: str) -> dict:
-    try:
-        return tomllib.loads(entry.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise HarnessError(f"profile {label}: not valid TOML ({exc})") from None
-    except UnicodeDecodeError:
-        raise HarnessError(f"profile {label}: not a text TOML file") from None
+    return read_toml(entry, f"profile {label}")
 
 
 def _class_preset(name: str) -> dict:

@@ -12,7 +12,6 @@ silently fell back to a default would change the engine that gets timed.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Literal
 from harness.core import config
 from harness.core.config import setting
 from harness.core.errors import HarnessError
+from harness.core.tomlfile import read_toml
 from harness.targets.modes import Mode, check_mode
 
 SETTINGS_FILE = Path("targets") / "trt.toml"
@@ -108,12 +108,7 @@ def load_trt_settings(path: str | Path | None = None) -> TrtSettings:
     path = Path(path)
     if not path.is_file():
         raise HarnessError(f"TensorRT settings file not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise HarnessError(f"{path}: not valid TOML ({exc})") from None
-    except UnicodeDecodeError:
-        raise HarnessError(f"{path}: not a text TOML file") from None
+    data = read_toml(path, str(path))
     if isinstance(data.get("trt"), dict):
         return config.load(TrtSettings, data["trt"], str(path), "trt")
     return config.load(TrtSettings, data, str(path))
