@@ -243,6 +243,21 @@ def test_killed_worker_is_a_failed_row_and_the_sweep_goes_on(cluster, demo_data,
     assert rc != 0  # a failed row fails the command, as in a local run
 
 
+@needs_ray
+@pytest.mark.slow
+def test_a_row_past_cluster_timeout_is_cancelled_and_failed(cluster, demo_data, tmp_path):
+    """A row not back within --cluster-timeout is cancelled and becomes a failed row saying so, and the
+    command ends; it is never waited on forever (harness.cluster.take_lost, shared with roundtrip)."""
+    args = run_args(demo_data, tmp_path / "out", bs="1")
+    args[args.index("--seconds") + 1], args[args.index("--max-seconds") + 1] = "30", "30"
+    started = time.monotonic()
+    rc, out = finish(harness_run([*args, "--cluster", cluster.address, "--cluster-timeout", "3"]))
+    rows = rows_of(tmp_path / "out")
+    assert [r["status"] for r in rows] == ["failed", "failed"], out
+    assert {r["error"] for r in rows} == {"cluster worker failed: no result within --cluster-timeout; cancelled"}
+    assert rc != 0 and time.monotonic() - started < 28  # cancelled, not left to finish their 30 s loops
+
+
 def test_a_row_reserves_its_device_nodes_cpus_and_a_missing_resource_is_one_line():
     """plan_resources over node records as ray.nodes() returns them (no cluster needed)."""
     from harness.cluster import plan_resources

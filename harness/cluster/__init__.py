@@ -218,7 +218,7 @@ def _run_connected(ray, work, store, cluster_options, row_timeout, say, accuracy
                 for data in result["rows"]:
                     row = _with_node(store, ResultRow.from_dict(data), result["node"])
                     rows.append(_add(store, _with_files(store, row, result.get("files") or {}), say))
-            rows += _fail_lost(ray, pending, store, say)
+            rows += [_add(store, _failed(item, why), say) for item, why in take_lost(ray, pending, _resource)]
     finally:
         for ref in [*pending, *shard_refs]:  # an interrupt (or an error) leaves nothing running on the cluster
             with contextlib.suppress(Exception):
@@ -307,24 +307,30 @@ def fan_out(address: str, fn, shared, items: list[tuple], timeout: float, connec
             ray.shutdown()
 
 
-def _fail_lost(ray, pending: dict, store, say) -> list[ResultRow]:
-    """Pending rows past their deadline, or whose resource left the cluster (its node died): failed,
-    never left waiting forever."""
-    rows = []
+def take_lost(ray, pending: dict, resource_of) -> list[tuple[object, str]]:
+    """The pending tasks past their deadline, or whose device resource (`resource_of(item)`) left the
+    cluster (its node died): cancelled and taken out of `pending`, each with its failed row's reason, so
+    no row waits forever (run --cluster rows and roundtrip's tool tasks alike)."""
+    lost = []
     now = time.monotonic()
     available = ray.cluster_resources() if pending else {}
     for ref, item in list(pending.items()):
+        resource = resource_of(item)
         if now > item.deadline:
             reason = "no result within --cluster-timeout; cancelled"
-        elif available.get(item.resource, 0) < 1:
-            reason = f"resource {item.resource} left the cluster (its node stopped)"
+        elif available.get(resource, 0) < 1:
+            reason = f"resource {resource} left the cluster (its node stopped)"
         else:
             continue
         with contextlib.suppress(Exception):
             ray.cancel(ref, force=True)
         del pending[ref]
-        rows.append(_add(store, _failed(item, f"cluster worker failed: {reason}"), say))
-    return rows
+        lost.append((item, f"cluster worker failed: {reason}"))
+    return lost
+
+
+def _resource(item) -> str:
+    return item.resource
 
 
 def _reason(exc) -> str:

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.cluster import GET_TIMEOUT_S, POLL_S, _reason, connect, device_resource, plan_resources
+from harness.cluster import GET_TIMEOUT_S, POLL_S, _reason, connect, device_resource, plan_resources, take_lost
 from harness.cluster.devicetool import ToolCommand, run_tool, write_datalist
 from harness.core.config import setting
 from harness.core.errors import HarnessError, first_line
@@ -261,7 +261,8 @@ def _on_cluster(ray, tool_name, make_job, todo, store, options, shared, timeout,
                                                       "its result"), say))
                     continue
                 rows.append(add_row(store, decoded(job, item.bs, store, value["tool"], value["node"], progress), say))
-            rows += _fail_lost(ray, pending, resource, job, store, say)
+            rows += [add_row(store, failed(job, item.bs, why), say)
+                     for item, why in take_lost(ray, pending, lambda _: resource)]
     finally:
         for gen in pending:  # an interrupt (or an error) leaves nothing running on the cluster
             with contextlib.suppress(Exception):
@@ -275,25 +276,6 @@ def _task_error(exc) -> str:
     if isinstance(cause, HarnessError):
         return first_line(cause)
     return f"cluster worker failed: {_reason(exc)}"
-
-
-def _fail_lost(ray, pending: dict, resource: str, job, store, say) -> list[ResultRow]:
-    """Tasks past --cluster-timeout, or whose device node left the cluster: failed, never waited on forever."""
-    rows = []
-    now = time.monotonic()
-    available = ray.cluster_resources() if pending else {}
-    for gen, item in list(pending.items()):
-        if now > item.deadline:
-            reason = "no result within --cluster-timeout; cancelled"
-        elif available.get(resource, 0) < 1:
-            reason = f"resource {resource} left the cluster (its node stopped)"
-        else:
-            continue
-        with contextlib.suppress(Exception):
-            ray.cancel(gen, force=True)
-        del pending[gen]
-        rows.append(add_row(store, failed(job, item.bs, f"cluster worker failed: {reason}"), say))
-    return rows
 
 
 # ---------------------------------------------------------------- rows
