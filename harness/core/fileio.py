@@ -10,6 +10,7 @@ follow a link is refused, in one place for every writer.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import tempfile
@@ -124,6 +125,12 @@ def _finite(value):
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def sha256_json(value) -> str:
+    """sha256 of a JSON value in one canonical form (keys sorted, no spaces): a cache key that does not
+    depend on dict order. (Profile and prep identities keep the encodings their stored hashes were made with.)"""
+    return sha256_bytes(json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
 
 
 def sha256_file(path: str | Path) -> str:

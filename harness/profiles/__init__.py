@@ -219,12 +219,8 @@ def builtin_profiles() -> dict[str, str]:
     for entry in sorted(_builtin_dir().iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".toml"):
             name = entry.name[: -len(".toml")]
-            out[name] = _read_toml(entry, name).get("description", "")
+            out[name] = read_toml(entry, f"profile {name}").get("description", "")
     return out
-
-
-def _read_toml(entry, label: str) -> dict:
-    return read_toml(entry, f"profile {label}")
 
 
 def _class_preset(name: str) -> dict:
@@ -250,7 +246,7 @@ def resolve_profile_source(name_or_path: str | Path) -> tuple[str, str, object]:
 def load_profile(name_or_path: str | Path) -> Profile:
     """Load a built-in profile by name, or a user's profile from a .toml path."""
     name, source, entry = resolve_profile_source(name_or_path)
-    return profile_from_dict(_read_toml(entry, source if source.startswith("builtin:") else str(entry)),
+    return profile_from_dict(read_toml(entry, f"profile {source if source.startswith('builtin:') else entry}"),
                              name=name, source=source)
 
 

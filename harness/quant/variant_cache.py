@@ -16,12 +16,11 @@ the folder to free its space (each variant is about the size of the model).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from harness import __version__
-from harness.core.fileio import atomic_write_text, make_dirs, sha256_file
+from harness.core.fileio import atomic_write_text, make_dirs, sha256_file, sha256_json
 from harness.quant.ort_backend import Calibration, write_qdq
 
 CACHE_DIR = "variants"
@@ -44,7 +43,7 @@ def ranges_sha256(path: Path) -> str:
     """sha256 of the ranges file's content with its keys sorted: ONNX Runtime writes the tensors in set
     order, which differs from one process to the next (hash randomisation), the ranges do not."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
-    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return sha256_json(data)
 
 
 def variant_key(model_sha256: str, excluded, calibration: dict, per_channel: bool = True,
@@ -55,8 +54,7 @@ def variant_key(model_sha256: str, excluded, calibration: dict, per_channel: boo
     parts = {"model_sha256": model_sha256, "excluded": sorted(excluded), "calibration": calibration,
              "per_channel": bool(per_channel),
              "versions": versions or {"harness": __version__, "onnxruntime": onnxruntime.__version__}}
-    text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest(), parts
+    return sha256_json(parts), parts
 
 
 class VariantCache:

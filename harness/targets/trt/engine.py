@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from harness.core.errors import HarnessError
-from harness.core.fileio import atomic_write_bytes, sha256_bytes, sha256_file
+from harness.core.fileio import atomic_write_bytes, sha256_bytes, sha256_file, sha256_json
 from harness.targets.trt.settings import OPT_MODES, PRECISIONS
 
 #: bump when the cache layout or the build recipe changes, so old engines are not reused
@@ -90,7 +90,7 @@ def engine_cache_key(onnx_sha256: str, precision: str, shapes: dict, trt_version
 
 
 def key_from_fields(fields: dict) -> str:
-    return sha256_bytes(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode())
+    return sha256_json(fields)
 
 
 def engine_paths(cache_dir: str | Path, model_stem: str, precision: str, key: str) -> tuple[Path, Path]:
