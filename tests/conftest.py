@@ -137,6 +137,17 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(mount_point)], capture_output=True)
 
 
+def alive_nodes(address) -> list[dict]:
+    """The live nodes of the Ray cluster at `address` (ray.nodes() records), from a short-lived driver."""
+    import ray
+
+    ray.init(address=address, log_to_driver=False)
+    try:
+        return [n for n in ray.nodes() if n["Alive"]]
+    finally:
+        ray.shutdown()
+
+
 @pytest.fixture(scope="module")
 def cluster(request):
     """A real two-node Ray cluster (ray.cluster_utils.Cluster) for the module using it, started once: the

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness.data.demo import DEMO_PROFILE, demo_model_path
+from tests.conftest import alive_nodes
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="ray is not installed (pip install '.[cluster]')")
@@ -59,16 +60,6 @@ def finish(proc, timeout=120):
 
 def rows_of(out) -> list[dict]:
     return json.loads((Path(out) / "results.json").read_text())["rows"]
-
-
-def _nodes(address) -> list[dict]:
-    import ray
-
-    ray.init(address=address, log_to_driver=False)
-    try:
-        return [n for n in ray.nodes() if n["Alive"]]
-    finally:
-        ray.shutdown()
 
 
 class LocalRun:
@@ -133,7 +124,7 @@ def test_rows_equal_local_run_on_their_nodes_without_overlap(cluster, demo_data,
     assert len(rows) == 4
     # each target's rows ran on the node holding its device resource (independently: ray.nodes())
     node_of = {next(k for k in n["Resources"] if k.startswith("device:")): n["NodeID"]
-               for n in _nodes(cluster.address)}
+               for n in alive_nodes(cluster.address)}
     for (target, _), row in rows.items():
         assert row["cluster"]["node_id"] == node_of[f"device:{target}"], row["cluster"]
         assert row["machine_state"] is not None and row["e2e_fps"] is not None
@@ -166,7 +157,7 @@ def test_sharded_accuracy_pass_equals_the_local_run_and_feeds_report_fidelity(cl
     assert rc == 0, output
     rows = assert_same_as_local(out, local_run.done())
     assert set(rows) == {("ov", 4), ("ort", 4)}
-    nodes = {n["NodeID"] for n in _nodes(cluster.address)}
+    nodes = {n["NodeID"] for n in alive_nodes(cluster.address)}
     for row in rows.values():
         shards = row["cluster"]["accuracy_shards"]
         assert [s["images"] for s in shards] == [4, 2], shards  # whole batches: 6 images at bs 4 -> 4 + 2

@@ -17,6 +17,7 @@ import pytest
 
 from harness.data.demo import DEMO_PROFILE, demo_model_path
 from harness.npu import FILE_TOOLS
+from tests.conftest import alive_nodes
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(importlib.util.find_spec("ray") is None,
@@ -96,7 +97,7 @@ def test_ais_through_the_object_store_equals_the_manual_flow(cluster, demo_data,
     assert rc == 0, said
     assert "files through the object store" in said
     rows = rows_of(out)
-    head = next(n["NodeID"] for n in _alive(cluster.address) if "device:ais" in n["Resources"])
+    head = next(n["NodeID"] for n in alive_nodes(cluster.address) if "device:ais" in n["Resources"])
     for bs in (1, 2):
         assert_same_rows(rows[bs], manual[bs], out)
         assert rows[bs]["cluster"]["node_id"] == head  # the node holding device:ais ran the tool
@@ -118,7 +119,7 @@ def test_vamp_through_a_shared_dir_on_the_other_node_equals_the_manual_flow(clus
     assert rc == 0, said
     row = rows_of(out)[1]
     assert_same_rows(row, manual, out)
-    other = next(n["NodeID"] for n in _alive(cluster.address) if "device:vamp" in n["Resources"])
+    other = next(n["NodeID"] for n in alive_nodes(cluster.address) if "device:vamp" in n["Resources"])
     assert row["cluster"]["node_id"] == other
     assert (shared / "device-bs1" / "output_000003.npz").is_file() and not (out / "device-bs1").exists()
 
@@ -193,13 +194,3 @@ def test_a_missing_device_resource_is_refused_before_anything_is_prepared(cluste
     assert "(device:ais, 2 CPU)" in lines[-1] and "(device:vamp, 2 CPU)" in lines[-1], lines[-1]
     assert not (out / "prep").exists()  # refused before preprocessing
     assert not (out / "results.json").exists() or not rows_of(out)
-
-
-def _alive(address) -> list[dict]:
-    import ray
-
-    ray.init(address=address, log_to_driver=False)
-    try:
-        return [n for n in ray.nodes() if n["Alive"]]
-    finally:
-        ray.shutdown()
