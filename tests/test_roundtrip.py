@@ -200,3 +200,15 @@ def test_cluster_options_are_checked_before_anything_runs(tmp_path):
         said = cli(*base, *extra, code=2).output
         assert said.strip().splitlines()[-1] == line, said
     assert not (tmp_path / "out").exists() and not (tmp_path / "s").exists()
+
+
+def test_a_batch_larger_than_the_images_is_refused_before_the_tool_runs(demo_data, tmp_path):
+    """As decode's --bs (and run's, emulate's): one line, and the vendor tool never started."""
+    images, ann = demo_data
+    marker = tmp_path / "tool-ran"
+    said = cli("roundtrip", "--runner", "ais", "-m", demo_model_path(), "-p", DEMO_PROFILE, "--data", images, "--ann",
+               ann, "--limit", 2, "--bs", "1,4", "--out", tmp_path / "out",
+               "--tool-command", f"sh -c 'touch {marker}' {{output}}", code=2).output
+    assert said.strip().splitlines()[-1] == (f"error: --bs 4: larger than the 2 image(s) in {tmp_path / 'out' / 'prep'}"
+                                             "/prep.json; a batch would be mostly padding or repeats: use at most 2")
+    assert not marker.exists()

@@ -230,6 +230,7 @@ def roundtrip_cmd(runner, model, device_model, profile_name, images_dir, ann_pat
     from harness.images.imagefile import pixel_limit
     from harness.measure.envinfo import environment
     from harness.measure.results import ResultsStore
+    from harness.npu.decode_outputs import check_bs_fits
     from harness.profiles.match import resolve as resolve_profile
     from harness.report import write_run_report
 
@@ -269,6 +270,8 @@ def roundtrip_cmd(runner, model, device_model, profile_name, images_dir, ann_pat
                                   limit, skip_bad_images, None, resume or overwrite, progress)
             for warning in (sidecar.get("device_preprocess") or {}).get("warnings", []):
                 progress.message(f"warning: {warning}")
+            for bs in todo:  # before the tool runs, not after it in decode
+                check_bs_fits(bs, len(sidecar["images"]), job.prep_dir / "prep.json")
             return job
 
         rows = []

@@ -162,16 +162,22 @@ def _machine_state(watch):
     return machine
 
 
+def check_bs_fits(bs: int, images: int, where) -> None:
+    """No --bs larger than the prepared images (as run's --bs and emulate's --batchsize), before any work:
+    such a batch would be mostly padding or repeats. decode and roundtrip (before its tool runs) ask it."""
+    if bs > images:
+        raise HarnessError(f"--bs {bs}: larger than the {images} image(s) in {where}; a batch would be "
+                           f"mostly padding or repeats: use at most {images}")
+
+
 def _decode_run(tool_name, outputs_path, prep_dir, ann_path, model, bs, precision, evaluator, progress, datalist,
                 profile, images_dir, device, skip_bad, out_dir, save_detections, save_outputs, watch) -> ResultRow:
     tool = FILE_TOOLS.get(tool_name)
     ann_path = Path(ann_path)
     ann = load_annotations(ann_path)
     prep, notes = _load_images(tool, prep_dir, datalist, profile, images_dir, ann, ann_path)
-    if bs is not None and bs > len(prep.images):  # as run's --bs and emulate's --batchsize, before any work
-        where = prep.folder / "prep.json" if prep_dir is not None else f"--datalist {datalist}"
-        raise HarnessError(f"--bs {bs}: larger than the {len(prep.images)} image(s) in {where}; a batch would be "
-                           f"mostly padding or repeats: use at most {len(prep.images)}")
+    if bs is not None:
+        check_bs_fits(bs, len(prep.images), prep.folder / "prep.json" if prep_dir is not None else f"--datalist {datalist}")
     specs = output_specs(prep, model)
     scorer = CocoEvaluator(ann, evaluator)
     del ann  # the evaluator holds what it needs
